@@ -1,0 +1,1 @@
+"""Sources, video access, the store, quality checks, exports: everything about the data."""
