@@ -62,7 +62,7 @@ class Decomposition(BaseModel):
     provenance: Provenance | None = None
     note: str | None = None
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
-    min_frames: int = Field(DEFAULT_MIN_FRAMES, ge=1, exclude=True)
+    min_frames: int = Field(DEFAULT_MIN_FRAMES, ge=1, description="shortest subtask allowed when validated")
 
     @model_validator(mode="after")
     def _check_contract(self) -> Decomposition:

@@ -1,0 +1,206 @@
+"""`atom-curate`: import sources into the store, list episodes, load and export annotations."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from atomvla.curate.cli_support import StoreOpt, VerboseOpt, console, fail, setup_logging
+from atomvla.curate.errors import SourceError, StoreError
+from atomvla.curate.exports.base import get_exporter
+from atomvla.curate.interchange_io import match_episodes, read_jsonl
+from atomvla.curate.sources import READERS, open_source
+from atomvla.curate.store import Store
+from atomvla.schemas import EpisodeMeta, Status
+
+log = logging.getLogger("atomvla.curate")
+
+app = typer.Typer(
+    help="Curate robot demonstrations: import sources into the store, list them, load and export subtask annotations.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+# Episodes are written in batches: each batch is one transaction, so a killed import leaves whole
+# episodes only, and a re-run picks up where it stopped.
+IMPORT_BATCH = 256
+
+
+def _open_store(path: Path, create: bool = True) -> Store:
+    try:
+        return Store(path, create=create)
+    except StoreError as exc:
+        raise fail(str(exc)) from exc
+
+
+@app.command("import")
+def import_(
+    source: Annotated[str, typer.Argument(help="Dataset folder or file, or a Hub dataset repo id.")],
+    store: StoreOpt = Path("atomvla.sqlite"),
+    format: Annotated[
+        Optional[str], typer.Option("--format", help=f"Reader to use instead of auto-detection: {', '.join(READERS) or 'see docs'}.")
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Index the episodes of SOURCE into the store (frames stay in the source).
+
+    Bad episodes are reported and skipped; the exit status is 1 if any was skipped.
+    """
+    setup_logging(verbose)
+    db = _open_store(store)
+    try:
+        reader = open_source(source, format)
+    except SourceError as exc:
+        raise fail(str(exc)) from exc
+
+    imported: list[EpisodeMeta] = []
+    skipped: list[str] = []
+    batch: list[EpisodeMeta] = []
+
+    def flush() -> None:
+        refused = db.upsert_episodes(batch)
+        skipped.extend(refused.values())
+        imported.extend(m for m in batch if m.episode_id not in refused)
+        batch.clear()
+
+    with Progress(
+        SpinnerColumn(), TextColumn("[bold]import[/] {task.description}"), BarColumn(),
+        MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True,
+    ) as progress:
+        bar = progress.add_task(str(reader.root), total=None)
+        try:
+            for item in reader.scan():
+                if isinstance(item, SourceError):
+                    skipped.append(str(item))
+                    log.warning("skipped: %s", item)
+                else:
+                    batch.append(item)
+                    if len(batch) >= IMPORT_BATCH:
+                        flush()
+                progress.advance(bar)
+        except SourceError as exc:
+            flush()
+            raise fail(str(exc)) from exc
+        flush()
+
+    _print_import_summary(reader.name, reader.root, imported, skipped)
+    if skipped:
+        raise typer.Exit(1)
+
+
+def _print_import_summary(fmt: str, root: Path, imported: list[EpisodeMeta], skipped: list[str]) -> None:
+    table = Table(title=f"Imported {len(imported)} episode(s) from {root} ({fmt})")
+    for col in ("dataset", "episodes", "frames", "fps", "tasks", "cameras"):
+        table.add_column(col, justify="right" if col in ("episodes", "frames", "fps", "tasks") else "left")
+    for dataset in sorted({m.dataset for m in imported}):
+        eps = [m for m in imported if m.dataset == dataset]
+        table.add_row(
+            dataset,
+            str(len(eps)),
+            str(sum(m.n_frames for m in eps)),
+            ", ".join(f"{f:g}" for f in sorted({m.fps for m in eps})),
+            str(len({m.task for m in eps})),
+            ", ".join(sorted({c.key for m in eps for c in m.cameras})),
+        )
+    console.print(table)
+    if skipped:
+        console.print(f"[bold yellow]{len(skipped)} episode(s) skipped:[/]")
+        for s in skipped:
+            console.print(f"  - {s}", highlight=False)
+
+
+@app.command("ls")
+def ls(
+    store: StoreOpt = Path("atomvla.sqlite"),
+    dataset: Annotated[Optional[str], typer.Option(help="Only this dataset.")] = None,
+    status: Annotated[Optional[Status], typer.Option(help="Only episodes whose latest revision has this status.")] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many rows (0: all).")] = 0,
+) -> None:
+    """List the episodes in the store with the status of their latest decomposition."""
+    setup_logging()
+    db = _open_store(store, create=False)
+    metas = db.episodes(dataset)
+    latest = db.latest_all()
+    if status is not None:
+        metas = [m for m in metas if m.episode_id in latest and latest[m.episode_id].status == status]
+    table = Table(title=f"{len(metas)} episode(s) in {store}")
+    for col in ("episode", "task", "frames", "fps", "subtasks", "status", "author", "rev"):
+        table.add_column(col, justify="right" if col in ("frames", "fps", "subtasks", "rev") else "left")
+    for m in metas[: limit or None]:
+        dec = latest.get(m.episode_id)
+        table.add_row(
+            m.episode_id, m.task, str(m.n_frames), f"{m.fps:g}",
+            str(len(dec.subtasks)) if dec else "-",
+            dec.status.value if dec else "unlabelled",
+            dec.author if dec else "-",
+            str(dec.revision) if dec else "-",
+        )
+    console.print(table)
+    counts = Counter(latest[m.episode_id].status.value if m.episode_id in latest else "unlabelled" for m in metas)
+    console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "empty store")
+
+
+@app.command("export")
+def export(
+    out: Annotated[Path, typer.Argument(help="File to write.")],
+    to: Annotated[str, typer.Option("--to", help="Export format: jsonl.")] = "jsonl",
+    store: StoreOpt = Path("atomvla.sqlite"),
+    status: Annotated[Optional[Status], typer.Option(help="Only episodes whose latest revision has this status.")] = None,
+    author: Annotated[Optional[str], typer.Option(help="Use each episode's latest revision by this author.")] = None,
+) -> None:
+    """Export each episode's latest decomposition."""
+    setup_logging()
+    db = _open_store(store, create=False)
+    try:
+        exporter = get_exporter(to)
+    except KeyError as exc:
+        raise fail(exc.args[0]) from exc
+    latest = db.latest_all(author=author, status=status)
+    records = [(m, latest[m.episode_id]) for m in db.episodes() if m.episode_id in latest]
+    exporter.write(records, out)
+    console.print(f"wrote {len(records)} episode(s) to {out} ({exporter.name})")
+
+
+@app.command("import-annotations")
+def import_annotations(
+    file: Annotated[Path, typer.Argument(help="JSON Lines file of decompositions (interchange format).")],
+    author: Annotated[str, typer.Option(help="Author recorded on the new revisions (e.g. 'truth', a tool's name).")],
+    store: StoreOpt = Path("atomvla.sqlite"),
+    dataset: Annotated[
+        Optional[str], typer.Option(help="Dataset the episode indices refer to (needed if the store holds several).")
+    ] = None,
+    min_frames: Annotated[int, typer.Option(help="Shortest subtask accepted, in frames.")] = 2,
+) -> None:
+    """Load decompositions (ground truth, another tool's output) as new revisions.
+
+    Bad lines are reported and skipped (exit status 1); the good ones are stored in one transaction.
+    """
+    setup_logging()
+    db = _open_store(store, create=False)
+    try:
+        lines, problems = read_jsonl(file)
+    except SourceError as exc:
+        raise fail(str(exc)) from exc
+    matched, unmatched = match_episodes(file, lines, db.episodes(), dataset)
+    problems += unmatched
+    decs = []
+    for line, meta in matched:
+        try:
+            decs.append(line.record.to_decomposition(meta.episode_id, author, min_frames))
+        except ValidationError as exc:
+            problems.append(f"{file}:{line.lineno}: " + "; ".join(e["msg"] for e in exc.errors()))
+    stored = db.add_revisions(decs)
+    console.print(f"stored {len(stored)} revision(s) by {author!r} from {file}")
+    if problems:
+        console.print(f"[bold yellow]{len(problems)} line(s) skipped:[/]")
+        for p in problems:
+            console.print(f"  - {p}", highlight=False)
+        raise typer.Exit(1)
+

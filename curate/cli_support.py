@@ -1,0 +1,41 @@
+"""What every console script shares: logging through rich, the `--store` option, exit codes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+console = Console(stderr=True)
+
+DEFAULT_STORE = Path("atomvla.sqlite")
+
+StoreOpt = Annotated[
+    Path,
+    typer.Option(
+        "--store",
+        envvar="ATOMVLA_STORE",
+        help="SQLite store of the project (env ATOMVLA_STORE).",
+        show_default=True,
+    ),
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")]
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
+        force=True,
+    )
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Report an error the user can act on (no traceback) and return the Exit to raise."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)

@@ -1,0 +1,39 @@
+"""The JSON Lines interchange export (DESIGN.md), one episode per line."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from atomvla.curate.exports.base import Exporter, register_exporter
+from atomvla.schemas import Decomposition, EpisodeMeta, InterchangeRecord
+
+
+def write_atomically(out: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@register_exporter
+class JsonlExporter(Exporter):
+    name = "jsonl"
+    description = "JSON Lines interchange file, one episode per line"
+
+    def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path) -> None:
+        lines = [
+            InterchangeRecord.from_decomposition(dec, meta.episode_index, meta.task, meta.fps).model_dump_json(
+                exclude_none=True
+            )
+            for meta, dec in records
+        ]
+        write_atomically(out, "".join(line + "\n" for line in lines))
