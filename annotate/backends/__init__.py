@@ -1,1 +1,6 @@
-"""atomvla.annotate.backends."""
+"""Decomposition backends; importing this package registers the built-in ones."""
+
+from atomvla.annotate.backends import heuristic  # noqa: F401  (registers `heuristic`)
+from atomvla.annotate.backends.base import BACKENDS, Backend, BackendConfig, BackendError, get_backend, register
+
+__all__ = ["BACKENDS", "Backend", "BackendConfig", "BackendError", "get_backend", "register"]

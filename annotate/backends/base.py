@@ -1,0 +1,95 @@
+"""The backend interface (episode in, validated decomposition out) and the one registry."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from atomvla.curate.episode import Episode
+from atomvla.schemas import Decomposition, EpisodeMeta, Provenance, Status, Subtask
+
+BACKENDS: dict[str, type[Backend]] = {}
+
+
+class BackendConfig(BaseModel):
+    """Settings of one backend; frozen, and hashed into each proposal's provenance."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BackendError(Exception):
+    """A backend cannot decompose this episode; the message names the backends that can."""
+
+    def __init__(self, backend: str, meta: EpisodeMeta, problem: str):
+        self.episode_id = meta.episode_id
+        others = [name for name, cls in BACKENDS.items() if name != backend and cls.can_handle(meta)]
+        alternative = (
+            f"backends that can handle it: {', '.join(others)}"
+            if others
+            else "no other registered backend can handle it"
+        )
+        super().__init__(f"episode {meta.episode_id}: {problem}; the {backend} backend cannot handle it ({alternative})")
+
+
+def register(cls: type[Backend]) -> type[Backend]:
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+def get_backend(name: str) -> type[Backend]:
+    from atomvla.annotate import backends  # noqa: F401  (registers the built-in backends)
+
+    if name not in BACKENDS:
+        raise KeyError(f"unknown backend {name!r} (known: {', '.join(sorted(BACKENDS))})")
+    return BACKENDS[name]
+
+
+class Backend(ABC):
+    """Turns one episode into subtasks. Subclasses set `name` and `Config` and are `@register`ed."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[BackendConfig]]
+
+    def __init__(self, config: BackendConfig | None = None):
+        self.config = config if config is not None else self.Config()
+
+    @property
+    def settings_hash(self) -> str:
+        """Same backend and settings -> same hash: a re-run skips episodes it already proposed."""
+        payload = f"{self.name}:{self.config.model_dump_json()}"
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @classmethod
+    @abstractmethod
+    def can_handle(cls, meta: EpisodeMeta) -> bool:
+        """Cheap check on metadata alone: does the episode have what this backend reads?"""
+
+    @abstractmethod
+    def segment(self, episode: Episode) -> tuple[list[Subtask], float | None]:
+        """The subtasks and a confidence in [0, 1] (None if the backend has none).
+
+        Raises BackendError when the episode lacks what the backend needs.
+        """
+
+    def propose(self, episode: Episode) -> Decomposition:
+        """A `proposed` decomposition authored by the backend, validated against the contract."""
+        start = time.perf_counter()
+        subtasks, confidence = self.segment(episode)
+        provenance = Provenance(
+            backend=self.name,
+            settings_hash=self.settings_hash,
+            latency_s=time.perf_counter() - start,
+            confidence=confidence,
+        )
+        return Decomposition(
+            episode_id=episode.meta.episode_id,
+            n_frames=episode.meta.n_frames,
+            subtasks=tuple(subtasks),
+            status=Status.proposed,
+            author=self.name,
+            provenance=provenance,
+        )

@@ -1,0 +1,176 @@
+"""A small grammar for task instructions: clauses of verb, object and target, expanded into a plan.
+
+"pick up the black bowl and place it on the plate" -> clauses (pick, black bowl), (place, black
+bowl, on the plate) -> plan [pick black bowl, place black bowl on the plate]. No model: a verb
+lexicon, prepositions that end a noun phrase, pronouns that refer back, and verbless clauses that
+reuse the previous verb ("put the bowl on the plate and the mug in the basket").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from atomvla.schemas import Skill
+
+# Verb phrase -> skill. Multi-word phrases are matched before single words.
+VERBS: dict[str, Skill] = {
+    "pick up": "pick", "pick": "pick", "grasp": "pick", "grab": "pick", "lift": "pick",
+    "take": "pick", "hold": "pick",
+    "put down": "place", "put": "place", "place": "place", "set": "place", "drop": "place",
+    "stack": "place", "move": "place", "bring": "place", "carry": "place", "transfer": "place",
+    "reach": "reach", "approach": "reach", "go to": "reach",
+    "push": "push", "sweep": "push", "slide": "push", "shove": "push",
+    "pull": "pull", "drag": "pull",
+    "open": "open", "close": "close", "shut": "close",
+    "turn on": "turn", "turn off": "turn", "turn": "turn", "rotate": "turn", "twist": "turn",
+    "flip": "turn",
+    "press": "press", "push down": "press", "hit": "press", "tap": "press",
+    "insert": "insert", "plug": "insert",
+}
+_VERB_RE = re.compile(r"^(" + "|".join(sorted(map(re.escape, VERBS), key=len, reverse=True)) + r")\b")
+
+# Prepositions that end the object noun phrase and introduce the target (longest first).
+PREPOSITIONS = (
+    "on top of", "in front of", "next to", "to the left of", "to the right of", "inside of",
+    "out of", "onto", "into", "inside", "under", "underneath", "below", "above", "over",
+    "behind", "between", "toward", "towards", "through", "across", "from", "off", "on", "in",
+    "at", "to", "with", "near", "by",
+)
+_PREP_RE = re.compile(r"\b(" + "|".join(map(re.escape, PREPOSITIONS)) + r")\b")
+_DETERMINERS = {"the", "a", "an", "both", "its", "their", "some"}
+_PRONOUNS = {"it", "them", "that", "this"}
+# Resultative words after the object ("pull the drawer open") describe the outcome, not the object.
+_RESULTS = {"open", "opened", "closed", "shut", "up", "down", "away", "out", "back"}
+# Parts of the robot itself: "move the gripper in front of the button" is about the button.
+_EFFECTORS = {"gripper", "arm", "hand", "robot", "end effector", "end-effector", "effector"}
+
+
+@dataclass(frozen=True)
+class Clause:
+    verb: str
+    skill: Skill
+    obj: str | None
+    prep: str | None = None
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One planned subtask: its skill, its instruction, and the object it names."""
+
+    skill: Skill
+    instruction: str
+    obj: str | None
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s'-]", " ", text.lower())).strip()
+
+
+def strip_determiners(phrase: str) -> str:
+    words = [w for w in phrase.split() if w not in _DETERMINERS]
+    while len(words) > 1 and words[-1] in _RESULTS:
+        words.pop()
+    return " ".join(words)
+
+
+def _split_np(rest: str) -> tuple[str, str | None, str | None]:
+    """`the black bowl on the plate` -> ("the black bowl", "on", "the plate")."""
+    m = _PREP_RE.search(rest)
+    if m is None:
+        return rest.strip(), None, None
+    obj = rest[: m.start()].strip()
+    target = rest[m.end():].strip() or None
+    inner = _PREP_RE.search(target) if target else None
+    if inner is not None and inner.start() > 0:
+        target = target[: inner.start()].strip()  # "on the plate next to the mug": the rest is detail
+    return obj, m.group(1), target
+
+
+def _chunks(text: str) -> list[str]:
+    """Split on "and"/"then"/commas only where a new clause starts, not inside a noun phrase."""
+    parts = re.split(r"\s*(?:,|;|\bthen\b|\band\b|\bafter that\b)\s*", text)
+    chunks: list[str] = []
+    for part in (p for p in parts if p):
+        # A verbless part continues the previous noun phrase ("between the plate and the ramekin",
+        # "put the yellow and white mug on ...") unless both parts carry their own preposition
+        # ("put the bowl on the plate and the mug in the basket").
+        continues = chunks and not _VERB_RE.match(part) and not (
+            _PREP_RE.search(part) and _PREP_RE.search(chunks[-1])
+        )
+        if continues:
+            chunks[-1] = f"{chunks[-1]} and {part}"
+        else:
+            chunks.append(part)
+    return chunks
+
+
+def parse(instruction: str) -> list[Clause]:
+    """The clauses of an instruction, with pronouns resolved; [] when no verb is recognised."""
+    clauses: list[Clause] = []
+    last_obj: str | None = None
+    for chunk in _chunks(_normalise(instruction)):
+        m = _VERB_RE.match(chunk)
+        if m is not None:
+            verb, rest = m.group(1), chunk[m.end():].strip()
+        elif clauses:
+            verb, rest = clauses[-1].verb, chunk
+        else:
+            continue
+        obj, prep, target = _split_np(rest)
+        # "both the soup and the sauce in the basket": each object is its own clause.
+        objects = re.split(r"\s+and\s+", obj) if obj.startswith("both ") else [obj]
+        for o in objects:
+            o = strip_determiners(o) or None
+            if o in _PRONOUNS:
+                o = last_obj
+            t = strip_determiners(target) if target else None
+            if t in _PRONOUNS:
+                t = last_obj
+            if o in _EFFECTORS and t:  # "move the gripper to the button" reaches the button
+                clauses.append(Clause(verb, "reach", t))
+            else:
+                clauses.append(Clause(verb, VERBS[verb], o, prep, t))
+            last_obj = clauses[-1].obj or last_obj
+    return clauses
+
+
+def _the(obj: str | None) -> str:
+    return f"the {obj}" if obj else "the object"
+
+
+def plan(instruction: str) -> list[Step]:
+    """Subtasks the instruction implies, in order.
+
+    A transport verb becomes pick then place; a verb acting on an object in place is preceded by
+    an approach (reach, or pick when the robot grasps first: see `Step.skill` in the backend);
+    consecutive picks of the same object collapse.
+    """
+    steps: list[Step] = []
+    for c in parse(instruction):
+        target = f" {c.prep} {_the(c.target)}" if c.prep and c.target else ""
+        if c.skill == "pick":
+            steps.append(Step("pick", f"pick up {_the(c.obj)}", c.obj))
+        elif c.skill == "place":
+            steps.append(Step("pick", f"pick up {_the(c.obj)}", c.obj))
+            steps.append(Step("place", f"place {_the(c.obj)}{target}", c.obj))
+        elif c.skill == "reach":
+            steps.append(Step("reach", f"reach {_the(c.obj)}", c.obj))
+        else:
+            steps.append(Step("reach", f"reach {_the(c.obj)}", c.obj))
+            steps.append(Step(c.skill, f"{c.verb} {_the(c.obj)}{target}", c.obj))
+    collapsed: list[Step] = []
+    for s in steps:
+        prev = collapsed[-1] if collapsed else None
+        if prev is not None and prev.obj == s.obj and prev.skill in ("pick", "reach") and s.skill in ("pick", "reach"):
+            collapsed[-1] = s if s.skill == "pick" else prev
+            continue
+        collapsed.append(s)
+    return collapsed
+
+
+def object_of(instruction: str) -> str | None:
+    """The object a subtask instruction names (the first clause's object)."""
+    clauses = parse(instruction)
+    return clauses[0].obj if clauses else None

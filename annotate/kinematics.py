@@ -1,0 +1,192 @@
+"""End-effector and gripper signals of an episode, found from its arrays and feature names.
+
+The segmenter needs three per-frame signals: a motion signal (how the end effector is told to
+move, or moves), the measured speed, and the gripper. Which dimensions hold them is read from the
+dataset's names (LeRobot `names`: `hand_x`, `ee_x`, `gripper_0`, `dx`, `roll`, ...; LIBERO HDF5:
+`observation.ee_states` / `observation.gripper_states`), or given explicitly by the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from atomvla.schemas import EpisodeMeta
+
+log = logging.getLogger(__name__)
+
+STATE = "observation.state"
+ACTION = "action"
+EE_STATES = "observation.ee_states"
+GRIPPER_STATES = "observation.gripper_states"
+
+_GRIPPER = re.compile(r"grip|finger|claw|jaw")
+_ROTATION = re.compile(r"roll|pitch|yaw|rot|quat|orient|euler|angle|(^|[_.\s-])[rq][xyzw]$|^[rq][xyzw]$")
+_AXIS = re.compile(r"(^|[_.\s-])(d|delta_|pos_|position_)?([xyz])$|^d?([xyz])$")
+# Rotation and translation velocities are compared as the displacement of a point this far from
+# the wrist (metres per radian): a quarter turn then weighs like a 15 cm move.
+LEVER_ARM_M = 0.1
+# A command whose per-axis correlation with the measured velocity reaches this is a velocity or
+# delta command; otherwise (absolute targets, joint commands) the measured motion is used.
+_COMMAND_CORRELATION = 0.3
+
+
+class KinematicsError(ValueError):
+    """The episode lacks the arrays, or the named dimensions, the heuristic needs."""
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Indices of the dimensions of one array that play each role."""
+
+    position: tuple[int, ...] = ()
+    rotation: tuple[int, ...] = ()
+    gripper: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Kinematics:
+    """Per-frame signals for one episode of n frames.
+
+    `motion` (n, d): velocity of the end effector, commanded when the action is a velocity/delta
+    command (it leads the measured motion, so phase changes are sharp), measured otherwise;
+    translation first, rotation after (scaled by `LEVER_ARM_M` when measured).
+    `speed` (n,): measured speed of the end effector (or the joints, without one).
+    `gripper` (n,) or None: gripper command, or opening when there is no command.
+    """
+
+    motion: np.ndarray
+    speed: np.ndarray
+    gripper: np.ndarray | None
+    motion_source: str
+
+
+def roles_from_names(names: list[str]) -> Roles:
+    """Which dims are position x/y/z, rotation and gripper, judged from their names."""
+    position: dict[str, int] = {}
+    rotation: list[int] = []
+    gripper: list[int] = []
+    for i, raw in enumerate(names):
+        name = raw.lower().strip()
+        if _GRIPPER.search(name):
+            gripper.append(i)
+        elif _ROTATION.search(name):
+            rotation.append(i)
+        elif (m := _AXIS.search(name)) is not None:
+            axis = m.group(3) or m.group(4)
+            position.setdefault(axis, i)
+    return Roles(tuple(position[a] for a in "xyz" if a in position), tuple(rotation), tuple(gripper))
+
+
+def _forward_diff(x: np.ndarray) -> np.ndarray:
+    """(n, d) -> (n, d): v[t] = x[t+1] - x[t], the motion that follows frame t; last row repeats."""
+    v = np.diff(x, axis=0)
+    return np.concatenate([v, v[-1:]], axis=0) if len(v) else np.zeros_like(x)
+
+
+def _first_component(x: np.ndarray) -> np.ndarray:
+    """(n, d) -> (n,): a multi-finger gripper as one opening signal (its main axis of change)."""
+    if x.shape[1] == 1:
+        return x[:, 0]
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[0]
+
+
+def _is_velocity_command(command: np.ndarray, velocity: np.ndarray) -> bool:
+    """True when each command axis moves with the measured velocity on that axis."""
+    corrs = []
+    for a, v in zip(command.T, velocity.T):
+        if a.std() > 1e-9 and v.std() > 1e-9:
+            corrs.append(float(np.corrcoef(a, v)[0, 1]))
+    return bool(corrs) and float(np.mean(corrs)) >= _COMMAND_CORRELATION
+
+
+def _state_roles(meta: EpisodeMeta, arrays: dict[str, np.ndarray], ee_dims, gripper_dim) -> Roles:
+    names = meta.feature_names.get(STATE) or []
+    roles = roles_from_names(names) if names else Roles()
+    if ee_dims is not None or gripper_dim is not None:
+        d = arrays[STATE].shape[1]
+        for i in (*(ee_dims or ()), *(() if gripper_dim is None else (gripper_dim,))):
+            if not 0 <= i < d:
+                raise KinematicsError(f"dimension {i} is out of range: {STATE} has {d} dims")
+        roles = Roles(
+            position=tuple(ee_dims) if ee_dims is not None else roles.position,
+            rotation=() if ee_dims is not None else roles.rotation,
+            gripper=(gripper_dim,) if gripper_dim is not None else roles.gripper,
+        )
+    return roles
+
+
+def extract(
+    meta: EpisodeMeta,
+    arrays: dict[str, np.ndarray],
+    ee_dims: tuple[int, ...] | None = None,
+    gripper_dim: int | None = None,
+) -> Kinematics:
+    """The segmenter's signals; `ee_dims` / `gripper_dim` index `observation.state` and win over names."""
+    n = meta.n_frames
+    state = arrays.get(STATE)
+    action = arrays.get(ACTION)
+    for key, arr in ((STATE, state), (ACTION, action)):
+        if arr is not None and (arr.ndim != 2 or arr.shape[0] != n):
+            raise KinematicsError(f"{key} has shape {arr.shape}; expected ({n}, d) for {n} frames")
+
+    # Measured end-effector pose, translation then rotation.
+    position = rotation = grip_state = None
+    if EE_STATES in arrays and ee_dims is None:  # LIBERO: xyz then axis-angle
+        ee = np.asarray(arrays[EE_STATES], dtype=np.float64)
+        position, rotation = ee[:, :3], ee[:, 3:] if ee.shape[1] > 3 else None
+        if GRIPPER_STATES in arrays:
+            grip_state = _first_component(np.asarray(arrays[GRIPPER_STATES], dtype=np.float64))
+    elif state is not None:
+        state = np.asarray(state, dtype=np.float64)
+        roles = _state_roles(meta, arrays, ee_dims, gripper_dim)
+        if roles.position:
+            position = state[:, list(roles.position)]
+            rotation = state[:, list(roles.rotation)] if roles.rotation else None
+        else:
+            # No end effector named: the joints' motion still shows where phases change.
+            others = [i for i in range(state.shape[1]) if i not in roles.gripper]
+            log.debug("%s: no end-effector dims named; using %d state dims", meta.episode_id, len(others))
+            position = state[:, others]
+        if roles.gripper:
+            grip_state = _first_component(state[:, list(roles.gripper)])
+
+    measured = None
+    if position is not None:
+        parts = [_forward_diff(position)]
+        if rotation is not None:
+            parts.append(LEVER_ARM_M * _forward_diff(rotation))
+        measured = np.concatenate(parts, axis=1)
+
+    # The commanded motion, when the action is a velocity or delta command of the end effector.
+    command = grip_command = None
+    if action is not None:
+        action = np.asarray(action, dtype=np.float64)
+        a_roles = roles_from_names(meta.feature_names.get(ACTION) or [])
+        if a_roles.gripper:
+            grip_command = action[:, a_roles.gripper[0]]
+        if a_roles.position:
+            command = action[:, list(a_roles.position + a_roles.rotation)]
+            n_pos = len(a_roles.position)
+            if measured is not None and not _is_velocity_command(command[:, :n_pos], measured[:, :n_pos]):
+                command = None
+
+    if command is not None:
+        motion, source = command, "action (velocity command)"
+    elif measured is not None:
+        motion, source = measured, "state (measured velocity)"
+    elif action is not None:
+        # Action only, unnamed: treat it as the command it is; the gripper cannot be told apart.
+        motion, source = action, "action (unnamed)"
+    else:
+        have = ", ".join(sorted(arrays)) or "none"
+        raise KinematicsError(f"no `{ACTION}` or `{STATE}` array (arrays: {have})")
+
+    speed = np.linalg.norm(measured if measured is not None else motion, axis=1)
+    gripper = grip_command if grip_command is not None else grip_state
+    return Kinematics(motion=motion, speed=speed, gripper=gripper, motion_source=source)
