@@ -1,0 +1,211 @@
+"""Small datasets of every source format, built in a test's tmp_path; shared by the test suites.
+
+The LeRobot v2.1 builder converts the real Meta-World fixture; the HDF5 and video-folder builders
+synthesise a pick-and-place motion (reach, close the gripper, carry, open it, retreat) so a
+kinematic segmenter has real events to find.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+V3_AV1 = FIXTURES / "metaworld_lerobot_v30"
+V3_H264 = FIXTURES / "metaworld_lerobot_v30_h264"
+
+# Fractions of an episode at which the synthetic gripper closes and opens again.
+GRASP_AT, RELEASE_AT = 0.4, 0.75
+_WAYPOINTS = np.array(
+    [[0.0, 0.0, 0.3], [0.1, 0.2, 0.05], [0.1, 0.2, 0.05], [-0.1, 0.3, 0.15], [-0.1, 0.3, 0.05], [-0.1, 0.3, 0.25]]
+)
+_WAYPOINT_TIMES = np.array([0.0, GRASP_AT - 0.05, GRASP_AT, RELEASE_AT - 0.1, RELEASE_AT, 1.0])
+
+
+def encode_video(path: Path, frames_thwc: np.ndarray, fps: int) -> Path:
+    """Write (n, H, W, 3) uint8 frames as an H.264 MP4 (the codec every decoder reads)."""
+    return _write_video(
+        path, (av.VideoFrame.from_ndarray(f, format="rgb24") for f in frames_thwc), fps, frames_thwc.shape[1:3]
+    )
+
+
+def _write_video(path: Path, frames: Iterable[av.VideoFrame], fps: int, height_width: tuple[int, int]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        # ultrafast: test videos need to exist quickly, not to be small.
+        stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        stream.height, stream.width = height_width
+        stream.pix_fmt = "yuv420p"
+        for i, frame in enumerate(frames):
+            frame.pts, frame.time_base = i, Fraction(1, fps)  # decoded frames carry their source's timing
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def copy_dataset(src: Path, dest: Path) -> Path:
+    """A writable copy of a (read-only) fixture, for tests that damage it."""
+    return Path(shutil.copytree(src, dest))
+
+
+def pick_place_motion(n_frames: int) -> dict[str, np.ndarray]:
+    """End-effector positions `ee_pos` (n, 3), `gripper_closed` (n,) bool and 7-d `actions` (n, 7).
+
+    Actions are robosuite-style deltas: xyz, roll/pitch/yaw (zero here), gripper -1 open / +1 closed.
+    """
+    t = np.linspace(0.0, 1.0, n_frames)
+    ee_pos = np.stack([np.interp(t, _WAYPOINT_TIMES, _WAYPOINTS[:, i]) for i in range(3)], axis=1)
+    closed = (t >= GRASP_AT) & (t < RELEASE_AT)
+    delta = np.diff(ee_pos, axis=0, append=ee_pos[-1:]) * n_frames
+    actions = np.concatenate([delta, np.zeros((n_frames, 3)), np.where(closed, 1.0, -1.0)[:, None]], axis=1)
+    return {"ee_pos": ee_pos, "gripper_closed": closed, "actions": actions}
+
+
+def _camera_frames(ee_pos: np.ndarray, size: int) -> np.ndarray:
+    """(n, size, size, 3) uint8: a bright square that follows the end effector over a gradient."""
+    n = len(ee_pos)
+    frames = np.broadcast_to(np.linspace(20, 120, size, dtype=np.uint8)[None, :, None, None], (n, size, size, 3)).copy()
+    corners = ((ee_pos[:, :2] + 0.3) / 0.6 * (size - size // 4)).astype(int)
+    for frame, (x, y) in zip(frames, corners):
+        frame[y : y + size // 4, x : x + size // 4] = 230
+    return frames
+
+
+def build_lerobot_v21(dest: Path, src: Path = V3_H264) -> Path:
+    """A LeRobot v2.1 dataset with the same episodes as a v3.0 one: rows split per episode, each
+    episode's frames re-encoded to its own H.264 MP4."""
+    info = json.loads((src / "meta" / "info.json").read_text())
+    episodes = pa.concat_tables(pq.read_table(p) for p in sorted((src / "meta" / "episodes").glob("*/*.parquet")))
+    data = pa.concat_tables(pq.read_table(p) for p in sorted((src / "data").glob("*/*.parquet")))
+    video_keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
+    # The fixture keeps each camera in one file; episodes are cut from it by their from_timestamp.
+    # Decoded frames go straight back to the encoder: no RGB round trip.
+    frames = {}
+    for key in video_keys:
+        with av.open(str(next((src / "videos" / key).glob("*/*.mp4")))) as container:
+            frames[key] = list(container.decode(video=0))
+    fps = info["fps"]
+    lines = []
+    for ep in episodes.to_pylist():
+        index, length = ep["episode_index"], ep["length"]
+        rows = data.slice(ep["dataset_from_index"], length)
+        out = dest / "data" / "chunk-000" / f"episode_{index:06d}.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows, out)
+        for key in video_keys:
+            first = round(ep[f"videos/{key}/from_timestamp"] * fps)
+            video = dest / "videos" / "chunk-000" / key / f"episode_{index:06d}.mp4"
+            cut = frames[key][first : first + length]
+            _write_video(video, cut, fps, (cut[0].height, cut[0].width))
+        lines.append(json.dumps({"episode_index": index, "tasks": list(ep["tasks"]), "length": length}))
+    tasks = pq.read_table(src / "meta" / "tasks.parquet").to_pandas()
+    (dest / "meta").mkdir(parents=True, exist_ok=True)
+    (dest / "meta" / "episodes.jsonl").write_text("\n".join(lines) + "\n")
+    (dest / "meta" / "tasks.jsonl").write_text(
+        "".join(json.dumps({"task_index": int(i), "task": t}) + "\n" for t, i in tasks["task_index"].items())
+    )
+    info.update(
+        codebase_version="v2.1",
+        total_chunks=1,
+        data_path="data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+        video_path="videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
+    )
+    for key in ("data_files_size_in_mb", "video_files_size_in_mb"):
+        info.pop(key, None)
+    (dest / "meta" / "info.json").write_text(json.dumps(info, indent=4))
+    return dest
+
+
+def build_libero_hdf5(
+    path: Path,
+    lengths: tuple[int, ...] = (40, 52, 46),
+    instruction: str = "pick up the black bowl and place it on the plate",
+    image_size: int = 32,
+    images: bool = True,
+) -> Path:
+    """A LIBERO-layout file: `problem_info`, `obs/{agentview_rgb, eye_in_hand_rgb, ee_states, ...}`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        data.attrs["problem_info"] = json.dumps(
+            {"problem_name": "libero_tabletop_manipulation", "language_instruction": instruction}
+        )
+        data.attrs["env_args"] = json.dumps({"type": 1, "env_name": "Libero_Tabletop_Manipulation", "env_kwargs": {}})
+        for i, n in enumerate(lengths):
+            motion = pick_place_motion(n)
+            demo = data.create_group(f"demo_{i}")
+            demo.attrs["num_samples"] = n
+            demo["actions"] = motion["actions"]
+            finger = np.where(motion["gripper_closed"], 0.01, 0.04)
+            demo["robot_states"] = np.concatenate(
+                [np.stack([finger, -finger], 1), motion["ee_pos"], np.tile([0, 0, 0, 1.0], (n, 1))], 1
+            )
+            demo["states"] = np.zeros((n, 20))
+            obs = demo.create_group("obs")
+            obs["ee_states"] = np.concatenate([motion["ee_pos"], np.zeros((n, 3))], axis=1)
+            obs["gripper_states"] = np.stack([finger, -finger], axis=1)
+            obs["joint_states"] = np.zeros((n, 7))
+            if images:
+                frames = _camera_frames(motion["ee_pos"], image_size)[:, ::-1]  # LIBERO stores them upside down
+                obs["agentview_rgb"] = frames
+                obs["eye_in_hand_rgb"] = frames
+    return path
+
+
+def build_robomimic_hdf5(
+    path: Path, lengths: tuple[int, ...] = (36, 44), control_freq: int = 20, image_size: int = 32
+) -> Path:
+    """A robomimic-layout file: `env_args` only (no instruction), `obs/robot0_eef_pos`, `agentview_image`, ..."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        data.attrs["env_args"] = json.dumps(
+            {"env_name": "PickPlaceCan", "type": 1, "env_kwargs": {"control_freq": control_freq}}
+        )
+        data.attrs["total"] = sum(lengths)
+        for i, n in enumerate(lengths):
+            motion = pick_place_motion(n)
+            demo = data.create_group(f"demo_{i}")
+            demo.attrs["num_samples"] = n
+            demo["actions"] = motion["actions"]
+            finger = np.where(motion["gripper_closed"], 0.01, 0.04)
+            obs = demo.create_group("obs")
+            obs["robot0_eef_pos"] = motion["ee_pos"]
+            obs["robot0_eef_quat"] = np.tile([0, 0, 0, 1.0], (n, 1))
+            obs["robot0_gripper_qpos"] = np.stack([finger, -finger], axis=1)
+            obs["robot0_joint_pos"] = np.zeros((n, 7))
+            obs["object"] = np.zeros((n, 14))
+            frames = _camera_frames(motion["ee_pos"], image_size)[:, ::-1]
+            obs["agentview_image"] = frames
+            obs["robot0_eye_in_hand_image"] = frames
+    return path
+
+
+def build_video_folder(
+    dest: Path, lengths: tuple[int, ...] = (30, 42), fps: int = 10, arrays: str = "npz", image_size: int = 32
+) -> Path:
+    """`episode_<i>.mp4` with same-stem arrays (`action`, `observation.state`) and a `tasks.json`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    tasks = {}
+    for i, n in enumerate(lengths):
+        stem = f"episode_{i}"
+        motion = pick_place_motion(n)
+        encode_video(dest / f"{stem}.mp4", _camera_frames(motion["ee_pos"], image_size), fps)
+        state = np.concatenate([motion["ee_pos"], motion["gripper_closed"][:, None]], axis=1).astype(np.float32)
+        values = {"action": motion["actions"].astype(np.float32), "observation.state": state}
+        if arrays == "npz":
+            np.savez(dest / f"{stem}.npz", **values)
+        else:
+            pq.write_table(pa.table({k: list(v) for k, v in values.items()}), dest / f"{stem}.parquet")
+        tasks[stem] = f"pick up the block and place it, take {i}"
+    (dest / "tasks.json").write_text(json.dumps(tasks))
+    return dest
