@@ -83,3 +83,12 @@ def test_bad_instruction_map_raises(tmp_path: Path):
     with pytest.raises(SourceError, match="must map each video's stem") as err:
         scan(root)
     assert err.value.file == str(root / "tasks.json")
+
+
+def test_video_pyav_cannot_open(tmp_path: Path):
+    root = build_video_folder(tmp_path / "clips", (12,))
+    (root / "episode_1.mkv").write_bytes(b"\x1a\x45\xdf\xa3 not really matroska")
+    (root / "tasks.json").write_text(json.dumps({"episode_0": "a", "episode_1": "b"}))
+    good, bad = scan(root)
+    assert isinstance(good, EpisodeMeta) and isinstance(bad, SourceError)
+    assert bad.file == str(root / "episode_1.mkv") and "cannot be opened" in bad.problem
