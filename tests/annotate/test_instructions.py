@@ -1,0 +1,62 @@
+"""The instruction grammar: objects, targets, pronouns, verbless clauses; and object matching."""
+
+import pytest
+
+from atomvla.annotate.evaluation.objects import object_hits, same_object
+from atomvla.annotate.instructions import object_of, parse, plan
+from atomvla.schemas import Subtask
+
+
+@pytest.mark.parametrize(
+    ("instruction", "expected"),
+    [
+        ("pick up the puck and place it at the goal", [("pick", "puck", None), ("place", "puck", "goal")]),
+        ("open the drawer", [("open", "drawer", None)]),
+        ("Pick up the red block, then stack it on the green block.", [("pick", "red block", None), ("place", "red block", "green block")]),
+        (
+            "pick up the black bowl between the plate and the ramekin and place it on the plate",
+            [("pick", "black bowl", "plate and ramekin"), ("place", "black bowl", "plate")],
+        ),
+        ("put the bowl on the plate and the mug in the basket", [("place", "bowl", "plate"), ("place", "mug", "basket")]),
+        ("put both the alphabet soup and the tomato sauce in the basket", [("place", "alphabet soup", "basket"), ("place", "tomato sauce", "basket")]),
+        ("turn on the stove and put the moka pot on it", [("turn", "stove", None), ("place", "moka pot", "stove")]),
+        ("move the gripper in front of the button", [("reach", "button", None)]),
+        ("pull the drawer open", [("pull", "drawer", None)]),
+    ],
+)
+def test_parse(instruction, expected):
+    assert [(c.skill, c.obj, c.target) for c in parse(instruction)] == expected
+
+
+def test_plan_expands_transport_and_in_place_verbs():
+    assert [(s.skill, s.instruction) for s in plan("pick up the puck and place it at the goal")] == [
+        ("pick", "pick up the puck"),
+        ("place", "place the puck at the goal"),
+    ]
+    assert [s.skill for s in plan("open the drawer")] == ["reach", "open"]
+    assert [(s.skill, s.obj) for s in plan("put the bowl on the plate and the mug in the basket")] == [
+        ("pick", "bowl"), ("place", "bowl"), ("pick", "mug"), ("place", "mug"),
+    ]
+    assert plan("dance a little") == []
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [("drawer", "drawer handle", True), ("black bowl", "white bowl", False), ("blocks", "block", True),
+     ("bowl", "black bowl", True), ("mug", None, False)],
+)
+def test_same_object(a, b, same):
+    assert same_object(a, b) is same
+
+
+def test_object_hits_pair_subtasks_by_overlap():
+    truth = [
+        Subtask(start_frame=0, end_frame=40, instruction="reach the drawer handle", skill="reach"),
+        Subtask(start_frame=40, end_frame=100, instruction="pull the drawer open", skill="open"),
+    ]
+    pred = [
+        Subtask(start_frame=0, end_frame=45, instruction="reach the drawer", skill="reach"),
+        Subtask(start_frame=45, end_frame=100, instruction="open the cabinet", skill="open"),
+    ]
+    assert object_of("reach the drawer handle") == "drawer handle"
+    assert object_hits(pred, truth) == [True, False]
