@@ -17,11 +17,14 @@ import av
 import h5py
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 V3_AV1 = FIXTURES / "metaworld_lerobot_v30"
 V3_H264 = FIXTURES / "metaworld_lerobot_v30_h264"
+EPISODES = Path("meta/episodes/chunk-000/file-000.parquet")
+DATA = Path("data/chunk-000/file-000.parquet")
 
 # Fractions of an episode at which the synthetic gripper closes and opens again.
 GRASP_AT, RELEASE_AT = 0.4, 0.75
@@ -209,3 +212,74 @@ def build_video_folder(
         tasks[stem] = f"pick up the block and place it, take {i}"
     (dest / "tasks.json").write_text(json.dumps(tasks))
     return dest
+
+
+def replicate_lerobot_v3(dest: Path, n_episodes: int, src: Path = V3_AV1) -> int:
+    """`src` replicated to `n_episodes` episodes in `dest`: index and data rows repeated with shifted
+    indices and timestamps, the video remuxed once per copy (no re-encode). Returns the frame count."""
+    info = json.loads((src / "meta/info.json").read_text())
+    episodes, data = pq.read_table(src / EPISODES), pq.read_table(src / DATA)
+    per_block = episodes.num_rows
+    blocks = -(-n_episodes // per_block)
+    keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
+    block_s = {k: _remux_repeated(src / _video(k), dest / _video(k), blocks) for k in keys}
+
+    source = np.arange(n_episodes) % per_block
+    block = np.arange(n_episodes) // per_block
+    lengths = episodes["length"].to_numpy()[source]
+    ends = np.cumsum(lengths)
+    new = episodes.take(pa.array(source))
+    changes = {"episode_index": np.arange(n_episodes), "dataset_from_index": ends - lengths, "dataset_to_index": ends}
+    for key in keys:
+        for edge in ("from_timestamp", "to_timestamp"):
+            column = f"videos/{key}/{edge}"
+            changes[column] = new[column].to_numpy() + block * block_s[key]
+    for name, values in changes.items():
+        new = new.set_column(new.schema.get_field_index(name), name, pa.array(values, new.schema.field(name).type))
+    _write(new, dest / EPISODES)
+
+    rows = pa.concat_tables([data] * blocks).slice(0, int(ends[-1]))
+    row_block = np.repeat(block, lengths)
+    episode_index = rows["episode_index"].to_numpy() + row_block * per_block
+    rows = rows.set_column(rows.schema.get_field_index("episode_index"), "episode_index", pa.array(episode_index))
+    rows = rows.set_column(rows.schema.get_field_index("index"), "index", pa.array(np.arange(rows.num_rows)))
+    assert pc.all(pc.equal(rows["episode_index"], pa.array(np.repeat(np.arange(n_episodes), lengths)))).as_py()
+    _write(rows, dest / DATA)
+
+    for name in ("tasks.parquet", "stats.json"):
+        shutil.copy(src / "meta" / name, dest / "meta" / name)
+    info.update(total_episodes=n_episodes, total_frames=int(ends[-1]), splits={"train": f"0:{n_episodes}"})
+    (dest / "meta/info.json").write_text(json.dumps(info, indent=4))
+    return int(ends[-1])
+
+
+def _video(key: str) -> Path:
+    return Path("videos") / key / "chunk-000" / "file-000.mp4"
+
+
+def _write(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+
+
+def _remux_repeated(src: Path, dest: Path, times: int) -> float:
+    """`src`'s video stream `times` times in a row, without re-encoding; returns one copy's seconds."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(src)) as probe:
+        stream = probe.streams.video[0]
+        span, seconds = stream.duration, float(stream.duration * stream.time_base)
+    with av.open(str(dest), "w") as out:
+        for k in range(times):
+            # The muxer takes ownership of each packet, so the input is demuxed afresh per copy.
+            with av.open(str(src)) as inp:
+                in_stream = inp.streams.video[0]
+                if k == 0:
+                    out_stream = out.add_stream_from_template(in_stream, opaque=True)
+                for packet in inp.demux(in_stream):
+                    if packet.dts is None:  # the demuxer's end-of-stream marker
+                        continue
+                    packet.pts += k * span
+                    packet.dts += k * span
+                    packet.stream = out_stream
+                    out.mux(packet)
+    return seconds

@@ -1,0 +1,165 @@
+"""`atom-curate` end to end on the real fixtures and on damaged copies of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from atomvla.curate.cli import IMPORT_BATCH, app
+from atomvla.curate.store import Store
+from builders import EPISODES, FIXTURES, V3_AV1, V3_H264, copy_dataset, replicate_lerobot_v3
+
+TRUTH = FIXTURES / "metaworld_truth.jsonl"
+runner = CliRunner()
+
+
+def curate(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def fixture_lengths(root: Path) -> dict[int, int]:
+    table = pq.read_table(root / EPISODES, columns=["episode_index", "length"]).to_pydict()
+    return dict(zip(table["episode_index"], table["length"]))
+
+
+def test_import_both_fixtures_with_their_frame_counts(tmp_path):
+    db = tmp_path / "s.sqlite"
+    for root in (V3_AV1, V3_H264):
+        result = curate("import", root, "--store", db)
+        assert result.exit_code == 0, result.output
+        assert "Imported 11 episode(s)" in result.output
+        metas = Store(db).episodes(dataset=root.name)
+        assert {m.episode_index: m.n_frames for m in metas} == fixture_lengths(root)
+        assert sum(m.n_frames for m in metas) == 889
+    listing = curate("ls", "--store", db)
+    assert listing.exit_code == 0 and "22 episode(s)" in listing.output and "unlabelled: 22" in listing.output
+
+
+def test_reimport_is_idempotent(tmp_path):
+    db = tmp_path / "s.sqlite"
+    assert curate("import", V3_AV1, "--store", db).exit_code == 0
+    assert curate("import", V3_AV1, "--store", db).exit_code == 0
+    assert Store(db).count_episodes() == 11
+
+
+def test_truth_round_trips_through_import_annotations_and_export(tmp_path):
+    db, out = tmp_path / "s.sqlite", tmp_path / "out.jsonl"
+    curate("import", V3_AV1, "--store", db)
+    result = curate("import-annotations", TRUTH, "--store", db, "--author", "truth")
+    assert result.exit_code == 0, result.output
+    assert "stored 11 revision(s)" in result.output
+    assert curate("export", out, "--to", "jsonl", "--store", db, "--status", "accepted").exit_code == 0
+    truth = {r["episode_index"]: r for r in map(json.loads, TRUTH.read_text().splitlines())}
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(exported) == 11
+    for rec in exported:
+        assert rec["subtasks"] == truth[rec["episode_index"]]["subtasks"]
+        assert rec["episode_id"] == f"{V3_AV1.name}/{rec['episode_index']}"
+        assert (rec["author"], rec["revision"], rec["status"]) == ("truth", 1, "accepted")
+    # No revision has status `rejected`: the export is empty, not an error.
+    assert curate("export", out, "--store", db, "--status", "rejected").exit_code == 0
+    assert out.read_text() == ""
+
+
+def test_bad_annotation_lines_are_reported_and_the_good_ones_stored(tmp_path):
+    db, bad = tmp_path / "s.sqlite", tmp_path / "bad.jsonl"
+    curate("import", V3_AV1, "--store", db)
+    lines = TRUTH.read_text().splitlines()
+    broken = json.loads(lines[1])
+    broken["subtasks"][1]["start_frame"] += 3  # a gap between the two subtasks
+    wrong_length = json.loads(lines[2]) | {"n_frames": 5}
+    unknown = json.loads(lines[3]) | {"episode_index": 99}
+    bad.write_text("\n".join([lines[0], json.dumps(broken), "{not json", json.dumps(wrong_length), json.dumps(unknown)]) + "\n")
+    result = curate("import-annotations", bad, "--store", db, "--author", "someone")
+    assert result.exit_code == 1
+    out = " ".join(result.output.split())
+    assert "stored 1 revision(s)" in out
+    assert f"{bad}:2:" in out and "subtask 1 ends at frame" in out and "(a gap)" in out
+    assert f"{bad}:3: not valid JSON" in out
+    assert f"{bad}:4: episode 2: the file says 5 frames, the episode has" in out
+    assert f"{bad}:5: episode 99: no such episode in the store" in out
+    assert set(Store(db).latest_all()) == {f"{V3_AV1.name}/0"}
+
+
+def test_damaged_episode_is_skipped_and_named(tmp_path):
+    root = copy_dataset(V3_AV1, tmp_path / "ds")
+    table = pq.read_table(root / EPISODES)
+    # Episode 4 claims to end far past the end of the video.
+    ends = table["videos/observation.images.corner/to_timestamp"].to_pylist()
+    ends[4] += 100.0
+    starts = table["videos/observation.images.corner/from_timestamp"].to_pylist()
+    starts[4] += 99.0
+    for name, values in (("from_timestamp", starts), ("to_timestamp", ends)):
+        column = f"videos/observation.images.corner/{name}"
+        table = table.set_column(table.schema.get_field_index(column), column, pa.array(values, pa.float64()))
+    pq.write_table(table, root / EPISODES)
+    db = tmp_path / "s.sqlite"
+    result = curate("import", root, "--store", db)
+    assert result.exit_code == 1
+    out = " ".join(result.output.split())
+    assert "1 episode(s) skipped" in out and "episode 4" in out and "file-000.mp4" in out
+    assert Store(db).count_episodes() == 10
+
+
+def test_whole_source_error_writes_nothing(tmp_path):
+    root = copy_dataset(V3_AV1, tmp_path / "ds")
+    info = json.loads((root / "meta/info.json").read_text())
+    (root / "meta/info.json").write_text(json.dumps(info | {"codebase_version": "v9.9"}))
+    db = tmp_path / "s.sqlite"
+    curate("import", V3_H264, "--store", db)
+    result = curate("import", root, "--store", db)
+    assert result.exit_code == 2
+    assert "info.json" in result.output and "v9.9" in result.output
+    assert Store(db).count_episodes() == 11  # what was there is still there
+
+
+def test_store_that_is_not_a_store_is_refused_untouched(tmp_path):
+    db = tmp_path / "s.sqlite"
+    db.write_text("hello")
+    result = curate("import", V3_AV1, "--store", db)
+    assert result.exit_code == 2 and "not an atomvla store" in result.output
+    assert db.read_text() == "hello"
+
+
+def test_sigkill_mid_import_leaves_a_consistent_store_and_a_rerun_completes(tmp_path):
+    n = 12 * IMPORT_BATCH
+    root = tmp_path / "big"
+    replicate_lerobot_v3(root, n)
+    db = tmp_path / "s.sqlite"
+    cli = [sys.executable, "-m", "atomvla.curate", "import", str(root), "--store", str(db)]
+    proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                seen = sqlite3.connect(db, timeout=0.1).execute("SELECT count(*) FROM episodes").fetchone()[0]
+            except sqlite3.OperationalError:  # schema not created yet
+                seen = 0
+            if seen:
+                break
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 0 < seen < n, f"the import was not caught mid-way ({seen} of {n})"
+
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    count = conn.execute("SELECT count(*) FROM episodes").fetchone()[0]
+    assert count % IMPORT_BATCH == 0 and count < n  # whole batches only
+    conn.close()
+    assert all(m.n_frames > 0 for m in Store(db).episodes())  # every stored row parses
+
+    rerun = subprocess.run(cli, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert Store(db).count_episodes() == n
