@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from atomvla.schemas import Skill
 
@@ -140,7 +141,8 @@ def _the(obj: str | None) -> str:
     return f"the {obj}" if obj else "the object"
 
 
-def plan(instruction: str) -> list[Step]:
+@lru_cache(maxsize=1024)
+def plan(instruction: str) -> tuple[Step, ...]:
     """Subtasks the instruction implies, in order.
 
     A transport verb becomes pick then place; a verb acting on an object in place is preceded by
@@ -167,7 +169,7 @@ def plan(instruction: str) -> list[Step]:
             collapsed[-1] = s if s.skill == "pick" else prev
             continue
         collapsed.append(s)
-    return collapsed
+    return tuple(collapsed)
 
 
 def object_of(instruction: str) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -64,7 +65,8 @@ class Kinematics:
     motion_source: str
 
 
-def roles_from_names(names: list[str]) -> Roles:
+@lru_cache(maxsize=256)
+def roles_from_names(names: tuple[str, ...]) -> Roles:
     """Which dims are position x/y/z, rotation and gripper, judged from their names."""
     position: dict[str, int] = {}
     rotation: list[int] = []
@@ -97,17 +99,21 @@ def _first_component(x: np.ndarray) -> np.ndarray:
 
 
 def _is_velocity_command(command: np.ndarray, velocity: np.ndarray) -> bool:
-    """True when each command axis moves with the measured velocity on that axis."""
-    corrs = []
-    for a, v in zip(command.T, velocity.T):
-        if a.std() > 1e-9 and v.std() > 1e-9:
-            corrs.append(float(np.corrcoef(a, v)[0, 1]))
-    return bool(corrs) and float(np.mean(corrs)) >= _COMMAND_CORRELATION
+    """(n, k), (n, k) -> True when the command axes move with the measured velocity on the same axes
+    (mean Pearson correlation over the axes that vary)."""
+    a = command - command.mean(axis=0)
+    v = velocity - velocity.mean(axis=0)
+    norms = np.sqrt((a * a).sum(axis=0) * (v * v).sum(axis=0))
+    varying = norms > 1e-12
+    if not varying.any():
+        return False
+    corr = (a * v).sum(axis=0)[varying] / norms[varying]
+    return float(corr.mean()) >= _COMMAND_CORRELATION
 
 
 def _state_roles(meta: EpisodeMeta, arrays: dict[str, np.ndarray], ee_dims, gripper_dim) -> Roles:
     names = meta.feature_names.get(STATE) or []
-    roles = roles_from_names(names) if names else Roles()
+    roles = roles_from_names(tuple(names)) if names else Roles()
     if ee_dims is not None or gripper_dim is not None:
         d = arrays[STATE].shape[1]
         for i in (*(ee_dims or ()), *(() if gripper_dim is None else (gripper_dim,))):
@@ -167,7 +173,7 @@ def extract(
     command = grip_command = None
     if action is not None:
         action = np.asarray(action, dtype=np.float64)
-        a_roles = roles_from_names(meta.feature_names.get(ACTION) or [])
+        a_roles = roles_from_names(tuple(meta.feature_names.get(ACTION) or ()))
         if a_roles.gripper:
             grip_command = action[:, a_roles.gripper[0]]
         if a_roles.position:

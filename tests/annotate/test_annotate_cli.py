@@ -1,7 +1,6 @@
 """`atom-annotate run` and `eval` end to end on the fixture imported into a temporary store."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest

@@ -17,7 +17,8 @@ TOLERANCE = 2  # frames
 BOTH = pytest.mark.parametrize("signals", ["action+state", "state"], ids=["command", "measured"])
 
 
-def segment(task, phases, signals="action+state", names=None, config=HeuristicConfig()):
+def segment(task, phases, signals="action+state", names=None, config=None):
+    config = config or HeuristicConfig()
     state, action, truth = scripted(phases)
     arrays = {"observation.state": state, "action": action} if signals == "action+state" else {"observation.state": state}
     m = meta(task, len(state), names)
@@ -98,11 +99,11 @@ def test_dims_given_explicitly_replace_unreadable_names():
 
 
 def test_names_are_read_across_conventions():
-    r = roles_from_names(["hand_x", "hand_y", "hand_z", "gripper"])
+    r = roles_from_names(("hand_x", "hand_y", "hand_z", "gripper"))
     assert (r.position, r.rotation, r.gripper) == ((0, 1, 2), (), (3,))
-    r = roles_from_names(["ee_x", "ee_y", "ee_z", "ee_roll", "ee_pitch", "ee_yaw", "gripper_0", "gripper_1"])
+    r = roles_from_names(("ee_x", "ee_y", "ee_z", "ee_roll", "ee_pitch", "ee_yaw", "gripper_0", "gripper_1"))
     assert (r.position, r.rotation, r.gripper) == ((0, 1, 2), (3, 4, 5), (6, 7))
-    r = roles_from_names(["dx", "dy", "dz", "grip"])
+    r = roles_from_names(("dx", "dy", "dz", "grip"))
     assert (r.position, r.gripper) == ((0, 1, 2), (3,))
 
 

@@ -1,0 +1,153 @@
+"""Accuracy of every registered backend against ground truth, per task; throughput of the heuristic.
+
+For each (dataset, truth JSONL) pair: every episode is decomposed by every registered backend and
+by a baseline that splits the episode into as many equal parts as the instruction's plan has
+subtasks (a reference point, not a backend), then scored like `atom-annotate eval` (boundary
+P/R/F1 at a tolerance, mean/median error, count accuracy, segmental F1@{10,25,50}, edit score,
+object accuracy) overall and per task.
+
+Throughput: the heuristic's episodes per second on arrays already in memory (no video is decoded;
+the heuristic reads none), as a ratio against loading those arrays from the dataset in the same
+run. Targets: boundary F1 >= 0.90 at 3 frames, count accuracy >= 0.90, object accuracy >= 0.90,
+>= 500 episodes/s.
+
+    .venv/bin/python benchmarks/heuristic_eval.py [DATASET TRUTH ...] [--tolerance 3] [--json OUT]
+
+Without arguments: the fixture, then every generated set under benchmarks/out/ (a LeRobot
+dataset folder `X` with `X.truth.jsonl` or `truth.jsonl` beside or inside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from atomvla.annotate.backends import BACKENDS, BackendError, get_backend
+from atomvla.annotate.evaluation.report import report, score_episode, table
+from atomvla.annotate.instructions import plan
+from atomvla.curate.episode import Episode
+from atomvla.curate.errors import SourceError
+from atomvla.curate.interchange_io import match_episodes, read_jsonl
+from atomvla.curate.sources import open_source
+from atomvla.schemas import MAX_SUBTASKS, MIN_SUBTASKS, EpisodeMeta, Subtask
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = (ROOT.parent / "shared" / "fixtures" / "metaworld_lerobot_v30", ROOT.parent / "shared" / "fixtures" / "metaworld_truth.jsonl")
+TARGETS = {"f1": 0.90, "count_accuracy": 0.90, "object_accuracy": 0.90}
+TARGET_EPS = 500.0
+MIN_TIMING_S = 1.0
+
+console = Console()
+
+
+def discover() -> list[tuple[Path, Path]]:
+    sets = [FIXTURE] if FIXTURE[0].exists() else []
+    for info in sorted((ROOT / "benchmarks" / "out").glob("**/meta/info.json")):
+        root = info.parent.parent
+        truth = next(
+            (p for p in (root.with_name(root.name + ".truth.jsonl"), root.parent / "truth.jsonl", root / "truth.jsonl") if p.is_file()),
+            None,
+        )
+        if truth is not None:
+            sets.append((root, truth))
+    return sets
+
+
+def baseline(meta: EpisodeMeta) -> list[Subtask]:
+    """Equal parts, as many as the plan's subtasks: what a segmenter must beat."""
+    steps = plan(meta.task)
+    k = min(max(len(steps), MIN_SUBTASKS), MAX_SUBTASKS)
+    cuts = [round(i * meta.n_frames / k) for i in range(k + 1)]
+    return [
+        Subtask(start_frame=a, end_frame=b, instruction=steps[i].instruction if i < len(steps) else meta.task,
+                skill=steps[i].skill if i < len(steps) else "other")
+        for i, (a, b) in enumerate(zip(cuts, cuts[1:]))
+    ]
+
+
+def evaluate(dataset: Path, truth: Path, tolerance: int) -> tuple[dict, list[Episode]]:
+    metas = [m for m in open_source(str(dataset)).scan() if isinstance(m, EpisodeMeta)]
+    lines, problems = read_jsonl(truth)
+    matched, unmatched = match_episodes(truth, lines, metas)
+    if problems or unmatched:
+        raise SystemExit("\n".join(problems + unmatched))
+    episodes = [Episode(meta) for _, meta in matched]
+    for e in episodes:
+        e.arrays  # noqa: B018  load once: the backends then run on arrays in memory
+    results = {}
+    for name in sorted(BACKENDS):
+        backend = get_backend(name)()
+        scores = []
+        for (line, meta), episode in zip(matched, episodes):
+            try:
+                predicted = list(backend.propose(episode).subtasks)
+            except BackendError as exc:
+                console.print(f"[yellow]{name}: {exc}[/]")
+                predicted = None
+            scores.append(score_episode(meta.episode_id, meta.task, predicted, line.record.subtasks, tolerance))
+        results[name] = report(scores, tolerance)
+    scores = [score_episode(m.episode_id, m.task, baseline(m), line.record.subtasks, tolerance) for line, m in matched]
+    results["baseline: equal parts"] = report(scores, tolerance)
+    return results, episodes
+
+
+def _rate(fn, items) -> float:
+    """Items per second, repeating whole passes until MIN_TIMING_S has elapsed."""
+    passes, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < MIN_TIMING_S or passes == 0:
+        for item in items:
+            fn(item)
+        passes += 1
+    return passes * len(items) / elapsed
+
+
+def throughput(episodes: list[Episode]) -> tuple[float, float]:
+    """(heuristic episodes/s on loaded arrays, episodes/s of loading the arrays from the dataset)."""
+    backend = get_backend("heuristic")()
+    heuristic = _rate(backend.propose, episodes)
+    loading = _rate(lambda e: Episode(e.meta).arrays, episodes)
+    return heuristic, loading
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pairs", nargs="*", type=Path, help="DATASET TRUTH pairs")
+    parser.add_argument("--tolerance", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if len(args.pairs) % 2:
+        parser.error("give DATASET TRUTH pairs")
+    sets = list(zip(args.pairs[::2], args.pairs[1::2])) or discover()
+    if not sets:
+        raise SystemExit("no dataset/truth pairs found")
+
+    everything = {}
+    for dataset, truth in sets:
+        try:
+            results, episodes = evaluate(dataset, truth, args.tolerance)
+        except SourceError as exc:
+            raise SystemExit(str(exc)) from exc
+        for name, rep in results.items():
+            console.print(table(f"{dataset.name}: {name} vs {truth.name}", rep))
+        overall = results["heuristic"]["overall"]
+        verdicts = ", ".join(
+            f"{k} {overall[k]:.2f} ({'meets' if overall[k] >= v else 'BELOW'} {v:.2f})" for k, v in TARGETS.items()
+        )
+        console.print(f"[bold]{dataset.name}[/]: heuristic {verdicts}")
+        heuristic, loading = throughput(episodes)
+        console.print(
+            f"[bold]{dataset.name}[/]: heuristic {heuristic:,.0f} episodes/s on loaded arrays "
+            f"({heuristic / TARGET_EPS:.1f}x the {TARGET_EPS:.0f}/s target; {heuristic / loading:.1f}x the rate of "
+            f"loading the arrays, {loading:,.0f}/s)\n"
+        )
+        everything[dataset.name] = {"results": results, "heuristic_eps": heuristic, "array_loading_eps": loading}
+    if args.json is not None:
+        args.json.write_text(json.dumps(everything, indent=2))
+
+
+if __name__ == "__main__":
+    main()
