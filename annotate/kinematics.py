@@ -2,8 +2,9 @@
 
 The segmenter needs three per-frame signals: a motion signal (how the end effector is told to
 move, or moves), the measured speed, and the gripper. Which dimensions hold them is read from the
-dataset's names (LeRobot `names`: `hand_x`, `ee_x`, `gripper_0`, `dx`, `roll`, ...; LIBERO HDF5:
-`observation.ee_states` / `observation.gripper_states`), or given explicitly by the caller.
+dataset's names (LeRobot `names`: `hand_x`, `ee_x`, `gripper_0`, `dx`, `roll`, `ee_qx`, and the
+readers' names for LIBERO/robomimic HDF5: `ee_x`, axis-angle `ee_ax`, `gripper_0`), or given
+explicitly by the caller.
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ log = logging.getLogger(__name__)
 
 STATE = "observation.state"
 ACTION = "action"
-EE_STATES = "observation.ee_states"
-GRIPPER_STATES = "observation.gripper_states"
 
 _GRIPPER = re.compile(r"grip|finger|claw|jaw")
-_ROTATION = re.compile(r"roll|pitch|yaw|rot|quat|orient|euler|angle|(^|[_.\s-])[rq][xyzw]$|^[rq][xyzw]$")
+_ROTATION = re.compile(r"roll|pitch|yaw|rot|quat|orient|euler|angle|(^|[_.\s-])[rqa][xyzw]$|^[rq][xyzw]$")
 _AXIS = re.compile(r"(^|[_.\s-])(d|delta_|pos_|position_)?([xyz])$|^d?([xyz])$")
 # Rotation and translation velocities are compared as the displacement of a point this far from
 # the wrist (metres per radian): a quarter turn then weighs like a 15 cm move.
@@ -143,12 +142,7 @@ def extract(
 
     # Measured end-effector pose, translation then rotation.
     position = rotation = grip_state = None
-    if EE_STATES in arrays and ee_dims is None:  # LIBERO: xyz then axis-angle
-        ee = np.asarray(arrays[EE_STATES], dtype=np.float64)
-        position, rotation = ee[:, :3], ee[:, 3:] if ee.shape[1] > 3 else None
-        if GRIPPER_STATES in arrays:
-            grip_state = _first_component(np.asarray(arrays[GRIPPER_STATES], dtype=np.float64))
-    elif state is not None:
+    if state is not None:
         state = np.asarray(state, dtype=np.float64)
         roles = _state_roles(meta, arrays, ee_dims, gripper_dim)
         if roles.position:

@@ -114,16 +114,18 @@ def gripper_events(gripper: np.ndarray, min_hold: int) -> list[tuple[int, Kind]]
 
 
 def grasp_boundaries(
-    score: np.ndarray, peaks: Sequence[int], events: Sequence[tuple[int, Kind]], delay: int, bonus: float
+    score: np.ndarray, peaks: Sequence[int], events: Sequence[tuple[int, Kind]], delay: int, slack: int, bonus: float
 ) -> list[Candidate]:
-    """For each gripper event, the frame where the next motion starts (within `delay` frames).
+    """For each gripper event, the frame where the next motion starts: from `slack` frames before
+    the event (a gripper command and the motion it allows are logged a frame or two apart) to
+    `delay` frames after it.
 
     The first peak in the window that reaches half the window's strongest is taken: a lift that
     follows a grasp comes before the larger turn towards the goal.
     """
     out: list[Candidate] = []
     for frame, kind in events:
-        inside = [p for p in peaks if frame <= p <= frame + delay]
+        inside = [p for p in peaks if frame - slack <= p <= frame + delay]
         if inside:
             best = max(score[p] for p in inside)
             onset = next(p for p in inside if score[p] >= 0.5 * best)

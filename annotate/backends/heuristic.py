@@ -15,7 +15,7 @@ from pydantic import Field
 
 from atomvla.annotate.backends.base import Backend, BackendConfig, BackendError, register
 from atomvla.annotate.instructions import Step, plan
-from atomvla.annotate.kinematics import ACTION, EE_STATES, STATE, Kinematics, KinematicsError, extract
+from atomvla.annotate.kinematics import ACTION, STATE, Kinematics, KinematicsError, extract
 from atomvla.annotate.segmentation import (
     Candidate,
     Kind,
@@ -77,7 +77,7 @@ def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: Heu
     score = change_scores(kin.motion, kin.speed, w, ARRIVAL)
     peaks = local_peaks(score, min_frames)
     events = gripper_events(kin.gripper, min_frames) if kin.gripper is not None else []
-    grasps = grasp_boundaries(score, peaks, events, round(config.grasp_delay_s * fps), GRIPPER_BONUS)
+    grasps = grasp_boundaries(score, peaks, events, round(config.grasp_delay_s * fps), w // 2, GRIPPER_BONUS)
     motions = [
         Candidate(p, float(score[p]), "motion") for p in peaks if all(abs(p - g.frame) >= min_frames for g in grasps)
     ]
@@ -120,7 +120,7 @@ class HeuristicBackend(Backend):
 
     @classmethod
     def can_handle(cls, meta: EpisodeMeta) -> bool:
-        return bool({ACTION, STATE, EE_STATES} & set(meta.feature_names))
+        return bool({ACTION, STATE} & set(meta.feature_names))
 
     def segment(self, episode: Episode) -> tuple[list[Subtask], float]:
         meta = episode.meta

@@ -9,6 +9,7 @@ from synthetic import ACTION_NAMES, FPS, Phase, meta, pick_place, scripted, writ
 from atomvla.annotate.backends import BACKENDS, Backend, BackendConfig, BackendError, get_backend
 from atomvla.annotate.backends.heuristic import HeuristicBackend, HeuristicConfig, decompose
 from atomvla.annotate.kinematics import KinematicsError, extract, roles_from_names
+from atomvla.annotate.segmentation import grasp_boundaries, gripper_events
 from atomvla.curate.episode import Episode
 from atomvla.curate.sources import open_source
 
@@ -103,6 +104,10 @@ def test_names_are_read_across_conventions():
     assert (r.position, r.rotation, r.gripper) == ((0, 1, 2), (), (3,))
     r = roles_from_names(("ee_x", "ee_y", "ee_z", "ee_roll", "ee_pitch", "ee_yaw", "gripper_0", "gripper_1"))
     assert (r.position, r.rotation, r.gripper) == ((0, 1, 2), (3, 4, 5), (6, 7))
+    r = roles_from_names(("ee_x", "ee_y", "ee_z", "ee_ax", "ee_ay", "ee_az", "gripper_0", "gripper_1"))  # LIBERO HDF5
+    assert (r.position, r.rotation, r.gripper) == ((0, 1, 2), (3, 4, 5), (6, 7))
+    r = roles_from_names(("eef_pos_x", "eef_pos_y", "eef_pos_z", "ee_qx", "ee_qy", "ee_qz", "ee_qw"))
+    assert (r.position, r.rotation, r.gripper) == ((0, 1, 2), (3, 4, 5, 6), ())
     r = roles_from_names(("dx", "dy", "dz", "grip"))
     assert (r.position, r.gripper) == ((0, 1, 2), (3,))
 
@@ -163,3 +168,21 @@ def test_registry_lists_known_backends_for_an_unknown_name():
 def test_settings_hash_follows_the_settings():
     assert HeuristicBackend().settings_hash == HeuristicBackend(HeuristicConfig()).settings_hash
     assert HeuristicBackend().settings_hash != HeuristicBackend(HeuristicConfig(window_s=0.5)).settings_hash
+
+
+def test_gripper_events_call_the_first_change_closing():
+    command = np.r_[np.full(20, -1.0), np.full(20, 1.0), np.full(20, -1.0)]  # robosuite: +1 closes
+    assert gripper_events(command, 5) == [(20, "close"), (40, "open")]
+    opening = 1 - 0.7 * np.clip((np.arange(60) - 20) / 10, 0, 1)  # Meta-World: the opening shrinks
+    assert gripper_events(opening, 5) == [(26, "close")]  # first frame past mid-range
+    jitter = 0.99 + 0.005 * np.sin(np.arange(60))
+    assert gripper_events(jitter, 5) == []
+
+
+def test_motion_just_before_the_gripper_command_still_ends_the_grasp():
+    score = np.zeros(60)
+    score[[20, 40]] = [1.0, 0.8]
+    [c] = grasp_boundaries(score, [20, 40], [(21, "close")], delay=30, slack=3, bonus=2.0)
+    assert (c.frame, c.kind, c.score) == (20, "close", 3.0)
+    [c] = grasp_boundaries(score, [20, 40], [(24, "close")], delay=30, slack=3, bonus=2.0)
+    assert c.frame == 40  # 20 is before the window: the next motion after the grasp is at 40
