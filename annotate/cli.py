@@ -51,7 +51,7 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 @app.command()
 def run(
     store: StoreOpt = Path("atomvla.sqlite"),
-    backend: Annotated[str, typer.Option(help="Backend name (see the registry).")] = "heuristic",
+    backend: Annotated[str, typer.Option(help=f"Backend: {', '.join(sorted(BACKENDS))}.")] = "heuristic",
     episodes: Annotated[
         Optional[str], typer.Option(help="Episode ids, indices and ranges, e.g. `0-5,7` (default: all).")
     ] = None,

@@ -149,3 +149,11 @@ def test_episodes_without_kinematics_fail_clearly_and_the_run_goes_on(tmp_path):
     assert "videos/0: no `action` or `observation.state` array" in result.output
     assert "no other registered backend can handle it" in result.output
     assert len(Store(store).latest_all(author="heuristic")) == N_EPISODES  # the others were proposed
+
+
+def test_bad_dimension_overrides_are_refused(store):
+    result = invoke("run", "--store", store, "--ee-dims", "x,y,z")
+    assert result.exit_code == 2 and "--ee-dims 'x,y,z': expected comma-separated integers" in result.output
+    result = invoke("run", "--store", store, "--episodes", "0", "--ee-dims", "0,1,9")
+    assert result.exit_code == 1
+    assert "dimension 9 is out of range: observation.state has 4 dims" in result.output
