@@ -54,8 +54,9 @@ def _the(obj: str | None) -> str:
 
 
 def _plan_from_kinematics(ends: list[Candidate], task: str, obj: str | None) -> list[Step]:
-    """Steps for segments found without a plan: a segment ending in a grasp is a pick, the next a place."""
-    kinds = [e.kind for e in ends] + [None]
+    """Steps for segments found without a plan: a segment ending in a grasp is a pick, the next a
+    place, others are named by the task; at least MIN_SUBTASKS of them."""
+    kinds = [e.kind for e in ends] + [None] * max(1, MIN_SUBTASKS - len(ends))
     steps = []
     for i, kind in enumerate(kinds):
         if kind == "close":
@@ -88,9 +89,9 @@ def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: Heu
         log.warning("instruction %r implies %d subtasks; keeping the first %d", task, len(steps), MAX_SUBTASKS)
         steps = steps[:MAX_SUBTASKS]
     if len(steps) < MIN_SUBTASKS:
-        salient = [c for c in candidates if c.score >= PEAK_THRESHOLD] or sorted(candidates, key=lambda c: -c.score)[:1]
-        ends = sorted(sorted(salient, key=lambda c: -c.score)[: MAX_SUBTASKS - 1], key=lambda c: c.frame)
-        steps = _plan_from_kinematics(ends, task, steps[0].obj if steps else None)
+        strongest = sorted(candidates, key=lambda c: -c.score)
+        salient = [c for c in strongest if c.score >= PEAK_THRESHOLD][: MAX_SUBTASKS - 1] or strongest[:1]
+        steps = _plan_from_kinematics(sorted(salient, key=lambda c: c.frame), task, steps[0].obj if steps else None)
 
     needs = [_END_KIND.get(s.skill, "motion") for s in steps[:-1]]
     chosen = choose(candidates, needs, n_frames, min_frames, MISMATCH_PENALTY)

@@ -186,3 +186,13 @@ def test_motion_just_before_the_gripper_command_still_ends_the_grasp():
     assert (c.frame, c.kind, c.score) == (20, "close", 3.0)
     [c] = grasp_boundaries(score, [20, 40], [(24, "close")], delay=30, slack=3, bonus=2.0)
     assert c.frame == 40  # 20 is before the window: the next motion after the grasp is at 40
+
+
+@pytest.mark.parametrize("task", ["open the drawer", "do the thing"])
+def test_an_episode_that_never_moves_gets_equal_parts_and_no_confidence(task):
+    n = 60
+    still = np.tile([0.1, 0.5, 0.2, 0.0, 0.0, 0.0, 1.0], (n, 1))
+    m = meta(task, n)
+    subtasks, confidence = decompose(extract(m, {"observation.state": still}), task, n, FPS, HeuristicConfig())
+    assert [(s.start_frame, s.end_frame) for s in subtasks] == [(0, 30), (30, 60)]
+    assert confidence == 0.0
