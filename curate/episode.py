@@ -30,4 +30,4 @@ class Episode:
         if camera is not None and camera not in cams:
             raise KeyError(f"episode {self.meta.episode_id} has no camera {camera!r} (has {', '.join(cams)})")
         ref = cams[camera] if camera is not None else next(iter(cams.values()))
-        return open_frames(ref, n_frames=self.meta.n_frames, fps=self.meta.fps)
+        return open_frames(ref, n_frames=self.meta.n_frames, fps=self.meta.fps, episode=self.meta.episode_id)

@@ -1,0 +1,138 @@
+"""PyAV decoding of one video file: random access with a decode cursor, and sequential streams."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable, Iterator, Sequence
+from pathlib import Path
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from atomvla.curate.errors import SourceError
+from atomvla.curate.video.frame_cache import FrameCache
+from atomvla.curate.video.index import VideoIndex
+
+
+def open_container(path: str | Path, frame_threads: bool) -> av.container.InputContainer:
+    """`frame_threads`: several times the throughput for sequential decoding, but a pipeline of
+    frames in flight that every seek must refill: random access measured faster without them
+    (benchmarks/video_access.py)."""
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as exc:
+        raise SourceError(path, f"cannot open video (truncated or not a video?): {exc}") from exc
+    if not container.streams.video:
+        container.close()
+        raise SourceError(path, "file has no video stream")
+    if frame_threads:
+        container.streams.video[0].thread_type = "AUTO"
+    return container
+
+
+class PyAVDecoder:
+    """Random access into one file, keeping the decoder open between calls.
+
+    A request continues decoding from where the last one stopped when the target lies ahead in the
+    same GOP (forward scrubbing, sorted batches); otherwise it seeks to the target's keyframe. Every
+    frame decoded on the way goes into the shared `FrameCache`, so backward steps are cache hits.
+    """
+
+    backend = "pyav"
+
+    def __init__(self, path: str | Path, frame_cache: FrameCache, cache_key: Hashable):
+        """`cache_key` identifies this version of the file in `frame_cache`."""
+        self.path = str(path)
+        self._cache_key = cache_key
+        self._container = open_container(path, frame_threads=False)
+        self._stream = self._container.streams.video[0]
+        self.index = VideoIndex.build(self._container, path)
+        self._pts_to_index = {int(p): i for i, p in enumerate(self.index.pts)}
+        self._cache = frame_cache
+        self._reformatter = VideoReformatter()
+        self._frames: Iterator[av.VideoFrame] | None = None
+        self._cursor = -1  # file index of the last frame `_frames` produced
+        self._floor = 0  # keyframe of the last seek: frames before it are not decodable from it
+        self.lock = threading.Lock()  # one request at a time: the cursor is shared state
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        """(k, H, W, 3) uint8 RGB frames at file `indices`, any order."""
+        with self.lock:
+            decoded = {i: self._frame(i) for i in sorted(set(indices))}
+            rgb = {i: self._to_rgb(f) for i, f in decoded.items()}
+        return np.stack([rgb[i] for i in indices])
+
+    def close(self) -> None:
+        self._container.close()
+
+    def _frame(self, target: int) -> av.VideoFrame:
+        cached = self._cache.get((self._cache_key, target))
+        if cached is not None:
+            return cached
+        keyframe = self.index.keyframe_before(target)
+        if self._frames is None or not keyframe <= self._cursor < target:
+            self._seek(keyframe)
+        try:
+            for frame in self._frames:
+                i = self._pts_to_index.get(frame.pts, -1)
+                if i < self._floor:  # leading frames of an open GOP reference the previous GOP
+                    continue
+                self._cursor = i
+                self._cache.put((self._cache_key, i), frame)
+                if i >= target:
+                    break
+        except av.FFmpegError as exc:
+            self._frames = None
+            raise SourceError(self.path, f"decoding failed near {self.index.time_of(target):.3f}s: {exc}") from exc
+        if self._cursor != target:
+            self._frames = None
+            raise SourceError(
+                self.path, f"frame at {self.index.time_of(target):.3f}s could not be decoded (file truncated?)"
+            )
+        return frame
+
+    def _seek(self, keyframe: int) -> None:
+        self._container.seek(int(self.index.pts[keyframe]), stream=self._stream, backward=True)
+        self._frames = self._container.decode(self._stream)
+        self._floor = keyframe
+        self._cursor = -1
+
+    def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        # One reusable reformatter keeps its swscale context: `frame.to_ndarray` builds a new one
+        # per frame, which halves sequential throughput.
+        return self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+
+
+def iter_rgb(index: VideoIndex, wanted: np.ndarray) -> Iterator[np.ndarray]:
+    """(H, W, 3) RGB frames at the non-decreasing file indices `wanted` (k,), in one decoding pass.
+
+    Opens its own container: a long iteration must not hold the shared decoder's lock nor flush
+    the frame cache that scrubbing relies on.
+    """
+    container = open_container(index.path, frame_threads=True)
+    stream = container.streams.video[0]
+    pts_to_index = {int(p): i for i, p in enumerate(index.pts)}
+    reformatter = VideoReformatter()
+    k = 0
+    try:
+        container.seek(int(index.pts[index.keyframe_before(int(wanted[0]))]), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            i = pts_to_index.get(frame.pts, -1)
+            if i < wanted[k]:
+                continue
+            if i > wanted[k]:
+                break
+            rgb = reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+            while k < len(wanted) and wanted[k] == i:
+                yield rgb
+                k += 1
+            if k == len(wanted):
+                return
+    except av.FFmpegError as exc:
+        raise SourceError(index.path, f"decoding failed near {index.time_of(int(wanted[k])):.3f}s: {exc}") from exc
+    finally:
+        container.close()
+    raise SourceError(
+        index.path, f"frame at {index.time_of(int(wanted[k])):.3f}s could not be decoded (file truncated?)"
+    )
