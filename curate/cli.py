@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from atomvla.curate.cli_support import StoreOpt, VerboseOpt, console, fail, setup_logging
+from atomvla.curate.cli_support import StoreOpt, VerboseOpt, console, err_console, fail, setup_logging
 from atomvla.curate.errors import SourceError, StoreError
 from atomvla.curate.exports.base import get_exporter
 from atomvla.curate.interchange_io import match_episodes, read_jsonl
@@ -72,7 +72,7 @@ def import_(
 
     with Progress(
         SpinnerColumn(), TextColumn("[bold]import[/] {task.description}"), BarColumn(),
-        MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True,
+        MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True,
     ) as progress:
         bar = progress.add_task(str(reader.root), total=None)
         try:

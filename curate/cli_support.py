@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,10 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-console = Console(stderr=True)
+# Results (tables, summaries) go to stdout, so they can be piped; logs, progress and errors to stderr.
+# Piped output is not squeezed into 80 columns: tables of long task strings stay readable.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
 
 DEFAULT_STORE = Path("atomvla.sqlite")
 
@@ -30,12 +34,12 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
+        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=True)],
         force=True,
     )
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Report an error the user can act on (no traceback) and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
