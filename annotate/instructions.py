@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from atomvla.schemas import Skill
+from atomvla.schemas import MIN_SUBTASKS, Skill
 
 # Verb phrase -> skill. Multi-word phrases are matched before single words.
 VERBS: dict[str, Skill] = {
@@ -38,11 +38,15 @@ PREPOSITIONS = (
     "behind", "between", "toward", "towards", "through", "across", "from", "off", "on", "in",
     "at", "to", "with", "near", "by",
 )
+# Prepositions that say where a transported object ends up, preferred as the clause's target.
+_PLACEMENT = {"on top of", "onto", "into", "inside", "inside of", "in", "on", "under", "underneath"}
 _PREP_RE = re.compile(r"\b(" + "|".join(map(re.escape, PREPOSITIONS)) + r")\b")
 _DETERMINERS = {"the", "a", "an", "both", "its", "their", "some"}
 _PRONOUNS = {"it", "them", "that", "this"}
 # Resultative words after the object ("pull the drawer open") describe the outcome, not the object.
 _RESULTS = {"open", "opened", "closed", "shut", "up", "down", "away", "out", "back"}
+# Skills that act on an object where it is (no transport).
+_IN_PLACE = {"push", "pull", "open", "close", "turn", "press", "insert"}
 # Parts of the robot itself: "move the gripper in front of the button" is about the button.
 _EFFECTORS = {"gripper", "arm", "hand", "robot", "end effector", "end-effector", "effector"}
 
@@ -77,16 +81,21 @@ def strip_determiners(phrase: str) -> str:
 
 
 def _split_np(rest: str) -> tuple[str, str | None, str | None]:
-    """`the black bowl on the plate` -> ("the black bowl", "on", "the plate")."""
-    m = _PREP_RE.search(rest)
-    if m is None:
+    """`the black bowl on the plate` -> ("the black bowl", "on", "the plate").
+
+    The object ends at the first preposition; the target follows a containment or support
+    preposition when there is one ("the butter at the front in the drawer" goes in the drawer),
+    else the first preposition.
+    """
+    found = list(_PREP_RE.finditer(rest))
+    if not found:
         return rest.strip(), None, None
-    obj = rest[: m.start()].strip()
+    m = next((f for f in found if f.group(1) in _PLACEMENT), found[0])
     target = rest[m.end():].strip() or None
     inner = _PREP_RE.search(target) if target else None
     if inner is not None and inner.start() > 0:
         target = target[: inner.start()].strip()  # "on the plate next to the mug": the rest is detail
-    return obj, m.group(1), target
+    return rest[: found[0].start()].strip(), m.group(1), target
 
 
 def _chunks(text: str) -> list[str]:
@@ -111,6 +120,7 @@ def parse(instruction: str) -> list[Clause]:
     """The clauses of an instruction, with pronouns resolved; [] when no verb is recognised."""
     clauses: list[Clause] = []
     last_obj: str | None = None
+    last_target: str | None = None
     for chunk in _chunks(_normalise(instruction)):
         m = _VERB_RE.match(chunk)
         if m is not None:
@@ -125,7 +135,9 @@ def parse(instruction: str) -> list[Clause]:
         for o in objects:
             o = strip_determiners(o) or None
             if o in _PRONOUNS:
-                o = last_obj
+                # "put the butter in the drawer and close it": what is closed is where the butter
+                # went; "pick up the puck and place it": what is placed is the puck.
+                o = last_target if VERBS[verb] in _IN_PLACE and last_target else last_obj
             t = strip_determiners(target) if target else None
             if t in _PRONOUNS:
                 t = last_obj
@@ -134,6 +146,7 @@ def parse(instruction: str) -> list[Clause]:
             else:
                 clauses.append(Clause(verb, VERBS[verb], o, prep, t))
             last_obj = clauses[-1].obj or last_obj
+            last_target = clauses[-1].target or last_target
     return clauses
 
 
@@ -145,31 +158,26 @@ def _the(obj: str | None) -> str:
 def plan(instruction: str) -> tuple[Step, ...]:
     """Subtasks the instruction implies, in order.
 
-    A transport verb becomes pick then place; a verb acting on an object in place is preceded by
-    an approach (reach, or pick when the robot grasps first: see `Step.skill` in the backend);
-    consecutive picks of the same object collapse.
+    A transport verb becomes pick then place (consecutive picks of one object collapse); a verb
+    acting in place is one subtask, approach included. Only when that leaves fewer than
+    MIN_SUBTASKS is the approach its own subtask ("open the drawer": reach it, then open it; the
+    backend calls the approach a grasp when it ends with the gripper closing).
     """
     steps: list[Step] = []
     for c in parse(instruction):
         target = f" {c.prep} {_the(c.target)}" if c.prep and c.target else ""
-        if c.skill == "pick":
-            steps.append(Step("pick", f"pick up {_the(c.obj)}", c.obj))
-        elif c.skill == "place":
-            steps.append(Step("pick", f"pick up {_the(c.obj)}", c.obj))
+        pick = Step("pick", f"pick up {_the(c.obj)}", c.obj)
+        if c.skill in ("pick", "place") and not (steps and steps[-1] == pick):
+            steps.append(pick)
+        if c.skill == "place":
             steps.append(Step("place", f"place {_the(c.obj)}{target}", c.obj))
         elif c.skill == "reach":
             steps.append(Step("reach", f"reach {_the(c.obj)}", c.obj))
-        else:
-            steps.append(Step("reach", f"reach {_the(c.obj)}", c.obj))
+        elif c.skill != "pick":
             steps.append(Step(c.skill, f"{c.verb} {_the(c.obj)}{target}", c.obj))
-    collapsed: list[Step] = []
-    for s in steps:
-        prev = collapsed[-1] if collapsed else None
-        if prev is not None and prev.obj == s.obj and prev.skill in ("pick", "reach") and s.skill in ("pick", "reach"):
-            collapsed[-1] = s if s.skill == "pick" else prev
-            continue
-        collapsed.append(s)
-    return tuple(collapsed)
+    if 0 < len(steps) < MIN_SUBTASKS and steps[0].skill != "reach":
+        steps.insert(0, Step("reach", f"reach {_the(steps[0].obj)}", steps[0].obj))
+    return tuple(steps)
 
 
 def object_of(instruction: str) -> str | None:

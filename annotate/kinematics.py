@@ -42,9 +42,15 @@ class KinematicsError(ValueError):
 class Roles:
     """Indices of the dimensions of one array that play each role."""
 
-    position: tuple[int, ...] = ()
+    position: tuple[int, ...] = ()  # in x, y, z order
     rotation: tuple[int, ...] = ()
     gripper: tuple[int, ...] = ()
+    has_z: bool = False  # position ends with the z (up) axis, as robot base frames have it
+
+    @property
+    def vertical(self) -> int | None:
+        """Column of the up axis within `position`, if named."""
+        return len(self.position) - 1 if self.has_z else None
 
 
 @dataclass(frozen=True)
@@ -56,12 +62,20 @@ class Kinematics:
     translation first, rotation after (scaled by `LEVER_ARM_M` when measured).
     `speed` (n,): measured speed of the end effector (or the joints, without one).
     `gripper` (n,) or None: gripper command, or opening when there is no command.
+    `vertical`: column of `motion` that moves the end effector up and down, if known.
     """
 
     motion: np.ndarray
     speed: np.ndarray
     gripper: np.ndarray | None
     motion_source: str
+    vertical: int | None = None
+
+    def horizontal(self) -> np.ndarray:
+        """(n, d - 1): `motion` without its vertical column (all of it when that is unknown)."""
+        if self.vertical is None:
+            return self.motion
+        return np.delete(self.motion, self.vertical, axis=1)
 
 
 @lru_cache(maxsize=256)
@@ -79,7 +93,7 @@ def roles_from_names(names: tuple[str, ...]) -> Roles:
         elif (m := _AXIS.search(name)) is not None:
             axis = m.group(3) or m.group(4)
             position.setdefault(axis, i)
-    return Roles(tuple(position[a] for a in "xyz" if a in position), tuple(rotation), tuple(gripper))
+    return Roles(tuple(position[a] for a in "xyz" if a in position), tuple(rotation), tuple(gripper), "z" in position)
 
 
 def _forward_diff(x: np.ndarray) -> np.ndarray:
@@ -122,6 +136,7 @@ def _state_roles(meta: EpisodeMeta, arrays: dict[str, np.ndarray], ee_dims, grip
             position=tuple(ee_dims) if ee_dims is not None else roles.position,
             rotation=() if ee_dims is not None else roles.rotation,
             gripper=(gripper_dim,) if gripper_dim is not None else roles.gripper,
+            has_z=len(ee_dims) == 3 if ee_dims is not None else roles.has_z,  # given as x, y, z
         )
     return roles
 
@@ -142,11 +157,13 @@ def extract(
 
     # Measured end-effector pose, translation then rotation.
     position = rotation = grip_state = None
+    vertical = None
     if state is not None:
         state = np.asarray(state, dtype=np.float64)
         roles = _state_roles(meta, arrays, ee_dims, gripper_dim)
         if roles.position:
             position = state[:, list(roles.position)]
+            vertical = roles.vertical
             rotation = state[:, list(roles.rotation)] if roles.rotation else None
         else:
             # No end effector named: the joints' motion still shows where phases change.
@@ -164,7 +181,7 @@ def extract(
         measured = np.concatenate(parts, axis=1)
 
     # The commanded motion, when the action is a velocity or delta command of the end effector.
-    command = grip_command = None
+    command = grip_command = command_vertical = None
     if action is not None:
         action = np.asarray(action, dtype=np.float64)
         a_roles = roles_from_names(tuple(meta.feature_names.get(ACTION) or ()))
@@ -175,18 +192,20 @@ def extract(
             n_pos = len(a_roles.position)
             if measured is not None and not _is_velocity_command(command[:, :n_pos], measured[:, :n_pos]):
                 command = None
+            else:
+                command_vertical = a_roles.vertical
 
     if command is not None:
-        motion, source = command, "action (velocity command)"
+        motion, source, vertical = command, "action (velocity command)", command_vertical
     elif measured is not None:
         motion, source = measured, "state (measured velocity)"
     elif action is not None:
         # Action only, unnamed: treat it as the command it is; the gripper cannot be told apart.
-        motion, source = action, "action (unnamed)"
+        motion, source, vertical = action, "action (unnamed)", None
     else:
         have = ", ".join(sorted(arrays)) or "none"
         raise KinematicsError(f"no `{ACTION}` or `{STATE}` array (arrays: {have})")
 
     speed = np.linalg.norm(measured if measured is not None else motion, axis=1)
     gripper = grip_command if grip_command is not None else grip_state
-    return Kinematics(motion=motion, speed=speed, gripper=gripper, motion_source=source)
+    return Kinematics(motion=motion, speed=speed, gripper=gripper, motion_source=source, vertical=vertical)

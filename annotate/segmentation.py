@@ -1,15 +1,18 @@
 """Boundary candidates from kinematics, and the choice of boundaries that fits a plan.
 
-Boundary convention (studied on scripted and teleoperated demonstrations): a boundary is the first
-frame of the next phase's motion, i.e. the frame at which the commanded velocity switches to the
-new phase. After a grasp or a release it is the frame where the arm starts its next motion (the
-lift after closing, the retreat after opening), not the frame of the gripper command: the gripper
-closing belongs to the pick, so the pick ends once the arm moves on.
+Boundary convention (studied on the Meta-World fixture and on scripted LIBERO rollouts): a
+boundary is the first frame of the next phase's motion, i.e. the first frame commanded (or, with
+no command, measured) for the new phase. A motion that starts from rest starts on the frame after
+the last one at rest. Around the gripper: closing on an object and lifting it belong to the pick,
+and releasing it and lifting the hand away belong to the place; the next subtask starts with the
+first sideways motion after the gripper event (in Meta-World the scripted arm lifts and moves at
+once, so this is the first motion after the grasp; in LIBERO it comes after a vertical lift).
 
 Scores follow the principal-axis idea: over windows of frames before and after each frame, the
 change of the mean velocity (translation and rotation), divided by how fast the arm moved just
-before (a subgoal is reached, then the next motion starts: arrival at low speed makes a change
-more salient). Gripper open/close events are found apart and outrank motion changes.
+before (a subgoal is reached, then the next motion starts: a change that starts from rest is more
+salient than one made at speed). Gripper open/close events are found apart and outrank motion
+changes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ Kind = Literal["close", "open", "motion"]
 _GRIP_LOW, _GRIP_HIGH = 0.35, 0.65
 # A gripper signal that changes less than this fraction of its largest magnitude has no events.
 _GRIP_MIN_RANGE = 0.3
+# While accelerating from rest, each frame is at most this fraction as fast as the next.
+_RAMP = 0.8
 
 
 @dataclass(frozen=True)
@@ -94,44 +99,66 @@ def gripper_events(gripper: np.ndarray, min_hold: int) -> list[tuple[int, Kind]]
         return []
     u = (g - lo) / (hi - lo)
     level = np.where(u >= _GRIP_HIGH, 1, np.where(u <= _GRIP_LOW, 0, -1))
-    events: list[tuple[int, int]] = []  # (frame of the mid-range crossing, new level)
-    current = level[0] if level[0] >= 0 else int(u[0] >= 0.5)
-    t = 1
-    while t < len(u):
-        if level[t] >= 0 and level[t] != current:
-            held = level[t : t + min_hold]
-            if np.all((held == level[t]) | (held < 0)) or t + min_hold >= len(u):
-                cross = t
-                while cross > 0 and (u[cross - 1] >= 0.5) == (level[t] == 1):
-                    cross -= 1
-                events.append((cross, int(level[t])))
-                current = level[t]
-        t += 1
+    # Hysteresis: between the levels the last level reached holds.
+    t = np.arange(len(u))
+    reached = np.maximum.accumulate(np.where(level >= 0, t, 0))
+    held = np.where(level[reached] >= 0, level[reached], int(u[0] >= 0.5))
+    events: list[tuple[int, int]] = []  # (first frame past mid-range, new level)
+    current = held[0]
+    for t in np.flatnonzero(held[1:] != held[:-1]) + 1:
+        if held[t] == current or not np.all(held[t : t + min_hold] == held[t]):
+            continue  # back before `min_hold` frames: a flicker, not an event
+        cross = t
+        while cross > 0 and (u[cross - 1] >= 0.5) == (held[t] == 1):
+            cross -= 1
+        events.append((int(cross), int(held[t])))
+        current = held[t]
     if not events:
         return []
     closing_level = events[0][1]
     return [(f, "close" if lvl == closing_level else "open") for f, lvl in events]
 
 
-def grasp_boundaries(
-    score: np.ndarray, peaks: Sequence[int], events: Sequence[tuple[int, Kind]], delay: int, slack: int, bonus: float
-) -> list[Candidate]:
-    """For each gripper event, the frame where the next motion starts: from `slack` frames before
-    the event (a gripper command and the motion it allows are logged a frame or two apart) to
-    `delay` frames after it.
+def motion_onset(speed: np.ndarray, peak: int, max_back: int) -> int:
+    """The first frame of the motion whose change peaks at `peak`.
 
-    The first peak in the window that reaches half the window's strongest is taken: a lift that
-    follows a grasp comes before the larger turn towards the goal.
+    A motion that starts from rest peaks mid-acceleration. Walking back from the peak while each
+    frame is clearly slower than the next (below `_RAMP` of it) finds the foot of that ramp, at
+    most `max_back` frames back; the motion starts on the frame after it. A switch between two
+    motions at speed has no such ramp and keeps the peak.
+    """
+    t = peak
+    while t > 0 and peak - t < max_back and speed[t - 1] < _RAMP * speed[t]:
+        t -= 1
+    return min(t + 1, peak)
+
+
+def grasp_boundaries(
+    score: np.ndarray,
+    peaks: Sequence[int],
+    speed: np.ndarray,
+    events: Sequence[tuple[int, Kind]],
+    w: int,
+    delay: int,
+    bonus: float,
+) -> list[Candidate]:
+    """For each gripper event, the first frame of the transport that follows it.
+
+    `score`, `peaks` and `speed` describe horizontal motion: lifting the object after a grasp (or
+    the hand after a release) still belongs to the pick (or the place); the subtask ends when the
+    arm sets off sideways. The strongest peak from `w // 2` frames before the event (a gripper
+    command and the motion it allows are logged a frame or two apart) to `delay` frames after it
+    is taken; the arrival term favours starting from rest over stopping or turning at speed.
     """
     out: list[Candidate] = []
     for frame, kind in events:
-        inside = [p for p in peaks if frame - slack <= p <= frame + delay]
+        inside = [p for p in peaks if frame - w // 2 <= p <= frame + delay]
         if inside:
-            best = max(score[p] for p in inside)
-            onset = next(p for p in inside if score[p] >= 0.5 * best)
+            peak = max(inside, key=lambda p: score[p])
+            onset = motion_onset(speed, peak, 2 * w)
         else:
-            onset = frame
-        out.append(Candidate(onset, bonus + float(score[onset]), kind))
+            peak = onset = frame
+        out.append(Candidate(onset, bonus + float(score[peak]), kind))
     return out
 
 
@@ -153,19 +180,21 @@ def choose(
     k, m = len(needs), len(cands)
     if k == 0:
         return []
-    neg = -np.inf
-    gain = np.array(
-        [[c.score - (0 if need in ("motion", c.kind) else mismatch_penalty) for c in cands] for need in needs]
-    ).reshape(k, m)
-    best = np.full((k, m), neg)
-    back = np.full((k, m), -1, dtype=int)
+    frames = np.array([c.frame for c in cands])
+    kinds = np.array([c.kind for c in cands])
+    gain = np.array([np.where((kinds == need) | (need == "motion"), 0.0, -mismatch_penalty) for need in needs])
+    gain += np.array([c.score for c in cands])
+    # Candidates are sorted by frame, so those at least min_frames before candidate j are a prefix.
+    allowed = np.searchsorted(frames, frames - min_frames, side="right")
+    best = np.full((k, m), -np.inf)
+    back = np.zeros((k, m), dtype=int)
     best[0] = gain[0]
     for i in range(1, k):
-        for j in range(m):
-            prev = [q for q in range(j) if cands[j].frame - cands[q].frame >= min_frames and best[i - 1, q] > neg]
-            if prev:
-                q = max(prev, key=lambda q: best[i - 1, q])
-                best[i, j], back[i, j] = best[i - 1, q] + gain[i, j], q
+        running = np.maximum.accumulate(best[i - 1])  # best over each prefix ...
+        arg = np.maximum.accumulate(np.where(best[i - 1] == running, np.arange(m), 0))  # ... and where
+        ok = allowed > 0
+        best[i, ok] = running[allowed[ok] - 1] + gain[i, ok]
+        back[i, ok] = arg[allowed[ok] - 1]
     if m == 0 or not np.isfinite(best[k - 1]).any():
         return None
     j = int(np.argmax(best[k - 1]))

@@ -24,6 +24,7 @@ from atomvla.annotate.segmentation import (
     gripper_events,
     grasp_boundaries,
     local_peaks,
+    motion_onset,
 )
 from atomvla.curate.episode import Episode
 from atomvla.schemas import DEFAULT_MIN_FRAMES, MAX_SUBTASKS, MIN_SUBTASKS, EpisodeMeta, Subtask
@@ -44,7 +45,7 @@ _END_KIND: dict[str, Kind] = {"pick": "close", "place": "open"}
 class HeuristicConfig(BackendConfig):
     window_s: float = Field(0.3, gt=0, description="half-window of the before/after velocity means")
     min_subtask_s: float = Field(0.25, gt=0, description="shortest subtask")
-    grasp_delay_s: float = Field(1.5, gt=0, description="longest wait from a gripper event to the next motion")
+    grasp_delay_s: float = Field(3.0, gt=0, description="longest wait from a gripper event to the transport")
     ee_dims: tuple[int, ...] | None = Field(None, description="end-effector dims of observation.state (names win otherwise)")
     gripper_dim: int | None = Field(None, description="gripper dim of observation.state (names win otherwise)")
 
@@ -78,9 +79,20 @@ def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: Heu
     score = change_scores(kin.motion, kin.speed, w, ARRIVAL)
     peaks = local_peaks(score, min_frames)
     events = gripper_events(kin.gripper, min_frames) if kin.gripper is not None else []
-    grasps = grasp_boundaries(score, peaks, events, round(config.grasp_delay_s * fps), w // 2, GRIPPER_BONUS)
+    grasps: list[Candidate] = []
+    if events:
+        sideways = kin.horizontal()
+        sideways_speed = np.linalg.norm(sideways, axis=1)
+        sideways_score = change_scores(sideways, sideways_speed, w, ARRIVAL)
+        grasps = grasp_boundaries(
+            sideways_score, local_peaks(sideways_score, min_frames), sideways_speed, events, w,
+            round(config.grasp_delay_s * fps), GRIPPER_BONUS,
+        )
+    speed = np.linalg.norm(kin.motion, axis=1)
     motions = [
-        Candidate(p, float(score[p]), "motion") for p in peaks if all(abs(p - g.frame) >= min_frames for g in grasps)
+        Candidate(motion_onset(speed, p, 2 * w), float(score[p]), "motion")
+        for p in peaks
+        if all(abs(p - g.frame) >= min_frames for g in grasps)
     ]
     candidates = grasps + motions
 

@@ -22,6 +22,10 @@ from atomvla.schemas import Subtask
         ("turn on the stove and put the moka pot on it", [("turn", "stove", None), ("place", "moka pot", "stove")]),
         ("move the gripper in front of the button", [("reach", "button", None)]),
         ("pull the drawer open", [("pull", "drawer", None)]),
+        (
+            "put the butter at the front in the top drawer of the cabinet and close it",
+            [("place", "butter", "top drawer of cabinet"), ("close", "top drawer of cabinet", None)],
+        ),
     ],
 )
 def test_parse(instruction, expected):
@@ -37,6 +41,11 @@ def test_plan_expands_transport_and_in_place_verbs():
     assert [(s.skill, s.obj) for s in plan("put the bowl on the plate and the mug in the basket")] == [
         ("pick", "bowl"), ("place", "bowl"), ("pick", "mug"), ("place", "mug"),
     ]
+    # An in-place verb after other subtasks includes its approach; alone, the approach is a subtask.
+    assert [(s.skill, s.instruction) for s in plan("put the bowl in the drawer and close it")] == [
+        ("pick", "pick up the bowl"), ("place", "place the bowl in the drawer"), ("close", "close the drawer"),
+    ]
+    assert [s.skill for s in plan("pick up the cube")] == ["reach", "pick"]
     assert plan("dance a little") == ()
 
 
