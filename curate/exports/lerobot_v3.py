@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -70,6 +71,7 @@ def write_lerobot_v3(
         raise FileExistsError(f"{out_dir}: already exists; remove it or choose another folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp's private 0700 would otherwise become the dataset's mode
     try:
         _write(tmp, episodes, fps, feature_names, robot_type, codec, keyframe_interval)
         tmp.rename(out_dir)
@@ -276,6 +278,7 @@ class _VideoWriter:
         if encoder is None:
             raise RuntimeError(f"PyAV's FFmpeg has no {codec} encoder (tried {', '.join(_ENCODERS[codec])})")
         path.parent.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 otherwise prints its configuration banner
         self._container = av.open(str(path), "w")
         options = {"g": str(keyframe_interval), "crf": str(_CRF)}
         self._stream = self._container.add_stream(encoder, rate=Fraction(fps), options=options)
