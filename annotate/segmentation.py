@@ -11,8 +11,9 @@ once, so this is the first motion after the grasp; in LIBERO it comes after a ve
 Scores follow the principal-axis idea: over windows of frames before and after each frame, the
 change of the mean velocity (translation and rotation), divided by how fast the arm moved just
 before (a subgoal is reached, then the next motion starts: a change that starts from rest is more
-salient than one made at speed). Gripper open/close events are found apart and outrank motion
-changes.
+salient than one made at speed), and raised where the hand stops descending and starts moving
+sideways (it reached an object from above and starts working on it). Gripper open/close events
+are found apart and outrank motion changes.
 """
 
 from __future__ import annotations
@@ -73,6 +74,16 @@ def change_scores(motion: np.ndarray, speed: np.ndarray, w: int, arrival: float)
     score[:edge] = 0.0
     score[-edge:] = 0.0
     return score
+
+
+def contact_scores(motion: np.ndarray, vertical: int, w: int) -> np.ndarray:
+    """(n, d) -> (n,) in [0, 1]: how much frame t looks like reaching an object from above and
+    starting to work on it: the share of downward motion over the `w` frames before times the
+    share of sideways motion over the `w` frames after (z is up in robot base frames)."""
+    before, after = window_means(motion, w)
+    down = np.clip(-before[:, vertical], 0, None) / (np.linalg.norm(before, axis=1) + 1e-12)
+    sideways = np.linalg.norm(np.delete(after, vertical, axis=1), axis=1) / (np.linalg.norm(after, axis=1) + 1e-12)
+    return down * sideways
 
 
 def local_peaks(score: np.ndarray, min_distance: int) -> list[int]:
@@ -139,7 +150,6 @@ def grasp_boundaries(
     speed: np.ndarray,
     events: Sequence[tuple[int, Kind]],
     w: int,
-    delay: int,
     bonus: float,
 ) -> list[Candidate]:
     """For each gripper event, the first frame of the transport that follows it.
@@ -147,12 +157,14 @@ def grasp_boundaries(
     `score`, `peaks` and `speed` describe horizontal motion: lifting the object after a grasp (or
     the hand after a release) still belongs to the pick (or the place); the subtask ends when the
     arm sets off sideways. The strongest peak from `w // 2` frames before the event (a gripper
-    command and the motion it allows are logged a frame or two apart) to `delay` frames after it
-    is taken; the arrival term favours starting from rest over stopping or turning at speed.
+    command and the motion it allows are logged a frame or two apart) until `w` frames after the
+    next event is taken (a gripper may be commanded shut long before it closes on the object);
+    the arrival term favours starting from rest over stopping or turning at speed.
     """
     out: list[Candidate] = []
-    for frame, kind in events:
-        inside = [p for p in peaks if frame - w // 2 <= p <= frame + delay]
+    for i, (frame, kind) in enumerate(events):
+        end = events[i + 1][0] + w if i + 1 < len(events) else len(score)
+        inside = [p for p in peaks if frame - w // 2 <= p <= end]
         if inside:
             peak = max(inside, key=lambda p: score[p])
             onset = motion_onset(speed, peak, 2 * w)

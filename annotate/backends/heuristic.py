@@ -20,6 +20,7 @@ from atomvla.annotate.segmentation import (
     Candidate,
     Kind,
     change_scores,
+    contact_scores,
     choose,
     gripper_events,
     grasp_boundaries,
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 
 # Bounds the bonus of a change that starts from rest (speed_before + ARRIVAL in the denominator).
 ARRIVAL = 0.5
+# A change from descending to moving sideways (the hand reached an object from above and starts
+# working on it) counts up to this much more.
+CONTACT_BONUS = 1.0
 # Gripper events outrank any motion change (motion scores rarely exceed 2).
 GRIPPER_BONUS = 2.0
 # Ending a pick with a non-grasp candidate is allowed (the grasp may be missed) but costs this much.
@@ -45,7 +49,6 @@ _END_KIND: dict[str, Kind] = {"pick": "close", "place": "open"}
 class HeuristicConfig(BackendConfig):
     window_s: float = Field(0.3, gt=0, description="half-window of the before/after velocity means")
     min_subtask_s: float = Field(0.25, gt=0, description="shortest subtask")
-    grasp_delay_s: float = Field(3.0, gt=0, description="longest wait from a gripper event to the transport")
     ee_dims: tuple[int, ...] | None = Field(None, description="end-effector dims of observation.state (names win otherwise)")
     gripper_dim: int | None = Field(None, description="gripper dim of observation.state (names win otherwise)")
 
@@ -77,6 +80,8 @@ def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: Heu
         raise KinematicsError(f"{n_frames} frames is too short for {MIN_SUBTASKS} subtasks of {min_frames}+ frames")
 
     score = change_scores(kin.motion, kin.speed, w, ARRIVAL)
+    if kin.vertical is not None:
+        score = score * (1.0 + CONTACT_BONUS * contact_scores(kin.motion, kin.vertical, w))
     peaks = local_peaks(score, min_frames)
     events = gripper_events(kin.gripper, min_frames) if kin.gripper is not None else []
     grasps: list[Candidate] = []
@@ -85,8 +90,7 @@ def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: Heu
         sideways_speed = np.linalg.norm(sideways, axis=1)
         sideways_score = change_scores(sideways, sideways_speed, w, ARRIVAL)
         grasps = grasp_boundaries(
-            sideways_score, local_peaks(sideways_score, min_frames), sideways_speed, events, w,
-            round(config.grasp_delay_s * fps), GRIPPER_BONUS,
+            sideways_score, local_peaks(sideways_score, min_frames), sideways_speed, events, w, GRIPPER_BONUS
         )
     speed = np.linalg.norm(kin.motion, axis=1)
     motions = [

@@ -186,7 +186,20 @@ def test_motion_just_before_the_gripper_command_still_ends_the_grasp():
     speed = np.zeros(60)
     speed[17:24] = [0.0, 0.1, 0.5, 1.0, 1.0, 1.0, 1.0]  # accelerates from rest; peak score mid-ramp
     speed[40:] = 1.0  # a step from rest at 40: the step itself starts the motion
-    [c] = grasp_boundaries(score, [20, 40], speed, [(21, "close")], w=6, delay=30, bonus=2.0)
+    [c] = grasp_boundaries(score, [20, 40], speed, [(21, "close")], w=6, bonus=2.0)
     assert (c.frame, c.kind, c.score) == (18, "close", 3.0)  # the frame after the last one at rest
-    [c] = grasp_boundaries(score, [20, 40], speed, [(24, "close")], w=6, delay=30, bonus=2.0)
+    [c] = grasp_boundaries(score, [20, 40], speed, [(24, "close")], w=6, bonus=2.0)
     assert c.frame == 40  # 20 lies before the window: the transport after this grasp starts at 40
+
+
+@BOTH
+def test_an_approach_from_above_ends_where_the_sideways_work_starts(signals):
+    # Up and over to above the handle, down onto it, then slide it along +x: the sharp turn at the
+    # top of the approach is not the boundary; the change from descending to sliding is.
+    phases = [
+        Phase((-0.1, 0.55, 0.3, 0.0)),
+        Phase((-0.1, 0.55, 0.08, 0.0)),
+        Phase((0.15, 0.55, 0.08, 0.0), subtask_start=True),
+    ]
+    subtasks, truth = segment("open the window", phases, signals)
+    assert_boundaries(subtasks, truth)
