@@ -134,6 +134,8 @@ def parse(instruction: str) -> list[Clause]:
         objects = re.split(r"\s+and\s+", obj) if obj.startswith("both ") else [obj]
         for o in objects:
             o = strip_determiners(o) or None
+            if o is None and target:  # "reach under the lever": the lever is what it is about
+                o, prep, target = strip_determiners(target), None, None
             if o in _PRONOUNS:
                 # "put the butter in the drawer and close it": what is closed is where the butter
                 # went; "pick up the puck and place it": what is placed is the puck.

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = (ROOT.parent / "shared" / "fixtures" / "metaworld_lerobot_v30", ROOT.parent / "shared" / "fixtures" / "metaworld_truth.jsonl")
 TARGETS = {"f1": 0.90, "count_accuracy": 0.90, "object_accuracy": 0.90}
 TARGET_EPS = 500.0
-MIN_TIMING_S = 1.0
+TRIALS, TRIAL_S = 3, 0.5
 
 console = Console()
 
@@ -55,6 +55,13 @@ def discover() -> list[tuple[Path, Path]]:
         if truth is not None:
             sets.append((root, truth))
     return sets
+
+
+def label(dataset: Path) -> str:
+    """A set's name in the output: its path under benchmarks/out, or its folder name."""
+    out = ROOT / "benchmarks" / "out"
+    path = dataset.resolve()
+    return str(path.relative_to(out)) if path.is_relative_to(out) else path.name
 
 
 def baseline(meta: EpisodeMeta) -> list[Subtask]:
@@ -96,13 +103,17 @@ def evaluate(dataset: Path, truth: Path, tolerance: int) -> tuple[dict, list[Epi
 
 
 def _rate(fn, items) -> float:
-    """Items per second, repeating whole passes until MIN_TIMING_S has elapsed."""
-    passes, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < MIN_TIMING_S or passes == 0:
-        for item in items:
-            fn(item)
-        passes += 1
-    return passes * len(items) / elapsed
+    """Items per second: the best of TRIALS timings, each repeating whole passes for TRIAL_S (the
+    machine is shared: the best trial is the one least disturbed)."""
+    best = 0.0
+    for _ in range(TRIALS):
+        passes, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < TRIAL_S or passes == 0:
+            for item in items:
+                fn(item)
+            passes += 1
+        best = max(best, passes * len(items) / elapsed)
+    return best
 
 
 def throughput(episodes: list[Episode]) -> tuple[float, float]:
@@ -131,20 +142,21 @@ def main() -> None:
             results, episodes = evaluate(dataset, truth, args.tolerance)
         except SourceError as exc:
             raise SystemExit(str(exc)) from exc
+        name_of_set = label(dataset)
         for name, rep in results.items():
-            console.print(table(f"{dataset.name}: {name} vs {truth.name}", rep))
+            console.print(table(f"{name_of_set}: {name} vs {truth.name}", rep))
         overall = results["heuristic"]["overall"]
         verdicts = ", ".join(
             f"{k} {overall[k]:.2f} ({'meets' if overall[k] >= v else 'BELOW'} {v:.2f})" for k, v in TARGETS.items()
         )
-        console.print(f"[bold]{dataset.name}[/]: heuristic {verdicts}")
+        console.print(f"[bold]{name_of_set}[/]: heuristic {verdicts}")
         heuristic, loading = throughput(episodes)
         console.print(
-            f"[bold]{dataset.name}[/]: heuristic {heuristic:,.0f} episodes/s on loaded arrays "
+            f"[bold]{name_of_set}[/]: heuristic {heuristic:,.0f} episodes/s on loaded arrays "
             f"({heuristic / TARGET_EPS:.1f}x the {TARGET_EPS:.0f}/s target; {heuristic / loading:.1f}x the rate of "
             f"loading the arrays, {loading:,.0f}/s)\n"
         )
-        everything[dataset.name] = {"results": results, "heuristic_eps": heuristic, "array_loading_eps": loading}
+        everything[name_of_set] = {"results": results, "heuristic_eps": heuristic, "array_loading_eps": loading}
     if args.json is not None:
         args.json.write_text(json.dumps(everything, indent=2))
 

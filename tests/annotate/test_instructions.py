@@ -22,6 +22,7 @@ from atomvla.schemas import Subtask
         ("turn on the stove and put the moka pot on it", [("turn", "stove", None), ("place", "moka pot", "stove")]),
         ("move the gripper in front of the button", [("reach", "button", None)]),
         ("pull the drawer open", [("pull", "drawer", None)]),
+        ("reach under the lever", [("reach", "lever", None)]),
         (
             "put the butter at the front in the top drawer of the cabinet and close it",
             [("place", "butter", "top drawer of cabinet"), ("close", "top drawer of cabinet", None)],
