@@ -18,7 +18,7 @@ from atomvla.annotate.evaluation.report import report, score_episode, table
 from atomvla.annotate.evaluation.truth import TruthError, load_truth
 from atomvla.annotate.runner import run_backend
 from atomvla.annotate.selection import SelectionError, select
-from atomvla.curate.cli_support import StoreOpt, VerboseOpt, console, fail, setup_logging
+from atomvla.curate.cli_support import StoreOpt, VerboseOpt, console, err_console, fail, setup_logging
 from atomvla.curate.episode import Episode
 from atomvla.curate.errors import StoreError
 from atomvla.curate.store import Store
@@ -91,7 +91,7 @@ def run(
 
     with Progress(
         TextColumn(f"[bold]{backend}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
+        console=err_console, transient=True,
     ) as progress:
         bar = progress.add_task(backend, total=len(chosen))
         result = run_backend(db, engine, chosen, overwrite, on_episode=lambda _id, _outcome: progress.advance(bar))
