@@ -46,6 +46,17 @@ class Reader(ABC):
     def scan(self) -> Iterator[EpisodeMeta | SourceError]:
         """Every episode of the source, in order."""
 
+    def episode_meta(self, dataset: str, index: int, **fields) -> EpisodeMeta:
+        """An `EpisodeMeta` of this source, with the id and provenance fields every reader shares."""
+        return EpisodeMeta(
+            episode_id=f"{dataset}/{index}",
+            dataset=dataset,
+            episode_index=index,
+            source=self.source,
+            source_format=self.name,
+            **fields,
+        )
+
     @abstractmethod
     def load_arrays(self, meta: EpisodeMeta) -> dict[str, np.ndarray]:
         """The episode's per-frame arrays (`action`, `observation.state`, ...), each (n_frames, d)."""

@@ -113,12 +113,9 @@ class HDF5Reader(Reader):
             )
             for k in images
         )
-        return EpisodeMeta(
-            episode_id=f"{dataset}/{index}",
-            dataset=dataset,
-            episode_index=index,
-            source=self.source,
-            source_format=self.name,
+        return self.episode_meta(
+            dataset,
+            index,
             fps=fps,
             n_frames=n_frames,
             task=task,

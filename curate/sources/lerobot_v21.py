@@ -89,12 +89,9 @@ class LeRobotV21Reader(Reader):
                     key=key, kind="video", path=str(video), height=probe.height, width=probe.width, codec=probe.codec
                 )
             )
-        return EpisodeMeta(
-            episode_id=f"{dataset}/{index}",
-            dataset=dataset,
-            episode_index=index,
-            source=self.source,
-            source_format=self.name,
+        return self.episode_meta(
+            dataset,
+            index,
             fps=info.fps,
             n_frames=length,
             task="; ".join(entry["tasks"]),

@@ -105,12 +105,9 @@ class LeRobotV3Reader(Reader):
                     codec=probe.codec,
                 )
             )
-        return EpisodeMeta(
-            episode_id=f"{dataset}/{index}",
-            dataset=dataset,
-            episode_index=index,
-            source=self.source,
-            source_format=self.name,
+        return self.episode_meta(
+            dataset,
+            index,
             fps=info.fps,
             n_frames=length,
             task="; ".join(row["tasks"]),

@@ -92,12 +92,9 @@ class VideoFolderReader(Reader):
                 raise SourceError(
                     arrays_file, f"'{key}' has {len(array)} rows, the video has {probe.n_frames} frames", index
                 )
-        return EpisodeMeta(
-            episode_id=f"{dataset}/{index}",
-            dataset=dataset,
-            episode_index=index,
-            source=self.source,
-            source_format=self.name,
+        return self.episode_meta(
+            dataset,
+            index,
             fps=probe.fps,
             n_frames=probe.n_frames,
             task=task,
