@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -18,7 +17,7 @@ from atomvla.curate.exports.base import get_exporter
 from atomvla.curate.interchange_io import match_episodes, read_jsonl
 from atomvla.curate.sources import READERS, open_source
 from atomvla.curate.store import Store
-from atomvla.schemas import EpisodeMeta, Status
+from atomvla.schemas import DecompositionError, EpisodeMeta, Status
 
 log = logging.getLogger("atomvla.curate")
 
@@ -194,8 +193,8 @@ def import_annotations(
     for line, meta in matched:
         try:
             decs.append(line.record.to_decomposition(meta.episode_id, author, min_frames))
-        except ValidationError as exc:
-            problems.append(f"{file}:{line.lineno}: " + "; ".join(e["msg"] for e in exc.errors()))
+        except DecompositionError as exc:
+            problems.append(f"{file}:{line.lineno}: " + "; ".join(exc.problems))
     stored = db.add_revisions(decs)
     console.print(f"stored {len(stored)} revision(s) by {author!r} from {file}")
     if problems:

@@ -19,8 +19,12 @@ class Status(str, Enum):
     failed = "failed"
 
 
-class DecompositionError(ValueError):
-    """A decomposition breaks the contract; `problems` lists each broken rule."""
+class DecompositionError(Exception):
+    """A decomposition breaks the contract; `problems` lists each broken rule.
+
+    Not a ValueError on purpose: pydantic would wrap a ValueError into a generic ValidationError,
+    and callers (the review UI, a model backend's repair retry) want the rule-by-rule list.
+    """
 
     def __init__(self, episode_id: str, problems: list[str]):
         self.episode_id = episode_id

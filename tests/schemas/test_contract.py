@@ -6,6 +6,7 @@ from pydantic import ValidationError
 from atomvla.schemas import (
     SKILLS,
     Decomposition,
+    DecompositionError,
     InterchangeRecord,
     Status,
     Subtask,
@@ -53,12 +54,13 @@ def test_gap_and_overlap_are_told_apart():
 
 
 def test_invalid_decomposition_is_refused_with_episode_and_rule():
-    with pytest.raises(ValidationError, match=r"episode d/3: .*subtask 1 ends at frame 10 but subtask 2 starts at 11"):
+    with pytest.raises(DecompositionError, match=r"episode d/3: .*subtask 1 ends at frame 10 but subtask 2 starts at 11") as err:
         Decomposition(
             episode_id="d/3", n_frames=20, author="me",
             subtasks=[Subtask(start_frame=0, end_frame=10, instruction="a", skill="reach"),
                       Subtask(start_frame=11, end_frame=20, instruction="b", skill="pick")],
         )
+    assert err.value.episode_id == "d/3" and len(err.value.problems) == 1
 
 
 def test_failed_record_needs_no_subtasks_and_min_frames_is_a_parameter():
