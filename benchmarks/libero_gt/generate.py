@@ -1,0 +1,139 @@
+"""Generate long-horizon LIBERO episodes with exact subtask boundaries.
+
+    python -m benchmarks.libero_gt.generate --out benchmarks/out/libero_gt [--seeds 5]
+
+Writes a LeRobot v3.0 dataset to OUT (replacing an earlier one once the new one is complete) and
+its ground truth to OUT/truth.jsonl (one line per kept
+episode, in the shape of the Meta-World fixture's truth plus `template` and `seed`). Seed i starts
+from LIBERO's i-th recorded initial state of the template's problem; episodes whose scripted
+grasp or placement fails are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from atomvla.curate.exports.lerobot_v3 import EpisodeRecording, write_lerobot_v3
+from rich.logging import RichHandler
+from rich.progress import Progress
+
+from .rollout import FPS, Rollout, StepFailed, run
+from .scene import Scene, init_states
+from .templates import TEMPLATES, Template
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZE = 128
+CAMERA_KEY = "observation.images.agentview"
+FEATURE_NAMES = {
+    "observation.state": ("ee_x", "ee_y", "ee_z", "ee_roll", "ee_pitch", "ee_yaw", "gripper_0", "gripper_1"),
+    "action": ("x", "y", "z", "roll", "pitch", "yaw", "gripper"),
+}
+
+
+@dataclass
+class Tally:
+    """Kept and skipped episodes per template, and the truth lines of the kept ones."""
+
+    kept: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    truth: list[dict] = field(default_factory=list)
+
+
+def _truth_line(index: int, tmpl: Template, seed: int, rollout: Rollout) -> dict:
+    return {
+        "episode_index": index,
+        "task": tmpl.task,
+        "template": tmpl.name,
+        "seed": seed,
+        "n_frames": len(rollout.actions),
+        "fps": FPS,
+        "subtasks": [s.model_dump() for s in rollout.subtasks],
+    }
+
+
+def episodes(
+    templates: tuple[Template, ...], seeds: int, tally: Tally, progress: Progress
+) -> Iterator[EpisodeRecording]:
+    """Roll out every template from its first `seeds` initial states, rendering kept episodes only."""
+    bar = progress.add_task("episodes", total=len(templates) * seeds)
+    for tmpl in templates:
+        scene = Scene(tmpl.suite, tmpl.problem, image_size=IMAGE_SIZE)
+        states = init_states(tmpl.suite, tmpl.problem)
+        if seeds > len(states):
+            raise ValueError(
+                f"{tmpl.name}: {seeds} seeds asked, LIBERO has {len(states)} initial states for {tmpl.problem}"
+            )
+        for seed in range(seeds):
+            progress.update(bar, description=f"{tmpl.name} seed {seed}")
+            try:
+                rollout = run(scene, tmpl, states[seed], seed)
+            except StepFailed as e:
+                log.info("%s seed %d skipped: %s", tmpl.name, seed, e)
+                tally.failed[tmpl.name] += 1
+                progress.advance(bar)
+                continue
+            frames = np.stack([scene.render_state(s) for s in rollout.sim_states])
+            tally.truth.append(_truth_line(len(tally.truth), tmpl, seed, rollout))
+            tally.kept[tmpl.name] += 1
+            progress.advance(bar)
+            yield EpisodeRecording(
+                task=tmpl.task,
+                frames={CAMERA_KEY: frames},
+                arrays={
+                    "observation.state": rollout.states.astype(np.float32),
+                    "action": rollout.actions.astype(np.float32),
+                },
+            )
+        scene.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/libero_gt"), help="dataset folder (replaced)")
+    parser.add_argument("--seeds", type=int, default=5, help="episodes attempted per template")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+
+    # Build next to OUT and swap at the end: an earlier output survives a failed or cut run.
+    partial = args.out.with_name(f".{args.out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    tally = Tally()
+    started = time.perf_counter()
+    with Progress() as progress:
+        write_lerobot_v3(
+            partial,
+            episodes(TEMPLATES, args.seeds, tally, progress),
+            fps=FPS,
+            feature_names=FEATURE_NAMES,
+            robot_type="panda",
+        )
+    with (partial / "truth.jsonl").open("w") as f:
+        f.writelines(json.dumps(line) + "\n" for line in tally.truth)
+    shutil.rmtree(args.out, ignore_errors=True)
+    partial.rename(args.out)
+
+    for tmpl in TEMPLATES:
+        log.info("%-28s kept %d, skipped %d", tmpl.name, tally.kept[tmpl.name], tally.failed[tmpl.name])
+    attempted = len(TEMPLATES) * args.seeds
+    log.info(
+        "%d/%d episodes kept (%.0f%% skipped) in %.0f s -> %s",
+        len(tally.truth),
+        attempted,
+        100 * (attempted - len(tally.truth)) / attempted,
+        time.perf_counter() - started,
+        args.out,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""One scripted long-horizon episode: pick-and-place moves executed in a Scene, recorded per step.
+
+Phases (frames at 20 Hz): "pick up the X" = approach above X, descend, close, lift; "place the X
+in/on the Y" = carry above Y, descend, open, retreat; "close the D" = approach the handle, push
+along the slide, back off. Subtask boundaries are the frames where those phases start, so the
+ground truth is exact by construction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from atomvla.schemas import Subtask, check_subtasks
+
+from .motion import GRIP_CLOSED, GRIP_OPEN, Motion, axis_angle_matrix, execute, steps_for
+from .scene import Scene
+from .templates import CloseDrawer, Move, Template
+
+log = logging.getLogger(__name__)
+
+FPS = 20
+APPROACH_CLEARANCE_M = 0.08  # above an object's top before descending onto it
+LIFT_M = 0.12
+RETREAT_M = 0.10
+GRIP_STEPS = 10  # the Panda fingers need about half a second to close on an object
+# Panda gripper geometry relative to its grip site (LIBERO's eef position).
+HAND_ABOVE_GRIP_M = 0.018
+FINGERTIP_BELOW_GRIP_M = 0.014
+FINGER_HALF_THICKNESS_M = 0.012
+MIN_LIFT_M = 0.04  # an object that rose less than this after the lift was not grasped
+# Release height of the held object's bottom above the receptacle's top: inside a container's
+# rim, just above a plate.
+RELEASE_ABOVE_TOP_M = {"in": -0.03, "on": 0.015}
+QUARTER_TURN = axis_angle_matrix(np.array([0.0, 0.0, np.pi / 2]))  # about the world vertical
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Per-step record; frame t shows the state before action t is applied."""
+
+    states: np.ndarray  # (n, 8) ee xyz, ee roll/pitch/yaw (unwrapped over time), finger joints
+    actions: np.ndarray  # (n, 7) OSC deltas xyz, rpy, gripper (-1 open, +1 close)
+    sim_states: np.ndarray  # (n, sim_dim) flattened MuJoCo state, to render the kept frames
+    subtasks: tuple[Subtask, ...]
+
+
+class StepFailed(RuntimeError):
+    """The scripted policy did not achieve a step (grasp, placement, drawer); the episode is discarded."""
+
+
+def _rpy(rot_3x3: np.ndarray) -> np.ndarray:
+    """XYZ Euler angles (roll, pitch, yaw) of a rotation matrix."""
+    roll = np.arctan2(rot_3x3[2, 1], rot_3x3[2, 2])
+    pitch = np.arcsin(-np.clip(rot_3x3[2, 0], -1.0, 1.0))
+    yaw = np.arctan2(rot_3x3[1, 0], rot_3x3[0, 0])
+    return np.array([roll, pitch, yaw])
+
+
+class Recorder:
+    """Steps the scene and keeps the observation, action and simulator state of every step."""
+
+    def __init__(self, scene: Scene) -> None:
+        self.scene = scene
+        self.states: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+        self.sim_states: list[np.ndarray] = []
+
+    @property
+    def eef_pos(self) -> np.ndarray:
+        return self.scene.eef_pos
+
+    @property
+    def eef_rot(self) -> np.ndarray:
+        return self.scene.eef_rot
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.actions)
+
+    def step(self, action_7: np.ndarray) -> None:
+        s = self.scene
+        self.states.append(np.concatenate([s.eef_pos, _rpy(s.eef_rot), s.gripper_qpos]))
+        self.sim_states.append(s.env.sim.get_state().flatten())
+        self.actions.append(np.asarray(action_7, dtype=np.float64))
+        s.step(action_7)
+
+
+def _reach(rec: Recorder, goal: np.ndarray, rot: np.ndarray, speed_m_s: float, grip: float, minimum: int) -> None:
+    distance = float(np.linalg.norm(goal - rec.eef_pos))
+    execute(rec, Motion(goal, rot, steps_for(distance, speed_m_s, FPS, minimum), grip))
+
+
+def _pick(rec: Recorder, move: Move, rot: np.ndarray, pace: float) -> np.ndarray:
+    """Grasp and lift; returns the gripper orientation (3, 3) used, for the place to keep."""
+    box = rec.scene.box(move.obj)
+    start_z = rec.scene.position(move.obj)[2]
+    # LIBERO's top-down gripper closes along world y; turn it a quarter when the object is
+    # narrower along x (a can lying along y, a box turned sideways).
+    if box.size[0] < box.size[1]:
+        rot = QUARTER_TURN @ rot
+    # Open, the Panda's fingers clear a soup can by about a millimetre a side: aim at the centre.
+    # The fingers reach just past the hand: grip a tall object right below its top without the hand
+    # touching it, and a flat one as low as the fingertips clear the surface it rests on.
+    grasp = np.array([*box.center[:2], max(box.hi[2] - HAND_ABOVE_GRIP_M, box.lo[2] + FINGERTIP_BELOW_GRIP_M)])
+    above = np.array([*grasp[:2], box.hi[2] + APPROACH_CLEARANCE_M])
+    _reach(rec, above, rot, 0.22 * pace, GRIP_OPEN, 15)
+    _reach(rec, grasp, rot, 0.12 * pace, GRIP_OPEN, 10)
+    execute(rec, Motion(grasp, rot, GRIP_STEPS, GRIP_CLOSED))
+    _reach(rec, grasp + [0, 0, LIFT_M], rot, 0.15 * pace, GRIP_CLOSED, 10)
+    rise = rec.scene.position(move.obj)[2] - start_z
+    if rise < MIN_LIFT_M:
+        raise StepFailed(f"{move.obj} rose {rise * 100:.1f} cm after the lift")
+    return rot
+
+
+def _place(rec: Recorder, move: Move, rot: np.ndarray, rng: np.random.Generator, pace: float) -> None:
+    scene = rec.scene
+    held, target = scene.box(move.obj), scene.box(move.target)
+    eef = rec.eef_pos
+    # Aim the held object's centre (not the gripper's) at the receptacle's centre.
+    offset_xy = held.center[:2] - eef[:2]
+    bottom_below_eef = eef[2] - held.lo[2]
+    release = np.array(
+        [
+            *(target.center[:2] - offset_xy + rng.normal(0, 0.005, 2)),
+            target.hi[2] + RELEASE_ABOVE_TOP_M[move.relation] + bottom_below_eef,
+        ]
+    )
+    above = np.array([*release[:2], max(release[2] + APPROACH_CLEARANCE_M, eef[2])])
+    _reach(rec, above, rot, 0.22 * pace, GRIP_CLOSED, 15)
+    _reach(rec, release, rot, 0.12 * pace, GRIP_CLOSED, 8)
+    execute(rec, Motion(release, rot, GRIP_STEPS, GRIP_OPEN))
+    _reach(rec, release + [0, 0, RETREAT_M], rot, 0.15 * pace, GRIP_OPEN, 10)
+
+
+def _close_drawer(rec: Recorder, step: CloseDrawer, rot: np.ndarray, pace: float) -> None:
+    """Push the drawer's front-most part (its handle) along the slide axis until it is shut."""
+    qpos, axis, closed = rec.scene.slide_joint(step.joint)
+    push = axis * np.sign(closed - qpos)  # world direction that closes the drawer
+    handle = max(rec.scene.geom_boxes(step.drawer), key=lambda b: float(-push @ b.center))
+    # Turned a quarter about the vertical, the fingers span the handle and the hand stays in
+    # front of the cabinet's face; the push starts 2 cm before contact and ends at the limit.
+    turned = QUARTER_TURN @ rot
+    depth = float(np.abs(push) @ handle.size) / 2 + FINGER_HALF_THICKNESS_M
+    contact = handle.center - push * depth
+    start = contact - push * 0.02
+    travel = closed - qpos + 0.02
+    _reach(rec, start + [0, 0, APPROACH_CLEARANCE_M], turned, 0.22 * pace, GRIP_CLOSED, 20)
+    _reach(rec, start, turned, 0.12 * pace, GRIP_CLOSED, 10)
+    _reach(rec, contact + push * travel, turned, 0.10 * pace, GRIP_CLOSED, 15)
+    _reach(rec, rec.eef_pos - push * RETREAT_M + [0, 0, 0.05], turned, 0.15 * pace, GRIP_CLOSED, 10)
+
+
+def run(scene: Scene, tmpl: Template, init_state: np.ndarray, seed: int) -> Rollout:
+    """Execute every step of `tmpl` from `init_state`; raises StepFailed when one fails."""
+    rng = np.random.default_rng(seed)
+    scene.reset(init_state)
+    rec = Recorder(scene)
+    rot = scene.eef_rot  # LIBERO starts top-down; keep that orientation for grasps
+    pace = float(rng.uniform(0.85, 1.15))  # demonstrators differ in speed
+    starts: list[tuple[int, str, str]] = []  # (start frame, instruction, skill)
+    goals: list[tuple[str, ...]] = []
+    for step in tmpl.steps:
+        if isinstance(step, Move):
+            starts.append((rec.n_frames, f"pick up the {step.obj_name}", "pick"))
+            grasp_rot = _pick(rec, step, rot, pace)
+            starts.append((rec.n_frames, f"place the {step.obj_name} {step.relation} the {step.target_name}", "place"))
+            _place(rec, step, grasp_rot, rng, pace)
+            goal: tuple[str, ...] = (step.relation, step.obj, step.region)
+        else:
+            starts.append((rec.n_frames, f"close the {step.name}", "close"))
+            _close_drawer(rec, step, rot, pace)
+            goal = ("close", step.region)
+        if not scene.holds(goal):
+            raise StepFailed(f"{' '.join(goal)} does not hold after its step")
+        goals.append(goal)
+    for goal in goals:  # a later step may have undone an earlier one
+        if not scene.holds(goal):
+            raise StepFailed(f"{' '.join(goal)} no longer holds at the end")
+    ends = [start for start, _, _ in starts[1:]] + [rec.n_frames]
+    subtasks = tuple(
+        Subtask(start_frame=start, end_frame=end, instruction=instruction, skill=skill)
+        for (start, instruction, skill), end in zip(starts, ends)
+    )
+    if problems := check_subtasks(subtasks, rec.n_frames):
+        raise ValueError(f"{tmpl.name} seed {seed}: bad ground truth: {'; '.join(problems)}")
+    states = np.asarray(rec.states)
+    # Top-down, roll sits at ±pi: unwrap so the angles stay continuous for segmenters.
+    states[:, 3:6] = np.unwrap(states[:, 3:6], axis=0)
+    return Rollout(
+        states=states,
+        actions=np.asarray(rec.actions),
+        sim_states=np.asarray(rec.sim_states),
+        subtasks=subtasks,
+    )

@@ -1,0 +1,120 @@
+"""Long-horizon task templates: a LIBERO scene plus an ordered list of steps.
+
+A pick-and-place move yields two ground-truth subtasks ("pick up the X", "place the X in/on the
+Y"), closing a drawer one ("close the D"); the instruction is phrased the way LIBERO-Long
+phrases its tasks. Scenes and initial states are
+LIBERO's own (suite folder + BDDL problem name); the moves need not be that problem's goal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Move:
+    obj: str  # LIBERO object id, e.g. "alphabet_soup_1"
+    obj_name: str  # as LIBERO's language says it, e.g. "alphabet soup"
+    target: str  # object id of the receptacle
+    target_name: str
+    relation: Literal["in", "on"]
+    # BDDL region that the success predicate is evaluated against ("in" needs a contain region).
+    region: str
+
+
+@dataclass(frozen=True)
+class CloseDrawer:
+    drawer: str  # body of the sliding drawer, e.g. "wooden_cabinet_1_cabinet_top"
+    joint: str  # its slide joint; closed is the joint's upper limit
+    name: str  # e.g. "top drawer of the cabinet"
+    region: str  # BDDL region that the Close predicate is evaluated on
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    suite: str
+    problem: str
+    task: str
+    steps: tuple[Move | CloseDrawer, ...]
+
+
+def _in_basket(obj: str, name: str) -> Move:
+    return Move(obj, name, "basket_1", "basket", "in", "basket_1_contain_region")
+
+
+def _in_tray(obj: str, name: str) -> Move:
+    return Move(obj, name, "wooden_tray_1", "tray", "in", "wooden_tray_1_contain_region")
+
+
+def _on_plate(obj: str, name: str, plate: str, plate_name: str) -> Move:
+    return Move(obj, name, plate, plate_name, "on", plate)
+
+
+TEMPLATES: tuple[Template, ...] = (
+    Template(
+        "soup_and_sauce_in_basket",
+        "libero_10",
+        "LIVING_ROOM_SCENE2_put_both_the_alphabet_soup_and_the_tomato_sauce_in_the_basket",
+        "put both the alphabet soup and the tomato sauce in the basket",
+        (_in_basket("alphabet_soup_1", "alphabet soup"), _in_basket("tomato_sauce_1", "tomato sauce")),
+    ),
+    Template(
+        "soup_and_butter_in_basket",
+        "libero_90",
+        "LIVING_ROOM_SCENE2_pick_up_the_butter_and_put_it_in_the_basket",
+        "put both the butter and the alphabet soup in the basket",
+        (_in_basket("butter_1", "butter"), _in_basket("alphabet_soup_1", "alphabet soup")),
+    ),
+    Template(
+        "soup_and_cheese_in_tray",
+        "libero_90",
+        "LIVING_ROOM_SCENE3_pick_up_the_cream_cheese_and_put_it_in_the_tray",
+        "put both the cream cheese box and the alphabet soup in the tray",
+        (_in_tray("cream_cheese_1", "cream cheese box"), _in_tray("alphabet_soup_1", "alphabet soup")),
+    ),
+    Template(
+        "soup_and_cheese_in_basket",
+        "libero_10",
+        "LIVING_ROOM_SCENE1_put_both_the_alphabet_soup_and_the_cream_cheese_box_in_the_basket",
+        "put both the alphabet soup and the cream cheese box in the basket",
+        (_in_basket("alphabet_soup_1", "alphabet soup"), _in_basket("cream_cheese_1", "cream cheese box")),
+    ),
+    Template(
+        "ketchup_and_sauce_in_tray",
+        "libero_90",
+        "LIVING_ROOM_SCENE3_pick_up_the_ketchup_and_put_it_in_the_tray",
+        "put both the ketchup and the tomato sauce in the tray",
+        (_in_tray("ketchup_1", "ketchup"), _in_tray("tomato_sauce_1", "tomato sauce")),
+    ),
+    Template(
+        "butter_in_drawer_and_close",
+        "libero_90",
+        "KITCHEN_SCENE10_put_the_butter_at_the_front_in_the_top_drawer_of_the_cabinet_and_close_it",
+        "put the butter at the front in the top drawer of the cabinet and close it",
+        (
+            Move(
+                "butter_1",
+                "butter at the front",
+                "wooden_cabinet_1_cabinet_top",
+                "top drawer of the cabinet",
+                "in",
+                "wooden_cabinet_1_top_region",
+            ),
+            CloseDrawer(
+                "wooden_cabinet_1_cabinet_top",
+                "wooden_cabinet_1_top_level",
+                "top drawer of the cabinet",
+                "wooden_cabinet_1_top_region",
+            ),
+        ),
+    ),
+)
+
+
+def template(name: str) -> Template:
+    for t in TEMPLATES:
+        if t.name == name:
+            return t
+    raise KeyError(f"unknown template {name!r}; known: {[t.name for t in TEMPLATES]}")
