@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The whole offline pipeline on the bundled sample: import, annotate with the kinematic heuristic,
-# evaluate against the ground truth, export. Everything lands in demo-out/.
+# evaluate against the ground truth, export. Everything lands in demo-out/ (or the folder given).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.venv/bin
-out=demo-out
+out=${1:-demo-out}
 rm -rf "$out" && mkdir -p "$out"
 export ATOMVLA_STORE="$out/atomvla.sqlite"
 
