@@ -110,3 +110,11 @@ def column_arrays(table: pa.Table, keys: list[str]) -> dict[str, np.ndarray]:
 
 def _is_list(dtype: pa.DataType) -> bool:
     return pa.types.is_list(dtype) or pa.types.is_large_list(dtype) or pa.types.is_fixed_size_list(dtype)
+
+
+def check_entry(index_file: Path, index: int, length: int, tasks: list[str]) -> None:
+    """The checks every LeRobot episode-index entry must pass, whatever the version."""
+    if length <= 0:
+        raise SourceError(index_file, "episode has zero frames", index)
+    if not tasks:
+        raise SourceError(index_file, "episode has no task", index)

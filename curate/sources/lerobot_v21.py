@@ -12,10 +12,17 @@ import pyarrow.parquet as pq
 
 from atomvla.curate.errors import SourceError
 from atomvla.curate.sources.base import Reader, register
-from atomvla.curate.sources.lerobot_meta import LeRobotInfo, codebase_version, column_arrays, missing_columns, read_info
+from atomvla.curate.sources.lerobot_meta import (
+    LeRobotInfo,
+    check_entry,
+    codebase_version,
+    column_arrays,
+    missing_columns,
+    read_info,
+)
 from atomvla.curate.sources.naming import dataset_name
-from atomvla.curate.sources.video_probe import coverage_problem, probe_video
-from atomvla.schemas import CameraRef, EpisodeMeta
+from atomvla.curate.sources.video_probe import probe_video, video_camera
+from atomvla.schemas import EpisodeMeta
 
 _EPISODES = Path("meta") / "episodes.jsonl"
 _EPISODE_KEYS = ("episode_index", "tasks", "length")
@@ -63,10 +70,7 @@ class LeRobotV21Reader(Reader):
 
     def _meta(self, entry: dict[str, Any], info: LeRobotInfo, dataset: str) -> EpisodeMeta:
         index, length = int(entry["episode_index"]), int(entry["length"])
-        if length <= 0:
-            raise SourceError(self.root / _EPISODES, "episode has zero frames", index)
-        if not entry["tasks"]:
-            raise SourceError(self.root / _EPISODES, "episode has no task", index)
+        check_entry(self.root / _EPISODES, index, length, entry["tasks"])
         chunk = index // info.chunks_size
         data_file = self.root / info.data_path.format(episode_chunk=chunk, episode_index=index)
         if not data_file.is_file():
@@ -80,15 +84,7 @@ class LeRobotV21Reader(Reader):
         cameras = []
         for key in info.video_keys:
             video = self.root / info.video_path.format(episode_chunk=chunk, video_key=key, episode_index=index)
-            probe = probe_video(video, index)
-            problem = coverage_problem(probe, 0.0, length, info.fps)
-            if problem:
-                raise SourceError(video, problem, index)
-            cameras.append(
-                CameraRef(
-                    key=key, kind="video", path=str(video), height=probe.height, width=probe.width, codec=probe.codec
-                )
-            )
+            cameras.append(video_camera(key, video, probe_video(video, index), 0.0, length, info.fps, index))
         return self.episode_meta(
             dataset,
             index,

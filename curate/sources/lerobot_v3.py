@@ -12,10 +12,17 @@ import pyarrow.parquet as pq
 
 from atomvla.curate.errors import SourceError
 from atomvla.curate.sources.base import Reader, register
-from atomvla.curate.sources.lerobot_meta import LeRobotInfo, codebase_version, column_arrays, missing_columns, read_info
+from atomvla.curate.sources.lerobot_meta import (
+    LeRobotInfo,
+    check_entry,
+    codebase_version,
+    column_arrays,
+    missing_columns,
+    read_info,
+)
 from atomvla.curate.sources.naming import dataset_name
-from atomvla.curate.sources.video_probe import VideoProbe, coverage_problem, probe_video
-from atomvla.schemas import CameraRef, EpisodeMeta
+from atomvla.curate.sources.video_probe import VideoProbe, probe_video, video_camera
+from atomvla.schemas import EpisodeMeta
 
 T = TypeVar("T")
 _EPISODE_COLUMNS = ["episode_index", "length", "tasks", "data/chunk_index", "data/file_index"]
@@ -71,10 +78,7 @@ class LeRobotV3Reader(Reader):
         videos: dict[Path, VideoProbe | SourceError],
     ) -> EpisodeMeta:
         index, length = int(row["episode_index"]), int(row["length"])
-        if length <= 0:
-            raise SourceError(episodes_file, "episode has zero frames", index)
-        if not row["tasks"]:
-            raise SourceError(episodes_file, "episode has no task", index)
+        check_entry(episodes_file, index, length, row["tasks"])
         data_file = self.root / info.data_path.format(
             chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]
         )
@@ -91,20 +95,7 @@ class LeRobotV3Reader(Reader):
             )
             probe = _once(videos, video, probe_video, index)
             start = float(row[f"videos/{key}/from_timestamp"])
-            problem = coverage_problem(probe, start, length, info.fps)
-            if problem:
-                raise SourceError(video, problem, index)
-            cameras.append(
-                CameraRef(
-                    key=key,
-                    kind="video",
-                    path=str(video),
-                    from_timestamp=start,
-                    height=probe.height,
-                    width=probe.width,
-                    codec=probe.codec,
-                )
-            )
+            cameras.append(video_camera(key, video, probe, start, length, info.fps, index))
         return self.episode_meta(
             dataset,
             index,

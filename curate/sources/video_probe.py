@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 
 from atomvla.curate.errors import SourceError
+from atomvla.schemas import CameraRef
 
 # MP4 family: a truncated download keeps a leading `moov` box intact, so PyAV opens the file and
 # reports the full duration; only the top-level box sizes reveal the missing bytes.
@@ -84,3 +85,16 @@ def coverage_problem(probe: VideoProbe, from_s: float, n_frames: int, fps: float
             f"the episode's {n_frames} frames need {from_s:.3f}-{needed:.3f} s"
         )
     return None
+
+
+def video_camera(
+    key: str, video: Path, probe: VideoProbe, from_s: float, n_frames: int, fps: float, episode: int
+) -> CameraRef:
+    """The camera `key` of an episode whose frames start `from_s` into `video`, if it covers them."""
+    problem = coverage_problem(probe, from_s, n_frames, fps)
+    if problem:
+        raise SourceError(video, problem, episode)
+    return CameraRef(
+        key=key, kind="video", path=str(video), from_timestamp=from_s,
+        height=probe.height, width=probe.width, codec=probe.codec,
+    )
