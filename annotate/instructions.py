@@ -14,21 +14,32 @@ from functools import lru_cache
 
 from atomvla.schemas import MIN_SUBTASKS, Skill
 
-# Verb phrase -> skill. Multi-word phrases are matched before single words.
+# Verb phrase -> skill. Multi-word phrases are matched before single words. Verbs of force are
+# split by what they do to the object: "push" moves it or drives it in (a struck nail, a swept
+# cube); "press" works a control that yields in place (a button, a handle, a switch).
 VERBS: dict[str, Skill] = {
     "pick up": "pick", "pick": "pick", "grasp": "pick", "grab": "pick", "lift": "pick",
-    "take": "pick", "hold": "pick",
+    "take": "pick", "hold": "pick", "raise": "pick", "fetch": "pick", "retrieve": "pick",
+    "get": "pick", "remove": "pick", "collect": "pick",
     "put down": "place", "put": "place", "place": "place", "set": "place", "drop": "place",
     "stack": "place", "move": "place", "bring": "place", "carry": "place", "transfer": "place",
-    "reach": "reach", "approach": "reach", "go to": "reach",
-    "push": "push", "sweep": "push", "slide": "push", "shove": "push",
-    "pull": "pull", "drag": "pull",
+    "lower": "place", "lay": "place", "hang": "place", "load": "place", "deposit": "place",
+    "return": "place", "throw": "place", "toss": "place", "deliver": "place",
+    "reach": "reach", "approach": "reach", "go to": "reach", "move to": "reach", "touch": "reach",
+    "push": "push", "sweep": "push", "slide": "push", "shove": "push", "nudge": "push",
+    "knock": "push", "roll": "push", "hit": "push", "strike": "push", "hammer": "push",
+    "pull": "pull", "drag": "pull", "tug": "pull", "yank": "pull", "unplug": "pull",
     "open": "open", "close": "close", "shut": "close",
     "turn on": "turn", "turn off": "turn", "turn": "turn", "rotate": "turn", "twist": "turn",
-    "flip": "turn",
-    "press": "press", "push down": "press", "hit": "press", "tap": "press",
-    "insert": "insert", "plug": "insert",
+    "flip": "turn", "spin": "turn", "screw": "turn", "unscrew": "turn", "switch on": "turn",
+    "switch off": "turn",
+    "press": "press", "push down": "press", "tap": "press", "poke": "press", "click": "press",
+    "depress": "press",
+    "insert": "insert", "plug": "insert", "slot": "insert",
+    "pour": "other", "wipe": "other", "stir": "other", "fold": "other", "scoop": "other",
 }
+# Verbs named after the tool they are done with ("hammer the nail" = hit it with a hammer).
+_TOOL_VERBS = {"hammer": "hammer", "brush": "brush", "shovel": "shovel", "mop": "mop"}
 _VERB_RE = re.compile(r"^(" + "|".join(sorted(map(re.escape, VERBS), key=len, reverse=True)) + r")\b")
 
 # Prepositions that end the object noun phrase and introduce the target (longest first).
@@ -49,6 +60,8 @@ _RESULTS = {"open", "opened", "closed", "shut", "up", "down", "away", "out", "ba
 _IN_PLACE = {"push", "pull", "open", "close", "turn", "press", "insert"}
 # Parts of the robot itself: "move the gripper in front of the button" is about the button.
 _EFFECTORS = {"gripper", "arm", "hand", "robot", "end effector", "end-effector", "effector"}
+# The preposition that introduces a tool ("hit the nail with the hammer").
+_INSTRUMENT = "with"
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,7 @@ class Clause:
     obj: str | None
     prep: str | None = None
     target: str | None = None
+    tool: str | None = None  # held to do the work: picked up first
 
 
 @dataclass(frozen=True)
@@ -146,10 +160,21 @@ def parse(instruction: str) -> list[Clause]:
             if o in _EFFECTORS and t:  # "move the gripper to the button" reaches the button
                 clauses.append(Clause(verb, "reach", t))
             else:
-                clauses.append(Clause(verb, VERBS[verb], o, prep, t))
+                clauses.append(Clause(verb, VERBS[verb], o, prep, t, _tool(verb, prep, t)))
             last_obj = clauses[-1].obj or last_obj
             last_target = clauses[-1].target or last_target
     return clauses
+
+
+def _tool(verb: str, prep: str | None, target: str | None) -> str | None:
+    """The tool a clause is done with: named by the verb, or introduced by "with" (an in-place
+    action done with a held object; not a part of the robot, and not for transport verbs, where
+    "with" describes the object: "pick up the mug with the red lid")."""
+    if verb in _TOOL_VERBS:
+        return _TOOL_VERBS[verb]
+    if prep == _INSTRUMENT and target and target not in _EFFECTORS and VERBS[verb] in _IN_PLACE | {"other"}:
+        return target
+    return None
 
 
 def _the(obj: str | None) -> str:
@@ -161,8 +186,9 @@ def plan(instruction: str) -> tuple[Step, ...]:
     """Subtasks the instruction implies, in order.
 
     A transport verb becomes pick then place (consecutive picks of one object collapse); a verb
-    acting in place is one subtask, approach included. Only when that leaves fewer than
-    MIN_SUBTASKS is the approach its own subtask ("open the drawer": reach it, then open it; the
+    acting in place is one subtask, approach included, preceded by picking up its tool when it
+    is done with one ("hammer the nail in": pick up the hammer, hammer the nail). Only when that
+    leaves fewer than MIN_SUBTASKS is the approach its own subtask ("open the drawer": reach it, then open it; the
     backend calls the approach a grasp when it ends with the gripper closing).
     """
     steps: list[Step] = []
@@ -171,6 +197,8 @@ def plan(instruction: str) -> tuple[Step, ...]:
         pick = Step("pick", f"pick up {_the(c.obj)}", c.obj)
         if c.skill in ("pick", "place") and not (steps and steps[-1] == pick):
             steps.append(pick)
+        if c.tool and not (steps and steps[-1].skill == "pick" and steps[-1].obj == c.tool):
+            steps.append(Step("pick", f"pick up {_the(c.tool)}", c.tool))
         if c.skill == "place":
             steps.append(Step("place", f"place {_the(c.obj)}{target}", c.obj))
         elif c.skill == "reach":

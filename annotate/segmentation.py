@@ -3,10 +3,11 @@
 Boundary convention (studied on the Meta-World fixture and on scripted LIBERO rollouts): a
 boundary is the first frame of the next phase's motion, i.e. the first frame commanded (or, with
 no command, measured) for the new phase. A motion that starts from rest starts on the frame after
-the last one at rest. Around the gripper: closing on an object and lifting it belong to the pick,
-and releasing it and lifting the hand away belong to the place; the next subtask starts with the
-first sideways motion after the gripper event (in Meta-World the scripted arm lifts and moves at
-once, so this is the first motion after the grasp; in LIBERO it comes after a vertical lift).
+the last one at rest. Around the gripper: a pick ends at the grasp, and the object's first
+motion after it, whether a lift or a carry, starts the next subtask (the Meta-World fixture's
+pick-place: the gripper closes while the hand holds still, and the first frame that lifts and
+carries the puck starts "place the puck at the goal"); releasing an object and backing the hand
+off it belong to the place, and the next subtask starts with the first sideways motion.
 
 Scores follow the principal-axis idea: over windows of frames before and after each frame, the
 change of the mean velocity (translation and rotation), divided by how fast the arm moved just
@@ -32,6 +33,9 @@ _GRIP_LOW, _GRIP_HIGH = 0.35, 0.65
 _GRIP_MIN_RANGE = 0.3
 # While accelerating from rest, each frame is at most this fraction as fast as the next.
 _RAMP = 0.8
+# After a gripper event, the first motion change at least this fraction as salient as the
+# strongest one before the next event starts the next subtask.
+_FIRST_SALIENT = 0.5
 
 
 @dataclass(frozen=True)
@@ -152,25 +156,34 @@ def grasp_boundaries(
     w: int,
     bonus: float,
 ) -> list[Candidate]:
-    """For each gripper event, the first frame of the transport that follows it.
+    """For each gripper event, the first frame of the motion that follows it.
 
-    `score`, `peaks` and `speed` describe horizontal motion: lifting the object after a grasp (or
-    the hand after a release) still belongs to the pick (or the place); the subtask ends when the
-    arm sets off sideways. The strongest peak from `w // 2` frames before the event (a gripper
-    command and the motion it allows are logged a frame or two apart) until `w` frames after the
-    next event is taken (a gripper may be commanded shut long before it closes on the object);
-    the arrival term favours starting from rest over stopping or turning at speed.
+    `score`, `peaks` and `speed` describe the motion that counts: all of it after a grasp (the
+    object's first motion, lift included, starts the next subtask), horizontal motion after a
+    release (backing off still belongs to the place). Peaks from `w // 2` frames before the
+    event (a gripper command and the motion it allows are logged a frame or two apart) until `w`
+    frames after the next event count (a gripper may be commanded shut long before it closes on
+    the object), those where the arm speeds up (the end of the descent onto the object is not the
+    start of its motion); the first of them at least `_FIRST_SALIENT` of the strongest is taken (a lift
+    from rest and the carry that starts after it can be equally sharp; the lift comes first),
+    and the arrival term favours starting from rest over stopping or turning at speed. The
+    candidate scores `bonus` plus the strongest change in its window, so that no motion change
+    while the gripper holds (a slip and a second grasp) outranks the event itself.
     """
+    speed_before, speed_after = (m[:, 0] for m in window_means(speed[:, None], w))
     out: list[Candidate] = []
     for i, (frame, kind) in enumerate(events):
         end = events[i + 1][0] + w if i + 1 < len(events) else len(score)
         inside = [p for p in peaks if frame - w // 2 <= p <= end]
-        if inside:
-            peak = max(inside, key=lambda p: score[p])
+        strongest = max((float(score[p]) for p in inside), default=float(score[frame]))
+        starts = [p for p in inside if speed_after[p] > speed_before[p]] or inside
+        if starts:
+            first = max(score[p] for p in starts)
+            peak = next(p for p in starts if score[p] >= _FIRST_SALIENT * first)
             onset = motion_onset(speed, peak, 2 * w)
         else:
-            peak = onset = frame
-        out.append(Candidate(onset, bonus + float(score[peak]), kind))
+            onset = frame
+        out.append(Candidate(onset, bonus + strongest, kind))
     return out
 
 

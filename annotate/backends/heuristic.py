@@ -84,15 +84,19 @@ def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: Heu
         score = score * (1.0 + CONTACT_BONUS * contact_scores(kin.motion, kin.vertical, w))
     peaks = local_peaks(score, min_frames)
     events = gripper_events(kin.gripper, min_frames) if kin.gripper is not None else []
-    grasps: list[Candidate] = []
-    if events:
+    speed = np.linalg.norm(kin.motion, axis=1)
+    # After a grasp the object moves with the hand: its first motion, up or sideways, ends the pick.
+    grasps = [c for c in grasp_boundaries(score, peaks, speed, events, w, GRIPPER_BONUS) if c.kind == "close"]
+    if any(kind == "open" for _, kind in events):
+        # After a release, backing off the object still belongs to the place: the next subtask
+        # starts when the arm sets off sideways.
         sideways = kin.horizontal()
         sideways_speed = np.linalg.norm(sideways, axis=1)
         sideways_score = change_scores(sideways, sideways_speed, w, ARRIVAL)
-        grasps = grasp_boundaries(
+        releases = grasp_boundaries(
             sideways_score, local_peaks(sideways_score, min_frames), sideways_speed, events, w, GRIPPER_BONUS
         )
-    speed = np.linalg.norm(kin.motion, axis=1)
+        grasps += [c for c in releases if c.kind == "open"]
     motions = [
         Candidate(motion_onset(speed, p, 2 * w), float(score[p]), "motion")
         for p in peaks

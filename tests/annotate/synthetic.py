@@ -74,16 +74,17 @@ def meta(task: str, n_frames: int, feature_names: dict[str, list[str]] | None = 
 
 
 def pick_place(obj_xy: tuple[float, float], goal_xy: tuple[float, float], first: bool = True) -> list[Phase]:
-    """Above the object, down, close, lift, then carry (new subtask: picking up includes the lift),
-    down, open; the next pick-and-place starts a new subtask."""
+    """Above the object, down, close; then lift (new subtask: the pick ends at the grasp, the
+    object's first motion starts the place), carry, down, open; the next pick-and-place starts a
+    new subtask."""
     ox, oy = obj_xy
     gx, gy = goal_xy
     return [
         Phase((ox, oy, 0.15, 0.0), subtask_start=not first),
         Phase((ox, oy, 0.03, 0.0)),
         Phase((ox, oy, 0.03, 0.0), grip=1.0, hold=10),
-        Phase((ox, oy, 0.2, 0.0), grip=1.0),
-        Phase((gx, gy, 0.2, 0.0), grip=1.0, subtask_start=True),
+        Phase((ox, oy, 0.2, 0.0), grip=1.0, subtask_start=True),
+        Phase((gx, gy, 0.2, 0.0), grip=1.0),
         Phase((gx, gy, 0.06, 0.0), grip=1.0),
         Phase((gx, gy, 0.06, 0.0), grip=-1.0, hold=10),
     ]

@@ -203,3 +203,19 @@ def test_an_approach_from_above_ends_where_the_sideways_work_starts(signals):
     ]
     subtasks, truth = segment("open the window", phases, signals)
     assert_boundaries(subtasks, truth)
+
+
+@BOTH
+def test_tool_use_is_a_pick_then_the_work_from_the_first_motion_after_the_grasp(signals):
+    # Grasp the hammer from above, then raise it and swing it sideways into the nail: raising the
+    # tool already belongs to the work it serves, as lifting an object belongs to its place.
+    phases = [
+        Phase((0.1, 0.6, 0.15, 0.0)),
+        Phase((0.1, 0.6, 0.03, 0.0)),
+        Phase((0.1, 0.6, 0.03, 0.0), grip=1.0, hold=10),
+        Phase((0.1, 0.6, 0.12, 0.0), grip=1.0, subtask_start=True),
+        Phase((0.1, 0.8, 0.12, 0.0), grip=1.0),
+    ]
+    subtasks, truth = segment("hammer the nail in", phases, signals)
+    assert_boundaries(subtasks, truth)
+    assert [(s.skill, s.instruction) for s in subtasks] == [("pick", "pick up the hammer"), ("push", "hammer the nail")]

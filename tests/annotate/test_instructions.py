@@ -70,3 +70,32 @@ def test_object_hits_pair_subtasks_by_overlap():
     ]
     assert object_of("reach the drawer handle") == "drawer handle"
     assert object_hits(pred, truth) == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("instruction", "skill"),
+    [("lower the ring onto the peg", "place"), ("hang the mug on the rack", "place"), ("fetch the cup", "pick"),
+     ("nudge the block left", "push"), ("knock the can over", "push"), ("yank the cord", "pull"),
+     ("unscrew the cap", "turn"), ("switch on the lamp", "turn"), ("tap the screen", "press"),
+     ("slot the card into the reader", "insert"), ("move to the shelf", "reach"), ("wipe the table", "other")],
+)
+def test_verbs_map_to_the_skill_vocabulary(instruction, skill):
+    assert parse(instruction)[0].skill == skill
+
+
+@pytest.mark.parametrize(
+    ("instruction", "expected"),
+    [
+        # a verb named after its tool: the tool is picked up first
+        ("hammer the nail in", [("pick", "pick up the hammer"), ("push", "hammer the nail")]),
+        # "with" + a held object names the tool of an in-place action
+        ("hit the nail with the hammer", [("pick", "pick up the hammer"), ("push", "hit the nail with the hammer")]),
+        ("pick up the sponge and wipe the table with it",
+         [("pick", "pick up the sponge"), ("other", "wipe the table with the sponge")]),
+        # not a tool: a part of the robot, or a detail of a transported object
+        ("press the button with the gripper", [("reach", "reach the button"), ("press", "press the button with the gripper")]),
+        ("pick up the mug with the red lid", [("reach", "reach the mug"), ("pick", "pick up the mug")]),
+    ],
+)
+def test_tools_are_picked_up_before_they_are_used(instruction, expected):
+    assert [(s.skill, s.instruction) for s in plan(instruction)] == expected
