@@ -95,10 +95,13 @@ def local_peaks(score: np.ndarray, min_distance: int) -> list[int]:
     s = score
     is_peak = np.zeros(len(s), dtype=bool)
     is_peak[1:-1] = (s[1:-1] >= s[:-2]) & (s[1:-1] > s[2:]) & (s[1:-1] > 0)
+    peaks = np.flatnonzero(is_peak)
+    blocked = np.zeros(len(s), dtype=bool)  # within min_distance of a stronger kept peak
     kept: list[int] = []
-    for t in sorted(np.flatnonzero(is_peak), key=lambda i: -s[i]):
-        if all(abs(t - k) >= min_distance for k in kept):
+    for t in peaks[np.argsort(-s[peaks], kind="stable")]:
+        if not blocked[t]:
             kept.append(int(t))
+            blocked[max(t - min_distance + 1, 0) : t + min_distance] = True
     return sorted(kept)
 
 
