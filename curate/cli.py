@@ -33,6 +33,8 @@ IMPORT_BATCH = 256
 
 
 def _open_store(path: Path, create: bool = True) -> Store:
+    if not create and not path.exists():
+        raise fail(f"{path}: no such store; create one with `atom-curate import SOURCE --store {path}`")
     try:
         return Store(path, create=create)
     except StoreError as exc:
