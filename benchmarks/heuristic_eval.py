@@ -24,11 +24,10 @@ import json
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from atomvla.annotate.backends import BACKENDS, BackendError, get_backend
 from atomvla.annotate.evaluation.report import report, score_episode, table
 from atomvla.annotate.instructions import plan
+from atomvla.curate.cli_support import console
 from atomvla.curate.episode import Episode
 from atomvla.curate.errors import SourceError
 from atomvla.curate.interchange_io import match_episodes, read_jsonl
@@ -40,8 +39,6 @@ FIXTURE = (ROOT.parent / "shared" / "fixtures" / "metaworld_lerobot_v30", ROOT.p
 TARGETS = {"f1": 0.90, "count_accuracy": 0.90, "object_accuracy": 0.90}
 TARGET_EPS = 500.0
 TRIALS, TRIAL_S = 3, 0.5
-
-console = Console()
 
 
 def discover() -> list[tuple[Path, Path]]:
