@@ -47,12 +47,16 @@ class Candidate:
 
 def window_means(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
     """(n, d) -> before (n, d), after (n, d): means over [t-w, t) and [t, t+w), clipped at the ends."""
-    n = len(x)
-    c = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
+    n, d = x.shape
+    # Running sums padded with w copies of their first and last value: every window is then the
+    # difference of two slices (slices, not fancy indexing: this runs several times per episode).
+    c = np.empty((n + 1 + 2 * w, d))
+    c[: w + 1] = 0.0
+    np.cumsum(x, axis=0, out=c[w + 1 : w + 1 + n])
+    c[w + 1 + n :] = c[w + n]
     t = np.arange(n)
-    lo, hi = np.maximum(t - w, 0), np.minimum(t + w, n)
-    before = (c[t] - c[lo]) / np.maximum(t - lo, 1)[:, None]
-    after = (c[hi] - c[t]) / np.maximum(hi - t, 1)[:, None]
+    before = (c[w : w + n] - c[:n]) / np.maximum(np.minimum(t, w), 1)[:, None]
+    after = (c[2 * w : 2 * w + n] - c[w : w + n]) / np.maximum(np.minimum(n - t, w), 1)[:, None]
     return before, after
 
 
