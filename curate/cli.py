@@ -79,8 +79,8 @@ def import_(
         try:
             for item in reader.scan():
                 if isinstance(item, SourceError):
-                    skipped.append(str(item))
-                    log.warning("skipped: %s", item)
+                    skipped.append(str(item))  # listed in the summary
+                    log.debug("skipped: %s", item)
                 else:
                     batch.append(item)
                     if len(batch) >= IMPORT_BATCH:
