@@ -15,8 +15,6 @@ log = logging.getLogger(__name__)
 
 
 class DecordDecoder:
-    backend = "decord"
-
     def __init__(self, reader, index: VideoIndex):
         self._reader = reader
         self.index = index

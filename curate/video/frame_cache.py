@@ -46,6 +46,3 @@ class FrameCache:
             self.nbytes += size
             while self.nbytes > self.max_bytes and self._frames:
                 self.nbytes -= self._frames.popitem(last=False)[1][1]
-
-    def __len__(self) -> int:
-        return len(self._frames)

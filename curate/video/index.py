@@ -21,12 +21,9 @@ class VideoIndex:
     """
 
     path: str
-    codec: str
     time_base: Fraction
     pts: np.ndarray  # (n,) int64, sorted
     keyframes: np.ndarray  # (n_key,) int64, file indices of keyframes, sorted
-    height: int
-    width: int
 
     @classmethod
     def build(cls, container: av.container.InputContainer, path: str | Path) -> VideoIndex:
@@ -49,15 +46,7 @@ class VideoIndex:
         if keyframes.size == 0 or keyframes[0] != 0:
             # A stream must start decodable; without a leading keyframe frame 0 has no reference.
             raise SourceError(path, "video stream does not start with a keyframe")
-        return cls(
-            path=str(path),
-            codec=stream.codec_context.name,
-            time_base=stream.time_base,
-            pts=sorted_pts,
-            keyframes=keyframes,
-            height=stream.codec_context.height,
-            width=stream.codec_context.width,
-        )
+        return cls(path=str(path), time_base=stream.time_base, pts=sorted_pts, keyframes=keyframes)
 
     def __len__(self) -> int:
         return len(self.pts)

@@ -39,8 +39,6 @@ class PyAVDecoder:
     frame decoded on the way goes into the shared `FrameCache`, so backward steps are cache hits.
     """
 
-    backend = "pyav"
-
     def __init__(self, path: str | Path, frame_cache: FrameCache, cache_key: Hashable):
         """`cache_key` identifies this version of the file in `frame_cache`."""
         self.path = str(path)
@@ -62,9 +60,6 @@ class PyAVDecoder:
             decoded = {i: self._frame(i) for i in sorted(set(indices))}
             rgb = {i: self._to_rgb(f) for i, f in decoded.items()}
         return np.stack([rgb[i] for i in indices])
-
-    def close(self) -> None:
-        self._container.close()
 
     def _frame(self, target: int) -> av.VideoFrame:
         cached = self._cache.get((self._cache_key, target))
