@@ -34,8 +34,7 @@ class DecordDecoder:
             log.debug("decord cannot read %s, PyAV decodes it: %s", index.path, str(exc).splitlines()[0])
             return None
         # decord numbers frames from its own index: use it only if that index is the same frames.
-        ours = index.pts.astype(np.float64) * float(index.time_base)
-        if len(starts) != len(ours) or not np.allclose(starts, ours, rtol=1e-6, atol=1e-3):
+        if len(starts) != len(index) or not np.allclose(starts, index.times_s, rtol=1e-6, atol=1e-3):
             log.debug("decord's frame index of %s differs from PyAV's, PyAV decodes it", index.path)
             return None
         return cls(reader, index)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from fractions import Fraction
 from pathlib import Path
 
@@ -51,13 +52,23 @@ class VideoIndex:
     def __len__(self) -> int:
         return len(self.pts)
 
+    @cached_property
+    def times_s(self) -> np.ndarray:
+        """(n,) float64 presentation time of each frame, in seconds."""
+        return self.pts.astype(np.float64) * float(self.time_base)
+
+    @cached_property
+    def index_of_pts(self) -> dict[int, int]:
+        """pts -> file index, for the frames a decoder hands back."""
+        return {int(p): i for i, p in enumerate(self.pts)}
+
     def keyframe_before(self, index: int) -> int:
         """File index of the keyframe that `index` decodes from."""
         return int(self.keyframes[np.searchsorted(self.keyframes, index, side="right") - 1])
 
     def locate(self, times_s: np.ndarray, tolerance_s: float) -> np.ndarray:
         """File index of the frame nearest each time; -1 where none lies within `tolerance_s`."""
-        frame_times = self.pts.astype(np.float64) * float(self.time_base)
+        frame_times = self.times_s
         last = len(frame_times) - 1
         right = np.searchsorted(frame_times, times_s).clip(0, last)
         left = (right - 1).clip(0, last)

@@ -46,7 +46,6 @@ class PyAVDecoder:
         self._container = open_container(path, frame_threads=False)
         self._stream = self._container.streams.video[0]
         self.index = VideoIndex.build(self._container, path)
-        self._pts_to_index = {int(p): i for i, p in enumerate(self.index.pts)}
         self._cache = frame_cache
         self._reformatter = VideoReformatter()
         self._frames: Iterator[av.VideoFrame] | None = None
@@ -70,7 +69,7 @@ class PyAVDecoder:
             self._seek(keyframe)
         try:
             for frame in self._frames:
-                i = self._pts_to_index.get(frame.pts, -1)
+                i = self.index.index_of_pts.get(frame.pts, -1)
                 if i < self._floor:  # leading frames of an open GOP reference the previous GOP
                     continue
                 self._cursor = i
@@ -107,13 +106,12 @@ def iter_rgb(index: VideoIndex, wanted: np.ndarray) -> Iterator[np.ndarray]:
     """
     container = open_container(index.path, frame_threads=True)
     stream = container.streams.video[0]
-    pts_to_index = {int(p): i for i, p in enumerate(index.pts)}
     reformatter = VideoReformatter()
     k = 0
     try:
         container.seek(int(index.pts[index.keyframe_before(int(wanted[0]))]), stream=stream, backward=True)
         for frame in container.decode(stream):
-            i = pts_to_index.get(frame.pts, -1)
+            i = index.index_of_pts.get(frame.pts, -1)
             if i < wanted[k]:
                 continue
             if i > wanted[k]:
