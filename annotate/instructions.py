@@ -177,7 +177,8 @@ def _tool(verb: str, prep: str | None, target: str | None) -> str | None:
     return None
 
 
-def _the(obj: str | None) -> str:
+def the_object(obj: str | None) -> str:
+    """How a planned instruction names an object: "the <obj>", or "the object" when none is known."""
     return f"the {obj}" if obj else "the object"
 
 
@@ -193,20 +194,20 @@ def plan(instruction: str) -> tuple[Step, ...]:
     """
     steps: list[Step] = []
     for c in parse(instruction):
-        target = f" {c.prep} {_the(c.target)}" if c.prep and c.target else ""
-        pick = Step("pick", f"pick up {_the(c.obj)}", c.obj)
+        target = f" {c.prep} {the_object(c.target)}" if c.prep and c.target else ""
+        pick = Step("pick", f"pick up {the_object(c.obj)}", c.obj)
         if c.skill in ("pick", "place") and not (steps and steps[-1] == pick):
             steps.append(pick)
         if c.tool and not (steps and steps[-1].skill == "pick" and steps[-1].obj == c.tool):
-            steps.append(Step("pick", f"pick up {_the(c.tool)}", c.tool))
+            steps.append(Step("pick", f"pick up {the_object(c.tool)}", c.tool))
         if c.skill == "place":
-            steps.append(Step("place", f"place {_the(c.obj)}{target}", c.obj))
+            steps.append(Step("place", f"place {the_object(c.obj)}{target}", c.obj))
         elif c.skill == "reach":
-            steps.append(Step("reach", f"reach {_the(c.obj)}", c.obj))
+            steps.append(Step("reach", f"reach {the_object(c.obj)}", c.obj))
         elif c.skill != "pick":
-            steps.append(Step(c.skill, f"{c.verb} {_the(c.obj)}{target}", c.obj))
+            steps.append(Step(c.skill, f"{c.verb} {the_object(c.obj)}{target}", c.obj))
     if 0 < len(steps) < MIN_SUBTASKS and steps[0].skill != "reach":
-        steps.insert(0, Step("reach", f"reach {_the(steps[0].obj)}", steps[0].obj))
+        steps.insert(0, Step("reach", f"reach {the_object(steps[0].obj)}", steps[0].obj))
     return tuple(steps)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from atomvla.annotate.backends.base import Backend, BackendConfig, BackendError, register
-from atomvla.annotate.instructions import Step, plan
+from atomvla.annotate.instructions import Step, plan, the_object
 from atomvla.annotate.kinematics import ACTION, STATE, Kinematics, KinematicsError, extract
 from atomvla.annotate.segmentation import (
     Candidate,
@@ -53,10 +53,6 @@ class HeuristicConfig(BackendConfig):
     gripper_dim: int | None = Field(None, description="gripper dim of observation.state (names win otherwise)")
 
 
-def _the(obj: str | None) -> str:
-    return f"the {obj}" if obj else "the object"
-
-
 def _plan_from_kinematics(ends: list[Candidate], task: str, obj: str | None) -> list[Step]:
     """Steps for segments found without a plan: a segment ending in a grasp is a pick, the next a
     place, others are named by the task; at least MIN_SUBTASKS of them."""
@@ -64,9 +60,9 @@ def _plan_from_kinematics(ends: list[Candidate], task: str, obj: str | None) -> 
     steps = []
     for i, kind in enumerate(kinds):
         if kind == "close":
-            steps.append(Step("pick", f"pick up {_the(obj)}", obj))
+            steps.append(Step("pick", f"pick up {the_object(obj)}", obj))
         elif i > 0 and kinds[i - 1] == "close":
-            steps.append(Step("place", f"place {_the(obj)}", obj))
+            steps.append(Step("place", f"place {the_object(obj)}", obj))
         else:
             steps.append(Step("other", task, obj))
     return steps
@@ -126,7 +122,7 @@ def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: Heu
     subtasks = []
     for i, step in enumerate(steps):
         if step.skill == "reach" and i < len(chosen) and chosen[i].kind == "close":
-            step = Step("pick", f"grasp {_the(step.obj)}", step.obj)  # the approach ended in a grasp
+            step = Step("pick", f"grasp {the_object(step.obj)}", step.obj)  # the approach ended in a grasp
         subtasks.append(Subtask(start_frame=starts[i], end_frame=ends[i], instruction=step.instruction, skill=step.skill))
     confidence = float(np.mean([c.score / (1.0 + c.score) for c in chosen])) if chosen else 0.0
     return subtasks, confidence
