@@ -26,11 +26,11 @@ from pathlib import Path
 
 from atomvla.annotate.backends import BACKENDS, BackendError, get_backend
 from atomvla.annotate.evaluation.report import report, score_episode, table
+from atomvla.annotate.evaluation.truth import TruthError, load_truth
 from atomvla.annotate.instructions import plan
 from atomvla.curate.cli_support import console
 from atomvla.curate.episode import Episode
 from atomvla.curate.errors import SourceError
-from atomvla.curate.interchange_io import match_episodes, read_jsonl
 from atomvla.curate.sources import open_source
 from atomvla.schemas import MAX_SUBTASKS, MIN_SUBTASKS, EpisodeMeta, Subtask
 
@@ -75,26 +75,26 @@ def baseline(meta: EpisodeMeta) -> list[Subtask]:
 
 def evaluate(dataset: Path, truth: Path, tolerance: int) -> tuple[dict, list[Episode]]:
     metas = [m for m in open_source(str(dataset)).scan() if isinstance(m, EpisodeMeta)]
-    lines, problems = read_jsonl(truth)
-    matched, unmatched = match_episodes(truth, lines, metas)
-    if problems or unmatched:
-        raise SystemExit("\n".join(problems + unmatched))
-    episodes = [Episode(meta) for _, meta in matched]
+    try:
+        truths = load_truth(truth, metas)
+    except TruthError as exc:
+        raise SystemExit(str(exc)) from exc
+    episodes = [Episode(t.meta) for t in truths]
     for e in episodes:
         e.arrays  # noqa: B018  load once: the backends then run on arrays in memory
     results = {}
     for name in sorted(BACKENDS):
         backend = get_backend(name)()
         scores = []
-        for (line, meta), episode in zip(matched, episodes):
+        for t, episode in zip(truths, episodes):
             try:
                 predicted = list(backend.propose(episode).subtasks)
             except BackendError as exc:
                 console.print(f"[yellow]{name}: {exc}[/]")
                 predicted = None
-            scores.append(score_episode(meta.episode_id, meta.task, predicted, line.record.subtasks, tolerance))
+            scores.append(score_episode(t.meta.episode_id, t.meta.task, predicted, t.record.subtasks, tolerance))
         results[name] = report(scores, tolerance)
-    scores = [score_episode(m.episode_id, m.task, baseline(m), line.record.subtasks, tolerance) for line, m in matched]
+    scores = [score_episode(t.meta.episode_id, t.meta.task, baseline(t.meta), t.record.subtasks, tolerance) for t in truths]
     results["baseline: equal parts"] = report(scores, tolerance)
     return results, episodes
 
