@@ -135,17 +135,16 @@ def eval_(
         raise fail(str(exc)) from exc
 
     if backend is not None:
-        authors = [backend]
+        by_author = {backend: db.latest_all(author=backend)}
+        if not by_author[backend]:
+            raise fail(f"{store}: no revisions by {backend!r} (registered backends: {', '.join(sorted(BACKENDS))})")
     else:
-        authors = [name for name in sorted(BACKENDS) if db.latest_all(author=name)]
-        if not authors:
+        by_author = {name: latest for name in sorted(BACKENDS) if (latest := db.latest_all(author=name))}
+        if not by_author:
             raise fail(f"{store}: no proposals from any backend ({', '.join(sorted(BACKENDS))}); run `atom-annotate run` first")
 
     reports = {}
-    for author in authors:
-        proposals = db.latest_all(author=author)
-        if not proposals:
-            raise fail(f"{store}: no revisions by {author!r} (registered backends: {', '.join(sorted(BACKENDS))})")
+    for author, proposals in by_author.items():
         scores = []
         for t in truths:
             pred = proposals.get(t.meta.episode_id)
