@@ -93,6 +93,7 @@ def _write(
     tasks: dict[str, int] = {}
     data_parts: list[pa.Table] = []
     episode_rows: list[dict[str, Any]] = []
+    episode_stats: list[dict[str, dict[str, Any]]] = []
     layout: _Layout | None = None
     videos: dict[str, _VideoWriter] = {}
     n_total = 0
@@ -121,6 +122,7 @@ def _write(
                 row |= {f"stats/{feature}/{name}": value for name, value in feature_stats.items()}
             row |= {f"meta/episodes/{k}": v for k, v in _FIRST_FILE.items()}
             episode_rows.append(row)
+            episode_stats.append(stats)
             data_parts.append(_data_table(columns))
             n_total += n
             log.debug("episode %d: %d frames, task %r", ep_index, n, ep.task)
@@ -135,8 +137,7 @@ def _write(
     _write_parquet(pa.Table.from_pylist(episode_rows), meta / "episodes" / "chunk-000" / "file-000.parquet")
     tasks_df = pd.DataFrame({"task_index": list(tasks.values())}, index=list(tasks))
     tasks_df.to_parquet(meta / "tasks.parquet")
-    stats_per_episode = [{f: _row_stats(r, f) for f in layout.stats_features()} for r in episode_rows]
-    (meta / "stats.json").write_text(json.dumps(_aggregate(stats_per_episode), indent=4))
+    (meta / "stats.json").write_text(json.dumps(_aggregate(episode_stats), indent=4))
     info = {
         "codebase_version": "v3.0",
         "robot_type": robot_type,
@@ -235,9 +236,6 @@ class _Layout:
         features |= {key: {"dtype": "int64", "_type": "Value"} for key in _INDEX_COLUMNS[1:]}
         return {"info": {"features": features}}
 
-    def stats_features(self) -> list[str]:
-        return [*self.cameras, *self.arrays, *_INDEX_COLUMNS]
-
 
 def _frame_columns(
     ep: EpisodeRecording, n: int, fps: int, ep_index: int, first_index: int, task_index: int
@@ -323,17 +321,12 @@ def _image_stats(frames: np.ndarray) -> dict[str, Any]:
     return {k: [len(picked)] if k == "count" else [[[v]] for v in values] for k, values in _array_stats(pixels).items()}
 
 
-def _row_stats(row: Mapping[str, Any], feature: str) -> dict[str, np.ndarray]:
-    prefix = f"stats/{feature}/"
-    return {k[len(prefix):]: np.asarray(v) for k, v in row.items() if k.startswith(prefix)}
-
-
-def _aggregate(per_episode: Sequence[Mapping[str, Mapping[str, np.ndarray]]]) -> dict[str, dict[str, list]]:
+def _aggregate(per_episode: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, list]]:
     """Dataset stats from episode stats the way LeRobot combines them: exact min, max, mean and
     std; quantiles as the count-weighted mean of the episodes' quantiles."""
     out: dict[str, dict[str, list]] = {}
     for feature in per_episode[0]:
-        eps = [ep[feature] for ep in per_episode]
+        eps = [{name: np.asarray(v) for name, v in ep[feature].items()} for ep in per_episode]
         counts = np.array([ep["count"][0] for ep in eps], dtype=np.float64)
         w = (counts / counts.sum()).reshape(-1, *[1] * eps[0]["mean"].ndim)
         means = np.stack([ep["mean"] for ep in eps])
