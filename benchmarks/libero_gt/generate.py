@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from atomvla.curate.cli_support import setup_logging
 from atomvla.curate.exports.lerobot_v3 import EpisodeRecording, write_lerobot_v3
-from rich.logging import RichHandler
 from rich.progress import Progress
 
 from .rollout import FPS, Rollout, StepFailed, run
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/libero_gt"), help="dataset folder (replaced)")
     parser.add_argument("--seeds", type=int, default=5, help="episodes attempted per template")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    setup_logging()
 
     # Build next to OUT and swap at the end: an earlier output survives a failed or cut run.
     partial = args.out.with_name(f".{args.out.name}.partial")
