@@ -42,9 +42,8 @@ FEATURE_NAMES = {
 
 @dataclass
 class Tally:
-    """Kept and skipped episodes per template, and the truth lines of the kept ones."""
+    """The truth lines of the kept episodes, and the skipped ones per template."""
 
-    kept: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
     truth: list[dict] = field(default_factory=list)
 
@@ -84,7 +83,6 @@ def episodes(
                 continue
             frames = np.stack([scene.render_state(s) for s in rollout.sim_states])
             tally.truth.append(_truth_line(len(tally.truth), tmpl, seed, rollout))
-            tally.kept[tmpl.name] += 1
             progress.advance(bar)
             yield EpisodeRecording(
                 task=tmpl.task,
@@ -122,8 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     shutil.rmtree(args.out, ignore_errors=True)
     partial.rename(args.out)
 
+    kept = Counter(line["template"] for line in tally.truth)
     for tmpl in TEMPLATES:
-        log.info("%-28s kept %d, skipped %d", tmpl.name, tally.kept[tmpl.name], tally.failed[tmpl.name])
+        log.info("%-28s kept %d, skipped %d", tmpl.name, kept[tmpl.name], tally.failed[tmpl.name])
     attempted = len(TEMPLATES) * args.seeds
     log.info(
         "%d/%d episodes kept (%.0f%% skipped) in %.0f s -> %s",
