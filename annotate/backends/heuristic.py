@@ -2,7 +2,7 @@
 
 Kinematic candidates (see `atomvla.annotate.segmentation`) are matched to the plan the instruction
 implies (see `atomvla.annotate.instructions`): the plan fixes how many subtasks there are and
-which gripper event should end each (a pick ends after the grasp, a place after the release); the
+which gripper event should end each (a pick ends at the grasp, a place after the release); the
 kinematics fix where. Without a usable plan the number of subtasks comes from the kinematics.
 """
 
