@@ -18,10 +18,17 @@ from atomvla.annotate.evaluation.report import report, score_episode, table
 from atomvla.annotate.evaluation.truth import TruthError, load_truth
 from atomvla.annotate.runner import run_backend
 from atomvla.annotate.selection import SelectionError, select
-from atomvla.curate.cli_support import StoreOpt, VerboseOpt, console, err_console, fail, setup_logging
+from atomvla.curate.cli_support import (
+    DEFAULT_STORE,
+    StoreOpt,
+    VerboseOpt,
+    console,
+    err_console,
+    fail,
+    open_store,
+    setup_logging,
+)
 from atomvla.curate.episode import Episode
-from atomvla.curate.errors import StoreError
-from atomvla.curate.store import Store
 from atomvla.schemas import Status
 
 log = logging.getLogger("atomvla.annotate")
@@ -33,14 +40,6 @@ app = typer.Typer(
 )
 
 
-def _open_store(path: Path) -> Store:
-    try:
-        store = Store(path, create=False)
-    except StoreError as exc:
-        raise fail(f"{exc} (create it with `atom-curate import SOURCE --store {path}`)") from exc
-    return store
-
-
 def _ints(text: str, option: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(","))
@@ -50,7 +49,7 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 
 @app.command()
 def run(
-    store: StoreOpt = Path("atomvla.sqlite"),
+    store: StoreOpt = DEFAULT_STORE,
     backend: Annotated[str, typer.Option(help=f"Backend: {', '.join(sorted(BACKENDS))}.")] = "heuristic",
     episodes: Annotated[
         Optional[str], typer.Option(help="Episode ids, indices and ranges, e.g. `0-5,7` (default: all).")
@@ -80,7 +79,7 @@ def run(
         raise fail(f"bad settings for the {backend} backend: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
     engine = cls(config)
 
-    db = _open_store(store)
+    db = open_store(store)
     all_episodes = db.episodes()
     if not all_episodes:
         raise fail(f"{store}: no episodes (import a source with `atom-curate import SOURCE --store {store}`)")
@@ -114,7 +113,7 @@ def run(
 @app.command("eval")
 def eval_(
     truth: Annotated[Path, typer.Option(help="Ground-truth JSON Lines (interchange shape).")],
-    store: StoreOpt = Path("atomvla.sqlite"),
+    store: StoreOpt = DEFAULT_STORE,
     backend: Annotated[
         Optional[str], typer.Option(help="Author of the proposals to score (default: every backend with proposals).")
     ] = None,
@@ -128,7 +127,7 @@ def eval_(
 ) -> None:
     """Score each episode's latest proposal against the truth: boundaries, counts, segments, objects."""
     setup_logging(verbose)
-    db = _open_store(store)
+    db = open_store(store)
     try:
         truths = load_truth(truth, db.episodes(), dataset)
     except TruthError as exc:

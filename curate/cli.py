@@ -11,12 +11,20 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from atomvla.curate.cli_support import StoreOpt, VerboseOpt, console, err_console, fail, setup_logging
-from atomvla.curate.errors import SourceError, StoreError
+from atomvla.curate.cli_support import (
+    DEFAULT_STORE,
+    StoreOpt,
+    VerboseOpt,
+    console,
+    err_console,
+    fail,
+    open_store,
+    setup_logging,
+)
+from atomvla.curate.errors import SourceError
 from atomvla.curate.exports.base import get_exporter
 from atomvla.curate.interchange_io import match_episodes, read_jsonl
 from atomvla.curate.sources import READERS, open_source
-from atomvla.curate.store import Store
 from atomvla.schemas import DecompositionError, EpisodeMeta, Status
 
 log = logging.getLogger("atomvla.curate")
@@ -32,19 +40,10 @@ app = typer.Typer(
 IMPORT_BATCH = 256
 
 
-def _open_store(path: Path, create: bool = True) -> Store:
-    if not create and not path.exists():
-        raise fail(f"{path}: no such store; create one with `atom-curate import SOURCE --store {path}`")
-    try:
-        return Store(path, create=create)
-    except StoreError as exc:
-        raise fail(str(exc)) from exc
-
-
 @app.command("import")
 def import_(
     source: Annotated[str, typer.Argument(help="Dataset folder or file, or a Hub dataset repo id.")],
-    store: StoreOpt = Path("atomvla.sqlite"),
+    store: StoreOpt = DEFAULT_STORE,
     format: Annotated[
         Optional[str], typer.Option("--format", help=f"Reader to use instead of auto-detection: {', '.join(READERS) or 'see docs'}.")
     ] = None,
@@ -55,7 +54,7 @@ def import_(
     Bad episodes are reported and skipped; the exit status is 1 if any was skipped.
     """
     setup_logging(verbose)
-    db = _open_store(store)
+    db = open_store(store, create=True)
     try:
         reader = open_source(source, format)
     except SourceError as exc:
@@ -119,14 +118,14 @@ def _print_import_summary(fmt: str, root: Path, imported: list[EpisodeMeta], ski
 
 @app.command("ls")
 def ls(
-    store: StoreOpt = Path("atomvla.sqlite"),
+    store: StoreOpt = DEFAULT_STORE,
     dataset: Annotated[Optional[str], typer.Option(help="Only this dataset.")] = None,
     status: Annotated[Optional[Status], typer.Option(help="Only episodes whose latest revision has this status.")] = None,
     limit: Annotated[int, typer.Option(help="Show at most this many rows (0: all).")] = 0,
 ) -> None:
     """List the episodes in the store with the status of their latest decomposition."""
     setup_logging()
-    db = _open_store(store, create=False)
+    db = open_store(store)
     metas = db.episodes(dataset)
     latest = db.latest_all()
     if status is not None:
@@ -152,13 +151,13 @@ def ls(
 def export(
     out: Annotated[Path, typer.Argument(help="File to write.")],
     to: Annotated[str, typer.Option("--to", help="Export format: jsonl.")] = "jsonl",
-    store: StoreOpt = Path("atomvla.sqlite"),
+    store: StoreOpt = DEFAULT_STORE,
     status: Annotated[Optional[Status], typer.Option(help="Only episodes whose latest revision has this status.")] = None,
     author: Annotated[Optional[str], typer.Option(help="Use each episode's latest revision by this author.")] = None,
 ) -> None:
     """Export each episode's latest decomposition."""
     setup_logging()
-    db = _open_store(store, create=False)
+    db = open_store(store)
     try:
         exporter = get_exporter(to)
     except KeyError as exc:
@@ -173,7 +172,7 @@ def export(
 def import_annotations(
     file: Annotated[Path, typer.Argument(help="JSON Lines file of decompositions (interchange format).")],
     author: Annotated[str, typer.Option(help="Author recorded on the new revisions (e.g. 'truth', a tool's name).")],
-    store: StoreOpt = Path("atomvla.sqlite"),
+    store: StoreOpt = DEFAULT_STORE,
     dataset: Annotated[
         Optional[str], typer.Option(help="Dataset the episode indices refer to (needed if the store holds several).")
     ] = None,
@@ -184,7 +183,7 @@ def import_annotations(
     Bad lines are reported and skipped (exit status 1); the good ones are stored in one transaction.
     """
     setup_logging()
-    db = _open_store(store, create=False)
+    db = open_store(store)
     try:
         lines, problems = read_jsonl(file)
     except SourceError as exc:

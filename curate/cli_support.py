@@ -11,6 +11,9 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from atomvla.curate.errors import StoreError
+from atomvla.curate.store import Store
+
 # Results (tables, summaries) go to stdout, so they can be piped; logs, progress and errors to stderr.
 # Piped output is not squeezed into 80 columns: tables of long task strings stay readable.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -37,6 +40,16 @@ def setup_logging(verbose: bool = False) -> None:
         handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=True)],
         force=True,
     )
+
+
+def open_store(path: Path, create: bool = False) -> Store:
+    """The store at `path` for a command; a missing or unusable one is a clean error, not a traceback."""
+    if not create and not path.exists():
+        raise fail(f"{path}: no such store; create one with `atom-curate import SOURCE --store {path}`")
+    try:
+        return Store(path, create=create)
+    except StoreError as exc:
+        raise fail(str(exc)) from exc
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
