@@ -71,6 +71,47 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, episode_id)
     );
     """,
+    # 2: named backend settings (calibration), the token/dollar ledger, Batch API runs and the
+    # review app's autosaved drafts.
+    """
+    CREATE TABLE profiles (
+        backend       TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        settings_json TEXT NOT NULL,
+        report_json   TEXT,
+        author        TEXT,
+        created_at    TEXT NOT NULL,
+        PRIMARY KEY (backend, name)
+    );
+    CREATE TABLE ledger (
+        id            INTEGER PRIMARY KEY,
+        job_id        TEXT NOT NULL,
+        episode_id    TEXT NOT NULL,
+        model         TEXT NOT NULL,
+        input_tokens  INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cost_usd      REAL NOT NULL,
+        cached        INTEGER NOT NULL DEFAULT 0,
+        created_at    TEXT NOT NULL
+    );
+    CREATE INDEX ledger_by_job ON ledger (job_id);
+    CREATE TABLE batches (
+        batch_id      TEXT PRIMARY KEY,
+        job_id        TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        request_json  TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL
+    );
+    CREATE TABLE drafts (
+        episode_id    TEXT NOT NULL REFERENCES episodes (episode_id),
+        author        TEXT NOT NULL,
+        based_on      INTEGER,
+        record_json   TEXT NOT NULL,
+        updated_at    TEXT NOT NULL,
+        PRIMARY KEY (episode_id, author)
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
