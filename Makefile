@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY = 1
 export GRADIO_ANALYTICS_ENABLED = False
 
-.PHONY: install demo test bench clean
+.PHONY: install browser demo test bench clean
 
 install: $(STAMP)
 
@@ -22,7 +22,13 @@ $(STAMP): pyproject.toml
 demo: install
 	bash examples/demo.sh
 
-test: install
+# The review app's browser tests drive Debian's chromium (never `playwright install`): installed
+# here when missing; without root they are skipped with that reason.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: browser tests will be skipped"
+
+test: install browser
 	$(VENV)/bin/pytest -q
 
 clean:
