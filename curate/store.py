@@ -122,6 +122,16 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+def _draft_row(row: sqlite3.Row) -> dict:
+    return {
+        "episode_id": row["episode_id"],
+        "author": row["author"],
+        "based_on": row["based_on"],
+        "record": json.loads(row["record_json"]),
+        "updated_at": row["updated_at"],
+    }
+
+
 class Store:
     """`Store(path)` opens the store at `path`, creating it if it does not exist."""
 
@@ -384,6 +394,55 @@ class Store:
         ).fetchall()
         return [dict(r) for r in rows]
 
+    # -- drafts: the review app's autosave, one per episode and author ---------------------
+
+    def save_draft(self, episode_id: str, author: str, based_on: int | None, record: dict) -> None:
+        """Replace `author`'s draft of the episode; `record` is the app's own JSON (may break the contract)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO drafts (episode_id, author, based_on, record_json, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (episode_id, author) DO UPDATE SET based_on = excluded.based_on,"
+                " record_json = excluded.record_json, updated_at = excluded.updated_at",
+                (episode_id, author, based_on, json.dumps(record), _now()),
+            )
+
+    def draft(self, episode_id: str, author: str) -> dict | None:
+        """{episode_id, author, based_on, record, updated_at}, or None when `author` has no draft of it."""
+        row = self._conn().execute(
+            "SELECT episode_id, author, based_on, record_json, updated_at FROM drafts"
+            " WHERE episode_id = ? AND author = ?",
+            (episode_id, author),
+        ).fetchone()
+        return None if row is None else _draft_row(row)
+
+    def drafts(self, author: str) -> list[dict]:
+        """Every draft by `author`, the most recently saved first."""
+        rows = self._conn().execute(
+            "SELECT episode_id, author, based_on, record_json, updated_at FROM drafts"
+            " WHERE author = ? ORDER BY updated_at DESC",
+            (author,),
+        ).fetchall()
+        return [_draft_row(r) for r in rows]
+
+    def delete_draft(self, episode_id: str, author: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM drafts WHERE episode_id = ? AND author = ?", (episode_id, author))
+
+    def revisions_since(self, after: int = 0) -> list[tuple[int, Decomposition]]:
+        """(sequence number, revision) of every revision stored after sequence number `after`, in
+        storage order: lets a long-lived reader (the review queue) follow the store incrementally."""
+        rows = self._conn().execute(
+            "SELECT rowid, record_json FROM revisions WHERE rowid > ? ORDER BY rowid", (after,)
+        ).fetchall()
+        return [(r[0], Decomposition.model_validate_json(r[1])) for r in rows]
+
+    def episodes_since(self, after: int = 0) -> list[tuple[int, EpisodeMeta]]:
+        """(sequence number, episode) of every episode first indexed after sequence number `after`."""
+        rows = self._conn().execute(
+            "SELECT rowid, meta_json FROM episodes WHERE rowid > ? ORDER BY rowid", (after,)
+        ).fetchall()
+        return [(r[0], EpisodeMeta.model_validate_json(r[1])) for r in rows]
+
     # -- jobs: resumable runs -------------------------------------------------------------
 
     def start_job(self, job_id: str, backend: str, settings: dict, episode_ids: Iterable[str]) -> None:
@@ -415,3 +474,46 @@ class Store:
                 " WHERE job_id = ? AND episode_id = ?",
                 (state, error, _now(), job_id, episode_id),
             )
+
+    # -- profiles: named backend settings (calibration) ------------------------------------
+
+    def save_profile(
+        self, backend: str, name: str, settings: dict, report: dict | None = None, author: str | None = None
+    ) -> None:
+        """Store (or replace) the settings saved under `name` for `backend`."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO profiles (backend, name, settings_json, report_json, author, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (backend, name, json.dumps(settings, sort_keys=True),
+                 None if report is None else json.dumps(report), author, _now()),
+            )
+
+    def profile(self, backend: str, name: str) -> dict | None:
+        """{backend, name, settings, report, author, created_at}, or None when there is no such profile."""
+        row = self._conn().execute(
+            "SELECT backend, name, settings_json, report_json, author, created_at FROM profiles"
+            " WHERE backend = ? AND name = ?",
+            (backend, name),
+        ).fetchone()
+        return None if row is None else _profile_row(row)
+
+    def profiles(self, backend: str | None = None) -> list[dict]:
+        """Every saved profile (of `backend`, if given), by backend then name."""
+        sql = "SELECT backend, name, settings_json, report_json, author, created_at FROM profiles"
+        args: list[str] = []
+        if backend is not None:
+            sql += " WHERE backend = ?"
+            args.append(backend)
+        return [_profile_row(r) for r in self._conn().execute(sql + " ORDER BY backend, name", args)]
+
+
+def _profile_row(row: sqlite3.Row) -> dict:
+    return {
+        "backend": row["backend"],
+        "name": row["name"],
+        "settings": json.loads(row["settings_json"]),
+        "report": None if row["report_json"] is None else json.loads(row["report_json"]),
+        "author": row["author"],
+        "created_at": row["created_at"],
+    }
