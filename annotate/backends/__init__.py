@@ -1,6 +1,7 @@
 """Decomposition backends; importing this package registers the built-in ones."""
 
 from atomvla.annotate.backends import heuristic  # noqa: F401  (registers `heuristic`)
+from atomvla.annotate.backends import uvd  # noqa: F401  (registers `uvd`)
 from atomvla.annotate.backends.base import BACKENDS, Backend, BackendConfig, BackendError, get_backend, register
 
 __all__ = ["BACKENDS", "Backend", "BackendConfig", "BackendError", "get_backend", "register"]
