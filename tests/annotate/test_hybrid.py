@@ -1,0 +1,127 @@
+"""`hybrid`: boundaries from one backend, language from another, snapping to kinematic events.
+
+The language backends here are real `VLMBackend`s (the shared prompt/parse/repair path) whose
+model is a function of the prompt: one answers valid JSON, one answers prose."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from atomvla.annotate.backends import BACKENDS, get_backend
+from atomvla.annotate.backends.hybrid import HybridConfig, event_frames, snap, transfer_language
+from atomvla.annotate.vlm import Usage, VLMBackend, VLMConfig
+from atomvla.curate.episode import Episode
+from atomvla.curate.sources import open_source
+from atomvla.schemas import EpisodeMeta, Status, Subtask
+
+FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "metaworld_lerobot_v30"
+
+
+def sub(a: int, b: int, instruction: str = "x", skill: str = "other") -> Subtask:
+    return Subtask(start_frame=a, end_frame=b, instruction=instruction, skill=skill)
+
+
+@pytest.fixture(scope="module")
+def episode() -> Episode:
+    meta = next(m for m in open_source(str(FIXTURE)).scan() if isinstance(m, EpisodeMeta))
+    return Episode(meta)  # pick up the puck and place it at the goal, 69 frames
+
+
+class ScriptedVLM(VLMBackend):
+    """A vision-language backend whose 'model' reads the prompt's frame count and answers with a
+    fixed split (or prose); tokens are counted as the words of the prompt."""
+
+    name = "scripted-vlm"
+    Config = VLMConfig
+    prose = False
+
+    @property
+    def model(self) -> str:
+        return "scripted"
+
+    def generate(self, messages, frames):
+        words = sum(len(str(m["content"]).split()) for m in messages)
+        if self.prose:
+            return "The robot picks the puck, then it places it.", Usage(words, 12, 0.001, 1)
+        n = int(re.search(r"episode has (\d+) frames", json.dumps(messages[1]["content"])).group(1))
+        answer = {"subtasks": [
+            {"start_frame": 0, "end_frame": n // 3, "instruction": "grab the hockey puck", "skill": "pick"},
+            {"start_frame": n // 3, "end_frame": n, "instruction": "put the puck on the target", "skill": "place"},
+        ]}
+        return json.dumps(answer), Usage(words, 40, 0.002, 1)
+
+
+class ProseVLM(ScriptedVLM):
+    name = "prose-vlm"
+    prose = True
+
+
+@pytest.fixture
+def vlms(monkeypatch):
+    monkeypatch.setitem(BACKENDS, ScriptedVLM.name, ScriptedVLM)
+    monkeypatch.setitem(BACKENDS, ProseVLM.name, ProseVLM)
+
+
+def test_snap_moves_boundaries_to_near_events_keeping_the_contract():
+    assert snap([30, 60], [27, 34, 58, 90], window=5, n_frames=100, min_frames=2) == [27, 58]
+    assert snap([30], [40], window=5, n_frames=100, min_frames=2) == [30]  # too far
+    # Two boundaries may not land on one event; a snap may not leave a subtask too short.
+    assert snap([30, 33], [31], window=5, n_frames=100, min_frames=2) == [31, 33]
+    assert snap([30], [97], window=80, n_frames=100, min_frames=5) == [30]
+
+
+def test_language_by_position_or_by_overlap():
+    cut = (sub(0, 40), sub(40, 100))
+    named = (sub(0, 10, "reach the mug", "reach"), sub(10, 100, "push the mug", "push"))
+    assert [s.instruction for s in transfer_language(cut, named)] == ["reach the mug", "push the mug"]
+    three = (sub(0, 10, "a", "reach"), sub(10, 70, "b", "pick"), sub(70, 100, "c", "place"))
+    out = transfer_language(cut, three)
+    assert [(s.start_frame, s.instruction, s.skill) for s in out] == [(0, "b", "pick"), (40, "b", "pick")]
+
+
+def test_uvd_boundaries_named_by_the_heuristic_and_snapped(episode):
+    uvd = get_backend("uvd")().propose(episode)
+    heuristic = get_backend("heuristic")().propose(episode)
+    unsnapped = get_backend("hybrid")(HybridConfig(snap_s=0)).propose(episode)
+    assert unsnapped.boundaries == uvd.boundaries
+    assert [s.instruction for s in unsnapped.subtasks] == [s.instruction for s in heuristic.subtasks]
+
+    snapped = get_backend("hybrid")(HybridConfig(snap_s=0.5)).propose(episode)
+    events = event_frames(episode.meta, episode.arrays)
+    assert snapped.status is Status.proposed and snapped.author == "hybrid"
+    for moved, original in zip(snapped.boundaries, uvd.boundaries):
+        assert moved == original or (moved in events and abs(moved - original) <= 10)
+    assert snapped.boundaries != uvd.boundaries  # this episode's cut is 2 frames from the grasp
+
+
+def test_heuristic_boundaries_with_a_vlm_s_language(episode, vlms):
+    config = HybridConfig(boundaries="heuristic", language="scripted-vlm", language_settings={"frames": 6}, snap_s=0)
+    dec = get_backend("hybrid")(config).propose(episode)
+    heuristic = get_backend("heuristic")().propose(episode)
+    assert dec.boundaries == heuristic.boundaries
+    assert [s.instruction for s in dec.subtasks] == ["grab the hockey puck", "put the puck on the target"]
+    assert dec.provenance.model == "scripted"
+    assert dec.provenance.prompt_version is not None
+    assert dec.provenance.tokens_out == 40 and dec.provenance.cost_usd == pytest.approx(0.002)
+    # Settings of the parts are part of the hybrid's own settings hash.
+    other = HybridConfig(boundaries="heuristic", language="scripted-vlm", language_settings={"frames": 8}, snap_s=0)
+    assert get_backend("hybrid")(other).settings_hash != get_backend("hybrid")(config).settings_hash
+
+
+def test_a_failed_language_backend_fails_the_episode_with_its_reason(episode, vlms):
+    config = HybridConfig(boundaries="heuristic", language="prose-vlm", language_settings={"frames": 4})
+    dec = get_backend("hybrid")(config).propose(episode)
+    assert dec.status is Status.failed and dec.subtasks == ()
+    assert dec.note.startswith("language from prose-vlm failed: ")
+    assert dec.provenance.tokens_out == 24  # the first answer and the repair's, both paid
+
+
+def test_bad_settings_are_refused_up_front():
+    with pytest.raises(KeyError, match="unknown backend 'gpt5'"):
+        get_backend("hybrid")(HybridConfig(language="gpt5"))
+    with pytest.raises(ValueError, match="from itself"):
+        get_backend("hybrid")(HybridConfig(boundaries="hybrid"))
+    with pytest.raises(ValueError, match="extra"):
+        get_backend("hybrid")(HybridConfig(boundaries_settings={"no_such_setting": 1}))
