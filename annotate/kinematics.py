@@ -5,6 +5,11 @@ move, or moves), the measured speed, and the gripper. Which dimensions hold them
 dataset's names (LeRobot `names`: `hand_x`, `ee_x`, `gripper_0`, `dx`, `roll`, `ee_qx`, and the
 readers' names for LIBERO/robomimic HDF5: `ee_x`, axis-angle `ee_ax`, `gripper_0`), or given
 explicitly by the caller.
+
+Several arms are told apart by a prefix of their feature names (`left_`/`right_`, `robot0_`/
+`robot1_`, `arm0_`/`arm1_`, or prefixes the caller gives): each arm's signals are found as for one
+arm, the motions are put side by side and each arm keeps its own gripper, so that the segmenter
+sees every arm's events (one arm grasps, both hold, one releases).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ ACTION = "action"
 _GRIPPER = re.compile(r"grip|finger|claw|jaw")
 _ROTATION = re.compile(r"roll|pitch|yaw|rot|quat|orient|euler|angle|(^|[_.\s-])[rqa][xyzw]$|^[rq][xyzw]$")
 _AXIS = re.compile(r"(^|[_.\s-])(d|delta_|pos_|position_)?([xyz])$|^d?([xyz])$")
+# An arm's prefix: a side or a numbered robot/arm, then a separator ("left_waist", "robot0_eef_pos_x").
+_ARM = re.compile(r"^(left|right|(?:robot|arm)_?\d+)(?=[_.\s-])")
 # Rotation and translation velocities are compared as the displacement of a point this far from
 # the wrist (metres per radian): a quarter turn then weighs like a 15 cm move.
 LEVER_ARM_M = 0.1
@@ -61,8 +68,10 @@ class Kinematics:
     command (it leads the measured motion, so phase changes are sharp), measured otherwise;
     translation first, rotation after (scaled by `LEVER_ARM_M` when measured).
     `speed` (n,): measured speed of the end effector (or the joints, without one).
-    `gripper` (n,) or None: gripper command, or opening when there is no command.
-    `vertical`: column of `motion` that moves the end effector up and down, if known.
+    `gripper` (n,) or None: gripper command, or opening when there is no command (the first arm's).
+    `vertical`: column of `motion` that moves the end effector up and down, if known (one arm only).
+    `grippers`: every arm's gripper signal, as `gripper`; `fingers`: every arm's measured opening
+    (the command where none is measured), None for an arm without a gripper; `arms`: their names.
     """
 
     motion: np.ndarray
@@ -70,6 +79,9 @@ class Kinematics:
     gripper: np.ndarray | None
     motion_source: str
     vertical: int | None = None
+    grippers: tuple[np.ndarray | None, ...] = ()
+    fingers: tuple[np.ndarray | None, ...] = ()
+    arms: tuple[str, ...] = ("arm",)
 
     def horizontal(self) -> np.ndarray:
         """(n, d - 1): `motion` without its vertical column (all of it when that is unknown)."""
@@ -124,11 +136,9 @@ def _is_velocity_command(command: np.ndarray, velocity: np.ndarray) -> bool:
     return float(corr.mean()) >= _COMMAND_CORRELATION
 
 
-def _state_roles(meta: EpisodeMeta, arrays: dict[str, np.ndarray], ee_dims, gripper_dim) -> Roles:
-    names = meta.feature_names.get(STATE) or []
+def _state_roles(names: list[str], d: int, ee_dims, gripper_dim) -> Roles:
     roles = roles_from_names(tuple(names)) if names else Roles()
     if ee_dims is not None or gripper_dim is not None:
-        d = arrays[STATE].shape[1]
         for i in (*(ee_dims or ()), *(() if gripper_dim is None else (gripper_dim,))):
             if not 0 <= i < d:
                 raise KinematicsError(f"dimension {i} is out of range: {STATE} has {d} dims")
@@ -141,26 +151,49 @@ def _state_roles(meta: EpisodeMeta, arrays: dict[str, np.ndarray], ee_dims, grip
     return roles
 
 
-def extract(
-    meta: EpisodeMeta,
-    arrays: dict[str, np.ndarray],
-    ee_dims: tuple[int, ...] | None = None,
-    gripper_dim: int | None = None,
-) -> Kinematics:
-    """The segmenter's signals; `ee_dims` / `gripper_dim` index `observation.state` and win over names."""
-    n = meta.n_frames
-    state = arrays.get(STATE)
-    action = arrays.get(ACTION)
-    for key, arr in ((STATE, state), (ACTION, action)):
-        if arr is not None and (arr.ndim != 2 or arr.shape[0] != n):
-            raise KinematicsError(f"{key} has shape {arr.shape}; expected ({n}, d) for {n} frames")
+def arm_prefixes(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The arms' name prefixes ("left", "right", "robot0", ...) in order of first use; () for one arm."""
+    found: dict[str, None] = {}
+    for name in names:
+        if (m := _ARM.match(name.lower().strip())) is not None:
+            found.setdefault(m.group(1))
+    return tuple(found) if len(found) > 1 else ()
 
+
+def _columns(names: list[str], prefix: str) -> list[int]:
+    return [i for i, n in enumerate(names) if n.lower().strip().startswith(prefix)]
+
+
+def _strip(names: list[str], idx: list[int], prefix: str) -> list[str]:
+    return [names[i].lower().strip()[len(prefix):].lstrip("_.- ") for i in idx]
+
+
+@dataclass(frozen=True)
+class _Arm:
+    measured: np.ndarray | None  # (n, d) measured velocity, translation then rotation
+    command: np.ndarray | None  # (n, d) velocity command, when the action is one
+    command_vertical: int | None
+    vertical: int | None
+    grip_command: np.ndarray | None
+    grip_state: np.ndarray | None
+    action_only: np.ndarray | None  # an unnamed action, when there is nothing else
+
+
+def _one_arm(
+    episode_id: str,
+    state: np.ndarray | None,
+    state_names: list[str],
+    action: np.ndarray | None,
+    action_names: list[str],
+    ee_dims: tuple[int, ...] | None,
+    gripper_dim: int | None,
+) -> _Arm:
+    """One arm's signals from its own columns of the state and the action."""
     # Measured end-effector pose, translation then rotation.
     position = rotation = grip_state = None
     vertical = None
     if state is not None:
-        state = np.asarray(state, dtype=np.float64)
-        roles = _state_roles(meta, arrays, ee_dims, gripper_dim)
+        roles = _state_roles(state_names, state.shape[1], ee_dims, gripper_dim)
         if roles.position:
             position = state[:, list(roles.position)]
             vertical = roles.vertical
@@ -168,7 +201,7 @@ def extract(
         else:
             # No end effector named: the joints' motion still shows where phases change.
             others = [i for i in range(state.shape[1]) if i not in roles.gripper]
-            log.debug("%s: no end-effector dims named; using %d state dims", meta.episode_id, len(others))
+            log.debug("%s: no end-effector dims named; using %d state dims", episode_id, len(others))
             position = state[:, others]
         if roles.gripper:
             grip_state = _first_component(state[:, list(roles.gripper)])
@@ -183,8 +216,7 @@ def extract(
     # The commanded motion, when the action is a velocity or delta command of the end effector.
     command = grip_command = command_vertical = None
     if action is not None:
-        action = np.asarray(action, dtype=np.float64)
-        a_roles = roles_from_names(tuple(meta.feature_names.get(ACTION) or ()))
+        a_roles = roles_from_names(tuple(action_names))
         if a_roles.gripper:
             grip_command = action[:, a_roles.gripper[0]]
         if a_roles.position:
@@ -194,18 +226,76 @@ def extract(
                 command = None
             else:
                 command_vertical = a_roles.vertical
+    action_only = action if (measured is None and command is None) else None
+    return _Arm(measured, command, command_vertical, vertical, grip_command, grip_state, action_only)
 
-    if command is not None:
-        motion, source, vertical = command, "action (velocity command)", command_vertical
-    elif measured is not None:
-        motion, source = measured, "state (measured velocity)"
-    elif action is not None:
-        # Action only, unnamed: treat it as the command it is; the gripper cannot be told apart.
-        motion, source, vertical = action, "action (unnamed)", None
-    else:
+
+def extract(
+    meta: EpisodeMeta,
+    arrays: dict[str, np.ndarray],
+    ee_dims: tuple[int, ...] | None = None,
+    gripper_dim: int | None = None,
+    arms: tuple[str, ...] | None = None,
+) -> Kinematics:
+    """The segmenter's signals; `ee_dims` / `gripper_dim` index `observation.state` and win over names
+    (one arm); `arms` are the arms' name prefixes and win over the ones found in the names."""
+    n = meta.n_frames
+    state = arrays.get(STATE)
+    action = arrays.get(ACTION)
+    for key, arr in ((STATE, state), (ACTION, action)):
+        if arr is not None and (arr.ndim != 2 or arr.shape[0] != n):
+            raise KinematicsError(f"{key} has shape {arr.shape}; expected ({n}, d) for {n} frames")
+    if state is None and action is None:
         have = ", ".join(sorted(arrays)) or "none"
         raise KinematicsError(f"no `{ACTION}` or `{STATE}` array (arrays: {have})")
+    state = None if state is None else np.asarray(state, dtype=np.float64)
+    action = None if action is None else np.asarray(action, dtype=np.float64)
+    s_names = list(meta.feature_names.get(STATE) or [])
+    a_names = list(meta.feature_names.get(ACTION) or [])
+    if arms is None:
+        arms = () if ee_dims is not None or gripper_dim is not None else arm_prefixes(tuple(s_names or a_names))
 
-    speed = np.linalg.norm(measured if measured is not None else motion, axis=1)
-    gripper = grip_command if grip_command is not None else grip_state
-    return Kinematics(motion=motion, speed=speed, gripper=gripper, motion_source=source, vertical=vertical)
+    if not arms:
+        parts = [_one_arm(meta.episode_id, state, s_names, action, a_names, ee_dims, gripper_dim)]
+        arm_names: tuple[str, ...] = ("arm",)
+    else:
+        parts = []
+        for prefix in arms:
+            s_idx, a_idx = _columns(s_names, prefix), _columns(a_names, prefix)
+            if not s_idx and not a_idx:
+                raise KinematicsError(f"no feature of arm {prefix!r} in {STATE} or {ACTION} (names: {', '.join(s_names or a_names)})")
+            parts.append(_one_arm(
+                meta.episode_id,
+                state[:, s_idx] if state is not None and s_idx else None, _strip(s_names, s_idx, prefix),
+                action[:, a_idx] if action is not None and a_idx else None, _strip(a_names, a_idx, prefix),
+                None, None,
+            ))
+        arm_names = tuple(arms)
+
+    # Commanded motion wins where every arm has it (it leads the measured motion); else measured.
+    if all(p.command is not None for p in parts):
+        motions, source = [p.command for p in parts], "action (velocity command)"
+        vertical = parts[0].command_vertical
+    elif all(p.measured is not None for p in parts):
+        motions, source = [p.measured for p in parts], "state (measured velocity)"
+        vertical = parts[0].vertical
+    else:
+        # Action only, unnamed: treat it as the command it is; the gripper cannot be told apart.
+        motions = [p.measured if p.measured is not None else p.command if p.command is not None else p.action_only for p in parts]
+        motions = [m for m in motions if m is not None]
+        source, vertical = "action (unnamed)", None
+    motion = motions[0] if len(motions) == 1 else np.concatenate(motions, axis=1)
+    measured = [p.measured for p in parts if p.measured is not None]
+    speed = np.linalg.norm(np.concatenate(measured, axis=1) if len(measured) == len(parts) else motion, axis=1)
+    grippers = tuple(p.grip_command if p.grip_command is not None else p.grip_state for p in parts)
+    fingers = tuple(p.grip_state if p.grip_state is not None else p.grip_command for p in parts)
+    return Kinematics(
+        motion=motion,
+        speed=speed,
+        gripper=grippers[0],
+        motion_source=source,
+        vertical=vertical if len(parts) == 1 else None,
+        grippers=grippers,
+        fingers=fingers,
+        arms=arm_names,
+    )

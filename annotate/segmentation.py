@@ -109,13 +109,19 @@ def local_peaks(score: np.ndarray, min_distance: int) -> list[int]:
     return sorted(kept)
 
 
-def gripper_events(gripper: np.ndarray, min_hold: int) -> list[tuple[int, Kind]]:
+def gripper_events(gripper: np.ndarray, min_hold: int, skip: int = 0) -> list[tuple[int, Kind]]:
     """(n,) -> [(frame, "close" | "open")]: where the gripper signal crosses mid-range and stays.
 
     The sign convention differs between robots and between commands and openings; demonstrations
-    start with the gripper open, so the first event's direction is the one called "close".
+    start with the gripper open, so the first event's direction is the one called "close". The
+    first `skip` frames are a start transient (a twitch, fingers opening from their rest pose):
+    the signal is read from frame `skip` on, so whatever it does before decides nothing.
     """
+    if skip > 0:
+        return [(f + skip, kind) for f, kind in gripper_events(np.asarray(gripper)[skip:], min_hold)]
     g = np.asarray(gripper, dtype=np.float64)
+    if len(g) < 2:
+        return []
     lo, hi = float(g.min()), float(g.max())
     if hi - lo < _GRIP_MIN_RANGE * max(abs(lo), abs(hi), 1e-9):
         return []
@@ -139,6 +145,33 @@ def gripper_events(gripper: np.ndarray, min_hold: int) -> list[tuple[int, Kind]]
         return []
     closing_level = events[0][1]
     return [(f, "close" if lvl == closing_level else "open") for f, lvl in events]
+
+
+def drop_regrasps(events: Sequence[tuple[int, Kind]], within: int) -> list[tuple[int, Kind]]:
+    """One arm's events without re-grasps: an opening followed by a closing within `within` frames
+    (the hand lets go and takes hold again without leaving) is dropped with that closing."""
+    out: list[tuple[int, Kind]] = []
+    for frame, kind in events:
+        if kind == "close" and out and out[-1][1] == "open" and frame - out[-1][0] < within and len(out) > 1:
+            out.pop()
+            continue
+        out.append((frame, kind))
+    return out
+
+
+def closing_end(fingers: np.ndarray, event: int, stop: int, fraction: float) -> int:
+    """The frame the fingers have closed: the first frame from `event` on that has covered
+    `fraction` of the way from their opening at `event` to where they settle (at `stop`, the
+    next event or the end). Slow, hesitant closing then still ends where the fingers come to rest."""
+    f = np.asarray(fingers[event:stop], dtype=np.float64)
+    if len(f) < 2:
+        return event
+    settled = float(np.median(f[-max(2, len(f) // 4):]))
+    travel = settled - float(fingers[max(event - 1, 0)])
+    if travel == 0:
+        return event
+    covered = (f - float(fingers[max(event - 1, 0)])) / travel
+    return event + int(np.argmax(covered >= fraction))
 
 
 def motion_onset(speed: np.ndarray, peak: int, max_back: int) -> int:
@@ -205,8 +238,9 @@ def choose(
 
     `needs[i]` is the kind of event that should end subtask i: "close" after a pick, "open" after
     a place, "motion" otherwise (any candidate). A candidate of the wrong kind costs
-    `mismatch_penalty`. Boundaries keep every subtask at least `min_frames` long. None when the
-    candidates cannot fit.
+    `mismatch_penalty`, and so does each grasp a pick passes over (a pick ends at the next grasp,
+    not at a later one such as the receiving arm's in a handover). Boundaries keep every subtask
+    at least `min_frames` long. None when the candidates cannot fit.
     """
     cands = sorted((c for c in candidates if min_frames <= c.frame <= n_frames - min_frames), key=lambda c: c.frame)
     k, m = len(needs), len(cands)
@@ -216,14 +250,20 @@ def choose(
     kinds = np.array([c.kind for c in cands])
     gain = np.array([np.where((kinds == need) | (need == "motion"), 0.0, -mismatch_penalty) for need in needs])
     gain += np.array([c.score for c in cands])
+    # closes[j]: grasps before candidate j. A pick ending at j after one ending at j' passes over
+    # closes[j] - closes[j' + 1] grasps: the cost splits into a term of j and one of j'.
+    closes = np.concatenate([[0], np.cumsum(kinds == "close")]).astype(float)
+    skip = np.array([mismatch_penalty if need == "close" else 0.0 for need in needs])
+    gain -= skip[:, None] * closes[None, :m]
     # Candidates are sorted by frame, so those at least min_frames before candidate j are a prefix.
     allowed = np.searchsorted(frames, frames - min_frames, side="right")
     best = np.full((k, m), -np.inf)
     back = np.zeros((k, m), dtype=int)
     best[0] = gain[0]
     for i in range(1, k):
-        running = np.maximum.accumulate(best[i - 1])  # best over each prefix ...
-        arg = np.maximum.accumulate(np.where(best[i - 1] == running, np.arange(m), 0))  # ... and where
+        carried = best[i - 1] + skip[i] * closes[1:]
+        running = np.maximum.accumulate(carried)  # best over each prefix ...
+        arg = np.maximum.accumulate(np.where(carried == running, np.arange(m), 0))  # ... and where
         ok = allowed > 0
         best[i, ok] = running[allowed[ok] - 1] + gain[i, ok]
         back[i, ok] = arg[allowed[ok] - 1]

@@ -73,7 +73,7 @@ def baseline(meta: EpisodeMeta) -> list[Subtask]:
     ]
 
 
-def evaluate(dataset: Path, truth: Path, tolerance: int) -> tuple[dict, list[Episode]]:
+def evaluate(dataset: Path, truth: Path, tolerance: int, backends: list[str]) -> tuple[dict, list[Episode]]:
     metas = [m for m in open_source(str(dataset)).scan() if isinstance(m, EpisodeMeta)]
     try:
         truths = load_truth(truth, metas)
@@ -83,7 +83,7 @@ def evaluate(dataset: Path, truth: Path, tolerance: int) -> tuple[dict, list[Epi
     for e in episodes:
         e.arrays  # noqa: B018  load once: the backends then run on arrays in memory
     results = {}
-    for name in sorted(BACKENDS):
+    for name in backends:
         backend = get_backend(name)()
         scores = []
         for t, episode in zip(truths, episodes):
@@ -126,7 +126,12 @@ def main() -> None:
     parser.add_argument("pairs", nargs="*", type=Path, help="DATASET TRUTH pairs")
     parser.add_argument("--tolerance", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--backend", action="append", choices=sorted(BACKENDS),
+        help="backend to score (repeat for several; default: heuristic, the offline one)",
+    )
     args = parser.parse_args()
+    args.backend = args.backend or ["heuristic"]
     if len(args.pairs) % 2:
         parser.error("give DATASET TRUTH pairs")
     sets = list(zip(args.pairs[::2], args.pairs[1::2])) or discover()
@@ -136,7 +141,7 @@ def main() -> None:
     everything = {}
     for dataset, truth in sets:
         try:
-            results, episodes = evaluate(dataset, truth, args.tolerance)
+            results, episodes = evaluate(dataset, truth, args.tolerance, args.backend)
         except SourceError as exc:
             raise SystemExit(str(exc)) from exc
         name_of_set = label(dataset)

@@ -4,11 +4,17 @@ Kinematic candidates (see `atomvla.annotate.segmentation`) are matched to the pl
 implies (see `atomvla.annotate.instructions`): the plan fixes how many subtasks there are and
 which gripper event should end each (a pick ends at the grasp, a place after the release); the
 kinematics fix where. Without a usable plan the number of subtasks comes from the kinematics.
+Every arm found in the feature names contributes its gripper's events.
+
+Where a boundary lies around a grasp is a team's convention, not a fact of the data: every such
+choice is a setting of `HeuristicConfig` (`pick_end`, `closed_fraction`, `start_transient_s`,
+`regrasp_s`, ...), and `atom-annotate calibrate` fits them to a few accepted episodes.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -22,6 +28,8 @@ from atomvla.annotate.segmentation import (
     change_scores,
     contact_scores,
     choose,
+    closing_end,
+    drop_regrasps,
     gripper_events,
     grasp_boundaries,
     local_peaks,
@@ -46,11 +54,41 @@ PEAK_THRESHOLD = 0.8
 _END_KIND: dict[str, Kind] = {"pick": "close", "place": "open"}
 
 
+PickEnd = Literal["closed", "moved", "lifted"]
+
+
 class HeuristicConfig(BackendConfig):
+    """The heuristic's settings. The conventions (where a pick ends, what is a start transient or a
+    re-grasp) differ between teams: `atom-annotate calibrate` fits them to accepted episodes."""
+
     window_s: float = Field(0.3, gt=0, description="half-window of the before/after velocity means")
     min_subtask_s: float = Field(0.25, gt=0, description="shortest subtask")
+    pick_end: PickEnd = Field(
+        "moved",
+        description="where a pick ends: 'closed' when the fingers have closed on the object, 'moved' at the "
+        "object's first motion after the grasp (lift or carry), 'lifted' after the lift, when the carry starts",
+    )
+    closed_fraction: float = Field(
+        0.9, gt=0, le=1, description="pick_end=closed: share of the fingers' closing travel that counts as closed"
+    )
+    start_transient_s: float = Field(
+        0.5, ge=0, description="gripper motion in the first seconds (a twitch, fingers leaving their rest pose) makes no event"
+    )
+    regrasp_s: float = Field(
+        1.0, ge=0, description="a release followed by a new grasp of the same gripper within this long is a re-grasp, not two events"
+    )
+    arms: tuple[str, ...] | None = Field(
+        None, description="name prefixes of the arms, e.g. left,right (default: found from the feature names)"
+    )
     ee_dims: tuple[int, ...] | None = Field(None, description="end-effector dims of observation.state (names win otherwise)")
     gripper_dim: int | None = Field(None, description="gripper dim of observation.state (names win otherwise)")
+
+    # What `atom-annotate calibrate` searches: the conventions first, then the timing scales.
+    search_space: ClassVar[dict[str, tuple[Any, ...]]] = {
+        "pick_end": ("closed", "moved", "lifted"),
+        "closed_fraction": (0.6, 0.75, 0.9, 0.97),
+        "window_s": (0.2, 0.3, 0.45),
+    }
 
 
 def _plan_from_kinematics(ends: list[Candidate], task: str, obj: str | None) -> list[Step]:
@@ -68,6 +106,39 @@ def _plan_from_kinematics(ends: list[Candidate], task: str, obj: str | None) -> 
     return steps
 
 
+def _move_pick_ends(
+    grasps: list[Candidate],
+    tagged: list[tuple[int, str, int]],
+    kin: Kinematics,
+    sideways_score: np.ndarray,
+    sideways_peaks: list[int],
+    sideways_speed: np.ndarray,
+    w: int,
+    n_frames: int,
+    config: HeuristicConfig,
+) -> list[Candidate]:
+    """Grasp candidates (one per close event, in order) moved to the `pick_end` convention:
+    "closed" = where that arm's fingers finish closing; "lifted" = where the carry starts after
+    the object's first motion (the first salient sideways change past it)."""
+    closes = [(i, f, arm) for i, (f, kind, arm) in enumerate(tagged) if kind == "close"]
+    out = []
+    for c, (i, frame, arm) in zip(grasps, closes):
+        stop = tagged[i + 1][0] if i + 1 < len(tagged) else n_frames
+        if config.pick_end == "closed":
+            fingers = (kin.fingers or kin.grippers or (kin.gripper,))[arm]
+            new = closing_end(fingers, frame, stop, config.closed_fraction) if fingers is not None else frame
+        else:
+            after = [p for p in sideways_peaks if c.frame + w // 2 < p <= stop + w]
+            if after:
+                strongest = max(sideways_score[p] for p in after)
+                peak = next(p for p in after if sideways_score[p] >= 0.5 * strongest)
+                new = motion_onset(sideways_speed, peak, 2 * w)
+            else:
+                new = c.frame
+        out.append(Candidate(new, c.score, "close"))
+    return out
+
+
 def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: HeuristicConfig) -> tuple[list[Subtask], float]:
     """Subtasks and a confidence for one episode's signals (pure: the backend's core)."""
     w = max(2, round(config.window_s * fps))
@@ -79,19 +150,33 @@ def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: Heu
     if kin.vertical is not None:
         score = score * (1.0 + CONTACT_BONUS * contact_scores(kin.motion, kin.vertical, w))
     peaks = local_peaks(score, min_frames)
-    events = gripper_events(kin.gripper, min_frames) if kin.gripper is not None else []
+    skip = round(config.start_transient_s * fps)
+    regrasp = round(config.regrasp_s * fps)
+    per_arm = [
+        [(f, kind, arm) for f, kind in drop_regrasps(gripper_events(g, min_frames, skip), regrasp)]
+        for arm, g in enumerate(kin.grippers or (kin.gripper,))
+        if g is not None
+    ]
+    tagged = sorted(e for arm_events in per_arm for e in arm_events)
+    events = [(f, kind) for f, kind, _ in tagged]
     speed = np.linalg.norm(kin.motion, axis=1)
-    # After a grasp the object moves with the hand: its first motion, up or sideways, ends the pick.
+    # After a grasp the object moves with the hand: its first motion, up or sideways, ends the pick
+    # (pick_end="moved"); the other conventions move that boundary back to the closing or on past the lift.
     grasps = [c for c in grasp_boundaries(score, peaks, speed, events, w, GRIPPER_BONUS) if c.kind == "close"]
-    if any(kind == "open" for _, kind in events):
-        # After a release, backing off the object still belongs to the place: the next subtask
-        # starts when the arm sets off sideways.
+    if not events:
+        sideways_speed = sideways_score = np.zeros(0)
+        sideways_peaks: list[int] = []
+    else:
         sideways = kin.horizontal()
         sideways_speed = np.linalg.norm(sideways, axis=1)
         sideways_score = change_scores(sideways, sideways_speed, w, ARRIVAL)
-        releases = grasp_boundaries(
-            sideways_score, local_peaks(sideways_score, min_frames), sideways_speed, events, w, GRIPPER_BONUS
-        )
+        sideways_peaks = local_peaks(sideways_score, min_frames)
+    if config.pick_end != "moved":
+        grasps = _move_pick_ends(grasps, tagged, kin, sideways_score, sideways_peaks, sideways_speed, w, n_frames, config)
+    if any(kind == "open" for _, kind in events):
+        # After a release, backing off the object still belongs to the place: the next subtask
+        # starts when the arm sets off sideways.
+        releases = grasp_boundaries(sideways_score, sideways_peaks, sideways_speed, events, w, GRIPPER_BONUS)
         grasps += [c for c in releases if c.kind == "open"]
     motions = [
         Candidate(motion_onset(speed, p, 2 * w), float(score[p]), "motion")
@@ -143,7 +228,7 @@ class HeuristicBackend(Backend):
         meta = episode.meta
         cfg: HeuristicConfig = self.config  # type: ignore[assignment]
         try:
-            kin = extract(meta, episode.arrays, cfg.ee_dims, cfg.gripper_dim)
+            kin = extract(meta, episode.arrays, cfg.ee_dims, cfg.gripper_dim, cfg.arms)
             return decompose(kin, meta.task, meta.n_frames, meta.fps, cfg)
         except KinematicsError as exc:
             raise BackendError(self.name, meta, str(exc)) from exc
