@@ -204,3 +204,33 @@ def import_annotations(
             console.print(f"  - {p}", highlight=False)
         raise typer.Exit(1)
 
+
+
+@app.command()
+def merge(
+    sources: Annotated[list[Path], typer.Argument(help="Stores to bring in, e.g. one per `--shard i/N` machine.")],
+    store: StoreOpt = DEFAULT_STORE,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Merge SOURCES into --store (created if missing) without duplicates, in one transaction.
+
+    Episodes are matched by id; identical revisions (same author, status, settings, subtasks) are
+    kept once and new ones numbered after the store's own; jobs, ledger, reviews, profiles,
+    batches and drafts come along. Incompatible stores are refused and nothing is written.
+    """
+    from atomvla.curate.errors import StoreError
+    from atomvla.curate.merge import merge_stores
+
+    setup_logging(verbose)
+    try:
+        report = merge_stores(sources, store)
+    except StoreError as exc:
+        raise fail(str(exc)) from exc
+    table = Table(title=f"merged {len(sources)} store(s) into {store}")
+    for col in ("episodes", "revisions", "duplicate revisions", "reviews", "job items", "ledger rows"):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(v) for v in (report.episodes, report.revisions, report.duplicate_revisions, report.reviews,
+                                     report.job_items, report.ledger)))
+    console.print(table)
+    for line in report.kept:
+        console.print(f"[yellow]kept[/] {line}", highlight=False)

@@ -1,0 +1,258 @@
+"""Bring stores together (`atom-curate merge`): the stores of a run split with `--shard i/N`, or of
+annotators who worked on copies.
+
+Everything lands in the destination in ONE transaction: a merge that meets a problem writes
+nothing. Sources are opened read-only and never changed.
+
+- Episodes are matched by id; the same id with another frame count means the stores index
+  different data (an error).
+- A revision is a duplicate when the destination already holds one for the episode with the same
+  author, status, settings hash, subtasks and note (a shared base copied to every machine, or the
+  same proposal made twice); duplicates are dropped. New revisions are numbered after the
+  destination's latest for the episode, in the order they were made; `based_on` and the reviews
+  and drafts that name a revision follow the renumbering.
+- Jobs with the same id must have the same backend and settings (an error otherwise); per episode
+  the furthest state wins (done > failed > pending, then the latest). Ledger rows, reviews and
+  batches already present are not added again; profiles present on both sides with other
+  settings keep the destination's (reported), drafts and batches keep the newest.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from atomvla.curate.errors import StoreError
+from atomvla.curate.store import APPLICATION_ID, SCHEMA_VERSION, Store
+
+# Tables merge knows how to bring over; a source with rows in any other table is refused.
+TABLES = ("episodes", "revisions", "reviews", "jobs", "job_items", "ledger", "profiles", "batches", "drafts")
+_ITEM_RANK = {"pending": 0, "failed": 1, "done": 2}
+
+
+class MergeError(StoreError):
+    """The stores cannot be merged; nothing was written."""
+
+
+@dataclass
+class MergeReport:
+    episodes: int = 0
+    revisions: int = 0
+    duplicate_revisions: int = 0
+    reviews: int = 0
+    jobs: int = 0
+    job_items: int = 0
+    ledger: int = 0
+    profiles: int = 0
+    batches: int = 0
+    drafts: int = 0
+    kept: list[str] = field(default_factory=list)  # conflicts settled by keeping the destination's
+
+
+def _read(path: Path) -> dict[str, list[sqlite3.Row]]:
+    """All rows of a source store, opened read-only, after checking it is one merge can read."""
+    if not path.is_file():
+        raise MergeError(f"{path}: no such store")
+    try:
+        with closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as conn:
+            conn.row_factory = sqlite3.Row
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if app_id != APPLICATION_ID:
+                raise MergeError(f"{path}: not an atomvla store")
+            if version != SCHEMA_VERSION:
+                how = "open it once with this atomvla (e.g. `atom-curate ls --store` it) to upgrade it" if version < SCHEMA_VERSION else "upgrade atomvla"
+                raise MergeError(f"{path}: store schema version {version}, this atomvla merges version {SCHEMA_VERSION}; {how}")
+            names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            unknown = [n for n in names if n not in TABLES and not n.startswith("sqlite_")
+                       and conn.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]]
+            if unknown:
+                raise MergeError(f"{path}: has rows in table(s) {', '.join(unknown)} that merge does not know")
+            return {t: conn.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES}
+    except sqlite3.DatabaseError as exc:
+        raise MergeError(f"{path}: not an atomvla store ({exc})") from exc
+
+
+def _revision_key(row: sqlite3.Row) -> tuple:
+    """What makes two revisions the same: not their number, time, latency or cost."""
+    record = json.loads(row["record_json"])
+    subtasks = json.dumps(record.get("subtasks", []), sort_keys=True)
+    return (row["author"], row["status"], row["settings_hash"], subtasks, record.get("note"))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+
+
+def merge_stores(sources: Sequence[Path], dest: Path) -> MergeReport:
+    """Merge `sources` into the store at `dest` (created if missing); see the module docstring."""
+    sources = [Path(s) for s in sources]
+    if not sources:
+        raise MergeError("no source store given")
+    for s in sources:
+        if _same_file(s, dest):
+            raise MergeError(f"{s}: is the destination store itself")
+    for i, s in enumerate(sources):
+        if any(_same_file(s, t) for t in sources[:i]):
+            raise MergeError(f"{s}: given twice")
+    snapshots = [(s, _read(s)) for s in sources]
+    Store(dest).close()  # creates or migrates the destination
+    report = MergeReport()
+    with closing(sqlite3.connect(dest, timeout=30, isolation_level=None)) as conn:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _merge(conn, snapshots, dest, report)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return report
+
+
+def _merge(conn: sqlite3.Connection, snapshots: list[tuple[Path, dict]], dest: Path, report: MergeReport) -> None:
+    # Episodes.
+    frames = {r[0]: (r[1], str(dest)) for r in conn.execute("SELECT episode_id, n_frames FROM episodes")}
+    for src, rows in snapshots:
+        for r in rows["episodes"]:
+            known = frames.get(r["episode_id"])
+            if known is None:
+                conn.execute("INSERT INTO episodes VALUES (?, ?, ?, ?, ?, ?)", tuple(r))
+                frames[r["episode_id"]] = (r["n_frames"], str(src))
+                report.episodes += 1
+            elif known[0] != r["n_frames"]:
+                raise MergeError(
+                    f"{src}: episode {r['episode_id']} has {r['n_frames']} frames but {known[1]} has {known[0]}; "
+                    "the stores index different data"
+                )
+
+    # Revisions: deduplicated, then numbered after the destination's in the order they were made.
+    keys: dict[str, dict[tuple, int]] = {}
+    latest: dict[str, int] = {}
+    for r in conn.execute("SELECT * FROM revisions ORDER BY episode_id, revision"):
+        keys.setdefault(r["episode_id"], {}).setdefault(_revision_key(r), r["revision"])
+        latest[r["episode_id"]] = r["revision"]
+    renumber: dict[tuple[int, str, int], int] = {}  # (source, episode, source revision) -> destination revision
+    new: list[tuple[int, sqlite3.Row]] = []
+    incoming = sorted(
+        ((i, r) for i, (_, rows) in enumerate(snapshots) for r in rows["revisions"]),
+        key=lambda ir: (ir[1]["created_at"], ir[0], ir[1]["revision"]),
+    )
+    for i, r in incoming:
+        ep, key = r["episode_id"], _revision_key(r)
+        seen = keys.setdefault(ep, {})
+        if key in seen:
+            renumber[(i, ep, r["revision"])] = seen[key]
+            report.duplicate_revisions += 1
+            continue
+        latest[ep] = number = latest.get(ep, 0) + 1
+        seen[key] = renumber[(i, ep, r["revision"])] = number
+        new.append((i, r))
+    for i, r in new:
+        ep = r["episode_id"]
+        number = renumber[(i, ep, r["revision"])]
+        based_on = r["based_on"] if not r["based_on"] else renumber.get((i, ep, r["based_on"]))
+        record = json.loads(r["record_json"])
+        record["revision"] = number
+        conn.execute(
+            "INSERT INTO revisions (episode_id, revision, based_on, status, author, settings_hash, record_json,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (ep, number, based_on, r["status"], r["author"], r["settings_hash"], json.dumps(record), r["created_at"]),
+        )
+        report.revisions += 1
+
+    for i, (src, rows) in enumerate(snapshots):
+        _merge_reviews(conn, i, rows["reviews"], renumber, report)
+        _merge_jobs(conn, src, rows, report)
+        _merge_ledger(conn, rows["ledger"], report)
+        _merge_profiles(conn, src, rows["profiles"], report)
+        _merge_newest(conn, "batches", ("batch_id",), rows["batches"], report)
+        drafts = [
+            {**dict(r), "based_on": r["based_on"] if not r["based_on"] else renumber.get((i, r["episode_id"], r["based_on"]))}
+            for r in rows["drafts"]
+        ]
+        _merge_newest(conn, "drafts", ("episode_id", "author"), drafts, report)
+
+
+def _merge_reviews(conn, i: int, rows, renumber: dict, report: MergeReport) -> None:
+    for r in rows:
+        revision = renumber.get((i, r["episode_id"], r["revision"]))
+        if revision is None:
+            raise MergeError(f"a review of episode {r['episode_id']} names revision {r['revision']}, which its store lacks")
+        values = (r["episode_id"], revision, r["reviewer"], r["verdict"], r["comment"], r["created_at"])
+        if conn.execute(
+            "SELECT 1 FROM reviews WHERE episode_id = ? AND revision = ? AND reviewer = ? AND verdict = ?"
+            " AND comment IS ? AND created_at = ?",
+            values,
+        ).fetchone() is None:
+            conn.execute(
+                "INSERT INTO reviews (episode_id, revision, reviewer, verdict, comment, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                values,
+            )
+            report.reviews += 1
+
+
+def _merge_jobs(conn, src: Path, rows: dict, report: MergeReport) -> None:
+    for r in rows["jobs"]:
+        have = conn.execute("SELECT backend, settings_json FROM jobs WHERE job_id = ?", (r["job_id"],)).fetchone()
+        if have is None:
+            conn.execute("INSERT INTO jobs VALUES (?, ?, ?, ?)", tuple(r))
+            report.jobs += 1
+        elif tuple(have) != (r["backend"], r["settings_json"]):
+            raise MergeError(f"{src}: job {r['job_id']} ran {r['backend']} with other settings than the destination's")
+    for r in rows["job_items"]:
+        have = conn.execute(
+            "SELECT state, attempts, updated_at FROM job_items WHERE job_id = ? AND episode_id = ?",
+            (r["job_id"], r["episode_id"]),
+        ).fetchone()
+        if have is None:
+            conn.execute("INSERT INTO job_items VALUES (?, ?, ?, ?, ?, ?)", tuple(r))
+            report.job_items += 1
+        elif (_ITEM_RANK[r["state"]], r["updated_at"]) > (_ITEM_RANK[have["state"]], have["updated_at"]):
+            conn.execute(
+                "UPDATE job_items SET state = ?, attempts = ?, error = ?, updated_at = ? WHERE job_id = ? AND episode_id = ?",
+                (r["state"], max(r["attempts"], have["attempts"]), r["error"], r["updated_at"], r["job_id"], r["episode_id"]),
+            )
+            report.job_items += 1
+
+
+def _merge_ledger(conn, rows, report: MergeReport) -> None:
+    columns = ("job_id", "episode_id", "model", "input_tokens", "output_tokens", "cost_usd", "cached", "created_at")
+    for r in rows:
+        values = tuple(r[c] for c in columns)
+        if conn.execute(
+            f"SELECT 1 FROM ledger WHERE {' AND '.join(f'{c} = ?' for c in columns)}", values
+        ).fetchone() is None:
+            conn.execute(f"INSERT INTO ledger ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values)
+            report.ledger += 1
+
+
+def _merge_profiles(conn, src: Path, rows, report: MergeReport) -> None:
+    for r in rows:
+        have = conn.execute(
+            "SELECT settings_json FROM profiles WHERE backend = ? AND name = ?", (r["backend"], r["name"])
+        ).fetchone()
+        if have is None:
+            conn.execute("INSERT INTO profiles VALUES (?, ?, ?, ?, ?, ?)", tuple(r))
+            report.profiles += 1
+        elif have[0] != r["settings_json"]:
+            report.kept.append(f"{r['backend']} profile {r['name']!r}: {src} has other settings; the destination's kept")
+
+
+def _merge_newest(conn, table: str, key: tuple[str, ...], rows, report: MergeReport) -> None:
+    """Rows keyed by `key` with an `updated_at`: absent ones added, newer ones replace."""
+    where = " AND ".join(f"{k} = ?" for k in key)
+    for r in rows:
+        r = dict(r)
+        have = conn.execute(f"SELECT updated_at FROM {table} WHERE {where}", tuple(r[k] for k in key)).fetchone()
+        if have is not None and have[0] >= r["updated_at"]:
+            continue
+        conn.execute(
+            f"INSERT OR REPLACE INTO {table} ({', '.join(r)}) VALUES ({', '.join('?' * len(r))})", tuple(r.values())
+        )
+        setattr(report, table, getattr(report, table) + 1)
