@@ -3,7 +3,9 @@
 "pick up the black bowl and place it on the plate" -> clauses (pick, black bowl), (place, black
 bowl, on the plate) -> plan [pick black bowl, place black bowl on the plate]. No model: a verb
 lexicon, prepositions that end a noun phrase, pronouns that refer back, and verbless clauses that
-reuse the previous verb ("put the bowl on the plate and the mug in the basket").
+reuse the previous verb ("put the bowl on the plate and the mug in the basket"). A verb outside the
+lexicon that opens the instruction and is followed by a definite noun phrase ("dunk the ball into
+the hoop") is kept as a verb of skill `other`, so its object and target are still known.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ VERBS: dict[str, Skill] = {
     "insert": "insert", "plug": "insert", "slot": "insert",
     "pour": "other", "wipe": "other", "stir": "other", "fold": "other", "scoop": "other",
 }
+# An imperative verb outside the lexicon: a first word followed by a definite noun phrase.
+_UNKNOWN_VERB_RE = re.compile(r"^([a-z]+(?:-[a-z]+)?)\s+(?=(?:both\s+)?the\b)")
+# Transport verbs a place subtask is worded with as "place"; others keep their own ("stack the
+# block on the tower", "transfer the cube to the left arm").
+_PLACE_WORDING = {"put", "put down", "place", "set", "lay", "deposit"}
 # Verbs named after the tool they are done with ("hammer the nail" = hit it with a hammer).
 _TOOL_VERBS = {"hammer": "hammer", "brush": "brush", "shovel": "shovel", "mop": "mop"}
 _VERB_RE = re.compile(r"^(" + "|".join(sorted(map(re.escape, VERBS), key=len, reverse=True)) + r")\b")
@@ -84,7 +91,8 @@ class Step:
 
 
 def _normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s'-]", " ", text.lower())).strip()
+    """Lower case, punctuation dropped except the commas and semicolons that separate clauses."""
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s',;-]", " ", text.lower())).strip()
 
 
 def strip_determiners(phrase: str) -> str:
@@ -138,9 +146,11 @@ def parse(instruction: str) -> list[Clause]:
     for chunk in _chunks(_normalise(instruction)):
         m = _VERB_RE.match(chunk)
         if m is not None:
-            verb, rest = m.group(1), chunk[m.end():].strip()
+            verb, skill, rest = m.group(1), VERBS[m.group(1)], chunk[m.end():].strip()
         elif clauses:
-            verb, rest = clauses[-1].verb, chunk
+            verb, skill, rest = clauses[-1].verb, clauses[-1].skill, chunk
+        elif (u := _UNKNOWN_VERB_RE.match(chunk)) is not None:
+            verb, skill, rest = u.group(1), "other", chunk[u.end():].strip()
         else:
             continue
         obj, prep, target = _split_np(rest)
@@ -153,26 +163,26 @@ def parse(instruction: str) -> list[Clause]:
             if o in _PRONOUNS:
                 # "put the butter in the drawer and close it": what is closed is where the butter
                 # went; "pick up the puck and place it": what is placed is the puck.
-                o = last_target if VERBS[verb] in _IN_PLACE and last_target else last_obj
+                o = last_target if skill in _IN_PLACE and last_target else last_obj
             t = strip_determiners(target) if target else None
             if t in _PRONOUNS:
                 t = last_obj
             if o in _EFFECTORS and t:  # "move the gripper to the button" reaches the button
                 clauses.append(Clause(verb, "reach", t))
             else:
-                clauses.append(Clause(verb, VERBS[verb], o, prep, t, _tool(verb, prep, t)))
+                clauses.append(Clause(verb, skill, o, prep, t, _tool(verb, skill, prep, t)))
             last_obj = clauses[-1].obj or last_obj
             last_target = clauses[-1].target or last_target
     return clauses
 
 
-def _tool(verb: str, prep: str | None, target: str | None) -> str | None:
+def _tool(verb: str, skill: Skill, prep: str | None, target: str | None) -> str | None:
     """The tool a clause is done with: named by the verb, or introduced by "with" (an in-place
     action done with a held object; not a part of the robot, and not for transport verbs, where
     "with" describes the object: "pick up the mug with the red lid")."""
     if verb in _TOOL_VERBS:
         return _TOOL_VERBS[verb]
-    if prep == _INSTRUMENT and target and target not in _EFFECTORS and VERBS[verb] in _IN_PLACE | {"other"}:
+    if prep == _INSTRUMENT and target and target not in _EFFECTORS and skill in _IN_PLACE | {"other"}:
         return target
     return None
 
@@ -201,7 +211,8 @@ def plan(instruction: str) -> tuple[Step, ...]:
         if c.tool and not (steps and steps[-1].skill == "pick" and steps[-1].obj == c.tool):
             steps.append(Step("pick", f"pick up {the_object(c.tool)}", c.tool))
         if c.skill == "place":
-            steps.append(Step("place", f"place {the_object(c.obj)}{target}", c.obj))
+            wording = "place" if c.verb in _PLACE_WORDING else c.verb
+            steps.append(Step("place", f"{wording} {the_object(c.obj)}{target}", c.obj))
         elif c.skill == "reach":
             steps.append(Step("reach", f"reach {the_object(c.obj)}", c.obj))
         elif c.skill != "pick":

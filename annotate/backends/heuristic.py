@@ -93,11 +93,14 @@ class HeuristicConfig(BackendConfig):
 
 def _plan_from_kinematics(ends: list[Candidate], task: str, obj: str | None) -> list[Step]:
     """Steps for segments found without a plan: a segment ending in a grasp is a pick, the next a
-    place, others are named by the task; at least MIN_SUBTASKS of them."""
+    place, others are named by the task; at least MIN_SUBTASKS of them. Without a known object
+    every segment is named by the task (never "pick up the object")."""
     kinds = [e.kind for e in ends] + [None] * max(1, MIN_SUBTASKS - len(ends))
     steps = []
     for i, kind in enumerate(kinds):
-        if kind == "close":
+        if obj is None:
+            steps.append(Step("other", task, None))
+        elif kind == "close":
             steps.append(Step("pick", f"pick up {the_object(obj)}", obj))
         elif i > 0 and kinds[i - 1] == "close":
             steps.append(Step("place", f"place {the_object(obj)}", obj))
