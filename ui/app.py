@@ -1,0 +1,458 @@
+"""The review app: a Gradio Blocks app over the store (queue, viewer, timeline, editing, history).
+
+The server holds each browser session's `Review` (episode, edit session with undo/redo) and writes
+every change to the author's draft; the browser (static/review.js) holds the frames around the
+cursor and the cursor itself, and hands the cursor to every edit event through the events' `js`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.resources import files
+
+import gradio as gr
+
+from atomvla.curate.errors import StaleRevisionError
+from atomvla.curate.store import Store
+from atomvla.schemas import SKILLS, Decomposition, DecompositionError, Status
+from atomvla.schemas.rules import DEFAULT_MIN_FRAMES
+from atomvla.ui import editing, timeline
+from atomvla.ui.editing import EditError, EditSession, Segment, segments_of
+from atomvla.ui.frame_server import FrameServer
+from atomvla.ui.review_queue import SORTS, STATUSES, QueueFilter, ReviewQueue
+
+log = logging.getLogger(__name__)
+
+WINDOW_RADIUS = 60  # frames each side of the cursor sent to the browser per request
+QUEUE_ROWS = 200  # rows of the queue table (counts cover all)
+STATUS_CHOICES = [("unreviewed (needs review, proposed, unlabelled)", "unreviewed"), ("all", "all")] + [
+    (s.replace("_", " "), s) for s in STATUSES
+]
+
+HELP = """
+| key | action | key | action |
+|---|---|---|---|
+| ← / → | previous / next frame | Shift+← / → | 10 frames back / on |
+| Home / End | first / last frame | Space | play / pause |
+| s | split at the cursor | m | merge with the next subtask |
+| [ / ] | select the previous / next boundary | b | move the selected boundary to the cursor |
+| , / . | nudge the boundary −1 / +1 | < / > | nudge −10 / +10 |
+| e | edit the instruction (Enter applies) | k | choose the skill |
+| z or Ctrl+Z | undo | y, Shift+Z or Ctrl+Y | redo |
+| w or Ctrl+S | save (needs review) | a | accept |
+| r | reject: type the reason, Enter | f | flag for another look |
+| n | next unreviewed episode | ? | this help |
+| Esc | leave a text box (keys work again) | | |
+
+Clicking a segment seeks to its start, clicking a boundary selects it, "use" starts from another
+author's proposal. Every change is saved as your draft at once; an invalid decomposition cannot be
+accepted.
+"""
+
+
+def _asset(name: str) -> str:
+    return files("atomvla.ui").joinpath("static", name).read_text()
+
+
+@dataclass
+class Review:
+    """One browser session: who is editing what."""
+
+    author: str
+    episode_id: str | None = None
+    edit: EditSession | None = None
+    saved_at: str = ""
+
+
+def _author(request: gr.Request | None) -> str:
+    # The logged-in name when the app runs with --auth; the local user otherwise (127.0.0.1 only).
+    name = getattr(request, "username", None) if request is not None else None
+    return name or f"local:{getpass.getuser()}"
+
+
+def _fmt_segments(segs) -> str:
+    return "; ".join(f"[{s.start}, {s.end}) {s.skill}: {s.instruction or '(no instruction)'}" for s in segs)
+
+
+class ReviewApp:
+    def __init__(self, store: Store):
+        self.store = store
+        self.queue = ReviewQueue(store)
+        self.frames = FrameServer(store)
+
+    # -- opening an episode ---------------------------------------------------------------
+
+    def _session_for(self, episode_id: str, author: str) -> tuple[EditSession, str]:
+        """The author's draft if there is one, else the latest revision (or an empty start)."""
+        meta = self.store.episode(episode_id)
+        latest = self.store.latest(episode_id)
+        based_on = latest.revision if latest else 0
+        draft = self.store.draft(episode_id, author)
+        if draft is not None:
+            edit = EditSession.from_record(episode_id, draft["based_on"] or 0, draft["record"])
+            note = f"Restored your draft of {draft['updated_at'][:19].replace('T', ' ')} UTC."
+            if edit.based_on != based_on and latest is not None:
+                note += (f" Revision {latest.revision} by {latest.author} was saved since your draft began:"
+                         f" saving will be refused; discard the draft to start from it.")
+            return edit, note
+        with_subtasks = [d for d in reversed(self.store.history(episode_id)) if d.subtasks]
+        if with_subtasks:
+            start = with_subtasks[0]
+            return EditSession(episode_id, meta.n_frames, start.min_frames, based_on, segments_of(start)), ""
+        half = meta.n_frames // 2
+        segs = (Segment(0, half, "", "other"), Segment(half, meta.n_frames, "", "other"))
+        return EditSession(episode_id, meta.n_frames, DEFAULT_MIN_FRAMES, based_on, segs), "No proposal yet: name the subtasks."
+
+    def open(self, review: Review, episode_id: str, cursor: int = 0):
+        edit, note = self._session_for(episode_id, review.author)
+        review.episode_id, review.edit, review.saved_at = episode_id, edit, ""
+        meta = self.store.episode(episode_id)
+        first = max(0, cursor - WINDOW_RADIUS)
+        payload = {
+            "episode_id": episode_id, "n_frames": meta.n_frames, "fps": meta.fps, "radius": WINDOW_RADIUS,
+            "cameras": [c.key for c in meta.cameras], "cursor": cursor, "first": first,
+            "frames": self.frames.window(episode_id, first, cursor + WINDOW_RADIUS),
+        }
+        return json.dumps(payload), note
+
+    def window(self, review: Review, center: int) -> str:
+        if review.edit is None:
+            return ""
+        center = int(center or 0)
+        return json.dumps({
+            "episode_id": review.episode_id, "first": max(0, center - WINDOW_RADIUS),
+            "frames": self.frames.window(review.episode_id, center - WINDOW_RADIUS, center + WINDOW_RADIUS),
+        })
+
+    # -- what the page shows ----------------------------------------------------------------
+
+    def header(self, review: Review) -> str:
+        if review.edit is None:
+            return "### No episode open"
+        meta = self.store.episode(review.episode_id)
+        latest = self.store.latest(review.episode_id)
+        rev = (f"revision {latest.revision} · {latest.status.value.replace('_', ' ')} · by {latest.author}"
+               if latest else "no revision yet")
+        draft = f" · draft saved {review.saved_at}" if review.saved_at else ""
+        return (f"### {meta.episode_id} — {meta.task}\n{meta.n_frames} frames at {meta.fps:g} fps · {rev}"
+                f" · editing as **{review.author}** (based on revision {review.edit.based_on}){draft}")
+
+    def timeline_html(self, review: Review) -> str:
+        if review.edit is None:
+            return ""
+        meta = self.store.episode(review.episode_id)
+        latest_by_author: dict[str, Decomposition] = {}
+        for dec in self.store.history(review.episode_id):
+            if dec.subtasks:
+                latest_by_author[dec.author] = dec
+        proposals = [(a, segments_of(d)) for a, d in latest_by_author.items()]
+        return timeline.render(meta.n_frames, meta.fps, review.edit.segments, proposals,
+                               self.frames.signals(review.episode_id), review.edit.problems)
+
+    def validation(self, review: Review) -> str:
+        if review.edit is None:
+            return ""
+        found = review.edit.problems
+        if not found:
+            return "**Valid**: it can be accepted."
+        return "**Cannot be accepted:**\n" + "\n".join(f"- {p}" for p in found)
+
+    def history_choices(self, review: Review):
+        if review.episode_id is None:
+            return gr.update(choices=[], value=None)
+        choices = [
+            (f"rev {d.revision} · {d.status.value} · {d.author} · {d.created_at:%Y-%m-%d %H:%M}", d.revision)
+            for d in reversed(self.store.history(review.episode_id))
+        ]
+        return gr.update(choices=choices, value=choices[0][1] if choices else None)
+
+    def segment_panel(self, review: Review, cursor: int):
+        if review.edit is None or not review.edit.segments:
+            return gr.update(value="", label="Instruction"), gr.update(value=None)
+        i = editing.segment_at(review.edit.segments, int(cursor or 0))
+        s = review.edit.segments[i]
+        return (gr.update(value=s.instruction, label=f"Instruction of subtask {i + 1} [{s.start}, {s.end})"),
+                gr.update(value=s.skill if s.skill in SKILLS else None))
+
+    def queue_view(self, status: str, backend: str, task: str, sort: str):
+        flt = _filter(status, backend, task, sort)
+        rows = self.queue.select(flt)
+        counts = self.queue.counts()
+        summary = (f"**{len(rows)}** shown of {sum(counts.values())} · "
+                   + " · ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+        table = [
+            [r.episode_id, r.status.replace("_", " "),
+             "" if r.confidence is None else f"{r.confidence:.2f}",
+             "" if r.disagreement is None else f"{r.disagreement:.3f}", ", ".join(sorted(r.backends)), r.task]
+            for r in rows[:QUEUE_ROWS]
+        ]
+        return summary, table
+
+    # -- changes --------------------------------------------------------------------------
+
+    def change(self, review: Review, fn) -> str:
+        """Apply one edit, autosave the draft; the message to show ('' when all went well)."""
+        if review.edit is None:
+            return "Open an episode first."
+        try:
+            changed = review.edit.apply(fn(review.edit.segments))
+        except EditError as exc:
+            return f"{exc}"
+        if changed:
+            self.autosave(review)
+        return ""
+
+    def autosave(self, review: Review) -> None:
+        self.store.save_draft(review.episode_id, review.author, review.edit.based_on, review.edit.to_record())
+        review.saved_at = datetime.now().strftime("%H:%M:%S")
+
+    def commit(self, review: Review, status: Status, verdict: str | None, note: str | None = None) -> str:
+        """Store the editor's segments as a new revision; refused (draft kept) on a stale base."""
+        if review.edit is None:
+            return "Open an episode first."
+        edit = review.edit
+        segs = edit.segments
+        if edit.problems:
+            if status is Status.accepted or verdict is None:
+                return "**Not saved**: the decomposition breaks the contract (see the problems listed)."
+            # Reject / flag an invalid edit: the verdict is about the stored revision.
+            base = self.store.latest(edit.episode_id)
+            if base is None or not base.subtasks:
+                return "Nothing to reject or flag: no valid decomposition of this episode exists yet."
+            segs = segments_of(base)
+        try:
+            dec = Decomposition(episode_id=edit.episode_id, n_frames=edit.n_frames, subtasks=editing.to_subtasks(segs),
+                                status=status, author=review.author, min_frames=edit.min_frames, note=note or None)
+            stored = self.store.add_revision(dec, based_on=edit.based_on)
+        except DecompositionError as exc:
+            return "**Not saved**: " + "; ".join(exc.problems)
+        except StaleRevisionError as exc:
+            other = self.store.latest(edit.episode_id)
+            return (f"**Not saved — someone else saved first.** {exc}.\n\n"
+                    f"The other edit: revision {other.revision} by **{other.author}** "
+                    f"({other.status.value.replace('_', ' ')}, {other.created_at:%H:%M:%S} UTC): "
+                    f"{_fmt_segments(segments_of(other)) or other.note}\n\n"
+                    f"Yours (kept as your draft, nothing was overwritten): {_fmt_segments(edit.segments)}")
+        if verdict is not None:
+            self.store.add_review(edit.episode_id, stored.revision, review.author, verdict, note or "")
+        self.store.delete_draft(edit.episode_id, review.author)
+        review.edit = EditSession(edit.episode_id, edit.n_frames, edit.min_frames, stored.revision, segments_of(stored))
+        review.saved_at = ""
+        self.queue.refresh()
+        return f"Saved revision {stored.revision} ({status.value.replace('_', ' ')})."
+
+
+def _filter(status: str, backend: str, task: str, sort: str) -> QueueFilter:
+    return QueueFilter(status=None if status in (None, "all") else status,
+                       backend=None if backend in (None, "all") else backend,
+                       task=None if task in (None, "all") else task, sort=sort or SORTS[0])
+
+
+def build(store: Store) -> tuple[gr.Blocks, dict]:
+    """The Blocks app and the keyword arguments `launch` needs for it (head script, css)."""
+    app = ReviewApp(store)
+
+    with gr.Blocks(title="atom-review") as demo:
+        review = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                gr.Markdown("## Queue")
+                f_status = gr.Dropdown(STATUS_CHOICES, value="unreviewed", label="Status", elem_id="atom-f-status")
+                f_backend = gr.Dropdown(["all"] + app.queue.backends(), value="all", label="Backend")
+                f_task = gr.Dropdown(["all"] + app.queue.tasks(), value="all", label="Task")
+                f_sort = gr.Dropdown(list(SORTS), value=SORTS[0], label="Sort")
+                counts = gr.Markdown(elem_id="atom-counts")
+                table = gr.Dataframe(headers=["episode", "status", "conf.", "disagr.", "backends", "task"],
+                                     interactive=False, max_height=520, elem_id="atom-queue")
+                next_btn = gr.Button("Next unreviewed (n)", elem_id="atom-next", variant="secondary")
+            with gr.Column(scale=3):
+                header = gr.Markdown("### Loading…", elem_id="atom-header")
+                gr.HTML('<div id="atom-viewer"><div id="atom-cams"></div><div class="atom-ctl">'
+                        '<button id="atom-play" title="play / pause (Space)">▶</button>'
+                        '<input type="range" id="atom-slider" min="0" max="0" value="0">'
+                        '<span id="atom-frame">frame –</span></div></div>')
+                tl = gr.HTML(elem_id="atom-timeline")
+                with gr.Row():
+                    split = gr.Button("Split (s)", elem_id="atom-split", size="sm")
+                    merge = gr.Button("Merge next (m)", elem_id="atom-merge", size="sm")
+                    move = gr.Button("Boundary → cursor (b)", elem_id="atom-move", size="sm")
+                    nudges = {d: gr.Button(f"{d:+d}", elem_id=f"atom-nudge-{'m' if d < 0 else 'p'}{abs(d)}", size="sm")
+                              for d in (-10, -1, 1, 10)}
+                    undo = gr.Button("Undo (z)", elem_id="atom-undo", size="sm")
+                    redo = gr.Button("Redo (y)", elem_id="atom-redo", size="sm")
+                with gr.Row():
+                    instr = gr.Textbox(label="Instruction", elem_id="atom-instruction", scale=4,
+                                       placeholder="short imperative, e.g. pick up the puck; Enter applies")
+                    skill = gr.Dropdown(list(SKILLS), label="Skill", elem_id="atom-skill", scale=1)
+                validation = gr.Markdown(elem_id="atom-validation")
+                with gr.Row():
+                    save = gr.Button("Save (w)", elem_id="atom-save")
+                    accept = gr.Button("Accept (a)", elem_id="atom-accept", variant="primary")
+                    reason = gr.Textbox(label="Reason (reject / flag)", elem_id="atom-reason", scale=3,
+                                        placeholder="why; Enter rejects")
+                    reject = gr.Button("Reject (r)", elem_id="atom-reject", variant="stop")
+                    flag = gr.Button("Flag (f)", elem_id="atom-flag")
+                message = gr.Markdown(elem_id="atom-message")
+                with gr.Accordion("History", open=False, elem_id="atom-history"):
+                    with gr.Row():
+                        hist = gr.Dropdown([], label="Revision", elem_id="atom-hist-dd", scale=3)
+                        view = gr.Button("View", elem_id="atom-hist-view", size="sm")
+                        restore = gr.Button("Restore into the editor", elem_id="atom-hist-restore", size="sm")
+                        discard = gr.Button("Discard my draft", elem_id="atom-discard", size="sm")
+                    preview = gr.HTML(elem_id="atom-preview")
+                with gr.Accordion("Keyboard shortcuts (?)", open=False, elem_id="atom-help"):
+                    gr.Markdown(HELP)
+        # Plumbing between review.js and the server, kept in the page but out of sight.
+        with gr.Row(elem_classes="atom-hidden"):
+            cursor = gr.Number(0, visible="hidden", elem_id="atom-cursor-num")
+            sel = gr.Number(0, visible="hidden", elem_id="atom-sel-num")
+            payload = gr.Textbox(visible="hidden", elem_id="atom-payload")
+            win = gr.Textbox(visible="hidden", elem_id="atom-win")
+            taken = gr.Textbox(visible="hidden", elem_id="atom-take-author")
+            win_btn = gr.Button("w", elem_id="atom-win-btn", elem_classes="atom-hidden")
+            seg_btn = gr.Button("s", elem_id="atom-seg-btn", elem_classes="atom-hidden")
+            take_btn = gr.Button("t", elem_id="atom-take-btn", elem_classes="atom-hidden")
+
+        filters = [f_status, f_backend, f_task, f_sort]
+        edit_outs = [review, header, tl, validation, message, instr, skill, hist]
+
+        def edited(r: Review, msg: str, cur: int = 0):
+            return (r, app.header(r), app.timeline_html(r), app.validation(r), msg, *app.segment_panel(r, cur),
+                    app.history_choices(r))
+
+        def opened(r: Review, episode_id: str | None, filt, note: str = ""):
+            if episode_id is None:
+                return (r, "### Nothing to review with these filters", "", "", note, gr.update(), gr.update(),
+                        gr.update(), "", *app.queue_view(*filt))
+            data, restored = app.open(r, episode_id)
+            return (*edited(r, " ".join(x for x in (note, restored) if x)), data, *app.queue_view(*filt))
+
+        open_outs = edit_outs + [payload, counts, table]
+        load_js = "(p) => window.atomReview.load(p)"
+
+        def on_load(r, status, backend, task, sort, request: gr.Request):
+            r = Review(author=_author(request))
+            filt = (status, backend, task, sort)
+            wanted = request.query_params.get("episode") if request is not None else None
+            known = bool(wanted) and wanted in app.queue
+            if not known:
+                drafts = app.store.drafts(r.author)
+                wanted = drafts[0]["episode_id"] if drafts else app.queue.next_unreviewed(_filter(*filt), None)
+            return opened(r, wanted, filt)
+
+        demo.load(on_load, [review, *filters], open_outs).then(None, [payload], None, js=load_js)
+
+        def on_next(r, *filt):
+            return opened(r, app.queue.next_unreviewed(_filter(*filt), r.episode_id), filt)
+
+        next_btn.click(on_next, [review, *filters], open_outs).then(None, [payload], None, js=load_js)
+
+        def on_pick(r, status, backend, task, sort, evt: gr.SelectData):
+            return opened(r, evt.row_value[0], (status, backend, task, sort))
+
+        table.select(on_pick, [review, *filters], open_outs).then(None, [payload], None, js=load_js)
+        gr.on([f.input for f in filters], app.queue_view, filters, [counts, table])
+
+        win_btn.click(lambda c, r: app.window(r, c), [cursor, review], [win],
+                      js="(...a) => { a[0] = window.atomReview.cursor; return a; }",
+                      show_progress="hidden").then(None, [win], None, js="(w) => window.atomReview.addFrames(w)")
+        seg_btn.click(lambda c, r: app.segment_panel(r, c), [cursor, review], [instr, skill],
+                      js="(...a) => { a[0] = window.atomReview.cursor; return a; }", show_progress="hidden")
+
+        def bind(button_event, op, extra=()):
+            """`op(segments, cursor, boundary, *extra) -> segments` on a key or button."""
+
+            def handler(cur, b, *rest):
+                *values, r = rest
+                cur = int(cur or 0)
+                msg = app.change(r, lambda segs: op(segs, cur, int(b or 0) or _nearest(segs, cur), *values))
+                return edited(r, msg, cur)
+
+            button_event(handler, [cursor, sel, *extra, review], edit_outs,
+                         js="(...a) => window.atomReview.args(...a)", show_progress="hidden")
+
+        def _nearest(segs, cur):
+            return editing.nearest_boundary(segs, cur) if len(segs) > 1 else 0
+
+        bind(split.click, lambda s, c, b: editing.split(s, c))
+        bind(merge.click, lambda s, c, b: editing.merge_with_next(s, c))
+        bind(move.click, lambda s, c, b: editing.move_boundary(s, b, c))
+        for d, btn in nudges.items():
+            bind(btn.click, lambda s, c, b, d=d: editing.nudge(s, b, d))
+        bind(instr.submit, lambda s, c, b, text: editing.set_instruction(s, editing.segment_at(s, c), text), [instr])
+        bind(skill.input, lambda s, c, b, k: editing.set_skill(s, editing.segment_at(s, c), k), [skill])
+
+        def take(cur, b, author, r):
+            chosen = [d for d in app.store.history(r.episode_id) if d.author == author and d.subtasks]
+            msg = app.change(r, lambda segs: segments_of(chosen[-1])) if chosen else f"no proposal by {author}"
+            return edited(r, msg or f"Started from {author}'s proposal.", int(cur or 0))
+
+        take_btn.click(take, [cursor, sel, taken, review], edit_outs, show_progress="hidden",
+                       js="(...a) => { a[0] = window.atomReview.cursor; a[2] = window.atomReview.takeAuthor; return a; }")
+
+        def undo_redo(which):
+            def handler(cur, b, r):
+                if r.edit is None or not getattr(r.edit, which)():
+                    return edited(r, f"Nothing to {which}.", int(cur or 0))
+                app.autosave(r)
+                return edited(r, "", int(cur or 0))
+            return handler
+
+        for btn, which in ((undo, "undo"), (redo, "redo")):
+            btn.click(undo_redo(which), [cursor, sel, review], edit_outs,
+                      js="(...a) => window.atomReview.args(...a)", show_progress="hidden")
+
+        def verdict(status: Status, name: str | None, needs_reason: bool):
+            def handler(cur, b, why, r):
+                if needs_reason and not (why or "").strip():
+                    return (*edited(r, "Type the reason first (r focuses the box), then Reject.", int(cur or 0)),
+                            why)
+                note = f"{name}: {why.strip()}" if name and (why or "").strip() else None
+                msg = app.commit(r, status, name, note)
+                return (*edited(r, msg, int(cur or 0)), "" if msg.startswith("Saved") else why)
+            return handler
+
+        for event, status, name, needs in ((save.click, Status.needs_review, None, False),
+                                           (accept.click, Status.accepted, "accepted", False),
+                                           (reject.click, Status.rejected, "rejected", True),
+                                           (reason.submit, Status.rejected, "rejected", True),
+                                           (flag.click, Status.needs_review, "flagged", False)):
+            event(verdict(status, name, needs), [cursor, sel, reason, review], edit_outs + [reason],
+                  js="(...a) => window.atomReview.args(...a)", show_progress="hidden").then(
+                app.queue_view, filters, [counts, table])
+
+        def view_rev(rev, r):
+            if r.episode_id is None or rev is None:
+                return ""
+            dec = app.store.revision(r.episode_id, int(rev))
+            meta = app.store.episode(r.episode_id)
+            note = f"<p>{dec.note}</p>" if dec.note else ""
+            return note + timeline.render(meta.n_frames, meta.fps, segments_of(dec))
+
+        view.click(view_rev, [hist, review], [preview])
+
+        def restore_rev(rev, r):
+            if r.episode_id is None or rev is None:
+                return edited(r, "Choose a revision first.") if r else None
+            dec = app.store.revision(r.episode_id, int(rev))
+            if not dec.subtasks:
+                return edited(r, f"Revision {rev} has no subtasks ({dec.status.value}).")
+            msg = app.change(r, lambda segs: segments_of(dec))
+            return edited(r, msg or f"Revision {rev} restored into the editor: save or accept to store it.")
+
+        restore.click(restore_rev, [hist, review], edit_outs)
+
+        def discard_draft(r, *filt):
+            if r.episode_id is None:
+                return opened(r, None, filt)
+            app.store.delete_draft(r.episode_id, r.author)
+            return opened(r, r.episode_id, filt, "Draft discarded; showing the latest revision.")
+
+        discard.click(discard_draft, [review, *filters], open_outs).then(None, [payload], None, js=load_js)
+
+    demo.queue(default_concurrency_limit=8)
+    return demo, {"head": f"<script>{_asset('review.js')}</script>", "css": _asset("review.css")}

@@ -1,0 +1,152 @@
+"""The review queue: every episode with the status of its latest revision, its backends, the
+latest proposal's confidence and how much the backends disagree; filtered, sorted and counted.
+
+It follows the store incrementally (`Store.episodes_since` / `revisions_since`), so a refresh after
+a save reads one row, and a 10,000-episode store is read once, at start.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from itertools import combinations
+
+from atomvla.curate.store import Store
+from atomvla.schemas import Decomposition, EpisodeMeta, Status
+
+UNLABELLED = "unlabelled"
+# What "next" opens and what the default filter shows: episodes nobody has decided on yet.
+UNREVIEWED = (Status.needs_review.value, Status.proposed.value, UNLABELLED)
+STATUSES = (Status.needs_review.value, Status.proposed.value, Status.accepted.value,
+            Status.rejected.value, Status.failed.value, UNLABELLED)
+SORTS = ("queue order", "confidence (lowest first)", "disagreement (highest first)")
+
+
+@dataclass
+class QueueRow:
+    episode_id: str
+    dataset: str
+    episode_index: int
+    task: str
+    n_frames: int
+    latest: Decomposition | None = None
+    by_author: dict[str, Decomposition] = field(default_factory=dict)  # latest revision per author
+
+    @property
+    def status(self) -> str:
+        return self.latest.status.value if self.latest else UNLABELLED
+
+    @property
+    def backends(self) -> set[str]:
+        return {d.provenance.backend for d in self.by_author.values() if d.provenance is not None}
+
+    @property
+    def confidence(self) -> float | None:
+        """Confidence of the newest revision that states one."""
+        rated = [d for d in self.by_author.values() if d.provenance and d.provenance.confidence is not None]
+        return max(rated, key=lambda d: d.revision).provenance.confidence if rated else None
+
+    @property
+    def disagreement(self) -> float | None:
+        """Largest boundary disagreement between two authors' latest proposals, as a fraction of
+        the episode (0: same boundaries); None with fewer than two proposals."""
+        proposals = [d.boundaries for d in self.by_author.values() if d.subtasks]
+        if len(proposals) < 2:
+            return None
+        return max(_boundary_distance(a, b) for a, b in combinations(proposals, 2)) / self.n_frames
+
+
+def _boundary_distance(a: list[int], b: list[int]) -> float:
+    """Symmetric mean distance (frames) from each boundary to the nearest boundary of the other set."""
+    if not a or not b:
+        return 0.0 if a == b else float(max(a + b))
+
+    def one_way(x: list[int], y: list[int]) -> float:
+        return sum(min(abs(i - j) for j in y) for i in x) / len(x)
+
+    return (one_way(a, b) + one_way(b, a)) / 2
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    status: str | None = None  # one of STATUSES, "unreviewed", or None for all
+    backend: str | None = None
+    task: str | None = None
+    sort: str = SORTS[0]
+
+    def keep(self, row: QueueRow) -> bool:
+        if self.status == "unreviewed":
+            if row.status not in UNREVIEWED:
+                return False
+        elif self.status and row.status != self.status:
+            return False
+        if self.backend and self.backend not in row.backends:
+            return False
+        return not self.task or row.task == self.task
+
+
+class ReviewQueue:
+    def __init__(self, store: Store):
+        self.store = store
+        self._rows: dict[str, QueueRow] = {}
+        self._order: list[str] = []  # episodes in (dataset, episode_index) order
+        self._seen_episodes = 0
+        self._seen_revisions = 0
+        self._lock = threading.Lock()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read what the store gained since the last refresh."""
+        with self._lock:
+            new_eps = self.store.episodes_since(self._seen_episodes)
+            for seq, meta in new_eps:
+                self._rows[meta.episode_id] = _row(meta)
+                self._seen_episodes = seq
+            if new_eps:
+                self._order = sorted(self._rows, key=lambda e: (self._rows[e].dataset, self._rows[e].episode_index))
+            for seq, dec in self.store.revisions_since(self._seen_revisions):
+                row = self._rows.get(dec.episode_id)
+                if row is not None:
+                    row.latest = dec
+                    row.by_author[dec.author] = dec
+                self._seen_revisions = seq
+
+    def __contains__(self, episode_id: str) -> bool:
+        return episode_id in self._rows
+
+    def select(self, flt: QueueFilter) -> list[QueueRow]:
+        self.refresh()
+        rows = [self._rows[e] for e in self._order if flt.keep(self._rows[e])]
+        if flt.sort == SORTS[1]:
+            rows.sort(key=lambda r: (r.confidence is None, r.confidence if r.confidence is not None else 0.0))
+        elif flt.sort == SORTS[2]:
+            rows.sort(key=lambda r: -(r.disagreement or 0.0))
+        return rows
+
+    def counts(self) -> dict[str, int]:
+        """Episodes per status of their latest revision."""
+        out = dict.fromkeys(STATUSES, 0)
+        for row in self._rows.values():
+            out[row.status] += 1
+        return out
+
+    def next_unreviewed(self, flt: QueueFilter, after: str | None) -> str | None:
+        """The first unreviewed episode after `after` in the filtered, sorted queue (wrapping round)."""
+        rows = [r for r in self.select(flt) if r.status in UNREVIEWED]
+        if not rows:
+            return None
+        ids = [r.episode_id for r in rows]
+        if after in ids:
+            k = ids.index(after)
+            ids = ids[k + 1 :] + ids[:k]
+        return ids[0] if ids else None
+
+    def backends(self) -> list[str]:
+        return sorted({b for r in self._rows.values() for b in r.backends})
+
+    def tasks(self) -> list[str]:
+        return sorted({r.task for r in self._rows.values()})
+
+
+def _row(meta: EpisodeMeta) -> QueueRow:
+    return QueueRow(meta.episode_id, meta.dataset, meta.episode_index, meta.task, meta.n_frames)

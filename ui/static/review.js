@@ -1,0 +1,191 @@
+// atom-review in the browser: frames around the cursor are held here as JPEG data URLs, so a
+// frame step repaints without a server round trip; the server is asked for a new window when the
+// cursor comes near the edge of the frames held. Keys drive every edit by clicking the app's
+// (sometimes hidden) buttons, whose events read the cursor and the selected boundary from here.
+(() => {
+  const R = (window.atomReview = {
+    ep: null, n: 0, fps: 20, cams: [], frames: {}, radius: 60,
+    cursor: 0, sel: 0, segIndex: -1, playing: null, pending: false, takeAuthor: "",
+  });
+  const $ = (sel) => document.querySelector(sel);
+  const click = (id) => { const el = document.getElementById(id); if (el) el.click(); };
+
+  R.load = (json) => {
+    if (!json) return;
+    const p = JSON.parse(json);
+    R.ep = p.episode_id; R.n = p.n_frames; R.fps = p.fps; R.cams = p.cameras; R.radius = p.radius;
+    R.frames = {}; R.sel = 0; R.segIndex = -1; R.pending = false;
+    R.stop();
+    const box = $("#atom-cams");
+    box.innerHTML = "";
+    for (const cam of R.cams) {
+      R.frames[cam] = new Array(R.n);
+      const fig = document.createElement("figure");
+      fig.innerHTML = `<img alt="${cam}" data-cam="${cam}"><figcaption>${cam}</figcaption>`;
+      box.appendChild(fig);
+    }
+    const slider = $("#atom-slider");
+    slider.max = String(R.n - 1);
+    R.store(p);
+    history.replaceState(null, "", "?episode=" + encodeURIComponent(R.ep));
+    R.seek(p.cursor);
+  };
+
+  R.store = (p) => {
+    for (const cam of R.cams) {
+      const urls = p.frames[cam] || [];
+      for (let k = 0; k < urls.length; k++) R.frames[cam][p.first + k] = urls[k];
+    }
+  };
+
+  R.addFrames = (json) => {
+    R.pending = false;
+    if (!json) return;
+    const p = JSON.parse(json);
+    if (p.episode_id !== R.ep) return;
+    R.store(p);
+    R.paint();
+  };
+
+  R.has = (i) => R.cams.every((c) => R.frames[c][i] !== undefined);
+
+  R.seek = (i) => {
+    if (!R.n) return;
+    R.cursor = Math.max(0, Math.min(R.n - 1, Math.round(i)));
+    R.paint();
+  };
+
+  R.paint = () => {
+    const i = R.cursor;
+    for (const img of document.querySelectorAll("#atom-cams img")) {
+      const url = R.frames[img.dataset.cam][i];
+      if (url && img.src !== url) img.src = url;
+      img.classList.toggle("atom-stale", !url);
+    }
+    const label = $("#atom-frame");
+    if (label) label.textContent = `frame ${i} / ${R.n - 1} · ${(i / R.fps).toFixed(2)} s`;
+    const slider = $("#atom-slider");
+    if (slider && slider.value !== String(i)) slider.value = String(i);
+    R.drawCursor();
+    R.prefetch();
+  };
+
+  // Ask for the window around the cursor when a frame within a quarter window is missing.
+  R.prefetch = () => {
+    if (R.pending || !R.n) return;
+    const margin = Math.max(1, Math.floor(R.radius / 4));
+    for (let i = Math.max(0, R.cursor - margin); i <= Math.min(R.n - 1, R.cursor + margin); i++) {
+      if (!R.has(i)) { R.pending = true; click("atom-win-btn"); return; }
+    }
+  };
+
+  R.segments = () => [...document.querySelectorAll("#atom-timeline .atom-tl-main .atom-seg")].map(
+    (el) => ({ start: +el.dataset.start, end: +el.dataset.end, el }));
+
+  R.drawCursor = () => {
+    const tl = $("#atom-timeline .atom-tl");
+    if (!tl || !R.n) return;
+    const cur = tl.querySelector(".atom-cursor");
+    const left = `${((100 * (R.cursor + 0.5)) / R.n).toFixed(3)}%`;
+    if (cur && cur.style.left !== left) cur.style.left = left;  // only real changes: no observer loop
+    const segs = R.segments();
+    let idx = segs.findIndex((s) => s.start <= R.cursor && R.cursor < s.end);
+    segs.forEach((s, k) => s.el.classList.toggle("atom-current", k === idx));
+    for (const bd of tl.querySelectorAll(".atom-bd")) bd.classList.toggle("atom-sel", +bd.dataset.b === R.sel);
+    if (idx !== R.segIndex) { R.segIndex = idx; R.syncSegment(); }
+  };
+
+  // The instruction/skill panel follows the subtask under the cursor (debounced while scrubbing).
+  let segTimer = null;
+  R.syncSegment = () => {
+    clearTimeout(segTimer);
+    segTimer = setTimeout(() => click("atom-seg-btn"), 120);
+  };
+
+  R.play = () => {
+    if (R.playing) return R.stop();
+    if (R.cursor >= R.n - 1) R.seek(0);
+    $("#atom-play").textContent = "⏸";
+    R.playing = setInterval(() => {
+      if (R.cursor >= R.n - 1) return R.stop();
+      if (R.has(R.cursor + 1)) R.seek(R.cursor + 1); else R.prefetch();  // wait for the window
+    }, 1000 / R.fps);
+  };
+  R.stop = () => {
+    clearInterval(R.playing); R.playing = null;
+    const b = $("#atom-play"); if (b) b.textContent = "▶";
+  };
+
+  R.selectBoundary = (dir) => {
+    const bds = R.segments().slice(1).map((s, k) => ({ b: k + 1, f: s.start }));
+    if (!bds.length) return;
+    let pick = dir < 0 ? [...bds].reverse().find((x) => x.f < R.cursor) : bds.find((x) => x.f > R.cursor);
+    if (!pick) pick = dir < 0 ? bds[0] : bds[bds.length - 1];
+    R.sel = pick.b; R.seek(pick.f);
+  };
+
+  // Values for the server events: (cursor, selected boundary, ...rest unchanged).
+  R.args = (...a) => { a[0] = R.cursor; a[1] = R.sel; return a; };
+
+  const typing = (el) => el && (el.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(el.tagName)) &&
+    !(el.tagName === "INPUT" && el.type === "range");
+
+  const KEYS = {
+    "ArrowRight": () => R.seek(R.cursor + 1), "ArrowLeft": () => R.seek(R.cursor - 1),
+    "Shift+ArrowRight": () => R.seek(R.cursor + 10), "Shift+ArrowLeft": () => R.seek(R.cursor - 10),
+    "Home": () => R.seek(0), "End": () => R.seek(R.n - 1), " ": () => R.play(),
+    "s": () => click("atom-split"), "m": () => click("atom-merge"), "b": () => click("atom-move"),
+    ",": () => click("atom-nudge-m1"), ".": () => click("atom-nudge-p1"),
+    "<": () => click("atom-nudge-m10"), ">": () => click("atom-nudge-p10"),
+    "[": () => R.selectBoundary(-1), "]": () => R.selectBoundary(1),
+    "e": () => $("#atom-instruction textarea, #atom-instruction input")?.focus(),
+    "k": () => $("#atom-skill input")?.focus(),
+    "a": () => click("atom-accept"), "f": () => click("atom-flag"), "w": () => click("atom-save"),
+    "r": () => $("#atom-reason textarea, #atom-reason input")?.focus(),
+    "z": () => click("atom-undo"), "y": () => click("atom-redo"), "Z": () => click("atom-redo"),
+    "n": () => click("atom-next"), "?": () => $("#atom-help button, #atom-help .label-wrap")?.click(),
+  };
+
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && typing(document.activeElement)) { document.activeElement.blur(); return; }
+    if (typing(e.target) || e.altKey) return;
+    let key = e.key;
+    if (e.ctrlKey || e.metaKey) {
+      if (key === "z" || key === "Z") key = e.shiftKey ? "y" : "z";
+      else if (key === "y" || key === "s") key = key === "s" ? "w" : "y";
+      else return;
+    } else if (e.shiftKey && key.startsWith("Arrow")) key = "Shift+" + key;
+    const act = KEYS[key];
+    if (!act || !R.ep) return;
+    e.preventDefault();
+    act();
+  }, true);
+
+  document.addEventListener("click", (e) => {
+    const t = e.target;
+    if (!(t instanceof Element)) return;
+    if (t.id === "atom-play") return R.play();
+    const take = t.closest(".atom-take");
+    if (take) { R.takeAuthor = take.dataset.author; return click("atom-take-btn"); }
+    const bd = t.closest("#atom-timeline .atom-bd, #atom-preview .atom-bd");
+    if (bd) { R.sel = +bd.dataset.b; return R.seek(+bd.dataset.frame); }
+    const seg = t.closest(".atom-tl .atom-seg");
+    if (seg) return R.seek(+seg.dataset.start);
+    const sig = t.closest(".atom-tl .atom-sig svg");
+    if (sig) { const r = sig.getBoundingClientRect(); return R.seek(((e.clientX - r.left) / r.width) * R.n); }
+  });
+
+  document.addEventListener("input", (e) => {
+    if (e.target && e.target.id === "atom-slider") R.seek(+e.target.value);
+  });
+
+  // The server re-renders the timeline after each edit (Gradio patches the DOM in place, which
+  // resets the cursor's position): draw the cursor again after any change inside it.
+  const inTimeline = (node) => {
+    const el = node instanceof Element ? node : node.parentElement;
+    return el && el.closest("#atom-timeline");
+  };
+  new MutationObserver((muts) => {
+    if (muts.some((m) => inTimeline(m.target))) R.drawCursor();
+  }).observe(document.documentElement, { childList: true, subtree: true, attributes: true, characterData: true });
+})();
