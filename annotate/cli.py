@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from pydantic import ValidationError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from atomvla.annotate.backends import BACKENDS, get_backend
 from atomvla.annotate.evaluation.plots import plot_episode
 from atomvla.annotate.evaluation.report import report, score_episode, table
 from atomvla.annotate.evaluation.truth import TruthError, load_truth
-from atomvla.annotate.runner import run_backend
+from atomvla.annotate.backends.openai_backend import MissingKeyError, OpenAIBackend
+from atomvla.annotate.jobs.engine import SettingsError, build_engine
+from atomvla.annotate.jobs.estimate import estimate
+from atomvla.annotate.jobs.progress import estimate_table, failures_table, run_progress, summary_table
+from atomvla.annotate.jobs.retry import RetryPolicy
+from atomvla.annotate.profiles import ProfileError
+from atomvla.annotate.runner import Shard, arun, pending
 from atomvla.annotate.selection import SelectionError, select
 from atomvla.curate.cli_support import (
     DEFAULT_STORE,
@@ -47,66 +51,121 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
         raise fail(f"{option} {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
 
 
+# Flags of the model backends; None = the profile's value, else the backend's default.
+ProfileOpt = Annotated[
+    Optional[str], typer.Option(help="Settings saved by `atom-annotate calibrate` (default: the backend's defaults).")
+]
+EpisodesOpt = Annotated[
+    Optional[str], typer.Option(help="Episode ids, indices and ranges, e.g. `0-5,7` (default: all).")
+]
+ShardOpt = Annotated[
+    Optional[str], typer.Option(help="Run shard i of N (`0/4`): machines split a dataset by a hash of each episode id.")
+]
+ModelOpt = Annotated[Optional[str], typer.Option(help="openai: model name (default gpt-4o).")]
+BaseUrlOpt = Annotated[
+    Optional[str], typer.Option(help="openai: an OpenAI-compatible server, e.g. http://gpu-host:8000/v1 (vLLM, SGLang).")
+]
+ApiKeyEnvOpt = Annotated[
+    str, typer.Option(help="openai: environment variable that holds the API key (never pass a key as a flag).")
+]
+FramesOpt = Annotated[Optional[int], typer.Option(help="openai: frames spread uniformly over each episode (default 14).")]
+DetailOpt = Annotated[Optional[str], typer.Option(help="openai: image detail low|high|auto (default low: 85 tokens a frame).")]
+CoarseToFineOpt = Annotated[
+    Optional[bool], typer.Option("--coarse-to-fine/--no-coarse-to-fine", help="openai: re-ask around each boundary with dense frames.")
+]
+_FLAGS = {
+    "gripper_dim": "--gripper-dim", "ee_dims": "--ee-dims", "model": "--model", "base_url": "--base-url",
+    "frames": "--frames", "detail": "--detail", "coarse_to_fine": "--coarse-to-fine",
+}
+
+
+def _engine(db, backend: str, profile, overrides: dict, api_key_env: str, retry: RetryPolicy = RetryPolicy(), need_key: bool = True):
+    """The configured backend; a missing API key is reported here, before any work."""
+    try:
+        engine = build_engine(db, backend, profile, overrides, flags=_FLAGS, api_key_env=api_key_env, retry=retry)
+        if need_key and isinstance(engine, OpenAIBackend):
+            engine.check_key()
+    except KeyError as exc:
+        raise fail(exc.args[0]) from exc
+    except (ProfileError, SettingsError, MissingKeyError) as exc:
+        raise fail(str(exc)) from exc
+    return engine
+
+
+def _chosen(db, store: Path, episodes: Optional[str], shard: Optional[str]) -> list:
+    all_episodes = db.episodes()
+    if not all_episodes:
+        raise fail(f"{store}: no episodes (import a source with `atom-curate import SOURCE --store {store}`)")
+    try:
+        chosen = select(all_episodes, episodes)
+        part = Shard.parse(shard) if shard else None
+    except (SelectionError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    return [m for m in chosen if m.episode_id in part] if part else chosen
+
+
 @app.command()
 def run(
     store: StoreOpt = DEFAULT_STORE,
     backend: Annotated[str, typer.Option(help=f"Backend: {', '.join(sorted(BACKENDS))}.")] = "heuristic",
-    episodes: Annotated[
-        Optional[str], typer.Option(help="Episode ids, indices and ranges, e.g. `0-5,7` (default: all).")
-    ] = None,
+    profile: ProfileOpt = None,
+    episodes: EpisodesOpt = None,
+    shard: ShardOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Propose again where this backend and settings already did.")] = False,
+    concurrency: Annotated[int, typer.Option(min=1, help="Episodes in flight at once.")] = 8,
+    max_cost: Annotated[
+        Optional[float], typer.Option(min=0, help="Stop starting episodes before the spend (US$) would pass this.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the token and dollar estimate and stop.")] = False,
     gripper_dim: Annotated[
         Optional[int], typer.Option(help="heuristic: gripper dim of observation.state (instead of names).")
     ] = None,
     ee_dims: Annotated[
         Optional[str], typer.Option(help="heuristic: end-effector x,y,z dims of observation.state, e.g. 0,1,2.")
     ] = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
+    frames: FramesOpt = None,
+    detail: DetailOpt = None,
+    coarse_to_fine: CoarseToFineOpt = None,
+    timeout: Annotated[float, typer.Option(min=0.01, help="Seconds before a model request is abandoned and retried.")] = 120.0,
+    attempts: Annotated[int, typer.Option(min=1, help="Tries per model request (429, 5xx and timeouts are retried).")] = 6,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Propose subtasks for the store's episodes; each becomes a `proposed` revision by the backend.
+    """Propose subtasks for the store's episodes; each becomes a revision by the backend.
 
-    Episodes the backend cannot handle are reported and skipped; the exit status is then 1.
+    A resumable job: a re-run skips what this backend and settings already proposed, and a model
+    backend reuses every answer it was already given (response cache next to the store). Episodes
+    that fail are listed with the reason; the exit status is then 1.
     """
     setup_logging(verbose)
-    try:
-        cls = get_backend(backend)
-    except KeyError as exc:
-        raise fail(exc.args[0]) from exc
-    overrides = {"gripper_dim": gripper_dim, "ee_dims": _ints(ee_dims, "--ee-dims") if ee_dims else None}
-    try:
-        config = cls.Config(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        raise fail(f"bad settings for the {backend} backend: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
-    engine = cls(config)
-
     db = open_store(store)
-    all_episodes = db.episodes()
-    if not all_episodes:
-        raise fail(f"{store}: no episodes (import a source with `atom-curate import SOURCE --store {store}`)")
-    try:
-        chosen = select(all_episodes, episodes)
-    except SelectionError as exc:
-        raise fail(str(exc)) from exc
+    overrides = {
+        "gripper_dim": gripper_dim, "ee_dims": _ints(ee_dims, "--ee-dims") if ee_dims else None, "model": model,
+        "base_url": base_url, "frames": frames, "detail": detail, "coarse_to_fine": coarse_to_fine,
+    }
+    retry = RetryPolicy(attempts=attempts, timeout_s=timeout)
+    engine = _engine(db, backend, profile, overrides, api_key_env, retry, need_key=not dry_run)
+    chosen = _chosen(db, store, episodes, shard)
+    todo, skipped = pending(db, engine, chosen, overwrite)
+    est = estimate(engine, todo)
+    model_name = getattr(engine, "model", backend)
+    if dry_run:
+        console.print(estimate_table(f"atom-annotate run --dry-run: {backend} ({len(skipped)} already proposed)", est, model_name))
+        return
 
-    with Progress(
-        TextColumn(f"[bold]{backend}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True,
-    ) as progress:
-        bar = progress.add_task(backend, total=len(chosen))
-        result = run_backend(db, engine, chosen, overwrite, on_episode=lambda _id, _outcome: progress.advance(bar))
-
-    summary = Table(title=f"atom-annotate run: {backend} (settings {engine.settings_hash})")
-    for col in ("proposed", "skipped (already proposed)", "failed"):
-        summary.add_column(col, justify="right")
-    summary.add_row(str(len(result.proposed)), str(len(result.skipped)), str(len(result.failed)))
-    console.print(summary)
+    with run_progress(err_console, backend, len(chosen)) as on_episode:
+        result = asyncio.run(
+            arun(db, engine, chosen, concurrency=concurrency, overwrite=overwrite, max_cost=max_cost,
+                 estimate_usd=est.usd_per_episode, on_episode=on_episode)
+        )
+    console.print(summary_table(f"atom-annotate run: {backend} (job {result.job_id})", result))
+    if result.stopped:
+        err_console.print(f"[yellow]{result.stopped}; {len(result.not_started)} episodes left for a later run[/]")
     if result.failed:
-        failures = Table(title="failed episodes", show_lines=True)
-        failures.add_column("episode")
-        failures.add_column("why")
-        for episode_id, why in result.failed:
-            failures.add_row(episode_id, why)
-        console.print(failures)
+        console.print(failures_table(result.failed))
+    if result.failed or result.not_started:
         raise typer.Exit(1)
 
 
@@ -161,3 +220,60 @@ def eval_(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(reports, indent=2))
         log.info("report written to %s", json_out)
+
+
+def _settings_help() -> str:
+    """Each calibratable backend's settings with their meaning, for `calibrate --help`."""
+    lines = []
+    for name in sorted(BACKENDS):
+        config = BACKENDS[name].Config
+        searched = getattr(config, "search_space", {})
+        for field, info in config.model_fields.items() if searched else ():
+            fitted = f" [fitted: {', '.join(map(str, searched[field]))}]" if field in searched else ""
+            lines.append(f"{name}.{field} (default {info.default}): {info.description}{fitted}")
+    return "\n\n".join(lines)
+
+
+@app.command(
+    help="Fit a backend's settings to the episodes whose latest revision by AUTHOR is `accepted` (3-5 are enough) "
+    "and save them as a named profile; `atom-annotate run --profile NAME` then uses them (a new settings hash, so "
+    "episodes are proposed again). Reports boundary F1 before, with leave-one-out (each example scored with settings "
+    "fitted on the others) and after.\n\nSettings (conventions a team may differ on):\n\n" + _settings_help()
+)
+def calibrate(
+    author: Annotated[str, typer.Option(help="Annotator whose accepted revisions are the examples.")],
+    profile: Annotated[str, typer.Option(help="Profile name to save the settings under (replaces one of that name).")],
+    store: StoreOpt = DEFAULT_STORE,
+    backend: Annotated[str, typer.Option(help=f"Backend: {', '.join(sorted(BACKENDS))}.")] = "heuristic",
+    tolerance: Annotated[int, typer.Option(min=0, help="Boundary match tolerance, in frames.")] = 5,
+    verbose: VerboseOpt = False,
+) -> None:
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from atomvla.annotate.calibrate import CalibrationError, accepted_examples, n_candidates
+    from atomvla.annotate.calibrate import calibrate as fit
+    from atomvla.annotate.profiles import save_profile
+
+    setup_logging(verbose)
+    try:
+        cls = get_backend(backend)
+    except KeyError as exc:
+        raise fail(exc.args[0]) from exc
+    db = open_store(store)
+    examples = accepted_examples(db, author)
+    try:
+        with Progress(console=err_console, transient=True) as progress:
+            bar = progress.add_task(f"calibrating {backend}", total=n_candidates(cls))
+            config, rep = fit(cls, examples, tolerance, on_config=lambda: progress.advance(bar))
+    except CalibrationError as exc:
+        raise fail(f"{store}: author {author!r}: {exc}") from exc
+    engine = cls(config)
+    save_profile(db, engine, profile, rep.as_dict(), author)
+
+    summary = Table(title=f"calibrate {backend} on {rep.n_examples} episodes accepted by {author} (±{tolerance} frames)")
+    for col in ("F1 before", "F1 leave-one-out", "F1 fitted", "settings changed", "profile (settings hash)"):
+        summary.add_column(col)
+    changed = ", ".join(f"{k}={v}" for k, v in rep.changed.items()) or "none"
+    summary.add_row(f"{rep.f1_before:.2f}", f"{rep.f1_loo:.2f}", f"{rep.f1_fit:.2f}", changed, f"{profile} ({engine.settings_hash})")
+    console.print(summary)

@@ -1,28 +1,177 @@
-"""Run one backend over store episodes: propose, store, skip what is already proposed."""
+"""Run one backend over store episodes as a resumable job: concurrent, budgeted, recorded.
+
+Every episode ends as a stored revision (`proposed`, or `failed` with the reason when a model's
+answer stayed invalid after its repair request) or as a failed job item with the error (the
+episode could not be read, or the server kept failing): the next run retries those. An episode
+whose latest revision by this backend has the same settings hash is skipped, and a model backend
+finds answers it already paid for in its response cache, so a run killed at any point and started
+again asks nothing twice. Each episode's tokens and dollars go to the store's ledger.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import openai
+
 from atomvla.annotate.backends.base import Backend, BackendError
+from atomvla.annotate.jobs.retry import RetriesExhausted
+from atomvla.annotate.vlm import Usage
 from atomvla.curate.episode import Episode
 from atomvla.curate.errors import SourceError
 from atomvla.curate.store import Store
-from atomvla.schemas import DecompositionError, EpisodeMeta
+from atomvla.schemas import Decomposition, DecompositionError, EpisodeMeta, Status
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["proposed", "skipped", "failed"]
+# Errors that end one episode and not the run: the episode's data, the model's answer, the server.
+EPISODE_ERRORS = (BackendError, SourceError, DecompositionError, RetriesExhausted, openai.APIError)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: episodes are dealt by a hash of their id, the same on every machine."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            i, n = (int(x) for x in text.split("/"))
+        except ValueError:
+            raise ValueError(f"--shard {text!r}: expected i/N, e.g. 0/4") from None
+        if not (n >= 1 and 0 <= i < n):
+            raise ValueError(f"--shard {text!r}: need 0 <= i < N")
+        return cls(i, n)
+
+    def __contains__(self, episode_id: str) -> bool:
+        return int(hashlib.sha256(episode_id.encode()).hexdigest()[:12], 16) % self.count == self.index
 
 
 @dataclass
 class RunResult:
+    job_id: str
     proposed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (episode id, why)
+    not_started: list[str] = field(default_factory=list)  # left for a later run (budget reached)
+    usage: Usage = field(default_factory=Usage)
+    stopped: str | None = None  # why the run stopped early
+
+
+def job_id(backend: Backend) -> str:
+    """One job per backend and settings: a re-run with the same settings resumes it."""
+    return f"{backend.name}-{backend.settings_hash}"
+
+
+def pending(store: Store, backend: Backend, episodes: Sequence[EpisodeMeta], overwrite: bool) -> tuple[list[EpisodeMeta], list[str]]:
+    """(episodes to run, ids skipped because this backend's latest revision has these settings)."""
+    if overwrite:
+        return list(episodes), []
+    latest = store.latest_all(author=backend.name)
+    done = {
+        episode_id
+        for episode_id, dec in latest.items()
+        if dec.provenance is not None and dec.provenance.settings_hash == backend.settings_hash
+    }
+    return [m for m in episodes if m.episode_id not in done], [m.episode_id for m in episodes if m.episode_id in done]
+
+
+async def _propose(backend: Backend, episode: Episode) -> tuple[Decomposition, Usage]:
+    apropose = getattr(backend, "apropose", None)
+    if apropose is not None:
+        return await apropose(episode)
+    return await asyncio.to_thread(backend.propose, episode), Usage()
+
+
+async def arun(
+    store: Store,
+    backend: Backend,
+    episodes: Sequence[EpisodeMeta],
+    *,
+    concurrency: int = 8,
+    overwrite: bool = False,
+    max_cost: float | None = None,
+    estimate_usd: float = 0.0,
+    on_episode: Callable[[str, Outcome, Usage], None] | None = None,
+) -> RunResult:
+    """Propose for every episode with at most `concurrency` at a time.
+
+    `max_cost`: no episode is started once the spend so far, plus a reservation for each episode in
+    flight and for the next one, would pass it; a reservation is the larger of `estimate_usd` and
+    the dearest episode so far. Episodes not started stay pending for a later run.
+    """
+    todo, skipped = pending(store, backend, episodes, overwrite)
+    result = RunResult(job_id(backend), skipped=skipped)
+    for episode_id in skipped:
+        if on_episode is not None:
+            on_episode(episode_id, "skipped", Usage())
+    store.start_job(result.job_id, backend.name, backend.config.model_dump(mode="json"), [m.episode_id for m in todo])
+    model = getattr(backend, "model", None) or backend.name
+    queue: asyncio.Queue[EpisodeMeta] = asyncio.Queue()
+    for meta in todo:
+        queue.put_nowait(meta)
+    reserve = estimate_usd
+    in_flight = 0
+
+    def over_budget() -> bool:
+        return max_cost is not None and result.usage.cost_usd + (in_flight + 1) * reserve > max_cost
+
+    async def one(meta: EpisodeMeta) -> None:
+        nonlocal reserve
+        episode_id = meta.episode_id
+        outcome: Outcome
+        try:
+            dec, usage = await _propose(backend, Episode(meta))
+        except EPISODE_ERRORS as exc:
+            why = str(exc) if isinstance(exc, (BackendError, SourceError, DecompositionError)) else f"episode {episode_id}: {exc}"
+            log.error("%s", why)
+            store.mark_job_item(result.job_id, episode_id, "failed", why)
+            result.failed.append((episode_id, why))
+            usage, outcome = Usage(), "failed"
+        else:
+            if usage.requests or usage.cached:
+                # The ledger first: a crash before the revision lands re-reads the answer from the
+                # cache (free), never leaving paid tokens unrecorded.
+                store.add_ledger(result.job_id, episode_id, model, usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.cached)
+            store.add_revision(dec)
+            if dec.status is Status.failed:
+                store.mark_job_item(result.job_id, episode_id, "failed", dec.note)
+                result.failed.append((episode_id, f"episode {episode_id}: {dec.note}"))
+                outcome = "failed"
+            else:
+                store.mark_job_item(result.job_id, episode_id, "done")
+                result.proposed.append(episode_id)
+                outcome = "proposed"
+        result.usage += usage
+        reserve = max(reserve, usage.cost_usd)
+        if on_episode is not None:
+            on_episode(episode_id, outcome, usage)
+
+    async def worker() -> None:
+        nonlocal in_flight
+        while not queue.empty() and result.stopped is None:
+            if over_budget():
+                result.stopped = f"stopped before passing --max-cost ${max_cost:.2f} (spent ${result.usage.cost_usd:.4f})"
+                return
+            meta = queue.get_nowait()
+            in_flight += 1
+            try:
+                await one(meta)
+            finally:
+                in_flight -= 1
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    while not queue.empty():
+        result.not_started.append(queue.get_nowait().episode_id)
+    return result
 
 
 def run_backend(
@@ -31,35 +180,8 @@ def run_backend(
     episodes: Sequence[EpisodeMeta],
     overwrite: bool = False,
     on_episode: Callable[[str, Outcome], None] | None = None,
+    concurrency: int = 1,
 ) -> RunResult:
-    """Propose for each episode and store it as a `proposed` revision authored by the backend.
-
-    An episode whose latest revision by this backend has the same settings hash is skipped unless
-    `overwrite`. An episode the backend cannot handle is reported and the run goes on: failures are
-    returned, not stored.
-    """
-    latest = store.latest_all(author=backend.name)
-    result = RunResult()
-    for meta in episodes:
-        previous = latest.get(meta.episode_id)
-        outcome: Outcome
-        if (
-            not overwrite
-            and previous is not None
-            and previous.provenance is not None
-            and previous.provenance.settings_hash == backend.settings_hash
-        ):
-            result.skipped.append(meta.episode_id)
-            outcome = "skipped"
-        else:
-            try:
-                store.add_revision(backend.propose(Episode(meta)))
-                result.proposed.append(meta.episode_id)
-                outcome = "proposed"
-            except (BackendError, SourceError, DecompositionError) as exc:
-                log.error("%s", exc)
-                result.failed.append((meta.episode_id, str(exc)))
-                outcome = "failed"
-        if on_episode is not None:
-            on_episode(meta.episode_id, outcome)
-    return result
+    """`arun` from synchronous code (tests, the review app)."""
+    callback = (lambda episode_id, outcome, _usage: on_episode(episode_id, outcome)) if on_episode is not None else None
+    return asyncio.run(arun(store, backend, episodes, concurrency=concurrency, overwrite=overwrite, on_episode=callback))

@@ -180,11 +180,12 @@ def build_messages(
     return [{"role": "system", "content": system_prompt(min_frames)}, {"role": "user", "content": parts}]
 
 
-def response_format(n_frames: int) -> dict:
-    """Structured Outputs: the strict JSON Schema of `schemas.decomposition_json_schema`."""
+def response_format() -> dict:
+    """Structured Outputs: the strict JSON Schema of `schemas.decomposition_json_schema` (the frame
+    count is in the prompt, so one schema serves every episode and every request can be batched)."""
     return {
         "type": "json_schema",
-        "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": decomposition_json_schema(n_frames)},
+        "json_schema": {"name": SCHEMA_NAME, "strict": True, "schema": decomposition_json_schema()},
     }
 
 

@@ -475,6 +475,69 @@ class Store:
                 (state, error, _now(), job_id, episode_id),
             )
 
+    def job_errors(self, job_id: str) -> dict[str, str]:
+        """{episode_id: error} of the job's items that failed."""
+        rows = self._conn().execute(
+            "SELECT episode_id, error FROM job_items WHERE job_id = ? AND state = 'failed' ORDER BY episode_id", (job_id,)
+        )
+        return {r[0]: r[1] or "" for r in rows}
+
+    # -- ledger: tokens and dollars ----------------------------------------------------------
+
+    def add_ledger(
+        self, job_id: str, episode_id: str, model: str, input_tokens: int, output_tokens: int, cost_usd: float, cached: int
+    ) -> None:
+        """One episode's spend in a job; `cached` counts answers reused from the response cache."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO ledger (job_id, episode_id, model, input_tokens, output_tokens, cost_usd, cached, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, episode_id, model, input_tokens, output_tokens, cost_usd, cached, _now()),
+            )
+
+    def ledger_totals(self, job_id: str | None = None) -> dict:
+        """{rows, episodes, input_tokens, output_tokens, cost_usd, cached} over a job (or every job)."""
+        where, args = ("WHERE job_id = ?", (job_id,)) if job_id is not None else ("", ())
+        row = self._conn().execute(
+            "SELECT count(*), count(DISTINCT episode_id), coalesce(sum(input_tokens), 0),"
+            f" coalesce(sum(output_tokens), 0), coalesce(sum(cost_usd), 0.0), coalesce(sum(cached), 0) FROM ledger {where}",
+            args,
+        ).fetchone()
+        keys = ("rows", "episodes", "input_tokens", "output_tokens", "cost_usd", "cached")
+        return dict(zip(keys, tuple(row)))
+
+    def ledger_rows(self, job_id: str) -> list[dict]:
+        rows = self._conn().execute(
+            "SELECT episode_id, model, input_tokens, output_tokens, cost_usd, cached, created_at FROM ledger"
+            " WHERE job_id = ? ORDER BY id",
+            (job_id,),
+        )
+        return [dict(r) for r in rows]
+
+    # -- batches: OpenAI Batch API runs ------------------------------------------------------
+
+    def add_batch(self, batch_id: str, job_id: str, state: str, request: dict) -> None:
+        now = _now()
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO batches (batch_id, job_id, state, request_json, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (batch_id, job_id, state, json.dumps(request, sort_keys=True), now, now),
+            )
+
+    def set_batch_state(self, batch_id: str, state: str) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE batches SET state = ?, updated_at = ? WHERE batch_id = ?", (state, _now(), batch_id))
+
+    def batches(self, state: str | None = None) -> list[dict]:
+        """{batch_id, job_id, state, request, created_at, updated_at} per batch, oldest first."""
+        sql, args = "SELECT * FROM batches", []
+        if state is not None:
+            sql += " WHERE state = ?"
+            args.append(state)
+        rows = self._conn().execute(sql + " ORDER BY created_at, batch_id", args)
+        return [{**dict(r), "request": json.loads(r["request_json"])} for r in rows]
+
     # -- profiles: named backend settings (calibration) ------------------------------------
 
     def save_profile(

@@ -1,0 +1,261 @@
+"""`openai`: GPT-4o, or any model behind an OpenAI-compatible server (vLLM, SGLang) via `base_url`.
+
+The frames, prompt, parsing and repair are the shared VLM path (`atomvla.annotate.vlm`); this
+module adds the request: Structured Outputs with the strict schema, the response cache, the
+rate limiter fed by the server's headers, retries with backoff, token and dollar accounting, and
+the optional coarse-to-fine pass that re-asks around each boundary with dense frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from atomvla.annotate.backends.base import register
+from atomvla.annotate.jobs.cache import ResponseCache, request_key
+from atomvla.annotate.jobs.limiter import RateLimiter
+from atomvla.annotate.jobs.pricing import cost_usd, input_tokens, text_tokens
+from atomvla.annotate.jobs.retry import RetryPolicy, with_retries
+from atomvla.annotate.vlm import (
+    PROMPT_VERSION,
+    Message,
+    Usage,
+    VLMBackend,
+    VLMConfig,
+    build_messages,
+    dense_indices,
+    encode_jpeg,
+    frame_label,
+    kinematic_events,
+    response_format,
+    sample_indices,
+)
+from atomvla.curate.episode import Episode
+from atomvla.schemas import Subtask, check_subtasks
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+REFINE_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "boundary",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"start_frame": {"type": "integer", "description": "frame where the second subtask starts"}},
+            "required": ["start_frame"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+# Dry-run and --max-cost estimates assume a typical answer: 4 subtasks with instructions of
+# about 40 characters (~85 output tokens of JSON).
+TYPICAL_SUBTASKS = 4
+TYPICAL_ANSWER_TOKENS = text_tokens(
+    json.dumps({"subtasks": [{"start_frame": 100, "end_frame": 100, "instruction": "x" * 40, "skill": "place"}] * TYPICAL_SUBTASKS})
+)
+# A boundary in the estimate: instructions of about 40 characters.
+TYPICAL_PAIR = (
+    Subtask(start_frame=0, end_frame=1, instruction="pick up the black bowl from the table", skill="pick"),
+    Subtask(start_frame=1, end_frame=2, instruction="place the black bowl on the plate", skill="place"),
+)
+
+
+def refine_text(task: str, before: Subtask, after: Subtask) -> str:
+    return (
+        f"Task instruction: {task}\n"
+        f'Subtask "{before.instruction}" ({before.skill}) is followed by subtask '
+        f'"{after.instruction}" ({after.skill}). The frames below surround the change. '
+        f"Answer the frame number, one of those shown, where the second subtask starts."
+    )
+
+
+class MissingKeyError(RuntimeError):
+    """No API key in the environment (the message names the variable, never a value)."""
+
+
+class OpenAIConfig(VLMConfig):
+    model: str = Field("gpt-4o", description="model name as the server knows it")
+    base_url: str | None = Field(None, description="OpenAI-compatible server, e.g. http://host:8000/v1 (vLLM)")
+    detail: Literal["low", "high", "auto"] = Field("low", description="image detail: low costs 85 tokens a frame")
+    max_output_tokens: int = Field(600, ge=16)
+    temperature: float = Field(0.0, ge=0)
+    coarse_to_fine: bool = Field(False, description="re-ask around each boundary with dense frames")
+    dense_frames: int = Field(8, ge=2, description="coarse-to-fine: frames per boundary")
+    dense_window_s: float = Field(0.75, gt=0, description="coarse-to-fine: seconds either side of a boundary")
+
+
+@register
+class OpenAIBackend(VLMBackend):
+    """Chat Completions with images; the key comes only from the environment."""
+
+    name = "openai"
+    Config = OpenAIConfig
+
+    def __init__(
+        self,
+        config: OpenAIConfig | None = None,
+        *,
+        api_key_env: str = DEFAULT_KEY_ENV,
+        cache: ResponseCache | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+    ):
+        super().__init__(config)
+        self.api_key_env = api_key_env
+        self.cache = cache
+        self.retry = retry
+        self.limiter = RateLimiter()
+        self._clients: dict[int, object] = {}  # per event loop: an async client is bound to its loop
+
+    @property
+    def model(self) -> str:
+        return self.config.model  # type: ignore[attr-defined]
+
+    @property
+    def detail(self) -> str:
+        return self.config.detail  # type: ignore[attr-defined]
+
+    def check_key(self) -> None:
+        """Raise MissingKeyError unless the key variable is set (call before any work)."""
+        if not os.environ.get(self.api_key_env):
+            raise MissingKeyError(
+                f"no API key: set {self.api_key_env}"
+                + (" (or name another variable with --api-key-env)" if self.api_key_env == DEFAULT_KEY_ENV else "")
+            )
+
+    def client(self):
+        """The async client of the running event loop (SDK retries off: `with_retries` owns them)."""
+        import openai
+
+        loop_id = id(asyncio.get_running_loop())
+        if loop_id not in self._clients:
+            self.check_key()
+            cfg: OpenAIConfig = self.config  # type: ignore[assignment]
+            self._clients = {
+                loop_id: openai.AsyncOpenAI(
+                    api_key=os.environ[self.api_key_env],
+                    base_url=cfg.base_url,
+                    max_retries=0,
+                    timeout=self.retry.timeout_s,
+                )
+            }
+        return self._clients[loop_id]
+
+    def body(self, messages: list[Message], schema: dict) -> dict:
+        """The Chat Completions request body (also one line of a Batch API input file)."""
+        cfg: OpenAIConfig = self.config  # type: ignore[assignment]
+        return {
+            "model": cfg.model,
+            "messages": messages,
+            "response_format": schema,
+            "temperature": cfg.temperature,
+            "max_completion_tokens": cfg.max_output_tokens,
+        }
+
+    def cache_key(self, body: dict) -> str:
+        return request_key(self.model, PROMPT_VERSION, body)
+
+    async def complete(self, messages: list[Message], schema: dict) -> tuple[str, Usage]:
+        """The answer text to one request: from the cache when this exact request was answered."""
+        body = self.body(messages, schema)
+        key = self.cache_key(body)
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            return hit["text"], Usage(hit["input_tokens"], hit["output_tokens"], 0.0, 0, 1)
+        client = self.client()
+        estimate = input_tokens(messages, schema)
+        raw = await with_retries(
+            lambda: client.chat.completions.with_raw_response.create(**body), self.retry, self.limiter, estimate
+        )
+        self.limiter.update(raw.headers)
+        completion = raw.parse()
+        message = completion.choices[0].message
+        text = message.content if message.content is not None else (message.refusal or "")
+        used = completion.usage
+        tokens_in = used.prompt_tokens if used is not None else estimate
+        tokens_out = used.completion_tokens if used is not None else 0
+        if self.cache is not None:
+            self.cache.put(key, {"text": text, "input_tokens": tokens_in, "output_tokens": tokens_out, "model": self.model})
+        return text, Usage(tokens_in, tokens_out, cost_usd(self.model, tokens_in, tokens_out), 1, 0)
+
+    async def agenerate(self, messages: list[Message], frames: np.ndarray) -> tuple[str, Usage]:
+        return await self.complete(messages, response_format())
+
+    async def refine(self, episode: Episode, subtasks: list[Subtask]) -> tuple[list[Subtask], Usage]:
+        """Coarse-to-fine: each boundary re-asked with dense frames around it, all at once.
+
+        A boundary moves only within its neighbours' limits; an invalid refined answer keeps the
+        coarse boundary (the coarse decomposition was already valid).
+        """
+        cfg: OpenAIConfig = self.config  # type: ignore[assignment]
+        if not cfg.coarse_to_fine:
+            return subtasks, Usage()
+        meta = episode.meta
+        half = max(1, round(cfg.dense_window_s * meta.fps))
+        m = cfg.min_subtask_frames
+        asks = []
+        for i in range(1, len(subtasks)):
+            lo, hi = subtasks[i - 1].start_frame + m, subtasks[i].end_frame - m
+            centre = subtasks[i].start_frame
+            window = [f for f in dense_indices(meta.n_frames, centre, half, cfg.dense_frames) if lo <= f <= hi]
+            asks.append(self._refine_one(episode, subtasks[i - 1], subtasks[i], window or [centre]))
+        results = await asyncio.gather(*asks)
+        starts = [0] + [frame for frame, _ in results]
+        usage = sum((u for _, u in results), Usage())
+        ends = starts[1:] + [meta.n_frames]
+        refined = [s.model_copy(update={"start_frame": a, "end_frame": b}) for s, a, b in zip(subtasks, starts, ends)]
+        if check_subtasks(refined, meta.n_frames, m):
+            return subtasks, usage
+        return refined, usage
+
+    async def _refine_one(self, episode: Episode, before: Subtask, after: Subtask, window: list[int]) -> tuple[int, Usage]:
+        cfg: OpenAIConfig = self.config  # type: ignore[assignment]
+        frames = await asyncio.to_thread(episode.frames(cfg.camera).get_many, window)
+        parts: list[dict] = [{"type": "text", "text": refine_text(episode.meta.task, before, after)}]
+        for i, f in zip(window, frames):
+            parts.append({"type": "text", "text": frame_label(i)})
+            parts.append({"type": "image_url", "image_url": {"url": encode_jpeg(f, cfg.max_side), "detail": cfg.detail}})
+        text, usage = await self.complete([{"role": "user", "content": parts}], REFINE_SCHEMA)
+        try:
+            frame = int(json.loads(text)["start_frame"])
+        except (ValueError, KeyError, TypeError):
+            return after.start_frame, usage
+        return (frame if window[0] <= frame <= window[-1] else after.start_frame), usage
+
+    def estimate_tokens(self, episode: Episode) -> tuple[int, int]:
+        """(input, output) tokens one episode is expected to cost, without decoding a frame: the
+        first request counted as the API bills it, the answer taken as a typical 4-subtask answer,
+        coarse-to-fine as one dense request per expected boundary."""
+        cfg: OpenAIConfig = self.config  # type: ignore[assignment]
+        meta = episode.meta
+        events = kinematic_events(episode) if cfg.kinematic_events else []
+        indices = sample_indices(meta.n_frames, cfg.frames, events, cfg.max_event_frames)
+        size = _frame_size(meta, cfg)
+        messages = build_messages(meta, indices, ["data:,"] * len(indices), cfg.min_subtask_frames, cfg.detail)
+        tokens_in = input_tokens(messages, response_format(), size)
+        tokens_out = TYPICAL_ANSWER_TOKENS
+        if cfg.coarse_to_fine:
+            dense = [{"type": "image_url", "image_url": {"url": "data:,", "detail": cfg.detail}}] * cfg.dense_frames
+            labels = [{"type": "text", "text": frame_label(meta.n_frames)}] * cfg.dense_frames
+            one = input_tokens([{"role": "user", "content": [{"type": "text", "text": refine_text(meta.task, *TYPICAL_PAIR)}, *labels, *dense]}], REFINE_SCHEMA, size)
+            tokens_in += (TYPICAL_SUBTASKS - 1) * one
+            tokens_out += (TYPICAL_SUBTASKS - 1) * text_tokens('{"start_frame": 100}')
+        return tokens_in, tokens_out
+
+
+def _frame_size(meta, cfg: OpenAIConfig) -> tuple[int, int]:
+    """(width, height) of the frames as sent (after downscaling), 512x512 when the store does not know."""
+    cams = {c.key: c for c in meta.cameras}
+    cam = cams.get(cfg.camera) if cfg.camera else next(iter(cams.values()), None)
+    if cam is None or not cam.width or not cam.height:
+        return 512, 512
+    scale = min(1.0, cfg.max_side / max(cam.width, cam.height))
+    return round(cam.width * scale), round(cam.height * scale)

@@ -1,0 +1,171 @@
+"""The OpenAI Batch API for half-price runs: submit the first request of each episode, poll, collect.
+
+`submit` writes one JSONL line per episode (custom_id = episode id; the same body a live run
+sends), uploads it (split so no file passes the API's limits) and records each batch in the
+store. `collect` downloads finished output into the response cache, at Batch prices in the
+ledger; the ordinary runner then proposes those episodes from the cache (a repair or a
+coarse-to-fine request, if needed, goes to the live API).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import openai
+
+from atomvla.annotate.backends.openai_backend import OpenAIBackend
+from atomvla.annotate.jobs.pricing import cost_usd
+from atomvla.annotate.runner import job_id, pending
+from atomvla.annotate.vlm import response_format
+from atomvla.curate.episode import Episode
+from atomvla.curate.store import Store
+from atomvla.schemas import EpisodeMeta
+
+log = logging.getLogger(__name__)
+
+ENDPOINT = "/v1/chat/completions"
+# The API takes up to 50,000 requests and 200 MB per input file; stay a little under the size.
+MAX_REQUESTS = 50_000
+MAX_BYTES = 190 << 20
+# Batch states after which nothing more will come (`collected`: ours, once its output is cached).
+FINISHED = ("completed", "failed", "expired", "cancelled", "collected")
+
+
+class BatchError(RuntimeError):
+    """A batch cannot be submitted or collected; the message says which and why."""
+
+
+def sync_client(backend: OpenAIBackend) -> openai.OpenAI:
+    backend.check_key()
+    return openai.OpenAI(api_key=os.environ[backend.api_key_env], base_url=backend.config.base_url)  # type: ignore[attr-defined]
+
+
+def _open_episodes(store: Store, job: str) -> set[str]:
+    """Episodes already waiting in a submitted, unfinished batch of this job."""
+    return {e for b in store.batches() if b["job_id"] == job and b["state"] not in FINISHED for e in b["request"]["episodes"]}
+
+
+def submit(store: Store, backend: OpenAIBackend, episodes: Sequence[EpisodeMeta], client: openai.OpenAI) -> list[str]:
+    """Batch ids submitted for the episodes that need an answer (not proposed, not cached, not queued)."""
+    job = job_id(backend)
+    todo, _ = pending(store, backend, episodes, overwrite=False)
+    queued = _open_episodes(store, job)
+    lines: list[tuple[str, str, str]] = []  # (episode id, cache key, JSONL line)
+    for meta in todo:
+        if meta.episode_id in queued:
+            continue
+        messages, _ = backend.request(Episode(meta))
+        body = backend.body(messages, response_format())
+        key = backend.cache_key(body)
+        if backend.cache is not None and backend.cache.get(key) is not None:
+            continue
+        lines.append((meta.episode_id, key, json.dumps({"custom_id": meta.episode_id, "method": "POST", "url": ENDPOINT, "body": body})))
+    store.start_job(job, backend.name, backend.config.model_dump(mode="json"), [e for e, _, _ in lines])
+    batch_ids = []
+    for chunk in _chunks(lines):
+        payload = ("\n".join(line for _, _, line in chunk) + "\n").encode()
+        uploaded = client.files.create(file=("atomvla-batch.jsonl", payload), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h", metadata={"atomvla_job": job}
+        )
+        store.add_batch(
+            batch.id,
+            job,
+            batch.status,
+            {"episodes": [e for e, _, _ in chunk], "keys": {e: k for e, k, _ in chunk}, "input_file_id": uploaded.id, "model": backend.model},
+        )
+        batch_ids.append(batch.id)
+        log.info("submitted %s: %d episodes", batch.id, len(chunk))
+    return batch_ids
+
+
+def _chunks(lines: list[tuple[str, str, str]]) -> list[list[tuple[str, str, str]]]:
+    chunks: list[list[tuple[str, str, str]]] = []
+    size = 0
+    for item in lines:
+        n = len(item[2]) + 1
+        if not chunks or len(chunks[-1]) >= MAX_REQUESTS or size + n > MAX_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += n
+    return chunks
+
+
+@dataclass
+class BatchState:
+    batch_id: str
+    state: str
+    total: int
+    completed: int
+    failed: int
+
+
+def refresh(store: Store, client: openai.OpenAI) -> list[BatchState]:
+    """Every batch in the store, its state updated from the API unless already finished."""
+    states = []
+    for b in store.batches():
+        if b["state"] in FINISHED:
+            n = len(b["request"]["episodes"])
+            states.append(BatchState(b["batch_id"], b["state"], n, n if b["state"] == "collected" else 0, 0))
+            continue
+        remote = client.batches.retrieve(b["batch_id"])
+        if remote.status != b["state"]:
+            store.set_batch_state(b["batch_id"], remote.status)
+        counts = remote.request_counts
+        states.append(
+            BatchState(b["batch_id"], remote.status, counts.total if counts else 0, counts.completed if counts else 0, counts.failed if counts else 0)
+        )
+    return states
+
+
+@dataclass
+class Collected:
+    answered: list[str] = field(default_factory=list)  # episodes whose answer is now cached
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (episode id, why)
+    waiting: list[str] = field(default_factory=list)  # batch ids not finished yet
+
+
+def collect(store: Store, backend: OpenAIBackend, client: openai.OpenAI) -> Collected:
+    """Cache the answers of every completed batch and record their Batch-price cost in the ledger."""
+    if backend.cache is None:
+        raise BatchError("collecting a batch needs the response cache")
+    out = Collected()
+    refresh(store, client)
+    for b in store.batches():
+        if b["state"] in ("collected", "failed", "expired", "cancelled"):
+            continue
+        if b["state"] != "completed":
+            out.waiting.append(b["batch_id"])
+            continue
+        remote = client.batches.retrieve(b["batch_id"])
+        keys: dict[str, str] = b["request"]["keys"]
+        model = b["request"]["model"]
+        seen = set()
+        if remote.output_file_id:
+            for line in client.files.content(remote.output_file_id).text.splitlines():
+                if not line.strip():
+                    continue
+                item = json.loads(line)
+                episode_id = item["custom_id"]
+                seen.add(episode_id)
+                response = item.get("response") or {}
+                if item.get("error") or response.get("status_code") != 200:
+                    out.errors.append((episode_id, f"batch {b['batch_id']}: {item.get('error') or response.get('status_code')}"))
+                    continue
+                body = response["body"]
+                message = body["choices"][0]["message"]
+                text = message.get("content") or message.get("refusal") or ""
+                tokens_in, tokens_out = body["usage"]["prompt_tokens"], body["usage"]["completion_tokens"]
+                backend.cache.put(keys[episode_id], {"text": text, "input_tokens": tokens_in, "output_tokens": tokens_out, "model": model})
+                store.add_ledger(b["job_id"], episode_id, model, tokens_in, tokens_out, cost_usd(model, tokens_in, tokens_out, batch=True), 0)
+                out.answered.append(episode_id)
+        for episode_id in b["request"]["episodes"]:
+            if episode_id not in seen:
+                out.errors.append((episode_id, f"batch {b['batch_id']}: no answer in the output file"))
+        store.set_batch_state(b["batch_id"], "collected")
+    return out

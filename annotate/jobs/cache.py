@@ -1,0 +1,70 @@
+"""A content-addressed cache of model answers on disk, so a re-run never pays twice.
+
+The key hashes the model, the prompt version and the whole request body, in which every frame is
+replaced by the hash of its bytes: the same frames asked the same way find the same answer. An
+entry holds the answer text and its token counts, never a credential.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def _frames_hashed(value):
+    """The request body with each image URL (a data URL of the frame) replaced by its sha256."""
+    if isinstance(value, dict):
+        if value.get("type") == "image_url":
+            url = value["image_url"]["url"]
+            return {**value, "image_url": {**value["image_url"], "url": hashlib.sha256(url.encode()).hexdigest()}}
+        return {k: _frames_hashed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_frames_hashed(v) for v in value]
+    return value
+
+
+def request_key(model: str, prompt_version: str, body: dict) -> str:
+    canonical = json.dumps(
+        {"model": model, "prompt_version": prompt_version, "body": _frames_hashed(body)},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ResponseCache:
+    """`root/ab/abcdef....json` per answer; writes go to a temp file first, then are renamed."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @classmethod
+    def beside(cls, store_path: str | Path) -> ResponseCache:
+        """The cache of a store: `<store>.responses/` next to the store file."""
+        store_path = Path(store_path)
+        return cls(store_path.with_name(store_path.name + ".responses"))
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict | None:
+        try:
+            return json.loads(self._path(key).read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:
+            return None  # a torn entry from another writer's crash: ask again
+
+    def put(self, key: str, entry: dict) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(entry, f)
+        os.replace(tmp, path)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.root.glob("*/*.json")) if self.root.exists() else 0

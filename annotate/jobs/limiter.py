@@ -1,0 +1,88 @@
+"""An async rate limiter fed by the server's own headers.
+
+`x-ratelimit-remaining-{requests,tokens}` with `x-ratelimit-reset-{requests,tokens}` say how much
+is left and when the window refills; `retry-after` (on a 429) pauses every caller. Requests admitted
+between two responses are counted locally so a burst does not overshoot what the server said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Mapping
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float | None:
+    """OpenAI's reset durations (`1s`, `6m0s`, `20ms`, `1h2m3.5s`) or plain seconds, in seconds."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+class _Budget:
+    """One limited quantity (requests or tokens): what is left until `reset_at`."""
+
+    def __init__(self) -> None:
+        self.remaining: float | None = None  # None: the server has not said
+        self.reset_at = 0.0
+
+    def update(self, remaining: str | None, reset: str | None, now: float) -> None:
+        if remaining is None:
+            return
+        try:
+            self.remaining = float(remaining)
+        except ValueError:
+            return
+        seconds = parse_duration(reset) if reset else None
+        self.reset_at = now + (seconds if seconds is not None else 1.0)
+
+    def wait(self, amount: float, now: float) -> float:
+        if self.remaining is None or now >= self.reset_at:
+            return 0.0
+        return 0.0 if self.remaining >= amount else self.reset_at - now
+
+    def take(self, amount: float, now: float) -> None:
+        if self.remaining is not None and now < self.reset_at:
+            self.remaining -= amount
+
+
+class RateLimiter:
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._requests = _Budget()
+        self._tokens = _Budget()
+        self._paused_until = 0.0
+        self.waits = 0  # how often a caller had to wait (reported by the benchmark)
+
+    async def acquire(self, tokens: int) -> None:
+        """Wait until one request of about `tokens` input tokens fits what the server allows."""
+        while True:
+            now = self._clock()
+            wait = max(self._paused_until - now, self._requests.wait(1, now), self._tokens.wait(tokens, now))
+            if wait <= 0:
+                self._requests.take(1, now)
+                self._tokens.take(tokens, now)
+                return
+            self.waits += 1
+            await asyncio.sleep(wait)
+
+    def update(self, headers: Mapping[str, str]) -> None:
+        now = self._clock()
+        self._requests.update(
+            headers.get("x-ratelimit-remaining-requests"), headers.get("x-ratelimit-reset-requests"), now
+        )
+        self._tokens.update(headers.get("x-ratelimit-remaining-tokens"), headers.get("x-ratelimit-reset-tokens"), now)
+
+    def pause(self, seconds: float) -> None:
+        """Hold every caller for `seconds` (a 429's retry-after)."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
