@@ -277,3 +277,60 @@ def calibrate(
     changed = ", ".join(f"{k}={v}" for k, v in rep.changed.items()) or "none"
     summary.add_row(f"{rep.f1_before:.2f}", f"{rep.f1_loo:.2f}", f"{rep.f1_fit:.2f}", changed, f"{profile} ({engine.settings_hash})")
     console.print(summary)
+
+
+def _settings_help() -> str:
+    """Each calibratable backend's settings with their meaning, for `calibrate --help`."""
+    lines = []
+    for name in sorted(BACKENDS):
+        config = BACKENDS[name].Config
+        searched = getattr(config, "search_space", {})
+        for field, info in config.model_fields.items() if searched else ():
+            fitted = f" [fitted: {', '.join(map(str, searched[field]))}]" if field in searched else ""
+            lines.append(f"{name}.{field} (default {info.default}): {info.description}{fitted}")
+    return "\n\n".join(lines)
+
+
+@app.command(
+    help="Fit a backend's settings to the episodes whose latest revision by AUTHOR is `accepted` (3-5 are enough) "
+    "and save them as a named profile; `atom-annotate run --profile NAME` then uses them (a new settings hash, so "
+    "episodes are proposed again). Reports boundary F1 before, with leave-one-out (each example scored with settings "
+    "fitted on the others) and after.\n\nSettings (conventions a team may differ on):\n\n" + _settings_help()
+)
+def calibrate(
+    author: Annotated[str, typer.Option(help="Annotator whose accepted revisions are the examples.")],
+    profile: Annotated[str, typer.Option(help="Profile name to save the settings under (replaces one of that name).")],
+    store: StoreOpt = DEFAULT_STORE,
+    backend: Annotated[str, typer.Option(help=f"Backend: {', '.join(sorted(BACKENDS))}.")] = "heuristic",
+    tolerance: Annotated[int, typer.Option(min=0, help="Boundary match tolerance, in frames.")] = 5,
+    verbose: VerboseOpt = False,
+) -> None:
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from atomvla.annotate.calibrate import CalibrationError, accepted_examples, n_candidates
+    from atomvla.annotate.calibrate import calibrate as fit
+    from atomvla.annotate.profiles import save_profile
+
+    setup_logging(verbose)
+    try:
+        cls = get_backend(backend)
+    except KeyError as exc:
+        raise fail(exc.args[0]) from exc
+    db = open_store(store)
+    examples = accepted_examples(db, author)
+    try:
+        with Progress(console=err_console, transient=True) as progress:
+            bar = progress.add_task(f"calibrating {backend}", total=n_candidates(cls))
+            config, rep = fit(cls, examples, tolerance, on_config=lambda: progress.advance(bar))
+    except CalibrationError as exc:
+        raise fail(f"{store}: author {author!r}: {exc}") from exc
+    engine = cls(config)
+    save_profile(db, engine, profile, rep.as_dict(), author)
+
+    summary = Table(title=f"calibrate {backend} on {rep.n_examples} episodes accepted by {author} (±{tolerance} frames)")
+    for col in ("F1 before", "F1 leave-one-out", "F1 fitted", "settings changed", "profile (settings hash)"):
+        summary.add_column(col)
+    changed = ", ".join(f"{k}={v}" for k, v in rep.changed.items()) or "none"
+    summary.add_row(f"{rep.f1_before:.2f}", f"{rep.f1_loo:.2f}", f"{rep.f1_fit:.2f}", changed, f"{profile} ({engine.settings_hash})")
+    console.print(summary)

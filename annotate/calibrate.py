@@ -1,0 +1,134 @@
+"""Fit a backend's settings to episodes a person accepted, so a team gets its own conventions.
+
+The search space is the backend config's `search_space` (setting -> candidate values; a backend
+without one has nothing to fit). Every combination is scored by micro boundary F1 at a tolerance
+against the accepted subtasks; ties go to the combination that changes the fewest settings from
+the starting config (so a profile only differs where the examples say it should). Leave-one-out
+tells how well the fit carries over: each example is scored with settings fitted on the others.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from atomvla.annotate.backends.base import Backend, BackendConfig, BackendError
+from atomvla.annotate.evaluation.boundaries import BoundaryMatch, match_boundaries
+from atomvla.curate.episode import Episode
+from atomvla.curate.errors import SourceError
+from atomvla.curate.store import Store
+from atomvla.schemas import DecompositionError, EpisodeMeta, Status, Subtask
+
+MIN_EXAMPLES = 2
+
+
+class CalibrationError(ValueError):
+    """Too few usable examples, or a backend with nothing to fit."""
+
+
+@dataclass(frozen=True)
+class Example:
+    episode: Episode
+    truth: tuple[Subtask, ...]
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    n_examples: int
+    tolerance: int
+    f1_before: float  # the starting settings on every example
+    f1_loo: float  # each example scored with settings fitted on the others
+    f1_fit: float  # the fitted settings on every example (in-sample)
+    changed: dict[str, Any]  # settings that differ from the starting config
+    loo_changed: list[dict[str, Any]]  # what each leave-one-out fit changed, to see if it is stable
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def accepted_examples(store: Store, author: str) -> list[Example]:
+    """The episodes whose latest revision by `author` is `accepted`, with those subtasks as truth."""
+    accepted = store.latest_all(author=author, status=Status.accepted)
+    metas: dict[str, EpisodeMeta] = {m.episode_id: m for m in store.episodes()}
+    return [Example(Episode(metas[i]), d.subtasks) for i, d in sorted(accepted.items()) if i in metas]
+
+
+def _candidates(base: BackendConfig) -> list[BackendConfig]:
+    """`base`, then every combination of the search space, fewest changes from `base` first."""
+    space: dict[str, tuple[Any, ...]] = dict(getattr(type(base), "search_space", {}))
+    if not space:
+        raise CalibrationError(f"{type(base).__name__} declares no search_space: nothing to calibrate")
+    keys = list(space)
+    combos = [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
+    configs = {base.model_dump_json(): base}  # the starting point is always tried, and first
+    for combo in combos:
+        config = base.model_copy(update=combo)
+        configs.setdefault(config.model_dump_json(), config)
+    return sorted(configs.values(), key=lambda c: len(_changed(base, c)))
+
+
+def _changed(base: BackendConfig, config: BackendConfig) -> dict[str, Any]:
+    a, b = base.model_dump(mode="json"), config.model_dump(mode="json")
+    return {k: v for k, v in b.items() if a.get(k) != v}
+
+
+def _score(backend: Backend, example: Example, tolerance: int) -> BoundaryMatch:
+    truth = [s.start_frame for s in example.truth[1:]]
+    try:
+        predicted = [s.start_frame for s in backend.propose(example.episode).subtasks[1:]]
+    except (BackendError, SourceError, DecompositionError):
+        predicted = []
+    return match_boundaries(predicted, truth, tolerance)
+
+
+def _best(scores: Sequence[Sequence[BoundaryMatch]], keep: Sequence[int]) -> int:
+    """Index of the config with the highest micro F1 over examples `keep` (first wins ties)."""
+    totals = [sum((row[i] for i in keep), BoundaryMatch(0, 0, 0, ())).f1 for row in scores]
+    return max(range(len(totals)), key=lambda c: (totals[c], -c))
+
+
+def calibrate(
+    backend_cls: type[Backend],
+    examples: Sequence[Example],
+    tolerance: int,
+    base: BackendConfig | None = None,
+    on_config: Callable[[], None] | None = None,
+) -> tuple[BackendConfig, CalibrationReport]:
+    """The settings that fit `examples` best, and the report (before / leave-one-out / fitted F1)."""
+    if len(examples) < MIN_EXAMPLES:
+        raise CalibrationError(f"{len(examples)} accepted episode(s); calibration needs at least {MIN_EXAMPLES} (3-5 work well)")
+    base = base if base is not None else backend_cls.Config()
+    configs = _candidates(base)
+    scores: list[list[BoundaryMatch]] = []
+    for config in configs:
+        backend = backend_cls(config)
+        scores.append([_score(backend, e, tolerance) for e in examples])
+        if on_config is not None:
+            on_config()
+    everyone = range(len(examples))
+    fitted = configs[_best(scores, everyone)]
+    loo_total = BoundaryMatch(0, 0, 0, ())
+    loo_changed = []
+    for held in everyone:
+        c = _best(scores, [i for i in everyone if i != held])
+        loo_total += scores[c][held]
+        loo_changed.append(_changed(base, configs[c]))
+    f1 = lambda row: sum(row, BoundaryMatch(0, 0, 0, ())).f1  # noqa: E731
+    report = CalibrationReport(
+        n_examples=len(examples),
+        tolerance=tolerance,
+        f1_before=f1(scores[0]),  # configs[0] is `base` itself: no changes sort first
+        f1_loo=loo_total.f1,
+        f1_fit=f1(scores[configs.index(fitted)]),
+        changed=_changed(base, fitted),
+        loo_changed=loo_changed,
+    )
+    return fitted, report
+
+
+def n_candidates(backend_cls: type[Backend], base: BackendConfig | None = None) -> int:
+    """How many settings combinations `calibrate` tries (for a progress bar)."""
+    return len(_candidates(base if base is not None else backend_cls.Config()))
+
