@@ -1,0 +1,67 @@
+"""Build a policy's parts from a config, or load them back from a checkpoint (SFT, eval, policy, GRPO)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atomvla.train.checkpoint import Checkpoint, CheckpointError, resolve_checkpoint
+from atomvla.train.config import SFTConfig, apply_overrides, from_dict
+from atomvla.train.data.normalize import Stats
+from atomvla.train.models.backbone import image_processor, load_tokenizer
+from atomvla.train.models.processor import VLAProcessor
+from atomvla.train.models.vla import VLA
+
+TOKENIZER_DIR = "tokenizer"
+STATS_FILE = "stats.json"
+
+
+def dtype_of(config: SFTConfig) -> torch.dtype:
+    return torch.bfloat16 if config.train.mixed_precision == "bf16" and torch.cuda.is_available() else torch.float32
+
+
+def make_processor(config: SFTConfig, tokenizer, skills: tuple[str, ...]) -> VLAProcessor:
+    return VLAProcessor(tokenizer, image_processor(config.backbone, config.data.image_size), config.data.prompt, skills)
+
+
+def make_model(config: SFTConfig, tokenizer, stats: Stats, skills: tuple[str, ...]) -> VLA:
+    return VLA(config, tokenizer, len(stats.state.names), len(stats.action.names), len(skills), dtype_of(config))
+
+
+@dataclass
+class Trained:
+    """A policy loaded from an SFT checkpoint, with everything needed to feed it."""
+
+    path: Path
+    config: SFTConfig
+    model: VLA
+    processor: VLAProcessor
+    stats: Stats
+    state: dict[str, Any]  # trainer_state.json: step, skills, cameras, dataset, held-out episodes
+
+    @property
+    def skills(self) -> tuple[str, ...]:
+        return tuple(self.state["skills"])
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self.state["cameras"])
+
+
+def load_trained(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Trained:
+    """The model, processor and statistics of SFT checkpoint `path` (or the newest one inside it)."""
+    ckpt = Checkpoint(resolve_checkpoint(Path(path)))
+    raw = ckpt.config
+    if raw.get("kind") != "sft":
+        raise CheckpointError(f"{ckpt.path}: a {raw.get('kind')!r} checkpoint, not an SFT policy")
+    config = apply_overrides(from_dict(SFTConfig, raw), overrides)
+    state = ckpt.trainer_state
+    skills = tuple(state["skills"])
+    tokenizer = load_tokenizer(config.backbone, ckpt.path / TOKENIZER_DIR)
+    stats = Stats.load(ckpt.path / STATS_FILE)
+    model = make_model(config, tokenizer, stats, skills)
+    ckpt.load_model(model)
+    return Trained(ckpt.path, config, model, make_processor(config, tokenizer, skills), stats, state)

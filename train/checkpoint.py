@@ -1,0 +1,186 @@
+"""Checkpoints: a folder per step, every tensor in safetensors, so a resumed run continues exactly.
+
+    step-000100/
+      config.json          the full config (its `kind` says which loop wrote it)
+      model.safetensors    the whole model state
+      optimizer.safetensors  optimizer tensors; param groups and scalars in its metadata
+      rng.safetensors      torch CPU (and CUDA) generator states
+      trainer_state.json   step, scheduler, python/numpy RNG, data position, and what the loop adds
+      stats.json           normalisation statistics (SFT)
+      tokenizer/           the backbone's tokenizer (SFT)
+
+Written to `step-N.tmp` and renamed, so a folder named `step-N` is always complete. With several
+processes every rank calls `save_checkpoint` (FSDP gathers shards) and rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def step_dir(out: Path, step: int) -> Path:
+    return out / f"step-{step:06d}"
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = sorted((int(m.group(1)), p) for p in out.glob("step-*") if (m := _STEP_DIR.match(p.name)))
+    return found[-1][1] if found else None
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """`path` itself if it is a checkpoint, else the newest checkpoint inside it."""
+    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
+        return path
+    latest = latest_checkpoint(path) if path.is_dir() else None
+    if latest is None:
+        raise CheckpointError(f"{path}: not a checkpoint, and holds no step-N checkpoint")
+    return latest
+
+
+def _is_main() -> bool:
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+def _options() -> StateDictOptions:
+    distributed = torch.distributed.is_initialized()
+    return StateDictOptions(full_state_dict=True, cpu_offload=distributed)
+
+
+def _cpu(t: torch.Tensor) -> torch.Tensor:
+    # clone: safetensors refuses tensors that share memory (tied embeddings)
+    return t.detach().to("cpu").contiguous().clone()
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, scalars = {}, {}
+    for fqn, entries in state["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{fqn}::{key}"] = _cpu(value)
+            else:
+                scalars[f"{fqn}::{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[str, dict[str, Any]] = {}
+    for flat, value in [*tensors.items(), *meta["scalars"].items()]:
+        fqn, key = flat.rsplit("::", 1)
+        state.setdefault(fqn, {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    out: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any,
+    config_json: str,
+    trainer_state: dict[str, Any],
+    extra_files: dict[str, Any] | None = None,
+) -> Path:
+    """Write checkpoint `out/step-N`; `extra_files` maps a name to a callable writing it into a folder."""
+    model_state = {k: _cpu(v) for k, v in get_model_state_dict(model, options=_options()).items()}
+    opt_tensors, opt_meta = ({}, None)
+    if optimizer is not None:
+        opt_tensors, opt_meta = _flatten_optimizer(get_optimizer_state_dict(model, optimizer, options=_options()))
+    final = step_dir(out, step)
+    if not _is_main():
+        return final
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "config.json").write_text(config_json)
+    save_file(model_state, tmp / "model.safetensors")
+    if opt_meta is not None:
+        save_file(opt_tensors, tmp / "optimizer.safetensors", metadata={"json": json.dumps(opt_meta)})
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(rng, tmp / "rng.safetensors")
+    np_state = np.random.get_state()
+    state = {
+        "step": step,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "python_rng": _jsonable(random.getstate()),
+        "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        **trainer_state,
+    }
+    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+    for name, write in (extra_files or {}).items():
+        write(tmp / name)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
+def _jsonable(x: Any) -> Any:
+    return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _tuples(x: Any) -> Any:
+    return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return json.loads((self.path / "config.json").read_text())
+
+    @property
+    def trainer_state(self) -> dict[str, Any]:
+        return json.loads((self.path / "trainer_state.json").read_text())
+
+    def load_model(self, model: torch.nn.Module, strict: bool = True) -> None:
+        state = load_file(self.path / "model.safetensors")
+        set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=strict))
+
+    def load_training_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> int:
+        """Restore optimizer, scheduler and RNG states; returns the step to continue from."""
+        opt = self.path / "optimizer.safetensors"
+        with safe_open(opt, "pt") as f:
+            meta = json.loads(f.metadata()["json"])
+        set_optimizer_state_dict(
+            model, optimizer, _unflatten_optimizer(load_file(opt), meta),
+            options=StateDictOptions(full_state_dict=True),
+        )
+        state = self.trainer_state
+        if scheduler is not None and state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        rng = load_file(self.path / "rng.safetensors")
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([rng[k] for k in sorted(rng) if k.startswith("cuda")])
+        random.setstate(_tuples(state["python_rng"]))
+        np_state = state["numpy_rng"]
+        np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+        return int(state["step"])

@@ -1,0 +1,206 @@
+"""Named, frozen training configs in one registry, with `key=value` overrides.
+
+Every config has a `kind` (`sft`, `wm`, `grpo`, ...) so each loop registers its own configs here
+with `register`; `get_config(name, overrides)` returns a copy with dotted overrides applied
+(`head.depth=4`, `train.lr=3e-4`, `data.cameras=[a,b]`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+CONFIGS: dict[str, Any] = {}
+
+
+class ConfigError(ValueError):
+    """A config name or override that cannot be applied; the message says what to do."""
+
+
+def register(config: Any) -> Any:
+    if config.name in CONFIGS:
+        raise ConfigError(f"config {config.name!r} is registered twice")
+    CONFIGS[config.name] = config
+    return config
+
+
+def get_config(name: str, overrides: list[str] | tuple[str, ...] = (), kind: str | None = None) -> Any:
+    """The registered config `name` (of `kind`, if given) with `key=value` overrides applied."""
+    pool = {n: c for n, c in CONFIGS.items() if kind is None or c.kind == kind}
+    if name not in pool:
+        close = difflib.get_close_matches(name, list(pool), n=3, cutoff=0.3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"no {kind or ''} config {name!r} (known: {', '.join(sorted(pool))}){hint}")
+    return apply_overrides(pool[name], overrides)
+
+
+def apply_overrides(config: Any, overrides: list[str] | tuple[str, ...]) -> Any:
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not key=value")
+        config = _set(config, key.strip().split("."), raw.strip(), key)
+    return config
+
+
+def _set(obj: Any, path: list[str], raw: str, full: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    head = path[0]
+    if head not in names:
+        close = difflib.get_close_matches(head, list(names), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"override {full!r}: {type(obj).__name__} has no field {head!r}{hint}")
+    current = getattr(obj, head)
+    if len(path) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"override {full!r}: {head!r} is a value, not a section")
+        return dataclasses.replace(obj, **{head: _set(current, path[1:], raw, full)})
+    hints = typing.get_type_hints(type(obj))
+    return dataclasses.replace(obj, **{head: _parse(raw, hints[head], full)})
+
+
+def _parse(raw: str, annotation: Any, full: str) -> Any:
+    """`raw` as a value of `annotation` (bool, int, float, str, Literal, tuple, optional)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if raw.lower() in ("none", "null") and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _parse(raw, inner, full)
+    if origin is Literal:
+        if raw not in args:
+            raise ConfigError(f"override {full!r}: choose one of {', '.join(map(str, args))}")
+        return raw
+    if origin is tuple:
+        items = [s.strip() for s in raw.strip("[]()").split(",") if s.strip()]
+        return tuple(_parse(s, args[0], full) for s in items)
+    try:
+        if annotation is bool:
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1", "yes")
+        if annotation in (int, float, str):
+            return annotation(raw)
+    except ValueError:
+        raise ConfigError(f"override {full!r}: {raw!r} is not a {annotation.__name__}") from None
+    raise ConfigError(f"override {full!r}: cannot set a field of type {annotation}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a (nested) config dataclass from `to_dict` output, e.g. read from a checkpoint."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, hint = data[f.name], hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            value = from_dict(hint, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+# --- SFT -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What a sample holds and how it is built from a curated dataset."""
+
+    cameras: tuple[str, ...] = ()  # empty: every camera of the dataset, in its order
+    state_key: str = "observation.state"
+    action_key: str = "action"
+    horizon: int = 4  # H: actions t..t+H-1 per sample
+    prompt: str = "Task: {task}\nCurrent subtask: {subtask}"  # `{subtask}` last: the VLM generates it
+    image_size: int = 64  # square side the cameras are resized to (a multiple of patch*merge)
+    val_fraction: float = 0.2  # held-out episodes for `atom-train eval`
+    status: Literal["accepted", "any"] = "accepted"  # store sources: which latest revisions count
+    num_workers: int = 0
+    prefetch_factor: int = 2
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """The VLM: `tiny` builds a random Qwen3-VL from the sizes below; otherwise a Hub id."""
+
+    model: str = "tiny"
+    train: Literal["freeze", "lora", "full"] = "full"
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    gradient_checkpointing: bool = False
+    # sizes of the tiny model (ignored for Hub models)
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    vision_hidden_size: int = 32
+    vision_depth: int = 2
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """The DiT action head: self-attention over [state, noisy chunk], cross-attention to the VLM."""
+
+    hidden_size: int = 64
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    moe: bool = False  # skill-guided mixture of experts in the feed-forward layers
+    sample_steps: int = 10  # Euler steps at inference
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 8  # per process
+    max_steps: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 10
+    grad_clip: float = 1.0
+    lm_loss_weight: float = 0.1  # weight of the subtask-generation loss against flow matching
+    mixed_precision: Literal["no", "bf16"] = "no"
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    save_every: int = 50
+    log_every: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    name: str
+    kind: Literal["sft"] = "sft"
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    redecide_every: int = 1  # at inference, regenerate the subtask every K chunks
+
+
+register(SFTConfig(name="tiny-cpu"))
+register(
+    SFTConfig(
+        name="qwen3vl-4b",
+        data=DataConfig(image_size=224, num_workers=8, prefetch_factor=4),
+        backbone=BackboneConfig(model="Qwen/Qwen3-VL-4B-Instruct", train="full", gradient_checkpointing=True),
+        head=HeadConfig(hidden_size=1024, depth=6, heads=16, mlp_ratio=4.0),
+        train=TrainConfig(
+            batch_size=16, max_steps=20000, lr=5e-5, warmup_steps=500, mixed_precision="bf16",
+            distributed="fsdp", save_every=2000, log_every=20, lm_loss_weight=0.1,
+        ),
+    )
+)
+
+
+def config_to_json(config: Any) -> str:
+    return json.dumps(to_dict(config), indent=2)

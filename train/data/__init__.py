@@ -1,0 +1,1 @@
+"""Training data: curated episodes, samples of (images, prompt, state, action chunk), transforms."""

@@ -1,0 +1,117 @@
+"""Model transforms: a `Sample` -> token ids, labels and image patches for the VLM; batches; and
+the prompt prefix the VLM completes with the subtask at inference ("think, then act").
+
+The sequence is `[<vision_start> <image_pad>*n <vision_end>] per camera + prompt + subtask + <im_end>`
+with the prompt template's text before `{subtask}`; the language-model labels are the subtask text
+`"{skill}: {instruction}"` and `<im_end>`, so a generated subtask also names the skill that routes
+the mixture-of-experts head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from atomvla.schemas import SKILLS
+from atomvla.train.data.samples import Sample
+
+IGNORE = -100
+
+
+def subtask_text(skill: str, instruction: str) -> str:
+    return f"{skill}: {instruction}"
+
+
+def parse_subtask_text(text: str) -> tuple[str | None, str]:
+    """(skill or None, instruction) from a generated subtask text."""
+    head, sep, rest = text.partition(":")
+    if sep and head.strip() in SKILLS:
+        return head.strip(), rest.strip()
+    return None, text.strip()
+
+
+@dataclass
+class VLAProcessor:
+    tokenizer: Any
+    image_processor: Any
+    prompt: str  # template with `{task}` and, last, `{subtask}`
+    skills: tuple[str, ...]  # skill id = position here (the MoE head's experts)
+
+    def __post_init__(self):
+        before, sep, after = self.prompt.partition("{subtask}")
+        if not sep or after.strip():
+            raise ValueError(f"prompt template {self.prompt!r} must end with {{subtask}}")
+        self._before = before
+        ids = self.tokenizer.convert_tokens_to_ids
+        self.image_token = ids("<|image_pad|>")
+        self.vision_start, self.vision_end = ids("<|vision_start|>"), ids("<|vision_end|>")
+        self.end = ids("<|im_end|>")
+        self.pad = self.tokenizer.pad_token_id
+
+    def skill_id(self, skill: str | None) -> int:
+        """Position of `skill` among the head's skills (0 for an unknown one: its router row is unused)."""
+        return self.skills.index(skill) if skill in self.skills else 0
+
+    def images(self, images: np.ndarray) -> tuple[Tensor, Tensor]:
+        """(patches, dim) pixel values and (cam, 3) grids for one sample's cameras."""
+        out = self.image_processor(images=list(images), return_tensors="pt")
+        return out["pixel_values"], out["image_grid_thw"]
+
+    def prefix_ids(self, grids: Tensor, task: str) -> list[int]:
+        merge = self.image_processor.merge_size**2
+        ids: list[int] = []
+        for grid in grids:
+            ids += [self.vision_start] + [self.image_token] * (int(grid.prod()) // merge) + [self.vision_end]
+        return ids + self.tokenizer.encode(self._before.format(task=task), add_special_tokens=False)
+
+    def subtask_ids(self, skill: str, instruction: str) -> list[int]:
+        return self.tokenizer.encode(subtask_text(skill, instruction), add_special_tokens=False) + [self.end]
+
+    def __call__(self, s: Sample) -> dict[str, Any]:
+        pixels, grids = self.images(s.images)
+        prefix = self.prefix_ids(grids, s.task)
+        target = self.subtask_ids(s.skill, s.subtask)
+        return {
+            "input_ids": torch.tensor(prefix + target),
+            "labels": torch.tensor([IGNORE] * len(prefix) + target),
+            "pixel_values": pixels,
+            "image_grid_thw": grids,
+            "state": torch.from_numpy(s.state),
+            "actions": torch.from_numpy(s.actions),
+            "action_mask": torch.from_numpy(s.action_mask),
+            "skill": torch.tensor(self.skill_id(s.skill)),
+            "meta": {"episode_id": s.episode_id, "frame": s.frame, "subtask": s.subtask, "skill": s.skill,
+                     "subtask_index": s.subtask_index, "boundary_distance": s.boundary_distance, "task": s.task},
+        }
+
+    def collate(self, items: Sequence[dict[str, Any]], left_pad: bool = False) -> dict[str, Any]:
+        """A batch; sequences right-padded (left-padded for generation)."""
+        n = max(len(it["input_ids"]) for it in items)
+        ids = torch.full((len(items), n), self.pad, dtype=torch.long)
+        labels = torch.full((len(items), n), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(items), n), dtype=torch.long)
+        for b, it in enumerate(items):
+            k = len(it["input_ids"])
+            sl = slice(n - k, n) if left_pad else slice(0, k)
+            ids[b, sl], mask[b, sl] = it["input_ids"], 1
+            if "labels" in it:
+                labels[b, sl] = it["labels"]
+        batch = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "mm_token_type_ids": (ids == self.image_token).int(),
+            "pixel_values": torch.cat([it["pixel_values"] for it in items]),
+            "image_grid_thw": torch.cat([it["image_grid_thw"] for it in items]),
+            "meta": [it.get("meta") for it in items],
+        }
+        for key in ("state", "actions", "action_mask", "skill"):
+            if key in items[0]:
+                batch[key] = torch.stack([it[key] for it in items])
+        return batch
+

@@ -1,0 +1,73 @@
+"""The VLA: a VLM whose hidden states condition the DiT action head.
+
+Training: one VLM forward over images + prompt + labelled subtask gives the language-model loss on
+the subtask text and the context for the flow-matching loss. Inference: the VLM first generates
+the subtask from images + prompt, then the same forward over the completed sequence gives the
+context the action head samples from (`atomvla.train.policy`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+
+from atomvla.train.config import SFTConfig
+from atomvla.train.models.action_head import ActionHead
+from atomvla.train.models.backbone import build_backbone
+
+BATCH_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw")
+
+
+@dataclass
+class Losses:
+    total: Tensor
+    flow: Tensor
+    lm: Tensor
+
+
+class VLA(nn.Module):
+    def __init__(self, config: SFTConfig, tokenizer, state_dim: int, action_dim: int, n_skills: int,
+                 dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.config = config
+        self.backbone = build_backbone(config.backbone, tokenizer, dtype)
+        text = self.backbone.config.get_text_config()
+        self.head = ActionHead(config.head, text.hidden_size, state_dim, action_dim, config.data.horizon, n_skills)
+
+    @property
+    def backbone_trainable(self) -> bool:
+        return any(p.requires_grad for p in self.backbone.parameters())
+
+    def vlm(self, batch: dict, labels: bool = True):
+        inputs = {k: batch[k] for k in BATCH_KEYS}
+        if labels:
+            inputs["labels"] = batch["labels"]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.backbone_trainable):
+            return self.backbone(**inputs, output_hidden_states=True, use_cache=False)
+
+    def context(self, batch: dict) -> tuple[Float[Tensor, "b l c"], Bool[Tensor, "b l"]]:
+        """The VLM's last hidden states over images + prompt + subtask, and which are real tokens."""
+        out = self.vlm(batch, labels=False)
+        return out.hidden_states[-1], batch["attention_mask"].bool()
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> Losses:
+        out = self.vlm(batch)
+        ctx = out.hidden_states[-1]
+        flow = self.head.flow_loss(
+            batch["actions"], batch["action_mask"], batch["state"], ctx, batch["attention_mask"].bool(),
+            batch["skill"], generator,
+        )
+        lm = out.loss
+        return Losses(flow + self.config.train.lm_loss_weight * lm, flow.detach(), lm.detach())
+
+    @torch.no_grad()
+    def generate_subtask(self, batch: dict, eos_id: int, pad_id: int, max_new_tokens: int = 48) -> Int[Tensor, "b n"]:
+        """Greedy subtask tokens after the (left-padded) prompts in `batch`, up to `eos_id`."""
+        inputs = {k: batch[k] for k in BATCH_KEYS}
+        out = self.backbone.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id
+        )
+        return out[:, batch["input_ids"].shape[1]:]

@@ -1,0 +1,226 @@
+"""Stage I: supervised fine-tuning of the VLA on curated subtasks (`atom-train sft`).
+
+One loop for one CPU process, DDP (torchrun / accelerate, gloo on CPU) and FSDP (GPUs). Every
+source of randomness is a function of (seed, step, rank): the data order (`ChunkSampler`) and the
+flow-matching noise (a generator seeded per step), so a run resumed from a checkpoint computes
+exactly the losses the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from atomvla.schemas import SKILLS
+from atomvla.train.assemble import STATS_FILE, TOKENIZER_DIR, load_trained, make_model, make_processor
+from atomvla.train.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    latest_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from atomvla.train.config import SFTConfig, apply_overrides, config_to_json, from_dict
+from atomvla.train.data.episodes import DatasetError, TrainEpisode, open_dataset, split_episodes
+from atomvla.train.data.normalize import Stats
+from atomvla.train.data.samples import ChunkDataset, ChunkSampler, cameras_of
+from atomvla.train.models.action_head import SkillMoE
+from atomvla.train.models.backbone import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTResult:
+    losses: list[float]  # this rank's total loss per step run here
+    checkpoint: Path | None
+    model: torch.nn.Module = field(repr=False)
+
+
+def make_accelerator(config: SFTConfig) -> Accelerator:
+    """CPU (gloo when launched with several processes) or GPUs; FSDP when asked and distributed."""
+    cuda = torch.cuda.is_available()
+    plugin = None
+    if config.train.distributed == "fsdp" and cuda and int(__import__("os").environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import FullyShardedDataParallelPlugin
+
+        plugin = FullyShardedDataParallelPlugin(
+            fsdp_version=2, auto_wrap_policy="transformer_based_wrap", state_dict_type="FULL_STATE_DICT",
+            cpu_ram_efficient_loading=False, reshard_after_forward=True,
+        )
+    return Accelerator(cpu=not cuda, mixed_precision=config.train.mixed_precision if cuda else "no",
+                       fsdp_plugin=plugin)
+
+
+def skills_of(episodes: list[TrainEpisode]) -> tuple[str, ...]:
+    present = {s.skill for e in episodes for s in e.subtasks}
+    return tuple(s for s in SKILLS if s in present)
+
+
+def _lr_lambda(config: SFTConfig):
+    warm, total = config.train.warmup_steps, config.train.max_steps
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return f
+
+
+def train_sft(
+    config: SFTConfig,
+    dataset: str | Path | None,
+    out: Path,
+    resume: bool = False,
+    add_skill: str | None = None,
+    from_checkpoint: Path | None = None,
+    overrides: tuple[str, ...] = (),
+) -> SFTResult:
+    """Train (or resume, or add a skill expert to) a policy; checkpoints go to `out/step-N`."""
+    out = Path(out)
+    resume_from = latest_checkpoint(out) if out.is_dir() else None
+    if resume_from is not None and not resume:
+        raise CheckpointError(f"{out} already holds checkpoints; pass --resume to continue, or choose another --out")
+    if resume and resume_from is None:
+        raise CheckpointError(f"{out}: nothing to resume (no step-N checkpoint)")
+    base = resume_from or (from_checkpoint and resolve_checkpoint(Path(from_checkpoint)))
+    prior = Checkpoint(base).trainer_state if base else {}
+    if base:  # the checkpoint's config, with this run's overrides
+        config = apply_overrides(from_dict(SFTConfig, Checkpoint(base).config), overrides)
+    dataset = str(dataset or prior.get("dataset") or "")
+    if not dataset:
+        raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
+
+    accelerator = make_accelerator(config)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    torch.manual_seed(config.train.seed)
+
+    episodes = open_dataset(dataset, config.data.status)
+    if resume_from:
+        train_ids = set(prior["train_episodes"])
+        val_ids = list(prior["val_episodes"])
+    else:
+        train_list, val_ids = split_episodes(episodes, config.data.val_fraction, config.train.seed)
+        train_ids = set(train_list)
+    train_eps = [e for e in episodes if e.meta.episode_id in train_ids]
+    if not train_eps:
+        raise DatasetError(f"{dataset}: no training episodes left after holding out {len(val_ids)}")
+
+    if add_skill:
+        if not prior:
+            raise CheckpointError("--add-skill needs --from CHECKPOINT (the policy to extend)")
+        if not config.head.moe:
+            raise CheckpointError(f"{base}: its action head has no experts (head.moe=false); cannot add a skill")
+        if add_skill not in SKILLS:
+            raise DatasetError(f"--add-skill {add_skill!r}: not a skill (skills: {', '.join(SKILLS)})")
+        if add_skill in prior["skills"]:
+            raise DatasetError(f"--add-skill {add_skill!r}: {base} already has an expert for it")
+        skills = (*prior["skills"], add_skill)
+        unknown = set(skills_of(train_eps)) - set(skills)
+        if unknown:
+            raise DatasetError(f"{dataset}: skills {', '.join(sorted(unknown))} have no expert in {base} nor --add-skill")
+    else:
+        skills = tuple(prior["skills"]) if prior else skills_of(episodes)
+
+    if base:
+        trained = load_trained(base, overrides)
+        model, tokenizer, stats = trained.model, trained.processor.tokenizer, trained.stats
+        cameras = trained.cameras
+        if add_skill or (resume_from and prior.get("add_skill")):
+            _train_new_expert_only(model, grow=bool(add_skill))
+    else:
+        tokenizer = load_tokenizer(config.backbone)
+        stats = Stats.compute(train_eps, config.data.state_key, config.data.action_key)
+        cameras = cameras_of(episodes, config.data.cameras)
+        model = make_model(config, tokenizer, stats, skills)
+    processor = make_processor(config, tokenizer, skills)
+
+    data = ChunkDataset(train_eps, config.data, stats, cameras_of(train_eps, cameras), processor)
+    start = int(prior["step"]) if resume_from else 0
+    sampler = ChunkSampler(len(data), config.train.batch_size, config.train.seed, rank, world, start)
+    workers = config.data.num_workers
+    loader = torch.utils.data.DataLoader(
+        data, batch_sampler=sampler, collate_fn=processor.collate, num_workers=workers,
+        prefetch_factor=config.data.prefetch_factor if workers else None, persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+    if resume_from:
+        Checkpoint(resume_from).load_training_state(model, optimizer, scheduler)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    inner = accelerator.unwrap_model(model)
+
+    writer = None
+    if accelerator.is_main_process:
+        from torch.utils.tensorboard import SummaryWriter
+
+        out.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(str(out / "tb"))
+    trainer_state = {
+        "kind": "sft", "dataset": dataset, "skills": list(skills), "cameras": list(cameras),
+        "train_episodes": sorted(train_ids), "val_episodes": val_ids, "world_size": world,
+        "add_skill": add_skill or (prior.get("add_skill") if resume_from else None),
+    }
+
+    def save(step: int) -> Path:
+        extra = {STATS_FILE: stats.save, TOKENIZER_DIR: lambda p: tokenizer.save_pretrained(p)}
+        return save_checkpoint(out, step, inner, optimizer, scheduler, config_to_json(config), trainer_state, extra)
+
+    losses: list[float] = []
+    checkpoint = None
+    model.train()
+    batches = iter(loader)
+    t0 = time.perf_counter()
+    for step in range(start, config.train.max_steps):
+        batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
+        gen = torch.Generator(accelerator.device).manual_seed(config.train.seed * 1_000_003 + step * 1009 + rank)
+        result = model(batch, gen)
+        accelerator.backward(result.total)
+        if config.train.grad_clip > 0:
+            accelerator.clip_grad_norm_(params, config.train.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(result.total.detach()))
+        done = step + 1
+        if done % config.train.log_every == 0 or done == config.train.max_steps:
+            metrics = {k: float(accelerator.reduce(v.detach(), "mean"))
+                       for k, v in (("loss", result.total), ("flow", result.flow), ("lm", result.lm))}
+            metrics["lr"] = scheduler.get_last_lr()[0]
+            if writer is not None:
+                for k, v in metrics.items():
+                    writer.add_scalar(f"sft/{k}", v, done)
+                rate = config.train.batch_size * world * (done - start) / (time.perf_counter() - t0)
+                writer.add_scalar("sft/samples_per_s", rate, done)
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps({"step": done, **metrics}) + "\n")
+                log.info("step %d  loss %.4f  flow %.4f  lm %.4f  lr %.2e", done, metrics["loss"], metrics["flow"],
+                         metrics["lm"], metrics["lr"])
+        if done % config.train.save_every == 0 or done == config.train.max_steps:
+            checkpoint = save(done)
+            accelerator.wait_for_everyone()
+    if writer is not None:
+        writer.close()
+    return SFTResult(losses, checkpoint, inner)
+
+
+def _train_new_expert_only(model: torch.nn.Module, grow: bool) -> None:
+    """Freeze all but the last expert and the router of every MoE layer (growing each by one expert first)."""
+    model.requires_grad_(False)
+    for layer in model.modules():
+        if isinstance(layer, SkillMoE):
+            if grow:
+                layer.add_expert()
+            layer.experts[-1].requires_grad_(True)
+            layer.router.requires_grad_(True)
