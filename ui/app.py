@@ -236,7 +236,8 @@ class ReviewApp:
                     f"The other edit: revision {other.revision} by **{other.author}** "
                     f"({other.status.value.replace('_', ' ')}, {other.created_at:%H:%M:%S} UTC): "
                     f"{_fmt_segments(segments_of(other)) or other.note}\n\n"
-                    f"Yours (kept as your draft, nothing was overwritten): {_fmt_segments(edit.segments)}")
+                    f"Yours (kept as your draft, nothing was overwritten): {_fmt_segments(edit.segments)}\n\n"
+                    f"To continue from theirs: History → Discard my draft.")
         if verdict is not None:
             self.store.add_review(edit.episode_id, stored.revision, review.author, verdict, note or "")
         self.store.delete_draft(edit.episode_id, review.author)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from atomvla.curate.cli_support import DEFAULT_STORE, StoreOpt, VerboseOpt, fail, open_store, setup_logging
+from atomvla.curate.cli_support import DEFAULT_STORE, StoreOpt, VerboseOpt, err_console, open_store, setup_logging
 from atomvla.ui.auth import AuthError, check_exposure, parse_auth
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,9 @@ def main(
         logins = parse_auth(auth) if auth else None
         check_exposure(host, logins)
     except AuthError as exc:
-        raise fail(str(exc)) from exc
+        # One line whatever the terminal width: scripts and logs grep for it.
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from exc
     db = open_store(store)
     # Gradio looks up outside hosts for analytics unless told not to; the app needs none of them.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
