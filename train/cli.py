@@ -35,9 +35,9 @@ def configs(kind: Annotated[Optional[str], typer.Option(help="Only configs of th
     """List the named configs."""
     from atomvla.train.config import CONFIGS
 
-    for name, c in sorted(CONFIGS.items()):
-        if kind is None or c.kind == kind:
-            console.print(f"{c.kind:5s} {name}")
+    for (k, name), _ in sorted(CONFIGS.items()):
+        if kind is None or k == kind:
+            console.print(f"{k:5s} {name}")
 
 
 @app.command("sft")

@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-CONFIGS: dict[str, Any] = {}
+CONFIGS: dict[tuple[str, str], Any] = {}  # (kind, name) -> config: each loop may have its own `tiny-cpu`
 
 
 class ConfigError(ValueError):
@@ -23,19 +23,20 @@ class ConfigError(ValueError):
 
 
 def register(config: Any) -> Any:
-    if config.name in CONFIGS:
-        raise ConfigError(f"config {config.name!r} is registered twice")
-    CONFIGS[config.name] = config
+    key = (config.kind, config.name)
+    if key in CONFIGS:
+        raise ConfigError(f"{config.kind} config {config.name!r} is registered twice")
+    CONFIGS[key] = config
     return config
 
 
-def get_config(name: str, overrides: list[str] | tuple[str, ...] = (), kind: str | None = None) -> Any:
-    """The registered config `name` (of `kind`, if given) with `key=value` overrides applied."""
-    pool = {n: c for n, c in CONFIGS.items() if kind is None or c.kind == kind}
+def get_config(name: str, overrides: list[str] | tuple[str, ...] = (), kind: str = "sft") -> Any:
+    """The registered `kind` config `name` with `key=value` overrides applied."""
+    pool = {n: c for (k, n), c in CONFIGS.items() if k == kind}
     if name not in pool:
         close = difflib.get_close_matches(name, list(pool), n=3, cutoff=0.3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"no {kind or ''} config {name!r} (known: {', '.join(sorted(pool))}){hint}")
+        raise ConfigError(f"no {kind} config {name!r} (known: {', '.join(sorted(pool)) or 'none'}){hint}")
     return apply_overrides(pool[name], overrides)
 
 
