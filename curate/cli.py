@@ -22,7 +22,7 @@ from atomvla.curate.cli_support import (
     setup_logging,
 )
 from atomvla.curate.errors import SourceError
-from atomvla.curate.exports.base import get_exporter
+from atomvla.curate.exports.base import ExportError, get_exporter
 from atomvla.curate.interchange_io import match_episodes, read_jsonl
 from atomvla.curate.sources import READERS, open_source
 from atomvla.schemas import DecompositionError, EpisodeMeta, Status
@@ -149,22 +149,46 @@ def ls(
 
 @app.command("export")
 def export(
-    out: Annotated[Path, typer.Argument(help="File to write.")],
-    to: Annotated[str, typer.Option("--to", help="Export format: jsonl.")] = "jsonl",
+    out: Annotated[Path, typer.Argument(help="File (jsonl) or folder (lerobot, parquet) to write; must not exist for folders.")],
+    to: Annotated[
+        str,
+        typer.Option("--to", help="Export format: jsonl (interchange file), lerobot (LeRobot v3.0 dataset with subtasks), "
+                     "parquet (plain dataset for `datasets.load_dataset`)."),
+    ] = "jsonl",
     store: StoreOpt = DEFAULT_STORE,
-    status: Annotated[Optional[Status], typer.Option(help="Only episodes whose latest revision has this status.")] = None,
+    status: Annotated[
+        Optional[Status],
+        typer.Option(help="Only episodes whose latest revision has this status (lerobot, parquet: accepted unless given)."),
+    ] = None,
     author: Annotated[Optional[str], typer.Option(help="Use each episode's latest revision by this author.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Only this dataset.")] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Export each episode's latest decomposition."""
-    setup_logging()
+    """Export each selected episode's latest decomposition.
+
+    Folders are written under a temporary name and renamed when complete, so an interrupted
+    export never leaves a folder that looks finished.
+    """
+    setup_logging(verbose)
     db = open_store(store)
     try:
         exporter = get_exporter(to)
     except KeyError as exc:
         raise fail(exc.args[0]) from exc
+    if exporter.is_folder and out.exists():
+        raise fail(f"{out}: already exists; remove it or choose another folder")
+    status = status if status is not None else exporter.default_status
     latest = db.latest_all(author=author, status=status)
-    records = [(m, latest[m.episode_id]) for m in db.episodes() if m.episode_id in latest]
-    exporter.write(records, out)
+    records = [(m, latest[m.episode_id]) for m in db.episodes(dataset) if m.episode_id in latest]
+    if not records and exporter.is_folder:
+        which = f"with status {status.value}" if status is not None else "with a decomposition"
+        raise fail(f"{store}: no episodes {which}{f' by {author}' if author else ''}"
+                   f"{f' in dataset {dataset}' if dataset else ''}; nothing written")
+    try:
+        with err_console.status(f"exporting {len(records)} episode(s) to {out} ({exporter.name})"):
+            exporter.write(records, out)
+    except (ExportError, FileExistsError, SourceError, ValueError) as exc:
+        raise fail(f"{out}: {exc}" if not str(exc).startswith(str(out)) else str(exc)) from exc
     console.print(f"wrote {len(records)} episode(s) to {out} ({exporter.name})")
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
-from atomvla.schemas import Decomposition, EpisodeMeta
+from atomvla.schemas import Decomposition, EpisodeMeta, Status
 
 EXPORTERS: dict[str, type[Exporter]] = {}
 
@@ -17,9 +20,19 @@ def register_exporter(cls: type[Exporter]) -> type[Exporter]:
     return cls
 
 
+class ExportError(Exception):
+    """The selection cannot be exported (nothing selected, mixed frame rates, ...); says why in one line."""
+
+
 class Exporter(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
+    # Which episodes `export` takes when no --status is given: datasets for training take the
+    # accepted ones; the interchange file takes every episode's latest revision.
+    default_status: ClassVar[Status | None] = None
+    # Folder exports (datasets) refuse an existing target and an empty selection; a file export
+    # may be empty.
+    is_folder: ClassVar[bool] = False
 
     @abstractmethod
     def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path) -> None:
@@ -27,8 +40,27 @@ class Exporter(ABC):
 
 
 def get_exporter(name: str) -> Exporter:
-    from atomvla.curate.exports import jsonl  # noqa: F401  (registers the built-in exporters)
+    from atomvla.curate.exports import jsonl, lerobot, parquet  # noqa: F401  (registers the built-in exporters)
 
     if name not in EXPORTERS:
         raise KeyError(f"unknown export format {name!r} (known: {', '.join(sorted(EXPORTERS))})")
     return EXPORTERS[name]()
+
+
+@contextmanager
+def atomic_directory(out: Path) -> Iterator[Path]:
+    """A temporary folder next to `out` (which must not exist), renamed to `out` when the block
+    ends without error and removed otherwise: readers never see a half-written export, and an
+    interrupted one leaves at most a hidden `.NAME.*` folder."""
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out}: already exists; remove it or choose another folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp's private 0700 would otherwise become the export's mode
+    try:
+        yield tmp
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,138 @@
+"""`export --to lerobot`: the selected episodes as a LeRobot v3.0 dataset carrying their subtasks.
+
+Subtasks are written three ways, for three kinds of reader:
+- LeRobot's per-frame language columns (`lerobot/datasets/language.py`): every frame's
+  `language_persistent` lists the episode's subtask rows (`role="assistant"`, `style="subtask"`,
+  `timestamp` = the subtask's first frame time), which `active_at(t, style=subtask)` resolves;
+  `language_events` is empty;
+- the older per-frame `subtask_index` (int64) with `meta/subtasks.parquet` (subtask text as the
+  index, `subtask_index` column), as LeRobot's first subtask support read them;
+- the interchange JSON Lines (DESIGN.md) at `meta/atomvla_subtasks.jsonl` with skills, authors,
+  revisions and provenance; its `episode_index` is the exported dataset's.
+
+Video from a LeRobot v3.0 source is linked or copied, never re-encoded; other sources are decoded
+and encoded once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from atomvla.curate.episode import Episode
+from atomvla.curate.exports.base import ExportError, Exporter, register_exporter
+from atomvla.curate.exports.lerobot_v3 import EpisodeRecording, VideoClip, write_lerobot_v3
+from atomvla.curate.exports.records import episode_subtask_index, interchange_lines
+from atomvla.curate.sources.lerobot_meta import INFO
+from atomvla.schemas import Decomposition, EpisodeMeta, Status
+
+SUBTASKS_PARQUET = Path("meta") / "subtasks.parquet"
+INTERCHANGE_JSONL = Path("meta") / "atomvla_subtasks.jsonl"
+_STATS_FRAMES = 100  # frames decoded per episode and camera for image statistics (like LeRobot)
+
+
+def language_rows(dec: Decomposition, fps: float) -> list[dict[str, Any]]:
+    """The episode's persistent `subtask` rows, one per subtask, stamped with its first frame's time."""
+    return [
+        {"role": "assistant", "content": s.instruction, "style": "subtask",
+         "timestamp": float(np.float32(s.start_frame / fps)), "camera": None, "tool_calls": None}
+        for s in dec.subtasks
+    ]
+
+
+@register_exporter
+class LeRobotExporter(Exporter):
+    name = "lerobot"
+    description = "LeRobot v3.0 dataset with subtask language columns, subtask_index and the interchange JSONL"
+    default_status = Status.accepted
+    is_folder = True
+
+    def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path) -> None:
+        fps = _common_fps(records)
+        source_info = _lerobot_infos(records)
+        copy_video = source_info is not None and _same_video_features(records, source_info)
+        vocabulary: dict[str, int] = {}
+        first = records[0][0]
+
+        def recordings() -> Iterator[EpisodeRecording]:
+            for meta, dec in records:
+                yield _recording(meta, dec, vocabulary, source_info if copy_video else None)
+
+        def finish(root: Path) -> None:
+            frame = pd.DataFrame({"subtask_index": list(vocabulary.values())},
+                                 index=pd.Index(list(vocabulary), name="subtask"))
+            frame.to_parquet(root / SUBTASKS_PARQUET)
+            (root / INTERCHANGE_JSONL).write_text("".join(line + "\n" for line in interchange_lines(records)))
+
+        robot_type = "unknown"
+        if source_info is not None:
+            robot_type = source_info[first.source].get("robot_type") or robot_type
+        write_lerobot_v3(out, recordings(), fps=fps, feature_names=first.feature_names,
+                         robot_type=robot_type, finish=finish)
+
+
+def _common_fps(records: Sequence[tuple[EpisodeMeta, Decomposition]]) -> int:
+    rates = sorted({m.fps for m, _ in records})
+    if len(rates) != 1:
+        raise ExportError(f"the selected episodes have different frame rates ({', '.join(f'{r:g}' for r in rates)}); "
+                          "export each rate separately (--dataset)")
+    if rates[0] != round(rates[0]):
+        raise ExportError(f"LeRobot stores an integer fps; the episodes run at {rates[0]:g} fps")
+    return round(rates[0])
+
+
+def _lerobot_infos(records: Sequence[tuple[EpisodeMeta, Decomposition]]) -> dict[str, dict[str, Any]] | None:
+    """Each source's `meta/info.json` when every episode comes from a LeRobot v3.0 folder, else None."""
+    if any(m.source_format != "lerobot_v3" for m, _ in records):
+        return None
+    first_of_source = {m.source: m for m, _ in reversed(records)}
+    return {source: _read_info_near(meta) for source, meta in first_of_source.items()}
+
+
+def _read_info_near(meta: EpisodeMeta) -> dict[str, Any]:
+    # The source root is the folder holding the data file: <root>/data/chunk-XXX/file-XXX.parquet.
+    root = Path(str(meta.locator["data_file"])).parents[2]
+    return json.loads((root / INFO).read_text())
+
+
+def _same_video_features(records: Sequence[tuple[EpisodeMeta, Decomposition]], infos: dict[str, dict[str, Any]]) -> bool:
+    """True if every source describes each camera the same way, so copied files fit one info.json."""
+    keys = {tuple(c.key for c in m.cameras) for m, _ in records}
+    if len(keys) != 1:
+        return False
+    features = {json.dumps({k: info["features"].get(k) for k in next(iter(keys))}, sort_keys=True) for info in infos.values()}
+    return len(features) == 1
+
+
+def _recording(
+    meta: EpisodeMeta, dec: Decomposition, vocabulary: dict[str, int], source_info: dict[str, dict[str, Any]] | None
+) -> EpisodeRecording:
+    episode = Episode(meta)
+    arrays = {k: v for k, v in episode.arrays.items()}
+    frames: dict[str, np.ndarray] = {}
+    clips: dict[str, VideoClip] = {}
+    for cam in meta.cameras:
+        if source_info is not None:
+            _, sample = episode.frames(cam.key).sample(_STATS_FRAMES)
+            clips[cam.key] = VideoClip(
+                path=Path(cam.path),
+                from_timestamp=cam.from_timestamp,
+                to_timestamp=cam.from_timestamp + meta.n_frames / meta.fps,
+                feature=source_info[meta.source]["features"][cam.key],
+                stats_frames=sample,
+            )
+        else:
+            frames[cam.key] = np.stack(list(episode.frames(cam.key)))
+    return EpisodeRecording(
+        task=meta.task,
+        frames=frames,
+        arrays=arrays,
+        clips=clips,
+        columns={"subtask_index": episode_subtask_index(dec, vocabulary)},
+        language=language_rows(dec, meta.fps),
+    )

@@ -1,0 +1,180 @@
+"""`atom-curate export --to lerobot`: the Meta-World fixture with its truth subtasks, read back with
+`datasets`, the project's own LeRobot reader and a fresh store; video sources encoded once; bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from atomvla.curate.cli import app
+from atomvla.curate.episode import Episode
+from atomvla.curate.exports.lerobot_v3 import EpisodeRecording, write_lerobot_v3
+from atomvla.curate.sources import open_source
+from atomvla.curate.store import Store
+from atomvla.schemas import Decomposition, Status, Subtask
+from builders import FIXTURES, V3_AV1, build_video_folder
+
+TRUTH = FIXTURES / "metaworld_truth.jsonl"
+CAMERA = "observation.images.corner"
+REJECTED = 2  # the fixture episode whose latest revision is rejected, so it is not exported
+runner = CliRunner()
+
+
+def curate(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Store, Path]:
+    tmp = tmp_path_factory.mktemp("export")
+    db = tmp / "s.sqlite"
+    assert curate("import", V3_AV1, "--store", db).exit_code == 0
+    assert curate("import-annotations", TRUTH, "--store", db, "--author", "truth").exit_code == 0
+    store = Store(db)
+    rejected = store.latest(f"{V3_AV1.name}/{REJECTED}")
+    store.add_revision(rejected.model_copy(update={"status": Status.rejected, "author": "ann"}))
+    result = curate("export", tmp / "ds", "--to", "lerobot", "--store", db)
+    assert result.exit_code == 0, result.output
+    return store, tmp / "ds"
+
+
+def _accepted(store: Store) -> list[Decomposition]:
+    latest = store.latest_all(status=Status.accepted)
+    return [latest[m.episode_id] for m in store.episodes() if m.episode_id in latest]
+
+
+def test_subtask_columns_match_the_store_frame_by_frame(exported):
+    import datasets
+
+    store, out = exported
+    decs = _accepted(store)
+    assert len(decs) == 10
+    ds = datasets.load_dataset("parquet", data_files=str(out / "data/*/*.parquet"), split="train")
+    assert len(ds) == sum(d.n_frames for d in decs)
+    subtasks = pd.read_parquet(out / "meta/subtasks.parquet")
+    text_of = dict(zip(subtasks["subtask_index"], subtasks.index))
+    frame_index, episode_index = np.array(ds["frame_index"]), np.array(ds["episode_index"])
+    subtask_index = np.array(ds["subtask_index"])
+    for i, dec in enumerate(decs):
+        rows = np.flatnonzero(episode_index == i)
+        assert frame_index[rows].tolist() == list(range(dec.n_frames))
+        expected = [s.instruction for s in dec.subtasks for _ in range(s.n_frames)]
+        assert [text_of[k] for k in subtask_index[rows]] == expected
+        # LeRobot's persistent language rows: the same on every frame, one `subtask` row per subtask
+        # stamped with its first frame's timestamp, so active_at(t) gives the frame's subtask.
+        language = ds[int(rows[0])]["language_persistent"]
+        assert ds[int(rows[-1])]["language_persistent"] == language
+        assert [(r["role"], r["style"], r["content"]) for r in language] == [
+            ("assistant", "subtask", s.instruction) for s in dec.subtasks]
+        timestamps = np.array(ds[int(rows[0]):int(rows[-1]) + 1]["timestamp"], dtype=np.float32)
+        starts = [np.float32(r["timestamp"]) for r in language]
+        assert starts == [timestamps[s.start_frame] for s in dec.subtasks]
+        assert ds[int(rows[0])]["language_events"] == []
+
+
+def test_interchange_file_and_metadata_agree_with_the_data(exported):
+    store, out = exported
+    decs = _accepted(store)
+    lines = [json.loads(line) for line in (out / "meta/atomvla_subtasks.jsonl").read_text().splitlines()]
+    assert [r["episode_index"] for r in lines] == list(range(10))
+    assert [r["episode_id"] for r in lines] == [d.episode_id for d in decs]
+    assert lines[REJECTED]["source_episode_index"] == REJECTED + 1
+    assert all(r["author"] == "truth" and r["status"] == "accepted" and r["reviewed_by_person"] for r in lines)
+    info = json.loads((out / "meta/info.json").read_text())
+    data = pq.read_table(out / "data/chunk-000/file-000.parquet")
+    assert (info["total_episodes"], info["total_frames"]) == (10, data.num_rows)
+    assert info["features"]["subtask_index"] == {"dtype": "int64", "shape": [1], "names": None}
+    assert info["features"]["language_persistent"]["dtype"] == "language"
+    assert info["features"][CAMERA] == json.loads((V3_AV1 / "meta/info.json").read_text())["features"][CAMERA]
+    stats = json.loads((out / "meta/stats.json").read_text())
+    actions = np.stack(data.column("action").to_pylist())
+    np.testing.assert_allclose(stats["action"]["mean"], actions.mean(axis=0), atol=1e-5)
+    assert stats["subtask_index"]["max"] == [data.column("subtask_index").to_numpy().max()]
+
+
+def test_video_is_linked_not_reencoded_and_frames_match_the_source(exported):
+    store, out = exported
+    video = out / f"videos/{CAMERA}/chunk-000/file-000.mp4"
+    source = V3_AV1 / f"videos/{CAMERA}/chunk-000/file-000.mp4"
+    assert video.read_bytes() == source.read_bytes()
+    reader = open_source(str(out))
+    metas = [m for m in reader.scan()]
+    assert [m.n_frames for m in metas] == [d.n_frames for d in _accepted(store)]
+    src = Episode(store.episode(f"{V3_AV1.name}/{REJECTED + 1}"))
+    ours = Episode(metas[REJECTED])
+    np.testing.assert_array_equal(ours.frames().get_many([0, 7, ours.meta.n_frames - 1]),
+                                  src.frames().get_many([0, 7, src.meta.n_frames - 1]))
+    np.testing.assert_array_equal(ours.arrays["action"], src.arrays["action"])
+
+
+def test_reimports_into_a_new_store_with_the_same_decompositions(exported, tmp_path):
+    store, out = exported
+    db = tmp_path / "new.sqlite"
+    assert curate("import", out, "--store", db).exit_code == 0
+    result = curate("import-annotations", out / "meta/atomvla_subtasks.jsonl", "--store", db, "--author", "hub")
+    assert result.exit_code == 0, result.output
+    new = Store(db)
+    again = [new.latest(m.episode_id) for m in new.episodes()]
+    assert [d.subtasks for d in again] == [d.subtasks for d in _accepted(store)]
+
+
+def test_refusals_are_one_line_and_write_nothing(exported, tmp_path):
+    store, out = exported
+    before = sorted(p.name for p in out.parent.iterdir())
+    result = curate("export", out, "--to", "lerobot", "--store", store.path)
+    assert result.exit_code == 2 and "already exists" in result.output
+    result = curate("export", out.parent / "none", "--to", "lerobot", "--store", store.path, "--status", "needs_review")
+    # One message (the console wraps it at the test's 80 columns).
+    assert result.exit_code == 2 and "no episodes with status needs_review" in " ".join(result.output.split())
+    assert result.output.count("error:") == 1
+    assert sorted(p.name for p in out.parent.iterdir()) == before
+
+
+def test_an_interrupted_export_leaves_no_folder(tmp_path):
+    def episodes():
+        yield EpisodeRecording("t", {}, {"action": np.zeros((4, 2), np.float32)})
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C half way
+
+    with pytest.raises(KeyboardInterrupt):
+        write_lerobot_v3(tmp_path / "ds", episodes(), fps=10, feature_names={})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_video_folder_is_encoded_once_and_files_roll_over_at_the_size_limits(tmp_path):
+    src = build_video_folder(tmp_path / "src", lengths=(30, 42, 36), fps=10)
+    db = tmp_path / "s.sqlite"
+    assert curate("import", src, "--store", db).exit_code == 0
+    store = Store(db)
+    for m in store.episodes():
+        half = m.n_frames // 2
+        store.add_revision(Decomposition(
+            episode_id=m.episode_id, n_frames=m.n_frames, status=Status.accepted, author="ann",
+            subtasks=(Subtask(start_frame=0, end_frame=half, instruction="pick up the block", skill="pick"),
+                      Subtask(start_frame=half, end_frame=m.n_frames, instruction="place it", skill="place"))))
+    out = tmp_path / "ds"
+    assert curate("export", out, "--to", "lerobot", "--store", db).exit_code == 0
+    video = out / "videos" / next(iter(os.listdir(out / "videos"))) / "chunk-000/file-000.mp4"
+    with av.open(str(video)) as c:
+        assert c.streams.video[0].frames == 108 or sum(1 for _ in c.decode(video=0)) == 108
+
+    # The same episodes with tiny limits: every episode after the first starts a new file.
+    records = [(m, store.latest(m.episode_id)) for m in store.episodes()]
+    recs = [EpisodeRecording(m.task, {"cam": np.stack(list(Episode(m).frames()))}, Episode(m).arrays)
+            for m, _ in records]
+    rolled = write_lerobot_v3(tmp_path / "rolled", recs, fps=10, feature_names={}, codec="h264",
+                              data_files_size_in_mb=0.001, video_files_size_in_mb=0.001)
+    eps = pq.read_table(rolled / "meta/episodes/chunk-000/file-000.parquet").to_pydict()
+    assert eps["data/file_index"] == [0, 1, 2] and eps["videos/cam/file_index"] == [0, 1, 2]
+    assert eps["videos/cam/from_timestamp"] == [0.0, 0.0, 0.0]
+    metas = list(open_source(str(rolled)).scan())
+    assert [m.n_frames for m in metas] == [30, 42, 36]
+    np.testing.assert_array_equal(Episode(metas[2]).arrays["action"], Episode(records[2][0]).arrays["action"])
+    assert Episode(metas[2]).frames().get(5).shape == (32, 32, 3)
