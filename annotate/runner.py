@@ -20,7 +20,7 @@ from typing import Literal
 import openai
 
 from atomvla.annotate.backends.base import Backend, BackendError
-from atomvla.annotate.jobs.retry import RetriesExhausted
+from atomvla.annotate.jobs.retry import ResponseError, RetriesExhausted
 from atomvla.annotate.vlm import Usage
 from atomvla.curate.episode import Episode
 from atomvla.curate.errors import SourceError
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 Outcome = Literal["proposed", "skipped", "failed"]
 # Errors that end one episode and not the run: the episode's data, the model's answer, the server.
-EPISODE_ERRORS = (BackendError, SourceError, DecompositionError, RetriesExhausted, openai.APIError)
+EPISODE_ERRORS = (BackendError, SourceError, DecompositionError, RetriesExhausted, ResponseError, openai.APIError)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """A content-addressed cache of model answers on disk, so a re-run never pays twice.
 
-The key hashes the model, the prompt version and the whole request body, in which every frame is
-replaced by the hash of its bytes: the same frames asked the same way find the same answer. An
+The key hashes the model, the prompt version and the whole request body, frames included: the
+same frames asked the same way find the same answer. An
 entry holds the answer text and its token counts, never a credential.
 """
 
@@ -14,24 +14,9 @@ import tempfile
 from pathlib import Path
 
 
-def _frames_hashed(value):
-    """The request body with each image URL (a data URL of the frame) replaced by its sha256."""
-    if isinstance(value, dict):
-        if value.get("type") == "image_url":
-            url = value["image_url"]["url"]
-            return {**value, "image_url": {**value["image_url"], "url": hashlib.sha256(url.encode()).hexdigest()}}
-        return {k: _frames_hashed(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_frames_hashed(v) for v in value]
-    return value
-
-
 def request_key(model: str, prompt_version: str, body: dict) -> str:
-    canonical = json.dumps(
-        {"model": model, "prompt_version": prompt_version, "body": _frames_hashed(body)},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    """sha256 over the model, the prompt version and the body as sent (every frame's bytes in it)."""
+    canonical = json.dumps({"model": model, "prompt_version": prompt_version, "body": body}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -59,6 +59,10 @@ def is_retryable(exc: Exception) -> bool:
     return isinstance(exc, openai.APIStatusError) and (exc.status_code >= 500 or exc.status_code in (408, 409))
 
 
+class ResponseError(Exception):
+    """The server answered 200 with something that is not the API's response (a proxy's error page)."""
+
+
 class RetriesExhausted(Exception):
     """Every attempt failed with a retryable error; the message names the last one."""
 
@@ -77,6 +81,8 @@ async def with_retries(
         try:
             return await call()
         except Exception as exc:  # noqa: BLE001  (classified right below)
+            if (response := getattr(exc, "response", None)) is not None:
+                limiter.update(response.headers)
             if not is_retryable(exc):
                 raise
             after = retry_after_s(exc)
@@ -84,7 +90,8 @@ async def with_retries(
                 limiter.pause(after)
             if attempt + 1 == policy.attempts:
                 raise RetriesExhausted(f"{policy.attempts} attempts failed; last: {_describe(exc)}") from exc
-            delay = max(after or 0.0, backoff_s(attempt, policy, rng))
+            # The server's retry-after says when; without one, back off exponentially with jitter.
+            delay = after if after is not None else backoff_s(attempt, policy, rng)
             log.debug("retrying in %.2fs after %s", delay, _describe(exc))
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")

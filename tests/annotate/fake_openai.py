@@ -37,6 +37,7 @@ class Logged:
     text: str  # every text part of the request, joined
     behaviour: str
     status: int
+    body: dict | None = None
     at: float = field(default_factory=time.monotonic)
 
 
@@ -120,6 +121,10 @@ class FakeOpenAI:
 
     # -- what the tests read -------------------------------------------------------------
 
+    def markers_answered(self, markers: list[str]) -> set[str]:
+        """The markers with at least one successfully answered chat request."""
+        return {m for m in markers if any(r.status == 200 for r in self.chat_requests(m))}
+
     def chat_requests(self, marker: str | None = None) -> list[Logged]:
         return [r for r in self.log if r.path.endswith("/chat/completions") and (marker is None or marker in r.text)]
 
@@ -160,15 +165,19 @@ class FakeOpenAI:
             headers["retry-after"] = f"{reset:.3f}"
         return headers, over
 
-    def chat(self, body: dict) -> tuple[int, dict | bytes, str, dict[str, str]]:
-        """(status, JSON body or raw bytes, behaviour, extra headers) for one Chat Completions request."""
+    def chat(self, body: dict, path: str, sha: str) -> tuple[int, dict | bytes, str, dict[str, str]]:
+        """(status, JSON body or raw bytes, behaviour, extra headers) for one Chat Completions request,
+        logged as soon as its fate is decided (a hanging request is in the log while it hangs)."""
         text = _texts(body["messages"])
         behaviour = self._behaviour(text)
         headers, over = self._rate_headers()
         if over:
-            return 429, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}, "window", headers
-        if behaviour == "429":
-            headers["retry-after"] = str(self.retry_after_s)
+            behaviour = "window"
+        status = {"window": 429, "429": 429, "500": 500}.get(behaviour, 200)
+        with self._lock:
+            self.log.append(Logged(path, sha, text, behaviour, status, body))
+        if status == 429:
+            headers.setdefault("retry-after", str(self.retry_after_s))
             return 429, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}, behaviour, headers
         if behaviour == "500":
             return 500, {"error": {"message": "The server had an error", "type": "server_error"}}, behaviour, headers
@@ -211,8 +220,7 @@ class FakeOpenAI:
         lines = []
         for line in self.files[batch["input_file_id"]].decode().splitlines():
             request = json.loads(line)
-            status, answer, behaviour, _ = self.chat(request["body"])
-            self.log.append(Logged("batch:" + request["url"], _sha(json.dumps(request["body"]).encode()), _texts(request["body"]["messages"]), behaviour, status))
+            status, answer, behaviour, _ = self.chat(request["body"], "batch:" + request["url"], _sha(json.dumps(request["body"]).encode()))
             ok = isinstance(answer, dict) and status == 200
             lines.append(
                 json.dumps(
@@ -265,9 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fake.latency_s:
                 time.sleep(fake.latency_s)
             body = json.loads(raw)
-            status, answer, behaviour, headers = fake.chat(body)
-            with fake._lock:
-                fake.log.append(Logged(self.path, _sha(raw), _texts(body["messages"]), behaviour, status))
+            status, answer, behaviour, headers = fake.chat(body, self.path, _sha(raw))
             self._send(status, answer, headers)
         elif self.path.endswith("/files"):
             msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
@@ -306,3 +312,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, fake.files[m.group(1)], content_type="application/octet-stream")
         else:
             self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+
+def marker(i: int) -> str:
+    return f"[ep {i}]"
+
+
+def marked_store(path, dataset) -> list:
+    """A store of `dataset`'s episodes whose tasks end with a marker `[ep i]`, so a server plan can
+    single out an episode; returns the episode metas."""
+    from atomvla.curate.sources import open_source
+    from atomvla.curate.store import Store
+
+    metas = [m.model_copy(update={"task": f"{m.task} {marker(m.episode_index)}"}) for m in open_source(str(dataset)).scan()]
+    store = Store(path)
+    store.upsert_episodes(metas)
+    store.close()
+    return metas

@@ -1,0 +1,184 @@
+"""The `openai` backend with the real client against a local server that speaks the protocol and
+injects the faults a real API has. No network."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from fake_openai import FakeOpenAI, marked_store, marker
+from typer.testing import CliRunner
+
+from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
+from atomvla.annotate.cli import app
+from atomvla.annotate.jobs.cache import ResponseCache
+from atomvla.annotate.jobs.retry import RetryPolicy
+from atomvla.annotate.runner import arun
+from atomvla.curate.cli import app as curate_app
+from atomvla.curate.store import Store
+from atomvla.schemas import Status, decomposition_json_schema
+
+DATASET = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "metaworld_lerobot_v30"
+KEY = "sk-test-9f8e7d6c5b4a"
+FAST = RetryPolicy(attempts=3, base_s=0.01, cap_s=0.05, timeout_s=0.5)
+
+runner = CliRunner()
+
+
+def invoke(*args, env=None, command=app):
+    result = runner.invoke(command, [str(a) for a in args], env={"COLUMNS": "200", **(env or {})})
+    assert not isinstance(result.exception, AssertionError), result.exception
+    return result
+
+
+@pytest.fixture
+def metas(tmp_path):
+    return marked_store(tmp_path / "store.sqlite", DATASET)
+
+
+@pytest.fixture
+def key(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    return KEY
+
+
+def backend(server, store_path=None, **settings) -> OpenAIBackend:
+    cache = ResponseCache.beside(store_path) if store_path is not None else None
+    return OpenAIBackend(OpenAIConfig(base_url=server.url, **settings), cache=cache, retry=FAST)
+
+
+def test_every_fault_ends_proposed_or_failed_with_a_reason(tmp_path, metas, key):
+    plans = {
+        0: ["429", "ok"],
+        1: ["500", "ok"],
+        2: ["hang", "ok"],
+        3: ["nonjson", "ok"],
+        4: ["seven", "seven"],
+        5: ["overlap", "ok"],
+        6: ["out_of_range", "out_of_range"],
+        7: ["slow", "ok"],
+        8: ["garbage_body"],
+        9: ["500", "500", "500"],
+    }
+    store = Store(tmp_path / "store.sqlite")
+    with FakeOpenAI(hang_s=1.0, slow_s=0.2, retry_after_s=0.05) as server:
+        server.plans = {marker(i): list(p) for i, p in plans.items()}
+        result = asyncio.run(arun(store, backend(server, store.path), metas, concurrency=4))
+        requests = {i: server.chat_requests(marker(i)) for i in range(len(metas))}
+
+    latest = store.latest_all(author="openai")
+    errors = store.job_errors(result.job_id)
+    ids = {m.episode_index: m.episode_id for m in metas}
+    for i, episode_id in ids.items():  # every episode ends proposed, or failed with its reason
+        dec = latest.get(episode_id)
+        assert (dec is not None and dec.status is Status.proposed) or (dec is not None and dec.note) or errors.get(episode_id)
+
+    assert {ids[i] for i in (0, 1, 2, 3, 5, 7, 10)} == set(result.proposed)
+    assert [r.behaviour for r in requests[0]] == ["429", "ok"]  # retried after retry-after
+    assert [r.behaviour for r in requests[1]] == ["500", "ok"]
+    assert [r.behaviour for r in requests[2]] == ["hang", "ok"]  # timed out, retried
+    # A bad answer gets one repair request quoting what was wrong.
+    repair = requests[3][1].body["messages"][-1]["content"]
+    assert "the answer is not JSON" in repair
+    assert "(an overlap); subtasks must be contiguous" in requests[5][1].body["messages"][-1]["content"]
+    assert requests[5][1].body["messages"][-2]["role"] == "assistant"
+    # Still bad after the repair: stored as failed, with the validator's reason and the tokens spent.
+    assert latest[ids[4]].status is Status.failed and "has 7 subtasks" in latest[ids[4]].note
+    assert latest[ids[6]].status is Status.failed and "past n_frames" in latest[ids[6]].note
+    assert latest[ids[4]].provenance.tokens_in > 0 and len(requests[4]) == 2
+    # Server faults that outlive the retries: a job item failed with the reason, no revision.
+    assert ids[8] not in latest and "not a chat completion" in errors[ids[8]]
+    assert ids[9] not in latest and "3 attempts failed; last: HTTP 500" in errors[ids[9]]
+    # Every answered episode is in the ledger at GPT-4o prices.
+    rows = {r["episode_id"]: r for r in store.ledger_rows(result.job_id)}
+    assert set(rows) == {ids[i] for i in (0, 1, 2, 3, 4, 5, 6, 7, 10)}
+    assert all(r["model"] == "gpt-4o" and r["cost_usd"] > 0 for r in rows.values())
+    assert store.ledger_totals(result.job_id)["cost_usd"] == pytest.approx(result.usage.cost_usd)
+
+
+def test_requests_are_low_detail_frames_labelled_with_their_numbers_and_a_strict_schema(tmp_path, metas, key):
+    store = Store(tmp_path / "store.sqlite")
+    with FakeOpenAI() as server:
+        asyncio.run(arun(store, backend(server), metas[:1], concurrency=1))
+        (request,) = server.chat_requests()
+        auth = [h["authorization"] for h in server.headers_seen]
+    body = request.body
+    assert body["model"] == "gpt-4o" and auth == [f"Bearer {KEY}"]
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "decomposition", "strict": True, "schema": decomposition_json_schema()},
+    }
+    system, user = body["messages"]
+    assert "reach, pick, place" in system["content"]
+    parts = user["content"]
+    assert metas[0].task in parts[0]["text"] and f"{metas[0].n_frames} frames" in parts[0]["text"]
+    images = [i for i, p in enumerate(parts) if p["type"] == "image_url"]
+    assert 14 <= len(images) <= 20
+    labels = [int(parts[i - 1]["text"].removeprefix("Frame ").removesuffix(":")) for i in images]
+    assert labels == sorted(set(labels)) and labels[0] == 0 and labels[-1] == metas[0].n_frames - 1
+    assert all(parts[i]["image_url"]["detail"] == "low" for i in images)
+    assert all(parts[i]["image_url"]["url"].startswith("data:image/jpeg;base64,") for i in images)
+
+
+def test_coarse_to_fine_re_asks_each_boundary_with_dense_frames(tmp_path, metas, key):
+    store = Store(tmp_path / "store.sqlite")
+    with FakeOpenAI() as server:
+        result = asyncio.run(arun(store, backend(server, coarse_to_fine=True, dense_frames=5), metas[:1]))
+        _, *refines = server.chat_requests()
+    dec = store.latest(metas[0].episode_id)
+    assert result.proposed == [metas[0].episode_id]
+    assert len(refines) == len(dec.subtasks) - 1 == 2
+    windows = sorted([int(line[6:-1]) for line in r.text.splitlines() if line.startswith("Frame ")] for r in refines)
+    assert all(r.body["response_format"]["json_schema"]["name"] == "boundary" for r in refines)
+    assert [len(w) for w in windows] == [5, 5]
+    assert dec.boundaries == [w[2] for w in windows]  # the fake answers the middle frame shown
+    assert dec.provenance.tokens_in == result.usage.input_tokens  # the coarse request and both refinements
+
+
+def test_a_rerun_asks_nothing_already_answered(tmp_path, metas, key):
+    path = tmp_path / "store.sqlite"
+    args = ["run", "--store", path, "--backend", "openai", "--concurrency", "4"]
+    with FakeOpenAI() as server:
+        args += ["--base-url", server.url]
+        assert invoke(*args).exit_code == 0
+        first = len(server.chat_requests())
+        assert invoke(*args, "--overwrite").exit_code == 0  # proposes again, from the cache
+        assert len(server.chat_requests()) == first == len(metas)
+    store = Store(path)
+    assert all(len(store.history(m.episode_id)) == 2 for m in metas)
+    totals = store.ledger_totals()
+    assert totals["cached"] == len(metas) and totals["rows"] == 2 * len(metas)
+
+
+def test_a_missing_key_is_one_line_before_any_work(tmp_path, metas, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    path = tmp_path / "store.sqlite"
+    with FakeOpenAI() as server:
+        result = invoke("run", "--store", path, "--backend", "openai", "--base-url", server.url)
+        assert result.exit_code == 2
+        assert result.output.strip().splitlines() == [
+            "error: no API key: set OPENAI_API_KEY (or name another variable with --api-key-env)"
+        ]
+        result = invoke("run", "--store", path, "--backend", "openai", "--base-url", server.url, "--api-key-env", "TEAM_KEY")
+        assert result.exit_code == 2 and result.output.strip() == "error: no API key: set TEAM_KEY"
+        assert server.log == []
+        # The named variable is the one read.
+        result = invoke("run", "--store", path, "--backend", "openai", "--base-url", server.url, "--api-key-env",
+                        "TEAM_KEY", "--episodes", "0", env={"TEAM_KEY": KEY})
+        assert result.exit_code == 0, result.output
+        assert {h["authorization"] for h in server.headers_seen} == {f"Bearer {KEY}"}
+    assert Store(path).job_items("nonexistent") == []
+
+
+def test_the_key_never_reaches_logs_store_cache_or_exports(tmp_path, metas, key):
+    path = tmp_path / "store.sqlite"
+    with FakeOpenAI(retry_after_s=0.01) as server:
+        server.plans = {marker(0): ["429", "nonjson", "ok"], marker(1): ["seven", "seven"]}
+        result = invoke("run", "--store", path, "--backend", "openai", "--base-url", server.url, "-v", "--concurrency", "2")
+        assert result.exit_code == 1  # episode 1 failed
+        assert "has 7 subtasks" in result.output and "HTTP Request: POST" in result.output  # logs were on
+    assert invoke("export", tmp_path / "out.jsonl", "--store", path, command=curate_app).exit_code == 0
+    assert KEY not in result.output
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".json" for p in files) and (tmp_path / "out.jsonl") in files
+    for p in files:
+        assert KEY.encode() not in p.read_bytes(), p
