@@ -99,6 +99,8 @@ def _from_export(root: Path) -> list[TrainEpisode]:
                 f"{subtasks_file}:{line.lineno}: episode {meta.episode_index} has {line.record.n_frames} frames "
                 f"in the subtasks file, {meta.n_frames} in the data"
             )
+        # The curated id (`<source dataset>/<index>`) names the episode in reports, as in the store.
+        meta = meta.model_copy(update={"episode_id": line.record.episode_id or meta.episode_id})
         episodes.append(TrainEpisode(meta, tuple(line.record.subtasks)))
     if not episodes:
         raise DatasetError(f"{root}: no episodes")
