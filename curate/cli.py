@@ -192,6 +192,41 @@ def export(
     console.print(f"wrote {len(records)} episode(s) to {out} ({exporter.name})")
 
 
+@app.command("qa")
+def qa(
+    store: StoreOpt = DEFAULT_STORE,
+    dataset: Annotated[Optional[str], typer.Option(help="Only this dataset.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
+    fail_on: Annotated[
+        Optional[str], typer.Option("--fail-on", help="Exit 1 if any finding is this severe: error or warning.")
+    ] = None,
+    motion: Annotated[bool, typer.Option(help="Read each episode's arrays to find boundaries where nothing moves.")] = True,
+    limit: Annotated[int, typer.Option(help="Show at most this many findings in the table (0: all).")] = 50,
+) -> None:
+    """Quality checks: contract rules, episodes without an accepted decomposition, subtasks much
+    shorter or longer than their skill elsewhere, boundaries where nothing moves, and agreement
+    (boundary F1, segment IoU) between backends and between annotators."""
+    from atomvla.curate.quality.checks import SEVERITY_RANK, QaConfig, run_qa
+    from atomvla.curate.quality.render import print_report
+
+    setup_logging()
+    if fail_on is not None and fail_on not in ("error", "warning"):
+        raise fail(f"--fail-on must be error or warning, not {fail_on!r}")
+    db = open_store(store)
+    with Progress(SpinnerColumn(), TextColumn("[bold]qa[/] motion"), BarColumn(), MofNCompleteColumn(),
+                  console=err_console, transient=True) as progress:
+        bar = progress.add_task("motion", total=db.count_episodes() if motion else 0)
+        report = run_qa(db, QaConfig(motion=motion), dataset, progress=lambda: progress.advance(bar))
+    if as_json:
+        import json
+
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print_report(report, console, limit)
+    if fail_on is not None and report.worst() >= SEVERITY_RANK[fail_on]:
+        raise typer.Exit(1)
+
+
 @app.command("import-annotations")
 def import_annotations(
     file: Annotated[Path, typer.Argument(help="JSON Lines file of decompositions (interchange format).")],

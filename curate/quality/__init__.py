@@ -1,0 +1,1 @@
+"""Quality checks over a store: contract rules, suspicious segments, agreement, coverage."""
