@@ -1,0 +1,1 @@
+"""The static HTML report of a store: summary, histograms, agreement, cost, timelines."""
