@@ -76,6 +76,7 @@ CoarseToFineOpt = Annotated[
 _FLAGS = {
     "gripper_dim": "--gripper-dim", "ee_dims": "--ee-dims", "model": "--model", "base_url": "--base-url",
     "frames": "--frames", "detail": "--detail", "coarse_to_fine": "--coarse-to-fine",
+    "encoder": "--encoder", "boundaries": "--boundaries", "language": "--language", "snap_s": "--snap-s",
 }
 
 
@@ -129,6 +130,16 @@ def run(
     frames: FramesOpt = None,
     detail: DetailOpt = None,
     coarse_to_fine: CoarseToFineOpt = None,
+    encoder: Annotated[
+        Optional[str], typer.Option(help="uvd: `pixels` (no weights, the default) or a transformers vision model id or folder.")
+    ] = None,
+    boundaries: Annotated[Optional[str], typer.Option(help="hybrid: backend whose boundaries are kept (default uvd).")] = None,
+    language: Annotated[
+        Optional[str], typer.Option(help="hybrid: backend whose instructions and skills are kept (default heuristic).")
+    ] = None,
+    snap_s: Annotated[
+        Optional[float], typer.Option(min=0, help="hybrid: move boundaries to a kinematic event this close, seconds (0: off).")
+    ] = None,
     timeout: Annotated[float, typer.Option(min=0.01, help="Seconds before a model request is abandoned and retried.")] = 120.0,
     attempts: Annotated[int, typer.Option(min=1, help="Tries per model request (429, 5xx and timeouts are retried).")] = 6,
     verbose: VerboseOpt = False,
@@ -144,6 +155,7 @@ def run(
     overrides = {
         "gripper_dim": gripper_dim, "ee_dims": _ints(ee_dims, "--ee-dims") if ee_dims else None, "model": model,
         "base_url": base_url, "frames": frames, "detail": detail, "coarse_to_fine": coarse_to_fine,
+        "encoder": encoder, "boundaries": boundaries, "language": language, "snap_s": snap_s,
     }
     retry = RetryPolicy(attempts=attempts, timeout_s=timeout)
     engine = _engine(db, backend, profile, overrides, api_key_env, retry, need_key=not dry_run)
