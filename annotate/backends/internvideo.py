@@ -31,7 +31,7 @@ _FRAME = re.compile(r"Frame (\d+):\n" + re.escape(IMAGE))
 
 
 class InternVideoConfig(VLMConfig):
-    model_id: str = Field("OpenGVLab/InternVideo2_5_Chat_8B", description="Hub id or local folder of the model")
+    model: str = Field("OpenGVLab/InternVideo2_5_Chat_8B", description="Hub id or local folder of the model")
     image_size: int = Field(448, ge=28, description="side each frame is resized to (one tile per frame)")
     max_new_tokens: int = Field(512, ge=1, description="longest answer generated")
 
@@ -90,13 +90,13 @@ class InternVideoBackend(VLMBackend):
 
     @property
     def model(self) -> str:
-        return self.config.model_id  # type: ignore[attr-defined]
+        return self.config.model  # type: ignore[attr-defined]
 
     def generate(self, messages: list[Message], frames: np.ndarray) -> tuple[str, Usage]:
         import torch
 
         cfg: InternVideoConfig = self.config  # type: ignore[assignment]
-        loaded = load_model(cfg.model_id)
+        loaded = load_model(cfg.model)
         system, history, question = chat_turns(messages)
         n_images = sum(q.count(IMAGE) for q, _ in history) + question.count(IMAGE)
         if n_images != len(frames):

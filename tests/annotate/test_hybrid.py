@@ -14,6 +14,7 @@ from atomvla.annotate.backends.hybrid import HybridConfig, event_frames, snap, t
 from atomvla.annotate.vlm import Usage, VLMBackend, VLMConfig
 from atomvla.curate.episode import Episode
 from atomvla.curate.sources import open_source
+from atomvla.curate.store import Store
 from atomvla.schemas import EpisodeMeta, Status, Subtask
 
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "metaworld_lerobot_v30"
@@ -125,3 +126,25 @@ def test_bad_settings_are_refused_up_front():
         get_backend("hybrid")(HybridConfig(boundaries="hybrid"))
     with pytest.raises(ValueError, match="extra"):
         get_backend("hybrid")(HybridConfig(boundaries_settings={"no_such_setting": 1}))
+
+
+def test_run_and_eval_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from atomvla.annotate.cli import app as annotate
+    from atomvla.curate.cli import app as curate
+
+    store = str(tmp_path / "s.sqlite")
+    runner = CliRunner()
+    assert runner.invoke(curate, ["import", str(FIXTURE), "--store", store]).exit_code == 0
+    run = runner.invoke(annotate, ["run", "--store", store, "--backend", "hybrid", "--boundaries", "uvd",
+                                   "--language", "heuristic", "--snap-s", "0.5", "--episodes", "0-1"])
+    assert run.exit_code == 0, run.output
+    latest = Store(tmp_path / "s.sqlite").latest_all(author="hybrid")
+    assert len(latest) == 2 and all(d.status is Status.proposed for d in latest.values())
+    truth = FIXTURE.parent / "metaworld_truth.jsonl"
+    scored = runner.invoke(annotate, ["eval", "--truth", str(truth), "--store", store, "--backend", "hybrid"])
+    assert scored.exit_code == 0, scored.output
+    assert "hybrid vs metaworld_truth.jsonl" in scored.output
+    wrong = runner.invoke(annotate, ["run", "--store", store, "--backend", "heuristic", "--encoder", "pixels"])
+    assert wrong.exit_code == 2 and "--encoder does not apply to the heuristic backend" in wrong.output

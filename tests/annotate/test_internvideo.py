@@ -71,7 +71,7 @@ def episode() -> Episode:
 
 def backend(folder: Path, **settings):
     # 64 px tiles: 4 image tokens per frame keep the CPU run short; 5 frames, no event frames.
-    config = InternVideoConfig(model_id=str(folder), image_size=64, frames=5, kinematic_events=False, **settings)
+    config = InternVideoConfig(model=str(folder), image_size=64, frames=5, kinematic_events=False, **settings)
     return get_backend("internvideo")(config)
 
 
