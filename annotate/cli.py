@@ -9,18 +9,21 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.table import Table
 
 from atomvla.annotate.backends import BACKENDS, get_backend
 from atomvla.annotate.evaluation.plots import plot_episode
 from atomvla.annotate.evaluation.report import report, score_episode, table
 from atomvla.annotate.evaluation.truth import TruthError, load_truth
-from atomvla.annotate.backends.openai_backend import MissingKeyError, OpenAIBackend
+from atomvla.annotate.backends.openai_backend import MissingKeyError, OpenAIBackend, OpenAIConfig
+from atomvla.annotate.jobs.batch import backend_of, collect, refresh, submit, sync_client
+from atomvla.annotate.jobs.cache import ResponseCache
 from atomvla.annotate.jobs.engine import SettingsError, build_engine
 from atomvla.annotate.jobs.estimate import estimate
 from atomvla.annotate.jobs.progress import estimate_table, failures_table, run_progress, summary_table
 from atomvla.annotate.jobs.retry import RetryPolicy
 from atomvla.annotate.profiles import ProfileError
-from atomvla.annotate.runner import Shard, arun, pending
+from atomvla.annotate.runner import Shard, arun, job_id, pending
 from atomvla.annotate.selection import SelectionError, select
 from atomvla.curate.cli_support import (
     DEFAULT_STORE,
@@ -178,6 +181,110 @@ def run(
     if result.failed:
         console.print(failures_table(result.failed))
     if result.failed or result.not_started:
+        raise typer.Exit(1)
+
+
+batch_app = typer.Typer(
+    help="The OpenAI Batch API: the same requests as `run --backend openai`, at half price, answered within 24 h.",
+    no_args_is_help=True,
+)
+app.add_typer(batch_app, name="batch")
+
+
+def _clients(api_key_env: str):
+    """`client_for(batch)`: one client per server the store's batches went to (key from the environment)."""
+    clients: dict = {}
+
+    def client_for(batch: dict):
+        engine = backend_of(batch, api_key_env, None)
+        url = engine.config.base_url
+        if url not in clients:
+            clients[url] = sync_client(engine)
+        return clients[url]
+
+    return client_for
+
+
+@batch_app.command("submit")
+def batch_submit(
+    store: StoreOpt = DEFAULT_STORE,
+    profile: ProfileOpt = None,
+    episodes: EpisodesOpt = None,
+    shard: ShardOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
+    frames: FramesOpt = None,
+    detail: DetailOpt = None,
+    coarse_to_fine: CoarseToFineOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Upload the first request of every episode that has no answer yet, as one or more batches."""
+    setup_logging(verbose)
+    db = open_store(store)
+    overrides = {"model": model, "base_url": base_url, "frames": frames, "detail": detail, "coarse_to_fine": coarse_to_fine}
+    engine = _engine(db, "openai", profile, overrides, api_key_env)
+    chosen = _chosen(db, store, episodes, shard)
+    ids = submit(db, engine, chosen, sync_client(engine))
+    if not ids:
+        console.print("nothing to submit: every selected episode is proposed, answered or already in a batch")
+        return
+    table = Table(title=f"atom-annotate batch submit (job {job_id(engine)})")
+    table.add_column("batch")
+    table.add_column("episodes", justify="right")
+    for b in db.batches():
+        if b["batch_id"] in ids:
+            table.add_row(b["batch_id"], str(len(b["request"]["episodes"])))
+    console.print(table)
+
+
+@batch_app.command("status")
+def batch_status(store: StoreOpt = DEFAULT_STORE, api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY", verbose: VerboseOpt = False) -> None:
+    """The state of every batch in the store, refreshed from the API."""
+    setup_logging(verbose)
+    db = open_store(store)
+    try:
+        states = refresh(db, _clients(api_key_env))
+    except MissingKeyError as exc:
+        raise fail(str(exc)) from exc
+    table = Table(title="atom-annotate batch status")
+    for col in ("batch", "state", "requests", "completed", "failed"):
+        table.add_column(col, justify="left" if col in ("batch", "state") else "right")
+    for s in states:
+        table.add_row(s.batch_id, s.state, str(s.total), str(s.completed), str(s.failed))
+    console.print(table)
+
+
+@batch_app.command("collect")
+def batch_collect(
+    store: StoreOpt = DEFAULT_STORE,
+    api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
+    concurrency: Annotated[int, typer.Option(min=1, help="Episodes in flight (repairs and refinements go live).")] = 8,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Cache the answers of finished batches (ledger at Batch prices) and propose those episodes.
+
+    A bad answer's repair request, and coarse-to-fine refinements, go to the live API.
+    """
+    setup_logging(verbose)
+    db = open_store(store)
+    cache = ResponseCache.beside(store)
+    try:
+        got = collect(db, cache, _clients(api_key_env))
+    except MissingKeyError as exc:
+        raise fail(str(exc)) from exc
+    failed = list(got.errors)
+    for job, answered in got.answered.items():
+        engine = OpenAIBackend(OpenAIConfig.model_validate(got.settings[job]), api_key_env=api_key_env, cache=cache)
+        metas = [db.episode(e) for e in answered]
+        with run_progress(err_console, "collect", len(metas)) as on_episode:
+            result = asyncio.run(arun(db, engine, metas, concurrency=concurrency, on_episode=on_episode))
+        console.print(summary_table(f"atom-annotate batch collect (job {job})", result))
+        failed += result.failed
+    if got.waiting:
+        err_console.print(f"still running: {', '.join(got.waiting)} (collect again later)")
+    if failed:
+        console.print(failures_table(failed))
         raise typer.Exit(1)
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import openai
 
-from atomvla.annotate.backends.openai_backend import OpenAIBackend
+from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
+from atomvla.annotate.jobs.cache import ResponseCache
 from atomvla.annotate.jobs.pricing import cost_usd
 from atomvla.annotate.runner import job_id, pending
 from atomvla.annotate.vlm import response_format
@@ -35,13 +36,14 @@ MAX_BYTES = 190 << 20
 FINISHED = ("completed", "failed", "expired", "cancelled", "collected")
 
 
-class BatchError(RuntimeError):
-    """A batch cannot be submitted or collected; the message says which and why."""
-
-
 def sync_client(backend: OpenAIBackend) -> openai.OpenAI:
     backend.check_key()
     return openai.OpenAI(api_key=os.environ[backend.api_key_env], base_url=backend.config.base_url)  # type: ignore[attr-defined]
+
+
+def backend_of(batch: dict, api_key_env: str, cache: ResponseCache | None) -> OpenAIBackend:
+    """The backend a batch was submitted with (its settings are stored with it)."""
+    return OpenAIBackend(OpenAIConfig.model_validate(batch["request"]["settings"]), api_key_env=api_key_env, cache=cache)
 
 
 def _open_episodes(store: Store, job: str) -> set[str]:
@@ -76,7 +78,13 @@ def submit(store: Store, backend: OpenAIBackend, episodes: Sequence[EpisodeMeta]
             batch.id,
             job,
             batch.status,
-            {"episodes": [e for e, _, _ in chunk], "keys": {e: k for e, k, _ in chunk}, "input_file_id": uploaded.id, "model": backend.model},
+            {
+                "episodes": [e for e, _, _ in chunk],
+                "keys": {e: k for e, k, _ in chunk},
+                "input_file_id": uploaded.id,
+                "model": backend.model,
+                "settings": backend.config.model_dump(mode="json"),
+            },
         )
         batch_ids.append(batch.id)
         log.info("submitted %s: %d episodes", batch.id, len(chunk))
@@ -105,7 +113,10 @@ class BatchState:
     failed: int
 
 
-def refresh(store: Store, client: openai.OpenAI) -> list[BatchState]:
+ClientFor = Callable[[dict], openai.OpenAI]  # batch row -> a client of the server it went to
+
+
+def refresh(store: Store, client_for: ClientFor) -> list[BatchState]:
     """Every batch in the store, its state updated from the API unless already finished."""
     states = []
     for b in store.batches():
@@ -113,7 +124,7 @@ def refresh(store: Store, client: openai.OpenAI) -> list[BatchState]:
             n = len(b["request"]["episodes"])
             states.append(BatchState(b["batch_id"], b["state"], n, n if b["state"] == "collected" else 0, 0))
             continue
-        remote = client.batches.retrieve(b["batch_id"])
+        remote = client_for(b).batches.retrieve(b["batch_id"])
         if remote.status != b["state"]:
             store.set_batch_state(b["batch_id"], remote.status)
         counts = remote.request_counts
@@ -125,46 +136,46 @@ def refresh(store: Store, client: openai.OpenAI) -> list[BatchState]:
 
 @dataclass
 class Collected:
-    answered: list[str] = field(default_factory=list)  # episodes whose answer is now cached
+    answered: dict[str, list[str]] = field(default_factory=dict)  # job id -> episodes whose answer is now cached
+    settings: dict[str, dict] = field(default_factory=dict)  # job id -> the backend settings of its batches
     errors: list[tuple[str, str]] = field(default_factory=list)  # (episode id, why)
     waiting: list[str] = field(default_factory=list)  # batch ids not finished yet
 
 
-def collect(store: Store, backend: OpenAIBackend, client: openai.OpenAI) -> Collected:
+def collect(store: Store, cache: ResponseCache, client_for: ClientFor) -> Collected:
     """Cache the answers of every completed batch and record their Batch-price cost in the ledger."""
-    if backend.cache is None:
-        raise BatchError("collecting a batch needs the response cache")
     out = Collected()
-    refresh(store, client)
+    refresh(store, client_for)
     for b in store.batches():
         if b["state"] in ("collected", "failed", "expired", "cancelled"):
             continue
         if b["state"] != "completed":
             out.waiting.append(b["batch_id"])
             continue
+        client = client_for(b)
         remote = client.batches.retrieve(b["batch_id"])
-        keys: dict[str, str] = b["request"]["keys"]
-        model = b["request"]["model"]
+        request = b["request"]
+        job, model, keys = b["job_id"], request["model"], request["keys"]
+        out.settings[job] = request["settings"]
+        answered = out.answered.setdefault(job, [])
         seen = set()
-        if remote.output_file_id:
-            for line in client.files.content(remote.output_file_id).text.splitlines():
-                if not line.strip():
-                    continue
-                item = json.loads(line)
-                episode_id = item["custom_id"]
-                seen.add(episode_id)
-                response = item.get("response") or {}
-                if item.get("error") or response.get("status_code") != 200:
-                    out.errors.append((episode_id, f"batch {b['batch_id']}: {item.get('error') or response.get('status_code')}"))
-                    continue
-                body = response["body"]
-                message = body["choices"][0]["message"]
-                text = message.get("content") or message.get("refusal") or ""
-                tokens_in, tokens_out = body["usage"]["prompt_tokens"], body["usage"]["completion_tokens"]
-                backend.cache.put(keys[episode_id], {"text": text, "input_tokens": tokens_in, "output_tokens": tokens_out, "model": model})
-                store.add_ledger(b["job_id"], episode_id, model, tokens_in, tokens_out, cost_usd(model, tokens_in, tokens_out, batch=True), 0)
-                out.answered.append(episode_id)
-        for episode_id in b["request"]["episodes"]:
+        lines = client.files.content(remote.output_file_id).text.splitlines() if remote.output_file_id else []
+        for line in filter(str.strip, lines):
+            item = json.loads(line)
+            episode_id = item["custom_id"]
+            seen.add(episode_id)
+            response = item.get("response") or {}
+            if item.get("error") or response.get("status_code") != 200:
+                out.errors.append((episode_id, f"batch {b['batch_id']}: {item.get('error') or response.get('status_code')}"))
+                continue
+            body = response["body"]
+            message = body["choices"][0]["message"]
+            text = message.get("content") or message.get("refusal") or ""
+            tokens_in, tokens_out = body["usage"]["prompt_tokens"], body["usage"]["completion_tokens"]
+            cache.put(keys[episode_id], {"text": text, "input_tokens": tokens_in, "output_tokens": tokens_out, "model": model})
+            store.add_ledger(job, episode_id, model, tokens_in, tokens_out, cost_usd(model, tokens_in, tokens_out, batch=True), 0)
+            answered.append(episode_id)
+        for episode_id in request["episodes"]:
             if episode_id not in seen:
                 out.errors.append((episode_id, f"batch {b['batch_id']}: no answer in the output file"))
         store.set_batch_state(b["batch_id"], "collected")

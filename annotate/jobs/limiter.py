@@ -30,23 +30,38 @@ def parse_duration(text: str) -> float | None:
 
 
 class _Budget:
-    """One limited quantity (requests or tokens): what is left until `reset_at`."""
+    """One limited quantity (requests or tokens): what is left until `reset_at`.
+
+    When a window ends before the server has said more, it is assumed refilled to the announced
+    limit for as long as the longest window seen, so callers released together (after a
+    retry-after) do not all go at once.
+    """
 
     def __init__(self) -> None:
         self.remaining: float | None = None  # None: the server has not said
+        self.limit: float | None = None
+        self.window = 0.0
         self.reset_at = 0.0
 
-    def update(self, remaining: str | None, reset: str | None, now: float) -> None:
+    def update(self, limit: str | None, remaining: str | None, reset: str | None, now: float) -> None:
         if remaining is None:
             return
         try:
             self.remaining = float(remaining)
+            self.limit = float(limit) if limit is not None else self.limit
         except ValueError:
             return
         seconds = parse_duration(reset) if reset else None
-        self.reset_at = now + (seconds if seconds is not None else 1.0)
+        seconds = seconds if seconds is not None else 1.0
+        self.window = max(self.window, seconds)
+        self.reset_at = now + seconds
+
+    def _refill(self, now: float) -> None:
+        if now >= self.reset_at and self.limit is not None:
+            self.remaining, self.reset_at = self.limit, now + self.window
 
     def wait(self, amount: float, now: float) -> float:
+        self._refill(now)
         if self.remaining is None or now >= self.reset_at:
             return 0.0
         return 0.0 if self.remaining >= amount else self.reset_at - now
@@ -78,10 +93,13 @@ class RateLimiter:
 
     def update(self, headers: Mapping[str, str]) -> None:
         now = self._clock()
-        self._requests.update(
-            headers.get("x-ratelimit-remaining-requests"), headers.get("x-ratelimit-reset-requests"), now
-        )
-        self._tokens.update(headers.get("x-ratelimit-remaining-tokens"), headers.get("x-ratelimit-reset-tokens"), now)
+        for kind, budget in (("requests", self._requests), ("tokens", self._tokens)):
+            budget.update(
+                headers.get(f"x-ratelimit-limit-{kind}"),
+                headers.get(f"x-ratelimit-remaining-{kind}"),
+                headers.get(f"x-ratelimit-reset-{kind}"),
+                now,
+            )
 
     def pause(self, seconds: float) -> None:
         """Hold every caller for `seconds` (a 429's retry-after)."""

@@ -126,7 +126,7 @@ class FakeOpenAI:
         return {m for m in markers if any(r.status == 200 for r in self.chat_requests(m))}
 
     def chat_requests(self, marker: str | None = None) -> list[Logged]:
-        return [r for r in self.log if r.path.endswith("/chat/completions") and (marker is None or marker in r.text)]
+        return [r for r in self.log if r.path.startswith("/") and r.path.endswith("/chat/completions") and (marker is None or marker in r.text)]
 
     def duplicates(self) -> int:
         """Identical request bodies answered successfully more than once."""

@@ -1,0 +1,168 @@
+"""The job runner: resumable after SIGKILL, shards, budget, dry run, rate limits, the Batch API."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fake_openai import FakeOpenAI, marked_store, marker
+from typer.testing import CliRunner
+
+from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
+from atomvla.annotate.cli import app
+from atomvla.annotate.jobs.limiter import RateLimiter, parse_duration
+from atomvla.annotate.jobs.pricing import cost_usd
+from atomvla.annotate.jobs.retry import RetryPolicy
+from atomvla.annotate.runner import Shard, arun
+from atomvla.curate.store import Store
+from atomvla.schemas import Status
+
+DATASET = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "metaworld_lerobot_v30"
+KEY = "sk-test-runner-0a1b2c"
+FAST = RetryPolicy(attempts=4, base_s=0.01, cap_s=0.05, timeout_s=2.0)
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200", "OPENAI_API_KEY": KEY})
+    assert not isinstance(result.exception, AssertionError), result.exception
+    return result
+
+
+@pytest.fixture
+def store_path(tmp_path) -> Path:
+    return tmp_path / "store.sqlite"
+
+
+@pytest.fixture
+def metas(store_path):
+    return marked_store(store_path, DATASET)
+
+
+def test_sigkill_then_rerun_asks_nothing_already_answered(store_path, metas):
+    markers = [marker(m.episode_index) for m in metas]
+    env = {**os.environ, "OPENAI_API_KEY": KEY, "HF_HUB_OFFLINE": "1"}
+    with FakeOpenAI(latency_s=0.3) as server:
+        cmd = [sys.executable, "-c", "from atomvla.annotate.cli import app; app()", "run", "--store", str(store_path),
+               "--backend", "openai", "--base-url", server.url, "--concurrency", "2"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while len(server.markers_answered(markers)) < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        answered = server.markers_answered(markers)
+        time.sleep(0.3)  # long enough for those answers to have reached the client
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL and 3 <= len(answered) < len(metas)
+        before = len(server.chat_requests())
+
+        result = invoke("run", "--store", store_path, "--backend", "openai", "--base-url", server.url, "--concurrency", "4")
+        assert result.exit_code == 0, result.output
+        again = server.chat_requests()[before:]
+    assert not [r for r in again if any(m in r.text for m in answered)]
+    latest = Store(store_path).latest_all(author="openai")
+    assert len(latest) == len(metas) and all(d.status is Status.proposed for d in latest.values())
+
+
+def test_shards_split_the_episodes_the_same_way_everywhere(store_path, metas):
+    ids = [m.episode_id for m in metas]
+    parts = [{e for e in ids if e in Shard(i, 3)} for i in range(3)]
+    assert set().union(*parts) == set(ids) and sum(map(len, parts)) == len(ids)
+    assert all(parts)  # 11 episodes over 3 shards: none empty
+    with pytest.raises(ValueError, match="need 0 <= i < N"):
+        Shard.parse("3/3")
+    result = invoke("run", "--store", store_path, "--shard", "1/3")
+    assert result.exit_code == 0, result.output
+    assert set(Store(store_path).latest_all(author="heuristic")) == parts[1]
+
+
+def test_max_cost_stops_before_the_budget_and_a_rerun_finishes(store_path, metas):
+    store = Store(store_path)
+    with FakeOpenAI() as server:
+        os.environ["OPENAI_API_KEY"] = KEY
+        try:
+            engine = OpenAIBackend(OpenAIConfig(base_url=server.url), retry=FAST)
+            result = asyncio.run(arun(store, engine, metas, concurrency=2, max_cost=0.02, estimate_usd=0.004))
+            assert result.stopped and result.not_started
+            assert result.usage.cost_usd <= 0.02
+            assert len(result.proposed) + len(result.not_started) == len(metas)
+            assert store.ledger_totals(result.job_id)["cost_usd"] == pytest.approx(result.usage.cost_usd)
+            rest = asyncio.run(arun(store, engine, metas, concurrency=2))
+        finally:
+            del os.environ["OPENAI_API_KEY"]
+    assert sorted(rest.proposed) == sorted(result.not_started) and len(rest.skipped) == len(result.proposed)
+
+
+def test_dry_run_estimates_without_asking_or_storing(store_path, metas):
+    with FakeOpenAI() as server:
+        result = invoke("run", "--store", store_path, "--backend", "openai", "--base-url", server.url, "--dry-run")
+        assert result.exit_code == 0, result.output
+        assert server.log == []
+    row = next(line for line in result.output.splitlines() if line.strip().startswith("│") and "11" in line)
+    episodes, tokens_in, tokens_out, usd, batch_usd = [c.strip().replace(",", "") for c in row.strip("│ ").split("│")]
+    assert int(episodes) == 11 and 1000 < float(tokens_in) < 2500
+    assert float(usd) == pytest.approx(11 * cost_usd("gpt-4o", round(float(tokens_in)), round(float(tokens_out))), rel=0.02)
+    assert float(batch_usd) == pytest.approx(float(usd) / 2, rel=0.02)
+    assert Store(store_path).latest_all() == {}
+
+
+def test_the_limiter_honours_ratelimit_headers():
+    assert parse_duration("6m0s") == 360 and parse_duration("20ms") == 0.02 and parse_duration("1.5") == 1.5
+    assert parse_duration("soon") is None
+
+    async def waits() -> float:
+        limiter = RateLimiter()
+        limiter.update({"x-ratelimit-remaining-requests": "1", "x-ratelimit-reset-requests": "150ms"})
+        start = time.monotonic()
+        await limiter.acquire(10)  # the one request left
+        await limiter.acquire(10)  # waits for the window to reset
+        return time.monotonic() - start
+
+    assert 0.14 <= asyncio.run(waits()) < 1.0
+
+
+def test_a_server_window_is_respected_after_the_first_answers(store_path, metas):
+    store = Store(store_path)
+    os.environ["OPENAI_API_KEY"] = KEY
+    try:
+        with FakeOpenAI(window_requests=4, window_s=0.4) as server:
+            engine = OpenAIBackend(OpenAIConfig(base_url=server.url), retry=FAST)
+            result = asyncio.run(arun(store, engine, metas, concurrency=8))
+            refused = [r for r in server.chat_requests() if r.behaviour == "window"]
+    finally:
+        del os.environ["OPENAI_API_KEY"]
+    assert len(result.proposed) == len(metas)
+    # The opening burst, sent before the server's first headers, overruns the window (8 sent, 4
+    # allowed); after that the limiter keeps to it, up to clock skew between the two sides.
+    assert len(refused) <= (8 - 4) + 2
+    assert engine.limiter.waits > 0
+
+
+def test_batch_submit_status_collect_at_half_price(store_path, metas):
+    with FakeOpenAI() as server:
+        result = invoke("batch", "submit", "--store", store_path, "--base-url", server.url, "--episodes", "0-5")
+        assert result.exit_code == 0, result.output
+        (batch,) = Store(store_path).batches()
+        assert len(batch["request"]["episodes"]) == 6 and KEY not in str(batch)
+        # Submitting again adds nothing: those episodes are waiting in the open batch.
+        assert "nothing to submit" in invoke("batch", "submit", "--store", store_path, "--base-url", server.url, "--episodes", "0-5").output
+        status = invoke("batch", "status", "--store", store_path)
+        assert status.exit_code == 0 and "in_progress" in status.output
+        collected = invoke("batch", "collect", "--store", store_path)
+        assert collected.exit_code == 0, collected.output
+        assert server.chat_requests() == []  # every answer came from the batch
+        assert len([r for r in server.log if r.path.startswith("batch:")]) == 6
+    store = Store(store_path)
+    latest = store.latest_all(author="openai")
+    assert sorted(latest) == sorted(batch["request"]["episodes"])
+    rows = store.ledger_rows(batch["job_id"])
+    paid = [r for r in rows if not r["cached"]]
+    assert len(paid) == 6 and all(
+        r["cost_usd"] == pytest.approx(cost_usd("gpt-4o", r["input_tokens"], r["output_tokens"]) / 2) for r in paid
+    )
+    assert store.batches()[0]["state"] == "collected"
