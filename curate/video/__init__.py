@@ -2,7 +2,9 @@
 
 PyAV decodes everything (AV1, H.264, ...); decord, where it can read the file (probed once per
 file), serves batches. Open decoders and decoded frames are cached process-wide, so a UI that
-scrubs or a backend that samples never reopens a file nor re-decodes a GOP it just went through.
+scrubs or a backend that samples never reopens a file; after a jump, the GOP behind the frame is
+decoded into the cache in the background, so backward scrub steps are memory hits
+(`pyav_decoder.PyAVDecoder`). `clip.write_clip` cuts one episode out as its own MP4.
 """
 
 from __future__ import annotations
@@ -43,9 +45,14 @@ def configure_cache(max_open_decoders: int = MAX_OPEN_DECODERS, frame_cache_byte
     _pool = DecoderPool(max_open_decoders, frame_cache_bytes)
 
 
+def wait_background() -> None:
+    """Return once the frames being decoded ahead in the background are in the cache."""
+    _pool.wait_background()
+
+
 def cache_info() -> CacheInfo:
     """Counters of the process-wide caches: how many files were opened, reused, frames hit..."""
     return _pool.info()
 
 
-__all__ = ["CacheInfo", "EpisodeFrames", "SourceError", "cache_info", "configure_cache", "open_frames"]
+__all__ = ["CacheInfo", "EpisodeFrames", "SourceError", "cache_info", "configure_cache", "open_frames", "wait_background"]

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from atomvla.curate.errors import SourceError
+from atomvla.curate.video.index import VideoIndex
 from atomvla.curate.video.pool import DecoderPool
 from atomvla.curate.video.pyav_decoder import iter_rgb
 from atomvla.schemas import CameraRef
@@ -80,6 +81,15 @@ class VideoFrames(EpisodeFrames):
                 f"(the video's {len(index)} frames span {index.time_of(0):.3f}-{index.time_of(len(index) - 1):.3f}s)",
                 episode,
             )
+
+    @property
+    def file_indices(self) -> np.ndarray:
+        """(n_frames,) int64: where each episode frame is in the file (`VideoIndex` positions)."""
+        return self._file_index
+
+    @property
+    def index(self) -> VideoIndex:
+        return self._pool.pyav(self.path).index
 
     def _read(self, indices: np.ndarray) -> np.ndarray:
         with self._labelled():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,8 @@ class DecoderPool:
     def __init__(self, max_open: int, frame_cache_bytes: int):
         self.max_open = max_open
         self.frames = FrameCache(frame_cache_bytes)
+        # One thread decodes ahead for every decoder: background work never outgrows one core.
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-ahead")
         self._open: OrderedDict[tuple[str, FileVersion], object] = OrderedDict()
         self._decord_readable: dict[FileVersion, bool] = {}  # probed once per file
         self._lock = threading.Lock()
@@ -51,7 +54,7 @@ class DecoderPool:
         self._reuses = 0
 
     def pyav(self, path: str | Path) -> PyAVDecoder:
-        return self._get("pyav", str(path), lambda p: PyAVDecoder(p, self.frames, file_version(p)))
+        return self._get("pyav", str(path), lambda p: PyAVDecoder(p, self.frames, file_version(p), self._background))
 
     def decord(self, path: str | Path) -> DecordDecoder | None:
         """decord's decoder for the file, or None where decord cannot decode it."""
@@ -70,6 +73,10 @@ class DecoderPool:
                 raise SourceError(p, f"cannot open HDF5 file: {exc}") from exc
 
         return self._get("hdf5", str(path), open_h5)
+
+    def wait_background(self) -> None:
+        """Return once the decoding ahead requested so far is done (benchmarks and tests)."""
+        self._background.submit(lambda: None).result()
 
     def info(self) -> CacheInfo:
         return CacheInfo(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Hashable, Iterator, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 
 import av
@@ -13,6 +15,13 @@ from av.video.reformatter import VideoReformatter
 from atomvla.curate.errors import SourceError
 from atomvla.curate.video.frame_cache import FrameCache
 from atomvla.curate.video.index import VideoIndex
+
+log = logging.getLogger(__name__)
+
+# Frames before a target kept for backward scrub steps (the review UI steps by 1 and 10).
+KEEP_BEFORE = 16
+# A request at most this far behind the previous one is a backward scrub step, not a jump.
+SCRUB_REACH = 2 * KEEP_BEFORE
 
 
 def open_container(path: str | Path, frame_threads: bool) -> av.container.InputContainer:
@@ -35,12 +44,19 @@ class PyAVDecoder:
     """Random access into one file, keeping the decoder open between calls.
 
     A request continues decoding from where the last one stopped when the target lies ahead in the
-    same GOP (forward scrubbing, sorted batches); otherwise it seeks to the target's keyframe. Every
-    frame decoded on the way goes into the shared `FrameCache`, so backward steps are cache hits.
+    same GOP (forward scrubbing, sorted batches); otherwise it seeks to the target's keyframe. Only
+    the last `KEEP_BEFORE` frames before a target go into the shared `FrameCache` on the way:
+    holding every frame of a long GOP made a cold jump slower than a fresh decoder (each kept frame
+    is a fresh buffer the decoder cannot recycle, and it evicts others). The rest of the GOP before
+    a single-frame jump is decoded into the cache afterwards on the `background` thread, with its
+    own container, for the backward scrub steps that usually follow; a backward step past the
+    window before that is done keeps every frame from the keyframe itself.
     """
 
-    def __init__(self, path: str | Path, frame_cache: FrameCache, cache_key: Hashable):
-        """`cache_key` identifies this version of the file in `frame_cache`."""
+    def __init__(self, path: str | Path, frame_cache: FrameCache, cache_key: Hashable,
+                 background: Executor | None = None):
+        """`cache_key` identifies this version of the file in `frame_cache`; without `background`
+        nothing is decoded ahead."""
         self.path = str(path)
         self._cache_key = cache_key
         self._container = open_container(path, frame_threads=False)
@@ -51,29 +67,40 @@ class PyAVDecoder:
         self._frames: Iterator[av.VideoFrame] | None = None
         self._cursor = -1  # file index of the last frame `_frames` produced
         self._floor = 0  # keyframe of the last seek: frames before it are not decodable from it
+        self._last = -1  # file index of the last frame requested, cached or not
         self.lock = threading.Lock()  # one request at a time: the cursor is shared state
+        self._background = background
+        self._fill_container: av.container.InputContainer | None = None  # the background thread's
+        self._fill_generation = 0  # a newer jump makes an unfinished fill stop
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         """(k, H, W, 3) uint8 RGB frames at file `indices`, any order."""
+        wanted = sorted(set(indices))
         with self.lock:
-            decoded = {i: self._frame(i) for i in sorted(set(indices))}
+            # Decoding ahead serves scrubbing (one frame at a time); batches move on elsewhere.
+            decoded = {i: self._frame(i, fill_behind=len(wanted) == 1) for i in wanted}
             rgb = {i: self._to_rgb(f) for i, f in decoded.items()}
         return np.stack([rgb[i] for i in indices])
 
-    def _frame(self, target: int) -> av.VideoFrame:
+    def _frame(self, target: int, fill_behind: bool) -> av.VideoFrame:
+        scrubbing_back = 0 < self._last - target <= SCRUB_REACH
+        self._last = target
         cached = self._cache.get((self._cache_key, target))
         if cached is not None:
             return cached
         keyframe = self.index.keyframe_before(target)
-        if self._frames is None or not keyframe <= self._cursor < target:
+        jump = self._frames is None or not keyframe <= self._cursor < target
+        if jump:
             self._seek(keyframe)
+        keep_from = keyframe if scrubbing_back else target - KEEP_BEFORE
         try:
             for frame in self._frames:
                 i = self.index.index_of_pts.get(frame.pts, -1)
                 if i < self._floor:  # leading frames of an open GOP reference the previous GOP
                     continue
                 self._cursor = i
-                self._cache.put((self._cache_key, i), frame)
+                if i >= keep_from:
+                    self._cache.put((self._cache_key, i), frame)
                 if i >= target:
                     break
         except av.FFmpegError as exc:
@@ -84,7 +111,28 @@ class PyAVDecoder:
             raise SourceError(
                 self.path, f"frame at {self.index.time_of(target):.3f}s could not be decoded (file truncated?)"
             )
+        if jump and fill_behind and keep_from > keyframe and self._background is not None:
+            self._fill_generation += 1
+            self._background.submit(self._fill, keyframe, keep_from, self._fill_generation)
         return frame
+
+    def _fill(self, start: int, stop: int, generation: int) -> None:
+        """Decode file frames [start, stop) into the cache (on the background thread)."""
+        try:
+            if self._fill_container is None:
+                self._fill_container = open_container(self.path, frame_threads=False)
+            stream = self._fill_container.streams.video[0]
+            self._fill_container.seek(int(self.index.pts[start]), stream=stream, backward=True)
+            for frame in self._fill_container.decode(stream):
+                if generation != self._fill_generation:
+                    return  # the user jumped elsewhere: these frames are no longer the likely next ones
+                i = self.index.index_of_pts.get(frame.pts, -1)
+                if i >= stop:
+                    return
+                if i >= start:
+                    self._cache.put((self._cache_key, i), frame)
+        except (av.FFmpegError, SourceError) as exc:  # the foreground reports it if it meets it
+            log.debug("decoding ahead in %s stopped: %s", self.path, exc)
 
     def _seek(self, keyframe: int) -> None:
         self._container.seek(int(self.index.pts[keyframe]), stream=self._stream, backward=True)

@@ -12,7 +12,10 @@ import pandas as pd
 import pytest
 
 from atomvla.curate.errors import SourceError
-from atomvla.curate.video import cache_info, configure_cache, open_frames
+from atomvla.curate.video import cache_info, configure_cache, open_frames, wait_background
+from atomvla.curate.video.clip import write_clip
+from atomvla.curate.video.frame_cache import FrameCache
+from atomvla.curate.video.pyav_decoder import KEEP_BEFORE, PyAVDecoder
 from atomvla.schemas import CameraRef
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
@@ -236,3 +239,69 @@ def test_rewritten_video_is_reopened(tmp_path):
     shutil.copyfile(source, path)  # ...then redone
     frames = open_frames(ref, 60, FPS)
     np.testing.assert_array_equal(frames.get(59), decode_all(source)[round(40.0 * FPS) + 59])
+
+
+
+def test_jump_keeps_a_window_and_decodes_the_gop_behind_in_the_background(long_gop):
+    """A cold jump keeps only the frames just before the target on the way; the rest of the GOP is
+    decoded into the cache afterwards, so backward scrub steps come from memory."""
+    configure_cache()
+    frames = long_gop.open()
+
+    def hit(pos: int) -> bool:
+        before = cache_info().frame_cache_hits
+        np.testing.assert_array_equal(frames.get(pos), long_gop.expected[pos])
+        return cache_info().frame_cache_hits > before
+
+    target = 64  # file frame 119: the last frame of the GOP that starts at file frame 80 (episode 25)
+    assert not hit(target)
+    wait_background()
+    assert all(hit(pos) for pos in range(target - 1, 24, -1))
+    assert not hit(24) and hit(23)  # the previous GOP, kept on the way by a backward step
+    assert hit(target) and not hit(target + 1) and hit(target + 1)
+
+
+def test_window_then_gop_without_background(long_gop):
+    """Without decoding ahead: a jump keeps `KEEP_BEFORE` frames before the target; a backward step
+    past them re-decodes from the keyframe and keeps the GOP."""
+    cache = FrameCache(64 << 20)
+    decoder = PyAVDecoder(long_gop.ref.path, cache, "key")
+    first = 55  # the episode's first file frame
+
+    def hit(file_index: int) -> bool:
+        before = cache.hits
+        np.testing.assert_array_equal(decoder.read([file_index])[0], long_gop.expected[file_index - first])
+        return cache.hits > before
+
+    assert not hit(119)
+    assert hit(119 - KEEP_BEFORE)
+    assert not hit(119 - KEEP_BEFORE - 1)
+    assert all(hit(i) for i in range(119 - KEEP_BEFORE - 2, 79, -1))
+
+
+def clip_frames(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def test_clip_of_an_episode_on_a_keyframe_is_copied_exactly(clip, tmp_path):
+    out = tmp_path / "clips" / "ep.mp4"
+    assert write_clip(clip.ref, clip.n_frames, clip.fps, out, episode="ep") == "copy"
+    np.testing.assert_array_equal(clip_frames(out), clip.expected)
+    assert [p.name for p in out.parent.iterdir()] == ["ep.mp4"]  # no temporary file left
+
+
+def test_clip_starting_mid_gop_or_from_hdf5_is_encoded(long_gop, h5_frames, tmp_path):
+    out = tmp_path / "mid_gop.mp4"
+    assert write_clip(long_gop.ref, long_gop.n_frames, long_gop.fps, out) == "encode"
+    got = clip_frames(out)
+    assert got.shape == long_gop.expected.shape
+    # Re-encoded, so close rather than exact: each frame is nearest to its own source frame.
+    exp = long_gop.expected.astype(np.int16)
+    own = np.abs(got - exp).mean(axis=(1, 2, 3))  # (90,)
+    assert (own[1:] < np.abs(got[1:] - exp[:-1]).mean(axis=(1, 2, 3))).all()
+    assert (own[:-1] < np.abs(got[:-1] - exp[1:]).mean(axis=(1, 2, 3))).all()
+    path, stored = h5_frames
+    ref = CameraRef(key="agentview", kind="hdf5", path=str(path), dataset="data/demo_0/obs/agentview_rgb")
+    assert write_clip(ref, 150, 20.0, tmp_path / "h5.mp4") == "encode"
+    assert clip_frames(tmp_path / "h5.mp4").shape == (150, 12, 16, 3)
