@@ -10,6 +10,7 @@ same chat, with the same frames. About 17 GB of weights; 64 frames fit a 24 GB c
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from dataclasses import dataclass
@@ -20,8 +21,10 @@ import numpy as np
 from jaxtyping import Float, UInt8
 from pydantic import Field
 
-from atomvla.annotate.backends.base import register
+from atomvla.annotate.backends.base import BackendError, register
 from atomvla.annotate.vlm import Message, Usage, VLMBackend, VLMConfig, flatten
+from atomvla.curate.episode import Episode
+from atomvla.schemas import Decomposition
 
 IMAGE = "<image>"
 # InternVL's preprocessing: ImageNet statistics.
@@ -45,15 +48,22 @@ class LoadedModel:
 
 
 @lru_cache(maxsize=1)
-def load_model(model_id: str) -> LoadedModel:
-    """The model and tokenizer, once per process: bf16 on a GPU (fp32 on a CPU, for small models)."""
+def load_model(model_id: str) -> LoadedModel | OSError:
+    """The model and tokenizer, once per process: bf16 on a GPU (fp32 on a CPU, for small models).
+
+    A model that cannot be loaded (no such folder, offline, no access) is returned as its error,
+    also once: every episode then fails at once with the reason instead of retrying the load.
+    """
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModel.from_pretrained(model_id, trust_remote_code=True, dtype=dtype).eval().to(device)
-    tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)
+    try:
+        model = AutoModel.from_pretrained(model_id, trust_remote_code=True, dtype=dtype).eval().to(device)
+        tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)
+    except OSError as exc:
+        return exc
     return LoadedModel(model, tokenizer, device, threading.Lock())
 
 
@@ -92,11 +102,18 @@ class InternVideoBackend(VLMBackend):
     def model(self) -> str:
         return self.config.model  # type: ignore[attr-defined]
 
+    async def apropose(self, episode: Episode) -> tuple[Decomposition, Usage]:
+        loaded = await asyncio.to_thread(load_model, self.config.model)  # type: ignore[attr-defined]
+        if isinstance(loaded, OSError):
+            raise BackendError(self.name, episode.meta, f"cannot load model {self.model!r}: {loaded}")
+        return await super().apropose(episode)
+
     def generate(self, messages: list[Message], frames: np.ndarray) -> tuple[str, Usage]:
         import torch
 
         cfg: InternVideoConfig = self.config  # type: ignore[assignment]
         loaded = load_model(cfg.model)
+        assert isinstance(loaded, LoadedModel), "apropose checked the load"
         system, history, question = chat_turns(messages)
         n_images = sum(q.count(IMAGE) for q, _ in history) + question.count(IMAGE)
         if n_images != len(frames):

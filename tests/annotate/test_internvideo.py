@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atomvla.annotate.backends import get_backend
+from atomvla.annotate.backends import BackendError, get_backend
 from atomvla.annotate.backends.internvideo import InternVideoConfig, chat_turns, load_model, pixel_values
 from atomvla.curate.episode import Episode
 from atomvla.curate.sources import open_source
@@ -122,6 +122,6 @@ def test_constrained_model_is_repaired_in_the_same_chat_then_proposes(tiny_model
     assert load_model(str(folder)).model.chat_calls == 2
 
 
-def test_a_model_that_cannot_be_loaded_names_itself(tmp_path, episode):
-    with pytest.raises(OSError, match="no-such-model"):
+def test_a_model_that_cannot_be_loaded_fails_each_episode_with_the_reason(tmp_path, episode):
+    with pytest.raises(BackendError, match="cannot load model '.*no-such-model'"):
         backend(tmp_path / "no-such-model").propose(episode)
