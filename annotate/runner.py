@@ -124,6 +124,20 @@ async def arun(
     def over_budget() -> bool:
         return max_cost is not None and result.usage.cost_usd + (in_flight + 1) * reserve > max_cost
 
+    def record(episode_id: str, dec: Decomposition, usage: Usage) -> Outcome:
+        """Store one answered episode. The ledger first: a crash before the revision lands re-reads
+        the answer from the cache (free), never leaving paid tokens unrecorded."""
+        if usage.requests or usage.cached:
+            store.add_ledger(result.job_id, episode_id, model, usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.cached)
+        store.add_revision(dec)
+        if dec.status is Status.failed:
+            store.mark_job_item(result.job_id, episode_id, "failed", dec.note)
+            result.failed.append((episode_id, f"episode {episode_id}: {dec.note}"))
+            return "failed"
+        store.mark_job_item(result.job_id, episode_id, "done")
+        result.proposed.append(episode_id)
+        return "proposed"
+
     async def one(meta: EpisodeMeta) -> None:
         nonlocal reserve
         episode_id = meta.episode_id
@@ -133,23 +147,12 @@ async def arun(
         except EPISODE_ERRORS as exc:
             why = str(exc) if isinstance(exc, (BackendError, SourceError, DecompositionError)) else f"episode {episode_id}: {exc}"
             log.error("%s", why)
-            store.mark_job_item(result.job_id, episode_id, "failed", why)
+            await asyncio.to_thread(store.mark_job_item, result.job_id, episode_id, "failed", why)
             result.failed.append((episode_id, why))
             usage, outcome = Usage(), "failed"
         else:
-            if usage.requests or usage.cached:
-                # The ledger first: a crash before the revision lands re-reads the answer from the
-                # cache (free), never leaving paid tokens unrecorded.
-                store.add_ledger(result.job_id, episode_id, model, usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.cached)
-            store.add_revision(dec)
-            if dec.status is Status.failed:
-                store.mark_job_item(result.job_id, episode_id, "failed", dec.note)
-                result.failed.append((episode_id, f"episode {episode_id}: {dec.note}"))
-                outcome = "failed"
-            else:
-                store.mark_job_item(result.job_id, episode_id, "done")
-                result.proposed.append(episode_id)
-                outcome = "proposed"
+            # SQLite works outside the event loop, so requests keep flowing while it writes.
+            outcome = await asyncio.to_thread(record, episode_id, dec, usage)
         result.usage += usage
         reserve = max(reserve, usage.cost_usd)
         if on_episode is not None:

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from atomvla.annotate.backends.base import register
-from atomvla.annotate.jobs.cache import ResponseCache, request_key
+from atomvla.annotate.jobs.cache import ResponseCache, encode_body, request_key
 from atomvla.annotate.jobs.limiter import RateLimiter
 from atomvla.annotate.jobs.pricing import cost_usd, input_tokens, text_tokens
 from atomvla.annotate.jobs.retry import ResponseError, RetryPolicy, with_retries
@@ -43,6 +43,7 @@ from atomvla.schemas import Subtask, check_subtasks
 log = logging.getLogger(__name__)
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+JSON_HEADERS = {"Content-Type": "application/json"}
 REFINE_SCHEMA = {
     "type": "json_schema",
     "json_schema": {
@@ -163,20 +164,26 @@ class OpenAIBackend(VLMBackend):
         }
 
     def cache_key(self, body: dict) -> str:
-        return request_key(self.model, PROMPT_VERSION, body)
+        return request_key(PROMPT_VERSION, encode_body(body))
 
     async def complete(self, messages: list[Message], schema: dict) -> tuple[str, Usage]:
         """The answer text to one request: from the cache when this exact request was answered."""
-        body = self.body(messages, schema)
-        key = self.cache_key(body)
+        body = encode_body(self.body(messages, schema))
+        key = request_key(PROMPT_VERSION, body)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return hit["text"], Usage(hit["input_tokens"], hit["output_tokens"], 0.0, 0, 1)
         client = self.client()
         estimate = input_tokens(messages, schema)
-        # The generic `post` sends the body as built: the typed `chat.completions.create` walks every
-        # content part to transform it, 10-50 ms of CPU per request with a dozen images.
+        # The generic `post` sends the body as encoded for the key: the typed
+        # `chat.completions.create` would walk every content part to transform it, then encode it
+        # again (10-50 ms of CPU per request with a dozen images).
         raw = await with_retries(
-            lambda: client.post("/chat/completions", body=body, cast_to=httpx2.Response), self.retry, self.limiter, estimate
+            lambda: client.post(
+                "/chat/completions", content=body, options={"headers": JSON_HEADERS}, cast_to=httpx2.Response
+            ),
+            self.retry,
+            self.limiter,
+            estimate,
         )
         self.limiter.update(raw.headers)
         text, tokens_in, tokens_out = _answer(raw, estimate)

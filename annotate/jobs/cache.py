@@ -14,10 +14,14 @@ import tempfile
 from pathlib import Path
 
 
-def request_key(model: str, prompt_version: str, body: dict) -> str:
-    """sha256 over the model, the prompt version and the body as sent (every frame's bytes in it)."""
-    canonical = json.dumps({"model": model, "prompt_version": prompt_version, "body": body}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def encode_body(body: dict) -> bytes:
+    """The request body as sent: compact JSON, encoded once for both the key and the request."""
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def request_key(prompt_version: str, body: bytes) -> str:
+    """sha256 over the prompt version and the encoded body, which holds the model and every frame."""
+    return hashlib.sha256(prompt_version.encode() + b"\n" + body).hexdigest()
 
 
 class ResponseCache:
