@@ -60,16 +60,16 @@ def episodes(n: int, offset: int):
     ]
 
 
-def timed_run(url: str, metas, concurrency: int, workdir: Path) -> float:
-    """Episodes per second for one run into a fresh store, with no cache."""
+def timed_run(url: str, metas, concurrency: int, workdir: Path) -> tuple[float, float]:
+    """(episodes per second, CPU ms of this process per episode) for one run into a fresh store, no cache."""
     store = Store(workdir / f"c{concurrency}.sqlite")
     store.upsert_episodes(metas)
     engine = OpenAIBackend(OpenAIConfig(base_url=url), api_key_env=KEY_ENV)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = asyncio.run(arun(store, engine, metas, concurrency=concurrency))
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert len(result.proposed) == len(metas), result.failed[:3]
-    return len(metas) / seconds
+    return len(metas) / seconds, 1000 * cpu / len(metas)
 
 
 def main() -> None:
@@ -89,8 +89,8 @@ def main() -> None:
             work = Path(tmp)
             # Warm the decoders and imports once so neither run pays for them.
             timed_run(url, episodes(2, 10_000), 2, work)
-            serial = timed_run(url, episodes(args.serial_episodes, 0), 1, work)
-            parallel = timed_run(url, episodes(args.episodes, 1_000), 32, work)
+            serial, _ = timed_run(url, episodes(args.serial_episodes, 0), 1, work)
+            parallel, cpu_ms = timed_run(url, episodes(args.episodes, 1_000), 32, work)
         parent.send("stats")
         requests, duplicates = parent.recv()
     finally:
@@ -101,6 +101,9 @@ def main() -> None:
     print(f"concurrency  1: {serial:6.2f} episodes/s ({args.serial_episodes} episodes)")
     print(f"concurrency 32: {parallel:6.2f} episodes/s ({args.episodes} episodes)")
     print(f"ratio: {parallel / serial:.1f}x (target >= 20x)")
+    # Past the latency bound the runner is CPU-bound: decode, encode, request, store, per episode.
+    print(f"CPU per episode at concurrency 32: {cpu_ms:.1f} ms (all threads of this process); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"requests: {requests} for {2 + args.serial_episodes + args.episodes} episodes; duplicates: {duplicates} (target 0)")
 
     # Tokens at the default settings, as the API bills them (see annotate/jobs/pricing.py).

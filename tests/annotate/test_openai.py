@@ -182,3 +182,17 @@ def test_the_key_never_reaches_logs_store_cache_or_exports(tmp_path, metas, key)
     assert any(p.suffix == ".json" for p in files) and (tmp_path / "out.jsonl") in files
     for p in files:
         assert KEY.encode() not in p.read_bytes(), p
+
+
+def test_a_saved_profile_sets_the_frames_sent(tmp_path, metas, key):
+    path = tmp_path / "store.sqlite"
+    Store(path).save_profile("openai", "cheap", {"frames": 6, "kinematic_events": False})
+    with FakeOpenAI() as server:
+        result = invoke("run", "--store", path, "--backend", "openai", "--base-url", server.url, "--profile", "cheap", "--episodes", "0")
+        assert result.exit_code == 0, result.output
+        (request,) = server.chat_requests()
+    assert sum(p["type"] == "image_url" for p in request.body["messages"][1]["content"]) == 6
+    result = invoke("run", "--store", path, "--backend", "openai", "--profile", "nope")
+    assert result.exit_code == 2 and "no openai profile 'nope' (profiles: cheap)" in result.output
+    result = invoke("run", "--store", path, "--backend", "heuristic", "--model", "gpt-4o")
+    assert result.exit_code == 2 and "--model does not apply to the heuristic backend" in result.output
