@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from atomvla.annotate.backends.base import Backend, BackendConfig, BackendError
 from atomvla.curate.episode import Episode
+from atomvla.curate.errors import SourceError
 from atomvla.schemas import (
     DEFAULT_MIN_FRAMES,
     MAX_SUBTASKS,
@@ -113,7 +114,7 @@ def kinematic_events(episode: Episode) -> list[int]:
         return []
     try:
         subtasks, _ = HeuristicBackend().segment(episode)
-    except (BackendError, ValueError) as exc:
+    except (BackendError, SourceError, ValueError) as exc:  # events are optional: uniform frames remain
         log.debug("%s: no kinematic events (%s)", episode.meta.episode_id, exc)
         return []
     return [s.start_frame for s in subtasks[1:]]

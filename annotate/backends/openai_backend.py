@@ -116,7 +116,10 @@ class OpenAIBackend(VLMBackend):
         self.cache = cache
         self.retry = retry
         self.limiter = RateLimiter()
-        self._clients: dict[int, object] = {}  # per event loop: an async client is bound to its loop
+        # An async client is bound to the event loop it first ran on; a sync caller's asyncio.run
+        # makes a new loop each time. The loop is held, so its identity cannot be reused.
+        self._client: object | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def model(self) -> str:
@@ -138,19 +141,15 @@ class OpenAIBackend(VLMBackend):
         """The async client of the running event loop (SDK retries off: `with_retries` owns them)."""
         import openai
 
-        loop_id = id(asyncio.get_running_loop())
-        if loop_id not in self._clients:
+        loop = asyncio.get_running_loop()
+        if self._client_loop is not loop:
             self.check_key()
             cfg: OpenAIConfig = self.config  # type: ignore[assignment]
-            self._clients = {
-                loop_id: openai.AsyncOpenAI(
-                    api_key=os.environ[self.api_key_env],
-                    base_url=cfg.base_url,
-                    max_retries=0,
-                    timeout=self.retry.timeout_s,
-                )
-            }
-        return self._clients[loop_id]
+            self._client = openai.AsyncOpenAI(
+                api_key=os.environ[self.api_key_env], base_url=cfg.base_url, max_retries=0, timeout=self.retry.timeout_s
+            )
+            self._client_loop = loop
+        return self._client
 
     def body(self, messages: list[Message], schema: dict) -> dict:
         """The Chat Completions request body (also one line of a Batch API input file)."""

@@ -32,8 +32,10 @@ ENDPOINT = "/v1/chat/completions"
 # The API takes up to 50,000 requests and 200 MB per input file; stay a little under the size.
 MAX_REQUESTS = 50_000
 MAX_BYTES = 190 << 20
-# Batch states after which nothing more will come (`collected`: ours, once its output is cached).
+# Batch states after which the API has nothing more to say (`collected`: ours, once its output is
+# cached); of these, a batch left without answers is ENDED: its episodes can be submitted again.
 FINISHED = ("completed", "failed", "expired", "cancelled", "collected")
+ENDED = ("failed", "expired", "cancelled", "collected")
 
 
 def sync_client(backend: OpenAIBackend) -> openai.OpenAI:
@@ -47,8 +49,9 @@ def backend_of(batch: dict, api_key_env: str, cache: ResponseCache | None) -> Op
 
 
 def _open_episodes(store: Store, job: str) -> set[str]:
-    """Episodes already waiting in a submitted, unfinished batch of this job."""
-    return {e for b in store.batches() if b["job_id"] == job and b["state"] not in FINISHED for e in b["request"]["episodes"]}
+    """Episodes of this job in a batch that will answer or has answered (until collected, when the
+    answers are in the cache)."""
+    return {e for b in store.batches() if b["job_id"] == job and b["state"] not in ENDED for e in b["request"]["episodes"]}
 
 
 def submit(store: Store, backend: OpenAIBackend, episodes: Sequence[EpisodeMeta], client: openai.OpenAI) -> list[str]:
@@ -147,7 +150,7 @@ def collect(store: Store, cache: ResponseCache, client_for: ClientFor) -> Collec
     out = Collected()
     refresh(store, client_for)
     for b in store.batches():
-        if b["state"] in ("collected", "failed", "expired", "cancelled"):
+        if b["state"] in ENDED:
             continue
         if b["state"] != "completed":
             out.waiting.append(b["batch_id"])

@@ -196,3 +196,13 @@ def test_a_saved_profile_sets_the_frames_sent(tmp_path, metas, key):
     assert result.exit_code == 2 and "no openai profile 'nope' (profiles: cheap)" in result.output
     result = invoke("run", "--store", path, "--backend", "heuristic", "--model", "gpt-4o")
     assert result.exit_code == 2 and "--model does not apply to the heuristic backend" in result.output
+
+
+def test_synchronous_callers_get_a_client_per_event_loop(metas, key):
+    from atomvla.curate.episode import Episode
+
+    with FakeOpenAI() as server:
+        engine = backend(server)
+        first, second = (engine.propose(Episode(m)) for m in metas[:2])  # each call runs its own loop
+        assert len(server.chat_requests()) == 2
+    assert first.status is second.status is Status.proposed
