@@ -3,9 +3,9 @@
 Frames sampled from the episode are embedded by a vision encoder. Walking back from the goal (the
 last frame), the distance of each earlier frame's embedding to the current subgoal grows the
 further back one goes, as long as those frames work towards that subgoal; where the smoothed
-distance stops growing (a local maximum: the approach to the subgoal starts there) is a cut, and
-its frame is the next subgoal. Cuts closer than `min_interval_s` to the subgoal or to the start
-are passed over. The walk stops when no cut is left.
+distance stops growing (UVD: a local maximum; here also where it flattens, `plateau`: the approach
+to the subgoal starts there) is a cut, and its frame is the next subgoal. Cuts closer than
+`min_interval_s` to the subgoal or to the start are passed over. The walk stops when no cut is left.
 
 The instruction's plan (`annotate.instructions`) fixes how many subtasks there are (setting
 `count`) and names them; the embeddings fix where. The encoder is any transformers vision model
@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 PIXELS = "pixels"
 BATCH = 32  # frames per encoder forward pass
+# A cut needs the distance to have risen this share of its range first: a pause just before a
+# subgoal (the distance flat at its minimum) is part of reaching it, not a new subtask.
+RISEN = 0.5
 
 
 class UVDConfig(BackendConfig):
@@ -43,6 +46,9 @@ class UVDConfig(BackendConfig):
     pixel_size: int = Field(16, ge=2, description="pixels encoder: side of the downsampled frame")
     smooth_s: float = Field(0.125, gt=0, description="std of the Gaussian kernel that smooths the distance curve")
     min_interval_s: float = Field(0.9, gt=0, description="shortest subtask the walk cuts (UVD: 18 frames at 20 fps)")
+    plateau: float = Field(
+        0.3, ge=0, description="cut where the distance rises slower than this times its mean rate (0: UVD's local maximum)"
+    )
     count: Literal["plan", "embedding"] = Field(
         "plan", description="plan: as many subtasks as the instruction implies; embedding: as many as the walk finds"
     )
@@ -116,23 +122,33 @@ def smooth(values: Float[np.ndarray, "k"], at: Int[np.ndarray, "k"], sigma: floa
 
 
 def walk_back(
-    embeddings: Float[np.ndarray, "k d"], at: Int[np.ndarray, "k"], min_interval: int, sigma: float
+    embeddings: Float[np.ndarray, "k d"], at: Int[np.ndarray, "k"], min_interval: int, sigma: float, plateau: float
 ) -> list[tuple[int, float]]:
     """UVD's cuts as (frame, salience), in frame order.
 
-    Salience is the rise of the smoothed distance from the subgoal to the cut, as a fraction of
-    the curve's largest value: how much of the way to the subgoal the segment covers.
+    Going back from the subgoal, the cut is the first frame at least `min_interval` from it (and
+    from the start) where the smoothed distance stops rising: where its rise per frame falls to
+    `plateau` times the curve's mean rise per frame or below (0: a local maximum, UVD's rule).
+    Salience is the rise from the subgoal to the cut as a fraction of the curve's largest value:
+    how much of the way to the subgoal the segment covers.
     """
     goal = len(embeddings) - 1
     cuts: list[tuple[int, float]] = []
     while True:
-        distance = smooth(np.linalg.norm(embeddings[: goal + 1] - embeddings[goal], axis=1), at[: goal + 1], sigma)
-        inner = distance[1:-1]
-        peaks = np.flatnonzero((inner > distance[:-2]) & (inner > distance[2:])) + 1
-        usable = [p for p in peaks if at[goal] - at[p] >= min_interval and at[p] >= min_interval]
-        if not usable:
+        frames = at[: goal + 1]
+        distance = smooth(np.linalg.norm(embeddings[: goal + 1] - embeddings[goal], axis=1), frames, sigma)
+        span = distance.max() - distance[-1]
+        rise = (distance[:-1] - distance[1:]) / np.maximum(np.diff(frames), 1)  # per frame, going back
+        flat = (
+            (rise <= plateau * span / max(int(frames[-1] - frames[0]), 1))
+            & (distance[:-1] - distance[-1] >= RISEN * span)
+            & (frames[-1] - frames[:-1] >= min_interval)
+            & (frames[:-1] >= min_interval)
+        )
+        found = np.flatnonzero(flat)
+        if not found.size:
             break
-        cut = usable[-1]
+        cut = int(found[-1])
         top = float(distance.max()) or 1.0
         cuts.append((int(at[cut]), float((distance[cut] - distance[-1]) / top)))
         goal = cut
@@ -195,7 +211,7 @@ class UVDBackend(Backend):
             raise BackendError(self.name, meta, str(exc.args[0])) from exc
         at, images = frames.sample(cfg.max_frames)
         embeddings = encoder(images)
-        cuts = walk_back(embeddings, np.asarray(at), min_frames, cfg.smooth_s * meta.fps)
+        cuts = walk_back(embeddings, np.asarray(at), min_frames, cfg.smooth_s * meta.fps, cfg.plateau)
 
         steps = list(plan(meta.task))
         wanted = len(steps) if cfg.count == "plan" and steps else len(cuts) + 1

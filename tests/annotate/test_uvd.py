@@ -30,7 +30,7 @@ def test_walk_cuts_where_the_distance_to_the_subgoal_stops_falling():
     # then falls; the cut is where it peaks. Before the cut every frame nears (0,2): no second cut.
     xy = path_through([(0, 1), (0, 2), (0, 0)], [25, 35])
     at = np.arange(len(xy))
-    cuts = walk_back(xy, at, min_interval=10, sigma=1.5)
+    cuts = walk_back(xy, at, min_interval=10, sigma=1.5, plateau=0.0)
     assert [f for f, _ in cuts] == [pytest.approx(25, abs=1)]
     assert 0.4 < cuts[0][1] <= 1.0
 
@@ -39,9 +39,20 @@ def test_walk_passes_over_cuts_closer_than_the_minimum_interval():
     # A short detour of 6 frames just before the goal, and a real one at frame 20.
     xy = path_through([(0, 1), (0, 2), (0, 0), (0.3, 0), (0, 0)], [20, 30, 6, 6])
     at = np.arange(len(xy))
-    assert [f for f, _ in walk_back(xy, at, min_interval=10, sigma=1.0)] == [pytest.approx(20, abs=1)]
+    assert [f for f, _ in walk_back(xy, at, min_interval=10, sigma=1.0, plateau=0.3)] == [pytest.approx(20, abs=1)]
     # With sampled frames (every 2nd) the cut is still reported in episode frames.
-    assert [f for f, _ in walk_back(xy[::2], at[::2], min_interval=10, sigma=2.0)] == [pytest.approx(20, abs=2)]
+    assert [f for f, _ in walk_back(xy[::2], at[::2], min_interval=10, sigma=2.0, plateau=0.3)] == [pytest.approx(20, abs=2)]
+
+
+def test_plateau_cuts_where_progress_stalls_but_not_in_a_pause_before_the_subgoal():
+    # Towards (0,3), a slow creep on to (0,2.8), then to the goal (0,0): going back from the goal
+    # the distance rises fast, barely over the creep, fast again. No local maximum, so UVD's rule
+    # finds no cut; the plateau rule cuts where the approach to the goal starts (frame 40). Going
+    # back from that subgoal, the creep (distance near 0) is not a cut: nothing has risen yet.
+    xy = path_through([(0, 5), (0, 3), (0, 2.8), (0, 0)], [20, 20, 30])
+    at = np.arange(len(xy))
+    assert walk_back(xy, at, min_interval=10, sigma=1.0, plateau=0.0) == []
+    assert [f for f, _ in walk_back(xy, at, min_interval=10, sigma=1.0, plateau=0.3)] == [pytest.approx(40, abs=2)]
 
 
 def test_fit_count_keeps_the_most_salient_and_halves_the_longest():
