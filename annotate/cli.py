@@ -170,11 +170,15 @@ def run(
         console.print(estimate_table(f"atom-annotate run --dry-run: {backend} ({len(skipped)} already proposed)", est, model_name))
         return
 
-    with run_progress(err_console, backend, len(chosen)) as on_episode:
-        result = asyncio.run(
-            arun(db, engine, chosen, concurrency=concurrency, overwrite=overwrite, max_cost=max_cost,
-                 estimate_usd=est.usd_per_episode, on_episode=on_episode)
-        )
+    try:
+        with run_progress(err_console, backend, len(chosen)) as on_episode:
+            result = asyncio.run(
+                arun(db, engine, chosen, concurrency=concurrency, overwrite=overwrite, max_cost=max_cost,
+                     estimate_usd=est.usd_per_episode, on_episode=on_episode)
+            )
+    except KeyboardInterrupt:
+        # Everything answered is stored or cached: the same command resumes without paying twice.
+        raise fail("interrupted; run the same command again to resume", code=130) from None
     console.print(summary_table(f"atom-annotate run: {backend} (job {result.job_id})", result))
     if result.stopped:
         err_console.print(f"[yellow]{result.stopped}; {len(result.not_started)} episodes left for a later run[/]")

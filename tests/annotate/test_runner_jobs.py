@@ -44,21 +44,26 @@ def metas(store_path):
     return marked_store(store_path, DATASET)
 
 
-def test_sigkill_then_rerun_asks_nothing_already_answered(store_path, metas):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_a_killed_run_resumes_asking_nothing_already_answered(store_path, metas, stop):
     markers = [marker(m.episode_index) for m in metas]
     env = {**os.environ, "OPENAI_API_KEY": KEY, "HF_HUB_OFFLINE": "1"}
     with FakeOpenAI(latency_s=0.3) as server:
         cmd = [sys.executable, "-c", "from atomvla.annotate.cli import app; app()", "run", "--store", str(store_path),
                "--backend", "openai", "--base-url", server.url, "--concurrency", "2"]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
         while len(server.markers_answered(markers)) < 3 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.02)
         answered = server.markers_answered(markers)
         time.sleep(0.3)  # long enough for those answers to have reached the client
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert proc.returncode == -signal.SIGKILL and 3 <= len(answered) < len(metas)
+        proc.send_signal(stop)
+        _, err = proc.communicate(timeout=60)
+        if stop == signal.SIGKILL:
+            assert proc.returncode == -signal.SIGKILL
+        else:
+            assert proc.returncode == 130 and "interrupted; run the same command again to resume" in err
+        assert 3 <= len(answered) < len(metas)
         before = len(server.chat_requests())
 
         result = invoke("run", "--store", store_path, "--backend", "openai", "--base-url", server.url, "--concurrency", "4")
