@@ -196,7 +196,7 @@ class UVDBackend(Backend):
         cfg: UVDConfig = self.config  # type: ignore[assignment]
         if not meta.cameras:
             raise BackendError(self.name, meta, "no camera to embed")
-        min_frames = max(DEFAULT_MIN_FRAMES, round(cfg.min_interval_s * meta.fps))
+        min_interval = max(DEFAULT_MIN_FRAMES, round(cfg.min_interval_s * meta.fps))
         if meta.n_frames < MIN_SUBTASKS * DEFAULT_MIN_FRAMES:
             raise BackendError(self.name, meta, f"{meta.n_frames} frames is too short for {MIN_SUBTASKS} subtasks")
         try:
@@ -211,7 +211,7 @@ class UVDBackend(Backend):
             raise BackendError(self.name, meta, str(exc.args[0])) from exc
         at, images = frames.sample(cfg.max_frames)
         embeddings = encoder(images)
-        cuts = walk_back(embeddings, np.asarray(at), min_frames, cfg.smooth_s * meta.fps, cfg.plateau)
+        cuts = walk_back(embeddings, np.asarray(at), min_interval, cfg.smooth_s * meta.fps, cfg.plateau)
 
         steps = list(plan(meta.task))
         wanted = len(steps) if cfg.count == "plan" and steps else len(cuts) + 1
