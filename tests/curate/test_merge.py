@@ -77,6 +77,9 @@ def stores(tmp_path, metas, proposals):
     edited = first.model_copy(update={"author": "alice", "status": Status.accepted, "note": "checked"})
     stored = a.add_revision(edited, based_on=first.revision)
     a.add_review(ids[2], stored.revision, "bob", "approve", "looks right")
+    a.save_draft(ids[4], "alice", a.latest(ids[4]).revision, {"subtasks": [], "note": "half done"})
+    b.add_batch("batch-1", "job-1", "submitted", {"episodes": 3})
+    b.save_profile("heuristic", "lab", {"window_s": 0.4})  # recalibrated on machine b
     a.close(), b.close()
     return tmp_path / "base.sqlite", tmp_path / "a.sqlite", tmp_path / "b.sqlite"
 
@@ -107,6 +110,11 @@ def test_shards_merge_into_the_base_without_duplicates(stores, metas, proposals)
     assert based_on == (1,)  # renumbered with the revision it was based on
     assert [(r["revision"], r["reviewer"]) for r in store.reviews(ids[2])] == [(2, "bob")]
     assert sorted(store.job_items("job-1", "done")) == sorted(ids)
+    draft = store.draft(ids[4], "alice")
+    assert draft["based_on"] == 1 and draft["record"]["note"] == "half done"
+    assert [(x["batch_id"], x["state"]) for x in store.batches()] == [("batch-1", "submitted")]
+    assert store.profile("heuristic", "lab")["settings"] == {"window_s": 0.3}
+    assert report.kept == [f"heuristic profile 'lab': {b} has other settings; the destination's kept"]
     with sqlite3.connect(base) as conn:
         assert conn.execute("SELECT count(*), sum(input_tokens) FROM ledger").fetchone() == (len(ids) + 1, 1000 * (len(ids) + 1))
 
