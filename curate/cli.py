@@ -264,7 +264,6 @@ def import_annotations(
         raise typer.Exit(1)
 
 
-
 @app.command()
 def merge(
     sources: Annotated[list[Path], typer.Argument(help="Stores to bring in, e.g. one per `--shard i/N` machine.")],
