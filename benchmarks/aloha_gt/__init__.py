@@ -1,0 +1,1 @@
+"""Two-arm ground truth from gym-aloha's end-effector scenes (see generate.py)."""
