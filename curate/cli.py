@@ -24,6 +24,7 @@ from atomvla.curate.cli_support import (
 from atomvla.curate.errors import SourceError
 from atomvla.curate.exports.base import ExportError, get_exporter
 from atomvla.curate.interchange_io import match_episodes, read_jsonl
+from atomvla.curate.labelstudio.cli import app as labelstudio_app
 from atomvla.curate.sources import READERS, open_source
 from atomvla.schemas import DecompositionError, EpisodeMeta, Status
 
@@ -34,6 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
+app.add_typer(labelstudio_app, name="labelstudio")
 
 # Episodes are written in batches: each batch is one transaction, so a killed import leaves whole
 # episodes only, and a re-run picks up where it stopped.
