@@ -23,6 +23,7 @@ from atomvla.curate.cli_support import (
 )
 from atomvla.curate.errors import SourceError
 from atomvla.curate.exports.base import ExportError, get_exporter
+from atomvla.curate.exports.records import proposals_of
 from atomvla.curate.interchange_io import match_episodes, read_jsonl
 from atomvla.curate.labelstudio.cli import app as labelstudio_app
 from atomvla.curate.sources import READERS, open_source
@@ -188,7 +189,8 @@ def export(
                    f"{f' in dataset {dataset}' if dataset else ''}; nothing written")
     try:
         with err_console.status(f"exporting {len(records)} episode(s) to {out} ({exporter.name})"):
-            exporter.write(records, out)
+            proposals = {m.episode_id: proposals_of(db.history(m.episode_id)) for m, _ in records}
+            exporter.write(records, out, proposals)
     except (ExportError, FileExistsError, SourceError, ValueError) as exc:
         raise fail(f"{out}: {exc}" if not str(exc).startswith(str(out)) else str(exc)) from exc
     console.print(f"wrote {len(records)} episode(s) to {out} ({exporter.name})")
@@ -227,6 +229,36 @@ def qa(
         print_report(report, console, limit)
     if fail_on is not None and report.worst() >= SEVERITY_RANK[fail_on]:
         raise typer.Exit(1)
+
+
+@app.command("push")
+def push(
+    folder: Annotated[Path, typer.Argument(help="A folder written by `export --to lerobot` or `--to parquet`.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Dataset repo on the Hub, ORG/NAME (created if missing).")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    revision: Annotated[
+        Optional[str], typer.Option("--revision", help="Tag for this published revision (default: atomvla-<UTC time>).")
+    ] = None,
+    license: Annotated[Optional[str], typer.Option(help="License id for the dataset card (e.g. apache-2.0).")] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Publish an export to the Hugging Face Hub: create the repo, write the dataset card, upload
+    (re-run an interrupted push to resume it: files already on the Hub are not sent again), tag.
+
+    The token comes from `hf auth login` or HF_TOKEN; HF_ENDPOINT selects another Hub.
+    """
+    from atomvla.curate.hub import PushError, http_client
+    from atomvla.curate.hub import push as push_folder
+
+    setup_logging(verbose)
+    # huggingface_hub's HTTP client logs every request at INFO
+    logging.getLogger(http_client.__name__).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    try:
+        with err_console.status(f"pushing {folder} to {repo_id}"):
+            result = push_folder(folder, repo_id, private=private, tag=revision, license=license)
+    except PushError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"pushed {folder} to {result.repo_url} at commit {result.commit[:12]}, tagged {', '.join(result.tags)}")
 
 
 @app.command("import-annotations")

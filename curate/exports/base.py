@@ -5,12 +5,12 @@ from __future__ import annotations
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
-from atomvla.schemas import Decomposition, EpisodeMeta, Status
+from atomvla.schemas import Decomposition, EpisodeMeta, Provenance, Status
 
 EXPORTERS: dict[str, type[Exporter]] = {}
 
@@ -35,8 +35,10 @@ class Exporter(ABC):
     is_folder: ClassVar[bool] = False
 
     @abstractmethod
-    def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path) -> None:
-        """Write every (episode, latest decomposition) pair to `out`, atomically."""
+    def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path,
+              proposals: Mapping[str, Sequence[Provenance]] | None = None) -> None:
+        """Write every (episode, latest decomposition) pair to `out`, atomically; `proposals` (episode
+        id -> backend provenances from the store's history) goes into the provenance records."""
 
 
 def get_exporter(name: str) -> Exporter:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from atomvla.curate.exports.base import Exporter, register_exporter
+from atomvla.curate.exports.records import Proposals
 from atomvla.schemas import Decomposition, EpisodeMeta, InterchangeRecord
 
 
@@ -29,7 +30,8 @@ class JsonlExporter(Exporter):
     name = "jsonl"
     description = "JSON Lines interchange file, one episode per line"
 
-    def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path) -> None:
+    def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path,
+              proposals: Proposals | None = None) -> None:
         lines = [
             InterchangeRecord.from_decomposition(dec, meta.episode_index, meta.task, meta.fps).model_dump_json(
                 exclude_none=True

@@ -27,7 +27,7 @@ import pandas as pd
 from atomvla.curate.episode import Episode
 from atomvla.curate.exports.base import ExportError, Exporter, register_exporter
 from atomvla.curate.exports.lerobot_v3 import EpisodeRecording, VideoClip, write_lerobot_v3
-from atomvla.curate.exports.records import episode_subtask_index, interchange_lines
+from atomvla.curate.exports.records import Proposals, episode_subtask_index, interchange_lines
 from atomvla.curate.sources.lerobot_meta import INFO
 from atomvla.schemas import Decomposition, EpisodeMeta, Status
 
@@ -52,7 +52,8 @@ class LeRobotExporter(Exporter):
     default_status = Status.accepted
     is_folder = True
 
-    def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path) -> None:
+    def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path,
+              proposals: Proposals | None = None) -> None:
         fps = _common_fps(records)
         source_info = _lerobot_infos(records)
         copy_video = source_info is not None and _same_video_features(records, source_info)
@@ -67,7 +68,7 @@ class LeRobotExporter(Exporter):
             frame = pd.DataFrame({"subtask_index": list(vocabulary.values())},
                                  index=pd.Index(list(vocabulary), name="subtask"))
             frame.to_parquet(root / SUBTASKS_PARQUET)
-            (root / INTERCHANGE_JSONL).write_text("".join(line + "\n" for line in interchange_lines(records)))
+            (root / INTERCHANGE_JSONL).write_text("".join(line + "\n" for line in interchange_lines(records, proposals)))
 
         robot_type = "unknown"
         if source_info is not None:

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from atomvla.curate.episode import Episode
 from atomvla.curate.exports.base import Exporter, atomic_directory, register_exporter
-from atomvla.curate.exports.records import episode_subtask_index, interchange_lines
+from atomvla.curate.exports.records import Proposals, episode_subtask_index, interchange_lines
 from atomvla.schemas import Decomposition, EpisodeMeta, Status
 
 FRAMES = "data/frames/train-00000-of-00001.parquet"
@@ -48,7 +48,8 @@ Exported by `atom-curate export --to parquet`.
   `task`, `subtask_index`, `subtask` (instruction), `skill`, and the per-frame arrays
   ({arrays}).
 - `episodes`: one row per episode: its subtasks (`start_frame` inclusive, `end_frame`
-  exclusive, `instruction`, `skill`), status, author, revision, and `provenance` (JSON).
+  exclusive, `instruction`, `skill`), status, author, revision, `provenance` and the backend
+  `proposals` behind it (JSON).
 
 ```python
 from datasets import load_dataset
@@ -65,14 +66,16 @@ class ParquetExporter(Exporter):
     default_status = Status.accepted
     is_folder = True
 
-    def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path) -> None:
+    def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path,
+              proposals: Proposals | None = None) -> None:
         vocabulary: dict[str, int] = {}
         frames = [_frame_table(i, meta, dec, vocabulary) for i, (meta, dec) in enumerate(records)]
-        episodes = [json.loads(line) for line in interchange_lines(records)]
-        for ep in episodes:
+        episodes = [json.loads(line) for line in interchange_lines(records, proposals)]
+        for ep in episodes:  # free-form records, kept as JSON text so every row has one schema
             ep["provenance"] = json.dumps(ep.get("provenance", {}))
+            ep["proposals"] = json.dumps(ep.get("proposals", []))
         columns = ["episode_index", "episode_id", "task", "n_frames", "fps", "subtasks", "status", "author",
-                   "revision", "source", "source_episode_index", "reviewed_by_person", "provenance"]
+                   "revision", "source", "source_episode_index", "reviewed_by_person", "provenance", "proposals"]
         episode_table = pa.Table.from_pylist([{c: ep.get(c) for c in columns} for ep in episodes])
         arrays = ", ".join(sorted(records[0][0].feature_names)) or "none"
         with atomic_directory(out) as tmp:

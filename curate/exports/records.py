@@ -3,11 +3,24 @@ and the interchange lines with full provenance."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from atomvla.schemas import Decomposition, EpisodeMeta, InterchangeRecord
+from atomvla.schemas import Decomposition, EpisodeMeta, InterchangeRecord, Provenance
+
+# episode_id -> the backend proposals made for the episode (what made its subtasks, whoever
+# accepted them), from the store's history.
+Proposals = Mapping[str, Sequence[Provenance]]
+
+
+def proposals_of(history: Iterable[Decomposition]) -> list[Provenance]:
+    """The provenance of each backend's latest proposal in an episode's history."""
+    latest: dict[str, Provenance] = {}
+    for dec in history:
+        if dec.provenance is not None and dec.provenance.backend == dec.author:
+            latest[dec.author] = dec.provenance
+    return list(latest.values())
 
 
 def episode_subtask_index(dec: Decomposition, vocabulary: dict[str, int]) -> np.ndarray:
@@ -24,9 +37,10 @@ def reviewed_by_person(dec: Decomposition) -> bool:
     return dec.provenance is None or dec.author != dec.provenance.backend
 
 
-def interchange_lines(records: Sequence[tuple[EpisodeMeta, Decomposition]]) -> list[str]:
+def interchange_lines(records: Sequence[tuple[EpisodeMeta, Decomposition]], proposals: Proposals | None = None) -> list[str]:
     """One interchange JSON line per record; `episode_index` is the record's position (the exported
-    dataset's episode index), `source_*` say where the episode came from."""
+    dataset's episode index), `source_*` say where the episode came from, `proposals` which
+    backends proposed subtasks for it (model, prompt version, cost)."""
     lines = []
     for i, (meta, dec) in enumerate(records):
         extra = {
@@ -40,6 +54,8 @@ def interchange_lines(records: Sequence[tuple[EpisodeMeta, Decomposition]]) -> l
             extra["provenance"] = dec.provenance.model_dump(exclude_none=True)
         if dec.note:
             extra["note"] = dec.note
+        if proposals and proposals.get(dec.episode_id):
+            extra["proposals"] = [p.model_dump(exclude_none=True) for p in proposals[dec.episode_id]]
         base = InterchangeRecord.from_decomposition(dec, i, meta.task, meta.fps)
         lines.append(InterchangeRecord(**base.model_dump(), **extra).model_dump_json(exclude_none=True))
     return lines

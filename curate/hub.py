@@ -1,0 +1,98 @@
+"""`atom-curate push`: publish an export folder to the Hugging Face Hub.
+
+Creates the dataset repo if missing, writes the dataset card (README.md) into the folder, uploads
+the folder with `upload_folder` (large files go through LFS or Xet; files the Hub already holds
+are not sent again, so re-running an interrupted push resumes it), and tags the commit: the
+release tag (`--revision`), and for LeRobot exports also LeRobot's codebase-version tag, which
+`LeRobotDataset` resolves when it downloads. The token comes from `hf auth login` or `HF_TOKEN`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from huggingface_hub import HfApi, get_token
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.utils import httpx as http_client  # the HTTP library huggingface_hub itself uses
+
+from atomvla.curate.card import build_card, export_kind
+from atomvla.curate.exports.jsonl import write_atomically
+
+log = logging.getLogger(__name__)
+
+LEROBOT_VERSION_TAG = "v3.0"  # LeRobot's CODEBASE_VERSION of the exported layout
+
+
+class PushError(Exception):
+    """The push cannot start or did not complete; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class PushResult:
+    repo_url: str
+    commit: str
+    tags: tuple[str, ...]
+
+
+def default_tag() -> str:
+    return datetime.now(timezone.utc).strftime("atomvla-%Y%m%d-%H%M%S")
+
+
+def push(folder: Path, repo_id: str, *, private: bool = False, tag: str | None = None,
+         license: str | None = None, endpoint: str | None = None) -> PushResult:
+    """Publish `folder` (an `export --to lerobot|parquet` output) to dataset repo `repo_id`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PushError(f"{folder}: no such folder")
+    try:
+        kind = export_kind(folder)
+    except ValueError as exc:
+        raise PushError(str(exc)) from exc
+    token = get_token()
+    if not token:
+        raise PushError("no Hugging Face token: log in with `hf auth login` or set HF_TOKEN; nothing was uploaded")
+    api = HfApi(endpoint=endpoint, token=token)
+    tag = tag or default_tag()
+    try:
+        _check_tag_is_free(api, repo_id, tag)
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        write_atomically(folder / "README.md", str(build_card(folder, repo_id, license)))
+        commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=folder,
+                                   commit_message=f"Publish {tag} (atom-curate push)",
+                                   ignore_patterns=[".cache/**"])
+        tags = [tag]
+        api.create_tag(repo_id, repo_type="dataset", tag=tag, revision=commit.oid,
+                       tag_message=f"atom-curate push {tag}")
+        if kind == "lerobot":
+            # Like LeRobot's own push_to_hub: the version tag moves to the newest commit.
+            with contextlib.suppress(RevisionNotFoundError):
+                api.delete_tag(repo_id, repo_type="dataset", tag=LEROBOT_VERSION_TAG)
+            api.create_tag(repo_id, repo_type="dataset", tag=LEROBOT_VERSION_TAG, revision=commit.oid)
+            tags.append(LEROBOT_VERSION_TAG)
+    except (HfHubHTTPError, http_client.TransportError, OSError, RuntimeError) as exc:
+        # huggingface_hub wraps a failed file upload in a RuntimeError whose cause is the HTTP error.
+        cause = exc.__cause__ if isinstance(exc, RuntimeError) and exc.__cause__ is not None else exc
+        if isinstance(cause, HfHubHTTPError):
+            raise PushError(f"{repo_id}: the Hub refused the push ({_one_line(cause)}); re-run to resume") from exc
+        if isinstance(cause, (http_client.TransportError, OSError)):  # connection refused, DNS, timeouts
+            raise PushError(f"{repo_id}: cannot reach the Hub at {api.endpoint} ({_one_line(cause)}); "
+                            "re-run to resume") from exc
+        raise
+    return PushResult(str(url), commit.oid, tuple(tags))
+
+
+def _check_tag_is_free(api: HfApi, repo_id: str, tag: str) -> None:
+    try:
+        refs = api.list_repo_refs(repo_id, repo_type="dataset")
+    except RepositoryNotFoundError:
+        return
+    if any(t.name == tag for t in refs.tags):
+        raise PushError(f"{repo_id}: tag {tag!r} already exists; choose another --revision; nothing was uploaded")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]

@@ -1,0 +1,140 @@
+"""`atom-curate push` with the real `huggingface_hub` client against a local fake Hub
+(tests/curate/fake_hub.py): create, card, upload, tags, an interrupted push resumed, refusals.
+
+huggingface_hub reads HF_ENDPOINT / HF_HUB_DISABLE_XET / HF_HUB_OFFLINE at import, so in process
+they are set on its `constants`; one test runs the CLI in a subprocess with the variables a user's
+shell would set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from atomvla.curate.cli import app
+from builders import FIXTURES, V3_AV1
+from fake_hub import TOKEN, serve
+
+REPO = "atom-lab/metaworld-subtasks"
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("push")
+    db = tmp / "s.sqlite"
+    runner = CliRunner()
+    truth = tmp / "truth.jsonl"  # three accepted episodes keep the export quick
+    truth.write_text("".join((FIXTURES / "metaworld_truth.jsonl").read_text().splitlines(keepends=True)[:3]))
+    for args in (("import", V3_AV1), ("import-annotations", truth, "--author", "truth"),
+                 ("export", tmp / "ds", "--to", "lerobot")):
+        result = runner.invoke(app, [str(a) for a in (*args, "--store", db)])
+        assert result.exit_code == 0, result.output
+    return tmp / "ds"
+
+
+@pytest.fixture
+def hub():
+    hub, server = serve()
+    yield hub
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def hub_env(hub, monkeypatch, tmp_path):
+    """The in-process client pointed at the fake Hub, with the token in HF_TOKEN."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    return hub
+
+
+def push(folder: Path, *args: str):
+    return CliRunner().invoke(app, ["push", str(folder), "--repo-id", REPO, *args])
+
+
+def push_subprocess(folder: Path, hub_url: str, home: Path, token: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env |= {"HF_ENDPOINT": hub_url, "HF_HOME": str(home), "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_OFFLINE": "0", "COLUMNS": "200"}
+    if token:
+        env["HF_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "atomvla.curate", "push", str(folder), "--repo-id", REPO],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def _local_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file() and ".cache" not in p.parts}
+
+
+def test_push_creates_the_repo_with_card_files_and_tags(export_dir, hub_env):
+    hub = hub_env
+    result = push(export_dir, "--revision", "v1", "--private")
+    assert result.exit_code == 0, result.output
+    repo = hub.repos[REPO]
+    assert repo.private
+    assert repo.files == _local_files(export_dir)
+    card = repo.files["README.md"].decode()
+    assert "task_categories:\n- robotics" in card and "- LeRobot" in card
+    assert "Reviewed by people: 3 of 3 episodes (100%)" in card
+    assert "data_files: data/*/*.parquet" in card
+    assert repo.tags == {"v1": repo.head, "v3.0": repo.head}
+    assert hub.count("PUT", "^/lfs/") == len(repo.lfs) >= 4  # parquets and the video went through LFS
+
+
+def test_an_interrupted_push_resumes_without_resending(export_dir, hub_env):
+    hub = hub_env
+    hub.lfs_puts_before_failure = 2
+    first = push(export_dir, "--revision", "v1")
+    assert first.exit_code == 2 and "re-run to resume" in first.output
+    assert first.output.count("error:") == 1
+    assert not hub.repos[REPO].commits and not hub.repos[REPO].tags
+    hub.fail_next["commit"] = 1  # the second try dies at the commit, after every upload
+    second = push(export_dir, "--revision", "v1")
+    assert second.exit_code == 2 and not hub.repos[REPO].commits
+    third = push(export_dir, "--revision", "v1")
+    assert third.exit_code == 0, third.output
+    repo = hub.repos[REPO]
+    assert repo.files == _local_files(export_dir)
+    # Every LFS object was sent once, plus the one refused attempt: nothing uploaded twice.
+    assert hub.count("PUT", "^/lfs/") == len(repo.lfs) + 1
+    assert list(repo.tags) == ["v1", "v3.0"]
+
+
+def test_a_taken_tag_is_refused_and_an_unchanged_push_uploads_nothing(export_dir, hub_env):
+    hub = hub_env
+    assert push(export_dir, "--revision", "v1").exit_code == 0
+    puts = hub.count("PUT", "^/lfs/")
+    again = push(export_dir, "--revision", "v1")
+    assert again.exit_code == 2 and "tag 'v1' already exists" in " ".join(again.output.split())
+    assert len(hub.repos[REPO].commits) == 1 and hub.count("POST", "/preupload/") == 1
+    assert push(export_dir, "--revision", "v2").exit_code == 0
+    repo = hub.repos[REPO]
+    assert len(repo.commits) == 1  # nothing changed: no new commit, the new tag names the same one
+    assert repo.tags == {"v1": repo.head, "v2": repo.head, "v3.0": repo.head}
+    assert hub.count("PUT", "^/lfs/") == puts
+
+
+def test_no_token_is_a_one_line_error_and_sends_nothing(export_dir, hub, tmp_path):
+    result = push_subprocess(export_dir, hub.url, tmp_path, token=None)
+    assert result.returncode == 2 and "no Hugging Face token" in result.stderr
+    assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
+    assert hub.requests == []
+
+
+def test_a_hub_that_does_not_answer_is_a_one_line_error(export_dir, hub_env, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on port 9
+    closed = push(export_dir)
+    assert closed.exit_code == 2 and "cannot reach the Hub" in closed.output
+    assert closed.output.count("error:") == 1
