@@ -5,36 +5,30 @@ module samples the frames (uniform plus the kinematic events the heuristic finds
 prompt as OpenAI-style chat messages (`Frame 37:` text before each image), parses the answer
 against the contract in `schemas`, and on a bad answer sends one repair request that quotes what
 was wrong. A second bad answer raises `AnswerFailed` with the reason and the tokens spent.
+The backend base class that runs this path is `atomvla.annotate.backends.vlm_backend.VLMBackend`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
-import time
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from atomvla.annotate.backends.base import Backend, BackendConfig, BackendError
 from atomvla.curate.episode import Episode
 from atomvla.curate.errors import SourceError
 from atomvla.schemas import (
-    DEFAULT_MIN_FRAMES,
     MAX_SUBTASKS,
     MIN_SUBTASKS,
     SKILLS,
-    Decomposition,
     EpisodeMeta,
-    Provenance,
-    Status,
     Subtask,
     check_subtasks,
     decomposition_json_schema,
@@ -108,6 +102,7 @@ class _Answer(BaseModel):
 
 def kinematic_events(episode: Episode) -> list[int]:
     """Boundary frames the heuristic finds from the episode's state/action; [] when it cannot."""
+    from atomvla.annotate.backends.base import BackendError
     from atomvla.annotate.backends.heuristic import HeuristicBackend
 
     if not HeuristicBackend.can_handle(episode.meta):
@@ -244,166 +239,31 @@ def assistant_message(text: str) -> Message:
 
 # -- generate -> parse -> repair once -> fail ------------------------------------------------
 
-Generate = Callable[[list[Message]], tuple[str, Usage]]
 AGenerate = Callable[[list[Message]], Awaitable[tuple[str, Usage]]]
-
-
-@dataclass
-class _Dialogue:
-    """The exchange as a generator, so the sync and async drivers share one set of rules."""
-
-    messages: list[Message]
-    n_frames: int
-    min_frames: int
-    usage: Usage = field(default_factory=Usage)
-
-    def steps(self) -> Generator[list[Message], tuple[str, Usage], list[Subtask]]:
-        text, used = yield self.messages
-        self.usage += used
-        try:
-            return parse_answer(text, self.n_frames, self.min_frames)
-        except AnswerError as first:
-            log.debug("invalid answer (%s); asking once more", first)
-            text, used = yield [*self.messages, assistant_message(text), repair_message(first)]
-            self.usage += used
-            try:
-                return parse_answer(text, self.n_frames, self.min_frames)
-            except AnswerError as second:
-                raise AnswerFailed(f"invalid answer after one repair request: {second}", self.usage) from None
-
-
-def decompose(generate: Generate, messages: list[Message], n_frames: int, min_frames: int) -> tuple[list[Subtask], Usage]:
-    """Ask, validate, repair once; the subtasks and the usage of every call, or AnswerFailed."""
-    dialogue = _Dialogue(messages, n_frames, min_frames)
-    steps = dialogue.steps()
-    request = next(steps)
-    while True:
-        try:
-            request = steps.send(generate(request))
-        except StopIteration as done:
-            return done.value, dialogue.usage
 
 
 async def adecompose(
     agenerate: AGenerate, messages: list[Message], n_frames: int, min_frames: int
 ) -> tuple[list[Subtask], Usage]:
-    """`decompose` with an async `generate` (API clients under the job runner)."""
-    dialogue = _Dialogue(messages, n_frames, min_frames)
-    steps = dialogue.steps()
-    request = next(steps)
-    while True:
-        answer = await agenerate(request)
-        try:
-            request = steps.send(answer)
-        except StopIteration as done:
-            return done.value, dialogue.usage
+    """Ask, validate, repair once: the subtasks and the usage of every call, or AnswerFailed."""
+    text, usage = await agenerate(messages)
+    try:
+        return parse_answer(text, n_frames, min_frames), usage
+    except AnswerError as first:
+        log.debug("invalid answer (%s); asking once more", first)
+        text, more = await agenerate([*messages, assistant_message(text), repair_message(first)])
+        usage += more
+    try:
+        return parse_answer(text, n_frames, min_frames), usage
+    except AnswerError as second:
+        raise AnswerFailed(f"invalid answer after one repair request: {second}", usage) from None
 
 
-# -- the shared backend ----------------------------------------------------------------------
+def __getattr__(name: str):
+    """`VLMBackend` and `VLMConfig` live in `backends.vlm_backend` (a Backend subclass must load after
+    the backends package, which imports this module); they are reachable from here too."""
+    if name in ("VLMBackend", "VLMConfig"):
+        from atomvla.annotate.backends import vlm_backend
 
-
-class VLMConfig(BackendConfig):
-    """Settings every vision-language backend shares: which frames it sees and how."""
-
-    frames: int = Field(14, ge=2, description="frames spread uniformly over the episode")
-    kinematic_events: bool = Field(True, description="also send the frames where the heuristic finds events")
-    max_event_frames: int = Field(6, ge=0, description="at most this many event frames")
-    camera: str | None = Field(None, description="camera to show (default: the episode's first)")
-    max_side: int = Field(512, ge=32, description="frames are downscaled to this longer side")
-    min_subtask_frames: int = Field(DEFAULT_MIN_FRAMES, ge=1, description="shortest subtask accepted")
-
-
-class VLMBackend(Backend):
-    """A backend that asks a vision-language model. Subclasses implement `generate` (blocking, e.g. an
-    in-process model) or `agenerate` (async, e.g. an API client), and name their `model`."""
-
-    Config = VLMConfig
-
-    @property
-    def model(self) -> str:
-        raise NotImplementedError
-
-    @classmethod
-    def can_handle(cls, meta: EpisodeMeta) -> bool:
-        return bool(meta.cameras)
-
-    def generate(self, messages: list[Message], frames: np.ndarray) -> tuple[str, Usage]:
-        """The model's answer to `messages`, whose images are `frames` (k, H, W, 3) in order."""
-        raise NotImplementedError(f"{type(self).__name__} implements neither generate nor agenerate")
-
-    async def agenerate(self, messages: list[Message], frames: np.ndarray) -> tuple[str, Usage]:
-        return await asyncio.to_thread(self.generate, messages, frames)
-
-    def sample(self, episode: Episode) -> tuple[list[int], np.ndarray]:
-        """The frame numbers shown to the model and the frames, (k, H, W, 3)."""
-        cfg: VLMConfig = self.config  # type: ignore[assignment]
-        events = kinematic_events(episode) if cfg.kinematic_events else []
-        indices = sample_indices(episode.meta.n_frames, cfg.frames, events, cfg.max_event_frames)
-        return indices, episode.frames(cfg.camera).get_many(indices)
-
-    def request(self, episode: Episode) -> tuple[list[Message], np.ndarray]:
-        """The first request for an episode (blocking: decodes frames) and the frames it shows."""
-        cfg: VLMConfig = self.config  # type: ignore[assignment]
-        indices, frames = self.sample(episode)
-        images = [encode_jpeg(f, cfg.max_side) for f in frames]
-        return build_messages(episode.meta, indices, images, cfg.min_subtask_frames, self.detail), frames
-
-    @property
-    def detail(self) -> str:
-        return "low"
-
-    async def refine(self, episode: Episode, subtasks: list[Subtask]) -> tuple[list[Subtask], Usage]:
-        """A second pass over valid subtasks (coarse-to-fine); none by default."""
-        return subtasks, Usage()
-
-    async def apropose(self, episode: Episode) -> tuple[Decomposition, Usage]:
-        """A `proposed` decomposition, or a `failed` one whose note says why, and what it cost.
-
-        Frames that cannot be read raise SourceError (nothing was asked, nothing is stored).
-        """
-        cfg: VLMConfig = self.config  # type: ignore[assignment]
-        meta = episode.meta
-        start = time.perf_counter()
-        messages, frames = await asyncio.to_thread(self.request, episode)
-
-        async def ask(msgs: list[Message]) -> tuple[str, Usage]:
-            return await self.agenerate(msgs, frames)
-
-        status, subtasks, note = Status.proposed, (), None
-        try:
-            found, usage = await adecompose(ask, messages, meta.n_frames, cfg.min_subtask_frames)
-            found, more = await self.refine(episode, found)
-            usage += more
-            subtasks = tuple(found)
-        except AnswerFailed as exc:
-            status, note, usage = Status.failed, exc.reason, exc.usage
-        provenance = Provenance(
-            backend=self.name,
-            model=self.model,
-            prompt_version=PROMPT_VERSION,
-            settings_hash=self.settings_hash,
-            tokens_in=usage.input_tokens,
-            tokens_out=usage.output_tokens,
-            cost_usd=usage.cost_usd,
-            latency_s=time.perf_counter() - start,
-        )
-        dec = Decomposition(
-            episode_id=meta.episode_id,
-            n_frames=meta.n_frames,
-            subtasks=subtasks,
-            status=status,
-            author=self.name,
-            provenance=provenance,
-            note=note,
-            min_frames=cfg.min_subtask_frames,
-        )
-        return dec, usage
-
-    def propose(self, episode: Episode) -> Decomposition:
-        return asyncio.run(self.apropose(episode))[0]
-
-    def segment(self, episode: Episode) -> tuple[list[Subtask], float | None]:
-        dec = self.propose(episode)
-        if dec.status is Status.failed:
-            raise BackendError(self.name, episode.meta, dec.note or "no valid answer")
-        return list(dec.subtasks), None
+        return getattr(vlm_backend, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

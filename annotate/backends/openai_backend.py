@@ -23,12 +23,11 @@ from atomvla.annotate.jobs.cache import ResponseCache, encode_body, request_key
 from atomvla.annotate.jobs.limiter import RateLimiter
 from atomvla.annotate.jobs.pricing import cost_usd, input_tokens, text_tokens
 from atomvla.annotate.jobs.retry import ResponseError, RetryPolicy, with_retries
+from atomvla.annotate.backends.vlm_backend import VLMBackend, VLMConfig
 from atomvla.annotate.vlm import (
     PROMPT_VERSION,
     Message,
     Usage,
-    VLMBackend,
-    VLMConfig,
     build_messages,
     dense_indices,
     encode_jpeg,

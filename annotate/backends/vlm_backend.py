@@ -1,0 +1,136 @@
+"""`VLMBackend`: the base of every backend that asks a vision-language model.
+
+Subclasses implement `generate` (blocking, e.g. an in-process model) or `agenerate` (async, e.g.
+an API client) and name their `model`; frames, prompt, parsing and the repair turn come from
+`atomvla.annotate.vlm`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+from pydantic import Field
+
+from atomvla.annotate.backends.base import Backend, BackendConfig, BackendError
+from atomvla.annotate.vlm import (
+    PROMPT_VERSION,
+    AnswerFailed,
+    Message,
+    Usage,
+    adecompose,
+    build_messages,
+    encode_jpeg,
+    kinematic_events,
+    sample_indices,
+)
+from atomvla.curate.episode import Episode
+from atomvla.schemas import DEFAULT_MIN_FRAMES, Decomposition, EpisodeMeta, Provenance, Status, Subtask
+
+
+class VLMConfig(BackendConfig):
+    """Settings every vision-language backend shares: which frames it sees and how."""
+
+    frames: int = Field(14, ge=2, description="frames spread uniformly over the episode")
+    kinematic_events: bool = Field(True, description="also send the frames where the heuristic finds events")
+    max_event_frames: int = Field(6, ge=0, description="at most this many event frames")
+    camera: str | None = Field(None, description="camera to show (default: the episode's first)")
+    max_side: int = Field(512, ge=32, description="frames are downscaled to this longer side")
+    min_subtask_frames: int = Field(DEFAULT_MIN_FRAMES, ge=1, description="shortest subtask accepted")
+
+
+class VLMBackend(Backend):
+    """A backend that asks a vision-language model. Subclasses implement `generate` (blocking, e.g. an
+    in-process model) or `agenerate` (async, e.g. an API client), and name their `model`."""
+
+    Config = VLMConfig
+
+    @property
+    def model(self) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def can_handle(cls, meta: EpisodeMeta) -> bool:
+        return bool(meta.cameras)
+
+    def generate(self, messages: list[Message], frames: np.ndarray) -> tuple[str, Usage]:
+        """The model's answer to `messages`, whose images are `frames` (k, H, W, 3) in order."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither generate nor agenerate")
+
+    async def agenerate(self, messages: list[Message], frames: np.ndarray) -> tuple[str, Usage]:
+        return await asyncio.to_thread(self.generate, messages, frames)
+
+    def sample(self, episode: Episode) -> tuple[list[int], np.ndarray]:
+        """The frame numbers shown to the model and the frames, (k, H, W, 3)."""
+        cfg: VLMConfig = self.config  # type: ignore[assignment]
+        events = kinematic_events(episode) if cfg.kinematic_events else []
+        indices = sample_indices(episode.meta.n_frames, cfg.frames, events, cfg.max_event_frames)
+        return indices, episode.frames(cfg.camera).get_many(indices)
+
+    def request(self, episode: Episode) -> tuple[list[Message], np.ndarray]:
+        """The first request for an episode (blocking: decodes frames) and the frames it shows."""
+        cfg: VLMConfig = self.config  # type: ignore[assignment]
+        indices, frames = self.sample(episode)
+        images = [encode_jpeg(f, cfg.max_side) for f in frames]
+        return build_messages(episode.meta, indices, images, cfg.min_subtask_frames, self.detail), frames
+
+    @property
+    def detail(self) -> str:
+        return "low"
+
+    async def refine(self, episode: Episode, subtasks: list[Subtask]) -> tuple[list[Subtask], Usage]:
+        """A second pass over valid subtasks (coarse-to-fine); none by default."""
+        return subtasks, Usage()
+
+    async def apropose(self, episode: Episode) -> tuple[Decomposition, Usage]:
+        """A `proposed` decomposition, or a `failed` one whose note says why, and what it cost.
+
+        Frames that cannot be read raise SourceError (nothing was asked, nothing is stored).
+        """
+        cfg: VLMConfig = self.config  # type: ignore[assignment]
+        meta = episode.meta
+        start = time.perf_counter()
+        messages, frames = await asyncio.to_thread(self.request, episode)
+
+        async def ask(msgs: list[Message]) -> tuple[str, Usage]:
+            return await self.agenerate(msgs, frames)
+
+        status, subtasks, note = Status.proposed, (), None
+        try:
+            found, usage = await adecompose(ask, messages, meta.n_frames, cfg.min_subtask_frames)
+            found, more = await self.refine(episode, found)
+            usage += more
+            subtasks = tuple(found)
+        except AnswerFailed as exc:
+            status, note, usage = Status.failed, exc.reason, exc.usage
+        provenance = Provenance(
+            backend=self.name,
+            model=self.model,
+            prompt_version=PROMPT_VERSION,
+            settings_hash=self.settings_hash,
+            tokens_in=usage.input_tokens,
+            tokens_out=usage.output_tokens,
+            cost_usd=usage.cost_usd,
+            latency_s=time.perf_counter() - start,
+        )
+        dec = Decomposition(
+            episode_id=meta.episode_id,
+            n_frames=meta.n_frames,
+            subtasks=subtasks,
+            status=status,
+            author=self.name,
+            provenance=provenance,
+            note=note,
+            min_frames=cfg.min_subtask_frames,
+        )
+        return dec, usage
+
+    def propose(self, episode: Episode) -> Decomposition:
+        return asyncio.run(self.apropose(episode))[0]
+
+    def segment(self, episode: Episode) -> tuple[list[Subtask], float | None]:
+        dec = self.propose(episode)
+        if dec.status is Status.failed:
+            raise BackendError(self.name, episode.meta, dec.note or "no valid answer")
+        return list(dec.subtasks), None
