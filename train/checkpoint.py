@@ -105,13 +105,14 @@ def save_checkpoint(
     extra_files: dict[str, Any] | None = None,
 ) -> Path:
     """Write checkpoint `out/step-N`; `extra_files` maps a name to a callable writing it into a folder."""
-    model_state = {k: _cpu(v) for k, v in get_model_state_dict(model, options=_options()).items()}
-    opt_tensors, opt_meta = ({}, None)
-    if optimizer is not None:
-        opt_tensors, opt_meta = _flatten_optimizer(get_optimizer_state_dict(model, optimizer, options=_options()))
+    # Collective under FSDP: every rank gathers, only rank 0 receives the full state.
+    model_state = get_model_state_dict(model, options=_options())
+    opt_state = get_optimizer_state_dict(model, optimizer, options=_options()) if optimizer is not None else None
     final = step_dir(out, step)
     if not _is_main():
         return final
+    model_state = {k: _cpu(v) for k, v in model_state.items()}
+    opt_tensors, opt_meta = _flatten_optimizer(opt_state) if opt_state is not None else ({}, None)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
