@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 
 from atomvla.annotate.backends.base import Backend, BackendConfig, BackendError, get_backend, register
 from atomvla.annotate.kinematics import ACTION, STATE, KinematicsError, extract
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 EVENT_WINDOW_S = 0.3
 EVENT_MIN_SCORE = 0.5
 ARRIVAL = 0.5
+NAME = "hybrid"
 
 
 class HybridConfig(BackendConfig):
@@ -40,6 +41,24 @@ class HybridConfig(BackendConfig):
     language: str = Field("heuristic", description="backend whose instructions and skills are kept")
     language_settings: dict[str, Any] = Field(default_factory=dict, description="settings of that backend")
     snap_s: float = Field(0.5, ge=0, description="move boundaries to the nearest kinematic event this close (0: never)")
+
+    @model_validator(mode="after")
+    def _parts_exist(self) -> HybridConfig:
+        """Both parts are registered backends other than hybrid, with settings they accept."""
+        for role, name, settings in (
+            ("boundaries", self.boundaries, self.boundaries_settings),
+            ("language", self.language, self.language_settings),
+        ):
+            if name == NAME:
+                raise ValueError(f"{role}: hybrid cannot take its {role} from itself")
+            try:
+                get_backend(name).Config.model_validate(settings)
+            except KeyError as exc:
+                raise ValueError(f"{role}: {exc.args[0]}") from None
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise ValueError(f"{role}_settings for {name}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        return self
 
 
 def event_frames(meta: EpisodeMeta, arrays: dict[str, np.ndarray]) -> list[int]:
@@ -93,21 +112,19 @@ async def _propose(backend: Backend, episode: Episode) -> tuple[Decomposition, U
 class HybridBackend(Backend):
     """Boundaries from `boundaries`, language from `language`, optionally snapped to kinematics."""
 
-    name = "hybrid"
+    name = NAME
     Config = HybridConfig
 
     def __init__(self, config: HybridConfig | None = None):
         super().__init__(config)
         cfg: HybridConfig = self.config  # type: ignore[assignment]
-        if self.name in (cfg.boundaries, cfg.language):
-            raise ValueError("hybrid cannot take its boundaries or language from itself")
         self.cutter = self._make(cfg.boundaries, cfg.boundaries_settings)
         same = (cfg.language, cfg.language_settings) == (cfg.boundaries, cfg.boundaries_settings)
         self.namer = self.cutter if same else self._make(cfg.language, cfg.language_settings)
 
     @staticmethod
     def _make(name: str, settings: dict[str, Any]) -> Backend:
-        cls = get_backend(name)  # KeyError names the known backends
+        cls = get_backend(name)
         return cls(cls.Config(**settings))
 
     @classmethod

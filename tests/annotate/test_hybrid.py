@@ -120,12 +120,12 @@ def test_a_failed_language_backend_fails_the_episode_with_its_reason(episode, vl
 
 
 def test_bad_settings_are_refused_up_front():
-    with pytest.raises(KeyError, match="unknown backend 'gpt5'"):
-        get_backend("hybrid")(HybridConfig(language="gpt5"))
-    with pytest.raises(ValueError, match="from itself"):
-        get_backend("hybrid")(HybridConfig(boundaries="hybrid"))
-    with pytest.raises(ValueError, match="extra"):
-        get_backend("hybrid")(HybridConfig(boundaries_settings={"no_such_setting": 1}))
+    with pytest.raises(ValueError, match="language: unknown backend 'gpt5'"):
+        HybridConfig(language="gpt5")
+    with pytest.raises(ValueError, match="boundaries: hybrid cannot take its boundaries from itself"):
+        HybridConfig(boundaries="hybrid")
+    with pytest.raises(ValueError, match="boundaries_settings for uvd: no_such_setting: Extra inputs"):
+        HybridConfig(boundaries_settings={"no_such_setting": 1})
 
 
 def test_run_and_eval_from_the_command_line(tmp_path):
@@ -148,3 +148,5 @@ def test_run_and_eval_from_the_command_line(tmp_path):
     assert "hybrid vs metaworld_truth.jsonl" in scored.output
     wrong = runner.invoke(annotate, ["run", "--store", store, "--backend", "heuristic", "--encoder", "pixels"])
     assert wrong.exit_code == 2 and "--encoder does not apply to the heuristic backend" in wrong.output
+    itself = runner.invoke(annotate, ["run", "--store", store, "--backend", "hybrid", "--language", "hybrid"])
+    assert itself.exit_code == 2 and "hybrid cannot take its language from itself" in " ".join(itself.output.split())
