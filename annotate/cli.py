@@ -16,7 +16,7 @@ from atomvla.annotate.evaluation.plots import plot_episode
 from atomvla.annotate.evaluation.report import report, score_episode, table
 from atomvla.annotate.evaluation.truth import TruthError, load_truth
 from atomvla.annotate.backends.openai_backend import MissingKeyError, OpenAIBackend, OpenAIConfig
-from atomvla.annotate.jobs.batch import backend_of, collect, refresh, submit, sync_client
+from atomvla.annotate.jobs.batch import backend_of, collect, open_episodes, refresh, submit, sync_client
 from atomvla.annotate.jobs.cache import ResponseCache
 from atomvla.annotate.jobs.engine import SettingsError, build_engine
 from atomvla.annotate.jobs.estimate import estimate
@@ -163,6 +163,11 @@ def run(
     retry = RetryPolicy(attempts=attempts, timeout_s=timeout)
     engine = _engine(db, backend, profile, overrides, api_key_env, retry, need_key=not dry_run)
     chosen = _chosen(db, store, episodes, shard)
+    queued = open_episodes(db, job_id(engine))
+    if queued & {m.episode_id for m in chosen}:
+        # Answered (or about to be) at Batch price: `atom-annotate batch collect` proposes them.
+        err_console.print(f"{len(queued)} episodes are waiting in a Batch API batch; leaving them to `batch collect`")
+        chosen = [m for m in chosen if m.episode_id not in queued]
     todo, skipped = pending(db, engine, chosen, overwrite)
     est = estimate(engine, todo)
     model_name = getattr(engine, "model", backend)

@@ -48,7 +48,7 @@ def backend_of(batch: dict, api_key_env: str, cache: ResponseCache | None) -> Op
     return OpenAIBackend(OpenAIConfig.model_validate(batch["request"]["settings"]), api_key_env=api_key_env, cache=cache)
 
 
-def _open_episodes(store: Store, job: str) -> set[str]:
+def open_episodes(store: Store, job: str) -> set[str]:
     """Episodes of this job in a batch that will answer or has answered (until collected, when the
     answers are in the cache)."""
     return {e for b in store.batches() if b["job_id"] == job and b["state"] not in ENDED for e in b["request"]["episodes"]}
@@ -58,7 +58,7 @@ def submit(store: Store, backend: OpenAIBackend, episodes: Sequence[EpisodeMeta]
     """Batch ids submitted for the episodes that need an answer (not proposed, not cached, not queued)."""
     job = job_id(backend)
     todo, _ = pending(store, backend, episodes, overwrite=False)
-    queued = _open_episodes(store, job)
+    queued = open_episodes(store, job)
     lines: list[tuple[str, str, str]] = []  # (episode id, cache key, JSONL line)
     for meta in todo:
         if meta.episode_id in queued:

@@ -156,17 +156,21 @@ def test_batch_submit_status_collect_at_half_price(store_path, metas):
         assert len(batch["request"]["episodes"]) == 6 and KEY not in str(batch)
         # Submitting again adds nothing: those episodes are waiting in the open batch.
         assert "nothing to submit" in invoke("batch", "submit", "--store", store_path, "--base-url", server.url, "--episodes", "0-5").output
+        # A live run leaves them to the batch (no paying twice) and does the rest.
+        live = invoke("run", "--store", store_path, "--backend", "openai", "--base-url", server.url, "--episodes", "4-7")
+        assert live.exit_code == 0 and "waiting in a Batch API batch" in live.output
+        assert len(server.chat_requests()) == 2
         status = invoke("batch", "status", "--store", store_path)
         assert status.exit_code == 0 and "in_progress" in status.output
         collected = invoke("batch", "collect", "--store", store_path)
         assert collected.exit_code == 0, collected.output
-        assert server.chat_requests() == []  # every answer came from the batch
+        assert len(server.chat_requests()) == 2  # the batch's episodes were answered by the batch
         assert len([r for r in server.log if r.path.startswith("batch:")]) == 6
     store = Store(store_path)
     latest = store.latest_all(author="openai")
-    assert sorted(latest) == sorted(batch["request"]["episodes"])
+    assert sorted(latest) == sorted(batch["request"]["episodes"] + [metas[6].episode_id, metas[7].episode_id])
     rows = store.ledger_rows(batch["job_id"])
-    paid = [r for r in rows if not r["cached"]]
+    paid = [r for r in rows if not r["cached"] and r["episode_id"] in batch["request"]["episodes"]]
     assert len(paid) == 6 and all(
         r["cost_usd"] == pytest.approx(cost_usd("gpt-4o", r["input_tokens"], r["output_tokens"]) / 2) for r in paid
     )
