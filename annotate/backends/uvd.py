@@ -109,9 +109,15 @@ class TransformersEncoder:
 
 
 @lru_cache(maxsize=2)
-def load_encoder(name: str, pixel_size: int) -> FrameEncoder:
-    """The encoder named in the settings, loaded once per process."""
-    return PixelEncoder(pixel_size) if name == PIXELS else TransformersEncoder(name)
+def load_encoder(name: str, pixel_size: int) -> FrameEncoder | Exception:
+    """The encoder named in the settings, loaded once per process; one that cannot be loaded is
+    returned as its error, also once (every episode then fails at once, the load is not retried)."""
+    if name == PIXELS:
+        return PixelEncoder(pixel_size)
+    try:
+        return TransformersEncoder(name)
+    except (OSError, ValueError) as exc:
+        return exc
 
 
 def smooth(values: Float[np.ndarray, "k"], at: Int[np.ndarray, "k"], sigma: float) -> Float[np.ndarray, "k"]:
@@ -199,12 +205,9 @@ class UVDBackend(Backend):
         min_interval = max(DEFAULT_MIN_FRAMES, round(cfg.min_interval_s * meta.fps))
         if meta.n_frames < MIN_SUBTASKS * DEFAULT_MIN_FRAMES:
             raise BackendError(self.name, meta, f"{meta.n_frames} frames is too short for {MIN_SUBTASKS} subtasks")
-        try:
-            encoder = load_encoder(cfg.encoder, cfg.pixel_size)
-        except (OSError, ValueError) as exc:
-            raise BackendError(
-                self.name, meta, f"cannot load encoder {cfg.encoder!r} ({exc}); `pixels` needs no weights"
-            ) from exc
+        encoder = load_encoder(cfg.encoder, cfg.pixel_size)
+        if isinstance(encoder, Exception):
+            raise BackendError(self.name, meta, f"cannot load encoder {cfg.encoder!r} ({encoder}); `pixels` needs no weights")
         try:
             frames = episode.frames(cfg.camera)
         except (KeyError, ValueError) as exc:
