@@ -261,6 +261,30 @@ def push(
     console.print(f"pushed {folder} to {result.repo_url} at commit {result.commit[:12]}, tagged {', '.join(result.tags)}")
 
 
+@app.command("report")
+def report(
+    store: StoreOpt = DEFAULT_STORE,
+    out: Annotated[Path, typer.Option("--out", help="Folder for index.html and its images (a previous report there is replaced).")] = Path("report"),
+    dataset: Annotated[Optional[str], typer.Option(help="Only this dataset.")] = None,
+    timelines: Annotated[int, typer.Option(help="Episodes drawn as a timeline strip with key frames.")] = 24,
+) -> None:
+    """A static HTML report: dataset summary, subtasks per episode and duration per skill,
+    quality findings and agreement, model cost, and timelines with key frames."""
+    from atomvla.curate.report.build import ReportConfig, build_report
+
+    setup_logging()
+    db = open_store(store)
+    with Progress(SpinnerColumn(), TextColumn("[bold]report[/] timelines"), BarColumn(), MofNCompleteColumn(),
+                  console=err_console, transient=True) as progress:
+        bar = progress.add_task("timelines", total=timelines)
+        try:
+            path = build_report(db, out, ReportConfig(timelines=timelines, dataset=dataset),
+                                progress=lambda: progress.advance(bar))
+        except FileExistsError as exc:
+            raise fail(str(exc)) from exc
+    console.print(f"wrote {path / 'index.html'}")
+
+
 @app.command("import-annotations")
 def import_annotations(
     file: Annotated[Path, typer.Argument(help="JSON Lines file of decompositions (interchange format).")],

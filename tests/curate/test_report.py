@@ -1,0 +1,68 @@
+"""`atom-curate report`: the page renders in headless Chromium with every figure loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from atomvla.curate.cli import app
+from atomvla.curate.store import Store
+from atomvla.schemas import Decomposition, Provenance, Subtask
+from builders import FIXTURES, V3_AV1
+
+CHROMIUM = Path("/usr/bin/chromium")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    db = tmp / "s.sqlite"
+    assert runner.invoke(app, ["import", str(V3_AV1), "--store", str(db)]).exit_code == 0
+    store = Store(db)
+    # A model's proposals (with cost) before the truth, so agreement and cost have something to show.
+    for line in (FIXTURES / "metaworld_truth.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        meta = store.episode(f"{V3_AV1.name}/{rec['episode_index']}")
+        subs = tuple(Subtask(**s) for s in rec["subtasks"])
+        moved = (subs[0].model_copy(update={"end_frame": subs[0].end_frame + 3}),
+                 subs[1].model_copy(update={"start_frame": subs[1].start_frame + 3}), *subs[2:])
+        store.add_revision(Decomposition(episode_id=meta.episode_id, n_frames=meta.n_frames, subtasks=moved,
+                                         author="gpt", provenance=Provenance(backend="gpt", model="gpt-4o",
+                                                                             tokens_in=1200, cost_usd=0.01)))
+    assert runner.invoke(app, ["import-annotations", str(FIXTURES / "metaworld_truth.jsonl"), "--store", str(db),
+                               "--author", "truth"]).exit_code == 0
+    out = tmp / "report"
+    result = runner.invoke(app, ["report", "--store", str(db), "--out", str(out), "--timelines", "3"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_page_has_figures_cost_and_agreement(report):
+    html = (report / "index.html").read_text()
+    assert len(list((report / "img").glob("timeline_*.png"))) == 3
+    assert "gpt-4o" in html and "0.1100" in html  # 11 revisions at $0.01
+    assert "backend vs annotator" in html
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium")
+def test_renders_in_headless_chromium(report, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto((report / "index.html").as_uri(), wait_until="load")
+        widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)")
+        assert len(widths) == 5 and min(widths) > 100  # 2 histograms + 3 timelines, all decoded
+        assert page.inner_text("h1") == "Subtask curation report"
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert pixels.shape[0] > 1500 and pixels.std() > 20  # a long page with pictures, not a blank one
