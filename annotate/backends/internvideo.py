@@ -47,8 +47,16 @@ class LoadedModel:
     lock: threading.Lock  # one chat at a time: the model's `system_message` is per call
 
 
-@lru_cache(maxsize=1)
+_LOADING = threading.Lock()  # episodes run concurrently: the first load must happen once, not per thread
+
+
 def load_model(model_id: str) -> LoadedModel | OSError:
+    with _LOADING:
+        return _load(model_id)
+
+
+@lru_cache(maxsize=1)
+def _load(model_id: str) -> LoadedModel | OSError:
     """The model and tokenizer, once per process: bf16 on a GPU (fp32 on a CPU, for small models).
 
     A model that cannot be loaded (no such folder, offline, no access) is returned as its error,

@@ -16,6 +16,7 @@ normalised pixels, which need no weights.
 from __future__ import annotations
 
 import logging
+import threading
 from functools import lru_cache
 from typing import Literal, Protocol
 
@@ -108,10 +109,18 @@ class TransformersEncoder:
         return np.concatenate(out).astype(np.float64)
 
 
-@lru_cache(maxsize=2)
+_LOADING = threading.Lock()  # the runner proposes in several threads: load once, not per thread
+
+
 def load_encoder(name: str, pixel_size: int) -> FrameEncoder | Exception:
     """The encoder named in the settings, loaded once per process; one that cannot be loaded is
     returned as its error, also once (every episode then fails at once, the load is not retried)."""
+    with _LOADING:
+        return _load(name, pixel_size)
+
+
+@lru_cache(maxsize=2)
+def _load(name: str, pixel_size: int) -> FrameEncoder | Exception:
     if name == PIXELS:
         return PixelEncoder(pixel_size)
     try:
