@@ -181,3 +181,28 @@ def test_cli(stores, tmp_path):
     result = runner.invoke(app, ["merge", str(tmp_path / "missing.sqlite"), "--store", str(base)])
     assert result.exit_code == 2
     assert "missing.sqlite: no such store" in result.output
+
+
+def test_a_sharded_run_merged_from_the_command_line(tmp_path, metas):
+    """The workflow: one store copied to two machines, `run --shard i/2` on each, `merge`."""
+    from atomvla.annotate.cli import app as annotate
+
+    runner = CliRunner()
+    base = tmp_path / "base.sqlite"
+    assert runner.invoke(app, ["import", str(FIXTURE), "--store", str(base)]).exit_code == 0
+    shards = [copy_store(base, tmp_path / f"shard{i}.sqlite") for i in range(2)]
+    for i, shard_store in enumerate(shards):
+        result = runner.invoke(annotate, ["run", "--store", str(shard_store), "--backend", "heuristic", "--shard", f"{i}/2"])
+        assert result.exit_code == 0, result.output
+    done = [set(Store(s).latest_all(author="heuristic")) for s in shards]
+    assert done[0] and done[1] and not done[0] & done[1]  # the shards split the episodes
+
+    result = runner.invoke(app, ["merge", *map(str, shards), "--store", str(base)])
+    assert result.exit_code == 0, result.output
+    merged = Store(base)
+    assert set(merged.latest_all(author="heuristic")) == {m.episode_id for m in metas}
+    assert all(len(merged.history(m.episode_id)) == 1 for m in metas)
+    with sqlite3.connect(base) as conn:
+        jobs = conn.execute("SELECT job_id FROM jobs").fetchall()
+        states = conn.execute("SELECT state, count(*) FROM job_items GROUP BY state").fetchall()
+    assert len(jobs) == 1 and states == [("done", len(metas))]
