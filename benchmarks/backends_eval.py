@@ -35,6 +35,7 @@ from benchmarks.heuristic_eval import baseline, discover, label
 RUNS = (
     ("heuristic", "heuristic", {}),
     ("uvd --encoder pixels", "uvd", {"encoder": "pixels"}),
+    ("uvd --encoder pixels, plateau=0 (UVD's rule)", "uvd", {"encoder": "pixels", "plateau": 0.0}),
     ("hybrid: uvd cuts snapped, heuristic names", "hybrid",
      {"boundaries": "uvd", "boundaries_settings": {"encoder": "pixels"}, "language": "heuristic", "snap_s": 0.5}),
 )
@@ -72,17 +73,19 @@ def evaluate(dataset: Path, truth: Path, tolerance: int, work: Path) -> dict:
     metas = [m for m in open_source(str(dataset)).scan() if isinstance(m, EpisodeMeta)]
     store.upsert_episodes(metas)
     results = {}
+    # Each run is scored right after it is stored: eval reads each author's latest revisions, and
+    # two rows may share an author (uvd with two settings).
     for row, backend, settings in RUNS:
         rate, failed = propose_all(store, metas, backend, settings)
-        results[row] = {"author": backend, "episodes_per_s": rate, "failed": failed}
+        report = atom_annotate_eval(store_path, truth, backend, tolerance, work / "report.json")["overall"]
+        results[row] = {"author": backend, "settings": settings, "episodes_per_s": rate, "failed": failed, "report": report}
     store.add_revisions(
         Decomposition(episode_id=m.episode_id, n_frames=m.n_frames, subtasks=tuple(baseline(m)), author="baseline")
         for m in metas
     )
-    results["baseline: equal parts"] = {"author": "baseline", "episodes_per_s": None, "failed": 0}
+    report = atom_annotate_eval(store_path, truth, "baseline", tolerance, work / "report.json")["overall"]
+    results["baseline: equal parts"] = {"author": "baseline", "episodes_per_s": None, "failed": 0, "report": report}
     store.close()
-    for row, r in results.items():
-        r["report"] = atom_annotate_eval(store_path, truth, r["author"], tolerance, work / f"{r['author']}.json")["overall"]
     return results
 
 
