@@ -84,7 +84,9 @@ def _summary(v: dict[str, list[float]]) -> dict[str, Any]:
 
 def _score(policy: Policy, samples: list[Sample], per: dict) -> None:
     proc = policy.processor
-    generated = policy.generate_subtasks(samples)
+    # Room for the longest label and a little more: an undertrained VLM may never say <|im_end|>.
+    longest = max(len(proc.subtask_ids(s.skill, s.subtask)) for s in samples)
+    generated = policy.generate_subtasks(samples, max_new_tokens=longest + 8)
     decoded = [policy.decode(g) for g in generated]
     labelled = [proc.subtask_ids(s.skill, s.subtask) for s in samples]
     pred_label = policy.predict_actions(samples, labelled, [s.skill for s in samples])

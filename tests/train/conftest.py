@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from atomvla.curate.cli import app as curate_app
@@ -16,6 +17,9 @@ FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 SOURCE = FIXTURES / "metaworld_lerobot_v30"
 TRUTH = FIXTURES / "metaworld_truth.jsonl"
 CAMERA = "observation.images.corner"
+
+# Tiny models gain nothing from threads, and on a busy 2-core machine threads spin against each other.
+torch.set_num_threads(1)
 
 # Tiny and quick: small batches, frequent checkpoints, nothing held out unless a test asks.
 FAST = ("train.batch_size=4", "train.warmup_steps=2", "train.log_every=1000", "data.val_fraction=0")
