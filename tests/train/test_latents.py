@@ -1,0 +1,55 @@
+"""The latent cache: encoded once, reused, and never used for another encoder or changed frames."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from atomvla.train.data.episodes import open_dataset
+from atomvla.train.latents import FrameEncoder, LatentCache, LatentCacheError
+from tests.train.stage2 import TINY_ENCODER, one_thread  # noqa: F401  (autouse)
+
+
+@pytest.fixture(scope="module")
+def metas(export_dir):
+    return [e.meta for e in open_dataset(export_dir)[:2]]
+
+
+def test_encodes_once_and_matches_the_encoder(metas, tmp_path):
+    spec = TINY_ENCODER.spec()
+    cache = LatentCache(tmp_path, spec)
+    assert cache.build(metas) == sum(m.n_frames for m in metas)
+    again = LatentCache(tmp_path, spec)
+    assert again.build(metas) == 0  # nothing re-encoded
+    latents = again.load(metas[0])
+    encoder = FrameEncoder(spec)
+    assert latents.shape == (metas[0].n_frames, encoder.n_patches, encoder.hidden) == (metas[0].n_frames, 16, 64)
+    from atomvla.curate.episode import Episode
+
+    direct = encoder.encode(Episode(metas[0]).frames().get_many([0, 5]))
+    torch.testing.assert_close(latents[[0, 5]], direct)
+
+
+def test_a_cache_of_another_encoder_is_refused(metas, tmp_path):
+    LatentCache(tmp_path, TINY_ENCODER.spec()).build(metas[:1])
+    other = dataclasses.replace(TINY_ENCODER, seed=1).spec()
+    with pytest.raises(LatentCacheError, match=r"another encoder.*weights"):
+        LatentCache(tmp_path, other)
+    other_crop = dataclasses.replace(TINY_ENCODER, crop_size=32).spec()
+    with pytest.raises(LatentCacheError, match="crop_size"):
+        LatentCache(tmp_path, other_crop)
+
+
+def test_stale_latents_are_refused(metas, tmp_path):
+    cache = LatentCache(tmp_path, TINY_ENCODER.spec())
+    cache.build(metas[:1])
+    longer = metas[0].model_copy(update={"n_frames": metas[0].n_frames + 1})
+    with pytest.raises(LatentCacheError, match=r"stale.*n_frames"):
+        cache.load(longer)
+    moved = metas[0].model_copy(update={"cameras": (metas[0].cameras[0].model_copy(update={"from_timestamp": 1.0}),)})
+    with pytest.raises(LatentCacheError, match=r"episode .*stale.*from_timestamp"):
+        cache.build([moved])
+    with pytest.raises(LatentCacheError, match="no cached latents"):
+        cache.load(metas[1])

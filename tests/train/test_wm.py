@@ -1,0 +1,35 @@
+"""`atom-train wm`: the predictor's attention pattern, training on the fixture, evaluation, loading."""
+
+from __future__ import annotations
+
+import torch
+
+from atomvla.train.worldmodel.model import ACPredictor, PredictorDims, block_causal_mask
+from atomvla.train.worldmodel.world_model import WorldModel
+from tests.train.stage2 import one_thread, trained_world_model  # noqa: F401  (autouse)
+
+
+def test_attention_is_full_within_a_step_and_causal_across_steps():
+    mask = block_causal_mask(3, 2)
+    allowed = ~mask
+    assert allowed[0, 1] and allowed[1, 0]  # same step
+    assert allowed[2, 0] and not allowed[0, 2]  # later sees earlier, not the reverse
+    dims = PredictorDims(latent_dim=8, n_patches=4, action_dim=2, state_dim=3, chunk=4)
+    torch.manual_seed(0)
+    p = ACPredictor(dims, hidden=16, depth=2, heads=2, max_steps=3)
+    torch.nn.init.normal_(p.out.weight)
+    z, a, s = torch.randn(1, 3, 4, 8), torch.randn(1, 3, 4, 2), torch.randn(1, 3, 3)
+    out = p(z, a, s)
+    z2 = z.clone()
+    z2[:, 2] += 1.0
+    out2 = p(z2, a, s)
+    torch.testing.assert_close(out[:, :2], out2[:, :2])  # the future does not leak into the past
+    assert not torch.allclose(out[:, 2], out2[:, 2])
+
+
+def test_trained_world_model_beats_copying_the_current_latent(export_dir):
+    wm_dir, _, report = trained_world_model(str(export_dir))
+    assert report["one_step_l1"] < 0.95 * report["copy_l1"]
+    assert report["rollout_l1"] < report["rollout_copy_l1"]
+    wm = WorldModel.load(wm_dir)
+    assert wm.config.encoder.model == "tiny" and wm.encoder_key

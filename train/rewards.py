@@ -1,0 +1,92 @@
+"""GRPO rewards from the latent world model: subgoal energy, final-goal energy, expert deviation.
+
+For a state (frame t of an episode) and candidate chunks, the world model predicts the latent one
+chunk later. Energies are mean absolute distances in the layer-normed latent space (V-JEPA 2-AC's
+planning energy), to the boundary frame that ends the current subtask (subgoal) and to the
+episode's last frame (final goal); the deviation is the mean squared difference from the expert
+chunk in normalised action units over the chunk's real steps. Rewards are the negatives, each
+weighted in the config (weight 0 switches a term off) and each reported on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from atomvla.train.worldmodel.data import LatentEpisode
+from atomvla.train.worldmodel.world_model import WorldModel
+
+TERMS = ("subgoal", "final", "deviation")
+
+
+class RewardError(ValueError):
+    """A state the rewards cannot be computed for (no subtasks, frame outside the episode)."""
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    subgoal: float = 1.0
+    final: float = 1.0
+    deviation: float = 0.1
+
+    def weights(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in TERMS}
+
+
+@dataclass(frozen=True)
+class States:
+    """A batch of states to score chunks from: latents now, at the subgoal, at the end; the expert chunk."""
+
+    latent: Float[Tensor, "b n d"]
+    state: Float[Tensor, "b s"]
+    subgoal: Float[Tensor, "b n d"]
+    final: Float[Tensor, "b n d"]
+    expert: Float[Tensor, "b h a"]
+    mask: Float[Tensor, "b h"]
+
+    @classmethod
+    def gather(cls, picks: Sequence[tuple[LatentEpisode, int]], horizon: int) -> States:
+        rows = [_state(ep, t, horizon) for ep, t in picks]
+        return cls(*(torch.stack(col) for col in zip(*rows)))
+
+    def to(self, device: torch.device | str) -> States:
+        return States(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+def _state(ep: LatentEpisode, t: int, horizon: int) -> tuple[Tensor, ...]:
+    meta = ep.source.meta
+    if not ep.source.subtasks:
+        raise RewardError(f"{meta.source}: episode {meta.episode_id}: no subtasks, so no subgoal to reward progress to")
+    if not 0 <= t < ep.n_frames:
+        raise RewardError(f"{meta.source}: episode {meta.episode_id}: frame {t} is outside [0, {ep.n_frames})")
+    try:
+        goal = ep.subgoal_frame(t)
+    except IndexError as exc:
+        raise RewardError(f"{meta.source}: episode {meta.episode_id}: the subtasks do not cover frame {t}") from exc
+    expert, mask = ep.chunk(t, horizon)
+    return ep.latents[t], ep.states[t], ep.latents[goal], ep.latents[-1], expert, mask
+
+
+@torch.no_grad()
+def score(wm: WorldModel, states: States, chunks: Float[Tensor, "b g h a"], config: RewardConfig) -> dict[str, Tensor]:
+    """Per candidate (b, g): each term's reward (unweighted) and `total`, the weighted sum."""
+    b, g = chunks.shape[:2]
+
+    def per_candidate(x: Tensor) -> Tensor:
+        return x.unsqueeze(1).expand(b, g, *x.shape[1:]).reshape(b * g, *x.shape[1:])
+
+    pred = wm.predict(per_candidate(states.latent), per_candidate(states.state), chunks.reshape(b * g, *chunks.shape[2:]))
+    terms = {
+        "subgoal": -(pred - per_candidate(states.subgoal)).abs().mean((1, 2)).view(b, g),
+        "final": -(pred - per_candidate(states.final)).abs().mean((1, 2)).view(b, g),
+    }
+    diff = (wm.norm.action(chunks) - wm.norm.action(states.expert).unsqueeze(1)).pow(2).mean(-1)  # (b, g, h)
+    mask = states.mask.unsqueeze(1)
+    terms["deviation"] = -(diff * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+    weights = config.weights()
+    terms["total"] = sum(weights[k] * terms[k] for k in TERMS)
+    return terms

@@ -1,0 +1,1 @@
+"""The action-conditioned latent world model (`atom-train wm`)."""
