@@ -14,6 +14,9 @@ from collections.abc import Callable, Mapping
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+# OpenAI's request and token limits are per minute; a longer reset belongs to a daily limit, which
+# must not stretch the window assumed after a reset.
+WINDOW_CAP_S = 60.0
 
 
 def parse_duration(text: str) -> float | None:
@@ -53,7 +56,7 @@ class _Budget:
             return
         seconds = parse_duration(reset) if reset else None
         seconds = seconds if seconds is not None else 1.0
-        self.window = max(self.window, seconds)
+        self.window = min(WINDOW_CAP_S, max(self.window, seconds))
         self.reset_at = now + seconds
 
     def _refill(self, now: float) -> None:

@@ -76,7 +76,8 @@ async def with_retries(
 ) -> T:
     """`call()` behind the limiter, retried on transient errors; others propagate at once."""
     rng = rng or random.Random()
-    for attempt in range(policy.attempts):
+    attempt = 0
+    while True:
         await limiter.acquire(tokens)
         try:
             return await call()
@@ -88,13 +89,13 @@ async def with_retries(
             after = retry_after_s(exc)
             if after is not None and isinstance(exc, openai.RateLimitError):
                 limiter.pause(after)
-            if attempt + 1 == policy.attempts:
+            if attempt + 1 >= policy.attempts:
                 raise RetriesExhausted(f"{policy.attempts} attempts failed; last: {_describe(exc)}") from exc
             # The server's retry-after says when; without one, back off exponentially with jitter.
             delay = after if after is not None else backoff_s(attempt, policy, rng)
             log.debug("retrying in %.2fs after %s", delay, _describe(exc))
             await asyncio.sleep(delay)
-    raise AssertionError("unreachable")
+            attempt += 1
 
 
 def _describe(exc: Exception) -> str:

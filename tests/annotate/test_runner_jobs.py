@@ -175,3 +175,28 @@ def test_batch_submit_status_collect_at_half_price(store_path, metas):
         r["cost_usd"] == pytest.approx(cost_usd("gpt-4o", r["input_tokens"], r["output_tokens"]) / 2) for r in paid
     )
     assert store.batches()[0]["state"] == "collected"
+
+
+def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap():
+    import random
+
+    import httpx2
+    import openai
+
+    from atomvla.annotate.jobs.retry import backoff_s, is_retryable, retry_after_s
+
+    policy, rng = RetryPolicy(base_s=0.5, cap_s=4.0), random.Random(0)
+    draws = {a: [backoff_s(a, policy, rng) for _ in range(200)] for a in range(6)}
+    for a, values in draws.items():
+        ceiling = min(4.0, 0.5 * 2**a)
+        assert all(0 <= v <= ceiling for v in values) and max(values) > 0.8 * ceiling
+
+    def error(status, headers):
+        request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+        response = httpx2.Response(status, headers=headers, request=request)
+        return openai.APIStatusError("x", response=response, body=None) if status != 429 else openai.RateLimitError("x", response=response, body=None)
+
+    assert retry_after_s(error(429, {"retry-after-ms": "250"})) == 0.25
+    assert retry_after_s(error(429, {"retry-after": "3"})) == 3.0
+    assert 0 <= retry_after_s(error(429, {"retry-after": "Thu, 01 Jan 1970 00:00:00 GMT"})) < 1  # past: now
+    assert is_retryable(error(429, {})) and is_retryable(error(503, {})) and not is_retryable(error(400, {}))
