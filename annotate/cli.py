@@ -169,17 +169,18 @@ def run(
         err_console.print(f"{len(queued)} episodes are waiting in a Batch API batch; leaving them to `batch collect`")
         chosen = [m for m in chosen if m.episode_id not in queued]
     todo, skipped = pending(db, engine, chosen, overwrite)
-    est = estimate(engine, todo)
-    model_name = getattr(engine, "model", backend)
     if dry_run:
-        console.print(estimate_table(f"atom-annotate run --dry-run: {backend} ({len(skipped)} already proposed)", est, model_name))
+        title = f"atom-annotate run --dry-run: {backend} ({len(skipped)} already done)"
+        console.print(estimate_table(title, estimate(engine, todo), getattr(engine, "model", backend)))
         return
+    # --max-cost reserves an estimate per episode in flight (the run's dearest episode once dearer).
+    reserve = estimate(engine, todo).usd_per_episode if max_cost is not None else 0.0
 
     try:
         with run_progress(err_console, backend, len(chosen)) as on_episode:
             result = asyncio.run(
                 arun(db, engine, chosen, concurrency=concurrency, overwrite=overwrite, max_cost=max_cost,
-                     estimate_usd=est.usd_per_episode, on_episode=on_episode)
+                     estimate_usd=reserve, on_episode=on_episode)
             )
     except KeyboardInterrupt:
         # Everything answered is stored or cached: the same command resumes without paying twice.
