@@ -165,6 +165,9 @@ def export(
     ] = None,
     author: Annotated[Optional[str], typer.Option(help="Use each episode's latest revision by this author.")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Only this dataset.")] = None,
+    language: Annotated[
+        bool, typer.Option(help="lerobot: write LeRobot's language columns (--no-language for LeRobot < 0.6, which rejects them).")
+    ] = True,
     verbose: VerboseOpt = False,
 ) -> None:
     """Export each selected episode's latest decomposition.
@@ -175,7 +178,7 @@ def export(
     setup_logging(verbose)
     db = open_store(store)
     try:
-        exporter = get_exporter(to)
+        exporter = get_exporter(to, **({"language": language} if to == "lerobot" else {}))
     except KeyError as exc:
         raise fail(exc.args[0]) from exc
     if exporter.is_folder and out.exists():

@@ -41,12 +41,13 @@ class Exporter(ABC):
         id -> backend provenances from the store's history) goes into the provenance records."""
 
 
-def get_exporter(name: str) -> Exporter:
+def get_exporter(name: str, **options) -> Exporter:
+    """The exporter registered as `name`, built with its `options` (see each exporter's __init__)."""
     from atomvla.curate.exports import jsonl, lerobot, parquet  # noqa: F401  (registers the built-in exporters)
 
     if name not in EXPORTERS:
         raise KeyError(f"unknown export format {name!r} (known: {', '.join(sorted(EXPORTERS))})")
-    return EXPORTERS[name]()
+    return EXPORTERS[name](**options)
 
 
 @contextmanager

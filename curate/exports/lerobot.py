@@ -52,6 +52,11 @@ class LeRobotExporter(Exporter):
     default_status = Status.accepted
     is_folder = True
 
+    def __init__(self, language: bool = True):
+        # LeRobot before 0.6 rejects a dataset whose info.json declares the language columns
+        # ("language" is no dtype it knows): language=False leaves them out for those readers.
+        self.language = language
+
     def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path,
               proposals: Proposals | None = None) -> None:
         fps = _common_fps(records)
@@ -62,7 +67,7 @@ class LeRobotExporter(Exporter):
 
         def recordings() -> Iterator[EpisodeRecording]:
             for meta, dec in records:
-                yield _recording(meta, dec, vocabulary, source_info if copy_video else None)
+                yield _recording(meta, dec, vocabulary, source_info if copy_video else None, self.language)
 
         def finish(root: Path) -> None:
             frame = pd.DataFrame({"subtask_index": list(vocabulary.values())},
@@ -111,7 +116,8 @@ def _same_video_features(records: Sequence[tuple[EpisodeMeta, Decomposition]], i
 
 
 def _recording(
-    meta: EpisodeMeta, dec: Decomposition, vocabulary: dict[str, int], source_info: dict[str, dict[str, Any]] | None
+    meta: EpisodeMeta, dec: Decomposition, vocabulary: dict[str, int], source_info: dict[str, dict[str, Any]] | None,
+    language: bool,
 ) -> EpisodeRecording:
     episode = Episode(meta)
     arrays = {k: v for k, v in episode.arrays.items()}
@@ -135,5 +141,5 @@ def _recording(
         arrays=arrays,
         clips=clips,
         columns={"subtask_index": episode_subtask_index(dec, vocabulary)},
-        language=language_rows(dec, meta.fps),
+        language=language_rows(dec, meta.fps) if language else None,
     )

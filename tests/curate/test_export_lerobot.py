@@ -178,3 +178,14 @@ def test_a_video_folder_is_encoded_once_and_files_roll_over_at_the_size_limits(t
     assert [m.n_frames for m in metas] == [30, 42, 36]
     np.testing.assert_array_equal(Episode(metas[2]).arrays["action"], Episode(records[2][0]).arrays["action"])
     assert Episode(metas[2]).frames().get(5).shape == (32, 32, 3)
+
+
+def test_no_language_leaves_out_the_columns_older_lerobot_rejects(exported, tmp_path):
+    store, _ = exported
+    out = tmp_path / "plain"
+    result = curate("export", out, "--to", "lerobot", "--store", store.path, "--no-language")
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "meta/info.json").read_text())
+    assert not any(f["dtype"] == "language" for f in info["features"].values())
+    names = pq.read_schema(out / "data/chunk-000/file-000.parquet").names
+    assert "subtask_index" in names and "language_persistent" not in names
