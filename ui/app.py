@@ -27,6 +27,9 @@ from atomvla.ui.review_queue import SORTS, STATUSES, QueueFilter, ReviewQueue
 
 log = logging.getLogger(__name__)
 
+# Events answer straight over HTTP, not through Gradio's queue (its extra hops measured slower for
+# these short handlers), and without a progress overlay flashing on every key press.
+FAST = {"queue": False, "show_progress": "hidden"}
 WINDOW_RADIUS = 60  # frames each side of the cursor sent to the browser per request
 QUEUE_ROWS = 200  # rows of the queue table (counts cover all)
 STATUS_CHOICES = [("unreviewed (needs review, proposed, unlabelled)", "unreviewed"), ("all", "all")] + [
@@ -119,14 +122,14 @@ class ReviewApp:
         }
         return json.dumps(payload), note
 
-    def window(self, review: Review, center: int) -> str:
+    def window(self, review: Review, center: int, radius: int) -> str:
+        """Frames center-radius+1 .. center+radius-1 of the open episode (radius 1: the center alone)."""
         if review.edit is None:
             return ""
-        center = int(center or 0)
-        return json.dumps({
-            "episode_id": review.episode_id, "first": max(0, center - WINDOW_RADIUS),
-            "frames": self.frames.window(review.episode_id, center - WINDOW_RADIUS, center + WINDOW_RADIUS),
-        })
+        center, radius = int(center or 0), min(max(int(radius or 1), 1), WINDOW_RADIUS)
+        first = max(0, center - radius + 1)
+        return json.dumps({"episode_id": review.episode_id, "first": first, "radius": radius,
+                           "frames": self.frames.window(review.episode_id, first, center + radius)})
 
     # -- what the page shows ----------------------------------------------------------------
 
@@ -265,7 +268,7 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
                 f_status = gr.Dropdown(STATUS_CHOICES, value="unreviewed", label="Status", elem_id="atom-f-status")
                 f_backend = gr.Dropdown(["all"] + app.queue.backends(), value="all", label="Backend")
                 f_task = gr.Dropdown(["all"] + app.queue.tasks(), value="all", label="Task")
-                f_sort = gr.Dropdown(list(SORTS), value=SORTS[0], label="Sort")
+                f_sort = gr.Dropdown(list(SORTS), value=SORTS[0], label="Sort", elem_id="atom-f-sort")
                 counts = gr.Markdown(elem_id="atom-counts")
                 table = gr.Dataframe(headers=["episode", "status", "conf.", "disagr.", "backends", "task"],
                                      interactive=False, max_height=520, elem_id="atom-queue")
@@ -311,6 +314,7 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
         with gr.Row(elem_classes="atom-hidden"):
             cursor = gr.Number(0, visible="hidden", elem_id="atom-cursor-num")
             sel = gr.Number(0, visible="hidden", elem_id="atom-sel-num")
+            want = gr.Number(0, visible="hidden", elem_id="atom-want-num")  # frames each side to fetch
             payload = gr.Textbox(visible="hidden", elem_id="atom-payload")
             win = gr.Textbox(visible="hidden", elem_id="atom-win")
             taken = gr.Textbox(visible="hidden", elem_id="atom-take-author")
@@ -326,13 +330,15 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
                     app.history_choices(r))
 
         def opened(r: Review, episode_id: str | None, filt, note: str = ""):
+            # Opening changes no status: the queue table is left alone (redrawing it costs the browser
+            # more than the whole episode).
             if episode_id is None:
                 return (r, "### Nothing to review with these filters", "", "", note, gr.update(), gr.update(),
-                        gr.update(), "", *app.queue_view(*filt))
+                        gr.update(), "")
             data, restored = app.open(r, episode_id)
-            return (*edited(r, " ".join(x for x in (note, restored) if x)), data, *app.queue_view(*filt))
+            return (*edited(r, " ".join(x for x in (note, restored) if x)), data)
 
-        open_outs = edit_outs + [payload, counts, table]
+        open_outs = edit_outs + [payload]
         load_js = "(p) => window.atomReview.load(p)"
 
         def on_load(r, status, backend, task, sort, request: gr.Request):
@@ -345,24 +351,25 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
                 wanted = drafts[0]["episode_id"] if drafts else app.queue.next_unreviewed(_filter(*filt), None)
             return opened(r, wanted, filt)
 
-        demo.load(on_load, [review, *filters], open_outs).then(None, [payload], None, js=load_js)
+        demo.load(on_load, [review, *filters], open_outs).then(None, [payload], None, js=load_js).then(
+            app.queue_view, filters, [counts, table])
 
         def on_next(r, *filt):
             return opened(r, app.queue.next_unreviewed(_filter(*filt), r.episode_id), filt)
 
-        next_btn.click(on_next, [review, *filters], open_outs).then(None, [payload], None, js=load_js)
+        next_btn.click(on_next, [review, *filters], open_outs, **FAST).then(None, [payload], None, js=load_js)
 
         def on_pick(r, status, backend, task, sort, evt: gr.SelectData):
             return opened(r, evt.row_value[0], (status, backend, task, sort))
 
-        table.select(on_pick, [review, *filters], open_outs).then(None, [payload], None, js=load_js)
-        gr.on([f.input for f in filters], app.queue_view, filters, [counts, table])
+        table.select(on_pick, [review, *filters], open_outs, **FAST).then(None, [payload], None, js=load_js)
+        gr.on([f.input for f in filters], app.queue_view, filters, [counts, table], **FAST)
 
-        win_btn.click(lambda c, r: app.window(r, c), [cursor, review], [win],
-                      js="(...a) => { a[0] = window.atomReview.cursor; return a; }",
-                      show_progress="hidden").then(None, [win], None, js="(w) => window.atomReview.addFrames(w)")
+        win_btn.click(lambda c, k, r: app.window(r, c, k), [cursor, want, review], [win],
+                      js="(...a) => { a[0] = window.atomReview.wantCenter; a[1] = window.atomReview.want; return a; }",
+                      **FAST, trigger_mode="multiple").then(None, [win], None, js="(w) => window.atomReview.addFrames(w)")
         seg_btn.click(lambda c, r: app.segment_panel(r, c), [cursor, review], [instr, skill],
-                      js="(...a) => { a[0] = window.atomReview.cursor; return a; }", show_progress="hidden")
+                      js="(...a) => { a[0] = window.atomReview.cursor; return a; }", **FAST)
 
         def bind(button_event, op, extra=()):
             """`op(segments, cursor, boundary, *extra) -> segments` on a key or button."""
@@ -374,7 +381,7 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
                 return edited(r, msg, cur)
 
             button_event(handler, [cursor, sel, *extra, review], edit_outs,
-                         js="(...a) => window.atomReview.args(...a)", show_progress="hidden")
+                         js="(...a) => window.atomReview.args(...a)", **FAST)
 
         def _nearest(segs, cur):
             return editing.nearest_boundary(segs, cur) if len(segs) > 1 else 0
@@ -392,7 +399,7 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
             msg = app.change(r, lambda segs: segments_of(chosen[-1])) if chosen else f"no proposal by {author}"
             return edited(r, msg or f"Started from {author}'s proposal.", int(cur or 0))
 
-        take_btn.click(take, [cursor, sel, taken, review], edit_outs, show_progress="hidden",
+        take_btn.click(take, [cursor, sel, taken, review], edit_outs, **FAST,
                        js="(...a) => { a[0] = window.atomReview.cursor; a[2] = window.atomReview.takeAuthor; return a; }")
 
         def undo_redo(which):
@@ -405,7 +412,7 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
 
         for btn, which in ((undo, "undo"), (redo, "redo")):
             btn.click(undo_redo(which), [cursor, sel, review], edit_outs,
-                      js="(...a) => window.atomReview.args(...a)", show_progress="hidden")
+                      js="(...a) => window.atomReview.args(...a)", **FAST)
 
         def verdict(status: Status, name: str | None, needs_reason: bool):
             def handler(cur, b, why, r):
@@ -423,8 +430,8 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
                                            (reason.submit, Status.rejected, "rejected", True),
                                            (flag.click, Status.needs_review, "flagged", False)):
             event(verdict(status, name, needs), [cursor, sel, reason, review], edit_outs + [reason],
-                  js="(...a) => window.atomReview.args(...a)", show_progress="hidden").then(
-                app.queue_view, filters, [counts, table])
+                  js="(...a) => window.atomReview.args(...a)", **FAST).then(
+                app.queue_view, filters, [counts, table], **FAST)
 
         def view_rev(rev, r):
             if r.episode_id is None or rev is None:
@@ -434,7 +441,7 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
             note = f"<p>{dec.note}</p>" if dec.note else ""
             return note + timeline.render(meta.n_frames, meta.fps, segments_of(dec))
 
-        view.click(view_rev, [hist, review], [preview])
+        view.click(view_rev, [hist, review], [preview], **FAST)
 
         def restore_rev(rev, r):
             if r.episode_id is None or rev is None:
@@ -445,7 +452,7 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
             msg = app.change(r, lambda segs: segments_of(dec))
             return edited(r, msg or f"Revision {rev} restored into the editor: save or accept to store it.")
 
-        restore.click(restore_rev, [hist, review], edit_outs)
+        restore.click(restore_rev, [hist, review], edit_outs, **FAST)
 
         def discard_draft(r, *filt):
             if r.episode_id is None:
@@ -453,7 +460,7 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
             app.store.delete_draft(r.episode_id, r.author)
             return opened(r, r.episode_id, filt, "Draft discarded; showing the latest revision.")
 
-        discard.click(discard_draft, [review, *filters], open_outs).then(None, [payload], None, js=load_js)
+        discard.click(discard_draft, [review, *filters], open_outs, **FAST).then(None, [payload], None, js=load_js)
 
     demo.queue(default_concurrency_limit=8)
     return demo, {"head": f"<script>{_asset('review.js')}</script>", "css": _asset("review.css")}

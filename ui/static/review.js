@@ -5,7 +5,7 @@
 (() => {
   const R = (window.atomReview = {
     ep: null, n: 0, fps: 20, cams: [], frames: {}, radius: 60,
-    cursor: 0, sel: 0, segIndex: -1, playing: null, pending: false, takeAuthor: "",
+    cursor: 0, dir: 1, sel: 0, segIndex: -1, playing: null, pending: false, jumping: null, askedAt: 0, takeAuthor: "",
   });
   const $ = (sel) => document.querySelector(sel);
   const click = (id) => { const el = document.getElementById(id); if (el) el.click(); };
@@ -14,7 +14,7 @@
     if (!json) return;
     const p = JSON.parse(json);
     R.ep = p.episode_id; R.n = p.n_frames; R.fps = p.fps; R.cams = p.cameras; R.radius = p.radius;
-    R.frames = {}; R.sel = 0; R.segIndex = -1; R.pending = false;
+    R.frames = {}; R.sel = 0; R.segIndex = -1; R.pending = false; R.jumping = null;
     R.stop();
     const box = $("#atom-cams");
     box.innerHTML = "";
@@ -28,7 +28,9 @@
     slider.max = String(R.n - 1);
     R.store(p);
     history.replaceState(null, "", "?episode=" + encodeURIComponent(R.ep));
+    R.opening = true;
     R.seek(p.cursor);
+    R.opening = false;
   };
 
   R.store = (p) => {
@@ -39,19 +41,21 @@
   };
 
   R.addFrames = (json) => {
-    R.pending = false;
     if (!json) return;
     const p = JSON.parse(json);
+    if (p.radius === 1) R.jumping = null; else R.pending = false;
     if (p.episode_id !== R.ep) return;
     R.store(p);
-    R.paint();
+    R.paint();  // paints the cursor's frame if it came, and asks for the rest of the window
   };
 
   R.has = (i) => R.cams.every((c) => R.frames[c][i] !== undefined);
 
   R.seek = (i) => {
     if (!R.n) return;
-    R.cursor = Math.max(0, Math.min(R.n - 1, Math.round(i)));
+    const to = Math.max(0, Math.min(R.n - 1, Math.round(i)));
+    if (to !== R.cursor) R.dir = to > R.cursor ? 1 : -1;
+    R.cursor = to;
     R.paint();
   };
 
@@ -66,16 +70,38 @@
     if (label) label.textContent = `frame ${i} / ${R.n - 1} · ${(i / R.fps).toFixed(2)} s`;
     const slider = $("#atom-slider");
     if (slider && slider.value !== String(i)) slider.value = String(i);
-    R.drawCursor();
+    // The instruction/skill panel follows the subtask under the cursor when the cursor moves
+    // (after an edit or on opening, the server has sent the panel with the timeline).
+    const idx = R.drawCursor();
+    if (idx !== R.segIndex) { R.segIndex = idx; if (!R.opening) R.syncSegment(); }
     R.prefetch();
   };
 
-  // Ask for the window around the cursor when a frame within a quarter window is missing.
+  // Ask for the window around the cursor when a frame within a quarter window is missing. After a
+  // jump (the cursor's own frame missing) ask for that frame alone first, even while a window is
+  // on its way: it comes back without waiting for a whole window to be decoded and encoded, and
+  // the window around it follows.
+  R.request = (center, radius) => {
+    R.wantCenter = center; R.want = radius;
+    click("atom-win-btn");
+  };
   R.prefetch = () => {
-    if (R.pending || !R.n) return;
-    const margin = Math.max(1, Math.floor(R.radius / 4));
+    if (!R.n) return;
+    const stale = performance.now() - R.askedAt > 5000;  // a request lost on the way is asked again
+    if (!R.has(R.cursor)) {
+      if (R.jumping !== R.cursor || stale) { R.jumping = R.cursor; R.askedAt = performance.now(); R.request(R.cursor, 1); }
+      return;
+    }
+    if (R.pending && !stale) return;
+    // Half a window of lead: the next window is on its way long before the cursor gets there. It
+    // is centred ahead of the cursor in the direction of travel.
+    const margin = Math.max(1, Math.floor(R.radius / 2));
     for (let i = Math.max(0, R.cursor - margin); i <= Math.min(R.n - 1, R.cursor + margin); i++) {
-      if (!R.has(i)) { R.pending = true; click("atom-win-btn"); return; }
+      if (!R.has(i)) {
+        R.pending = true; R.askedAt = performance.now();
+        R.request(Math.max(0, Math.min(R.n - 1, R.cursor + R.dir * margin)), R.radius);
+        return;
+      }
     }
   };
 
@@ -84,19 +110,18 @@
 
   R.drawCursor = () => {
     const tl = $("#atom-timeline .atom-tl");
-    if (!tl || !R.n) return;
+    if (!tl || !R.n) return -1;
     const cur = tl.querySelector(".atom-cursor");
     const left = `${((100 * (R.cursor + 0.5)) / R.n).toFixed(3)}%`;
     if (cur && cur.style.left !== left) cur.style.left = left;  // only real changes: no observer loop
     const segs = R.segments();
-    let idx = segs.findIndex((s) => s.start <= R.cursor && R.cursor < s.end);
+    const idx = segs.findIndex((s) => s.start <= R.cursor && R.cursor < s.end);
     segs.forEach((s, k) => s.el.classList.toggle("atom-current", k === idx));
     for (const bd of tl.querySelectorAll(".atom-bd")) bd.classList.toggle("atom-sel", +bd.dataset.b === R.sel);
-    if (idx !== R.segIndex) { R.segIndex = idx; R.syncSegment(); }
+    return idx;
   };
 
-  // The instruction/skill panel follows the subtask under the cursor (debounced while scrubbing).
-  let segTimer = null;
+  let segTimer = null;  // debounced while scrubbing
   R.syncSegment = () => {
     clearTimeout(segTimer);
     segTimer = setTimeout(() => click("atom-seg-btn"), 120);
@@ -186,6 +211,6 @@
     return el && el.closest("#atom-timeline");
   };
   new MutationObserver((muts) => {
-    if (muts.some((m) => inTimeline(m.target))) R.drawCursor();
+    if (muts.some((m) => inTimeline(m.target))) R.segIndex = R.drawCursor();
   }).observe(document.documentElement, { childList: true, subtree: true, attributes: true, characterData: true });
 })();
