@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from atomvla.curate.labelstudio.config import INSTRUCTION, SKILL, VIDEO
 from atomvla.schemas import Subtask
 
@@ -60,6 +62,6 @@ def from_results(results: Sequence[dict[str, Any]]) -> list[Subtask]:
             raise RegionError(f"{where} has no instruction")
         try:
             subtasks.append(Subtask(start_frame=start, end_frame=end, instruction=texts[rid], skill=skill))
-        except ValueError as exc:
-            raise RegionError(f"{where}: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}") from exc
+        except ValidationError as exc:
+            raise RegionError(f"{where}: {exc.errors()[0]['msg']}") from exc
     return subtasks
