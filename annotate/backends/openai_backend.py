@@ -221,7 +221,7 @@ class OpenAIBackend(VLMBackend):
 
     async def _refine_one(self, episode: Episode, before: Subtask, after: Subtask, window: list[int]) -> tuple[int, Usage]:
         cfg: OpenAIConfig = self.config  # type: ignore[assignment]
-        frames = await asyncio.to_thread(episode.frames(cfg.camera).get_many, window)
+        frames = await asyncio.to_thread(self.camera(episode).get_many, window)
         parts: list[dict] = [{"type": "text", "text": refine_text(episode.meta.task, before, after)}]
         for i, f in zip(window, frames):
             parts.append({"type": "text", "text": frame_label(i)})

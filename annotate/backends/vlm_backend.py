@@ -66,7 +66,14 @@ class VLMBackend(Backend):
         cfg: VLMConfig = self.config  # type: ignore[assignment]
         events = kinematic_events(episode) if cfg.kinematic_events else []
         indices = sample_indices(episode.meta.n_frames, cfg.frames, events, cfg.max_event_frames)
-        return indices, episode.frames(cfg.camera).get_many(indices)
+        return indices, self.camera(episode).get_many(indices)
+
+    def camera(self, episode: Episode):
+        """The frames of the configured camera; BackendError when the episode has none (or not that one)."""
+        try:
+            return episode.frames(self.config.camera)  # type: ignore[attr-defined]
+        except (ValueError, KeyError) as exc:
+            raise BackendError(self.name, episode.meta, str(exc).strip("'\"")) from None
 
     def request(self, episode: Episode) -> tuple[list[Message], np.ndarray]:
         """The first request for an episode (blocking: decodes frames) and the frames it shows."""

@@ -206,3 +206,17 @@ def test_synchronous_callers_get_a_client_per_event_loop(metas, key):
         first, second = (engine.propose(Episode(m)) for m in metas[:2])  # each call runs its own loop
         assert len(server.chat_requests()) == 2
     assert first.status is second.status is Status.proposed
+
+
+def test_an_episode_without_the_camera_fails_alone_before_any_request(tmp_path, metas, key):
+    store = Store(tmp_path / "store.sqlite")
+    blind = metas[1].model_copy(update={"episode_id": "blind/0", "dataset": "blind", "cameras": ()})
+    store.upsert_episodes([blind])
+    with FakeOpenAI() as server:
+        result = asyncio.run(arun(store, backend(server), [metas[0], blind]))
+        assert len(server.chat_requests()) == 1
+    assert result.proposed == [metas[0].episode_id]
+    assert result.failed == [("blind/0", result.failed[0][1])] and "has no camera" in result.failed[0][1]
+    with FakeOpenAI() as server:
+        result = asyncio.run(arun(store, backend(server, camera="wrist"), metas[:1]))
+    assert "no camera 'wrist' (has observation.images.corner)" in result.failed[0][1]
