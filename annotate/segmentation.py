@@ -31,6 +31,11 @@ Kind = Literal["close", "open", "motion"]
 _GRIP_LOW, _GRIP_HIGH = 0.35, 0.65
 # A gripper signal that changes less than this fraction of its largest magnitude has no events.
 _GRIP_MIN_RANGE = 0.3
+# A gripper signal changing less than this fraction of its range per frame is still; a start
+# transient that is still moving at the end of its window is followed up to this many windows.
+_STILL, _TRANSIENT_STRETCH = 0.01, 4
+# A command and the fingers whose correlation is weaker than this say nothing about each other.
+_RELATED = 0.2
 # While accelerating from rest, each frame is at most this fraction as fast as the next.
 _RAMP = 0.8
 # After a gripper event, the first motion change at least this fraction as salient as the
@@ -109,16 +114,42 @@ def local_peaks(score: np.ndarray, min_distance: int) -> list[int]:
     return sorted(kept)
 
 
-def gripper_events(gripper: np.ndarray, min_hold: int, skip: int = 0) -> list[tuple[int, Kind]]:
-    """(n,) -> [(frame, "close" | "open")]: where the gripper signal crosses mid-range and stays.
+def open_level(command: np.ndarray, fingers: np.ndarray) -> int | None:
+    """Which level of a gripper command (0: its low end, 1: its high end) opens the gripper, read
+    from the measured fingers (n,): they start open, and move with the command or against it.
+    None when the fingers do not tell (no motion, not at either end at the start, unrelated)."""
+    span, c_span = float(np.ptp(fingers)), float(np.ptp(command))
+    if span == 0 or c_span == 0:
+        return None
+    start = (fingers[0] - fingers.min()) / span
+    if _GRIP_LOW < start < _GRIP_HIGH:
+        return None
+    corr = float(np.corrcoef(command, fingers)[0, 1])
+    if not np.isfinite(corr) or abs(corr) < _RELATED:
+        return None
+    return int((start >= _GRIP_HIGH) == (corr > 0))
 
-    The sign convention differs between robots and between commands and openings; demonstrations
-    start with the gripper open, so the first event's direction is the one called "close". The
-    first `skip` frames are a start transient (a twitch, fingers opening from their rest pose):
-    the signal is read from frame `skip` on, so whatever it does before decides nothing.
+
+def gripper_events(
+    gripper: np.ndarray, min_hold: int, skip: int = 0, fingers: np.ndarray | None = None
+) -> list[tuple[int, Kind]]:
+    """(n,) -> [(frame, "close" | "open")]: where the gripper signal starts a change across
+    mid-range that stays (a slow, hesitant closing counts from where it set off).
+
+    The sign convention differs between robots and between commands and openings. With the
+    measured `fingers` (n,) beside a command, the direction that closes is read from them (see
+    `open_level`); otherwise demonstrations start with the gripper open, so the first event's
+    direction is the one called "close". The first `skip` frames are a start transient (a twitch,
+    fingers opening from their rest pose): the signals are read from the end of that transient on
+    (see `after_transient`), so whatever they do before decides nothing.
     """
     if skip > 0:
-        return [(f + skip, kind) for f, kind in gripper_events(np.asarray(gripper)[skip:], min_hold)]
+        g = np.asarray(gripper, dtype=np.float64)
+        start = after_transient(g, skip)
+        if fingers is not None:
+            start = max(start, after_transient(np.asarray(fingers, dtype=np.float64), skip))
+        tail = None if fingers is None else np.asarray(fingers)[start:]
+        return [(f + start, kind) for f, kind in gripper_events(g[start:], min_hold, 0, tail)]
     g = np.asarray(gripper, dtype=np.float64)
     if len(g) < 2:
         return []
@@ -139,12 +170,34 @@ def gripper_events(gripper: np.ndarray, min_hold: int, skip: int = 0) -> list[tu
         cross = t
         while cross > 0 and (u[cross - 1] >= 0.5) == (held[t] == 1):
             cross -= 1
+        # back to where the change set off: while each earlier frame is further from the new level
+        toward = 1.0 if held[t] == 1 else -1.0
+        while cross > 0 and toward * (u[cross] - u[cross - 1]) > _STILL:
+            cross -= 1
         events.append((int(cross), int(held[t])))
         current = held[t]
     if not events:
         return []
-    closing_level = events[0][1]
+    opens = open_level(g, np.asarray(fingers, dtype=np.float64)) if fingers is not None and len(fingers) == len(g) else None
+    closing_level = events[0][1] if opens is None else 1 - opens
     return [(f, "close" if lvl == closing_level else "open") for f, lvl in events]
+
+
+def after_transient(g: np.ndarray, skip: int) -> int:
+    """Where the start transient of a gripper signal (n,) ends: frame `skip`, or, when the gripper
+    moved in the first `skip` frames and is still moving then (fingers slowly leaving their rest
+    pose, as ALOHA's scripts open theirs during the first reach), the frame it stops, at most
+    `_TRANSIENT_STRETCH` times `skip`."""
+    span = float(g.max() - g.min())
+    if span == 0 or len(g) <= skip:
+        return skip
+    moving = np.abs(np.diff(g)) > _STILL * span
+    t = skip
+    if moving[:skip].any():
+        limit = min(len(moving), _TRANSIENT_STRETCH * skip)
+        while t < limit and moving[t - 1]:
+            t += 1
+    return t
 
 
 def drop_regrasps(events: Sequence[tuple[int, Kind]], within: int) -> list[tuple[int, Kind]]:

@@ -72,7 +72,8 @@ class HeuristicConfig(BackendConfig):
         0.9, gt=0, le=1, description="pick_end=closed: share of the fingers' closing travel that counts as closed"
     )
     start_transient_s: float = Field(
-        0.5, ge=0, description="gripper motion in the first seconds (a twitch, fingers leaving their rest pose) makes no event"
+        0.5, ge=0, description="gripper motion in the first seconds (a twitch, fingers leaving their rest pose) makes "
+        "no event; a motion still under way then is followed until it stops (up to 4x as long)",
     )
     regrasp_s: float = Field(
         1.0, ge=0, description="a release followed by a new grasp of the same gripper within this long is a re-grasp, not two events"
@@ -128,7 +129,7 @@ def _move_pick_ends(
     for c, (i, frame, arm) in zip(grasps, closes):
         stop = tagged[i + 1][0] if i + 1 < len(tagged) else n_frames
         if config.pick_end == "closed":
-            fingers = (kin.fingers or kin.grippers or (kin.gripper,))[arm]
+            fingers = (kin.fingers or (kin.gripper,))[arm]
             new = closing_end(fingers, frame, stop, config.closed_fraction) if fingers is not None else frame
         else:
             after = [p for p in sideways_peaks if c.frame + w // 2 < p <= stop + w]
@@ -155,9 +156,11 @@ def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: Heu
     peaks = local_peaks(score, min_frames)
     skip = round(config.start_transient_s * fps)
     regrasp = round(config.regrasp_s * fps)
+    grippers = kin.grippers or (kin.gripper,)
+    fingers = kin.fingers or (None,) * len(grippers)
     per_arm = [
-        [(f, kind, arm) for f, kind in drop_regrasps(gripper_events(g, min_frames, skip), regrasp)]
-        for arm, g in enumerate(kin.grippers or (kin.gripper,))
+        [(f, kind, arm) for f, kind in drop_regrasps(gripper_events(g, min_frames, skip, fingers[arm] if fingers[arm] is not g else None), regrasp)]
+        for arm, g in enumerate(grippers)
         if g is not None
     ]
     tagged = sorted(e for arm_events in per_arm for e in arm_events)
@@ -166,8 +169,8 @@ def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: Heu
     # After a grasp the object moves with the hand: its first motion, up or sideways, ends the pick
     # (pick_end="moved"); the other conventions move that boundary back to the closing or on past the lift.
     grasps = [c for c in grasp_boundaries(score, peaks, speed, events, w, GRIPPER_BONUS) if c.kind == "close"]
-    if not events:
-        sideways_speed = sideways_score = np.zeros(0)
+    if not any(kind == "open" for _, kind in events) and config.pick_end != "lifted":
+        sideways_speed = sideways_score = np.zeros(0)  # not needed: spared (the heuristic must be fast)
         sideways_peaks: list[int] = []
     else:
         sideways = kin.horizontal()
