@@ -139,7 +139,9 @@ class FakeOpenAI:
         with self._lock:
             for marker, queue in self.plans.items():
                 if marker in text:
-                    return queue.pop(0) if queue else "ok"
+                    behaviour = queue.pop(0) if queue else "ok"
+                    assert behaviour in BEHAVIOURS, f"unknown behaviour {behaviour!r} in the plan for {marker!r}"
+                    return behaviour
         return "ok"
 
     def _rate_headers(self) -> tuple[dict[str, str], bool]:
@@ -169,10 +171,8 @@ class FakeOpenAI:
         """(status, JSON body or raw bytes, behaviour, extra headers) for one Chat Completions request,
         logged as soon as its fate is decided (a hanging request is in the log while it hangs)."""
         text = _texts(body["messages"])
-        behaviour = self._behaviour(text)
         headers, over = self._rate_headers()
-        if over:
-            behaviour = "window"
+        behaviour = "window" if over else self._behaviour(text)  # a refused request keeps its plan
         status = {"window": 429, "429": 429, "500": 500}.get(behaviour, 200)
         with self._lock:
             self.log.append(Logged(path, sha, text, behaviour, status, body))
