@@ -6,9 +6,10 @@ nothing. Sources are opened read-only and never changed.
 
 - Episodes are matched by id; the same id with another frame count means the stores index
   different data (an error).
-- A revision is a duplicate when the destination already holds one for the episode with the same
-  author, status, settings hash, subtasks and note (a shared base copied to every machine, or the
-  same proposal made twice); duplicates are dropped. New revisions are numbered after the
+- A revision is a duplicate when the destination or another source already holds one for the
+  episode with the same author, status, settings hash, subtasks and note (a shared base copied to
+  every machine, or the same proposal made on two machines); duplicates are dropped. Repeats within
+  one store are that store's history and are kept. New revisions are numbered after the
   destination's latest for the episode, in the order they were made; `based_on` and the reviews
   and drafts that name a revision follow the renumbering.
 - Jobs with the same id must have the same backend and settings (an error otherwise); per episode
@@ -132,10 +133,12 @@ def _merge(conn: sqlite3.Connection, snapshots: list[tuple[Path, dict]], dest: P
                 )
 
     # Revisions: deduplicated, then numbered after the destination's in the order they were made.
-    keys: dict[str, dict[tuple, int]] = {}
+    # A revision repeats one from another store (the destination: origin -1, or another source);
+    # repeats within one store are its own history and stay.
+    keys: dict[str, dict[tuple, tuple[int, int]]] = {}  # episode -> key -> (origin, destination revision)
     latest: dict[str, int] = {}
     for r in conn.execute("SELECT * FROM revisions ORDER BY episode_id, revision"):
-        keys.setdefault(r["episode_id"], {}).setdefault(_revision_key(r), r["revision"])
+        keys.setdefault(r["episode_id"], {}).setdefault(_revision_key(r), (-1, r["revision"]))
         latest[r["episode_id"]] = r["revision"]
     renumber: dict[tuple[int, str, int], int] = {}  # (source, episode, source revision) -> destination revision
     new: list[tuple[int, sqlite3.Row]] = []
@@ -146,12 +149,13 @@ def _merge(conn: sqlite3.Connection, snapshots: list[tuple[Path, dict]], dest: P
     for i, r in incoming:
         ep, key = r["episode_id"], _revision_key(r)
         seen = keys.setdefault(ep, {})
-        if key in seen:
-            renumber[(i, ep, r["revision"])] = seen[key]
+        if key in seen and seen[key][0] != i:
+            renumber[(i, ep, r["revision"])] = seen[key][1]
             report.duplicate_revisions += 1
             continue
         latest[ep] = number = latest.get(ep, 0) + 1
-        seen[key] = renumber[(i, ep, r["revision"])] = number
+        renumber[(i, ep, r["revision"])] = number
+        seen.setdefault(key, (i, number))
         new.append((i, r))
     for i, r in new:
         ep = r["episode_id"]

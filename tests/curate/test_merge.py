@@ -139,6 +139,17 @@ def test_merge_into_a_new_store_holds_the_same_decompositions(stores, tmp_path, 
     assert new.profile("heuristic", "lab")["settings"] == {"window_s": 0.3}
 
 
+def test_repeats_within_one_store_are_its_history(tmp_path, metas, proposals):
+    one = Store(tmp_path / "one.sqlite")
+    one.upsert_episodes(metas[:1])
+    dec = proposals[metas[0].episode_id]
+    one.add_revisions([dec, dec.model_copy(update={"author": "alice"}), dec])  # proposed, edited, proposed again
+    one.close()
+    report = merge_stores([tmp_path / "one.sqlite"], tmp_path / "fresh.sqlite")
+    assert (report.revisions, report.duplicate_revisions) == (3, 0)
+    assert [d.author for d in Store(tmp_path / "fresh.sqlite").history(metas[0].episode_id)] == ["heuristic", "alice", "heuristic"]
+
+
 def test_incompatible_stores_are_refused_and_nothing_is_written(stores, tmp_path, metas):
     base, a, b = stores
     before = snapshot(base)
