@@ -172,7 +172,7 @@ def gripper_events(
             cross -= 1
         # back to where the change set off: while each earlier frame is further from the new level
         toward = 1.0 if held[t] == 1 else -1.0
-        while cross > 0 and toward * (u[cross] - u[cross - 1]) > _STILL:
+        while cross > 1 and toward * (u[cross - 1] - u[cross - 2]) > _STILL:
             cross -= 1
         events.append((int(cross), int(held[t])))
         current = held[t]

@@ -177,7 +177,7 @@ def test_gripper_events_call_the_first_change_closing():
     command = np.r_[np.full(20, -1.0), np.full(20, 1.0), np.full(20, -1.0)]  # robosuite: +1 closes
     assert gripper_events(command, 5) == [(20, "close"), (40, "open")]
     opening = 1 - 0.7 * np.clip((np.arange(60) - 20) / 10, 0, 1)  # Meta-World: the opening shrinks
-    assert gripper_events(opening, 5) == [(26, "close")]  # first frame past mid-range
+    assert gripper_events(opening, 5) == [(21, "close")]  # where the closing sets off
     jitter = 0.99 + 0.005 * np.sin(np.arange(60))
     assert gripper_events(jitter, 5) == []
 
