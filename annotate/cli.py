@@ -298,6 +298,36 @@ def batch_collect(
         raise typer.Exit(1)
 
 
+@app.command()
+def ledger(
+    store: StoreOpt = DEFAULT_STORE,
+    job: Annotated[Optional[str], typer.Option(help="List each episode of this job (default: totals per job).")] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Tokens and dollars spent by model backends: totals per job, or each episode of one job."""
+    setup_logging(verbose)
+    db = open_store(store)
+    if job is None:
+        table = Table(title="atom-annotate ledger")
+        for col in ("job", "model", "episodes", "input tokens", "output tokens", "$", "cached answers"):
+            table.add_column(col, justify="left" if col in ("job", "model") else "right")
+        for r in db.ledger_by_job():
+            table.add_row(r["job_id"], r["models"], str(r["episodes"]), f"{r['input_tokens']:,}", f"{r['output_tokens']:,}",
+                          f"{r['cost_usd']:.4f}", str(r["cached"]))
+        console.print(table)
+        return
+    rows = db.ledger_rows(job)
+    if not rows:
+        raise fail(f"{store}: no ledger rows for job {job!r} (see `atom-annotate ledger` for the jobs)")
+    table = Table(title=f"atom-annotate ledger: job {job}")
+    for col in ("episode", "model", "input tokens", "output tokens", "$", "cached", "at"):
+        table.add_column(col, justify="left" if col in ("episode", "model", "at") else "right")
+    for r in rows:
+        table.add_row(r["episode_id"], r["model"], f"{r['input_tokens']:,}", f"{r['output_tokens']:,}", f"{r['cost_usd']:.4f}",
+                      str(r["cached"]), r["created_at"][:19])
+    console.print(table)
+
+
 @app.command("eval")
 def eval_(
     truth: Annotated[Path, typer.Option(help="Ground-truth JSON Lines (interchange shape).")],

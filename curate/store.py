@@ -506,6 +506,15 @@ class Store:
         keys = ("rows", "episodes", "input_tokens", "output_tokens", "cost_usd", "cached")
         return dict(zip(keys, tuple(row)))
 
+    def ledger_by_job(self) -> list[dict]:
+        """{job_id, models, episodes, input_tokens, output_tokens, cost_usd, cached} per job, oldest first."""
+        rows = self._conn().execute(
+            "SELECT job_id, group_concat(DISTINCT model) AS models, count(DISTINCT episode_id) AS episodes,"
+            " sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd,"
+            " sum(cached) AS cached FROM ledger GROUP BY job_id ORDER BY min(id)"
+        )
+        return [dict(r) for r in rows]
+
     def ledger_rows(self, job_id: str) -> list[dict]:
         rows = self._conn().execute(
             "SELECT episode_id, model, input_tokens, output_tokens, cost_usd, cached, created_at FROM ledger"

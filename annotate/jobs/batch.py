@@ -32,9 +32,8 @@ ENDPOINT = "/v1/chat/completions"
 # The API takes up to 50,000 requests and 200 MB per input file; stay a little under the size.
 MAX_REQUESTS = 50_000
 MAX_BYTES = 190 << 20
-# Batch states after which the API has nothing more to say (`collected`: ours, once its output is
-# cached); of these, a batch left without answers is ENDED: its episodes can be submitted again.
-FINISHED = ("completed", "failed", "expired", "cancelled", "collected")
+# Batch states after which nothing more comes from the API (`collected`: ours, once a completed
+# batch's answers are cached); episodes of an ENDED batch can be submitted again.
 ENDED = ("failed", "expired", "cancelled", "collected")
 
 
@@ -123,7 +122,7 @@ def refresh(store: Store, client_for: ClientFor) -> list[BatchState]:
     """Every batch in the store, its state updated from the API unless already finished."""
     states = []
     for b in store.batches():
-        if b["state"] in FINISHED:
+        if b["state"] in ENDED:
             n = len(b["request"]["episodes"])
             states.append(BatchState(b["batch_id"], b["state"], n, n if b["state"] == "collected" else 0, 0))
             continue

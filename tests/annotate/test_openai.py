@@ -147,6 +147,13 @@ def test_a_rerun_asks_nothing_already_answered(tmp_path, metas, key):
     assert all(len(store.history(m.episode_id)) == 2 for m in metas)
     totals = store.ledger_totals()
     assert totals["cached"] == len(metas) and totals["rows"] == 2 * len(metas)
+    (job,) = store.ledger_by_job()
+    assert job["cost_usd"] == pytest.approx(totals["cost_usd"]) and job["models"] == "gpt-4o"
+    listing = invoke("ledger", "--store", path)
+    assert listing.exit_code == 0 and job["job_id"] in listing.output and f"{job['cost_usd']:.4f}" in listing.output
+    per_episode = invoke("ledger", "--store", path, "--job", job["job_id"])
+    assert per_episode.exit_code == 0 and all(m.episode_id in per_episode.output for m in metas)
+    assert invoke("ledger", "--store", path, "--job", "nope").exit_code == 2
 
 
 def test_a_missing_key_is_one_line_before_any_work(tmp_path, metas, monkeypatch):
