@@ -19,11 +19,11 @@ import numpy as np
 from pydantic import Field
 
 from atomvla.annotate.backends.base import register
+from atomvla.annotate.backends.vlm_backend import VLMBackend, VLMConfig
 from atomvla.annotate.jobs.cache import ResponseCache, encode_body, request_key
 from atomvla.annotate.jobs.limiter import RateLimiter
 from atomvla.annotate.jobs.pricing import cost_usd, input_tokens, text_tokens
 from atomvla.annotate.jobs.retry import ResponseError, RetryPolicy, with_retries
-from atomvla.annotate.backends.vlm_backend import VLMBackend, VLMConfig
 from atomvla.annotate.vlm import (
     PROMPT_VERSION,
     Message,
@@ -59,7 +59,7 @@ REFINE_SCHEMA = {
 
 
 # Dry-run and --max-cost estimates assume a typical answer: 4 subtasks with instructions of
-# about 40 characters (~85 output tokens of JSON).
+# about 40 characters.
 TYPICAL_SUBTASKS = 4
 TYPICAL_ANSWER_TOKENS = text_tokens(
     json.dumps({"subtasks": [{"start_frame": 100, "end_frame": 100, "instruction": "x" * 40, "skill": "place"}] * TYPICAL_SUBTASKS})
