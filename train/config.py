@@ -136,6 +136,7 @@ class BackboneConfig:
     """The VLM: `tiny` builds a random Qwen3-VL from the sizes below; otherwise a Hub id."""
 
     model: str = "tiny"
+    init: Literal["pretrained", "random"] = "pretrained"  # random: the model's architecture, fresh weights
     train: Literal["freeze", "lora", "full"] = "full"
     lora_rank: int = 16
     lora_alpha: int = 32

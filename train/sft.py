@@ -181,7 +181,7 @@ def train_sft(
     checkpoint = None
     model.train()
     batches = iter(loader)
-    t0 = time.perf_counter()
+    t0, logged, tokens = time.perf_counter(), start, 0
     for step in range(start, config.train.max_steps):
         batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
         gen = torch.Generator(accelerator.device).manual_seed(config.train.seed * 1_000_003 + step * 1009 + rank)
@@ -193,16 +193,21 @@ def train_sft(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(result.total.detach()))
+        tokens += int(batch["attention_mask"].sum())
         done = step + 1
         if done % config.train.log_every == 0 or done == config.train.max_steps:
             metrics = {k: float(accelerator.reduce(v.detach(), "mean"))
                        for k, v in (("loss", result.total), ("flow", result.flow), ("lm", result.lm))}
             metrics["lr"] = scheduler.get_last_lr()[0]
+            # Throughput since the last log line, on this rank's batches times the number of ranks.
+            elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
+            metrics["step_time_s"] = elapsed / (done - logged)
+            metrics["samples_per_s"] = config.train.batch_size * world * (done - logged) / elapsed
+            metrics["tokens_per_s"] = tokens * world / elapsed
+            logged, tokens = done, 0
             if writer is not None:
                 for k, v in metrics.items():
                     writer.add_scalar(f"sft/{k}", v, done)
-                rate = config.train.batch_size * world * (done - start) / (time.perf_counter() - t0)
-                writer.add_scalar("sft/samples_per_s", rate, done)
                 with open(out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps({"step": done, **metrics}) + "\n")
                 log.info("step %d  loss %.4f  flow %.4f  lm %.4f  lr %.2e", done, metrics["loss"], metrics["flow"],

@@ -69,6 +69,10 @@ def build_backbone(cfg: BackboneConfig, tokenizer: PreTrainedTokenizerBase, dtyp
         from transformers import Qwen3VLForConditionalGeneration
 
         model = Qwen3VLForConditionalGeneration(tiny_qwen3vl_config(cfg, tokenizer)).to(dtype)
+    elif cfg.init == "random":
+        from transformers import AutoConfig
+
+        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(cfg.model), dtype=dtype)
     else:
         log.info("loading %s", cfg.model)
         model = AutoModelForImageTextToText.from_pretrained(cfg.model, dtype=dtype)
