@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 KEEP_BEFORE = 16
 # A request at most this far behind the previous one is a backward scrub step, not a jump.
 SCRUB_REACH = 2 * KEEP_BEFORE
+# Frames before the kept window decoded in full again after skipping non-reference frames: more
+# than any B-frame reordering delay (H.264 allows 16), so every kept frame comes out.
+SKIP_MARGIN = 32
 
 
 def open_container(path: str | Path, frame_threads: bool) -> av.container.InputContainer:
@@ -93,20 +96,11 @@ class PyAVDecoder:
         if jump:
             self._seek(keyframe)
         keep_from = keyframe if scrubbing_back else target - KEEP_BEFORE
-        try:
-            for frame in self._frames:
-                i = self.index.index_of_pts.get(frame.pts, -1)
-                if i < self._floor:  # leading frames of an open GOP reference the previous GOP
-                    continue
-                self._cursor = i
-                if i >= keep_from:
-                    self._cache.put((self._cache_key, i), frame)
-                if i >= target:
-                    break
-        except av.FFmpegError as exc:
-            self._frames = None
-            raise SourceError(self.path, f"decoding failed near {self.index.time_of(target):.3f}s: {exc}") from exc
-        if self._cursor != target:
+        frame = self._decode_to(target, keep_from, skip_before=keep_from - SKIP_MARGIN)
+        if frame is None and self._frames is not None:  # a skipped frame was needed after all
+            self._seek(keyframe)
+            frame = self._decode_to(target, keep_from, skip_before=-1)
+        if frame is None:
             self._frames = None
             raise SourceError(
                 self.path, f"frame at {self.index.time_of(target):.3f}s could not be decoded (file truncated?)"
@@ -115,6 +109,37 @@ class PyAVDecoder:
             self._fill_generation += 1
             self._background.submit(self._fill, keyframe, keep_from, self._fill_generation)
         return frame
+
+    def _decode_to(self, target: int, keep_from: int, skip_before: int) -> av.VideoFrame | None:
+        """Decode on from the cursor to `target`, caching frames from `keep_from` on; None if the
+        stream ended or passed the target without it. Until a frame at `skip_before` or later
+        comes out, non-reference frames (most B-frames) are not decoded: no one keeps them, and
+        they are a third or more of a long H.264 GOP."""
+        context = self._stream.codec_context
+        # Frames come out in order from here; the skipped ones are those still in flight when a frame
+        # at `skip_before` or later comes out, so skipping starts only if that frame lies ahead.
+        skipping = skip_before > max(self._cursor + 1, self._floor)
+        context.skip_frame = "NONREF" if skipping else "DEFAULT"
+        try:
+            for frame in self._frames:
+                i = self.index.index_of_pts.get(frame.pts, -1)
+                if i < self._floor:  # leading frames of an open GOP reference the previous GOP
+                    continue
+                if skipping and i >= skip_before:
+                    context.skip_frame = "DEFAULT"
+                    skipping = False
+                self._cursor = i
+                if i >= keep_from:
+                    self._cache.put((self._cache_key, i), frame)
+                if i >= target:
+                    return frame if i == target else None
+        except av.FFmpegError as exc:
+            self._frames = None
+            raise SourceError(self.path, f"decoding failed near {self.index.time_of(target):.3f}s: {exc}") from exc
+        finally:
+            context.skip_frame = "DEFAULT"
+        self._frames = None  # the stream ended
+        return None
 
     def _fill(self, start: int, stop: int, generation: int) -> None:
         """Decode file frames [start, stop) into the cache (on the background thread)."""

@@ -15,7 +15,7 @@ from atomvla.curate.errors import SourceError
 from atomvla.curate.video import cache_info, configure_cache, open_frames, wait_background
 from atomvla.curate.video.clip import write_clip
 from atomvla.curate.video.frame_cache import FrameCache
-from atomvla.curate.video.pyav_decoder import KEEP_BEFORE, PyAVDecoder
+from atomvla.curate.video.pyav_decoder import KEEP_BEFORE, SKIP_MARGIN, PyAVDecoder
 from atomvla.schemas import CameraRef
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
@@ -57,25 +57,30 @@ def clip(request) -> Clip:
                 decode_all(root / VIDEO))
 
 
-@pytest.fixture(scope="module")
-def long_gop(tmp_path_factory) -> Clip:
-    """H.264 with 40-frame GOPs and B-frames: the fixtures' 2-frame GOPs never exercise the
-    decode cursor, the frame cache across GOPs, or reordering."""
-    path = tmp_path_factory.mktemp("video") / "long_gop.mp4"
+def encode_long_gop(path: Path, gop: int, n_frames: int) -> Path:
+    """H.264 96x64 at 25 fps with B-frames (a pyramid of them, as libx264 makes by default)."""
     rng = np.random.default_rng(0)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-        stream.codec_context.gop_size = 40
-        stream.options = {"keyint_min": "40", "sc_threshold": "0", "bf": "3"}
+        stream.codec_context.gop_size = gop
+        stream.options = {"keyint_min": str(gop), "sc_threshold": "0", "bf": "3"}
         base = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
-        for i in range(150):
+        for i in range(n_frames):
             img = np.roll(base, 2 * i, axis=1)
             img[10:30, i % 80 : i % 80 + 16] = (255, 3 * i % 256, 0)
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def long_gop(tmp_path_factory) -> Clip:
+    """H.264 with 40-frame GOPs and B-frames: the fixtures' 2-frame GOPs never exercise the
+    decode cursor, the frame cache across GOPs, or reordering."""
+    path = encode_long_gop(tmp_path_factory.mktemp("video") / "long_gop.mp4", gop=40, n_frames=150)
     # The episode starts mid-GOP, past the first keyframe.
     return Clip(path, from_timestamp=55 / 25, n_frames=90, fps=25.0, reference=decode_all(path))
 
@@ -277,6 +282,21 @@ def test_window_then_gop_without_background(long_gop):
     assert hit(119 - KEEP_BEFORE)
     assert not hit(119 - KEEP_BEFORE - 1)
     assert all(hit(i) for i in range(119 - KEEP_BEFORE - 2, 79, -1))
+
+
+def test_deep_jumps_skip_unkept_frames_and_stay_exact(tmp_path):
+    """Far into a GOP, non-reference frames before the kept window are not decoded: the target
+    and the window must still come out exact, forward continuation included."""
+    path = encode_long_gop(tmp_path / "gop120.mp4", gop=120, n_frames=130)
+    reference = decode_all(path)
+    for target in (KEEP_BEFORE + SKIP_MARGIN + 1, 90, 119, 128):
+        cache = FrameCache(64 << 20)
+        decoder = PyAVDecoder(path, cache, "key")
+        np.testing.assert_array_equal(decoder.read([target])[0], reference[target])
+        window = range(max(target - KEEP_BEFORE, target // 120 * 120), target + 1)  # from the target's keyframe at most
+        assert all(cache.get(("key", i)) is not None for i in window)
+        np.testing.assert_array_equal(decoder.read([min(target + 1, 129)])[0], reference[min(target + 1, 129)])
+        np.testing.assert_array_equal(decoder.read([target - KEEP_BEFORE - 1])[0], reference[target - KEEP_BEFORE - 1])
 
 
 def clip_frames(path: Path) -> np.ndarray:
