@@ -53,7 +53,8 @@ class PyAVDecoder:
     is a fresh buffer the decoder cannot recycle, and it evicts others). The rest of the GOP before
     a single-frame jump is decoded into the cache afterwards on the `background` thread, with its
     own container, for the backward scrub steps that usually follow; a backward step past the
-    window before that is done keeps every frame from the keyframe itself.
+    window before that is done keeps every frame from the keyframe itself. On the way to a target
+    far into a GOP, frames no other frame references are not decoded at all (`_decode_to`).
     """
 
     def __init__(self, path: str | Path, frame_cache: FrameCache, cache_key: Hashable,
