@@ -150,7 +150,7 @@ def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: Heu
     if n_frames < MIN_SUBTASKS * min_frames:
         raise KinematicsError(f"{n_frames} frames is too short for {MIN_SUBTASKS} subtasks of {min_frames}+ frames")
 
-    score = change_scores(kin.motion, kin.speed, w, ARRIVAL)
+    score = plain = change_scores(kin.motion, kin.speed, w, ARRIVAL)
     if kin.vertical is not None:
         score = score * (1.0 + CONTACT_BONUS * contact_scores(kin.motion, kin.vertical, w))
     peaks = local_peaks(score, min_frames)
@@ -168,7 +168,9 @@ def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: Heu
     speed = np.linalg.norm(kin.motion, axis=1)
     # After a grasp the object moves with the hand: its first motion, up or sideways, ends the pick
     # (pick_end="moved"); the other conventions move that boundary back to the closing or on past the lift.
-    grasps = [c for c in grasp_boundaries(score, peaks, speed, events, w, GRIPPER_BONUS) if c.kind == "close"]
+    # (Not raised by the contact bonus: reaching from above is what precedes a grasp, not what follows it.)
+    plain_peaks = peaks if plain is score else local_peaks(plain, min_frames)
+    grasps = [c for c in grasp_boundaries(plain, plain_peaks, speed, events, w, GRIPPER_BONUS) if c.kind == "close"]
     if not any(kind == "open" for _, kind in events) and config.pick_end != "lifted":
         sideways_speed = sideways_score = np.zeros(0)  # not needed: spared (the heuristic must be fast)
         sideways_peaks: list[int] = []

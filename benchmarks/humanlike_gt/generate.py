@@ -70,7 +70,7 @@ def record(spec: TaskSpec, seed: int) -> tuple[EpisodeRecording, tuple[Subtask, 
             frames.append(env.render()[::-1])
             phase = spec.phase(policy._parse_obs(obs.copy()))
             progress = max(labels, default=0)
-            action, own = operator.act(np.clip(policy.get_action(obs), -1.0, 1.0), phase, progress)
+            action, own = operator.act(np.clip(policy.get_action(obs), -1.0, 1.0), phase, progress, float(obs[3]))
             labels.append(phase if own else progress)
             states.append(obs[:4].astype(np.float32))
             actions.append(action)

@@ -3,7 +3,8 @@
 What people do that scripts do not (the issue's list), each drawn per episode from a seed:
 - move slower, with device jitter (white noise plus a slow drift on the commanded velocity);
 - close the gripper slowly and hesitantly (the grip command ramps up, stalls half-way);
-- pause before starting the next subtask (0.5-2 s, e.g. between a closed grasp and the lift);
+- after closing on an object, wait until the fingers stop closing, then pause before starting
+  the next subtask (0.5-2 s: the fingers close well before the object rises);
 - pause mid-motion now and then (hesitation), and make a small correction on the approach;
 - re-grasp: let go of the object and take hold again before moving it.
 
@@ -21,6 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+SETTLED = 0.002  # the fingers' opening changing less than this per step: they have stopped
+
+
 @dataclass
 class Operator:
     rng: np.random.Generator
@@ -35,6 +39,7 @@ class Operator:
     _inserted: deque = field(default_factory=deque)  # queued operator-made actions
     _perturbed: set = field(default_factory=set)  # progress levels whose start was already delayed
     _corrected: bool = False
+    _opening: float = 1.0  # the fingers' opening at the previous step
 
     @classmethod
     def sample(cls, seed: int) -> Operator:
@@ -54,12 +59,16 @@ class Operator:
         if self._grip > 0 and self.rng.random() < self.regrasp_p:
             self._hold(int(self.rng.integers(6, 11)), -1.0)  # let go ...
             self._inserted.append(("close", None))  # ... and close again, slowly (as any closing)
+        if self._grip > 0:
+            self._inserted.append(("settle", None))  # until the fingers stop closing
         self._hold(int(self.rng.integers(10, 41)), None)
 
-    def act(self, policy_action: np.ndarray, phase: int, progress: int) -> tuple[np.ndarray, bool]:
-        """The operator's action for this step, and whether it is the policy's own (it then
-        carries the policy's phase; otherwise the running subtask's)."""
+    def act(self, policy_action: np.ndarray, phase: int, progress: int, opening: float) -> tuple[np.ndarray, bool]:
+        """The operator's action for this step (given the fingers' `opening`), and whether it is
+        the policy's own (it then carries the policy's phase; otherwise the running subtask's)."""
         target_grip = float(policy_action[3])
+        closing = self._opening - opening > SETTLED
+        self._opening = opening
         if not self._inserted and phase > progress and phase not in self._perturbed:
             self._delay_start(phase)
         if not self._inserted and phase == 0 and not self._corrected and self.rng.random() < 0.03:
@@ -74,6 +83,11 @@ class Operator:
                 target_grip = 1.0
                 if self._grip < 1.0:
                     self._inserted.appendleft(("close", None))  # keep closing until the command is full
+                velocity = np.zeros(3)
+            elif kind == "settle":
+                target_grip = 1.0
+                if closing or self._grip < 1.0:
+                    self._inserted.appendleft(("settle", None))
                 velocity = np.zeros(3)
             elif kind == "push":
                 velocity = 0.5 * arg

@@ -38,7 +38,7 @@ def test_operator_steps_that_are_not_the_policys_keep_the_running_subtask():
     for t in range(200):
         phase = 1 if t >= 60 else 0
         grip = 1.0 if t >= 40 else -1.0
-        action, own = op.act(np.array([0.5, 0.0, 0.0, grip]), phase, progress)
+        action, own = op.act(np.array([0.5, 0.0, 0.0, grip]), phase, progress, 1.0)
         labels.append(phase if own else progress)
         progress = max(labels)
         assert np.all(np.abs(action) <= 1)
