@@ -1,0 +1,266 @@
+"""Stage II: offline GRPO of the SFT policy, rewarded by the latent world model (`atom-train grpo`).
+
+Each step draws states (frames of the curated episodes, in the SFT data order machinery), samples
+a group of chunks per state with stochastic denoising (exact log-probs, `sde`), scores them with
+the world model on cached latents (`rewards`), normalises the rewards within each group, and
+takes clipped-ratio steps with a k3 KL penalty to the frozen SFT policy.
+
+Checkpoints are SFT-format policy checkpoints (`config.json` is the policy's SFT config, so
+`atom-train eval` and `load_policy` read them) plus `grpo_config.json`; trainer_state records the
+reference policy, the world model and the latents. Every random draw is a function of (seed,
+step, rank), so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from atomvla.train.assemble import STATS_FILE, TOKENIZER_DIR, Trained, load_trained
+from atomvla.train.checkpoint import Checkpoint, CheckpointError, latest_checkpoint, resolve_checkpoint, save_checkpoint
+from atomvla.train.config import apply_overrides, config_to_json, from_dict
+from atomvla.train.data.episodes import DatasetError, TrainEpisode, open_dataset
+from atomvla.train.data.samples import ChunkDataset, ChunkSampler
+from atomvla.train.grpo import sde
+from atomvla.train.grpo.config import GRPOConfig
+from atomvla.train.grpo.objective import LossParts, group_advantages, grpo_loss
+from atomvla.train.latents import LatentCache, LatentCacheError
+from atomvla.train.models.vla import VLA
+from atomvla.train.rewards import TERMS, States, score
+from atomvla.train.worldmodel.data import LatentEpisode, load_latent_episodes
+from atomvla.train.worldmodel.world_model import WorldModel, WorldModelError
+
+log = logging.getLogger(__name__)
+GRPO_CONFIG_FILE = "grpo_config.json"
+
+
+class SDEPolicy(nn.Module):
+    """The VLA seen as a stochastic chunk sampler; `forward` gives the denoising log-probs (so DDP
+    and FSDP wrap it like any model)."""
+
+    def __init__(self, vla: VLA, steps: int, eta: float):
+        super().__init__()
+        self.vla, self.steps, self.eta = vla, steps, eta
+
+    def velocity(self, batch: dict, group: int) -> sde.Velocity:
+        """The head's velocity for `group` candidates per state of `batch` (one VLM forward)."""
+        ctx, ctx_mask = self.vla.context(batch)
+        cond = [t.repeat_interleave(group, 0) for t in (ctx, ctx_mask, batch["state"], batch["skill"])]
+
+        def v(x: Tensor, s: Tensor) -> Tensor:
+            rep = x.shape[0] // cond[0].shape[0]  # all denoising steps batched: step-major
+            c, m, st, sk = (t.repeat(rep, *([1] * (t.dim() - 1))) for t in cond)
+            return self.vla.head.velocity(x, s, st, c, m, sk)
+
+        return v
+
+    def forward(self, batch: dict, xs: Tensor, group: int) -> Tensor:
+        return sde.log_probs(self.velocity(batch, group), xs, self.steps, self.eta)
+
+    @torch.no_grad()
+    def sample(self, batch: dict, group: int, generator: torch.Generator) -> sde.Trajectory:
+        head = self.vla.head
+        b = batch["state"].shape[0] * group
+        noise = torch.randn(b, head.horizon, head.action_dim, generator=generator, device=batch["state"].device)
+        return sde.sample(self.velocity(batch, group), noise, self.steps, self.eta, generator)
+
+
+@dataclass
+class Rollout:
+    trajectory: sde.Trajectory
+    rewards: dict[str, Tensor]  # per term and `total`, (states, group)
+    advantages: Tensor  # (states * group,)
+
+
+@dataclass
+class GRPOResult:
+    metrics: list[dict[str, float]]  # per step run here: rewards per term, loss, kl, ratio
+    checkpoint: Path | None
+    model: VLA = field(repr=False)
+
+
+StateSource = Callable[[Sequence[tuple[LatentEpisode, int]], int], States]
+
+
+def cached_states(picks: Sequence[tuple[LatentEpisode, int]], horizon: int) -> States:
+    return States.gather(picks, horizon)
+
+
+class GRPOTrainer:
+    """One GRPO run's parts: the policy being tuned, the frozen reference, the world model, the data."""
+
+    def __init__(self, config: GRPOConfig, policy: Trained, reference: VLA, wm: WorldModel,
+                 episodes: Sequence[LatentEpisode], device: torch.device, state_source: StateSource = cached_states):
+        self.config, self.policy, self.wm, self.device = config, policy, wm, device
+        self.model = SDEPolicy(policy.model, config.denoise_steps, config.eta)
+        self.reference = SDEPolicy(reference.eval().requires_grad_(False), config.denoise_steps, config.eta)
+        self.latent = {e.source.meta.episode_id: e for e in episodes}
+        self.data = ChunkDataset([e.source for e in episodes], policy.config.data, policy.stats, policy.cameras,
+                                 policy.processor)
+        stats = policy.stats.action
+        self._mean = torch.tensor(stats.mean, device=device)
+        self._std = torch.tensor(stats.std, device=device)
+        self.state_source = state_source
+
+    def batch(self, indices: Sequence[int]) -> dict:
+        batch = self.policy.processor.collate([self.data[i] for i in indices])
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    @torch.no_grad()
+    def rollout(self, policy: SDEPolicy, batch: dict, generator: torch.Generator) -> Rollout:
+        g = self.config.group_size
+        traj = policy.sample(batch, g, generator)
+        picks = [(self.latent[m["episode_id"]], m["frame"]) for m in batch["meta"]]
+        states = self.state_source(picks, self.policy.config.data.horizon).to(self.device)
+        chunks = (traj.chunk * self._std + self._mean).view(len(picks), g, *traj.chunk.shape[1:])
+        rewards = score(self.wm, states, chunks, self.config.rewards)
+        return Rollout(traj, rewards, group_advantages(rewards["total"]).flatten())
+
+    def loss(self, policy: nn.Module, batch: dict, rollout: Rollout) -> LossParts:
+        g, xs = self.config.group_size, rollout.trajectory.xs
+        with torch.no_grad():
+            ref_logp = self.reference(batch, xs, g)
+        logp = policy(batch, xs, g)
+        return grpo_loss(logp, rollout.trajectory.log_probs, ref_logp, rollout.advantages, self.config.clip,
+                         self.config.kl_beta)
+
+
+def _open_latents(wm: WorldModel, latents: str | Path | None, episodes: Sequence[TrainEpisode], device) -> LatentCache:
+    root = Path(latents or wm.latents_dir)
+    try:
+        cache = LatentCache(root, wm.config.encoder.spec())
+    except LatentCacheError as exc:
+        raise WorldModelError(
+            f"{root}: these latents do not come from the encoder the world model was trained with "
+            f"({wm.encoder_identity.get('encoder')!r}, key {wm.encoder_key}): {exc}"
+        ) from exc
+    wm.check_latents(cache, str(root))
+    cache.build([e.meta for e in episodes], device=device)
+    return cache
+
+
+def train_grpo(
+    config: GRPOConfig,
+    out: Path,
+    policy: Path | None = None,
+    world_model: Path | None = None,
+    dataset: str | Path | None = None,
+    latents: Path | None = None,
+    resume: bool = False,
+    overrides: tuple[str, ...] = (),
+    state_source: StateSource = cached_states,
+) -> GRPOResult:
+    """Tune SFT checkpoint `policy` with world model `world_model`; checkpoints go to `out/step-N`."""
+    from atomvla.train.sft import make_accelerator
+
+    out = Path(out)
+    resume_from = latest_checkpoint(out) if out.is_dir() else None
+    if resume_from is not None and not resume:
+        raise CheckpointError(f"{out} already holds checkpoints; pass --resume to continue, or choose another --out")
+    if resume and resume_from is None:
+        raise CheckpointError(f"{out}: nothing to resume (no step-N checkpoint)")
+    prior = Checkpoint(resume_from).trainer_state if resume_from else {}
+    if resume_from:
+        config = apply_overrides(from_dict(GRPOConfig, json.loads((resume_from / GRPO_CONFIG_FILE).read_text())), overrides)
+        reference_path, wm_path = Path(prior["reference"]), Path(prior["world_model"])
+        latents = latents or prior["latents"]
+        dataset = dataset or prior["dataset"]
+    else:
+        if policy is None or world_model is None:
+            raise CheckpointError("grpo needs --policy (an SFT checkpoint) and --world-model (from atom-train wm)")
+        reference_path, wm_path = resolve_checkpoint(Path(policy)), Path(world_model)
+
+    accelerator = make_accelerator(config)
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    torch.manual_seed(config.train.seed)
+    tuned = load_trained(resume_from or reference_path)
+    reference = load_trained(reference_path).model.to(device)
+    wm = WorldModel.load(wm_path, device)
+    if wm.config.horizon != tuned.config.data.horizon:
+        raise WorldModelError(f"{wm_path}: predicts chunks of {wm.config.horizon} actions, the policy makes {tuned.config.data.horizon}")
+
+    dataset = str(dataset or tuned.state.get("dataset") or "")
+    if not dataset:
+        raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
+    episodes = open_dataset(dataset, tuned.config.data.status)
+    train_ids = set(tuned.state.get("train_episodes") or [e.meta.episode_id for e in episodes])
+    train_eps = [e for e in episodes if e.meta.episode_id in train_ids]
+    if not train_eps:
+        raise DatasetError(f"{dataset}: none of the policy's training episodes is in this dataset")
+    cache = _open_latents(wm, latents, train_eps, device)
+    trainer = GRPOTrainer(config, tuned, reference, wm, load_latent_episodes(train_eps, cache), device, state_source)
+
+    start = int(prior.get("step", 0))
+    sampler = iter(ChunkSampler(len(trainer.data), config.train.batch_size, config.train.seed, rank, world, start))
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
+    warm = max(1, config.train.warmup_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
+    if resume_from:
+        Checkpoint(resume_from).load_training_state(tuned.model, optimizer, scheduler)
+    model, optimizer, scheduler = accelerator.prepare(trainer.model, optimizer, scheduler)
+    inner: SDEPolicy = accelerator.unwrap_model(model)
+
+    writer = None
+    if accelerator.is_main_process:
+        from torch.utils.tensorboard import SummaryWriter
+
+        out.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(str(out / "tb"))
+    trainer_state = {
+        **{k: v for k, v in tuned.state.items() if k not in ("step", "scheduler", "python_rng", "numpy_rng")},
+        "kind": "grpo", "dataset": dataset, "reference": str(reference_path), "world_model": str(wm_path),
+        "latents": str(cache.root), "world_size": world,
+    }
+
+    def save(step: int) -> Path:
+        extra = {
+            STATS_FILE: tuned.stats.save,
+            TOKENIZER_DIR: lambda p: tuned.processor.tokenizer.save_pretrained(p),
+            GRPO_CONFIG_FILE: lambda p: p.write_text(config_to_json(config)),
+        }
+        return save_checkpoint(out, step, inner.vla, optimizer, scheduler, config_to_json(tuned.config), trainer_state, extra)
+
+    metrics: list[dict[str, float]] = []
+    checkpoint = None
+    for step in range(start, config.train.max_steps):
+        batch = trainer.batch(next(sampler))
+        gen = torch.Generator(device).manual_seed(config.train.seed * 1_000_003 + step * 1009 + rank)
+        model.train()
+        rollout = trainer.rollout(inner, batch, gen)
+        for _ in range(config.updates_per_batch):
+            parts = trainer.loss(model, batch, rollout)
+            accelerator.backward(parts.loss)
+            if config.train.grad_clip > 0:
+                accelerator.clip_grad_norm_(params, config.train.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        done = step + 1
+        row = {f"reward_{k}": v.mean() for k, v in rollout.rewards.items()}
+        row |= {"loss": parts.loss.detach(), "kl": parts.kl, "ratio": parts.ratio, "clip_fraction": parts.clip_fraction}
+        row = {k: float(accelerator.reduce(v.detach(), "mean")) for k, v in row.items()}
+        metrics.append({"step": done, **row})
+        if writer is not None:
+            for k, v in row.items():
+                writer.add_scalar(f"grpo/{k}", v, done)
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": done, **row}) + "\n")
+            if done % config.train.log_every == 0 or done == config.train.max_steps:
+                log.info("step %d  reward %.4f (%s)  loss %.4f  kl %.5f", done, row["reward_total"],
+                         ", ".join(f"{k} {row['reward_' + k]:.4f}" for k in TERMS), row["loss"], row["kl"])
+        if done % config.train.save_every == 0 or done == config.train.max_steps:
+            checkpoint = save(done)
+            accelerator.wait_for_everyone()
+    if writer is not None:
+        writer.close()
+    return GRPOResult(metrics, checkpoint, inner.vla)
+
+
+__all__ = ["GRPOResult", "GRPOTrainer", "SDEPolicy", "train_grpo"]
