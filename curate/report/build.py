@@ -80,7 +80,7 @@ def build_report(store: Store, out: Path, config: ReportConfig = ReportConfig(),
             strips.append((m, d, plots.timeline(d, m.fps, _keyframes(m, d), img / f"timeline_{i:04d}.png")))
             if progress is not None:
                 progress()
-        html = _page(store, metas, decs, qa, figures, strips, _costs(store, metas))
+        html = _page(store, metas, decs, qa, figures, strips, _costs(store, metas), store.ledger_by_job())
         (root / "index.html").write_text(html, encoding="utf-8")
     return Path(out)
 
@@ -143,7 +143,7 @@ figure { margin: 0; } figcaption { font-size: 13px; color: #555; }
 """
 
 
-def _page(store: Store, metas, decs, qa: QaReport, figures, strips, costs) -> str:
+def _page(store: Store, metas, decs, qa: QaReport, figures, strips, costs, ledger: list[dict]) -> str:
     statuses = Counter(decs[m.episode_id].status.value if m.episode_id in decs else "unlabelled" for m in metas)
     frames = sum(m.n_frames for m in metas)
     seconds = sum(m.duration_s for m in metas)
@@ -180,7 +180,12 @@ def _page(store: Store, metas, decs, qa: QaReport, figures, strips, costs) -> st
         _table(["backend", "model", "revisions", "tokens in", "tokens out", "USD"],
                [[b, m, str(c.revisions), str(c.tokens_in), str(c.tokens_out), f"{c.usd:.4f}"]
                 for (b, m), c in costs.items()]) if costs else "<p>No model-made revisions.</p>",
-        f"<p>Total: ${sum(c.usd for c in costs.values()):.4f}</p></section>",
+        f"<p>Total over stored revisions: ${sum(c.usd for c in costs.values()):.4f}</p>",
+        "<h3>Spend by annotation job (ledger: every request, retries and cache hits included)</h3>",
+        _table(["job", "models", "episodes", "tokens in", "tokens out", "cached", "USD"],
+               [[j["job_id"], j["models"] or "-", str(j["episodes"]), str(j["input_tokens"]), str(j["output_tokens"]),
+                 str(j["cached"]), f"{j['cost_usd']:.4f}"] for j in ledger]) if ledger else "<p>No annotation jobs recorded.</p>",
+        "</section>",
         "<section><h2>Timelines</h2><div class='legend'>",
         *(f"<span style='background:{_hex(c)}'>{escape(s)}</span>" for s, c in plots.SKILL_COLOURS.items()),
         "</div>",

@@ -35,6 +35,7 @@ def report(tmp_path_factory) -> Path:
         store.add_revision(Decomposition(episode_id=meta.episode_id, n_frames=meta.n_frames, subtasks=moved,
                                          author="gpt", provenance=Provenance(backend="gpt", model="gpt-4o",
                                                                              tokens_in=1200, cost_usd=0.01)))
+        store.add_ledger("job-1", meta.episode_id, "gpt-4o", 1200, 0, 0.01, cached=0)
     assert runner.invoke(app, ["import-annotations", str(FIXTURES / "metaworld_truth.jsonl"), "--store", str(db),
                                "--author", "truth"]).exit_code == 0
     out = tmp / "report"
@@ -46,7 +47,8 @@ def report(tmp_path_factory) -> Path:
 def test_page_has_figures_cost_and_agreement(report):
     html = (report / "index.html").read_text()
     assert len(list((report / "img").glob("timeline_*.png"))) == 3
-    assert "gpt-4o" in html and "0.1100" in html  # 11 revisions at $0.01
+    # 11 revisions at $0.01: the per-model row, the total, and the job in the ledger
+    assert "gpt-4o" in html and html.count("0.1100") == 3
     assert "backend vs annotator" in html
 
 
