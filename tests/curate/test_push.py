@@ -138,3 +138,19 @@ def test_a_hub_that_does_not_answer_is_a_one_line_error(export_dir, hub_env, mon
     closed = push(export_dir)
     assert closed.exit_code == 2 and "cannot reach the Hub" in closed.output
     assert closed.output.count("error:") == 1
+
+
+def test_a_parquet_export_keeps_its_configs_in_the_card(export_dir, hub_env, tmp_path):
+    db = export_dir.parent / "s.sqlite"
+    plain = tmp_path / "plain"
+    assert CliRunner().invoke(app, ["export", str(plain), "--to", "parquet", "--store", str(db)]).exit_code == 0
+    assert push(plain, "--revision", "p1").exit_code == 0
+    card = hub_env.repos[REPO].files["README.md"].decode()
+    assert "config_name: frames" in card and "config_name: episodes" in card and "- LeRobot" in card
+    import datasets
+
+    from atomvla.curate.store import Store
+
+    accepted = Store(db).latest_all(status="accepted")
+    frames = sum(d.n_frames for d in accepted.values())
+    assert len(datasets.load_dataset(str(plain), split="train")) == frames  # the card still selects the data
