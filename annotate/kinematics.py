@@ -83,6 +83,15 @@ class Kinematics:
     fingers: tuple[np.ndarray | None, ...] = ()
     arms: tuple[str, ...] = ("arm",)
 
+    def take(self, frames: np.ndarray) -> Kinematics:
+        """The same signals on a subset of the frames (indices, in order)."""
+        pick = lambda a: None if a is None else a[frames]  # noqa: E731
+        return Kinematics(
+            motion=self.motion[frames], speed=self.speed[frames], gripper=pick(self.gripper),
+            motion_source=self.motion_source, vertical=self.vertical,
+            grippers=tuple(pick(g) for g in self.grippers), fingers=tuple(pick(f) for f in self.fingers), arms=self.arms,
+        )
+
     def horizontal(self) -> np.ndarray:
         """(n, d - 1): `motion` without its vertical column (all of it when that is unknown)."""
         if self.vertical is None:

@@ -51,6 +51,8 @@ GRIPPER_BONUS = 2.0
 MISMATCH_PENALTY = 1.5
 # Without a plan, a motion change this salient starts a new subtask.
 PEAK_THRESHOLD = 0.8
+# A hand moving at less than this fraction of its typical (90th percentile) speed is still.
+STILL = 0.08
 _END_KIND: dict[str, Kind] = {"pick": "close", "place": "open"}
 
 
@@ -74,6 +76,10 @@ class HeuristicConfig(BackendConfig):
     start_transient_s: float = Field(
         0.5, ge=0, description="gripper motion in the first seconds (a twitch, fingers leaving their rest pose) makes "
         "no event; a motion still under way then is followed until it stops (up to 4x as long)",
+    )
+    pause_s: float = Field(
+        1.0, ge=0, description="a pause (hand and gripper still) shorter than this inside a motion is a hesitation and "
+        "splits nothing; longer ones may end a subtask",
     )
     regrasp_s: float = Field(
         1.0, ge=0, description="a release followed by a new grasp of the same gripper within this long is a re-grasp, not two events"
@@ -143,8 +149,38 @@ def _move_pick_ends(
     return out
 
 
+def hesitations(kin: Kinematics, longest: int) -> np.ndarray:
+    """(n,) bool: frames of pauses shorter than `longest` frames between two motions, where the
+    hand moves less than STILL of its typical speed and no gripper changes."""
+    norm = np.linalg.norm(kin.motion, axis=1)
+    still = norm <= STILL * (np.quantile(norm, 0.9) or 1.0)
+    for g in (*kin.grippers, *kin.fingers):
+        if g is not None and np.ptp(g) > 0:
+            still[:-1] &= np.abs(np.diff(g)) <= 0.01 * np.ptp(g)
+    out = np.zeros(len(still), dtype=bool)
+    edges = np.flatnonzero(np.diff(np.r_[0, still.astype(int), 0]))
+    for a, b in zip(edges[::2], edges[1::2]):
+        if a > 0 and b < len(still) and b - a < longest:
+            out[a:b] = True
+    return out
+
+
 def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: HeuristicConfig) -> tuple[list[Subtask], float]:
-    """Subtasks and a confidence for one episode's signals (pure: the backend's core)."""
+    """Subtasks and a confidence for one episode's signals (pure: the backend's core).
+
+    Hesitations (see `hesitations`) are cut out of the signals first, so a motion resumed after
+    one is not a new start; boundaries found on the rest map back to the original frames."""
+    pauses = hesitations(kin, round(config.pause_s * fps))
+    if not pauses.any():
+        return _decompose(kin, task, n_frames, fps, config)
+    keep = np.flatnonzero(~pauses)
+    subtasks, confidence = _decompose(kin.take(keep), task, len(keep), fps, config)
+    starts = [int(keep[s.start_frame]) for s in subtasks]
+    ends = [*starts[1:], n_frames]
+    return [s.model_copy(update={"start_frame": a, "end_frame": b}) for s, a, b in zip(subtasks, starts, ends)], confidence
+
+
+def _decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: HeuristicConfig) -> tuple[list[Subtask], float]:
     w = max(2, round(config.window_s * fps))
     min_frames = max(DEFAULT_MIN_FRAMES, round(config.min_subtask_s * fps))
     if n_frames < MIN_SUBTASKS * min_frames:

@@ -208,3 +208,20 @@ def test_unknown_verbs_name_the_object_and_make_no_pick_place_junk():
     assert abs(boundaries(subtasks)[0] - sim.marks["moved"]) <= 2
     # no verb and no object at all: named by the task, never "the object"
     assert all("the object" not in s.instruction for s in run(sim, "do it now"))
+
+
+def test_a_hesitation_inside_a_motion_splits_nothing():
+    sim = Sim(1)
+    sim.move(0, (0.0, 0.7, 0.1))  # reach the drawer handle
+    sim.hold(3)
+    start = len(sim.actions)
+    for _ in range(4):  # start pulling, hesitate, pull on
+        sim._step(0, np.array([0.0, -1.0, 0.0]))
+    sim.hold(12)
+    sim.move(0, (0.0, 0.45, 0.1))
+    sim.hold(8)
+    subtasks = run(sim, "open the drawer")
+    assert [s.skill for s in subtasks] == ["reach", "open"]
+    assert abs(boundaries(subtasks)[0] - start) <= 2, (boundaries(subtasks), start)
+    # with pauses this short counted as splits, the resumed pull is taken for the start
+    assert abs(boundaries(run(sim, "open the drawer", config=HeuristicConfig(pause_s=0)))[0] - start) > 2
