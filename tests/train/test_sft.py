@@ -125,3 +125,18 @@ def test_the_policy_generates_its_subtask_then_acts(trained_run, export_dir, tmp
     assert set(report["per_skill"]) and set(report["per_subtask"])
     assert (tmp_path / "eval" / "chunks.png").stat().st_size > 10_000
     assert (tmp_path / "eval" / "report.json").is_file()
+
+
+@pytest.mark.parametrize("mode", ["freeze", "lora"])
+def test_frozen_and_lora_backbones_keep_their_base_weights(export_dir, fast, tmp_path, mode):
+    overrides = (*fast, f"backbone.train={mode}", "train.max_steps=2", "train.save_every=1", "train.batch_size=2")
+    train_sft(get_config("tiny-cpu", overrides), export_dir, tmp_path)
+    first, last = (load_file(tmp_path / f"step-{s:06d}" / "model.safetensors") for s in (1, 2))
+    base = [k for k in first if k.startswith("backbone.") and "lora_" not in k]
+    assert base and all(torch.equal(first[k], last[k]) for k in base)
+    assert not all(torch.equal(first[k], last[k]) for k in first if k.startswith("head."))
+    adapters = [k for k in last if "lora_" in k]
+    if mode == "lora":
+        assert adapters and not all(torch.equal(first[k], last[k]) for k in adapters)
+    else:
+        assert not adapters
