@@ -190,10 +190,12 @@ def export(
         which = f"with status {status.value}" if status is not None else "with a decomposition"
         raise fail(f"{store}: no episodes {which}{f' by {author}' if author else ''}"
                    f"{f' in dataset {dataset}' if dataset else ''}; nothing written")
+    proposals = {m.episode_id: proposals_of(db.history(m.episode_id)) for m, _ in records}
     try:
-        with err_console.status(f"exporting {len(records)} episode(s) to {out} ({exporter.name})"):
-            proposals = {m.episode_id: proposals_of(db.history(m.episode_id)) for m, _ in records}
-            exporter.write(records, out, proposals)
+        with Progress(SpinnerColumn(), TextColumn(f"[bold]export[/] {exporter.name}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, transient=True) as progress:
+            bar = progress.add_task(str(out), total=len(records))
+            exporter.write(records, out, proposals, progress=lambda: progress.advance(bar))
     except (ExportError, FileExistsError, SourceError, ValueError) as exc:
         raise fail(f"{out}: {exc}" if not str(exc).startswith(str(out)) else str(exc)) from exc
     console.print(f"wrote {len(records)} episode(s) to {out} ({exporter.name})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
@@ -13,6 +13,7 @@ from typing import ClassVar
 from atomvla.schemas import Decomposition, EpisodeMeta, Provenance, Status
 
 EXPORTERS: dict[str, type[Exporter]] = {}
+Progress = Callable[[], None]
 
 
 def register_exporter(cls: type[Exporter]) -> type[Exporter]:
@@ -36,9 +37,10 @@ class Exporter(ABC):
 
     @abstractmethod
     def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path,
-              proposals: Mapping[str, Sequence[Provenance]] | None = None) -> None:
+              proposals: Mapping[str, Sequence[Provenance]] | None = None, progress: Progress | None = None) -> None:
         """Write every (episode, latest decomposition) pair to `out`, atomically; `proposals` (episode
-        id -> backend provenances from the store's history) goes into the provenance records."""
+        id -> backend provenances from the store's history) goes into the provenance records;
+        `progress()`, where given, is called after each episode of a long export."""
 
 
 def get_exporter(name: str, **options) -> Exporter:

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from atomvla.curate.exports.base import Exporter, register_exporter
+from atomvla.curate.exports.base import Exporter, Progress, register_exporter
 from atomvla.curate.exports.records import Proposals
 from atomvla.schemas import Decomposition, EpisodeMeta, InterchangeRecord
 
@@ -31,7 +31,7 @@ class JsonlExporter(Exporter):
     description = "JSON Lines interchange file, one episode per line"
 
     def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path,
-              proposals: Proposals | None = None) -> None:
+              proposals: Proposals | None = None, progress: Progress | None = None) -> None:
         lines = [
             InterchangeRecord.from_decomposition(dec, meta.episode_index, meta.task, meta.fps).model_dump_json(
                 exclude_none=True

@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 
 from atomvla.curate.episode import Episode
-from atomvla.curate.exports.base import ExportError, Exporter, register_exporter
+from atomvla.curate.exports.base import ExportError, Exporter, Progress, register_exporter
 from atomvla.curate.exports.lerobot_v3 import EpisodeRecording, VideoClip, write_lerobot_v3
 from atomvla.curate.exports.records import Proposals, episode_subtask_index, interchange_lines
+from atomvla.curate.sources import open_source
 from atomvla.curate.sources.lerobot_meta import INFO
 from atomvla.schemas import Decomposition, EpisodeMeta, Status
 
@@ -58,7 +59,7 @@ class LeRobotExporter(Exporter):
         self.language = language
 
     def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path,
-              proposals: Proposals | None = None) -> None:
+              proposals: Proposals | None = None, progress: Progress | None = None) -> None:
         fps = _common_fps(records)
         source_info = _lerobot_infos(records)
         copy_video = source_info is not None and _same_video_features(records, source_info)
@@ -68,6 +69,8 @@ class LeRobotExporter(Exporter):
         def recordings() -> Iterator[EpisodeRecording]:
             for meta, dec in records:
                 yield _recording(meta, dec, vocabulary, source_info if copy_video else None, self.language)
+                if progress is not None:
+                    progress()
 
         def finish(root: Path) -> None:
             frame = pd.DataFrame({"subtask_index": list(vocabulary.values())},
@@ -96,14 +99,8 @@ def _lerobot_infos(records: Sequence[tuple[EpisodeMeta, Decomposition]]) -> dict
     """Each source's `meta/info.json` when every episode comes from a LeRobot v3.0 folder, else None."""
     if any(m.source_format != "lerobot_v3" for m, _ in records):
         return None
-    first_of_source = {m.source: m for m, _ in reversed(records)}
-    return {source: _read_info_near(meta) for source, meta in first_of_source.items()}
-
-
-def _read_info_near(meta: EpisodeMeta) -> dict[str, Any]:
-    # The source root is the folder holding the data file: <root>/data/chunk-XXX/file-XXX.parquet.
-    root = Path(str(meta.locator["data_file"])).parents[2]
-    return json.loads((root / INFO).read_text())
+    return {source: json.loads((open_source(source, "lerobot_v3").root / INFO).read_text())
+            for source in {m.source for m, _ in records}}
 
 
 def _same_video_features(records: Sequence[tuple[EpisodeMeta, Decomposition]], infos: dict[str, dict[str, Any]]) -> bool:

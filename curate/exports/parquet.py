@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atomvla.curate.episode import Episode
-from atomvla.curate.exports.base import Exporter, atomic_directory, register_exporter
+from atomvla.curate.exports.base import Exporter, Progress, atomic_directory, register_exporter
 from atomvla.curate.exports.records import Proposals, episode_subtask_index, interchange_lines
 from atomvla.schemas import Decomposition, EpisodeMeta, Status
 
@@ -67,9 +67,13 @@ class ParquetExporter(Exporter):
     is_folder = True
 
     def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path,
-              proposals: Proposals | None = None) -> None:
+              proposals: Proposals | None = None, progress: Progress | None = None) -> None:
         vocabulary: dict[str, int] = {}
-        frames = [_frame_table(i, meta, dec, vocabulary) for i, (meta, dec) in enumerate(records)]
+        frames = []
+        for i, (meta, dec) in enumerate(records):
+            frames.append(_frame_table(i, meta, dec, vocabulary))
+            if progress is not None:
+                progress()
         episodes = [json.loads(line) for line in interchange_lines(records, proposals)]
         for ep in episodes:  # free-form records, kept as JSON text so every row has one schema
             ep["provenance"] = json.dumps(ep.get("provenance", {}))
