@@ -65,7 +65,7 @@ def window_means(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
     return before, after
 
 
-def _quantile(x: np.ndarray, q: float) -> float:
+def quantile(x: np.ndarray, q: float) -> float:
     """Nearest-rank quantile of a 1-d array (np.percentile costs more than the whole segmenter)."""
     k = int(q * (len(x) - 1))
     return float(np.partition(x, k)[k])
@@ -79,9 +79,9 @@ def change_scores(motion: np.ndarray, speed: np.ndarray, w: int, arrival: float)
     starting from rest. The first and last `w // 2` frames score 0: no phase starts there.
     """
     before, after = window_means(motion, w)
-    scale = _quantile(np.linalg.norm(motion, axis=1), 0.9) or 1.0
+    scale = quantile(np.linalg.norm(motion, axis=1), 0.9) or 1.0
     change = np.linalg.norm(after - before, axis=1) / scale
-    speed_before = window_means(speed[:, None], w)[0][:, 0] / (_quantile(speed, 0.5) or 1.0)
+    speed_before = window_means(speed[:, None], w)[0][:, 0] / (quantile(speed, 0.5) or 1.0)
     score = change / (speed_before + arrival)
     edge = max(w // 2, 1)
     score[:edge] = 0.0

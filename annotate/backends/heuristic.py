@@ -34,6 +34,7 @@ from atomvla.annotate.segmentation import (
     grasp_boundaries,
     local_peaks,
     motion_onset,
+    quantile,
 )
 from atomvla.curate.episode import Episode
 from atomvla.schemas import DEFAULT_MIN_FRAMES, MAX_SUBTASKS, MIN_SUBTASKS, EpisodeMeta, Subtask
@@ -153,7 +154,7 @@ def hesitations(kin: Kinematics, longest: int) -> np.ndarray:
     """(n,) bool: frames of pauses shorter than `longest` frames between two motions, where the
     hand moves less than STILL of its typical speed and no gripper changes."""
     norm = np.linalg.norm(kin.motion, axis=1)
-    still = norm <= STILL * (np.quantile(norm, 0.9) or 1.0)
+    still = norm <= STILL * (quantile(norm, 0.9) or 1.0)
     for g in (*kin.grippers, *kin.fingers):
         if g is not None and np.ptp(g) > 0:
             still[:-1] &= np.abs(np.diff(g)) <= 0.01 * np.ptp(g)
