@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -120,6 +121,12 @@ async def arun(
         queue.put_nowait(meta)
     reserve = estimate_usd
     in_flight = 0
+    # One writer thread: SQLite works outside the event loop, so requests keep flowing while it
+    # writes, and writes never contend for the lock (a contended writer sleeps in SQLite's busy wait).
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+
+    async def write(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(writer, fn, *args)
 
     def over_budget() -> bool:
         return max_cost is not None and result.usage.cost_usd + (in_flight + 1) * reserve > max_cost
@@ -147,12 +154,11 @@ async def arun(
         except EPISODE_ERRORS as exc:
             why = str(exc) if isinstance(exc, (BackendError, SourceError, DecompositionError)) else f"episode {episode_id}: {exc}"
             log.error("%s", why)
-            await asyncio.to_thread(store.mark_job_item, result.job_id, episode_id, "failed", why)
+            await write(store.mark_job_item, result.job_id, episode_id, "failed", why)
             result.failed.append((episode_id, why))
             usage, outcome = Usage(), "failed"
         else:
-            # SQLite works outside the event loop, so requests keep flowing while it writes.
-            outcome = await asyncio.to_thread(record, episode_id, dec, usage)
+            outcome = await write(record, episode_id, dec, usage)
         result.usage += usage
         reserve = max(reserve, usage.cost_usd)
         if on_episode is not None:
@@ -171,7 +177,10 @@ async def arun(
             finally:
                 in_flight -= 1
 
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    finally:
+        writer.shutdown(wait=True)
     while not queue.empty():
         result.not_started.append(queue.get_nowait().episode_id)
     return result
