@@ -117,7 +117,7 @@ def _recording(
     language: bool,
 ) -> EpisodeRecording:
     episode = Episode(meta)
-    arrays = {k: v for k, v in episode.arrays.items()}
+    arrays = dict(episode.arrays)
     frames: dict[str, np.ndarray] = {}
     clips: dict[str, VideoClip] = {}
     for cam in meta.cameras:

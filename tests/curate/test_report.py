@@ -68,3 +68,10 @@ def test_renders_in_headless_chromium(report, tmp_path):
         browser.close()
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.shape[0] > 1500 and pixels.std() > 20  # a long page with pictures, not a blank one
+
+
+def test_refuses_a_folder_that_is_not_a_report(report, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    result = runner.invoke(app, ["report", "--store", str(report.parent / "s.sqlite"), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "not a report" in " ".join(result.output.split())
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
