@@ -122,13 +122,18 @@ class ReviewApp:
         }
         return json.dumps(payload), note
 
-    def window(self, review: Review, center: int, radius: int) -> str:
-        """Frames center-radius+1 .. center+radius-1 of the open episode (radius 1: the center alone)."""
+    def window(self, review: Review, center: int, asked: int) -> str:
+        """Frames center-radius+1 .. center+radius-1 of the open episode (radius 1: the center alone).
+
+        `asked` is radius + 1000 * the browser's request number, echoed back as `seq` so that every
+        answer differs from the one before (an identical answer would not reach the browser's handler).
+        """
         if review.edit is None:
             return ""
-        center, radius = int(center or 0), min(max(int(radius or 1), 1), WINDOW_RADIUS)
+        seq, radius = divmod(int(asked or 1), 1000)
+        center, radius = int(center or 0), min(max(radius, 1), WINDOW_RADIUS)
         first = max(0, center - radius + 1)
-        return json.dumps({"episode_id": review.episode_id, "first": first, "radius": radius,
+        return json.dumps({"episode_id": review.episode_id, "first": first, "radius": radius, "seq": seq,
                            "frames": self.frames.window(review.episode_id, first, center + radius)})
 
     # -- what the page shows ----------------------------------------------------------------
@@ -317,8 +322,10 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
             want = gr.Number(0, visible="hidden", elem_id="atom-want-num")  # frames each side to fetch
             payload = gr.Textbox(visible="hidden", elem_id="atom-payload")
             win = gr.Textbox(visible="hidden", elem_id="atom-win")
+            jump = gr.Textbox(visible="hidden", elem_id="atom-jump")
             taken = gr.Textbox(visible="hidden", elem_id="atom-take-author")
             win_btn = gr.Button("w", elem_id="atom-win-btn", elem_classes="atom-hidden")
+            jump_btn = gr.Button("j", elem_id="atom-jump-btn", elem_classes="atom-hidden")
             seg_btn = gr.Button("s", elem_id="atom-seg-btn", elem_classes="atom-hidden")
             take_btn = gr.Button("t", elem_id="atom-take-btn", elem_classes="atom-hidden")
 
@@ -365,9 +372,12 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
         table.select(on_pick, [review, *filters], open_outs, **FAST).then(None, [payload], None, js=load_js)
         gr.on([f.input for f in filters], app.queue_view, filters, [counts, table], **FAST)
 
-        win_btn.click(lambda c, k, r: app.window(r, c, k), [cursor, want, review], [win],
-                      js="(...a) => { a[0] = window.atomReview.wantCenter; a[1] = window.atomReview.want; return a; }",
-                      **FAST, trigger_mode="multiple").then(None, [win], None, js="(w) => window.atomReview.addFrames(w)")
+        # Windows and jumps each have their own button and answer box: a jump asked while a window
+        # is on its way must not overwrite the window's answer before the browser has read it.
+        for btn, box, kind in ((win_btn, win, "window"), (jump_btn, jump, "jump")):
+            btn.click(lambda c, k, r: app.window(r, c, k), [cursor, want, review], [box],
+                      js=f"(...a) => {{ const q = window.atomReview.asked.{kind}; a[0] = q.center; a[1] = q.radius; return a; }}",
+                      **FAST, trigger_mode="multiple").then(None, [box], None, js="(w) => window.atomReview.addFrames(w)")
         seg_btn.click(lambda c, r: app.segment_panel(r, c), [cursor, review], [instr, skill],
                       js="(...a) => { a[0] = window.atomReview.cursor; return a; }", **FAST)
 

@@ -5,7 +5,7 @@
 (() => {
   const R = (window.atomReview = {
     ep: null, n: 0, fps: 20, cams: [], frames: {}, radius: 60,
-    cursor: 0, dir: 1, sel: 0, segIndex: -1, playing: null, pending: false, jumping: null, askedAt: 0, takeAuthor: "",
+    cursor: 0, dir: 1, sel: 0, segIndex: -1, playing: null, pending: false, jumping: null, askedAt: 0, asked: {}, takeAuthor: "",
   });
   const $ = (sel) => document.querySelector(sel);
   const click = (id) => { const el = document.getElementById(id); if (el) el.click(); };
@@ -82,8 +82,10 @@
   // on its way: it comes back without waiting for a whole window to be decoded and encoded, and
   // the window around it follows.
   R.request = (center, radius) => {
-    R.wantCenter = center; R.want = radius;
-    click("atom-win-btn");
+    const kind = radius === 1 ? "jump" : "window";
+    R.seq = (R.seq || 0) + 1;  // every answer differs from the last, so each one is seen
+    R.asked[kind] = { center, radius: radius + R.seq * 1000 };  // read by the event's js when it sends the request
+    click(kind === "jump" ? "atom-jump-btn" : "atom-win-btn");
   };
   R.prefetch = () => {
     if (!R.n) return;
@@ -96,7 +98,8 @@
     // Half a window of lead: the next window is on its way long before the cursor gets there. It
     // is centred ahead of the cursor in the direction of travel.
     const margin = Math.max(1, Math.floor(R.radius / 2));
-    for (let i = Math.max(0, R.cursor - margin); i <= Math.min(R.n - 1, R.cursor + margin); i++) {
+    // Window [c - radius + 1, c + radius - 1] with c = cursor +- margin covers cursor +- (margin - 1).
+    for (let i = Math.max(0, R.cursor - margin + 1); i <= Math.min(R.n - 1, R.cursor + margin - 1); i++) {
       if (!R.has(i)) {
         R.pending = true; R.askedAt = performance.now();
         R.request(Math.max(0, Math.min(R.n - 1, R.cursor + R.dir * margin)), R.radius);
