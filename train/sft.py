@@ -160,6 +160,7 @@ def train_sft(
         Checkpoint(resume_from).load_training_state(model, optimizer, scheduler)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     inner = accelerator.unwrap_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces them with sharded ones
 
     writer = None
     if accelerator.is_main_process:

@@ -36,6 +36,8 @@ class VLA(nn.Module):
         self.backbone = build_backbone(config.backbone, tokenizer, dtype)
         text = self.backbone.config.get_text_config()
         self.head = ActionHead(config.head, text.hidden_size, state_dim, action_dim, config.data.horizon, n_skills)
+        # FSDP's auto-wrap shards each of these blocks on its own (accelerate reads this attribute).
+        self._no_split_modules = [*(getattr(self.backbone, "_no_split_modules", None) or []), "DiTBlock"]
 
     @property
     def backbone_trainable(self) -> bool:
