@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from atomvla.schemas import SKILLS, Decomposition  # noqa: E402
 
@@ -35,17 +36,18 @@ def subtasks_per_episode(counts: Sequence[int], path: Path) -> Path:
 
 
 def duration_per_skill(durations: Mapping[str, Sequence[float]], path: Path) -> Path:
-    """A box per skill of subtask durations in seconds, with every subtask as a dot."""
-    skills = [s for s in SKILLS if durations.get(s)]
-    fig, ax = plt.subplots(figsize=(max(4.2, 0.9 * len(skills) + 1.5), 2.8))
-    if skills:
-        ax.boxplot([durations[s] for s in skills], showfliers=False, widths=0.6)
-        rng = np.random.default_rng(0)
-        for i, s in enumerate(skills, start=1):
-            ax.scatter(i + rng.uniform(-0.15, 0.15, len(durations[s])), durations[s], s=8,
-                       color=SKILL_COLOURS[s], zorder=3)
-        ax.set_xticks(range(1, len(skills) + 1), skills)
-    ax.set_ylabel("duration (s)")
+    """One histogram of subtask durations (seconds) per skill, side by side on a shared axis."""
+    skills = [s for s in SKILLS if durations.get(s)] or ["other"]
+    every = [d for s in skills for d in durations.get(s, ())]
+    bins = np.linspace(0, max(every, default=1.0), 13)
+    fig, axes = plt.subplots(1, len(skills), figsize=(max(4.2, 1.7 * len(skills)), 2.8), sharey=True, squeeze=False)
+    for ax, skill in zip(axes[0], skills):
+        ax.hist(durations.get(skill, ()), bins=bins, color=SKILL_COLOURS[skill], edgecolor="white")
+        ax.set_title(f"{skill} ({len(durations.get(skill, ()))})", fontsize=9)
+        ax.set_xlabel("duration (s)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("subtasks")
+    axes[0][0].yaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, path)
 
 
