@@ -47,8 +47,7 @@ SYSTEM = (
     "short manipulation step with a single skill verb from this vocabulary: {skills}. "
     "Split the episode into {lo}-{hi} consecutive subtasks that together cover every frame: the "
     "first starts at frame 0, each one ends (exclusive) where the next starts, the last ends at "
-    "the episode's frame count. A subtask starts at the frame where its motion begins (a pick "
-    "ends when the gripper closes on the object; the place starts when the object first moves). "
+    "the episode's frame count. A subtask starts at the frame where its motion begins; {pick_end}. "
     "Each subtask lasts at least {min_frames} frames. Write each instruction as a short "
     'imperative that names the object, e.g. "pick up the black bowl". Frames you do not see lie '
     "between the numbered frames you are shown; choose boundary frames anywhere in the episode."
@@ -100,15 +99,15 @@ class _Answer(BaseModel):
 # -- frames ----------------------------------------------------------------------------------
 
 
-def kinematic_events(episode: Episode) -> list[int]:
+def kinematic_events(episode: Episode, pick_end: str = "moved") -> list[int]:
     """Boundary frames the heuristic finds from the episode's state/action; [] when it cannot."""
     from atomvla.annotate.backends.base import BackendError
-    from atomvla.annotate.backends.heuristic import HeuristicBackend
+    from atomvla.annotate.backends.heuristic import HeuristicBackend, HeuristicConfig
 
     if not HeuristicBackend.can_handle(episode.meta):
         return []
     try:
-        subtasks, _ = HeuristicBackend().segment(episode)
+        subtasks, _ = HeuristicBackend(HeuristicConfig(pick_end=pick_end)).segment(episode)
     except (BackendError, SourceError, ValueError) as exc:  # events are optional: uniform frames remain
         log.debug("%s: no kinematic events (%s)", episode.meta.episode_id, exc)
         return []
@@ -143,8 +142,18 @@ def encode_jpeg(frame: np.ndarray, max_side: int, quality: int = 85) -> str:
 # -- prompt ----------------------------------------------------------------------------------
 
 
-def system_prompt(min_frames: int) -> str:
-    return SYSTEM.format(skills=", ".join(SKILLS), lo=MIN_SUBTASKS, hi=MAX_SUBTASKS, min_frames=min_frames)
+# Where a pick ends is a team's convention (the heuristic's `pick_end` setting names the same three).
+PICK_END = {
+    "closed": "a pick ends, and the next subtask starts, when the fingers have closed on the object",
+    "moved": "a pick ends, and the next subtask starts, when the grasped object first moves",
+    "lifted": "a pick ends, and the next subtask starts, once the object is lifted and the carry begins",
+}
+
+
+def system_prompt(min_frames: int, pick_end: str = "moved") -> str:
+    return SYSTEM.format(
+        skills=", ".join(SKILLS), lo=MIN_SUBTASKS, hi=MAX_SUBTASKS, min_frames=min_frames, pick_end=PICK_END[pick_end]
+    )
 
 
 def intro_text(meta: EpisodeMeta, n_shown: int) -> str:
@@ -160,7 +169,12 @@ def frame_label(index: int) -> str:
 
 
 def build_messages(
-    meta: EpisodeMeta, indices: Sequence[int], images: Sequence[str], min_frames: int, detail: str = "low"
+    meta: EpisodeMeta,
+    indices: Sequence[int],
+    images: Sequence[str],
+    min_frames: int,
+    detail: str = "low",
+    pick_end: str = "moved",
 ) -> list[Message]:
     """The decomposition request: system rules, then the task, then `Frame i:` + image per frame.
 
@@ -173,7 +187,7 @@ def build_messages(
         parts.append({"type": "text", "text": frame_label(i)})
         parts.append({"type": "image_url", "image_url": {"url": url, "detail": detail}})
     parts.append({"type": "text", "text": f"Answer with {MIN_SUBTASKS}-{MAX_SUBTASKS} subtasks as JSON."})
-    return [{"role": "system", "content": system_prompt(min_frames)}, {"role": "user", "content": parts}]
+    return [{"role": "system", "content": system_prompt(min_frames, pick_end)}, {"role": "user", "content": parts}]
 
 
 def response_format() -> dict:

@@ -239,10 +239,10 @@ class OpenAIBackend(VLMBackend):
         coarse-to-fine as one dense request per expected boundary."""
         cfg: OpenAIConfig = self.config  # type: ignore[assignment]
         meta = episode.meta
-        events = kinematic_events(episode) if cfg.kinematic_events else []
+        events = kinematic_events(episode, cfg.pick_end) if cfg.kinematic_events else []
         indices = sample_indices(meta.n_frames, cfg.frames, events, cfg.max_event_frames)
         size = _frame_size(meta, cfg)
-        messages = build_messages(meta, indices, ["data:,"] * len(indices), cfg.min_subtask_frames, cfg.detail)
+        messages = build_messages(meta, indices, ["data:,"] * len(indices), cfg.min_subtask_frames, cfg.detail, cfg.pick_end)
         tokens_in = input_tokens(messages, response_format(), size)
         tokens_out = TYPICAL_ANSWER_TOKENS
         if cfg.coarse_to_fine:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -38,6 +39,10 @@ class VLMConfig(BackendConfig):
     camera: str | None = Field(None, description="camera to show (default: the episode's first)")
     max_side: int = Field(512, ge=32, description="frames are downscaled to this longer side")
     min_subtask_frames: int = Field(DEFAULT_MIN_FRAMES, ge=1, description="shortest subtask accepted")
+    pick_end: Literal["closed", "moved", "lifted"] = Field(
+        "moved", description="the convention the prompt states: a pick ends when the fingers close, when the object "
+        "first moves, or after the lift (as the heuristic's setting of that name)",
+    )
 
 
 class VLMBackend(Backend):
@@ -64,7 +69,7 @@ class VLMBackend(Backend):
     def sample(self, episode: Episode) -> tuple[list[int], np.ndarray]:
         """The frame numbers shown to the model and the frames, (k, H, W, 3)."""
         cfg: VLMConfig = self.config  # type: ignore[assignment]
-        events = kinematic_events(episode) if cfg.kinematic_events else []
+        events = kinematic_events(episode, cfg.pick_end) if cfg.kinematic_events else []
         indices = sample_indices(episode.meta.n_frames, cfg.frames, events, cfg.max_event_frames)
         return indices, self.camera(episode).get_many(indices)
 
@@ -80,7 +85,7 @@ class VLMBackend(Backend):
         cfg: VLMConfig = self.config  # type: ignore[assignment]
         indices, frames = self.sample(episode)
         images = [encode_jpeg(f, cfg.max_side) for f in frames]
-        return build_messages(episode.meta, indices, images, cfg.min_subtask_frames, self.detail), frames
+        return build_messages(episode.meta, indices, images, cfg.min_subtask_frames, self.detail, cfg.pick_end), frames
 
     @property
     def detail(self) -> str:

@@ -65,3 +65,14 @@ def test_one_repair_turn_quotes_the_problem_then_fails_with_the_reason():
     assert "fewer than the minimum 2" in asked[1][-1]["content"]
     assert "after one repair request" in failed.value.reason and "past n_frames=60" in failed.value.reason
     assert failed.value.usage.requests == 2
+
+
+def test_the_pick_convention_is_a_setting_the_prompt_states():
+    from atomvla.annotate.backends.openai_backend import OpenAIConfig
+    from atomvla.annotate.vlm import system_prompt
+
+    assert "when the grasped object first moves" in system_prompt(2)
+    assert "when the fingers have closed on the object" in system_prompt(2, "closed")
+    assert OpenAIConfig(pick_end="lifted").pick_end == "lifted"
+    with pytest.raises(ValueError):
+        OpenAIConfig(pick_end="whenever")
