@@ -96,3 +96,86 @@ def eval_(
     except (DatasetError, CheckpointError) as exc:
         raise fail(str(exc)) from exc
     print_report(report, console)
+
+
+@app.command("wm")
+def wm(
+    overrides: OverridesArg = None,
+    config: ConfigOpt = "tiny-cpu",
+    dataset: DatasetOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Run folder: world_model.safetensors, wm_eval.json, tb/.")] = Path(
+        "runs/wm"
+    ),
+    latents: Annotated[
+        Optional[Path],
+        typer.Option("--latents", help="Latent cache folder (default OUT/latents); frames are encoded once and reused."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="Where the encoder and predictor run (cpu, cuda).")] = "cpu",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Stage II: encode every frame once with the frozen V-JEPA 2 encoder (latent cache), train the
+    action-conditioned latent predictor (teacher forcing + rollout, L1), and report its error
+    against copying the current latent forward."""
+    setup_logging(verbose)
+    from atomvla.train.config import ConfigError, get_config
+    from atomvla.train.data.episodes import DatasetError, open_dataset
+    from atomvla.train.latents import LatentCacheError
+    from atomvla.train.worldmodel import config as _wm_configs  # noqa: F401  (registers the wm configs)
+    from atomvla.train.worldmodel.train import train_world_model
+
+    try:
+        cfg = get_config(config, overrides or (), kind="wm")
+        if not dataset:
+            raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
+        _, report = train_world_model(cfg, open_dataset(dataset), out, latents or out / "latents", device)
+    except (ConfigError, DatasetError, LatentCacheError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    console.print(
+        f"one-step L1 {report['one_step_l1']:.4f} vs copy {report['copy_l1']:.4f}; "
+        f"{report['rollout_steps']}-step rollout {report['rollout_l1']:.4f} vs copy {report['rollout_copy_l1']:.4f} "
+        f"({report['windows']} windows); world model in {out}"
+    )
+
+
+@app.command("grpo")
+def grpo(
+    overrides: OverridesArg = None,
+    config: ConfigOpt = "tiny-cpu",
+    policy: Annotated[Optional[Path], typer.Option("--policy", help="SFT checkpoint to tune (also the KL reference).")] = None,
+    world_model: Annotated[Optional[Path], typer.Option("--world-model", help="Folder written by `atom-train wm`.")] = None,
+    dataset: DatasetOpt = None,
+    latents: Annotated[
+        Optional[Path], typer.Option("--latents", help="Latent cache (default: the one the world model was trained on).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints step-N/, metrics.jsonl, tb/.")] = Path(
+        "runs/grpo"
+    ),
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Stage II: offline GRPO of the SFT policy, rewarded by the world model (subgoal energy,
+    final-goal energy, deviation from the expert chunk; weights `rewards.subgoal=…`,
+    `rewards.final=…`, `rewards.deviation=…`, 0 switches a term off), KL to the SFT policy.
+
+    The dataset defaults to the policy's. Checkpoints are policy checkpoints: `atom-train eval`
+    reads them. Multi-GPU: launch with `torchrun` or `accelerate launch`, as for `sft`.
+    """
+    setup_logging(verbose)
+    from atomvla.train.checkpoint import CheckpointError
+    from atomvla.train.config import ConfigError, get_config
+    from atomvla.train.data.episodes import DatasetError
+    from atomvla.train.grpo import config as _grpo_configs  # noqa: F401  (registers the grpo configs)
+    from atomvla.train.grpo.train import train_grpo
+    from atomvla.train.latents import LatentCacheError
+    from atomvla.train.rewards import RewardError
+    from atomvla.train.worldmodel.world_model import WorldModelError
+
+    try:
+        cfg = get_config(config, overrides or (), kind="grpo")
+        result = train_grpo(cfg, out, policy, world_model, dataset, latents, resume, tuple(overrides or ()))
+    except (ConfigError, DatasetError, CheckpointError, LatentCacheError, WorldModelError, RewardError) as exc:
+        raise fail(str(exc)) from exc
+    if result.metrics:
+        last = result.metrics[-1]
+        terms = ", ".join(f"{k.removeprefix('reward_')} {v:.4f}" for k, v in last.items() if k.startswith("reward_"))
+        console.print(f"step {last['step']:.0f}: reward {terms}; kl {last['kl']:.5f}; checkpoint {result.checkpoint}")

@@ -290,6 +290,18 @@ class LatentCache:
         return latents
 
 
+def build_with_progress(cache: LatentCache, episodes: Sequence[EpisodeMeta], device: str | torch.device = "cpu") -> int:
+    """`cache.build` with a progress bar over the frames still to encode (none shown if all are cached)."""
+    from rich.progress import Progress
+
+    todo = cache.missing(episodes)
+    if not todo:
+        return 0
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"encoding frames ({cache.spec.name})", total=sum(m.n_frames for m in todo))
+        return cache.build(todo, device=device, progress=lambda n: bar.advance(task, n))
+
+
 def _describe_difference(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
     diffs = []
     for k in sorted(set(found) | set(wanted)):
@@ -307,4 +319,4 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["DEFAULT_ENCODER", "EncoderSpec", "FrameEncoder", "LatentCache", "LatentCacheError", "fingerprint"]
+__all__ = ["DEFAULT_ENCODER", "EncoderSpec", "FrameEncoder", "LatentCache", "LatentCacheError", "build_with_progress", "fingerprint"]

@@ -117,3 +117,17 @@ def test_latents_of_another_encoder_are_refused(export_dir, parts, tmp_path):
     with pytest.raises(WorldModelError, match=r"not come from the encoder the world model was trained with"):
         train_grpo(config, tmp_path / "g", policy, wm_dir, latents=tmp_path / "other")
     assert wm.encoder_key != LatentCache(tmp_path / "other", other.encoder.spec()).key
+
+
+def test_atom_train_grpo_end_to_end_and_a_missing_world_model(parts, tmp_path):
+    from typer.testing import CliRunner
+
+    from atomvla.train.cli import app
+
+    policy, wm_dir, _ = parts
+    common = ["grpo", "--policy", str(policy), *GRPO_FAST, "train.max_steps=1"]
+    run = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "g"), "--world-model", str(wm_dir), "rewards.final=0"])
+    assert run.exit_code == 0, run.output
+    assert "subgoal" in run.output and (tmp_path / "g" / "step-000001" / "grpo_config.json").is_file()
+    missing = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "h"), "--world-model", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "no world model here" in missing.output

@@ -33,3 +33,17 @@ def test_trained_world_model_beats_copying_the_current_latent(export_dir):
     assert report["rollout_l1"] < report["rollout_copy_l1"]
     wm = WorldModel.load(wm_dir)
     assert wm.config.encoder.model == "tiny" and wm.encoder_key
+
+
+def test_atom_train_wm_end_to_end_and_bad_datasets(export_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from atomvla.train.cli import app
+    from tests.train.conftest import SOURCE
+
+    run = CliRunner().invoke(app, ["wm", "--dataset", str(export_dir), "--out", str(tmp_path / "wm"),
+                                   "train.max_steps=3", "train.log_every=1000"])
+    assert run.exit_code == 0, run.output
+    assert "vs copy" in run.output and (tmp_path / "wm" / "world_model.safetensors").is_file()
+    bare = CliRunner().invoke(app, ["wm", "--dataset", str(SOURCE), "--out", str(tmp_path / "bare")])
+    assert bare.exit_code == 2 and "no subtasks" in bare.output

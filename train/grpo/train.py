@@ -30,7 +30,7 @@ from atomvla.train.data.samples import ChunkDataset, ChunkSampler
 from atomvla.train.grpo import sde
 from atomvla.train.grpo.config import GRPOConfig
 from atomvla.train.grpo.objective import LossParts, group_advantages, grpo_loss
-from atomvla.train.latents import LatentCache, LatentCacheError
+from atomvla.train.latents import LatentCache, LatentCacheError, build_with_progress
 from atomvla.train.models.vla import VLA
 from atomvla.train.rewards import TERMS, States, score
 from atomvla.train.worldmodel.data import LatentEpisode, load_latent_episodes
@@ -141,7 +141,7 @@ def _open_latents(wm: WorldModel, latents: str | Path | None, episodes: Sequence
             f"({wm.encoder_identity.get('encoder')!r}, key {wm.encoder_key}): {exc}"
         ) from exc
     wm.check_latents(cache, str(root))
-    cache.build([e.meta for e in episodes], device=device)
+    build_with_progress(cache, [e.meta for e in episodes], device)
     return cache
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from atomvla.train.data.episodes import TrainEpisode, split_episodes
-from atomvla.train.latents import LatentCache
+from atomvla.train.latents import LatentCache, build_with_progress
 from atomvla.train.worldmodel.config import WMConfig
 from atomvla.train.worldmodel.data import LatentEpisode, Normaliser, Windows, load_latent_episodes
 from atomvla.train.worldmodel.model import PredictorDims
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def open_latents(config: WMConfig, episodes: Sequence[TrainEpisode], latents_dir: str | Path, device: str = "cpu") -> LatentCache:
     """The latent cache for `config`'s encoder, with every episode encoded (once)."""
     cache = LatentCache(latents_dir, config.encoder.spec())
-    n = cache.build([e.meta for e in episodes], device=device)
+    n = build_with_progress(cache, [e.meta for e in episodes], device)
     if n:
         log.info("encoded %d frames into %s", n, latents_dir)
     return cache
