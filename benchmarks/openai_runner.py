@@ -135,6 +135,9 @@ def main() -> None:
     per_k = 1000 * cost_usd(cfg.model, round(est.input_tokens_per_episode), round(est.output_tokens_per_episode))
     per_k_batch = 1000 * cost_usd(cfg.model, round(est.input_tokens_per_episode), round(est.output_tokens_per_episode), batch=True)
     print(f"$ per 1,000 episodes at {cfg.model} list prices: standard {per_k:.2f}, Batch API {per_k_batch:.2f}")
+    fine = estimate(OpenAIBackend(OpenAIConfig(coarse_to_fine=True), api_key_env=KEY_ENV), fixture)
+    print(f"with --coarse-to-fine ({cfg.model}, 3 boundaries of {OpenAIConfig().dense_frames} dense frames): "
+          f"{fine.input_tokens_per_episode:.0f} input tokens, ${1000 * fine.usd_per_episode:.2f} per 1,000 episodes")
 
 
 if __name__ == "__main__":
