@@ -54,11 +54,16 @@ def open_episodes(store: Store, job: str) -> set[str]:
 
 
 def submit(store: Store, backend: OpenAIBackend, episodes: Sequence[EpisodeMeta], client: openai.OpenAI) -> list[str]:
-    """Batch ids submitted for the episodes that need an answer (not proposed, not cached, not queued)."""
+    """Batch ids submitted for the episodes that need an answer (not proposed, not cached, not queued).
+
+    Each batch is uploaded as soon as it is full, so memory holds one input file at most.
+    """
     job = job_id(backend)
     todo, _ = pending(store, backend, episodes, overwrite=False)
     queued = open_episodes(store, job)
-    lines: list[tuple[str, str, str]] = []  # (episode id, cache key, JSONL line)
+    batch_ids: list[str] = []
+    chunk: list[tuple[str, str, str]] = []  # (episode id, cache key, JSONL line)
+    size = 0
     for meta in todo:
         if meta.episode_id in queued:
             continue
@@ -67,43 +72,39 @@ def submit(store: Store, backend: OpenAIBackend, episodes: Sequence[EpisodeMeta]
         key = backend.cache_key(body)
         if backend.cache is not None and backend.cache.get(key) is not None:
             continue
-        lines.append((meta.episode_id, key, json.dumps({"custom_id": meta.episode_id, "method": "POST", "url": ENDPOINT, "body": body})))
-    store.start_job(job, backend.name, backend.config.model_dump(mode="json"), [e for e, _, _ in lines])
-    batch_ids = []
-    for chunk in _chunks(lines):
-        payload = ("\n".join(line for _, _, line in chunk) + "\n").encode()
-        uploaded = client.files.create(file=("atomvla-batch.jsonl", payload), purpose="batch")
-        batch = client.batches.create(
-            input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h", metadata={"atomvla_job": job}
-        )
-        store.add_batch(
-            batch.id,
-            job,
-            batch.status,
-            {
-                "episodes": [e for e, _, _ in chunk],
-                "keys": {e: k for e, k, _ in chunk},
-                "input_file_id": uploaded.id,
-                "model": backend.model,
-                "settings": backend.config.model_dump(mode="json"),
-            },
-        )
-        batch_ids.append(batch.id)
-        log.info("submitted %s: %d episodes", batch.id, len(chunk))
+        line = json.dumps({"custom_id": meta.episode_id, "method": "POST", "url": ENDPOINT, "body": body})
+        if chunk and (len(chunk) >= MAX_REQUESTS or size + len(line) + 1 > MAX_BYTES):
+            batch_ids.append(_upload(store, backend, client, job, chunk))
+            chunk, size = [], 0
+        chunk.append((meta.episode_id, key, line))
+        size += len(line) + 1
+    if chunk:
+        batch_ids.append(_upload(store, backend, client, job, chunk))
     return batch_ids
 
 
-def _chunks(lines: list[tuple[str, str, str]]) -> list[list[tuple[str, str, str]]]:
-    chunks: list[list[tuple[str, str, str]]] = []
-    size = 0
-    for item in lines:
-        n = len(item[2]) + 1
-        if not chunks or len(chunks[-1]) >= MAX_REQUESTS or size + n > MAX_BYTES:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(item)
-        size += n
-    return chunks
+def _upload(store: Store, backend: OpenAIBackend, client: openai.OpenAI, job: str, chunk: list[tuple[str, str, str]]) -> str:
+    """One input file and its batch, recorded in the store with what collecting it needs."""
+    store.start_job(job, backend.name, backend.config.model_dump(mode="json"), [e for e, _, _ in chunk])
+    payload = ("\n".join(line for _, _, line in chunk) + "\n").encode()
+    uploaded = client.files.create(file=("atomvla-batch.jsonl", payload), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h", metadata={"atomvla_job": job}
+    )
+    store.add_batch(
+        batch.id,
+        job,
+        batch.status,
+        {
+            "episodes": [e for e, _, _ in chunk],
+            "keys": {e: k for e, k, _ in chunk},
+            "input_file_id": uploaded.id,
+            "model": backend.model,
+            "settings": backend.config.model_dump(mode="json"),
+        },
+    )
+    log.info("submitted %s: %d episodes", batch.id, len(chunk))
+    return batch.id
 
 
 @dataclass

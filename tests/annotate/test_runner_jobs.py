@@ -200,3 +200,16 @@ def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap():
     assert retry_after_s(error(429, {"retry-after": "3"})) == 3.0
     assert 0 <= retry_after_s(error(429, {"retry-after": "Thu, 01 Jan 1970 00:00:00 GMT"})) < 1  # past: now
     assert is_retryable(error(429, {})) and is_retryable(error(503, {})) and not is_retryable(error(400, {}))
+
+
+def test_a_large_submit_is_split_into_files_within_the_api_limits(store_path, metas, monkeypatch):
+    from atomvla.annotate.jobs import batch as batch_api
+
+    monkeypatch.setattr(batch_api, "MAX_REQUESTS", 4)
+    with FakeOpenAI() as server:
+        result = invoke("batch", "submit", "--store", store_path, "--base-url", server.url)
+        assert result.exit_code == 0, result.output
+        uploads = [r for r in server.log if r.path.endswith("/files")]
+    batches = Store(store_path).batches()
+    assert [len(b["request"]["episodes"]) for b in batches] == [4, 4, 3] and len(uploads) == 3
+    assert sorted(e for b in batches for e in b["request"]["episodes"]) == sorted(m.episode_id for m in metas)
