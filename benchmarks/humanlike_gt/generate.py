@@ -92,24 +92,34 @@ def record(spec: TaskSpec, seed: int) -> tuple[EpisodeRecording, tuple[Subtask, 
 
 
 def closed_convention(subtasks: tuple[Subtask, ...], opening: np.ndarray, grip: np.ndarray) -> tuple[Subtask, ...]:
-    """The truth relabelled so that a pick ends when the fingers have closed: the first frame,
-    after the last start of closing before the pick's end, at which the opening has covered
-    CLOSED_FRACTION of its way from where the closing started to where it is at the pick's end."""
+    """The truth relabelled so that a pick ends when the fingers have closed on the object.
+
+    For each pick followed by another subtask: the closing is the last rise of the grip command
+    to its grasp level (its highest over the pick and the next subtask) that starts before the
+    pick ends; the fingers have closed at the first frame from that start on where the opening
+    has covered CLOSED_FRACTION of its way down to its smallest value over the two subtasks. That
+    frame may lie before or after the object's first motion (some scripts move while closing)."""
     out = list(subtasks)
     for i, s in enumerate(subtasks[:-1]):
+        nxt = subtasks[i + 1]
         if s.skill != "pick":
             continue
-        end = s.end_frame
-        closing = np.flatnonzero((grip[1:end] > grip[: end - 1]) & (grip[: end - 1] <= -0.99))
-        if not len(closing):
+        span = slice(s.start_frame, nxt.end_frame)
+        top = s.start_frame + int(np.argmax(grip[span] >= grip[span].max() - 1e-6))
+        start = top
+        while start > s.start_frame and grip[start - 1] < grip[start] - 1e-6:
+            start -= 1
+        if start >= s.end_frame or grip[span].max() <= grip[start]:
+            continue  # no closing in this pick
+        settled = float(opening[span].min())
+        travel = settled - float(opening[start])
+        if travel >= 0:
             continue
-        start = int(closing[-1])
-        travel = opening[end] - opening[start]
-        covered = (opening[start:end + 1] - opening[start]) / travel
+        covered = (opening[start:nxt.end_frame] - opening[start]) / travel
         closed = start + int(np.argmax(covered >= CLOSED_FRACTION))
-        closed = min(max(closed, s.start_frame + 1), end)
+        closed = min(max(closed, s.start_frame + 1), nxt.end_frame - 1)
         out[i] = s.model_copy(update={"end_frame": closed})
-        out[i + 1] = subtasks[i + 1].model_copy(update={"start_frame": closed})
+        out[i + 1] = nxt.model_copy(update={"start_frame": closed})
     return tuple(out)
 
 
