@@ -57,7 +57,8 @@ def test_subtask_columns_match_the_store_frame_by_frame(exported):
     store, out = exported
     decs = _accepted(store)
     assert len(decs) == 10
-    ds = datasets.load_dataset("parquet", data_files=str(out / "data/*/*.parquet"), split="train")
+    ds = datasets.load_dataset("parquet", data_files=str(out / "data/*/*.parquet"), split="train",
+                               cache_dir=str(out.parent / "hf_cache"))
     assert len(ds) == sum(d.n_frames for d in decs)
     subtasks = pd.read_parquet(out / "meta/subtasks.parquet")
     text_of = dict(zip(subtasks["subtask_index"], subtasks.index))

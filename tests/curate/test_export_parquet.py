@@ -21,7 +21,8 @@ def test_loads_with_datasets_in_both_configs(tmp_path):
     assert "configs:" in (out / "README.md").read_text()
     store = Store(db)
     decs = [store.latest(m.episode_id) for m in store.episodes()]
-    frames = datasets.load_dataset(str(out), split="train")
+    cache = str(tmp_path / "hf_cache")  # datasets caches local folders by name: keep each test apart
+    frames = datasets.load_dataset(str(out), split="train", cache_dir=cache)
     assert len(frames) == sum(d.n_frames for d in decs)
     assert frames[0]["subtask"] == decs[0].subtasks[0].instruction
     last = decs[0].subtasks[-1]
@@ -29,6 +30,6 @@ def test_loads_with_datasets_in_both_configs(tmp_path):
     assert (row["episode_index"], row["frame_index"], row["subtask"], row["skill"]) == (
         0, last.start_frame, last.instruction, last.skill)
     assert len(row["action"]) == 4
-    episodes = datasets.load_dataset(str(out), "episodes", split="train")
+    episodes = datasets.load_dataset(str(out), "episodes", split="train", cache_dir=cache)
     assert [e["episode_id"] for e in episodes] == [d.episode_id for d in decs]
     assert episodes[3]["subtasks"] == [s.model_dump() for s in decs[3].subtasks]

@@ -153,4 +153,5 @@ def test_a_parquet_export_keeps_its_configs_in_the_card(export_dir, hub_env, tmp
 
     accepted = Store(db).latest_all(status="accepted")
     frames = sum(d.n_frames for d in accepted.values())
-    assert len(datasets.load_dataset(str(plain), split="train")) == frames  # the card still selects the data
+    loaded = datasets.load_dataset(str(plain), split="train", cache_dir=str(tmp_path / "hf_cache"))
+    assert len(loaded) == frames  # the card still selects the data
