@@ -16,7 +16,8 @@ from atomvla.curate.sources.naming import numbered_names
 INFO = Path("meta") / "info.json"
 READER_OF_VERSION = {"v2.0": "lerobot_v21", "v2.1": "lerobot_v21", "v3.0": "lerobot_v3"}
 # Per-frame bookkeeping columns LeRobot writes next to the real signals.
-BOOKKEEPING = {"timestamp", "frame_index", "episode_index", "index", "task_index"}
+# subtask_index is a curated export's label column, not a signal.
+BOOKKEEPING = {"timestamp", "frame_index", "episode_index", "index", "task_index", "subtask_index"}
 _NUMERIC = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"}
 
 
