@@ -54,6 +54,8 @@ MISMATCH_PENALTY = 1.5
 PEAK_THRESHOLD = 0.8
 # A hand moving at less than this fraction of its typical (90th percentile) speed is still.
 STILL = 0.08
+# A motion after a pause whose direction is within ~70 degrees of the one before it resumed it.
+RESUMED = 0.3
 _END_KIND: dict[str, Kind] = {"pick": "close", "place": "open"}
 
 
@@ -150,11 +152,14 @@ def _move_pick_ends(
     return out
 
 
-def hesitations(kin: Kinematics, longest: int) -> np.ndarray:
-    """(n,) bool: frames of pauses shorter than `longest` frames between two motions, where the
-    hand moves less than STILL of its typical speed and no gripper changes."""
+def hesitations(kin: Kinematics, longest: int, w: int) -> np.ndarray:
+    """(n,) bool: frames of pauses shorter than `longest` frames inside one motion: the hand moves
+    less than STILL of its typical speed, no gripper changes, and the `w` frames after the pause
+    move the way the `w` frames before it did (a motion resumed, not a new one)."""
     norm = np.linalg.norm(kin.motion, axis=1)
-    still = norm <= STILL * (quantile(norm, 0.9) or 1.0)
+    # over 3 frames: one frame of device jitter does not end a pause
+    smooth = np.convolve(norm, np.ones(3) / 3, mode="same")
+    still = smooth <= STILL * (quantile(norm, 0.9) or 1.0)
     for g in (*kin.grippers, *kin.fingers):
         if g is not None and np.ptp(g) > 0:
             still[:-1] &= np.abs(np.diff(g)) <= 0.01 * np.ptp(g)
@@ -162,7 +167,9 @@ def hesitations(kin: Kinematics, longest: int) -> np.ndarray:
     edges = np.flatnonzero(np.diff(np.r_[0, still.astype(int), 0]))
     for a, b in zip(edges[::2], edges[1::2]):
         if a > 0 and b < len(still) and b - a < longest:
-            out[a:b] = True
+            before, after = kin.motion[max(a - w, 0) : a].mean(axis=0), kin.motion[b : b + w].mean(axis=0)
+            if before @ after > RESUMED * np.linalg.norm(before) * np.linalg.norm(after):
+                out[a:b] = True
     return out
 
 
@@ -171,7 +178,7 @@ def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: Heu
 
     Hesitations (see `hesitations`) are cut out of the signals first, so a motion resumed after
     one is not a new start; boundaries found on the rest map back to the original frames."""
-    pauses = hesitations(kin, round(config.pause_s * fps))
+    pauses = hesitations(kin, round(config.pause_s * fps), max(2, round(config.window_s * fps)))
     if not pauses.any():
         return _decompose(kin, task, n_frames, fps, config)
     keep = np.flatnonzero(~pauses)
