@@ -133,7 +133,7 @@ class OpenAIBackend(VLMBackend):
         if not os.environ.get(self.api_key_env):
             raise MissingKeyError(
                 f"no API key: set {self.api_key_env}"
-                + (" (or name another variable with --api-key-env)" if self.api_key_env == DEFAULT_KEY_ENV else "")
+                + (", or name the variable with --api-key-env" if self.api_key_env == DEFAULT_KEY_ENV else "")
             )
 
     def client(self):

@@ -163,7 +163,7 @@ def test_a_missing_key_is_one_line_before_any_work(tmp_path, metas, monkeypatch)
         result = invoke("run", "--store", path, "--backend", "openai", "--base-url", server.url)
         assert result.exit_code == 2
         assert result.output.strip().splitlines() == [
-            "error: no API key: set OPENAI_API_KEY (or name another variable with --api-key-env)"
+            "error: no API key: set OPENAI_API_KEY, or name the variable with --api-key-env"
         ]
         result = invoke("run", "--store", path, "--backend", "openai", "--base-url", server.url, "--api-key-env", "TEAM_KEY")
         assert result.exit_code == 2 and result.output.strip() == "error: no API key: set TEAM_KEY"
