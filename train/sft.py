@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +46,10 @@ class SFTResult:
 
 
 def make_accelerator(config: SFTConfig) -> Accelerator:
-    """CPU (gloo when launched with several processes) or GPUs; FSDP when asked and distributed."""
+    """CPU (gloo when launched with several processes) or GPUs; FSDP2 when asked and distributed."""
     cuda = torch.cuda.is_available()
     plugin = None
-    if config.train.distributed == "fsdp" and cuda and int(__import__("os").environ.get("WORLD_SIZE", "1")) > 1:
+    if config.train.distributed == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import FullyShardedDataParallelPlugin
 
         plugin = FullyShardedDataParallelPlugin(

@@ -1,10 +1,12 @@
-"""Run by `torchrun --nproc_per_node 2` from test_sft.py: a few SFT steps, then each rank writes its weights."""
+"""Run by `torchrun --nproc_per_node 2` from test_sft.py: a few SFT steps (DDP or FSDP), then each
+rank writes its full weights."""
 
 import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from atomvla.train.config import get_config
 from atomvla.train.sft import train_sft
@@ -12,6 +14,8 @@ from atomvla.train.sft import train_sft
 dataset, out, overrides = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 result = train_sft(get_config("tiny-cpu", overrides), dataset, out / "run", overrides=tuple(overrides))
 rank = torch.distributed.get_rank()
-state = {k: v.detach().contiguous().clone() for k, v in result.model.state_dict().items()}
+# Full tensors on every rank, gathered from the shards under FSDP.
+full = get_model_state_dict(result.model, options=StateDictOptions(full_state_dict=True))
+state = {k: v.detach().contiguous().clone() for k, v in full.items()}
 save_file(state, out / f"rank{rank}.safetensors")
 (out / f"rank{rank}.losses").write_text(" ".join(map(str, result.losses)))

@@ -66,9 +66,10 @@ def test_a_resumed_run_gives_the_losses_of_the_uninterrupted_one(export_dir, fas
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_two_cpu_processes_train_identical_weights(export_dir, fast, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_cpu_processes_train_identical_weights(export_dir, fast, tmp_path, strategy):
     torchrun = Path(sys.executable).with_name("torchrun")
-    overrides = [*fast, "train.max_steps=2", "train.save_every=2", "train.batch_size=2"]
+    overrides = [*fast, "train.max_steps=2", "train.save_every=2", "train.batch_size=2", f"train.distributed={strategy}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
