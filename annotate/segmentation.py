@@ -145,9 +145,9 @@ def gripper_events(
     """
     if skip > 0:
         g = np.asarray(gripper, dtype=np.float64)
-        start = after_transient(g, skip)
-        if fingers is not None:
-            start = max(start, after_transient(np.asarray(fingers, dtype=np.float64), skip))
+        # The fingers, where measured, say how long it lasts: a command may already be closing on
+        # the object (a person who starts closing at once) while the fingers have yet to move.
+        start = after_transient(g if fingers is None else np.asarray(fingers, dtype=np.float64), skip)
         tail = None if fingers is None else np.asarray(fingers)[start:]
         return [(f + start, kind) for f, kind in gripper_events(g[start:], min_hold, 0, tail)]
     g = np.asarray(gripper, dtype=np.float64)

@@ -54,6 +54,9 @@ MISMATCH_PENALTY = 1.5
 PEAK_THRESHOLD = 0.8
 # A hand moving at less than this fraction of its typical (90th percentile) speed is still.
 STILL = 0.08
+# A pause interrupts a motion only if the hand moved at least this fraction of its typical speed
+# (on average) just before and just after it.
+MOVING = 0.3
 # A motion after a pause whose direction is within ~70 degrees of the one before it resumed it.
 RESUMED = 0.3
 _END_KIND: dict[str, Kind] = {"pick": "close", "place": "open"}
@@ -155,11 +158,13 @@ def _move_pick_ends(
 def hesitations(kin: Kinematics, longest: int, w: int) -> np.ndarray:
     """(n,) bool: frames of pauses shorter than `longest` frames inside one motion: the hand moves
     less than STILL of its typical speed, no gripper changes, and the `w` frames after the pause
-    move the way the `w` frames before it did (a motion resumed, not a new one)."""
+    move the way the `w` frames before it did, both at MOVING of the typical speed or more (a
+    motion resumed, not a new one)."""
     norm = np.linalg.norm(kin.motion, axis=1)
+    typical = quantile(norm, 0.9) or 1.0
     # over 3 frames: one frame of device jitter does not end a pause
     smooth = np.convolve(norm, np.ones(3) / 3, mode="same")
-    still = smooth <= STILL * (quantile(norm, 0.9) or 1.0)
+    still = smooth <= STILL * typical
     for g in (*kin.grippers, *kin.fingers):
         if g is not None and np.ptp(g) > 0:
             still[:-1] &= np.abs(np.diff(g)) <= 0.01 * np.ptp(g)
@@ -168,7 +173,8 @@ def hesitations(kin: Kinematics, longest: int, w: int) -> np.ndarray:
     for a, b in zip(edges[::2], edges[1::2]):
         if a > 0 and b < len(still) and b - a < longest:
             before, after = kin.motion[max(a - w, 0) : a].mean(axis=0), kin.motion[b : b + w].mean(axis=0)
-            if before @ after > RESUMED * np.linalg.norm(before) * np.linalg.norm(after):
+            moving = min(np.linalg.norm(before), np.linalg.norm(after)) > MOVING * typical
+            if moving and before @ after > RESUMED * np.linalg.norm(before) * np.linalg.norm(after):
                 out[a:b] = True
     return out
 
