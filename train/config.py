@@ -170,7 +170,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 10
     grad_clip: float = 1.0
-    lm_loss_weight: float = 0.1  # weight of the subtask-generation loss against flow matching
+    # Weight of the subtask-generation loss against flow matching. On the tiny config, 1.0 took the
+    # LM loss to 0.02 in 300 steps with flow loss unchanged; 0.1 left it at 1.1 after 400.
+    lm_loss_weight: float = 1.0
     mixed_precision: Literal["no", "bf16"] = "no"
     distributed: Literal["ddp", "fsdp"] = "ddp"
     save_every: int = 50
