@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
 from atomvla.annotate.cli import app
+from atomvla.annotate.jobs.cache import ResponseCache
 from atomvla.annotate.jobs.limiter import RateLimiter, parse_duration
 from atomvla.annotate.jobs.pricing import cost_usd
 from atomvla.annotate.jobs.retry import RetryPolicy
@@ -56,7 +57,11 @@ def test_a_killed_run_resumes_asking_nothing_already_answered(store_path, metas,
         while len(server.markers_answered(markers)) < 3 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.02)
         answered = server.markers_answered(markers)
-        time.sleep(0.3)  # long enough for those answers to have reached the client
+        # Each answer the client receives is cached first: wait until those answers have arrived.
+        cache = ResponseCache.beside(store_path)
+        while len(cache) < len(answered) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before it could be stopped"
         proc.send_signal(stop)
         _, err = proc.communicate(timeout=60)
         if stop == signal.SIGKILL:
