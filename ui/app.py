@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # these short handlers), and without a progress overlay flashing on every key press.
 FAST = {"queue": False, "show_progress": "hidden"}
 WINDOW_RADIUS = 60  # frames each side of the cursor sent to the browser per request
-QUEUE_ROWS = 200  # rows of the queue table (counts cover all)
+QUEUE_ROWS = 100  # rows of the queue table (counts cover all); more costs the browser a redraw
 STATUS_CHOICES = [("unreviewed (needs review, proposed, unlabelled)", "unreviewed"), ("all", "all")] + [
     (s.replace("_", " "), s) for s in STATUSES
 ]

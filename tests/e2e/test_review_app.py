@@ -185,12 +185,27 @@ def test_an_invalid_decomposition_cannot_be_accepted(setup):
     before = store.latest(ep).revision
     ctx = login(setup, "bob")
     page = open_episode(ctx, setup, ep)
+    page.keyboard.press("?")  # the help panel lists the keys
+    expect_text(page, "#atom-help", "move the selected boundary to the cursor")
+    page.keyboard.press(" ")  # play at the dataset fps, pause
+    page.wait_for_function("window.atomReview.cursor >= 5", timeout=15000)
+    page.keyboard.press(" ")
+    stopped = frame(page)
+    page.wait_for_timeout(300)
+    assert frame(page) == stopped
+    page.keyboard.press("Home")
     page.keyboard.press("m")  # merge the two subtasks: one subtask is not a decomposition
     expect_text(page, "#atom-validation", "needs 2-5")
     page.click("#atom-accept")
     expect_text(page, "#atom-message", "Not saved")
     shot(setup, page, "review-invalid")
     assert store.latest(ep).revision == before
+
+    page.click(".atom-take[data-author=heuristic]")  # start over from another backend's proposal
+    heuristic = [d for d in store.history(ep) if d.author == "heuristic"][-1]
+    page.wait_for_function(f"[...document.querySelectorAll('#atom-timeline .atom-tl-main .atom-bd')]"
+                           f".map(e => +e.dataset.frame).join() === '{','.join(map(str, heuristic.boundaries))}'")
+    expect_text(page, "#atom-validation", "Valid")
     ctx.close()
 
 
