@@ -104,7 +104,7 @@ class FakeOpenAI:
 
     def __enter__(self) -> FakeOpenAI:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _Server(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -240,6 +240,11 @@ class FakeOpenAI:
 
 def _sha(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
+
+
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 resets connections when dozens of clients connect at once.
+    request_queue_size = 256
 
 
 class _Handler(BaseHTTPRequestHandler):
