@@ -34,6 +34,8 @@ _GRIP_MIN_RANGE = 0.3
 # A gripper signal changing less than this fraction of its range per frame is still; a start
 # transient that is still moving at the end of its window is followed up to this many windows.
 _STILL, _TRANSIENT_STRETCH = 0.01, 4
+# A gripper signal moving less than this fraction of its range over half a transient window has settled.
+_SETTLED = 0.05
 # A command and the fingers whose correlation is weaker than this say nothing about each other.
 _RELATED = 0.2
 # While accelerating from rest, each frame is at most this fraction as fast as the next.
@@ -131,7 +133,11 @@ def open_level(command: np.ndarray, fingers: np.ndarray) -> int | None:
 
 
 def gripper_events(
-    gripper: np.ndarray, min_hold: int, skip: int = 0, fingers: np.ndarray | None = None
+    gripper: np.ndarray,
+    min_hold: int,
+    skip: int = 0,
+    fingers: np.ndarray | None = None,
+    travelling: np.ndarray | None = None,
 ) -> list[tuple[int, Kind]]:
     """(n,) -> [(frame, "close" | "open")]: where the gripper signal starts a change across
     mid-range that stays (a slow, hesitant closing counts from where it set off).
@@ -141,13 +147,16 @@ def gripper_events(
     `open_level`); otherwise demonstrations start with the gripper open, so the first event's
     direction is the one called "close". The first `skip` frames are a start transient (a twitch,
     fingers opening from their rest pose): the signals are read from the end of that transient on
-    (see `after_transient`), so whatever they do before decides nothing.
+    (see `after_transient`, which `travelling` (n,) bool, the arm moving, informs), so whatever
+    they do before decides nothing.
     """
     if skip > 0:
         g = np.asarray(gripper, dtype=np.float64)
-        # The fingers, where measured, say how long it lasts: a command may already be closing on
-        # the object (a person who starts closing at once) while the fingers have yet to move.
-        start = after_transient(g if fingers is None else np.asarray(fingers, dtype=np.float64), skip)
+        # The fingers, where measured, say how long it lasts (they lag the command).
+        if fingers is None:
+            start = after_transient(g, skip, None, travelling)
+        else:
+            start = after_transient(np.asarray(fingers, dtype=np.float64), skip, g, travelling)
         tail = None if fingers is None else np.asarray(fingers)[start:]
         return [(f + start, kind) for f, kind in gripper_events(g[start:], min_hold, 0, tail)]
     g = np.asarray(gripper, dtype=np.float64)
@@ -183,19 +192,34 @@ def gripper_events(
     return [(f, "close" if lvl == closing_level else "open") for f, lvl in events]
 
 
-def after_transient(g: np.ndarray, skip: int) -> int:
-    """Where the start transient of a gripper signal (n,) ends: frame `skip`, or, when the gripper
-    moved in the first `skip` frames and is still moving then (fingers slowly leaving their rest
-    pose, as ALOHA's scripts open theirs during the first reach), the frame it stops, at most
-    `_TRANSIENT_STRETCH` times `skip`."""
-    span = float(g.max() - g.min())
-    if span == 0 or len(g) <= skip:
+def _changing(x: np.ndarray, k: int) -> np.ndarray:
+    """(n,) -> (n,) bool: the signal moves by more than `_SETTLED` of its range over the next k
+    frames (a slow ramp changes little per frame but keeps changing)."""
+    span = float(np.ptp(x))
+    out = np.zeros(len(x), dtype=bool)
+    if span > 0:
+        out[:-k] = np.abs(x[k:] - x[:-k]) > _SETTLED * span
+    return out
+
+
+def after_transient(
+    g: np.ndarray, skip: int, command: np.ndarray | None = None, travelling: np.ndarray | None = None
+) -> int:
+    """Where the start transient of a gripper signal (n,) ends: frame `skip`; or, when the gripper
+    (or its `command`) changes in the first `skip` frames and the arm is `travelling` (n,) bool
+    (fingers leaving their rest pose during the first reach, as ALOHA's scripts open theirs; a
+    grasp closes on an object the hand has reached), the frame the signal settles (having first
+    waited for fingers that lag their command), at most `_TRANSIENT_STRETCH` times `skip`."""
+    if len(g) <= skip:
         return skip
-    moving = np.abs(np.diff(g)) > _STILL * span
+    k = max(skip // 2, 1)
+    changing = _changing(g, k)
+    commanded = _changing(command, k) if command is not None else changing
     t = skip
-    if moving[:skip].any():
-        limit = min(len(moving), _TRANSIENT_STRETCH * skip)
-        while t < limit and moving[t - 1]:
+    within = max(skip - k, 1)  # a change that starts (and shows) inside the window
+    if changing[:within].any() or commanded[:within].any():
+        limit = min(len(g), _TRANSIENT_STRETCH * skip)
+        while t < limit and (changing[t] or commanded[t]) and (travelling is None or travelling[t]):
             t += 1
     return t
 

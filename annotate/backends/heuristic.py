@@ -35,6 +35,7 @@ from atomvla.annotate.segmentation import (
     local_peaks,
     motion_onset,
     quantile,
+    window_means,
 )
 from atomvla.curate.episode import Episode
 from atomvla.schemas import DEFAULT_MIN_FRAMES, MAX_SUBTASKS, MIN_SUBTASKS, EpisodeMeta, Subtask
@@ -208,8 +209,15 @@ def _decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: He
     regrasp = round(config.regrasp_s * fps)
     grippers = kin.grippers or (kin.gripper,)
     fingers = kin.fingers or (None,) * len(grippers)
+    norm = np.linalg.norm(kin.motion, axis=1)
+    travelling = window_means(norm[:, None], w)[1][:, 0] > MOVING * (quantile(norm, 0.9) or 1.0)
     per_arm = [
-        [(f, kind, arm) for f, kind in drop_regrasps(gripper_events(g, min_frames, skip, fingers[arm] if fingers[arm] is not g else None), regrasp)]
+        [
+            (f, kind, arm)
+            for f, kind in drop_regrasps(
+                gripper_events(g, min_frames, skip, fingers[arm] if fingers[arm] is not g else None, travelling), regrasp
+            )
+        ]
         for arm, g in enumerate(grippers)
         if g is not None
     ]
