@@ -7,7 +7,7 @@ in the same process and browser.
   Meta-World fixture (AV1, 128x128) and a long-GOP H.264 video (480x360, keyframe every 250 frames,
   from benchmarks/video_access.py), where stepping crosses the prefetch window's edges.
 - Segment click far from the cursor on the long-GOP video: click -> painted (ours only; the
-  baseline has no timeline).
+  baseline has no timeline); and a seek to an arbitrary far frame, which nothing prefetched.
 - Open the next episode: "n" -> the new episode's first frame painted.
 - The queue with 10,000 episodes (synthesised store rows, two proposals each): reading the store
   at start, and changing the sort in the browser -> the table redrawn.
@@ -95,12 +95,13 @@ def long_gop_store(store: Store, root: Path) -> str:
     store.upsert_episodes(metas)
     meta = metas[0]
     n = meta.n_frames
-    cuts = [0, n // 3, 2 * n // 3, n]
-    store.add_revision(Decomposition(
-        episode_id=meta.episode_id, n_frames=n, author="heuristic",
-        subtasks=tuple(Subtask(start_frame=a, end_frame=b, instruction=f"step {k + 1}", skill="other")
-                       for k, (a, b) in enumerate(zip(cuts, cuts[1:]))),
-        provenance=Provenance(backend="heuristic", confidence=0.5)))
+    for author, parts in (("heuristic", 5), ("vlm", 4)):  # two proposals: 7 distinct far segment starts
+        cuts = [round(n * k / parts) for k in range(parts + 1)]
+        store.add_revision(Decomposition(
+            episode_id=meta.episode_id, n_frames=n, author=author,
+            subtasks=tuple(Subtask(start_frame=a, end_frame=b, instruction=f"step {k + 1}", skill="other")
+                           for k, (a, b) in enumerate(zip(cuts, cuts[1:]))),
+            provenance=Provenance(backend=author, confidence=0.5)))
     return meta.episode_id
 
 
@@ -187,9 +188,9 @@ def bench_baseline_steps(browser, episode: Episode) -> list[float]:
 
 
 def bench_jumps(browser, server: ReviewServer, episode_id: str, n_frames: int) -> list[float]:
-    """Seek far from the cursor, as a click on a distant segment does (`atomReview.seek(start)`), to
-    a fresh spot each time (alternating ends, so nothing there was decoded, cached or prefetched);
-    then wait for the window around it, as a reviewer looking at the frame would."""
+    """Seek to an arbitrary far frame (`atomReview.seek`, as moving the slider far does), a fresh
+    spot each time (alternating ends, so nothing there was prefetched); then wait for the window
+    around it, as a reviewer looking at the frame would."""
     page = open_ours(browser, f"{server.url}/?episode={episode_id}")
     page.locator("#atom-timeline .atom-tl-main .atom-seg").last.click()  # a real click first: same path
     page.wait_for_function("window.atomReview.has(window.atomReview.cursor)", timeout=30000)
@@ -199,6 +200,23 @@ def bench_jumps(browser, server: ReviewServer, episode_id: str, n_frames: int) -
         ms += measure(page, lambda f=f: page.evaluate(
             "(f) => { window.__lat.t0 = performance.now(); window.atomReview.seek(f); }", f), 1)
         page.wait_for_function("!window.atomReview.pending && window.atomReview.jumping === null", timeout=30000)
+    page.close()
+    return ms
+
+
+def bench_segment_clicks(browser, server: ReviewServer, episode_id: str) -> list[float]:
+    """Open the episode, then click a timeline segment far from the cursor: a fresh page each time
+    (nothing of the episode in the browser but what opening it fetched)."""
+    page = open_ours(browser, f"{server.url}/?episode={episode_id}")
+    ms = []
+    for k in range(JUMPS):
+        if k:
+            page.reload(wait_until="load")
+            page.wait_for_selector("#atom-cams img[src^='data:image/jpeg']", timeout=60000)
+            page.evaluate(PROBE, "#atom-cams")
+        page.wait_for_function("window.atomReview.marked", timeout=60000)
+        far = [el for el in page.query_selector_all("#atom-timeline .atom-seg") if int(el.get_attribute("data-start")) >= 300]
+        ms += measure(page, far[k % len(far)].click, 1)
     page.close()
     return ms
 
@@ -251,7 +269,8 @@ def main() -> None:
             for name, ep in (("fixture AV1 128x128", fixture_id), ("long-GOP H.264 480x360", long_id)):
                 put(f"frame step, ours ({name})", bench_steps(browser, server, Episode(store.episode(ep))))
                 put(f"frame step, plain Gradio slider ({name})", bench_baseline_steps(browser, Episode(store.episode(ep))))
-            put("seek far from the cursor, e.g. segment click (long-GOP H.264)",
+            put("segment click far from the cursor (long-GOP H.264)", bench_segment_clicks(browser, server, long_id))
+            put("seek to any far frame, nothing prefetched (long-GOP H.264)",
                 bench_jumps(browser, server, long_id, store.episode(long_id).n_frames))
             put("open next episode (fixture store)", bench_open_next(browser, server, fixture_id))
         finally:

@@ -136,6 +136,17 @@ class ReviewApp:
         return json.dumps({"episode_id": review.episode_id, "first": first, "radius": radius, "seq": seq,
                            "frames": self.frames.window(review.episode_id, first, center + radius)})
 
+    def marks(self, review: Review) -> str:
+        """The frames a click on the timeline jumps to: every segment start (the open decomposition
+        and every proposal) and the frame before it, so such a click paints without waiting."""
+        if review.edit is None:
+            return ""
+        starts = {s.start for s in review.edit.segments}
+        starts |= {s.start for d in self.store.history(review.episode_id) for s in d.subtasks}
+        wanted = {f for s in starts for f in (s - 1, s) if f >= WINDOW_RADIUS}  # the first window has the rest
+        at = self.frames.frames_at(review.episode_id, wanted)
+        return json.dumps({"episode_id": review.episode_id, "radius": 0, "at": at})
+
     # -- what the page shows ----------------------------------------------------------------
 
     def header(self, review: Review) -> str:
@@ -323,9 +334,11 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
             payload = gr.Textbox(visible="hidden", elem_id="atom-payload")
             win = gr.Textbox(visible="hidden", elem_id="atom-win")
             jump = gr.Textbox(visible="hidden", elem_id="atom-jump")
+            marks = gr.Textbox(visible="hidden", elem_id="atom-marks")
             taken = gr.Textbox(visible="hidden", elem_id="atom-take-author")
             win_btn = gr.Button("w", elem_id="atom-win-btn", elem_classes="atom-hidden")
             jump_btn = gr.Button("j", elem_id="atom-jump-btn", elem_classes="atom-hidden")
+            marks_btn = gr.Button("m", elem_id="atom-marks-btn", elem_classes="atom-hidden")
             seg_btn = gr.Button("s", elem_id="atom-seg-btn", elem_classes="atom-hidden")
             take_btn = gr.Button("t", elem_id="atom-take-btn", elem_classes="atom-hidden")
 
@@ -378,6 +391,8 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
             btn.click(lambda c, k, r: app.window(r, c, k), [cursor, want, review], [box],
                       js=f"(...a) => {{ const q = window.atomReview.asked.{kind}; a[0] = q.center; a[1] = q.radius; return a; }}",
                       **FAST, trigger_mode="multiple").then(None, [box], None, js="(w) => window.atomReview.addFrames(w)")
+        marks_btn.click(lambda r: app.marks(r), [review], [marks], **FAST).then(
+            None, [marks], None, js="(w) => window.atomReview.addFrames(w)")
         seg_btn.click(lambda c, r: app.segment_panel(r, c), [cursor, review], [instr, skill],
                       js="(...a) => { a[0] = window.atomReview.cursor; return a; }", **FAST)
 

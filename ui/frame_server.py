@@ -69,18 +69,23 @@ class FrameServer:
 
     def window(self, episode_id: str, first: int, last: int) -> dict[str, list[str]]:
         """{camera: data URLs of frames first..last-1} (clipped to the episode)."""
+        n_frames = self.store.episode(episode_id).n_frames
+        at = self.frames_at(episode_id, range(max(0, first), min(n_frames, last)))
+        return {cam: list(urls.values()) for cam, urls in at.items()}
+
+    def frames_at(self, episode_id: str, indices) -> dict[str, dict[int, str]]:
+        """{camera: {frame: data URL}} for the valid frame `indices` of the episode, in order."""
         meta = self.store.episode(episode_id)  # KeyError for anything not in the store
-        first, last = max(0, first), min(meta.n_frames, last)
-        out: dict[str, list[str]] = {}
+        wanted = sorted({int(i) for i in indices if 0 <= int(i) < meta.n_frames})
+        out: dict[str, dict[int, str]] = {}
         for cam in meta.cameras:
-            urls: list[str | None] = [self._jpegs.get((episode_id, cam.key, i)) for i in range(first, last)]
-            missing = [first + k for k, u in enumerate(urls) if u is None]
+            urls = {i: self._jpegs.get((episode_id, cam.key, i)) for i in wanted}
+            missing = [i for i, u in urls.items() if u is None]
             if missing:
-                frames = self._episode_frames(episode_id, cam.key).get_many(missing)
-                for i, rgb in zip(missing, frames):
-                    url = self._encode(rgb)
-                    self._jpegs.put((episode_id, cam.key, i), url, len(url))
-                    urls[i - first] = url
+                # One read for all of them: sorted, so a decoder goes through the file once.
+                for i, rgb in zip(missing, self._episode_frames(episode_id, cam.key).get_many(missing)):
+                    urls[i] = self._encode(rgb)
+                    self._jpegs.put((episode_id, cam.key, i), urls[i], len(urls[i]))
             out[cam.key] = urls  # type: ignore[assignment]
         return out
 

@@ -31,19 +31,23 @@
     R.opening = true;
     R.seek(p.cursor);
     R.opening = false;
+    R.marked = false;
+    click("atom-marks-btn");  // then the frames that timeline clicks jump to
   };
 
+  // A payload holds a run of frames (`first`, `frames`) or scattered ones (`at`: {frame: url}).
   R.store = (p) => {
     for (const cam of R.cams) {
-      const urls = p.frames[cam] || [];
+      const urls = (p.frames && p.frames[cam]) || [];
       for (let k = 0; k < urls.length; k++) R.frames[cam][p.first + k] = urls[k];
+      for (const [i, url] of Object.entries((p.at && p.at[cam]) || {})) R.frames[cam][+i] = url;
     }
   };
 
   R.addFrames = (json) => {
     if (!json) return;
     const p = JSON.parse(json);
-    if (p.radius === 1) R.jumping = null; else R.pending = false;
+    if (p.radius === 1) R.jumping = null; else if (p.radius > 1) R.pending = false; else R.marked = true;
     if (p.episode_id !== R.ep) return;
     R.store(p);
     R.paint();  // paints the cursor's frame if it came, and asks for the rest of the window
