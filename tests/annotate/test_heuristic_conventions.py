@@ -8,6 +8,7 @@ import pytest
 
 from atomvla.annotate.backends.heuristic import HeuristicConfig, decompose
 from atomvla.annotate.kinematics import arm_prefixes, extract
+from atomvla.annotate.segmentation import gripper_events
 from atomvla.schemas import EpisodeMeta
 
 FPS = 20
@@ -225,3 +226,21 @@ def test_a_hesitation_inside_a_motion_splits_nothing():
     assert abs(boundaries(subtasks)[0] - start) <= 2, (boundaries(subtasks), start)
     # with pauses this short counted as splits, the resumed pull is taken for the start
     assert abs(boundaries(run(sim, "open the drawer", config=HeuristicConfig(pause_s=0)))[0] - start) > 2
+
+
+def test_fingers_opening_slowly_during_the_first_reach_are_a_start_transient():
+    # ALOHA's scripts start with the grippers shut and open them while the arms reach out.
+    sim = Sim(2)
+    sim.grip = [0.3, 0.3]
+    for i in range(15):  # both arms travel while their commands ramp open and the fingers follow
+        sim.cmd = [1.0 - 2.0 * i / 14] * 2
+        sim._step(1, np.array([-0.5, 0.5, -0.2]), grip_rate=0.1)
+        sim._step(0, np.array([0.5, 0.5, 0.0]), grip_rate=0.1)
+    pick_place(sim, arm=1)
+    right_fingers, right_command = np.asarray(sim.states)[:, 7], np.asarray(sim.actions)[:, 7]
+    transient = gripper_events(right_command, 5, round(0.5 * FPS), right_fingers)
+    assert transient[0][0] > 60 and [k for _, k in transient] == ["close", "open"]  # the grasp, the release
+    assert gripper_events(right_command, 5, 0, right_fingers)[0][0] < 30  # without: the opening is an event
+    subtasks = run(sim, "pick up the cube with the right arm and put it in the bin", ("left_", "right_"))
+    assert [s.skill for s in subtasks] == ["pick", "place"]
+    assert abs(boundaries(subtasks)[0] - sim.marks["moved"]) <= 2, (boundaries(subtasks), sim.marks)
