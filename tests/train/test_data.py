@@ -122,3 +122,20 @@ def test_statistics_of_another_dataset_are_refused(export_dir, tmp_path):
     (d / "meta" / "info.json").write_text(json.dumps(info))
     with pytest.raises(DatasetError, match="statistics do not match"):
         ChunkDataset(open_dataset(d), CFG.data, stats, ("observation.images.corner",))
+
+
+def test_a_hub_repo_id_reads_the_curated_export_from_the_hub_cache(export_dir, tmp_path, monkeypatch):
+    """The real `snapshot_download`, offline, against a cache laid out the way it leaves one."""
+    import huggingface_hub.constants as hub_constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "datasets--someone--curated"
+    shutil.copytree(export_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    episodes = open_dataset("someone/curated")
+    assert [e.subtasks for e in episodes] == [e.subtasks for e in open_dataset(export_dir)]
+    with pytest.raises(DatasetError, match="someone/elsewhere: not a local path, and the Hub download failed"):
+        open_dataset("someone/elsewhere")
