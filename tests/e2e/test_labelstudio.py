@@ -123,7 +123,8 @@ def test_round_trip(ls, api, store, tmp_path):
     # An annotator ends the first subtask at Label Studio frame 30 and retypes an instruction.
     first, last = truth.subtasks[0], truth.subtasks[-1]
     annotation = region("r1", 1, 30, first.skill, "grasp the drawer handle") + region("r2", 31, n, last.skill, last.instruction)
-    assert api.post(f"/api/tasks/{task['id']}/annotations/", json={"result": annotation}).status_code == 201
+    posted = api.post(f"/api/tasks/{task['id']}/annotations/", json={"result": annotation})
+    assert posted.status_code == 201
 
     result = run("labelstudio", "import", "--url", ls.url, "--project", "round trip", "--store", store, token=ls.token)
     assert result.exit_code == 0, result.output
@@ -136,6 +137,13 @@ def test_round_trip(ls, api, store, tmp_path):
     again = run("labelstudio", "import", "--url", ls.url, "--project", "round trip", "--store", store, token=ls.token)
     assert again.exit_code == 0 and "stored 0 revision(s)" in said(again) and "1 unchanged" in said(again)
     assert db.latest(episode_id).revision == new.revision
+
+    # The annotator edits the annotation: the last frame of the first subtask becomes 40.
+    edited = region("r1", 1, 40, first.skill, "grasp the drawer handle") + region("r2", 41, n, last.skill, last.instruction)
+    assert api.patch(f"/api/annotations/{posted.json()['id']}/", json={"result": edited}).status_code == 200
+    third = run("labelstudio", "import", "--url", ls.url, "--project", "round trip", "--store", store, token=ls.token)
+    assert third.exit_code == 0 and "stored 1 revision(s)" in said(third)
+    assert db.latest(episode_id).boundaries == [40] and db.latest(episode_id).revision == new.revision + 1
 
 
 def test_bad_input_is_refused_and_nothing_written(ls, api, store):
