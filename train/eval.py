@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from atomvla.train.data.episodes import DatasetError, open_dataset
+from atomvla.train.data.episodes import DatasetError, dataset_ref, open_dataset
 from atomvla.train.data.samples import ChunkDataset, Sample
 from atomvla.train.policy import Policy, load_policy
 
@@ -40,7 +40,7 @@ def evaluate(
 ) -> dict[str, Any]:
     policy = load_policy(checkpoint, seed=seed)
     trained = policy.trained
-    dataset = str(dataset or trained.state["dataset"])
+    dataset = dataset_ref(dataset or trained.state["dataset"])
     episodes = open_dataset(dataset, trained.config.data.status)
     held = set(trained.state["val_episodes"]) if dataset == trained.state["dataset"] else None
     chosen = [e for e in episodes if held is None or e.meta.episode_id in held]

@@ -29,7 +29,7 @@ from atomvla.train.checkpoint import (
     save_checkpoint,
 )
 from atomvla.train.config import SFTConfig, apply_overrides, config_to_json, from_dict
-from atomvla.train.data.episodes import DatasetError, TrainEpisode, open_dataset, split_episodes
+from atomvla.train.data.episodes import DatasetError, TrainEpisode, dataset_ref, open_dataset, split_episodes
 from atomvla.train.data.normalize import Stats
 from atomvla.train.data.samples import ChunkDataset, ChunkSampler, cameras_of
 from atomvla.train.models.action_head import SkillMoE
@@ -96,9 +96,9 @@ def train_sft(
     prior = Checkpoint(base).trainer_state if base else {}
     if base:  # the checkpoint's config, with this run's overrides
         config = apply_overrides(from_dict(SFTConfig, Checkpoint(base).config), overrides)
-    dataset = str(dataset or prior.get("dataset") or "")
-    if not dataset:
+    if not (dataset or prior.get("dataset")):
         raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
+    dataset = dataset_ref(dataset or prior["dataset"])
 
     accelerator = make_accelerator(config)
     rank, world = accelerator.process_index, accelerator.num_processes

@@ -53,6 +53,12 @@ class TrainEpisode:
         return [s.start_frame for s in self.subtasks[1:]]
 
 
+def dataset_ref(dataset: str | Path) -> str:
+    """How a checkpoint records its dataset: an absolute path if it is local, else the Hub id."""
+    path = Path(dataset).expanduser()
+    return str(path.resolve()) if path.exists() else str(dataset)
+
+
 def open_dataset(dataset: str | Path, status: str = "accepted") -> list[TrainEpisode]:
     """The episodes of `dataset`: a store file (`*.sqlite`), a curated export folder, or a Hub id."""
     path = Path(dataset).expanduser()
