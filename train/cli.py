@@ -33,6 +33,8 @@ def main() -> None:
 @app.command("configs")
 def configs(kind: Annotated[Optional[str], typer.Option(help="Only configs of this kind (sft, wm, grpo).")] = None) -> None:
     """List the named configs."""
+    import atomvla.train.grpo.config  # noqa: F401  (each loop registers its configs on import)
+    import atomvla.train.worldmodel.config  # noqa: F401
     from atomvla.train.config import CONFIGS
 
     for (k, name), _ in sorted(CONFIGS.items()):
