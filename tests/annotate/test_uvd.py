@@ -117,21 +117,40 @@ def test_episode_without_camera_or_encoder_is_a_backend_error(tmp_path):
         get_backend("uvd")(UVDConfig(encoder=str(tmp_path / "no-such-model"))).propose(episode)
 
 
-def test_transformers_encoder_loaded_by_path(tmp_path):
+def _tiny_dinov2(folder: Path) -> int:
     from transformers import Dinov2Config, Dinov2Model, ViTImageProcessor
 
-    folder = tmp_path / "tiny-dinov2"
     config = Dinov2Config(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
     )
     Dinov2Model(config).save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return 32  # pooled output
+
+
+def _tiny_clip(folder: Path) -> int:
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    layers = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = CLIPConfig(
+        text_config={**layers, "vocab_size": 100}, vision_config={**layers, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return 16  # image features (projection)
+
+
+@pytest.mark.parametrize("build", [_tiny_dinov2, _tiny_clip], ids=["dinov2", "clip"])
+def test_transformers_encoder_loaded_by_path(tmp_path, build):
+    folder = tmp_path / "tiny-encoder"
+    dim = build(folder)
 
     from atomvla.annotate.backends.uvd import load_encoder
 
     frames = np.random.default_rng(1).integers(0, 255, (5, 24, 24, 3), dtype=np.uint8)
     embeddings = load_encoder(str(folder), 16)(frames)
-    assert embeddings.shape == (5, 32) and np.isfinite(embeddings).all()
+    assert embeddings.shape == (5, dim) and np.isfinite(embeddings).all()
 
     xy = path_through([(0, 1), (0, 2), (0, 0)], [30, 40])
     episode = _hdf5_episode(tmp_path, xy, "open the drawer")
