@@ -150,3 +150,23 @@ def test_run_and_eval_from_the_command_line(tmp_path):
     assert wrong.exit_code == 2 and "--encoder does not apply to the heuristic backend" in wrong.output
     itself = runner.invoke(annotate, ["run", "--store", store, "--backend", "hybrid", "--language", "hybrid"])
     assert itself.exit_code == 2 and "hybrid cannot take its language from itself" in " ".join(itself.output.split())
+
+
+def test_heuristic_boundaries_with_gpt_instructions_from_a_local_server(episode, monkeypatch):
+    """The issue's example: heuristic boundaries, instructions from the `openai` backend, here the
+    real OpenAI client against the tests' local server (which answers three subtasks)."""
+    from fake_openai import FakeOpenAI
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-hybrid")
+    with FakeOpenAI() as server:
+        config = HybridConfig(
+            boundaries="heuristic", language="openai", language_settings={"base_url": server.url, "frames": 4}, snap_s=0
+        )
+        dec = get_backend("hybrid")(config).propose(episode)
+        requests = server.chat_requests()
+    heuristic = get_backend("heuristic")().propose(episode)
+    assert dec.status is Status.proposed and dec.boundaries == heuristic.boundaries
+    # Two heuristic segments, three answered: each takes the answer it overlaps most.
+    assert [s.instruction for s in dec.subtasks] == ["step 1", "step 3"]
+    assert len(requests) == 1 and dec.provenance.model == "gpt-4o"
+    assert dec.provenance.tokens_in > 4 * 85 and dec.provenance.cost_usd > 0
