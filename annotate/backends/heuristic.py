@@ -170,13 +170,18 @@ def hesitations(kin: Kinematics, longest: int, w: int) -> np.ndarray:
         if g is not None and np.ptp(g) > 0:
             still[:-1] &= np.abs(np.diff(g)) <= 0.01 * np.ptp(g)
     out = np.zeros(len(still), dtype=bool)
-    edges = np.flatnonzero(np.diff(np.r_[0, still.astype(int), 0]))
-    for a, b in zip(edges[::2], edges[1::2]):
-        if a > 0 and b < len(still) and b - a < longest:
-            before, after = kin.motion[max(a - w, 0) : a].mean(axis=0), kin.motion[b : b + w].mean(axis=0)
-            moving = min(np.linalg.norm(before), np.linalg.norm(after)) > MOVING * typical
-            if moving and before @ after > RESUMED * np.linalg.norm(before) * np.linalg.norm(after):
-                out[a:b] = True
+    edges = np.flatnonzero(np.diff(np.r_[0, still.astype(np.int8), 0]))
+    a, b = edges[::2], edges[1::2]  # still runs [a, b)
+    inner = (a > 0) & (b < len(still)) & (b - a < longest)
+    if not inner.any():
+        return out
+    a, b = a[inner], b[inner]
+    means_before, means_after = window_means(kin.motion, w)
+    before, after = means_before[a], means_after[b]
+    nb, na = np.linalg.norm(before, axis=1), np.linalg.norm(after, axis=1)
+    resumed = (np.minimum(nb, na) > MOVING * typical) & ((before * after).sum(axis=1) > RESUMED * nb * na)
+    for x, y in zip(a[resumed], b[resumed]):
+        out[x:y] = True
     return out
 
 
