@@ -119,6 +119,15 @@ def test_the_policy_generates_its_subtask_then_acts(trained_run, export_dir, tmp
     result = policy.infer(observation)
     assert result.actions.shape == (4, 4) and np.isfinite(result.actions).all()
     assert isinstance(result.subtask, str)
+    # Re-deciding every K chunks: the VLM generates on chunks 0, K, 2K, ... of an episode.
+    generated = []
+    generate = policy.generate_subtasks
+    policy.generate_subtasks = lambda samples, **kw: generated.append(len(generated)) or generate(samples, **kw)
+    policy.redecide_every = 3
+    policy.reset()
+    for _ in range(7):
+        policy.infer(observation)
+    assert len(generated) == 3  # chunks 0, 3, 6
     report = evaluate(out, None, tmp_path / "eval", max_samples=8)
     assert report["held_out"] and report["episodes"] == 2 and report["samples"] == 8
     assert 0 <= report["subtask_match_rate"] <= 1 and report["action_mse"] > 0
