@@ -57,6 +57,7 @@ def test_closed_convention_moves_the_pick_end_to_where_the_fingers_closed():
     assert not check_subtasks(relabelled, n)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("gym_aloha") is None, reason="needs the bench extra (gym-aloha)")
 def test_one_real_aloha_transfer_is_recorded_with_its_truth():
     from benchmarks.aloha_gt.generate import NAMES, record
