@@ -50,7 +50,9 @@ def sft(
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints step-N/, TensorBoard logs tb/.")] = Path(
         "runs/sft"
     ),
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out, with its config (overrides apply).")
+    ] = False,
     add_skill: Annotated[
         Optional[str], typer.Option("--add-skill", help="Add an expert for this skill to a MoE policy (needs --from).")
     ] = None,
@@ -152,7 +154,9 @@ def grpo(
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints step-N/, metrics.jsonl, tb/.")] = Path(
         "runs/grpo"
     ),
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out, with its config (overrides apply).")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Stage II: offline GRPO of the SFT policy, rewarded by the world model (subgoal energy,

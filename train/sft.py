@@ -185,7 +185,8 @@ def train_sft(
     batches = iter(loader)
     t0, logged, tokens = time.perf_counter(), start, 0
     for step in range(start, config.train.max_steps):
-        batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
+        batch = {k: v.to(accelerator.device, non_blocking=True) if torch.is_tensor(v) else v
+                 for k, v in next(batches).items()}
         gen = torch.Generator(accelerator.device).manual_seed(config.train.seed * 1_000_003 + step * 1009 + rank)
         result = model(batch, gen)
         accelerator.backward(result.total)
