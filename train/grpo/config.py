@@ -22,7 +22,7 @@ class GRPOConfig:
     kl_beta: float = 0.04  # weight of the k3 KL to the SFT reference
     updates_per_batch: int = 1  # policy updates on each sampled group (ratio = 1 on the first)
     rewards: RewardConfig = field(default_factory=RewardConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=4, max_steps=50, lr=1e-4, warmup_steps=5))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=4, max_steps=50, lr=1e-3, warmup_steps=5))
 
 
 register(GRPOConfig(name="tiny-cpu"))
