@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from atomvla.train.data.episodes import DatasetError, dataset_ref, open_dataset
+from atomvla.train.data.episodes import dataset_ref, open_dataset
 from atomvla.train.data.samples import ChunkDataset, Sample
 from atomvla.train.policy import Policy, load_policy
 
@@ -162,5 +162,3 @@ def print_report(report: dict[str, Any], console) -> None:
     console.print(table)
     console.print(f"plot: {report['plot']}")
 
-
-__all__ = ["DatasetError", "evaluate", "print_report"]
