@@ -56,7 +56,7 @@ def sft(
     add_skill: Annotated[
         Optional[str], typer.Option("--add-skill", help="Add an expert for this skill to a MoE policy (needs --from).")
     ] = None,
-    from_: Annotated[Optional[Path], typer.Option("--from", help="Checkpoint to start from (with --add-skill).")] = None,
+    from_: Annotated[Optional[Path], typer.Option("--from", help="Start from this checkpoint's weights, config and statistics (needed by --add-skill).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Stage I: train the VLA (VLM + DiT action head) on task + current-subtask prompts.
