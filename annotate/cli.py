@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from atomvla.annotate.backends import BACKENDS, get_backend
+from atomvla.annotate.backends import BACKENDS, Backend, get_backend
 from atomvla.annotate.evaluation.plots import plot_episode
 from atomvla.annotate.evaluation.report import report, score_episode, table
 from atomvla.annotate.evaluation.truth import TruthError, load_truth
@@ -36,7 +36,8 @@ from atomvla.curate.cli_support import (
     setup_logging,
 )
 from atomvla.curate.episode import Episode
-from atomvla.schemas import Status
+from atomvla.curate.store import Store
+from atomvla.schemas import EpisodeMeta, Status
 
 log = logging.getLogger("atomvla.annotate")
 
@@ -83,7 +84,15 @@ _FLAGS = {
 }
 
 
-def _engine(db, backend: str, profile, overrides: dict, api_key_env: str, retry: RetryPolicy = RetryPolicy(), need_key: bool = True):
+def _engine(
+    db: Store,
+    backend: str,
+    profile: Optional[str],
+    overrides: dict,
+    api_key_env: str,
+    retry: RetryPolicy = RetryPolicy(),
+    need_key: bool = True,
+) -> Backend:
     """The configured backend; a missing API key is reported here, before any work."""
     try:
         engine = build_engine(db, backend, profile, overrides, flags=_FLAGS, api_key_env=api_key_env, retry=retry)
@@ -96,7 +105,8 @@ def _engine(db, backend: str, profile, overrides: dict, api_key_env: str, retry:
     return engine
 
 
-def _chosen(db, store: Path, episodes: Optional[str], shard: Optional[str]) -> list:
+def _chosen(db: Store, store: Path, episodes: Optional[str], shard: Optional[str]) -> list[EpisodeMeta]:
+    """The episodes `--episodes` selects, within `--shard`."""
     all_episodes = db.episodes()
     if not all_episodes:
         raise fail(f"{store}: no episodes (import a source with `atom-curate import SOURCE --store {store}`)")
