@@ -164,7 +164,8 @@ def hesitations(kin: Kinematics, longest: int, w: int) -> np.ndarray:
     norm = np.linalg.norm(kin.motion, axis=1)
     typical = quantile(norm, 0.9) or 1.0
     # over 3 frames: one frame of device jitter does not end a pause
-    smooth = np.convolve(norm, np.ones(3) / 3, mode="same")
+    smooth = norm.copy()
+    smooth[1:-1] = (norm[:-2] + norm[1:-1] + norm[2:]) / 3
     still = smooth <= STILL * typical
     for g in (*kin.grippers, *kin.fingers):
         if g is not None and np.ptp(g) > 0:
@@ -214,8 +215,8 @@ def _decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: He
     regrasp = round(config.regrasp_s * fps)
     grippers = kin.grippers or (kin.gripper,)
     fingers = kin.fingers or (None,) * len(grippers)
-    norm = np.linalg.norm(kin.motion, axis=1)
-    travelling = window_means(norm[:, None], w)[1][:, 0] > MOVING * (quantile(norm, 0.9) or 1.0)
+    speed = np.linalg.norm(kin.motion, axis=1)
+    travelling = window_means(speed[:, None], w)[1][:, 0] > MOVING * (quantile(speed, 0.9) or 1.0)
     per_arm = [
         [
             (f, kind, arm)
@@ -228,12 +229,13 @@ def _decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: He
     ]
     tagged = sorted(e for arm_events in per_arm for e in arm_events)
     events = [(f, kind) for f, kind, _ in tagged]
-    speed = np.linalg.norm(kin.motion, axis=1)
     # After a grasp the object moves with the hand: its first motion, up or sideways, ends the pick
     # (pick_end="moved"); the other conventions move that boundary back to the closing or on past the lift.
     # (Not raised by the contact bonus: reaching from above is what precedes a grasp, not what follows it.)
-    plain_peaks = peaks if plain is score else local_peaks(plain, min_frames)
-    grasps = [c for c in grasp_boundaries(plain, plain_peaks, speed, events, w, GRIPPER_BONUS) if c.kind == "close"]
+    grasps = []
+    if any(kind == "close" for _, kind in events):
+        plain_peaks = peaks if plain is score else local_peaks(plain, min_frames)
+        grasps = [c for c in grasp_boundaries(plain, plain_peaks, speed, events, w, GRIPPER_BONUS) if c.kind == "close"]
     if not any(kind == "open" for _, kind in events) and config.pick_end != "lifted":
         sideways_speed = sideways_score = np.zeros(0)  # not needed: spared (the heuristic must be fast)
         sideways_peaks: list[int] = []
