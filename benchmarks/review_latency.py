@@ -34,7 +34,7 @@ from atomvla.curate.episode import Episode  # noqa: E402
 from atomvla.curate.sources import open_source  # noqa: E402
 from atomvla.curate.store import Store  # noqa: E402
 from atomvla.schemas import Decomposition, EpisodeMeta, Provenance, Subtask  # noqa: E402
-from benchmarks.video_access import LONG_GOP, make_long_gop  # noqa: E402
+from benchmarks.video_access import make_long_gop  # noqa: E402
 from tests.e2e.review_server import CHROMIUM, CHROMIUM_ARGS, ReviewServer, free_port  # noqa: E402
 from tests.ui.review_store import build_review_store  # noqa: E402
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.resources import files
@@ -24,8 +23,6 @@ from atomvla.ui import editing, timeline
 from atomvla.ui.editing import EditError, EditSession, Segment, segments_of
 from atomvla.ui.frame_server import FrameServer
 from atomvla.ui.review_queue import SORTS, STATUSES, QueueFilter, ReviewQueue
-
-log = logging.getLogger(__name__)
 
 # Events answer straight over HTTP, not through Gradio's queue (its extra hops measured slower for
 # these short handlers), and without a progress overlay flashing on every key press.
@@ -142,7 +139,7 @@ class ReviewApp:
         if review.edit is None:
             return ""
         starts = {s.start for s in review.edit.segments}
-        starts |= {s.start for d in self.store.history(review.episode_id) for s in d.subtasks}
+        starts |= {s.start_frame for d in self.store.history(review.episode_id) for s in d.subtasks}
         wanted = {f for s in starts for f in (s - 1, s) if f >= WINDOW_RADIUS}  # the first window has the rest
         at = self.frames.frames_at(review.episode_id, wanted)
         return json.dumps({"episode_id": review.episode_id, "radius": 0, "at": at})

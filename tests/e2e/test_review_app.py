@@ -37,6 +37,8 @@ def setup(tmp_path_factory):
                "episodes": [m.episode_id for m in store.episodes()]}
         browser.close()
     server.stop()
+    log = (root / "server.log").read_text()
+    assert "Traceback" not in log, log[-3000:]  # no handler failed along the way
 
 
 def login(setup, user: str):
@@ -53,6 +55,7 @@ def open_episode(ctx, setup, episode_id: str):
     page.goto(f"{setup['server'].url}/?episode={urllib.parse.quote(episode_id)}", wait_until="load")
     page.wait_for_function("window.atomReview && window.atomReview.ep === %r" % episode_id, timeout=30000)
     page.wait_for_selector("#atom-cams img[src^='data:image/jpeg']", timeout=30000)
+    page.wait_for_function("window.atomReview.marked", timeout=30000)  # frames at the segment starts came
     page.errors = errors
     return page
 
