@@ -66,6 +66,11 @@ def test_calibrate_learns_a_teams_pick_convention_and_saves_it(store):
     assert [s.start_frame for s in tuned.propose(Episode(held)).subtasks] == [
         s.start_frame for s in HEURISTIC(team).propose(Episode(held)).subtasks
     ]
+    # `run --profile` proposes with those settings (a new settings hash: proposed again)
+    result = invoke("run", "--store", store, "--backend", "heuristic", "--profile", "team", "--episodes", str(held.episode_index))
+    assert result.exit_code == 0, result.output
+    proposal = db.latest(held.episode_id, author="heuristic")
+    assert proposal.provenance.settings_hash == tuned.settings_hash
 
 
 def test_calibrate_without_enough_accepted_episodes_says_so(store):
