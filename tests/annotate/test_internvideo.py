@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from atomvla.annotate.backends import BackendError, get_backend
 from atomvla.annotate.backends.internvideo import InternVideoConfig, chat_turns, load_model, pixel_values
@@ -44,6 +45,8 @@ def build_tiny_model(folder: Path) -> Path:
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
     config.auto_map = {"AutoModel": "tiny_vlm_chat.TinyChatQwen3VL"}
+    # Seeded: an unlucky random init can end its answer at once (no output tokens to count).
+    torch.manual_seed(0)
     TinyChatQwen3VL(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     shutil.copy(Path(__file__).with_name("tiny_vlm_chat.py"), folder / "tiny_vlm_chat.py")
