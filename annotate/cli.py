@@ -96,8 +96,9 @@ def _engine(
     """The configured backend; a missing API key is reported here, before any work."""
     try:
         engine = build_engine(db, backend, profile, overrides, flags=_FLAGS, api_key_env=api_key_env, retry=retry)
-        if need_key and isinstance(engine, OpenAIBackend):
-            engine.check_key()
+        for part in engine.parts if need_key else ():
+            if isinstance(part, OpenAIBackend):
+                part.check_key()
     except KeyError as exc:
         raise fail(exc.args[0]) from exc
     except (ProfileError, SettingsError, MissingKeyError) as exc:

@@ -58,6 +58,11 @@ class Backend(ABC):
         self.config = config if config is not None else self.Config()
 
     @property
+    def parts(self) -> tuple[Backend, ...]:
+        """The backends that do the work: itself, or those a combining backend runs."""
+        return (self,)
+
+    @property
     def settings_hash(self) -> str:
         """Same backend and settings -> same hash: a re-run skips episodes it already proposed."""
         payload = f"{self.name}:{self.config.model_dump_json()}"

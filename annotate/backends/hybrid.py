@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,11 @@ async def _propose(backend: Backend, episode: Episode) -> tuple[Decomposition, U
     return dec, Usage(p.tokens_in, p.tokens_out, p.cost_usd) if p is not None else Usage()
 
 
+def _plain_part(name: str, settings: dict[str, Any]) -> Backend:
+    cls = get_backend(name)
+    return cls(cls.Config(**settings))
+
+
 @register
 class HybridBackend(Backend):
     """Boundaries from `boundaries`, language from `language`, optionally snapped to kinematics."""
@@ -115,17 +121,19 @@ class HybridBackend(Backend):
     name = NAME
     Config = HybridConfig
 
-    def __init__(self, config: HybridConfig | None = None):
+    def __init__(self, config: HybridConfig | None = None, make_part: Callable[[str, dict[str, Any]], Backend] | None = None):
+        """`make_part(name, settings)` builds each part; the job engine passes one that gives a paid
+        API its key variable, response cache and retry policy, as for a top-level backend."""
         super().__init__(config)
         cfg: HybridConfig = self.config  # type: ignore[assignment]
-        self.cutter = self._make(cfg.boundaries, cfg.boundaries_settings)
+        make = make_part or _plain_part
+        self.cutter = make(cfg.boundaries, cfg.boundaries_settings)
         same = (cfg.language, cfg.language_settings) == (cfg.boundaries, cfg.boundaries_settings)
-        self.namer = self.cutter if same else self._make(cfg.language, cfg.language_settings)
+        self.namer = self.cutter if same else make(cfg.language, cfg.language_settings)
 
-    @staticmethod
-    def _make(name: str, settings: dict[str, Any]) -> Backend:
-        cls = get_backend(name)
-        return cls(cls.Config(**settings))
+    @property
+    def parts(self) -> tuple[Backend, ...]:
+        return (self.cutter, self.namer)
 
     @classmethod
     def can_handle(cls, meta: EpisodeMeta) -> bool:

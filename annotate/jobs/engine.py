@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from atomvla.annotate.backends.base import Backend, get_backend
+from atomvla.annotate.backends.hybrid import HybridBackend
 from atomvla.annotate.backends.openai_backend import OpenAIBackend
 from atomvla.annotate.jobs.cache import ResponseCache
 from atomvla.annotate.jobs.retry import RetryPolicy
@@ -42,7 +43,18 @@ def build_engine(
         names = ", ".join((flags or {}).get(k, k) for k in foreign)
         raise SettingsError(f"{names} does not apply to the {backend} backend")
     config = config_from_profile(store, backend, profile, given)
-    if issubclass(cls, OpenAIBackend):
-        responses = ResponseCache.beside(Path(store.path)) if cache else None
-        return cls(config, api_key_env=api_key_env, cache=responses, retry=retry)  # type: ignore[arg-type]
-    return cls(config)
+    responses = ResponseCache.beside(Path(store.path)) if cache else None
+
+    def instantiate(cls: type[Backend], config: Any) -> Backend:
+        if issubclass(cls, OpenAIBackend):
+            return cls(config, api_key_env=api_key_env, cache=responses, retry=retry)
+        if issubclass(cls, HybridBackend):
+            # Its parts get the same wiring, so a paid part is cached and its key checked up front.
+            def make_part(name: str, settings: dict[str, Any]) -> Backend:
+                part = get_backend(name)
+                return instantiate(part, part.Config(**settings))
+
+            return cls(config, make_part=make_part)
+        return cls(config)
+
+    return instantiate(cls, config)

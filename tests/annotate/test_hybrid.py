@@ -170,3 +170,28 @@ def test_heuristic_boundaries_with_gpt_instructions_from_a_local_server(episode,
     assert [s.instruction for s in dec.subtasks] == ["step 1", "step 3"]
     assert len(requests) == 1 and dec.provenance.model == "gpt-4o"
     assert dec.provenance.tokens_in > 4 * 85 and dec.provenance.cost_usd > 0
+
+
+def test_a_paid_part_gets_the_engine_s_key_check_and_response_cache(tmp_path, episode, monkeypatch):
+    """Built by the job engine (as `atom-annotate run` does), hybrid's `openai` part has its key
+    checked up front and its answers cached beside the store: asking again sends nothing."""
+    from fake_openai import FakeOpenAI
+
+    from atomvla.annotate.backends.openai_backend import MissingKeyError, OpenAIBackend
+    from atomvla.annotate.jobs.engine import build_engine
+
+    store = Store(tmp_path / "s.sqlite")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with FakeOpenAI() as server:
+        overrides = {"boundaries": "heuristic", "language": "openai", "snap_s": 0.0,
+                     "language_settings": {"base_url": server.url, "frames": 4}}
+        engine = build_engine(store, "hybrid", None, overrides)
+        paid = [p for p in engine.parts if isinstance(p, OpenAIBackend)]
+        assert len(paid) == 1 and paid[0].cache is not None
+        with pytest.raises(MissingKeyError, match="no API key: set OPENAI_API_KEY"):
+            paid[0].check_key()
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-hybrid")
+        first = engine.propose(episode)
+        again = build_engine(store, "hybrid", None, overrides).propose(episode)
+        assert len(server.chat_requests()) == 1
+    assert first.status is Status.proposed and again.subtasks == first.subtasks
