@@ -76,6 +76,93 @@ def _lr_lambda(config: SFTConfig):
     return f
 
 
+@dataclass(frozen=True)
+class _Start:
+    """Where a run starts: fresh, resumed from `out`, or from another checkpoint (`--from`)."""
+
+    config: SFTConfig
+    dataset: str
+    checkpoint: Path | None  # weights, statistics and tokenizer to start from
+    resumed: bool
+    prior: dict  # the checkpoint's trainer_state ({} when fresh)
+
+
+def _start(config: SFTConfig, dataset: str | Path | None, out: Path, resume: bool, from_checkpoint: Path | None,
+           overrides: tuple[str, ...]) -> _Start:
+    resume_from = latest_checkpoint(out) if out.is_dir() else None
+    if resume_from is not None and not resume:
+        raise CheckpointError(f"{out} already holds checkpoints; pass --resume to continue, or choose another --out")
+    if resume and resume_from is None:
+        raise CheckpointError(f"{out}: nothing to resume (no step-N checkpoint)")
+    base = resume_from or (resolve_checkpoint(Path(from_checkpoint)) if from_checkpoint else None)
+    prior = Checkpoint(base).trainer_state if base else {}
+    if base:  # the checkpoint's config, with this run's overrides
+        config = apply_overrides(from_dict(SFTConfig, Checkpoint(base).config), overrides)
+    if not (dataset or prior.get("dataset")):
+        raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
+    return _Start(config, dataset_ref(dataset or prior["dataset"]), base, resume_from is not None, prior)
+
+
+def _skills(start: _Start, add_skill: str | None, episodes: list[TrainEpisode]) -> tuple[str, ...]:
+    """The skills the head has experts for: the dataset's, the checkpoint's, or those plus `add_skill`."""
+    if not add_skill:
+        if not start.prior:
+            return skills_of(episodes)
+        unknown = set(skills_of(episodes)) - set(start.prior["skills"])
+        if unknown and start.config.head.moe:
+            raise DatasetError(f"{start.dataset}: skills {', '.join(sorted(unknown))} have no expert in "
+                               f"{start.checkpoint}; add one with --add-skill")
+        return tuple(start.prior["skills"])
+    if start.checkpoint is None:
+        raise CheckpointError("--add-skill needs --from CHECKPOINT (the policy to extend)")
+    if not start.config.head.moe:
+        raise CheckpointError(f"{start.checkpoint}: its action head has no experts (head.moe=false); cannot add a skill")
+    if add_skill not in SKILLS:
+        raise DatasetError(f"--add-skill {add_skill!r}: not a skill (skills: {', '.join(SKILLS)})")
+    if add_skill in start.prior["skills"]:
+        raise DatasetError(f"--add-skill {add_skill!r}: {start.checkpoint} already has an expert for it")
+    skills = (*start.prior["skills"], add_skill)
+    unknown = set(skills_of(episodes)) - set(skills)
+    if unknown:
+        raise DatasetError(
+            f"{start.dataset}: skills {', '.join(sorted(unknown))} have no expert in {start.checkpoint} nor --add-skill"
+        )
+    return skills
+
+
+class _Log:
+    """TensorBoard scalars, `metrics.jsonl` and a log line on the main process; throughput per interval."""
+
+    def __init__(self, out: Path, main: bool, samples_per_step: int, world: int, step: int):
+        self.out, self.samples_per_step, self.world = out, samples_per_step, world
+        self.writer = None
+        if main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            out.mkdir(parents=True, exist_ok=True)
+            self.writer = SummaryWriter(str(out / "tb"))
+        self.t0, self.step, self.tokens = time.perf_counter(), step, 0
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> None:
+        elapsed, self.t0 = time.perf_counter() - self.t0, time.perf_counter()
+        metrics["step_time_s"] = elapsed / (step - self.step)
+        metrics["samples_per_s"] = self.samples_per_step * (step - self.step) / elapsed
+        metrics["tokens_per_s"] = self.tokens * self.world / elapsed  # this rank's tokens, times the ranks
+        self.step, self.tokens = step, 0
+        if self.writer is None:
+            return
+        for k, v in metrics.items():
+            self.writer.add_scalar(f"sft/{k}", v, step)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        log.info("step %d  loss %.4f  flow %.4f  lm %.4f  lr %.2e", step, metrics["loss"], metrics["flow"],
+                 metrics["lm"], metrics["lr"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def train_sft(
     config: SFTConfig,
     dataset: str | Path | None,
@@ -87,55 +174,28 @@ def train_sft(
 ) -> SFTResult:
     """Train (or resume, or add a skill expert to) a policy; checkpoints go to `out/step-N`."""
     out = Path(out)
-    resume_from = latest_checkpoint(out) if out.is_dir() else None
-    if resume_from is not None and not resume:
-        raise CheckpointError(f"{out} already holds checkpoints; pass --resume to continue, or choose another --out")
-    if resume and resume_from is None:
-        raise CheckpointError(f"{out}: nothing to resume (no step-N checkpoint)")
-    base = resume_from or (from_checkpoint and resolve_checkpoint(Path(from_checkpoint)))
-    prior = Checkpoint(base).trainer_state if base else {}
-    if base:  # the checkpoint's config, with this run's overrides
-        config = apply_overrides(from_dict(SFTConfig, Checkpoint(base).config), overrides)
-    if not (dataset or prior.get("dataset")):
-        raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
-    dataset = dataset_ref(dataset or prior["dataset"])
-
+    start = _start(config, dataset, out, resume, from_checkpoint, overrides)
+    config, prior = start.config, start.prior
     accelerator = make_accelerator(config)
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(config.train.seed)
 
-    episodes = open_dataset(dataset, config.data.status)
-    if resume_from:
-        train_ids = set(prior["train_episodes"])
-        val_ids = list(prior["val_episodes"])
+    episodes = open_dataset(start.dataset, config.data.status)
+    if start.resumed:
+        train_ids, val_ids = set(prior["train_episodes"]), list(prior["val_episodes"])
     else:
         train_list, val_ids = split_episodes(episodes, config.data.val_fraction, config.train.seed)
         train_ids = set(train_list)
     train_eps = [e for e in episodes if e.meta.episode_id in train_ids]
     if not train_eps:
-        raise DatasetError(f"{dataset}: no training episodes left after holding out {len(val_ids)}")
+        raise DatasetError(f"{start.dataset}: no training episodes left after holding out {len(val_ids)}")
+    skills = _skills(start, add_skill, episodes)
+    added = add_skill or (prior.get("add_skill") if start.resumed else None)
 
-    if add_skill:
-        if not prior:
-            raise CheckpointError("--add-skill needs --from CHECKPOINT (the policy to extend)")
-        if not config.head.moe:
-            raise CheckpointError(f"{base}: its action head has no experts (head.moe=false); cannot add a skill")
-        if add_skill not in SKILLS:
-            raise DatasetError(f"--add-skill {add_skill!r}: not a skill (skills: {', '.join(SKILLS)})")
-        if add_skill in prior["skills"]:
-            raise DatasetError(f"--add-skill {add_skill!r}: {base} already has an expert for it")
-        skills = (*prior["skills"], add_skill)
-        unknown = set(skills_of(train_eps)) - set(skills)
-        if unknown:
-            raise DatasetError(f"{dataset}: skills {', '.join(sorted(unknown))} have no expert in {base} nor --add-skill")
-    else:
-        skills = tuple(prior["skills"]) if prior else skills_of(episodes)
-
-    if base:
-        trained = load_trained(base, overrides)
-        model, tokenizer, stats = trained.model, trained.processor.tokenizer, trained.stats
-        cameras = trained.cameras
-        if add_skill or (resume_from and prior.get("add_skill")):
+    if start.checkpoint is not None:
+        trained = load_trained(start.checkpoint, overrides)
+        model, tokenizer, stats, cameras = trained.model, trained.processor.tokenizer, trained.stats, trained.cameras
+        if added:
             _train_new_expert_only(model, grow=bool(add_skill))
     else:
         tokenizer = load_tokenizer(config.backbone)
@@ -145,46 +205,34 @@ def train_sft(
     processor = make_processor(config, tokenizer, skills)
 
     data = ChunkDataset(train_eps, config.data, stats, cameras_of(train_eps, cameras), processor)
-    start = int(prior["step"]) if resume_from else 0
-    sampler = ChunkSampler(len(data), config.train.batch_size, config.train.seed, rank, world, start)
+    first = int(prior["step"]) if start.resumed else 0
     workers = config.data.num_workers
     loader = torch.utils.data.DataLoader(
-        data, batch_sampler=sampler, collate_fn=processor.collate, num_workers=workers,
-        prefetch_factor=config.data.prefetch_factor if workers else None, persistent_workers=workers > 0,
-        pin_memory=torch.cuda.is_available(),
+        data, batch_sampler=ChunkSampler(len(data), config.train.batch_size, config.train.seed, rank, world, first),
+        collate_fn=processor.collate, num_workers=workers, persistent_workers=workers > 0,
+        prefetch_factor=config.data.prefetch_factor if workers else None, pin_memory=torch.cuda.is_available(),
     )
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.train.lr,
+                                  weight_decay=config.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
-    if resume_from:
-        Checkpoint(resume_from).load_training_state(model, optimizer, scheduler)
+    if start.resumed:
+        Checkpoint(start.checkpoint).load_training_state(model, optimizer, scheduler)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     inner = accelerator.unwrap_model(model)
     params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces them with sharded ones
 
-    writer = None
-    if accelerator.is_main_process:
-        from torch.utils.tensorboard import SummaryWriter
-
-        out.mkdir(parents=True, exist_ok=True)
-        writer = SummaryWriter(str(out / "tb"))
     trainer_state = {
-        "kind": "sft", "dataset": dataset, "skills": list(skills), "cameras": list(cameras),
-        "train_episodes": sorted(train_ids), "val_episodes": val_ids, "world_size": world,
-        "add_skill": add_skill or (prior.get("add_skill") if resume_from else None),
+        "kind": "sft", "dataset": start.dataset, "skills": list(skills), "cameras": list(cameras),
+        "train_episodes": sorted(train_ids), "val_episodes": val_ids, "world_size": world, "add_skill": added,
     }
-
-    def save(step: int) -> Path:
-        extra = {STATS_FILE: stats.save, TOKENIZER_DIR: lambda p: tokenizer.save_pretrained(p)}
-        return save_checkpoint(out, step, inner, optimizer, scheduler, config_to_json(config), trainer_state, extra)
-
+    extra = {STATS_FILE: stats.save, TOKENIZER_DIR: tokenizer.save_pretrained}
+    logger = _Log(out, accelerator.is_main_process, config.train.batch_size * world, world, first)
     losses: list[float] = []
     checkpoint = None
     model.train()
     batches = iter(loader)
-    t0, logged, tokens = time.perf_counter(), start, 0
-    for step in range(start, config.train.max_steps):
+    for step in range(first, config.train.max_steps):
         batch = {k: v.to(accelerator.device, non_blocking=True) if torch.is_tensor(v) else v
                  for k, v in next(batches).items()}
         gen = torch.Generator(accelerator.device).manual_seed(config.train.seed * 1_000_003 + step * 1009 + rank)
@@ -196,30 +244,18 @@ def train_sft(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(result.total.detach()))
-        tokens += int(batch["attention_mask"].sum())
+        logger.tokens += int(batch["attention_mask"].sum())
         done = step + 1
-        if done % config.train.log_every == 0 or done == config.train.max_steps:
+        last = done == config.train.max_steps
+        if done % config.train.log_every == 0 or last:
             metrics = {k: float(accelerator.reduce(v.detach(), "mean"))
                        for k, v in (("loss", result.total), ("flow", result.flow), ("lm", result.lm))}
-            metrics["lr"] = scheduler.get_last_lr()[0]
-            # Throughput since the last log line, on this rank's batches times the number of ranks.
-            elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
-            metrics["step_time_s"] = elapsed / (done - logged)
-            metrics["samples_per_s"] = config.train.batch_size * world * (done - logged) / elapsed
-            metrics["tokens_per_s"] = tokens * world / elapsed
-            logged, tokens = done, 0
-            if writer is not None:
-                for k, v in metrics.items():
-                    writer.add_scalar(f"sft/{k}", v, done)
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps({"step": done, **metrics}) + "\n")
-                log.info("step %d  loss %.4f  flow %.4f  lm %.4f  lr %.2e", done, metrics["loss"], metrics["flow"],
-                         metrics["lm"], metrics["lr"])
-        if done % config.train.save_every == 0 or done == config.train.max_steps:
-            checkpoint = save(done)
+            logger(done, {**metrics, "lr": scheduler.get_last_lr()[0]})
+        if done % config.train.save_every == 0 or last:
+            checkpoint = save_checkpoint(out, done, inner, optimizer, scheduler, config_to_json(config),
+                                         trainer_state, extra)
             accelerator.wait_for_everyone()
-    if writer is not None:
-        writer.close()
+    logger.close()
     return SFTResult(losses, checkpoint, inner)
 
 

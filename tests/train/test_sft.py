@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from atomvla.train.assemble import load_trained
 from atomvla.train.checkpoint import CheckpointError
 from atomvla.train.config import get_config
-from atomvla.train.data.episodes import open_dataset
+from atomvla.train.data.episodes import DatasetError, open_dataset
 from atomvla.train.data.samples import ChunkDataset
 from atomvla.train.eval import evaluate
 from atomvla.train.policy import load_policy
@@ -91,8 +91,10 @@ def test_adding_a_skill_trains_only_the_new_expert_and_the_router(store_of, fast
     first = train_sft(get_config("tiny-cpu", moe), store_of(tmp_path / "a.sqlite", [2, 3]), tmp_path / "first")
     assert load_trained(first.checkpoint).skills == ("reach", "open")
     more = store_of(tmp_path / "b.sqlite", [2, 3, 4, 5])  # brings "press"
-    with pytest.raises(Exception, match="press"):
+    with pytest.raises(DatasetError, match="skills press have no expert .* nor --add-skill"):
         train_sft(get_config("tiny-cpu"), more, tmp_path / "x", from_checkpoint=first.checkpoint, add_skill="pull")
+    with pytest.raises(DatasetError, match="skills press have no expert .*; add one with --add-skill"):
+        train_sft(get_config("tiny-cpu"), more, tmp_path / "x", from_checkpoint=first.checkpoint)
     added = train_sft(get_config("tiny-cpu"), more, tmp_path / "added", add_skill="press",
                       from_checkpoint=first.checkpoint)
     assert load_trained(added.checkpoint).skills == ("reach", "open", "press")
