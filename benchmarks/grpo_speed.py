@@ -100,7 +100,7 @@ def fixed_state_rewards(trainer: GRPOTrainer, indices: list[int]) -> dict[str, f
     return {t: rewards[t].mean().item() for t in [*TERMS, "total"]}
 
 
-def plot_rewards(metrics: list[dict[str, float]], fixed: list[tuple[int, dict[str, float]]], path: Path) -> None:
+def plot_rewards(metrics: list[dict[str, float]], fixed: list[tuple[int, dict[str, float]]], path: Path, note: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,7 +118,8 @@ def plot_rewards(metrics: list[dict[str, float]], fixed: list[tuple[int, dict[st
         ax.set_title(f"reward: {term}")
         ax.set_xlabel("GRPO step")
     axes[0].legend(fontsize=8)
-    fig.suptitle("GRPO on the Meta-World fixture (tiny-cpu): mean reward of the sampled chunks per term")
+    fig.suptitle("GRPO on the Meta-World fixture (tiny-cpu): mean reward of the sampled chunks per term"
+                 + (f" ({note})" if note else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -132,7 +133,12 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, default=60)
     parser.add_argument("--timed-steps", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
+    parser.add_argument("--rewards", nargs="*", default=[],
+                        help="reward overrides for an ablation, e.g. rewards.final=0 rewards.deviation=0 (subgoal only)")
+    parser.add_argument("--tag", default="", help="suffix of the figure files (for ablations)")
+    parser.add_argument("--no-timing", action="store_true", help="skip the step-time comparison")
     args = parser.parse_args()
+    args.tag = f"-{args.tag}" if args.tag else ""
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, object] = {}
@@ -156,9 +162,9 @@ def main() -> None:
 
         every = max(1, args.grpo_steps // 6)
         grpo_cfg = get_config("tiny-cpu", (f"train.max_steps={args.grpo_steps}", f"train.save_every={every}",
-                                           "train.log_every=100000"), kind="grpo")
+                                           "train.log_every=100000", *args.rewards), kind="grpo")
         run = train_grpo(grpo_cfg, tmp / "grpo", policy, tmp / "wm")
-        (args.out / "grpo_metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in run.metrics))
+        (args.out / f"grpo_metrics{args.tag}.jsonl").write_text("".join(json.dumps(m) + "\n" for m in run.metrics))
         wm = WorldModel.load(tmp / "wm")
         latent_eps = load_latent_episodes(episodes, LatentCache(tmp / "latents", wm.config.encoder.spec()))
         fixed = []
@@ -166,7 +172,7 @@ def main() -> None:
             tr = GRPOTrainer(grpo_cfg, load_trained(ckpt), load_trained(policy).model, wm, latent_eps, torch.device("cpu"))
             fixed.append((step, fixed_state_rewards(tr, list(range(0, len(tr.data), max(1, len(tr.data) // 24))))))
         figures["fixed_state_rewards"] = fixed
-        plot_rewards(run.metrics, fixed, args.out / "grpo_rewards.png")
+        plot_rewards(run.metrics, fixed, args.out / f"grpo_rewards{args.tag}.png", " ".join(args.rewards))
         first, last = run.metrics[: len(run.metrics) // 4], run.metrics[-len(run.metrics) // 4 :]
         figures["rewards_first_quarter"] = {t: statistics.mean(m[f"reward_{t}"] for m in first) for t in [*TERMS, "total"]}
         figures["rewards_last_quarter"] = {t: statistics.mean(m[f"reward_{t}"] for m in last) for t in [*TERMS, "total"]}
@@ -176,6 +182,9 @@ def main() -> None:
             print(f"  {t:9s} {figures['rewards_first_quarter'][t]:+.4f} -> {figures['rewards_last_quarter'][t]:+.4f};"
                   f"  {fixed[0][1][t]:+.4f} -> {fixed[-1][1][t]:+.4f}")
 
+        if args.no_timing:
+            (args.out / f"grpo_speed{args.tag}.json").write_text(json.dumps(figures, indent=2))
+            return
         trainer = GRPOTrainer(grpo_cfg, load_trained(policy), load_trained(policy).model, wm, latent_eps, torch.device("cpu"))
         g = torch.Generator().manual_seed(0)
         bs = grpo_cfg.train.batch_size
@@ -196,7 +205,7 @@ def main() -> None:
         print(f"  re-encoding, tiny encoder        {reencoded * 1e3:8.1f} ms  ({reencoded / cached:.2f}x slower)")
         print(f"  re-encoding, ViT-L-sized encoder {(cached + vitl_encode) * 1e3:8.1f} ms  "
               f"({(cached + vitl_encode) / cached:.1f}x slower; {3 * bs} frames decoded + encoded per step)")
-    (args.out / "grpo_speed.json").write_text(json.dumps(figures, indent=2))
+    (args.out / f"grpo_speed{args.tag}.json").write_text(json.dumps(figures, indent=2))
     print(f"figures in {args.out}")
 
 

@@ -87,7 +87,7 @@ class WorldModel:
             meta = f.metadata() or {}
         if "encoder_key" not in meta:
             raise WorldModelError(f"{file}: not an atomvla world model (no encoder key in its metadata)")
-        tensors = load_file(str(file), device=str(device))
+        tensors = {k: v.to(device) for k, v in load_file(str(file)).items()}
         config = from_dict(WMConfig, json.loads(meta["config"]))
         dims = PredictorDims(**json.loads(meta["dims"]))
         p = config.predictor
