@@ -167,10 +167,14 @@ def hesitations(kin: Kinematics, longest: int, w: int) -> np.ndarray:
     smooth = norm.copy()
     smooth[1:-1] = (norm[:-2] + norm[1:-1] + norm[2:]) / 3
     still = smooth <= STILL * typical
-    for g in (*kin.grippers, *kin.fingers):
-        if g is not None and np.ptp(g) > 0:
-            still[:-1] &= np.abs(np.diff(g)) <= 0.01 * np.ptp(g)
     out = np.zeros(len(still), dtype=bool)
+    if not still.any():
+        return out
+    signals = {id(g): g for g in (*kin.grippers, *kin.fingers) if g is not None}  # fingers may be the command
+    for g in signals.values():
+        span = float(g.max() - g.min())
+        if span > 0:
+            still[:-1] &= np.abs(np.diff(g)) <= 0.01 * span
     edges = np.flatnonzero(np.diff(np.r_[0, still.astype(np.int8), 0]))
     a, b = edges[::2], edges[1::2]  # still runs [a, b)
     inner = (a > 0) & (b < len(still)) & (b - a < longest)
