@@ -49,7 +49,7 @@ PROBE = """
 (root) => {
   const L = window.__lat = { t0: 0, samples: [], last: null };
   window.addEventListener('keydown', () => { L.t0 = performance.now(); }, true);
-  window.addEventListener('mousedown', () => { L.t0 = performance.now(); }, true);
+  window.addEventListener('click', () => { L.t0 = performance.now(); }, true);
   const seen = () => {
     const img = document.querySelector(root + ' img');
     if (!img || !img.src || img.src === L.last) return;

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from atomvla.curate.sources import open_source
+from atomvla.schemas import EpisodeMeta
+from tests.curate.builders import build_libero_hdf5
 from tests.e2e.review_server import CHROMIUM, CHROMIUM_ARGS, ReviewServer
 from tests.ui.review_store import build_review_store
 
@@ -26,6 +29,8 @@ USERS = {"alice": "pw-alice", "bob": "pw-bob"}
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("review")
     store = build_review_store(root / "review.sqlite")
+    libero = build_libero_hdf5(root / "libero" / "pick_bowl_demo.hdf5", lengths=(40,))  # two cameras
+    store.upsert_episodes(m for m in open_source(str(libero)).scan() if isinstance(m, EpisodeMeta))
     auth = root / "logins.txt"
     auth.write_text("# annotators\n" + "".join(f"{u}:{p}\n" for u, p in USERS.items()))
     server = ReviewServer(root / "review.sqlite", root / "server.log", auth=str(auth))
@@ -34,7 +39,8 @@ def setup(tmp_path_factory):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield {"server": server, "store": store, "browser": browser, "root": root,
-               "episodes": [m.episode_id for m in store.episodes()]}
+               "episodes": [m.episode_id for m in store.episodes("metaworld_lerobot_v30")],
+               "libero": next(m.episode_id for m in store.episodes() if m.source_format != "lerobot_v3")}
         browser.close()
     server.stop()
     log = (root / "server.log").read_text()
@@ -209,6 +215,22 @@ def test_an_invalid_decomposition_cannot_be_accepted(setup):
     page.wait_for_function(f"[...document.querySelectorAll('#atom-timeline .atom-tl-main .atom-bd')]"
                            f".map(e => +e.dataset.frame).join() === '{','.join(map(str, heuristic.boundaries))}'")
     expect_text(page, "#atom-validation", "Valid")
+    ctx.close()
+
+
+def test_several_cameras_side_by_side_and_no_proposal_yet(setup):
+    ctx = login(setup, "bob")
+    page = open_episode(ctx, setup, setup["libero"])
+    assert page.eval_on_selector_all("#atom-cams figcaption", "els => els.map(e => e.innerText)") == [
+        c.key for c in setup["store"].episode(setup["libero"]).cameras]
+    srcs = page.eval_on_selector_all("#atom-cams img", "els => els.map(e => e.src)")
+    page.keyboard.press("End")
+    page.wait_for_function("(old) => [...document.querySelectorAll('#atom-cams img')].every((e, k) => e.src !== old[k])",
+                           arg=srcs)
+    assert len(srcs) == 2 and frame(page) == 39
+    expect_text(page, "#atom-message", "No proposal yet")
+    expect_text(page, "#atom-validation", "Cannot be accepted")  # two unnamed halves until named
+    shot(setup, page, "review-two-cameras")
     ctx.close()
 
 

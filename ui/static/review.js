@@ -78,7 +78,9 @@
     // (after an edit or on opening, the server has sent the panel with the timeline).
     const idx = R.drawCursor();
     if (idx !== R.segIndex) { R.segIndex = idx; if (!R.opening) R.syncSegment(); }
-    R.prefetch();
+    // Asking the server costs the main thread a little (Gradio prepares the request): do it after
+    // this frame is painted, not before.
+    requestAnimationFrame(() => setTimeout(R.prefetch, 0));
   };
 
   // Ask for the window around the cursor when a frame within a quarter window is missing. After a
