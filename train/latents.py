@@ -63,10 +63,11 @@ class EncoderSpec:
         from transformers import VJEPA2Config
 
         if self.random_init:
-            cfg = VJEPA2Config(**dict(self.config))
-        else:
-            cfg = VJEPA2Config.from_pretrained(self.name, **dict(self.config))
-        return cfg.to_dict()
+            return VJEPA2Config(**dict(self.config)).to_dict()
+        try:
+            return VJEPA2Config.from_pretrained(self.name, **dict(self.config)).to_dict()
+        except OSError as exc:  # not a folder, not in the Hub cache while offline, no such repo
+            raise LatentCacheError(f"{self.name}: cannot load the V-JEPA 2 encoder's config ({exc})") from exc
 
     def preprocessing(self, model_config: Mapping[str, Any]) -> dict[str, Any]:
         return {

@@ -53,3 +53,26 @@ def test_stale_latents_are_refused(metas, tmp_path):
         cache.build([moved])
     with pytest.raises(LatentCacheError, match="no cached latents"):
         cache.load(metas[1])
+
+
+def test_a_saved_checkpoint_loads_through_from_pretrained(metas, tmp_path):
+    from transformers import VJEPA2Model
+
+    from atomvla.train.latents import EncoderSpec
+
+    tiny = FrameEncoder(TINY_ENCODER.spec())
+    tiny.model.save_pretrained(tmp_path / "vjepa2-tiny")
+    spec = EncoderSpec(str(tmp_path / "vjepa2-tiny"), storage_dtype="float32")
+    loaded = FrameEncoder(spec)
+    assert isinstance(loaded.model, VJEPA2Model) and not loaded.model.training
+    cache = LatentCache(tmp_path / "cache", spec)
+    cache.build(metas[:1])
+    torch.testing.assert_close(cache.load(metas[0])[:3], tiny.encode(tiny_frames(metas[0])))
+    with pytest.raises(LatentCacheError, match="cannot load the V-JEPA 2 encoder's config"):
+        LatentCache(tmp_path / "other", EncoderSpec(str(tmp_path / "missing")))
+
+
+def tiny_frames(meta):
+    from atomvla.curate.episode import Episode
+
+    return Episode(meta).frames().get_many([0, 1, 2])

@@ -244,7 +244,7 @@ def train_grpo(
         scheduler.step()
         done = step + 1
         row = {f"reward_{k}": v.mean() for k, v in rollout.rewards.items()}
-        row |= {"loss": parts.loss.detach(), "kl": parts.kl, "ratio": parts.ratio, "clip_fraction": parts.clip_fraction}
+        row |= {"loss": parts.loss.detach(), "policy_loss": parts.policy, "kl": parts.kl, "ratio": parts.ratio, "clip_fraction": parts.clip_fraction}
         row = {k: float(accelerator.reduce(v.detach(), "mean")) for k, v in row.items()}
         metrics.append({"step": done, **row})
         if writer is not None:
