@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from atomvla.train.checkpoint import Checkpoint, CheckpointError, resolve_checkpoint
 from atomvla.train.config import SFTConfig, apply_overrides, from_dict
 from atomvla.train.data.normalize import Stats
@@ -19,16 +17,13 @@ TOKENIZER_DIR = "tokenizer"
 STATS_FILE = "stats.json"
 
 
-def dtype_of(config: SFTConfig) -> torch.dtype:
-    return torch.bfloat16 if config.train.mixed_precision == "bf16" and torch.cuda.is_available() else torch.float32
-
-
 def make_processor(config: SFTConfig, tokenizer, skills: tuple[str, ...]) -> VLAProcessor:
     return VLAProcessor(tokenizer, image_processor(config.backbone, config.data.image_size), config.data.prompt, skills)
 
 
 def make_model(config: SFTConfig, tokenizer, stats: Stats, skills: tuple[str, ...]) -> VLA:
-    return VLA(config, tokenizer, len(stats.state.names), len(stats.action.names), len(skills), dtype_of(config))
+    """fp32 weights: bf16 (`train.mixed_precision`) is autocast in the forward, over fp32 master weights."""
+    return VLA(config, tokenizer, len(stats.state.names), len(stats.action.names), len(skills))
 
 
 @dataclass

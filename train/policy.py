@@ -37,7 +37,12 @@ class Policy:
         self.stats = trained.stats
         self.redecide_every = trained.config.redecide_every
         self.generator = torch.Generator(self.device).manual_seed(seed)
+        # As in training: bf16 autocast over fp32 weights on a GPU when the config trains in bf16.
+        self._bf16 = self.device.type == "cuda" and trained.config.train.mixed_precision == "bf16"
         self.reset()
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16)
 
     def reset(self) -> None:
         """Forget the current subtask (a new episode begins)."""
@@ -61,7 +66,8 @@ class Policy:
         """Per sample, the generated subtask tokens ending with `<|im_end|>`."""
         batch = self._to(self.processor.collate(self._items(samples, None), left_pad=True))
         end = self.processor.end
-        out = self.model.generate_subtask(batch, end, self.processor.pad, max_new_tokens).tolist()
+        with self._autocast():
+            out = self.model.generate_subtask(batch, end, self.processor.pad, max_new_tokens).tolist()
         return [(row[: row.index(end)] if end in row else row) + [end] for row in out]
 
     def decode(self, subtask_ids: list[int]) -> tuple[str | None, str]:
@@ -77,11 +83,11 @@ class Policy:
         for it, skill in zip(items, skills):
             it["skill"] = torch.tensor(self.processor.skill_id(skill))
         batch = self._to(self.processor.collate(items))
-        ctx, mask = self.model.context(batch)
         head = self.model.head
-        noise = torch.randn(len(samples), head.horizon, head.action_dim, generator=self.generator,
-                            device=self.device, dtype=ctx.dtype)
-        chunk = head.sample(batch["state"].to(ctx.dtype), ctx, mask, batch["skill"], noise=noise)
+        noise = torch.randn(len(samples), head.horizon, head.action_dim, generator=self.generator, device=self.device)
+        with self._autocast():
+            ctx, mask = self.model.context(batch)
+            chunk = head.sample(batch["state"], ctx, mask, batch["skill"], noise=noise)
         return self.stats.action.unnormalize(chunk.float().cpu().numpy())
 
     def observation_sample(self, observation: Mapping) -> Sample:

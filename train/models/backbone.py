@@ -63,12 +63,13 @@ def image_processor(cfg: BackboneConfig, image_size: int) -> Qwen2VLImageProcess
     return Qwen2VLImageProcessorPil.from_pretrained(cfg.model, min_pixels=pixels, max_pixels=pixels)
 
 
-def build_backbone(cfg: BackboneConfig, tokenizer: PreTrainedTokenizerBase, dtype: torch.dtype) -> PreTrainedModel:
-    """The VLM with its training mode applied: `freeze` (no grads), `lora` (peft adapters), `full`."""
+def build_backbone(cfg: BackboneConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """The VLM in fp32 with its training mode applied: `freeze` (no grads), `lora` (peft adapters), `full`."""
+    dtype = torch.float32  # master weights; bf16 is autocast in the forward
     if cfg.model == TINY:
         from transformers import Qwen3VLForConditionalGeneration
 
-        model = Qwen3VLForConditionalGeneration(tiny_qwen3vl_config(cfg, tokenizer)).to(dtype)
+        model = Qwen3VLForConditionalGeneration(tiny_qwen3vl_config(cfg, tokenizer))
     elif cfg.init == "random":
         from transformers import AutoConfig
 

@@ -29,11 +29,10 @@ class Losses:
 
 
 class VLA(nn.Module):
-    def __init__(self, config: SFTConfig, tokenizer, state_dim: int, action_dim: int, n_skills: int,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(self, config: SFTConfig, tokenizer, state_dim: int, action_dim: int, n_skills: int):
         super().__init__()
         self.config = config
-        self.backbone = build_backbone(config.backbone, tokenizer, dtype)
+        self.backbone = build_backbone(config.backbone, tokenizer)
         text = self.backbone.config.get_text_config()
         self.head = ActionHead(config.head, text.hidden_size, state_dim, action_dim, config.data.horizon, n_skills)
         # FSDP's auto-wrap shards each of these blocks on its own (accelerate reads this attribute).
