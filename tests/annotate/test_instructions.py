@@ -99,3 +99,21 @@ def test_verbs_map_to_the_skill_vocabulary(instruction, skill):
 )
 def test_tools_are_picked_up_before_they_are_used(instruction, expected):
     assert [(s.skill, s.instruction) for s in plan(instruction)] == expected
+
+
+def test_an_unknown_verb_keeps_its_object_and_target():
+    [clause] = parse("Dunk the ball into the hoop.")
+    assert (clause.verb, clause.skill, clause.obj, clause.target) == ("dunk", "other", "ball", "hoop")
+    assert [(s.skill, s.instruction) for s in plan("dunk the ball into the hoop")] == [
+        ("reach", "reach the ball"), ("other", "dunk the ball into the hoop"),
+    ]
+    assert plan("dance a little") == ()  # no definite object: nothing to name
+
+
+def test_commas_separate_clauses_and_place_keeps_a_specific_verb():
+    task = "pick up the socket with the left arm, pick up the peg with the right arm and insert the peg into the socket"
+    assert [s.instruction for s in plan(task)] == ["pick up the socket", "pick up the peg", "insert the peg into the socket"]
+    assert [s.instruction for s in plan("pick up the cube with the right arm and transfer it to the left arm")] == [
+        "pick up the cube", "transfer the cube to the left arm",
+    ]
+    assert plan("put the bowl on the plate")[-1].instruction == "place the bowl on the plate"
