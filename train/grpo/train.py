@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from atomvla.train.assemble import STATS_FILE, TOKENIZER_DIR, Trained, load_trained
 from atomvla.train.checkpoint import Checkpoint, CheckpointError, latest_checkpoint, resolve_checkpoint, save_checkpoint
 from atomvla.train.config import apply_overrides, config_to_json, from_dict
-from atomvla.train.data.episodes import DatasetError, TrainEpisode, open_dataset
+from atomvla.train.data.episodes import DatasetError, TrainEpisode, dataset_ref, open_dataset
 from atomvla.train.data.samples import ChunkDataset, ChunkSampler
 from atomvla.train.grpo import sde
 from atomvla.train.grpo.config import GRPOConfig
@@ -174,7 +174,7 @@ def train_grpo(
     else:
         if policy is None or world_model is None:
             raise CheckpointError("grpo needs --policy (an SFT checkpoint) and --world-model (from atom-train wm)")
-        reference_path, wm_path = resolve_checkpoint(Path(policy)), Path(world_model)
+        reference_path, wm_path = resolve_checkpoint(Path(policy)).resolve(), Path(world_model).resolve()
 
     accelerator = make_accelerator(config)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
@@ -185,9 +185,9 @@ def train_grpo(
     if wm.config.horizon != tuned.config.data.horizon:
         raise WorldModelError(f"{wm_path}: predicts chunks of {wm.config.horizon} actions, the policy makes {tuned.config.data.horizon}")
 
-    dataset = str(dataset or tuned.state.get("dataset") or "")
-    if not dataset:
+    if not (dataset or tuned.state.get("dataset")):
         raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
+    dataset = dataset_ref(dataset or tuned.state["dataset"])
     episodes = open_dataset(dataset, tuned.config.data.status)
     train_ids = set(tuned.state.get("train_episodes") or [e.meta.episode_id for e in episodes])
     train_eps = [e for e in episodes if e.meta.episode_id in train_ids]
@@ -216,7 +216,7 @@ def train_grpo(
     trainer_state = {
         **{k: v for k, v in tuned.state.items() if k not in ("step", "scheduler", "python_rng", "numpy_rng")},
         "kind": "grpo", "dataset": dataset, "reference": str(reference_path), "world_model": str(wm_path),
-        "latents": str(cache.root), "world_size": world,
+        "latents": str(cache.root.resolve()), "world_size": world,
     }
 
     def save(step: int) -> Path:
