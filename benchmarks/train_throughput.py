@@ -9,7 +9,7 @@ imported as accepted, `atom-curate export --to lerobot`) unless `--dataset` name
 Printed as ratios against baselines from the same run: the pipeline against the decode floor, and
 the pipeline against the training step it must feed (>= 1: the model never waits for data).
 
-    .venv/bin/python benchmarks/train_throughput.py [--dataset DIR] [--batches 20] [--workers 2]
+    .venv/bin/python benchmarks/train_throughput.py [--dataset DIR] [--batches 20] [--workers 2] [--image-size 224]
 """
 
 from __future__ import annotations
@@ -61,9 +61,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--image-size", type=int, default=64, help="camera side after resizing (qwen3vl-4b: 224)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = get_config("tiny-cpu", [f"train.batch_size={args.batch_size}"])
+    cfg = get_config("tiny-cpu", [f"train.batch_size={args.batch_size}", f"data.image_size={args.image_size}"])
     with tempfile.TemporaryDirectory() as tmp:
         dataset = args.dataset or curated_fixture(Path(tmp))
         episodes = open_dataset(dataset)
@@ -73,7 +74,8 @@ def main() -> None:
         processor = make_processor(cfg, tokenizer, skills)
         data = ChunkDataset(episodes, cfg.data, stats, cameras_of(episodes, ()), processor)
         n = args.batches * args.batch_size
-        print(f"{len(episodes)} episodes, {len(data)} samples; batches of {args.batch_size}; {args.threads} torch threads")
+        print(f"{len(episodes)} episodes, {len(data)} samples; {args.image_size} px; batches of {args.batch_size}; "
+              f"{args.threads} torch threads")
 
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).tolist()[:n]
         t = time.perf_counter()
