@@ -258,7 +258,7 @@ class LatentCache:
     def _save(self, meta: EpisodeMeta, latents: Tensor) -> None:
         path = self.path(meta)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # several ranks may encode the same episode: last rename wins
         save_file({"latents": latents.contiguous()}, str(tmp), metadata={"key": self.key, **fingerprint(meta, self.spec.camera)})
         os.replace(tmp, path)
 
@@ -315,7 +315,7 @@ def _describe_difference(found: Mapping[str, Any], wanted: Mapping[str, Any]) ->
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
