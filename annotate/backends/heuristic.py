@@ -123,6 +123,21 @@ def _plan_from_kinematics(ends: list[Candidate], task: str, obj: str | None) -> 
     return steps
 
 
+def _freed(grasp: Candidate, measured: np.ndarray, w: int, n_frames: int) -> Candidate:
+    """Grasp, then pull free: when the commanded motion after a grasp leaves the measured hand
+    still for a whole window (the object resists: a peg in its hole, a nut on its peg), the
+    object's first motion is where the hand breaks free: the first frame the measured speed
+    reaches MOVING of its typical value."""
+    typical = quantile(measured, 0.9) or 1.0
+    ahead = measured[grasp.frame : grasp.frame + w]
+    if len(ahead) == 0 or ahead.max() >= STILL * typical:
+        return grasp
+    moving = np.flatnonzero(measured[grasp.frame :] >= MOVING * typical)
+    if not len(moving):
+        return grasp
+    return Candidate(min(grasp.frame + int(moving[0]), n_frames - 1), grasp.score, grasp.kind)
+
+
 def _move_pick_ends(
     grasps: list[Candidate],
     tagged: list[tuple[int, str, int]],
@@ -248,6 +263,7 @@ def _decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: He
         sideways_speed = np.linalg.norm(sideways, axis=1)
         sideways_score = change_scores(sideways, sideways_speed, w, ARRIVAL)
         sideways_peaks = local_peaks(sideways_score, min_frames)
+    grasps = [_freed(c, kin.speed, w, n_frames) for c in grasps]
     if config.pick_end != "moved":
         grasps = _move_pick_ends(grasps, tagged, kin, sideways_score, sideways_peaks, sideways_speed, w, n_frames, config)
     if any(kind == "open" for _, kind in events):

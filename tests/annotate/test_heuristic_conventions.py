@@ -244,3 +244,20 @@ def test_fingers_opening_slowly_during_the_first_reach_are_a_start_transient():
     subtasks = run(sim, "pick up the cube with the right arm and put it in the bin", ("left_", "right_"))
     assert [s.skill for s in subtasks] == ["pick", "place"]
     assert abs(boundaries(subtasks)[0] - sim.marks["moved"]) <= 2, (boundaries(subtasks), sim.marks)
+
+
+def test_grasp_then_pull_free_ends_the_pick_where_the_object_moves():
+    sim = Sim(1)
+    sim.move(0, (0.0, 0.6, 0.15))
+    sim.move(0, (0.0, 0.6, 0.03))
+    sim.gripper(0, True)
+    sim.hold(5)
+    for _ in range(15):  # pulling, but the peg is stuck: commanded motion, the hand does not move
+        sim.states.append([*sim.pose[0], sim.grip[0]])
+        sim.actions.append([0.0, -1.0, 0.3, sim.cmd[0]])
+    free = len(sim.actions)
+    sim.move(0, (0.0, 0.4, 0.1))
+    sim.hold(8)
+    subtasks = run(sim, "pull the peg out of the hole")
+    assert [s.skill for s in subtasks] == ["pick", "pull"]
+    assert abs(boundaries(subtasks)[0] - free) <= 2, (boundaries(subtasks), free)
