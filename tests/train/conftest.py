@@ -18,8 +18,16 @@ SOURCE = FIXTURES / "metaworld_lerobot_v30"
 TRUTH = FIXTURES / "metaworld_truth.jsonl"
 CAMERA = "observation.images.corner"
 
-# Tiny models gain nothing from threads, and on a busy 2-core machine threads spin against each other.
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")  # module: before the module-scoped training runs
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine threads spin against each
+    other (a tiny training step ran 20x slower with 2); restored after each module of this folder."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 # Tiny and quick: small batches, frequent checkpoints, nothing held out unless a test asks.
 FAST = ("train.batch_size=4", "train.warmup_steps=2", "train.log_every=1000", "data.val_fraction=0")
