@@ -48,8 +48,9 @@ SORT_CHOICES = ("queue order", "confidence (lowest first)", "disagreement (highe
 PROBE = """
 (root) => {
   const L = window.__lat = { t0: 0, samples: [], last: null };
-  window.addEventListener('keydown', () => { L.t0 = performance.now(); }, true);
-  window.addEventListener('click', () => { L.t0 = performance.now(); }, true);
+  // Only the user's own input (the app clicks its hidden buttons itself: those are not trusted).
+  window.addEventListener('keydown', (e) => { if (e.isTrusted) L.t0 = performance.now(); }, true);
+  window.addEventListener('click', (e) => { if (e.isTrusted) L.t0 = performance.now(); }, true);
   const seen = () => {
     const img = document.querySelector(root + ' img');
     if (!img || !img.src || img.src === L.last) return;
