@@ -123,12 +123,11 @@ def _plan_from_kinematics(ends: list[Candidate], task: str, obj: str | None) -> 
     return steps
 
 
-def _freed(grasp: Candidate, measured: np.ndarray, w: int, n_frames: int) -> Candidate:
+def _freed(grasp: Candidate, measured: np.ndarray, typical: float, w: int, n_frames: int) -> Candidate:
     """Grasp, then pull free: when the commanded motion after a grasp leaves the measured hand
     still for a whole window (the object resists: a peg in its hole, a nut on its peg), the
     object's first motion is where the hand breaks free: the first frame the measured speed
-    reaches MOVING of its typical value."""
-    typical = quantile(measured, 0.9) or 1.0
+    reaches MOVING of its `typical` value."""
     ahead = measured[grasp.frame : grasp.frame + w]
     if len(ahead) == 0 or ahead.max() >= STILL * typical:
         return grasp
@@ -263,7 +262,9 @@ def _decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: He
         sideways_speed = np.linalg.norm(sideways, axis=1)
         sideways_score = change_scores(sideways, sideways_speed, w, ARRIVAL)
         sideways_peaks = local_peaks(sideways_score, min_frames)
-    grasps = [_freed(c, kin.speed, w, n_frames) for c in grasps]
+    if grasps:
+        typical = quantile(kin.speed, 0.9) or 1.0
+        grasps = [_freed(c, kin.speed, typical, w, n_frames) for c in grasps]
     if config.pick_end != "moved":
         grasps = _move_pick_ends(grasps, tagged, kin, sideways_score, sideways_peaks, sideways_speed, w, n_frames, config)
     if any(kind == "open" for _, kind in events):
