@@ -42,10 +42,11 @@ def evaluate(
     trained = policy.trained
     dataset = dataset_ref(dataset or trained.state["dataset"])
     episodes = open_dataset(dataset, trained.config.data.status)
-    held = set(trained.state["val_episodes"]) if dataset == trained.state["dataset"] else None
-    chosen = [e for e in episodes if held is None or e.meta.episode_id in held]
+    # Episode ids are stable across a store and its exports: pick the held-out ones wherever they are.
+    held, seen = set(trained.state["val_episodes"]), set(trained.state["train_episodes"])
+    chosen = [e for e in episodes if e.meta.episode_id in held] or [e for e in episodes if e.meta.episode_id not in seen]
     if not chosen:
-        log.warning("%s: the checkpoint held out no episodes; evaluating on its training episodes", dataset)
+        log.warning("%s: every episode was trained on; evaluating on training episodes", dataset)
         chosen = episodes
     data = ChunkDataset(chosen, trained.config.data, trained.stats, trained.cameras)
     indices = np.unique(np.linspace(0, len(data) - 1, min(max_samples, len(data))).round().astype(int))
@@ -58,7 +59,7 @@ def evaluate(
     report = {
         "checkpoint": str(trained.path),
         "dataset": dataset,
-        "held_out": held is not None and bool(held & {e.meta.episode_id for e in chosen}),
+        "held_out": not seen & {e.meta.episode_id for e in chosen},
         "episodes": len(chosen),
         "samples": len(indices),
         "action_mse": _mean(per["all"]["mse_label"]),

@@ -112,7 +112,7 @@ def test_adding_a_skill_trains_only_the_new_expert_and_the_router(store_of, fast
     assert any(not torch.equal(after[k], before[k.replace(".experts.2.", ".shared.")]) for k in init)
 
 
-def test_the_policy_generates_its_subtask_then_acts(trained_run, export_dir, tmp_path):
+def test_the_policy_generates_its_subtask_then_acts(trained_run, export_dir, store_file, tmp_path):
     out, _ = trained_run
     policy = load_policy(out)
     data = ChunkDataset(open_dataset(export_dir), policy.trained.config.data, policy.stats, policy.trained.cameras)
@@ -137,6 +137,9 @@ def test_the_policy_generates_its_subtask_then_acts(trained_run, export_dir, tmp
     assert set(report["per_skill"]) and set(report["per_subtask"])
     assert (tmp_path / "eval" / "chunks.png").stat().st_size > 10_000
     assert (tmp_path / "eval" / "report.json").is_file()
+    # The store the export came from holds the same episodes: the same ones are held out, with the same scores.
+    again = evaluate(out, str(store_file), tmp_path / "eval-store", max_samples=8)
+    assert again["held_out"] and again["per_subtask"] == report["per_subtask"]
 
 
 @pytest.mark.parametrize("mode", ["freeze", "lora"])
