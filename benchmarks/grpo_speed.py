@@ -97,7 +97,11 @@ def fixed_state_rewards(trainer: GRPOTrainer, indices: list[int]) -> dict[str, f
     checkpoints shows the policy improving, free of which states a training step happened to draw."""
     batch = trainer.batch(indices)
     rewards = trainer.rollout(trainer.model, batch, torch.Generator().manual_seed(0)).rewards
-    return {t: rewards[t].mean().item() for t in [*TERMS, "total"]}
+    out = {t: rewards[t].mean().item() for t in [*TERMS, "total"]}
+    # How much a term tells the group's candidates apart, against how much it differs between states.
+    out |= {f"{t}_within_group_std": rewards[t].std(1).mean().item() for t in TERMS}
+    out |= {f"{t}_across_states_std": rewards[t].mean(1).std().item() for t in TERMS}
+    return out
 
 
 def plot_rewards(metrics: list[dict[str, float]], fixed: list[tuple[int, dict[str, float]]], path: Path, note: str) -> None:
@@ -181,6 +185,9 @@ def main() -> None:
         for t in [*TERMS, "total"]:
             print(f"  {t:9s} {figures['rewards_first_quarter'][t]:+.4f} -> {figures['rewards_last_quarter'][t]:+.4f};"
                   f"  {fixed[0][1][t]:+.4f} -> {fixed[-1][1][t]:+.4f}")
+        print("spread of each term at step 0 (fixed states): within a group vs across states")
+        for t in TERMS:
+            print(f"  {t:9s} {fixed[0][1][t + '_within_group_std']:.4f} vs {fixed[0][1][t + '_across_states_std']:.4f}")
 
         if args.no_timing:
             (args.out / f"grpo_speed{args.tag}.json").write_text(json.dumps(figures, indent=2))

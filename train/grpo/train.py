@@ -85,18 +85,15 @@ class GRPOResult:
     model: VLA = field(repr=False)
 
 
+# (episode, frame) picks and the chunk length -> the states to score; cached latents by default.
 StateSource = Callable[[Sequence[tuple[LatentEpisode, int]], int], States]
-
-
-def cached_states(picks: Sequence[tuple[LatentEpisode, int]], horizon: int) -> States:
-    return States.gather(picks, horizon)
 
 
 class GRPOTrainer:
     """One GRPO run's parts: the policy being tuned, the frozen reference, the world model, the data."""
 
     def __init__(self, config: GRPOConfig, policy: Trained, reference: VLA, wm: WorldModel,
-                 episodes: Sequence[LatentEpisode], device: torch.device, state_source: StateSource = cached_states):
+                 episodes: Sequence[LatentEpisode], device: torch.device, state_source: StateSource = States.gather):
         self.config, self.policy, self.wm, self.device = config, policy, wm, device
         self.model = SDEPolicy(policy.model, config.denoise_steps, config.eta)
         self.reference = SDEPolicy(reference.eval().requires_grad_(False), config.denoise_steps, config.eta)
@@ -154,7 +151,7 @@ def train_grpo(
     latents: Path | None = None,
     resume: bool = False,
     overrides: tuple[str, ...] = (),
-    state_source: StateSource = cached_states,
+    state_source: StateSource = States.gather,
 ) -> GRPOResult:
     """Tune SFT checkpoint `policy` with world model `world_model`; checkpoints go to `out/step-N`."""
     from atomvla.train.sft import make_accelerator
