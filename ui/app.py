@@ -66,6 +66,7 @@ class Review:
     episode_id: str | None = None
     edit: EditSession | None = None
     saved_at: str = ""
+    note: str = ""  # shown once the episode just opened is on the page
 
 
 def _author(request: gr.Request | None) -> str:
@@ -346,17 +347,22 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
             return (r, app.header(r), app.timeline_html(r), app.validation(r), msg, *app.segment_panel(r, cur),
                     app.history_choices(r))
 
+        # Opening is two steps: the frames first (the browser paints the first one), then the rest
+        # of the page; the queue table is left alone (opening changes no status, and redrawing the
+        # table costs the browser more than the whole episode).
         def opened(r: Review, episode_id: str | None, filt, note: str = ""):
-            # Opening changes no status: the queue table is left alone (redrawing it costs the browser
-            # more than the whole episode).
             if episode_id is None:
-                return (r, "### Nothing to review with these filters", "", "", note, gr.update(), gr.update(),
-                        gr.update(), "")
+                r.note = "Nothing to review with these filters."
+                return r, ""
             data, restored = app.open(r, episode_id)
-            return (*edited(r, " ".join(x for x in (note, restored) if x)), data)
+            r.note = " ".join(x for x in (note, restored) if x)
+            return r, data
 
-        open_outs = edit_outs + [payload]
-        load_js = "(p) => window.atomReview.load(p)"
+        open_outs = [review, payload]
+
+        def then_show(event):
+            return event.then(None, [payload], None, js="(p) => window.atomReview.load(p)").then(
+                lambda r: edited(r, r.note), [review], edit_outs, **FAST)
 
         def on_load(r, status, backend, task, sort, request: gr.Request):
             r = Review(author=_author(request))
@@ -368,18 +374,17 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
                 wanted = drafts[0]["episode_id"] if drafts else app.queue.next_unreviewed(_filter(*filt), None)
             return opened(r, wanted, filt)
 
-        demo.load(on_load, [review, *filters], open_outs).then(None, [payload], None, js=load_js).then(
-            app.queue_view, filters, [counts, table])
+        then_show(demo.load(on_load, [review, *filters], open_outs)).then(app.queue_view, filters, [counts, table])
 
         def on_next(r, *filt):
             return opened(r, app.queue.next_unreviewed(_filter(*filt), r.episode_id), filt)
 
-        next_btn.click(on_next, [review, *filters], open_outs, **FAST).then(None, [payload], None, js=load_js)
+        then_show(next_btn.click(on_next, [review, *filters], open_outs, **FAST))
 
         def on_pick(r, status, backend, task, sort, evt: gr.SelectData):
             return opened(r, evt.row_value[0], (status, backend, task, sort))
 
-        table.select(on_pick, [review, *filters], open_outs, **FAST).then(None, [payload], None, js=load_js)
+        then_show(table.select(on_pick, [review, *filters], open_outs, **FAST))
         gr.on([f.input for f in filters], app.queue_view, filters, [counts, table], **FAST)
 
         # Windows and jumps each have their own button and answer box: a jump asked while a window
@@ -482,7 +487,7 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
             app.store.delete_draft(r.episode_id, r.author)
             return opened(r, r.episode_id, filt, "Draft discarded; showing the latest revision.")
 
-        discard.click(discard_draft, [review, *filters], open_outs, **FAST).then(None, [payload], None, js=load_js)
+        then_show(discard.click(discard_draft, [review, *filters], open_outs, **FAST))
 
     demo.queue(default_concurrency_limit=8)
     return demo, {"head": f"<script>{_asset('review.js')}</script>", "css": _asset("review.css")}

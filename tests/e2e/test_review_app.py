@@ -150,6 +150,10 @@ def test_open_scrub_split_move_edit_accept_reload(setup):
     expect_text(page, "#atom-header", "accepted · by alice")
     assert boundaries(page) == [13, old + 3]
 
+    page.click("#atom-history button, #atom-history .label-wrap")  # History: view the newest revision
+    page.click("#atom-hist-view")
+    page.wait_for_function(f"[...document.querySelectorAll('#atom-preview .atom-bd')].map(e => +e.dataset.frame).join() === '13,{old + 3}'")
+
     saved = store.latest(ep)
     assert (saved.status.value, saved.author, saved.boundaries) == ("accepted", "alice", [13, old + 3])
     assert saved.subtasks[1].instruction == "lift the puck"
