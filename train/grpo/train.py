@@ -53,10 +53,13 @@ class SDEPolicy(nn.Module):
         ctx, ctx_mask = self.vla.context(batch)
         cond = [t.repeat_interleave(group, 0) for t in (ctx, ctx_mask, batch["state"], batch["skill"])]
 
+        dtype = next(self.vla.head.parameters()).dtype
+
         def v(x: Tensor, s: Tensor) -> Tensor:
             rep = x.shape[0] // cond[0].shape[0]  # all denoising steps batched: step-major
             c, m, st, sk = (t.repeat(rep, *([1] * (t.dim() - 1))) for t in cond)
-            return self.vla.head.velocity(x, s, st, c, m, sk)
+            # The head may run in bf16; the SDE steps and their log-probs stay in float32.
+            return self.vla.head.velocity(x.to(dtype), s.to(dtype), st.to(dtype), c.to(dtype), m, sk).float()
 
         return v
 
