@@ -85,13 +85,6 @@ def pending(store: Store, backend: Backend, episodes: Sequence[EpisodeMeta], ove
     return [m for m in episodes if m.episode_id not in done], [m.episode_id for m in episodes if m.episode_id in done]
 
 
-async def _propose(backend: Backend, episode: Episode) -> tuple[Decomposition, Usage]:
-    apropose = getattr(backend, "apropose", None)
-    if apropose is not None:
-        return await apropose(episode)
-    return await asyncio.to_thread(backend.propose, episode), Usage()
-
-
 async def arun(
     store: Store,
     backend: Backend,
@@ -150,7 +143,7 @@ async def arun(
         episode_id = meta.episode_id
         outcome: Outcome
         try:
-            dec, usage = await _propose(backend, Episode(meta))
+            dec, usage = await backend.apropose(Episode(meta))
         except EPISODE_ERRORS as exc:
             why = str(exc) if isinstance(exc, (BackendError, SourceError, DecompositionError)) else f"episode {episode_id}: {exc}"
             log.error("%s", why)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from abc import ABC, abstractmethod
@@ -9,6 +10,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from atomvla.annotate.vlm import Usage
 from atomvla.curate.episode import Episode
 from atomvla.schemas import Decomposition, EpisodeMeta, Provenance, Status, Subtask
 
@@ -98,3 +100,28 @@ class Backend(ABC):
             author=self.name,
             provenance=provenance,
         )
+
+    async def apropose(self, episode: Episode) -> tuple[Decomposition, Usage]:
+        """What the runner awaits. A synchronous backend runs in a worker thread; what it spent is
+        what its provenance records."""
+        dec = await asyncio.to_thread(self.propose, episode)
+        p = dec.provenance
+        return dec, Usage(p.tokens_in, p.tokens_out, p.cost_usd) if p is not None else Usage()
+
+
+class AsyncBackend(Backend):
+    """A backend whose work is a coroutine (model calls, other backends): the runner awaits
+    `apropose`; the synchronous interface runs it to completion."""
+
+    @abstractmethod
+    async def apropose(self, episode: Episode) -> tuple[Decomposition, Usage]:
+        """The decomposition (`failed` with the reason in its note when no valid one came) and its cost."""
+
+    def propose(self, episode: Episode) -> Decomposition:
+        return asyncio.run(self.apropose(episode))[0]
+
+    def segment(self, episode: Episode) -> tuple[list[Subtask], float | None]:
+        dec = self.propose(episode)
+        if dec.status is Status.failed:
+            raise BackendError(self.name, episode.meta, dec.note or "no decomposition")
+        return list(dec.subtasks), dec.provenance.confidence if dec.provenance else None

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
-from atomvla.annotate.backends.base import Backend, BackendConfig, BackendError, get_backend, register
+from atomvla.annotate.backends.base import AsyncBackend, Backend, BackendConfig, BackendError, get_backend, register
 from atomvla.annotate.kinematics import ACTION, STATE, KinematicsError, extract
 from atomvla.annotate.segmentation import change_scores, gripper_events, local_peaks, motion_onset
 from atomvla.annotate.vlm import Usage
@@ -100,22 +100,13 @@ def transfer_language(cut: tuple[Subtask, ...], named: tuple[Subtask, ...]) -> l
     return [c.model_copy(update={"instruction": n.instruction, "skill": n.skill}) for c, n in zip(cut, sources)]
 
 
-async def _propose(backend: Backend, episode: Episode) -> tuple[Decomposition, Usage]:
-    apropose = getattr(backend, "apropose", None)
-    if apropose is not None:
-        return await apropose(episode)
-    dec = await asyncio.to_thread(backend.propose, episode)
-    p = dec.provenance
-    return dec, Usage(p.tokens_in, p.tokens_out, p.cost_usd) if p is not None else Usage()
-
-
 def _plain_part(name: str, settings: dict[str, Any]) -> Backend:
     cls = get_backend(name)
     return cls(cls.Config(**settings))
 
 
 @register
-class HybridBackend(Backend):
+class HybridBackend(AsyncBackend):
     """Boundaries from `boundaries`, language from `language`, optionally snapped to kinematics."""
 
     name = NAME
@@ -149,11 +140,11 @@ class HybridBackend(Backend):
                 raise BackendError(self.name, meta, f"the {part.name} backend cannot handle it")
         start = time.perf_counter()
         if self.namer is self.cutter:
-            cut, usage = await _propose(self.cutter, episode)
+            cut, usage = await self.cutter.apropose(episode)
             named = cut
         else:
             (cut, used_cut), (named, used_named) = await asyncio.gather(
-                _propose(self.cutter, episode), _propose(self.namer, episode)
+                self.cutter.apropose(episode), self.namer.apropose(episode)
             )
             usage = used_cut + used_named
         status, subtasks, note = Status.proposed, (), None
@@ -188,11 +179,3 @@ class HybridBackend(Backend):
         )
         return dec, usage
 
-    def propose(self, episode: Episode) -> Decomposition:
-        return asyncio.run(self.apropose(episode))[0]
-
-    def segment(self, episode: Episode) -> tuple[list[Subtask], float | None]:
-        dec = self.propose(episode)
-        if dec.status is Status.failed:
-            raise BackendError(self.name, episode.meta, dec.note or "no decomposition")
-        return list(dec.subtasks), dec.provenance.confidence if dec.provenance else None

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from atomvla.annotate.backends.base import Backend, BackendConfig, BackendError
+from atomvla.annotate.backends.base import AsyncBackend, BackendConfig, BackendError
 from atomvla.annotate.vlm import (
     PROMPT_VERSION,
     AnswerFailed,
@@ -45,7 +45,7 @@ class VLMConfig(BackendConfig):
     )
 
 
-class VLMBackend(Backend):
+class VLMBackend(AsyncBackend):
     """A backend that asks a vision-language model. Subclasses implement `generate` (blocking, e.g. an
     in-process model) or `agenerate` (async, e.g. an API client), and name their `model`."""
 
@@ -138,11 +138,3 @@ class VLMBackend(Backend):
         )
         return dec, usage
 
-    def propose(self, episode: Episode) -> Decomposition:
-        return asyncio.run(self.apropose(episode))[0]
-
-    def segment(self, episode: Episode) -> tuple[list[Subtask], float | None]:
-        dec = self.propose(episode)
-        if dec.status is Status.failed:
-            raise BackendError(self.name, episode.meta, dec.note or "no valid answer")
-        return list(dec.subtasks), None
