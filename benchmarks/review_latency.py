@@ -222,11 +222,20 @@ def bench_segment_clicks(browser, server: ReviewServer, episode_id: str) -> list
     return ms
 
 
-def bench_open_next(browser, server: ReviewServer, start: str) -> list[float]:
+def bench_open_next(browser, server: ReviewServer, start: str) -> tuple[list[float], list[float]]:
+    """"n" -> the next episode's first frame painted, and -> its whole page (header and timeline) shown."""
     page = open_ours(browser, f"{server.url}/?episode={start}")
-    ms = measure(page, lambda: page.keyboard.press("n"), OPENS)
+    painted, complete = [], []
+    for _ in range(OPENS):
+        old = page.evaluate("window.atomReview.ep")
+        painted += measure(page, lambda: page.keyboard.press("n"), 1)
+        page.wait_for_function(
+            "(old) => { const ep = window.atomReview.ep; return ep !== old &&"
+            " document.querySelector('#atom-header').innerText.includes(ep) &&"
+            " document.querySelector('#atom-timeline .atom-seg') !== null; }", arg=old, timeout=30000)
+        complete.append(page.evaluate("performance.now() - window.__lat.t0"))
     page.close()
-    return ms
+    return painted, complete
 
 
 def bench_queue_sort(browser, server: ReviewServer) -> list[float]:
@@ -273,7 +282,9 @@ def main() -> None:
             put("segment click far from the cursor (long-GOP H.264)", bench_segment_clicks(browser, server, long_id))
             put("seek to any far frame, nothing prefetched (long-GOP H.264)",
                 bench_jumps(browser, server, long_id, store.episode(long_id).n_frames))
-            put("open next episode (fixture store)", bench_open_next(browser, server, fixture_id))
+            painted, complete = bench_open_next(browser, server, fixture_id)
+            put("open next episode: first frame painted (fixture store)", painted)
+            put("open next episode: whole page shown (fixture store)", complete)
         finally:
             server.stop()
 
@@ -295,7 +306,9 @@ def main() -> None:
         server = ReviewServer(root / "big.sqlite", root / "server-big.log")
         try:
             put("queue sort change in the browser (10,000 episodes)", bench_queue_sort(browser, server))
-            put("open next episode (10,000-episode store)", bench_open_next(browser, server, "synthetic/0"))
+            painted, complete = bench_open_next(browser, server, "synthetic/0")
+            put("open next episode: first frame painted (10,000-episode store)", painted)
+            put("open next episode: whole page shown (10,000-episode store)", complete)
         finally:
             server.stop()
         browser.close()
