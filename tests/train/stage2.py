@@ -1,5 +1,5 @@
-"""Shared pieces of the Stage II tests (latents, world model, rewards, GRPO): a tiny encoder and a
-world model trained once per session on the fixture export."""
+"""Shared pieces of the Stage II tests (latents, world model, rewards, GRPO): the tiny encoder, and a
+tiny world model and SFT policy trained once per session on the fixture export."""
 
 from __future__ import annotations
 
@@ -7,26 +7,12 @@ import functools
 import tempfile
 from pathlib import Path
 
-import pytest
-import torch
-
 from atomvla.train.config import get_config
 from atomvla.train.data.episodes import open_dataset
-from atomvla.train.worldmodel import config as _wm_configs  # noqa: F401  (registers the wm configs)
-from atomvla.train.worldmodel.config import EncoderConfig
+from atomvla.train.worldmodel.config import TINY_ENCODER  # noqa: F401  (also registers the wm configs)
 from atomvla.train.worldmodel.train import train_world_model
 
-TINY_ENCODER = EncoderConfig(model="tiny", storage_dtype="float32")
 WM_FAST = ("train.max_steps=150", "train.val_fraction=0", "train.log_every=1000")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on the shared 2-core machine, two threads per process contend and run 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @functools.cache

@@ -19,7 +19,7 @@ from atomvla.train.latents import LatentCache
 from atomvla.train.worldmodel.data import load_latent_episodes
 from atomvla.train.worldmodel.train import open_latents
 from atomvla.train.worldmodel.world_model import WorldModel, WorldModelError
-from tests.train.stage2 import GRPO_FAST, one_thread, sft_policy, trained_world_model  # noqa: F401  (autouse)
+from tests.train.stage2 import GRPO_FAST, sft_policy, trained_world_model
 
 
 def test_a_chunks_log_prob_is_the_gaussian_density_of_its_denoising_steps():

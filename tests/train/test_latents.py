@@ -9,7 +9,7 @@ import torch
 
 from atomvla.train.data.episodes import open_dataset
 from atomvla.train.latents import FrameEncoder, LatentCache, LatentCacheError
-from tests.train.stage2 import TINY_ENCODER, one_thread  # noqa: F401  (autouse)
+from tests.train.stage2 import TINY_ENCODER
 
 
 @pytest.fixture(scope="module")

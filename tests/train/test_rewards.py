@@ -12,7 +12,7 @@ from atomvla.train.latents import LatentCache
 from atomvla.train.rewards import TERMS, RewardConfig, RewardError, States, score
 from atomvla.train.worldmodel.data import load_latent_episodes
 from atomvla.train.worldmodel.world_model import WorldModel
-from tests.train.stage2 import one_thread, trained_world_model  # noqa: F401  (autouse)
+from tests.train.stage2 import trained_world_model
 
 
 @pytest.fixture(scope="module")

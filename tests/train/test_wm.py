@@ -6,7 +6,7 @@ import torch
 
 from atomvla.train.worldmodel.model import ACPredictor, PredictorDims, block_causal_mask
 from atomvla.train.worldmodel.world_model import WorldModel
-from tests.train.stage2 import one_thread, trained_world_model  # noqa: F401  (autouse)
+from tests.train.stage2 import trained_world_model
 
 
 def test_attention_is_full_within_a_step_and_causal_across_steps():
