@@ -328,7 +328,7 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
         with gr.Row(elem_classes="atom-hidden"):
             cursor = gr.Number(0, visible="hidden", elem_id="atom-cursor-num")
             sel = gr.Number(0, visible="hidden", elem_id="atom-sel-num")
-            want = gr.Number(0, visible="hidden", elem_id="atom-want-num")  # frames each side to fetch
+            want = gr.Number(0, visible="hidden", elem_id="atom-want-num")  # radius + 1000 * request number
             payload = gr.Textbox(visible="hidden", elem_id="atom-payload")
             win = gr.Textbox(visible="hidden", elem_id="atom-win")
             jump = gr.Textbox(visible="hidden", elem_id="atom-jump")
@@ -350,7 +350,7 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
         # Opening is two steps: the frames first (the browser paints the first one), then the rest
         # of the page; the queue table is left alone (opening changes no status, and redrawing the
         # table costs the browser more than the whole episode).
-        def opened(r: Review, episode_id: str | None, filt, note: str = ""):
+        def opened(r: Review, episode_id: str | None, note: str = ""):
             if episode_id is None:
                 r.note = "Nothing to review with these filters."
                 return r, ""
@@ -372,19 +372,19 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
             if not known:
                 drafts = app.store.drafts(r.author)
                 wanted = drafts[0]["episode_id"] if drafts else app.queue.next_unreviewed(_filter(*filt), None)
-            return opened(r, wanted, filt)
+            return opened(r, wanted)
 
         then_show(demo.load(on_load, [review, *filters], open_outs)).then(app.queue_view, filters, [counts, table])
 
         def on_next(r, *filt):
-            return opened(r, app.queue.next_unreviewed(_filter(*filt), r.episode_id), filt)
+            return opened(r, app.queue.next_unreviewed(_filter(*filt), r.episode_id))
 
         then_show(next_btn.click(on_next, [review, *filters], open_outs, **FAST))
 
-        def on_pick(r, status, backend, task, sort, evt: gr.SelectData):
-            return opened(r, evt.row_value[0], (status, backend, task, sort))
+        def on_pick(r, evt: gr.SelectData):
+            return opened(r, evt.row_value[0])
 
-        then_show(table.select(on_pick, [review, *filters], open_outs, **FAST))
+        then_show(table.select(on_pick, [review], open_outs, **FAST))
         gr.on([f.input for f in filters], app.queue_view, filters, [counts, table], **FAST)
 
         # Windows and jumps each have their own button and answer box: a jump asked while a window
@@ -472,7 +472,7 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
 
         def restore_rev(rev, r):
             if r.episode_id is None or rev is None:
-                return edited(r, "Choose a revision first.") if r else None
+                return edited(r, "Choose a revision first.")
             dec = app.store.revision(r.episode_id, int(rev))
             if not dec.subtasks:
                 return edited(r, f"Revision {rev} has no subtasks ({dec.status.value}).")
@@ -481,13 +481,13 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
 
         restore.click(restore_rev, [hist, review], edit_outs, **FAST)
 
-        def discard_draft(r, *filt):
+        def discard_draft(r):
             if r.episode_id is None:
-                return opened(r, None, filt)
+                return opened(r, None)
             app.store.delete_draft(r.episode_id, r.author)
-            return opened(r, r.episode_id, filt, "Draft discarded; showing the latest revision.")
+            return opened(r, r.episode_id, "Draft discarded; showing the latest revision.")
 
-        then_show(discard.click(discard_draft, [review, *filters], open_outs, **FAST))
+        then_show(discard.click(discard_draft, [review], open_outs, **FAST))
 
     demo.queue(default_concurrency_limit=8)
     return demo, {"head": f"<script>{_asset('review.js')}</script>", "css": _asset("review.css")}

@@ -224,7 +224,9 @@ def test_an_invalid_decomposition_cannot_be_accepted(setup):
 
 def test_several_cameras_side_by_side_and_no_proposal_yet(setup):
     ctx = login(setup, "bob")
-    page = open_episode(ctx, setup, setup["libero"])
+    page = open_episode(ctx, setup, setup["episodes"][3])
+    page.locator("#atom-queue").get_by_text(setup["libero"], exact=True).click()  # open it from the queue
+    page.wait_for_function("window.atomReview.ep === %r && window.atomReview.marked" % setup["libero"])
     assert page.eval_on_selector_all("#atom-cams figcaption", "els => els.map(e => e.innerText)") == [
         c.key for c in setup["store"].episode(setup["libero"]).cameras]
     srcs = page.eval_on_selector_all("#atom-cams img", "els => els.map(e => e.src)")
