@@ -54,5 +54,6 @@ def open_store(path: Path, create: bool = False) -> Store:
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Report an error the user can act on (no traceback) and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # One line however narrow the terminal (long file paths would otherwise wrap), so it greps.
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)

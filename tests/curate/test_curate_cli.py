@@ -163,3 +163,11 @@ def test_sigkill_mid_import_leaves_a_consistent_store_and_a_rerun_completes(tmp_
     rerun = subprocess.run(cli, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert Store(db).count_episodes() == n
+
+
+def test_an_error_about_a_long_path_stays_on_one_line(tmp_path):
+    deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "project.sqlite"
+    result = curate("ls", "--store", deep)
+    assert result.exit_code == 2
+    (line,) = [line for line in result.output.splitlines() if line.strip()]
+    assert line.startswith("error:") and str(deep) in line and "no such store" in line
