@@ -280,8 +280,8 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
             with gr.Column(scale=1, min_width=320):
                 gr.Markdown("## Queue")
                 f_status = gr.Dropdown(STATUS_CHOICES, value="unreviewed", label="Status", elem_id="atom-f-status")
-                f_backend = gr.Dropdown(["all"] + app.queue.backends(), value="all", label="Backend")
-                f_task = gr.Dropdown(["all"] + app.queue.tasks(), value="all", label="Task")
+                f_backend = gr.Dropdown(["all"], value="all", label="Backend", elem_id="atom-f-backend")
+                f_task = gr.Dropdown(["all"], value="all", label="Task", elem_id="atom-f-task")
                 f_sort = gr.Dropdown(list(SORTS), value=SORTS[0], label="Sort", elem_id="atom-f-sort")
                 counts = gr.Markdown(elem_id="atom-counts")
                 table = gr.Dataframe(headers=["episode", "status", "conf.", "disagr.", "backends", "task"],
@@ -374,7 +374,13 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
                 wanted = drafts[0]["episode_id"] if drafts else app.queue.next_unreviewed(_filter(*filt), None)
             return opened(r, wanted)
 
-        then_show(demo.load(on_load, [review, *filters], open_outs)).then(app.queue_view, filters, [counts, table])
+        def queue_with_choices(*filt):
+            """The queue and the filters' choices, which grow as backends and tasks arrive."""
+            return (gr.update(choices=["all"] + app.queue.backends()), gr.update(choices=["all"] + app.queue.tasks()),
+                    *app.queue_view(*filt))
+
+        then_show(demo.load(on_load, [review, *filters], open_outs)).then(
+            queue_with_choices, filters, [f_backend, f_task, counts, table], **FAST)
 
         def on_next(r, *filt):
             return opened(r, app.queue.next_unreviewed(_filter(*filt), r.episode_id))

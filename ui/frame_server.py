@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -25,6 +27,7 @@ JPEG_QUALITY = 80
 MAX_SIDE = 480  # frames larger than this are scaled down for the browser (the viewer is ~400 px wide)
 JPEG_CACHE_BYTES = 96 << 20
 OPEN_EPISODES = 32
+_ENCODERS = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="jpeg")
 
 
 class _LRU:
@@ -82,10 +85,12 @@ class FrameServer:
             urls = {i: self._jpegs.get((episode_id, cam.key, i)) for i in wanted}
             missing = [i for i, u in urls.items() if u is None]
             if missing:
-                # One read for all of them: sorted, so a decoder goes through the file once.
-                for i, rgb in zip(missing, self._episode_frames(episode_id, cam.key).get_many(missing)):
-                    urls[i] = self._encode(rgb)
-                    self._jpegs.put((episode_id, cam.key, i), urls[i], len(urls[i]))
+                # One read for all of them: sorted, so a decoder goes through the file once. PIL
+                # encodes outside the GIL, so the JPEGs are made in parallel.
+                rgbs = self._episode_frames(episode_id, cam.key).get_many(missing)
+                for i, url in zip(missing, _ENCODERS.map(self._encode, rgbs)):
+                    urls[i] = url
+                    self._jpegs.put((episode_id, cam.key, i), url, len(url))
             out[cam.key] = urls  # type: ignore[assignment]
         return out
 

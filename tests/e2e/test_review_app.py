@@ -225,7 +225,10 @@ def test_an_invalid_decomposition_cannot_be_accepted(setup):
 def test_several_cameras_side_by_side_and_no_proposal_yet(setup):
     ctx = login(setup, "bob")
     page = open_episode(ctx, setup, setup["episodes"][3])
-    page.locator("#atom-queue").get_by_text(setup["libero"], exact=True).click()  # open it from the queue
+    page.click("#atom-f-task input")  # filter the queue by task, open the episode from it
+    page.get_by_role("option", name=setup["store"].episode(setup["libero"]).task).click()
+    expect_text(page, "#atom-counts", "1 shown of 12")
+    page.locator("#atom-queue").get_by_text(setup["libero"], exact=True).filter(visible=True).click()
     page.wait_for_function("window.atomReview.ep === %r && window.atomReview.marked" % setup["libero"])
     assert page.eval_on_selector_all("#atom-cams figcaption", "els => els.map(e => e.innerText)") == [
         c.key for c in setup["store"].episode(setup["libero"]).cameras]
