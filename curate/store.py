@@ -150,11 +150,10 @@ class Store:
         if conn is None:
             try:
                 conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA synchronous=NORMAL")
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"{self.path}: not an atomvla store ({exc})") from exc
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA synchronous=NORMAL")
             conn.row_factory = sqlite3.Row
             self._local.conn = conn
         return conn
@@ -188,6 +187,9 @@ class Store:
                 f"{self.path}: store schema version {version} is newer than this atomvla "
                 f"understands ({SCHEMA_VERSION}); upgrade atomvla"
             )
+        # Only now, once the file is known to be ours: WAL mode rewrites the file's header, and it
+        # persists in the file, so connections opened later in other threads get it too.
+        conn.execute("PRAGMA journal_mode=WAL")
         for step in range(version, SCHEMA_VERSION):
             # executescript commits on its own, so the version bump sits inside the script.
             conn.executescript(

@@ -147,9 +147,11 @@ def test_foreign_sqlite_database_is_refused(tmp_path):
     conn.execute("CREATE TABLE users (id INTEGER)")
     conn.commit()
     conn.close()
+    before = other.read_bytes()
     with pytest.raises(StoreError, match="another application"):
         Store(other)
-    assert sqlite3.connect(other).execute("SELECT name FROM sqlite_master").fetchall() == [("users",)]
+    assert other.read_bytes() == before  # not even switched to WAL mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
 
 
 def test_newer_schema_is_refused(tmp_path):
