@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from atomvla.curate.errors import SourceError
 from atomvla.curate.interchange_io import match_episodes, read_jsonl
 from atomvla.schemas import EpisodeMeta, InterchangeRecord, check_subtasks
 
@@ -29,7 +30,10 @@ def load_truth(path: Path, episodes: Sequence[EpisodeMeta], dataset: str | None 
     """Every line of `path` with its stored episode. Any bad line, any truth episode missing from
     the store, or truth subtasks that break the contract make the whole file an error: scores over
     part of a truth set would read as scores over all of it."""
-    lines, problems = read_jsonl(path)
+    try:
+        lines, problems = read_jsonl(path)
+    except SourceError as exc:  # missing or unreadable file
+        raise TruthError([str(exc)]) from exc
     if not lines and not problems:
         problems.append(f"{path}: no records")
     matched, unmatched = match_episodes(path, lines, episodes, dataset)

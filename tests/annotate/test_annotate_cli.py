@@ -131,6 +131,13 @@ def test_truth_episodes_missing_from_the_store_are_named(store, tmp_path):
     assert f"{extra}:12: episode 42: no such episode in the store" in result.output
 
 
+def test_missing_truth_file_is_one_line(store, tmp_path):
+    invoke("run", "--store", store)
+    result = invoke("eval", "--store", store, "--truth", tmp_path / "nope.jsonl")
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {tmp_path / 'nope.jsonl'}: cannot read: No such file or directory"
+
+
 def test_eval_without_proposals_says_what_to_run(store):
     result = invoke("eval", "--store", store, "--truth", TRUTH)
     assert result.exit_code == 2 and "run `atom-annotate run` first" in result.output
