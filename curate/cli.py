@@ -183,6 +183,8 @@ def export(
         raise fail(exc.args[0]) from exc
     if exporter.is_folder and out.exists():
         raise fail(f"{out}: already exists; remove it or choose another folder")
+    if not exporter.is_folder and out.is_dir():
+        raise fail(f"{out}: is a folder; --to {exporter.name} writes a file")
     status = status if status is not None else exporter.default_status
     latest = db.latest_all(author=author, status=status)
     records = [(m, latest[m.episode_id]) for m in db.episodes(dataset) if m.episode_id in latest]

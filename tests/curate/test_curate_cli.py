@@ -71,6 +71,24 @@ def test_truth_round_trips_through_import_annotations_and_export(tmp_path):
     assert out.read_text() == ""
 
 
+def test_jsonl_export_is_an_ordinary_file_and_never_replaces_a_folder(tmp_path):
+    db, out = tmp_path / "s.sqlite", tmp_path / "out.jsonl"
+    curate("import", V3_H264, "--store", db)
+    curate("import-annotations", TRUTH, "--store", db, "--author", "truth")
+    umask = os.umask(0o022)
+    try:
+        assert curate("export", out, "--store", db).exit_code == 0
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    result = curate("export", folder, "--to", "jsonl", "--store", db)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {folder}: is a folder; --to jsonl writes a file"
+    assert list(folder.iterdir()) == [] and not list(tmp_path.glob(".*"))  # no temporary file left
+
+
 def test_bad_annotation_lines_are_reported_and_the_good_ones_stored(tmp_path):
     db, bad = tmp_path / "s.sqlite", tmp_path / "bad.jsonl"
     curate("import", V3_AV1, "--store", db)
