@@ -20,8 +20,13 @@
     box.innerHTML = "";
     for (const cam of R.cams) {
       R.frames[cam] = new Array(R.n);
+      // Built with DOM calls, not markup: a camera's name comes from the dataset.
       const fig = document.createElement("figure");
-      fig.innerHTML = `<img alt="${cam}" data-cam="${cam}"><figcaption>${cam}</figcaption>`;
+      const img = document.createElement("img");
+      img.alt = cam; img.dataset.cam = cam;
+      const caption = document.createElement("figcaption");
+      caption.textContent = cam;
+      fig.append(img, caption);
       box.appendChild(fig);
     }
     const slider = $("#atom-slider");
@@ -47,8 +52,8 @@
   R.addFrames = (json) => {
     if (!json) return;
     const p = JSON.parse(json);
+    if (p.episode_id !== R.ep) return;  // an answer for the episode before (its flags were reset)
     if (p.radius === 1) R.jumping = null; else if (p.radius > 1) R.pending = false; else R.marked = true;
-    if (p.episode_id !== R.ep) return;
     R.store(p);
     R.paint();  // paints the cursor's frame if it came, and asks for the rest of the window
   };
