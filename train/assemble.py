@@ -10,6 +10,7 @@ from atomvla.train.checkpoint import Checkpoint, CheckpointError, resolve_checkp
 from atomvla.train.config import SFTConfig, apply_overrides, from_dict
 from atomvla.train.data.normalize import Stats
 from atomvla.train.models.backbone import image_processor, load_tokenizer
+from atomvla.train.models.generic_vlm import HFVLAProcessor, is_qwen_vl, load_hf_processor
 from atomvla.train.models.processor import VLAProcessor
 from atomvla.train.models.vla import VLA
 
@@ -18,6 +19,10 @@ STATS_FILE = "stats.json"
 
 
 def make_processor(config: SFTConfig, tokenizer, skills: tuple[str, ...]) -> VLAProcessor:
+    """Qwen-VL's hand-built image path, or another image-text-to-text model's own processor."""
+    if not is_qwen_vl(config.backbone):
+        hf = load_hf_processor(config.backbone)
+        return HFVLAProcessor(tokenizer, hf.image_processor, config.data.prompt, skills, hf)
     return VLAProcessor(tokenizer, image_processor(config.backbone, config.data.image_size), config.data.prompt, skills)
 
 

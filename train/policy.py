@@ -52,10 +52,8 @@ class Policy:
     def _items(self, samples: Sequence[Sample], suffixes: Sequence[list[int]] | None) -> list[dict]:
         items = []
         for i, s in enumerate(samples):
-            pixels, grids = self.processor.images(s.images)
-            ids = self.processor.prefix_ids(grids, s.task) + (list(suffixes[i]) if suffixes else [])
-            items.append({"input_ids": torch.tensor(ids), "pixel_values": pixels, "image_grid_thw": grids,
-                          "state": torch.from_numpy(s.state), "skill": torch.tensor(0)})
+            item = self.processor.prompt_item(s.images, s.task, suffixes[i] if suffixes else ())
+            items.append({**item, "state": torch.from_numpy(s.state), "skill": torch.tensor(0)})
         return items
 
     def _to(self, batch: dict) -> dict:

@@ -1,5 +1,6 @@
-"""The VLM backbone: a Hub image-text-to-text model (Qwen-VL family), or a tiny random Qwen3-VL
-built from `BackboneConfig` for CPU runs and tests; freeze / LoRA / full training."""
+"""The VLM backbone: a Hub image-text-to-text model, or a tiny random Qwen3-VL built from
+`BackboneConfig` for CPU runs and tests; freeze / LoRA / full training. Qwen-VL models get the
+hand-built image path below; other models their own processor (`generic_vlm`)."""
 
 from __future__ import annotations
 

@@ -47,6 +47,10 @@ class VLAProcessor:
         if not sep or after.strip():
             raise ValueError(f"prompt template {self.prompt!r} must end with {{subtask}}")
         self._before = before
+        self.special_tokens()
+
+    def special_tokens(self) -> None:
+        """Ids of the image, end-of-subtask and padding tokens."""
         ids = self.tokenizer.convert_tokens_to_ids
         self.image_token = ids("<|image_pad|>")
         self.vision_start, self.vision_end = ids("<|vision_start|>"), ids("<|vision_end|>")
@@ -72,15 +76,19 @@ class VLAProcessor:
     def subtask_ids(self, skill: str, instruction: str) -> list[int]:
         return self.tokenizer.encode(subtask_text(skill, instruction), add_special_tokens=False) + [self.end]
 
+    def prompt_item(self, images: np.ndarray, task: str, suffix: Sequence[int] = ()) -> dict[str, Any]:
+        """The VLM inputs of one sample's cameras and prompt, then `suffix` tokens (e.g. a subtask)."""
+        pixels, grids = self.images(images)
+        ids = self.prefix_ids(grids, task) + list(suffix)
+        return {"input_ids": torch.tensor(ids), "pixel_values": pixels, "image_grid_thw": grids}
+
     def __call__(self, s: Sample) -> dict[str, Any]:
-        pixels, grids = self.images(s.images)
-        prefix = self.prefix_ids(grids, s.task)
         target = self.subtask_ids(s.skill, s.subtask)
+        item = self.prompt_item(s.images, s.task, target)
+        prefix = len(item["input_ids"]) - len(target)
         return {
-            "input_ids": torch.tensor(prefix + target),
-            "labels": torch.tensor([IGNORE] * len(prefix) + target),
-            "pixel_values": pixels,
-            "image_grid_thw": grids,
+            **item,
+            "labels": torch.tensor([IGNORE] * prefix + target),
             "state": torch.from_numpy(s.state),
             "actions": torch.from_numpy(s.actions),
             "action_mask": torch.from_numpy(s.action_mask),
@@ -105,9 +113,7 @@ class VLAProcessor:
             "input_ids": ids,
             "attention_mask": mask,
             "labels": labels,
-            "mm_token_type_ids": (ids == self.image_token).int(),
-            "pixel_values": torch.cat([it["pixel_values"] for it in items]),
-            "image_grid_thw": torch.cat([it["image_grid_thw"] for it in items]),
+            **self.collate_vision(items, ids, left_pad),
             "meta": [it.get("meta") for it in items],
         }
         for key in ("state", "actions", "action_mask", "skill"):
@@ -115,3 +121,10 @@ class VLAProcessor:
                 batch[key] = torch.stack([it[key] for it in items])
         return batch
 
+    def collate_vision(self, items: Sequence[dict[str, Any]], ids: Tensor, left_pad: bool) -> dict[str, Tensor]:
+        """The batch's image inputs: patches and grids of every camera, and which tokens are image tokens."""
+        return {
+            "mm_token_type_ids": (ids == self.image_token).int(),
+            "pixel_values": torch.cat([it["pixel_values"] for it in items]),
+            "image_grid_thw": torch.cat([it["image_grid_thw"] for it in items]),
+        }

@@ -18,7 +18,13 @@ from atomvla.train.config import SFTConfig
 from atomvla.train.models.action_head import ActionHead
 from atomvla.train.models.backbone import build_backbone
 
-BATCH_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw")
+# Batch keys that feed the action head or the loss; every other tensor of a batch is a VLM input
+# (the processor's: Qwen-VL's patches and grids, or another model's own image inputs).
+NOT_VLM_KEYS = ("labels", "state", "actions", "action_mask", "skill", "meta")
+
+
+def vlm_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k not in NOT_VLM_KEYS}
 
 
 @dataclass
@@ -43,7 +49,7 @@ class VLA(nn.Module):
         return any(p.requires_grad for p in self.backbone.parameters())
 
     def vlm(self, batch: dict, labels: bool = True):
-        inputs = {k: batch[k] for k in BATCH_KEYS}
+        inputs = vlm_inputs(batch)
         if labels:
             inputs["labels"] = batch["labels"]
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.backbone_trainable):
@@ -67,8 +73,8 @@ class VLA(nn.Module):
     @torch.no_grad()
     def generate_subtask(self, batch: dict, eos_id: int, pad_id: int, max_new_tokens: int = 48) -> Int[Tensor, "b n"]:
         """Greedy subtask tokens after the (left-padded) prompts in `batch`, up to `eos_id`."""
-        inputs = {k: batch[k] for k in BATCH_KEYS}
         out = self.backbone.generate(
-            **inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id
+            **vlm_inputs(batch), max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_id,
+            pad_token_id=pad_id,
         )
         return out[:, batch["input_ids"].shape[1]:]
