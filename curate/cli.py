@@ -57,11 +57,15 @@ def import_(
     Bad episodes are reported and skipped; the exit status is 1 if any was skipped.
     """
     setup_logging(verbose)
-    db = open_store(store, create=True)
+    # An existing store is checked before the source is read (perhaps downloaded); a new one is
+    # created only once the source opens, so an unreadable source leaves no empty store behind.
+    db = open_store(store) if store.exists() else None
     try:
         reader = open_source(source, format)
     except SourceError as exc:
         raise fail(str(exc)) from exc
+    if db is None:
+        db = open_store(store, create=True)
 
     imported: list[EpisodeMeta] = []
     skipped: list[str] = []

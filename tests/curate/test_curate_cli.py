@@ -141,6 +141,13 @@ def test_whole_source_error_writes_nothing(tmp_path):
     assert Store(db).count_episodes() == 11  # what was there is still there
 
 
+def test_unreadable_source_creates_no_store(tmp_path):
+    db = tmp_path / "new.sqlite"
+    result = curate("import", tmp_path / "missing", "--store", db)
+    assert result.exit_code == 2 and "no such file or folder" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_store_that_is_not_a_store_is_refused_untouched(tmp_path):
     db = tmp_path / "s.sqlite"
     db.write_text("hello")
