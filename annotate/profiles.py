@@ -59,7 +59,9 @@ def config_from_profile(
         first = exc.errors()[0]
         where = f"profile {profile_name!r}" if profile_name else "settings"
         loc = ".".join(map(str, first["loc"]))
-        raise ProfileError(f"{where} for the {backend_name} backend: {loc}: {first['msg']}") from exc
+        # A model validator's error has no field, and pydantic prefixes its message with "Value error, ".
+        msg = first["msg"].removeprefix("Value error, ")
+        raise ProfileError(f"{where} for the {backend_name} backend: {f'{loc}: ' if loc else ''}{msg}") from exc
 
 
 def backend_from_profile(

@@ -103,6 +103,15 @@ def test_unknown_backend_lists_the_known_ones(store):
     assert "unknown backend 'gpt9' (known: heuristic" in result.output
 
 
+def test_unknown_hybrid_part_is_one_plain_line(store):
+    result = invoke("run", "--store", store, "--backend", "hybrid", "--boundaries", "gpt9", "--language", "heuristic")
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: settings for the hybrid backend: boundaries: unknown backend 'gpt9' "
+        "(known: heuristic, hybrid, internvideo, openai, uvd)"
+    )
+
+
 def test_missing_store_is_refused(tmp_path):
     result = invoke("run", "--store", tmp_path / "none.sqlite")
     assert result.exit_code == 2 and "no such store" in result.output
