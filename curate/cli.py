@@ -308,7 +308,9 @@ def import_annotations(
 ) -> None:
     """Load decompositions (ground truth, another tool's output) as new revisions.
 
-    Bad lines are reported and skipped (exit status 1); the good ones are stored in one transaction.
+    Each is stored with its line's `status`, `accepted` when the line has none (so the file can
+    stand for a reviewer's accepts, e.g. for `atom-annotate calibrate --author`). Bad lines are
+    reported and skipped (exit status 1); the good ones are stored in one transaction.
     """
     setup_logging()
     db = open_store(store)
@@ -323,7 +325,7 @@ def import_annotations(
         try:
             decs.append(line.record.to_decomposition(meta.episode_id, author, min_frames))
         except DecompositionError as exc:
-            problems.append(f"{file}:{line.lineno}: " + "; ".join(exc.problems))
+            problems.append(f"{file}:{line.lineno}: episode {meta.episode_id}: " + "; ".join(exc.problems))
     stored = db.add_revisions(decs)
     console.print(f"stored {len(stored)} revision(s) by {author!r} from {file}")
     if problems:

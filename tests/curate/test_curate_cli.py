@@ -102,7 +102,7 @@ def test_bad_annotation_lines_are_reported_and_the_good_ones_stored(tmp_path):
     assert result.exit_code == 1
     out = " ".join(result.output.split())
     assert "stored 1 revision(s)" in out
-    assert f"{bad}:2:" in out and "subtask 1 ends at frame" in out and "(a gap)" in out
+    assert f"{bad}:2: episode {V3_AV1.name}/1: subtask 1 ends at frame" in out and "(a gap)" in out
     assert f"{bad}:3: not valid JSON" in out
     assert f"{bad}:4: episode 2: the file says 5 frames, the episode has" in out
     assert f"{bad}:5: episode 99: no such episode in the store" in out
