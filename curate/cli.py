@@ -58,20 +58,23 @@ def import_(
     """
     setup_logging(verbose)
     # An existing store is checked before the source is read (perhaps downloaded); a new one is
-    # created only once the source opens, so an unreadable source leaves no empty store behind.
+    # created with the first episode to store, so a source that yields none leaves no store behind.
     db = open_store(store) if store.exists() else None
     try:
         reader = open_source(source, format)
     except SourceError as exc:
         raise fail(str(exc)) from exc
-    if db is None:
-        db = open_store(store, create=True)
 
     imported: list[EpisodeMeta] = []
     skipped: list[str] = []
     batch: list[EpisodeMeta] = []
 
     def flush() -> None:
+        nonlocal db
+        if not batch:
+            return
+        if db is None:
+            db = open_store(store, create=True)
         refused = db.upsert_episodes(batch)
         skipped.extend(refused.values())
         imported.extend(m for m in batch if m.episode_id not in refused)
@@ -97,6 +100,8 @@ def import_(
             raise fail(str(exc)) from exc
         flush()
 
+    if not imported and not skipped:
+        raise fail(f"{reader.root}: no episodes found (read as {reader.name}); nothing imported")
     _print_import_summary(reader.name, reader.root, imported, skipped)
     if skipped:
         raise typer.Exit(1)

@@ -141,10 +141,14 @@ def test_whole_source_error_writes_nothing(tmp_path):
     assert Store(db).count_episodes() == 11  # what was there is still there
 
 
-def test_unreadable_source_creates_no_store(tmp_path):
+def test_unreadable_or_empty_source_creates_no_store(tmp_path):
     db = tmp_path / "new.sqlite"
     result = curate("import", tmp_path / "missing", "--store", db)
     assert result.exit_code == 2 and "no such file or folder" in result.output
+    assert list(tmp_path.iterdir()) == []
+    result = curate("import", V3_H264, "--format", "video_folder", "--store", db)  # no videos at its top
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {V3_H264}: no episodes found (read as video_folder); nothing imported"
     assert list(tmp_path.iterdir()) == []
 
 
