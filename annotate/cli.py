@@ -304,6 +304,8 @@ def batch_collect(
         failed += result.failed
     if got.waiting:
         err_console.print(f"still running: {', '.join(got.waiting)} (collect again later)")
+    elif not got.answered and not failed:
+        console.print("nothing to collect: no batch is waiting (`atom-annotate batch status` lists them)")
     if failed:
         console.print(failures_table(failed))
         raise typer.Exit(1)

@@ -112,6 +112,12 @@ def test_unknown_hybrid_part_is_one_plain_line(store):
     )
 
 
+def test_batch_collect_with_no_batch_says_so(store):
+    result = invoke("batch", "collect", "--store", store)
+    assert result.exit_code == 0
+    assert "nothing to collect: no batch is waiting" in result.output
+
+
 def test_missing_store_is_refused(tmp_path):
     result = invoke("run", "--store", tmp_path / "none.sqlite")
     assert result.exit_code == 2 and "no such store" in result.output
