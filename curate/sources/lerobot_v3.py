@@ -62,10 +62,14 @@ class LeRobotV3Reader(Reader):
         video_columns = [f"videos/{key}/{c}" for key in info.video_keys for c in _VIDEO_COLUMNS]
         columns = _EPISODE_COLUMNS + video_columns
         for file in files:
-            missing = missing_columns(pq.read_schema(file), columns)
-            if missing:
-                raise SourceError(file, f"missing required columns: {', '.join(missing)}")
-            for row in pq.read_table(file, columns=columns).to_pylist():
+            try:
+                missing = missing_columns(pq.read_schema(file), columns)
+                if missing:
+                    raise SourceError(file, f"missing required columns: {', '.join(missing)}")
+                rows = pq.read_table(file, columns=columns).to_pylist()
+            except pa.ArrowException as exc:  # damaged or not parquet at all
+                raise SourceError(file, f"cannot be read as parquet ({exc})") from exc
+            for row in rows:
                 yield file, row
 
     def _meta(
@@ -125,10 +129,13 @@ def _episode_row_ranges(data_file: Path, info: LeRobotInfo) -> dict[int, tuple[i
     """episode_index -> (first row, row count) in one data file; reads only `episode_index`."""
     if not data_file.is_file():
         raise SourceError(data_file, "data file is missing")
-    missing = missing_columns(pq.read_schema(data_file), ["episode_index", *info.array_keys])
-    if missing:
-        raise SourceError(data_file, f"missing required columns: {', '.join(missing)}")
-    episodes = pq.read_table(data_file, columns=["episode_index"]).column(0).to_numpy()
+    try:
+        missing = missing_columns(pq.read_schema(data_file), ["episode_index", *info.array_keys])
+        if missing:
+            raise SourceError(data_file, f"missing required columns: {', '.join(missing)}")
+        episodes = pq.read_table(data_file, columns=["episode_index"]).column(0).to_numpy()
+    except pa.ArrowException as exc:  # damaged or not parquet at all
+        raise SourceError(data_file, f"cannot be read as parquet ({exc})") from exc
     values, starts, counts = np.unique(episodes, return_index=True, return_counts=True)
     return {int(v): (int(s), int(c)) for v, s, c in zip(values, starts, counts)}
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from atomvla.curate.cli import IMPORT_BATCH, app
 from atomvla.curate.store import Store
-from builders import EPISODES, FIXTURES, V3_AV1, V3_H264, copy_dataset, replicate_lerobot_v3
+from builders import DATA, EPISODES, FIXTURES, V3_AV1, V3_H264, copy_dataset, replicate_lerobot_v3
 
 TRUTH = FIXTURES / "metaworld_truth.jsonl"
 runner = CliRunner()
@@ -127,6 +127,22 @@ def test_damaged_episode_is_skipped_and_named(tmp_path):
     out = " ".join(result.output.split())
     assert "1 episode(s) skipped" in out and "episode 4" in out and "file-000.mp4" in out
     assert Store(db).count_episodes() == 10
+
+
+def test_damaged_parquet_is_named_not_a_traceback(tmp_path):
+    root = copy_dataset(V3_H264, tmp_path / "ds")
+    (root / DATA).write_bytes(b"not parquet")  # the data file holds every episode
+    db = tmp_path / "s.sqlite"
+    result = curate("import", root, "--store", db)
+    assert result.exit_code == 1
+    out = " ".join(result.output.split())
+    assert "11 episode(s) skipped" in out and f"{root / DATA}: episode 10: cannot be read as parquet" in out
+    assert not db.exists()
+    (root / EPISODES).write_bytes(b"not parquet either")  # the episode index: the whole source
+    result = curate("import", root, "--store", db)
+    assert result.exit_code == 2
+    assert result.output.strip().startswith(f"error: {root / EPISODES}: cannot be read as parquet")
+    assert not db.exists()
 
 
 def test_whole_source_error_writes_nothing(tmp_path):
