@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atomvla.curate.errors import SourceError
@@ -75,7 +76,10 @@ class LeRobotV21Reader(Reader):
         data_file = self.root / info.data_path.format(episode_chunk=chunk, episode_index=index)
         if not data_file.is_file():
             raise SourceError(data_file, "data file is missing", index)
-        parquet = pq.read_metadata(data_file)  # the footer only: row count and schema
+        try:
+            parquet = pq.read_metadata(data_file)  # the footer only: row count and schema
+        except pa.ArrowException as exc:  # damaged or not parquet at all
+            raise SourceError(data_file, f"cannot be read as parquet ({exc})", index) from exc
         missing = missing_columns(parquet.schema.to_arrow_schema(), info.array_keys)
         if missing:
             raise SourceError(data_file, f"missing required columns: {', '.join(missing)}", index)

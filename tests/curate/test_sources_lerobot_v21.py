@@ -91,8 +91,10 @@ def test_data_file_problems(copy: Path):
     short = copy / "data/chunk-000/episode_000004.parquet"
     pq.write_table(pq.read_table(short).slice(0, 10), short)
     (copy / "data/chunk-000/episode_000007.parquet").unlink()
+    (copy / "data/chunk-000/episode_000009.parquet").write_bytes(b"not parquet")
     bad = errors(scan(copy))
-    assert [b.episode for b in bad] == [1, 4, 7]
+    assert [b.episode for b in bad] == [1, 4, 7, 9]
+    assert "cannot be read as parquet" in bad[3].problem
     assert "missing required columns: observation.state" in bad[0].problem and bad[0].file == str(no_column)
     assert "has 10 rows" in bad[1].problem and bad[1].file == str(short)
     assert "data file is missing" in bad[2].problem
