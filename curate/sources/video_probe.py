@@ -60,6 +60,8 @@ def _mp4_truncation(path: Path) -> str | None:
         while offset + 8 <= size:
             f.seek(offset)
             box_size, box_type = struct.unpack(">I4s", f.read(8))
+            if not all(0x20 <= b < 0x7F for b in box_type):  # top-level box types are ASCII: ftyp, moov, mdat...
+                return f"not an MP4 file (no MP4 box at byte {offset})"
             if box_size == 1:  # 64-bit size follows the type
                 box_size = struct.unpack(">Q", f.read(8))[0]
             elif box_size == 0:  # box runs to the end of the file

@@ -70,6 +70,8 @@ def test_bad_episodes_are_reported(tmp_path: Path):
         and "'action' has 11 rows, the video has 12 frames" in results[0].problem
     )
     assert results[2].file == str(root / "episode_2.mp4") and "truncated" in results[2].problem
+    (root / "episode_2.mp4").write_bytes(bytes(range(256)) * 8)  # not a video at all
+    assert scan(root)[2].problem == "not an MP4 file (no MP4 box at byte 0)"
 
 
 def test_lerobot_folder_is_not_a_video_folder():
