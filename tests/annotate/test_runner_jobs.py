@@ -14,11 +14,12 @@ from typer.testing import CliRunner
 
 from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
 from atomvla.annotate.cli import app
-from atomvla.annotate.jobs.cache import ResponseCache
+from atomvla.annotate.jobs.cache import ResponseCache, encode_body, request_key
 from atomvla.annotate.jobs.limiter import RateLimiter, parse_duration
 from atomvla.annotate.jobs.pricing import cost_usd
 from atomvla.annotate.jobs.retry import RetryPolicy
 from atomvla.annotate.runner import Shard, arun
+from atomvla.annotate.vlm import PROMPT_VERSION
 from atomvla.curate.store import Store
 from atomvla.schemas import Status
 
@@ -57,9 +58,12 @@ def test_a_killed_run_resumes_asking_nothing_already_answered(store_path, metas,
         while len(server.markers_answered(markers)) < 3 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.02)
         answered = server.markers_answered(markers)
-        # Each answer the client receives is cached first: wait until those answers have arrived.
+        # Each answer the client receives is cached first: wait until those very answers have
+        # arrived (counting entries is not enough: a later answer can be cached before an earlier one).
         cache = ResponseCache.beside(store_path)
-        while len(cache) < len(answered) and time.monotonic() < deadline:
+        keys = [request_key(PROMPT_VERSION, encode_body(r.body)) for r in server.chat_requests()
+                if r.status == 200 and any(m in r.text for m in answered)]
+        while not all(cache.get(k) for k in keys) and time.monotonic() < deadline:
             time.sleep(0.005)
         assert proc.poll() is None, "the run ended before it could be stopped"
         proc.send_signal(stop)
