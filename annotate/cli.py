@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from atomvla.annotate.backends import BACKENDS, Backend, get_backend
+from atomvla.annotate.backends.base import SetupError
 from atomvla.annotate.evaluation.plots import plot_episode
 from atomvla.annotate.evaluation.report import report, score_episode, table
 from atomvla.annotate.evaluation.truth import TruthError, load_truth
@@ -91,17 +92,16 @@ def _engine(
     overrides: dict,
     api_key_env: str,
     retry: RetryPolicy = RetryPolicy(),
-    need_key: bool = True,
+    prepare: bool = True,
 ) -> Backend:
-    """The configured backend; a missing API key is reported here, before any work."""
+    """The configured backend; a missing API key or model is reported here, before any work."""
     try:
         engine = build_engine(db, backend, profile, overrides, flags=_FLAGS, api_key_env=api_key_env, retry=retry)
-        for part in engine.parts if need_key else ():
-            if isinstance(part, OpenAIBackend):
-                part.check_key()
+        if prepare:
+            engine.prepare()
     except KeyError as exc:
         raise fail(exc.args[0]) from exc
-    except (ProfileError, SettingsError, MissingKeyError) as exc:
+    except (ProfileError, SettingsError, SetupError) as exc:
         raise fail(str(exc)) from exc
     return engine
 
@@ -172,7 +172,7 @@ def run(
         "encoder": encoder, "boundaries": boundaries, "language": language, "snap_s": snap_s,
     }
     retry = RetryPolicy(attempts=attempts, timeout_s=timeout)
-    engine = _engine(db, backend, profile, overrides, api_key_env, retry, need_key=not dry_run)
+    engine = _engine(db, backend, profile, overrides, api_key_env, retry, prepare=not dry_run)
     chosen = _chosen(db, store, episodes, shard)
     queued = open_episodes(db, job_id(engine))
     if queued & {m.episode_id for m in chosen}:

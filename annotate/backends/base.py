@@ -23,6 +23,10 @@ class BackendConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class SetupError(RuntimeError):
+    """What every episode of a run needs cannot be had (a key, model weights): said once, up front."""
+
+
 class BackendError(Exception):
     """A backend cannot decompose this episode; the message names the backends that can."""
 
@@ -59,10 +63,9 @@ class Backend(ABC):
     def __init__(self, config: BackendConfig | None = None):
         self.config = config if config is not None else self.Config()
 
-    @property
-    def parts(self) -> tuple[Backend, ...]:
-        """The backends that do the work: itself, or those a combining backend runs."""
-        return (self,)
+    def prepare(self) -> None:
+        """Make sure what every episode needs is there (an API key, loaded weights) before any work:
+        raises SetupError with one line. Nothing to do by default."""
 
     @property
     def settings_hash(self) -> str:

@@ -126,6 +126,10 @@ class HybridBackend(AsyncBackend):
     def parts(self) -> tuple[Backend, ...]:
         return (self.cutter, self.namer)
 
+    def prepare(self) -> None:
+        for part in self.parts:
+            part.prepare()
+
     @classmethod
     def can_handle(cls, meta: EpisodeMeta) -> bool:
         # Which backends it combines is a setting; this is what either kind of backend reads.

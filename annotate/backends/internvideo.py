@@ -21,7 +21,7 @@ import numpy as np
 from jaxtyping import Float, UInt8
 from pydantic import Field
 
-from atomvla.annotate.backends.base import BackendError, register
+from atomvla.annotate.backends.base import BackendError, SetupError, register
 from atomvla.annotate.vlm import Message, Usage, VLMBackend, VLMConfig, flatten
 from atomvla.curate.episode import Episode
 from atomvla.schemas import Decomposition
@@ -109,6 +109,12 @@ class InternVideoBackend(VLMBackend):
     @property
     def model(self) -> str:
         return self.config.model  # type: ignore[attr-defined]
+
+    def prepare(self) -> None:
+        loaded = load_model(self.model)
+        if isinstance(loaded, OSError):
+            first = str(loaded).strip().splitlines()[0] if str(loaded).strip() else type(loaded).__name__
+            raise SetupError(f"internvideo: cannot load model {self.model!r} ({first})")
 
     async def apropose(self, episode: Episode) -> tuple[Decomposition, Usage]:
         loaded = await asyncio.to_thread(load_model, self.config.model)  # type: ignore[attr-defined]

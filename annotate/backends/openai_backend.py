@@ -18,7 +18,7 @@ import httpx2
 import numpy as np
 from pydantic import Field
 
-from atomvla.annotate.backends.base import register
+from atomvla.annotate.backends.base import SetupError, register
 from atomvla.annotate.backends.vlm_backend import VLMBackend, VLMConfig
 from atomvla.annotate.jobs.cache import ResponseCache, encode_body, request_key
 from atomvla.annotate.jobs.limiter import RateLimiter
@@ -80,7 +80,7 @@ def refine_text(task: str, before: Subtask, after: Subtask) -> str:
     )
 
 
-class MissingKeyError(RuntimeError):
+class MissingKeyError(SetupError):
     """No API key in the environment (the message names the variable, never a value)."""
 
 
@@ -127,6 +127,9 @@ class OpenAIBackend(VLMBackend):
     @property
     def detail(self) -> str:
         return self.config.detail  # type: ignore[attr-defined]
+
+    def prepare(self) -> None:
+        self.check_key()
 
     def check_key(self) -> None:
         """Raise MissingKeyError unless the key variable is set (call before any work)."""

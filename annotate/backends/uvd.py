@@ -24,7 +24,7 @@ import numpy as np
 from jaxtyping import Float, Int, UInt8
 from pydantic import Field
 
-from atomvla.annotate.backends.base import Backend, BackendConfig, BackendError, register
+from atomvla.annotate.backends.base import Backend, BackendConfig, BackendError, SetupError, register
 from atomvla.annotate.instructions import Step, plan
 from atomvla.curate.episode import Episode
 from atomvla.schemas import DEFAULT_MIN_FRAMES, MAX_SUBTASKS, MIN_SUBTASKS, EpisodeMeta, Subtask
@@ -205,6 +205,13 @@ class UVDBackend(Backend):
     @classmethod
     def can_handle(cls, meta: EpisodeMeta) -> bool:
         return bool(meta.cameras)
+
+    def prepare(self) -> None:
+        cfg: UVDConfig = self.config  # type: ignore[assignment]
+        encoder = load_encoder(cfg.encoder, cfg.pixel_size)
+        if isinstance(encoder, Exception):
+            first = str(encoder).strip().splitlines()[0] if str(encoder).strip() else type(encoder).__name__
+            raise SetupError(f"uvd: cannot load encoder {cfg.encoder!r} ({first}); `--encoder pixels` needs no weights")
 
     def segment(self, episode: Episode) -> tuple[list[Subtask], float]:
         meta = episode.meta

@@ -10,6 +10,7 @@ import pytest
 from atomvla.annotate.backends import BackendError, get_backend
 from atomvla.annotate.backends.uvd import UVDConfig, fit_count, name_segments, walk_back
 from atomvla.curate.episode import Episode
+from atomvla.curate.store import Store
 from atomvla.curate.sources import open_source
 from atomvla.schemas import CameraRef, EpisodeMeta, Status
 
@@ -157,3 +158,20 @@ def test_transformers_encoder_loaded_by_path(tmp_path, build):
     dec = get_backend("uvd")(UVDConfig(encoder=str(folder), max_frames=24)).propose(episode)
     assert dec.status is Status.proposed and len(dec.subtasks) == 2
     assert [s.skill for s in dec.subtasks] == ["reach", "open"]
+
+
+def test_an_encoder_that_cannot_load_stops_the_run_in_one_line_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from atomvla.annotate.cli import app as annotate
+    from atomvla.curate.cli import app as curate
+
+    store = tmp_path / "s.sqlite"
+    runner = CliRunner()
+    assert runner.invoke(curate, ["import", str(FIXTURE), "--store", str(store)]).exit_code == 0
+    missing = tmp_path / "no-such-encoder"
+    result = runner.invoke(annotate, ["run", "--store", str(store), "--backend", "uvd", "--encoder", str(missing)])
+    assert result.exit_code == 2
+    (line,) = [line for line in result.output.splitlines() if line.strip()]
+    assert line.startswith("error: uvd: cannot load encoder") and "`--encoder pixels` needs no weights" in line
+    assert Store(store).latest_all(author="uvd") == {}
