@@ -88,7 +88,8 @@ def _parse(raw: str, annotation: Any, full: str) -> Any:
         if annotation in (int, float, str):
             return annotation(raw)
     except ValueError:
-        raise ConfigError(f"override {full!r}: {raw!r} is not a {annotation.__name__}") from None
+        kind = {bool: "true or false", int: "an integer", float: "a number"}.get(annotation, annotation.__name__)
+        raise ConfigError(f"override {full!r}: {raw!r} is not {kind}") from None
     raise ConfigError(f"override {full!r}: cannot set a field of type {annotation}")
 
 

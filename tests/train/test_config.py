@@ -15,7 +15,8 @@ def test_overrides_reach_nested_fields_with_their_types():
     [
         ("tiny-cpo", [], "did you mean tiny-cpu"),
         ("tiny-cpu", ["head.moee=1"], "did you mean moe"),
-        ("tiny-cpu", ["train.lr=fast"], "'fast' is not a float"),
+        ("tiny-cpu", ["train.lr=fast"], "'fast' is not a number"),
+        ("tiny-cpu", ["train.max_steps=abc"], "'abc' is not an integer"),
         ("tiny-cpu", ["train.mixed_precision=fp8"], "choose one of no, bf16"),
         ("tiny-cpu", ["train.lr"], "not key=value"),
     ],

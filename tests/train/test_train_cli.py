@@ -24,7 +24,7 @@ def test_bad_input_is_one_clean_error(export_dir, tmp_path):
     cases = [
         (["sft", "--config", "tiny-cpo", "--dataset", str(export_dir)], "did you mean tiny-cpu"),
         (["sft", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], "no such file or folder"),
-        (["sft", "--dataset", str(export_dir), "--out", str(tmp_path / "o"), "train.lr=fast"], "is not a float"),
+        (["sft", "--dataset", str(export_dir), "--out", str(tmp_path / "o"), "train.lr=fast"], "is not a number"),
         (["eval", "--checkpoint", str(tmp_path)], "not a checkpoint"),
     ]
     for args, message in cases:
