@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from atomvla.curate.cli_support import console, fail, setup_logging
+from atomvla.curate.errors import SourceError
 
 app = typer.Typer(
     help="Train on a curated dataset (an `atom-curate export --to lerobot` folder, a Hub repo id, or a store): "
@@ -74,7 +75,7 @@ def sft(
         cfg = get_config(config, overrides or (), kind="sft")
         result = train_sft(cfg, dataset, out, resume=resume, add_skill=add_skill, from_checkpoint=from_,
                            overrides=tuple(overrides or ()))
-    except (ConfigError, DatasetError, CheckpointError) as exc:
+    except (ConfigError, DatasetError, CheckpointError, SourceError) as exc:
         raise fail(str(exc)) from exc
     if result.checkpoint is not None:
         console.print(f"last loss {result.losses[-1]:.4f}; checkpoint {result.checkpoint}")
@@ -97,7 +98,7 @@ def eval_(
 
     try:
         report = evaluate(checkpoint, dataset, out, max_samples=max_samples)
-    except (DatasetError, CheckpointError) as exc:
+    except (DatasetError, CheckpointError, SourceError) as exc:
         raise fail(str(exc)) from exc
     print_report(report, console)
 
@@ -132,7 +133,7 @@ def wm(
         if not dataset:
             raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
         _, report = train_world_model(cfg, open_dataset(dataset), out, latents or out / "latents", device)
-    except (ConfigError, DatasetError, LatentCacheError, ValueError) as exc:
+    except (ConfigError, DatasetError, LatentCacheError, SourceError, ValueError) as exc:
         raise fail(str(exc)) from exc
     console.print(
         f"one-step L1 {report['one_step_l1']:.4f} vs copy {report['copy_l1']:.4f}; "
@@ -179,7 +180,7 @@ def grpo(
     try:
         cfg = get_config(config, overrides or (), kind="grpo")
         result = train_grpo(cfg, out, policy, world_model, dataset, latents, resume, tuple(overrides or ()))
-    except (ConfigError, DatasetError, CheckpointError, LatentCacheError, WorldModelError, RewardError) as exc:
+    except (ConfigError, DatasetError, CheckpointError, LatentCacheError, WorldModelError, RewardError, SourceError) as exc:
         raise fail(str(exc)) from exc
     if result.metrics:
         last = result.metrics[-1]

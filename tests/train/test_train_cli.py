@@ -32,3 +32,29 @@ def test_bad_input_is_one_clean_error(export_dir, tmp_path):
         assert r.exit_code == 2, (args, r.output)
         text = " ".join(r.output.split())  # the error console wraps long lines
         assert message in text and "Traceback" not in text
+
+
+def test_a_video_cut_short_after_import_is_one_clean_error(tmp_path):
+    """The store keeps frames in the source: a video shortened since the import names its file."""
+    import shutil
+
+    import av
+
+    from conftest import FIXTURES, TRUTH, curate
+
+    # The H.264 twin: its packets remux without a decoder round trip.
+    source = shutil.copytree(FIXTURES / "metaworld_lerobot_v30_h264", tmp_path / "source")
+    store = tmp_path / "s.sqlite"
+    curate("import", str(source), "--store", str(store))
+    curate("import-annotations", str(TRUTH), "--author", "truth", "--store", str(store))
+    (video,) = source.glob("videos/*/chunk-000/file-000.mp4")
+    with av.open(str(video)) as src, av.open(str(tmp_path / "short.mp4"), "w") as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in [p for p in src.demux(src.streams.video[0]) if p.dts is not None][:100]:
+            packet.stream = stream
+            dst.mux(packet)
+    shutil.move(tmp_path / "short.mp4", video)
+    r = run("sft", "--config", "tiny-cpu", "--dataset", str(store), "--out", str(tmp_path / "o"), "train.max_steps=1")
+    assert r.exit_code == 2, r.output
+    text = " ".join(r.output.split())
+    assert str(video) in text and "no video frame" in text and "Traceback" not in text
