@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
@@ -14,11 +13,17 @@ from atomvla.schemas import EpisodeMeta
 class Episode:
     meta: EpisodeMeta
 
-    @cached_property
+    @property
     def arrays(self) -> dict[str, np.ndarray]:
-        from atomvla.curate.sources import open_source
+        """Loaded on first use and kept. Not functools.cached_property: on Python 3.11 it holds one
+        lock for every instance, so concurrent jobs loading different episodes ran one at a time."""
+        loaded = self.__dict__.get("_arrays")
+        if loaded is None:
+            from atomvla.curate.sources import open_source
 
-        return open_source(self.meta.source, self.meta.source_format).load_arrays(self.meta)
+            loaded = open_source(self.meta.source, self.meta.source_format).load_arrays(self.meta)
+            self.__dict__["_arrays"] = loaded
+        return loaded
 
     def frames(self, camera: str | None = None):
         """Frame access for one camera (the first if not named): see `atomvla.curate.video`."""
