@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from atomvla.errors import UserError
 from atomvla.annotate.backends.base import Backend, BackendConfig, BackendError
 from atomvla.annotate.evaluation.boundaries import BoundaryMatch, match_boundaries
 from atomvla.curate.episode import Episode
@@ -24,7 +25,7 @@ from atomvla.schemas import DecompositionError, EpisodeMeta, Status, Subtask
 MIN_EXAMPLES = 2
 
 
-class CalibrationError(ValueError):
+class CalibrationError(UserError, ValueError):
     """Too few usable examples, or a backend with nothing to fit."""
 
 

@@ -21,6 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from atomvla.errors import UserError
 from atomvla.schemas import EpisodeMeta
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ LEVER_ARM_M = 0.1
 _COMMAND_CORRELATION = 0.3
 
 
-class KinematicsError(ValueError):
+class KinematicsError(UserError, ValueError):
     """The episode lacks the arrays, or the named dimensions, the heuristic needs."""
 
 

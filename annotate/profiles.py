@@ -12,11 +12,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from atomvla.errors import UserError
 from atomvla.annotate.backends.base import Backend, BackendConfig, get_backend
 from atomvla.curate.store import Store
 
 
-class ProfileError(ValueError):
+class ProfileError(UserError, ValueError):
     """A profile is missing, or its settings do not fit the backend's config (any more)."""
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from atomvla.errors import UserError
 from atomvla.schemas import EpisodeMeta
 
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
 
 
-class SelectionError(ValueError):
+class SelectionError(UserError, ValueError):
     """A selection item that is malformed or selects no episode."""
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from atomvla.errors import UserError
 
-class SourceError(Exception):
+
+class SourceError(UserError):
     """A source, or one episode of it, cannot be read."""
 
     def __init__(self, file: str | Path, problem: str, episode: int | str | None = None):
@@ -16,7 +18,7 @@ class SourceError(Exception):
         super().__init__(f"{where}: {problem}")
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """The store file is not usable (not an atomvla store, newer schema, ...)."""
 
 

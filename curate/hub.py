@@ -19,6 +19,7 @@ from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import httpx as http_client  # the HTTP library huggingface_hub itself uses
 
+from atomvla.errors import UserError
 from atomvla.curate.card import build_card, export_kind
 from atomvla.curate.exports.jsonl import write_atomically
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 LEROBOT_VERSION_TAG = "v3.0"  # LeRobot's CODEBASE_VERSION of the exported layout
 
 
-class PushError(Exception):
+class PushError(UserError):
     """The push cannot start or did not complete; the message says why in one line."""
 
 

@@ -7,6 +7,7 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from atomvla.errors import UserError
 from atomvla.schemas.rules import DEFAULT_MIN_FRAMES, check_subtasks
 from atomvla.schemas.subtask import Subtask
 
@@ -19,7 +20,7 @@ class Status(str, Enum):
     failed = "failed"
 
 
-class DecompositionError(Exception):
+class DecompositionError(UserError):
     """A decomposition breaks the contract; `problems` lists each broken rule.
 
     Not a ValueError on purpose: pydantic would wrap a ValueError into a generic ValidationError,

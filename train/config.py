@@ -15,28 +15,34 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-CONFIGS: dict[tuple[str, str], Any] = {}  # (kind, name) -> config: each loop may have its own `tiny-cpu`
+from atomvla.errors import UserError
+from atomvla.registry import Registry
+
+# One registry per kind: each loop may have its own `tiny-cpu`. The wm and grpo configs live
+# beside their loops and are imported on the first lookup.
+CONFIGS: dict[str, Registry[Any]] = {
+    "sft": Registry("sft config"),
+    "wm": Registry("wm config", plugins=["atomvla.train.worldmodel.config"]),
+    "grpo": Registry("grpo config", plugins=["atomvla.train.grpo.config"]),
+}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config name or override that cannot be applied; the message says what to do."""
 
 
 def register(config: Any) -> Any:
-    key = (config.kind, config.name)
-    if key in CONFIGS:
-        raise ConfigError(f"{config.kind} config {config.name!r} is registered twice")
-    CONFIGS[key] = config
-    return config
+    try:
+        return CONFIGS[config.kind].register(config, config.name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def get_config(name: str, overrides: list[str] | tuple[str, ...] = (), kind: str = "sft") -> Any:
     """The registered `kind` config `name` with `key=value` overrides applied."""
-    pool = {n: c for (k, n), c in CONFIGS.items() if k == kind}
+    pool = CONFIGS[kind]
     if name not in pool:
-        close = difflib.get_close_matches(name, list(pool), n=3, cutoff=0.3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"no {kind} config {name!r} (known: {', '.join(sorted(pool)) or 'none'}){hint}")
+        raise ConfigError(pool.unknown(name))
     return apply_overrides(pool[name], overrides)
 
 

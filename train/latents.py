@@ -29,6 +29,7 @@ from jaxtyping import Float, UInt8
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from atomvla.errors import UserError
 from atomvla.schemas import EpisodeMeta
 
 FORMAT_VERSION = 1
@@ -39,7 +40,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_RATIO = 256 / 224
 
 
-class LatentCacheError(Exception):
+class LatentCacheError(UserError):
     """A latent cache cannot be used for this encoder or these episodes."""
 
 

@@ -17,13 +17,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from atomvla.errors import UserError
 from atomvla.train.worldmodel.data import LatentEpisode
 from atomvla.train.worldmodel.world_model import WorldModel
 
 TERMS = ("subgoal", "final", "deviation")
 
 
-class RewardError(ValueError):
+class RewardError(UserError, ValueError):
     """A state the rewards cannot be computed for (no subtasks, frame outside the episode)."""
 
 

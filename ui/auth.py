@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from atomvla.errors import UserError
+
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-class AuthError(ValueError):
+class AuthError(UserError, ValueError):
     """The --auth value or file is unusable; the message says why (never the password)."""
 
 

@@ -11,12 +11,13 @@ from dataclasses import asdict, dataclass, field, replace
 
 from pydantic import ValidationError
 
+from atomvla.errors import UserError
 from atomvla.schemas import Decomposition, Subtask, check_subtasks
 
 MAX_UNDO = 200  # edits kept per draft; older ones drop off the bottom of the stack
 
 
-class EditError(ValueError):
+class EditError(UserError, ValueError):
     """An edit that cannot be applied here (e.g. split on an existing boundary); nothing changed."""
 
 

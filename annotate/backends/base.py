@@ -10,11 +10,16 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from atomvla.errors import UserError
+from atomvla.registry import Registry
 from atomvla.annotate.vlm import Usage
 from atomvla.curate.episode import Episode
 from atomvla.schemas import Decomposition, EpisodeMeta, Provenance, Status, Subtask
 
-BACKENDS: dict[str, type[Backend]] = {}
+BACKENDS: Registry[type[Backend]] = Registry(
+    "backend",
+    plugins=[f"atomvla.annotate.backends.{m}" for m in ("heuristic", "openai_backend", "uvd", "hybrid", "internvideo")],
+)
 
 
 class BackendConfig(BaseModel):
@@ -23,11 +28,11 @@ class BackendConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class SetupError(RuntimeError):
+class SetupError(UserError, RuntimeError):
     """What every episode of a run needs cannot be had (a key, model weights): said once, up front."""
 
 
-class BackendError(Exception):
+class BackendError(UserError):
     """A backend cannot decompose this episode; the message names the backends that can."""
 
     def __init__(self, backend: str, meta: EpisodeMeta, problem: str):
@@ -42,15 +47,11 @@ class BackendError(Exception):
 
 
 def register(cls: type[Backend]) -> type[Backend]:
-    BACKENDS[cls.name] = cls
-    return cls
+    return BACKENDS.register(cls)
 
 
 def get_backend(name: str) -> type[Backend]:
-    from atomvla.annotate import backends  # noqa: F401  (registers the built-in backends)
-
-    if name not in BACKENDS:
-        raise KeyError(f"unknown backend {name!r} (known: {', '.join(sorted(BACKENDS))})")
+    """The backend class registered as `name`; an unknown name is a UserError naming the known ones."""
     return BACKENDS[name]
 
 

@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from atomvla.errors import UserError
 from atomvla.curate.errors import SourceError
 from atomvla.curate.interchange_io import match_episodes, read_jsonl
 from atomvla.schemas import EpisodeMeta, InterchangeRecord, check_subtasks
 
 
-class TruthError(ValueError):
+class TruthError(UserError, ValueError):
     """A truth file that cannot be used; one line per problem, each naming the file and line."""
 
     def __init__(self, problems: Sequence[str]):

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from atomvla.errors import UserError
 from atomvla.annotate.backends.base import Backend, get_backend
 from atomvla.annotate.backends.hybrid import HybridBackend
 from atomvla.annotate.backends.openai_backend import OpenAIBackend
@@ -16,7 +17,7 @@ from atomvla.annotate.profiles import config_from_profile
 from atomvla.curate.store import Store
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError, ValueError):
     """A flag that does not apply to the chosen backend."""
 
 

@@ -10,18 +10,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
+from atomvla.errors import UserError
+from atomvla.registry import Registry
 from atomvla.schemas import Decomposition, EpisodeMeta, Provenance, Status
 
-EXPORTERS: dict[str, type[Exporter]] = {}
+EXPORTERS: Registry[type[Exporter]] = Registry(
+    "export format", plugins=[f"atomvla.curate.exports.{m}" for m in ("jsonl", "lerobot", "parquet")]
+)
 Progress = Callable[[], None]
 
 
 def register_exporter(cls: type[Exporter]) -> type[Exporter]:
-    EXPORTERS[cls.name] = cls
-    return cls
+    return EXPORTERS.register(cls)
 
 
-class ExportError(Exception):
+class ExportError(UserError):
     """The selection cannot be exported (nothing selected, mixed frame rates, ...); says why in one line."""
 
 
@@ -45,10 +48,6 @@ class Exporter(ABC):
 
 def get_exporter(name: str, **options) -> Exporter:
     """The exporter registered as `name`, built with its `options` (see each exporter's __init__)."""
-    from atomvla.curate.exports import jsonl, lerobot, parquet  # noqa: F401  (registers the built-in exporters)
-
-    if name not in EXPORTERS:
-        raise KeyError(f"unknown export format {name!r} (known: {', '.join(sorted(EXPORTERS))})")
     return EXPORTERS[name](**options)
 
 

@@ -13,11 +13,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from atomvla.errors import UserError
 from atomvla.curate.labelstudio.config import INSTRUCTION, SKILL, VIDEO
 from atomvla.schemas import Subtask
 
 
-class RegionError(ValueError):
+class RegionError(UserError, ValueError):
     """An annotation cannot be read as subtasks; the message says which region and why."""
 
 

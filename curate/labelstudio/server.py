@@ -14,13 +14,15 @@ import httpx
 from label_studio_sdk.client import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
+from atomvla.errors import UserError
+
 TOKEN_ENV = "LABEL_STUDIO_API_KEY"
 CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 60.0
 IMPORT_BATCH = 500  # tasks per import request
 
 
-class LabelStudioError(Exception):
+class LabelStudioError(UserError):
     """The server cannot be used for the round trip; the message says why in one line."""
 
 

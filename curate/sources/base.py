@@ -12,16 +12,20 @@ from typing import ClassVar
 import numpy as np
 
 from atomvla.curate.errors import SourceError
+from atomvla.registry import Registry
 from atomvla.schemas import EpisodeMeta
 
-READERS: dict[str, type[Reader]] = {}
+# Detection tries the readers in this order.
+READERS: Registry[type[Reader]] = Registry(
+    "source format",
+    plugins=[f"atomvla.curate.sources.{m}" for m in ("hdf5", "lerobot_v3", "lerobot_v21", "video_folder")],
+)
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def register(cls: type[Reader]) -> type[Reader]:
-    READERS[cls.name] = cls
-    return cls
+    return READERS.register(cls)
 
 
 class Reader(ABC):
@@ -88,10 +92,8 @@ def detect_format(root: Path) -> str:
 @lru_cache(maxsize=32)
 def open_source(source: str, format: str | None = None) -> Reader:
     """The reader for `source`; cached so lazily loaded episodes share one open reader."""
-    from atomvla.curate import sources  # noqa: F401  (registers the built-in readers)
-
     root = resolve(source)
     name = format or detect_format(root)
     if name not in READERS:
-        raise SourceError(source, f"unknown format {name!r} (known: {', '.join(READERS)})")
+        raise SourceError(source, READERS.unknown(name))
     return READERS[name](root, source)

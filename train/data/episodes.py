@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from atomvla.errors import UserError
 from atomvla.curate.episode import Episode
 from atomvla.curate.errors import SourceError, StoreError
 from atomvla.schemas import EpisodeMeta, Status, Subtask
@@ -16,7 +17,7 @@ from atomvla.schemas import EpisodeMeta, Status, Subtask
 SUBTASKS_FILE = Path("meta") / "atomvla_subtasks.jsonl"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset that cannot be trained on; the message names the file, the episode and the problem."""
 
 

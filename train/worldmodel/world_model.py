@@ -13,6 +13,7 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from atomvla.errors import UserError
 from atomvla.train.config import from_dict
 from atomvla.train.latents import LatentCache
 from atomvla.train.worldmodel.config import WMConfig
@@ -22,7 +23,7 @@ from atomvla.train.worldmodel.model import ACPredictor, PredictorDims
 WEIGHTS = "world_model.safetensors"
 
 
-class WorldModelError(ValueError):
+class WorldModelError(UserError, ValueError):
     """A world model that cannot be used here (missing, another encoder, other action sizes)."""
 
 
