@@ -26,23 +26,15 @@ from atomvla.annotate.jobs.retry import RetryPolicy
 from atomvla.annotate.profiles import ProfileError
 from atomvla.annotate.runner import Shard, arun, job_id, pending
 from atomvla.annotate.selection import SelectionError, select
-from atomvla.curate.cli_support import (
-    DEFAULT_STORE,
-    StoreOpt,
-    VerboseOpt,
-    console,
-    err_console,
-    fail,
-    open_store,
-    setup_logging,
-)
+from atomvla.cli import App, DEFAULT_STORE, StoreOpt, VerboseOpt, console, err_console, fail, setup_logging
+from atomvla.curate.store import open_store
 from atomvla.curate.episode import Episode
 from atomvla.curate.store import Store
 from atomvla.schemas import EpisodeMeta, Status
 
 log = logging.getLogger("atomvla.annotate")
 
-app = typer.Typer(
+app = App(
     help="Propose subtask decompositions with a backend, and evaluate them against ground truth.",
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -205,7 +197,7 @@ def run(
         raise typer.Exit(1)
 
 
-batch_app = typer.Typer(
+batch_app = App(
     help="The OpenAI Batch API: the same requests as `run --backend openai`, at half price, answered within 24 h.",
     no_args_is_help=True,
 )

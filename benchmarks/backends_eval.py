@@ -26,7 +26,7 @@ from pathlib import Path
 from rich.table import Table
 
 from atomvla.annotate.backends import get_backend
-from atomvla.curate.cli_support import console
+from atomvla.cli import console
 from atomvla.curate.episode import Episode
 from atomvla.curate.sources import open_source
 from atomvla.curate.store import Store

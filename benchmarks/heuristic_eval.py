@@ -35,7 +35,7 @@ from atomvla.annotate.calibrate import Example, calibrate
 from atomvla.annotate.evaluation.report import report, score_episode, table
 from atomvla.annotate.evaluation.truth import TruthError, load_truth
 from atomvla.annotate.instructions import parse, plan
-from atomvla.curate.cli_support import console
+from atomvla.cli import console
 from atomvla.curate.episode import Episode
 from atomvla.curate.errors import SourceError
 from atomvla.curate.sources import open_source

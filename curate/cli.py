@@ -11,16 +11,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from atomvla.curate.cli_support import (
-    DEFAULT_STORE,
-    StoreOpt,
-    VerboseOpt,
-    console,
-    err_console,
-    fail,
-    open_store,
-    setup_logging,
-)
+from atomvla.cli import App, DEFAULT_STORE, StoreOpt, VerboseOpt, console, err_console, fail, setup_logging
+from atomvla.curate.store import open_store
 from atomvla.curate.errors import SourceError
 from atomvla.curate.exports.base import ExportError, get_exporter
 from atomvla.curate.exports.records import proposals_of
@@ -31,7 +23,7 @@ from atomvla.schemas import DecompositionError, EpisodeMeta, Status
 
 log = logging.getLogger("atomvla.curate")
 
-app = typer.Typer(
+app = App(
     help="Curate robot demonstrations: import sources into the store, list them, load and export subtask annotations.",
     no_args_is_help=True,
     rich_markup_mode="rich",

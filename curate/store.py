@@ -591,3 +591,10 @@ def _profile_row(row: sqlite3.Row) -> dict:
         "author": row["author"],
         "created_at": row["created_at"],
     }
+
+
+def open_store(path: Path, create: bool = False) -> Store:
+    """The store at `path` for a command; a missing one says how to create it (a UserError)."""
+    if not create and not Path(path).exists():
+        raise StoreError(f"{path}: no such store; create one with `atom-curate import SOURCE --store {path}`")
+    return Store(path, create=create)

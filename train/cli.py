@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from atomvla.curate.cli_support import console, fail, setup_logging
+from atomvla.cli import App, console, fail, setup_logging
 from atomvla.curate.errors import SourceError
 
-app = typer.Typer(
+app = App(
     help="Train on a curated dataset (an `atom-curate export --to lerobot` folder, a Hub repo id, or a store): "
     "sft | eval (| wm | grpo).",
     no_args_is_help=True,
@@ -34,13 +34,12 @@ def main() -> None:
 @app.command("configs")
 def configs(kind: Annotated[Optional[str], typer.Option(help="Only configs of this kind (sft, wm, grpo).")] = None) -> None:
     """List the named configs."""
-    import atomvla.train.grpo.config  # noqa: F401  (each loop registers its configs on import)
-    import atomvla.train.worldmodel.config  # noqa: F401
     from atomvla.train.config import CONFIGS
 
-    for (k, name), _ in sorted(CONFIGS.items()):
+    for k, registry in CONFIGS.items():
         if kind is None or k == kind:
-            console.print(f"{k:5s} {name}")
+            for name in registry.names():
+                console.print(f"{k:5s} {name}")
 
 
 @app.command("sft")

@@ -8,12 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from atomvla.curate.cli_support import DEFAULT_STORE, StoreOpt, VerboseOpt, err_console, open_store, setup_logging
+from atomvla.cli import App, DEFAULT_STORE, StoreOpt, VerboseOpt, err_console, setup_logging
+from atomvla.curate.store import open_store
 from atomvla.ui.auth import AuthError, check_exposure, parse_auth
 
 log = logging.getLogger(__name__)
 
-app = typer.Typer(add_completion=False)
+app = App(add_completion=False)
 
 
 @app.command()

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import track
 
-from atomvla.curate.cli_support import setup_logging
+from atomvla.cli import setup_logging
 from atomvla.curate.exports.lerobot_v3 import EpisodeRecording, write_lerobot_v3
 from atomvla.schemas import Subtask
 from benchmarks.metaworld_gt.record import CAMERA, CAMERA_KEY, FEATURE_NAMES, MULTISAMPLES, SHADOW_MAP_SIZE, STEPS_AFTER_SUCCESS, DemoFailed, segment

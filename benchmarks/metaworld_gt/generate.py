@@ -24,7 +24,7 @@ from typing import Annotated, Any, cast
 import typer
 from rich.progress import track
 
-from atomvla.curate.cli_support import fail, setup_logging
+from atomvla.cli import fail, setup_logging
 from atomvla.curate.exports.lerobot_v3 import Codec, EpisodeRecording, write_lerobot_v3
 from benchmarks.metaworld_gt.record import FEATURE_NAMES, Demo, DemoFailed, record
 from benchmarks.metaworld_gt.tasks import TASKS

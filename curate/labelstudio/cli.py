@@ -9,13 +9,14 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from atomvla.curate.cli_support import DEFAULT_STORE, StoreOpt, VerboseOpt, console, err_console, fail, open_store, setup_logging
+from atomvla.cli import App, DEFAULT_STORE, StoreOpt, VerboseOpt, console, err_console, fail, setup_logging
+from atomvla.curate.store import open_store
 from atomvla.curate.errors import SourceError
 from atomvla.curate.labelstudio.roundtrip import export_project, import_annotations
 from atomvla.curate.labelstudio.server import TOKEN_ENV, LabelStudioError, Server
 from atomvla.schemas import Status
 
-app = typer.Typer(
+app = App(
     help=f"Round trip with Label Studio: episodes out as video tasks with the current subtasks as predictions, "
     f"annotations back as revisions. The access token comes from {TOKEN_ENV}.",
     no_args_is_help=True,

@@ -1,0 +1,85 @@
+"""What the four console scripts share: the console, logging, `fail`, the common options, and
+`App`, a `typer.Typer` whose commands turn any `UserError` into one line on stderr (exit 2).
+
+Kept light on purpose: it imports typer and rich only, so every `--help` starts fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from atomvla.errors import UserError
+
+# Results (tables, summaries) go to stdout, so they can be piped; logs, progress and errors to stderr.
+# Piped output is not squeezed into 80 columns: tables of long task strings stay readable.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+
+DEFAULT_STORE = Path("atomvla.sqlite")
+
+StoreOpt = Annotated[
+    Path,
+    typer.Option("--store", envvar="ATOMVLA_STORE", help="SQLite store of the project (env ATOMVLA_STORE).", show_default=True),
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists (refused otherwise).")]
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON to this path ('-' for stdout).")]
+ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Named config; see `list-configs`.")]
+OverridesArg = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Dotted `key=value` overrides of the config's fields, e.g. `train.lr=3e-4`.", show_default=False),
+]
+
+
+def setup_logging(verbose: bool = False) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=True)],
+        force=True,
+    )
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Report an error the user can act on (no traceback) and return the Exit to raise."""
+    # One line however narrow the terminal (long file paths would otherwise wrap), so it greps.
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _user_errors_fail(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)  # typer reads the signature and annotations through __wrapped__
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            raise fail(str(exc)) from exc
+
+    return run
+
+
+class App(typer.Typer):
+    """A Typer app whose commands and callbacks report `UserError` as one line, exit 2."""
+
+    def __init__(self, **kwargs: Any):
+        # A bug's traceback stays plain: typer's pretty one prints local variables (API keys among them).
+        kwargs.setdefault("pretty_exceptions_enable", False)
+        super().__init__(**kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().command(*args, **kwargs)
+        return lambda fn: (register(_user_errors_fail(fn)), fn)[1]
+
+    def callback(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().callback(*args, **kwargs)
+        return lambda fn: (register(_user_errors_fail(fn)), fn)[1]
