@@ -29,13 +29,17 @@ class Profile:
     report: dict[str, Any] | None
     author: str | None
     created_at: str
+    weights: bytes | None = None  # a learned backend's fine-tuned weights (safetensors bytes)
 
 
 def save_profile(
-    store: Store, backend: Backend, name: str, report: Mapping[str, Any] | None = None, author: str | None = None
+    store: Store, backend: Backend, name: str, report: Mapping[str, Any] | None = None, author: str | None = None,
+    weights: bytes | None = None,
 ) -> None:
-    """Save `backend`'s config as profile `name` (replacing an earlier one of that name)."""
-    store.save_profile(backend.name, name, backend.config.model_dump(mode="json"), dict(report) if report else None, author)
+    """Save `backend`'s config (and `weights`, if any) as profile `name`, replacing an earlier one of that name."""
+    store.save_profile(
+        backend.name, name, backend.config.model_dump(mode="json"), dict(report) if report else None, author, weights
+    )
 
 
 def load_profile(store: Store, backend_name: str, name: str) -> Profile:

@@ -242,7 +242,8 @@ def _merge_profiles(conn, src: Path, rows, report: MergeReport) -> None:
             "SELECT settings_json FROM profiles WHERE backend = ? AND name = ?", (r["backend"], r["name"])
         ).fetchone()
         if have is None:
-            conn.execute("INSERT INTO profiles VALUES (?, ?, ?, ?, ?, ?)", tuple(r))
+            cols = r.keys()  # by name: a source from before the weights column has fewer
+            conn.execute(f"INSERT INTO profiles ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", tuple(r))
             report.profiles += 1
         elif have[0] != r["settings_json"]:
             report.kept.append(f"{r['backend']} profile {r['name']!r}: {src} has other settings; the destination's kept")

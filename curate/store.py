@@ -112,6 +112,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (episode_id, author)
     );
     """,
+    # 3: a profile may carry model weights (a learned backend fine-tuned on accepted episodes).
+    """
+    ALTER TABLE profiles ADD COLUMN weights BLOB;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -552,29 +556,30 @@ class Store:
     # -- profiles: named backend settings (calibration) ------------------------------------
 
     def save_profile(
-        self, backend: str, name: str, settings: dict, report: dict | None = None, author: str | None = None
+        self, backend: str, name: str, settings: dict, report: dict | None = None, author: str | None = None,
+        weights: bytes | None = None,
     ) -> None:
-        """Store (or replace) the settings saved under `name` for `backend`."""
+        """Store (or replace) the settings (and model weights, if any) saved under `name` for `backend`."""
         with self._write() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO profiles (backend, name, settings_json, report_json, author, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO profiles (backend, name, settings_json, report_json, author, created_at, weights)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (backend, name, json.dumps(settings, sort_keys=True),
-                 None if report is None else json.dumps(report), author, _now()),
+                 None if report is None else json.dumps(report), author, _now(), weights),
             )
 
     def profile(self, backend: str, name: str) -> dict | None:
-        """{backend, name, settings, report, author, created_at}, or None when there is no such profile."""
+        """{backend, name, settings, report, author, created_at, weights}, or None when there is no such profile."""
         row = self._conn().execute(
-            "SELECT backend, name, settings_json, report_json, author, created_at FROM profiles"
+            "SELECT backend, name, settings_json, report_json, author, created_at, weights FROM profiles"
             " WHERE backend = ? AND name = ?",
             (backend, name),
         ).fetchone()
         return None if row is None else _profile_row(row)
 
     def profiles(self, backend: str | None = None) -> list[dict]:
-        """Every saved profile (of `backend`, if given), by backend then name."""
-        sql = "SELECT backend, name, settings_json, report_json, author, created_at FROM profiles"
+        """Every saved profile (of `backend`, if given), by backend then name; without their weights."""
+        sql = "SELECT backend, name, settings_json, report_json, author, created_at, NULL AS weights FROM profiles"
         args: list[str] = []
         if backend is not None:
             sql += " WHERE backend = ?"
@@ -590,6 +595,7 @@ def _profile_row(row: sqlite3.Row) -> dict:
         "report": None if row["report_json"] is None else json.loads(row["report_json"]),
         "author": row["author"],
         "created_at": row["created_at"],
+        "weights": row["weights"],
     }
 
 

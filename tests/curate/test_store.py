@@ -168,3 +168,20 @@ def test_missing_store_is_not_created_when_asked_not_to(tmp_path):
     with pytest.raises(StoreError, match="no such store"):
         Store(tmp_path / "nope.sqlite", create=False)
     assert not (tmp_path / "nope.sqlite").exists()
+
+
+def test_profile_weights_round_trip_and_a_version_2_store_gains_the_column(tmp_path):
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    from atomvla.curate.store import APPLICATION_ID, MIGRATIONS
+
+    conn.executescript(f"{MIGRATIONS[0]}\n{MIGRATIONS[1]}\nPRAGMA application_id={APPLICATION_ID}; PRAGMA user_version=2;")
+    conn.execute("INSERT INTO profiles VALUES ('heuristic', 'old', '{}', NULL, 'ann', '2026-01-01')")
+    conn.commit()
+    conn.close()
+    store = Store(path, create=False)
+    assert store.profile("heuristic", "old")["weights"] is None
+    blob = bytes(range(256)) * 10
+    store.save_profile("learned", "team", {"lr": 1e-3}, author="ann", weights=blob)
+    assert store.profile("learned", "team")["weights"] == blob
+    assert all(p["weights"] is None for p in store.profiles())  # listings never load the blobs
