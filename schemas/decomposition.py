@@ -47,6 +47,8 @@ class Provenance(BaseModel):
     cost_usd: float = 0.0
     latency_s: float = 0.0
     confidence: float | None = None
+    profile: str | None = Field(None, description="the named profile (fitted settings/weights) that made it")
+    learned_from: int | None = Field(None, description="how many accepted episodes that profile was fitted on")
 
 
 class Decomposition(BaseModel):
