@@ -11,10 +11,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from atomvla.cli import App, DEFAULT_STORE, StoreOpt, VerboseOpt, console, err_console, fail, setup_logging
+from atomvla.cli import App, DEFAULT_STORE, OverwriteOpt, StoreOpt, VerboseOpt, console, err_console, fail, setup_logging
 from atomvla.curate.store import open_store
 from atomvla.curate.errors import SourceError
 from atomvla.curate.exports.base import ExportError, get_exporter
+from atomvla.curate.exports.output import check_output
 from atomvla.curate.exports.records import proposals_of
 from atomvla.curate.interchange_io import match_episodes, read_jsonl
 from atomvla.curate.labelstudio.cli import app as labelstudio_app
@@ -153,7 +154,7 @@ def ls(
 
 @app.command("export")
 def export(
-    out: Annotated[Path, typer.Argument(help="File (jsonl) or folder (lerobot, parquet) to write; must not exist for folders.")],
+    out: Annotated[Path, typer.Argument(help="File (jsonl) or folder (lerobot, parquet) to write; must not exist unless --overwrite.")],
     to: Annotated[
         str,
         typer.Option("--to", help="Export format: jsonl (interchange file), lerobot (LeRobot v3.0 dataset with subtasks), "
@@ -169,12 +170,14 @@ def export(
     language: Annotated[
         bool, typer.Option(help="lerobot: write LeRobot's language columns (--no-language for LeRobot < 0.6, which rejects them).")
     ] = True,
+    overwrite: OverwriteOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Export each selected episode's latest decomposition.
 
-    Folders are written under a temporary name and renamed when complete, so an interrupted
-    export never leaves a folder that looks finished.
+    OUT is written under a temporary name and renamed when complete, so an interrupted export
+    never leaves anything that looks finished (and the next export to OUT removes what it left);
+    with --overwrite an existing OUT is kept until the new one is complete.
     """
     setup_logging(verbose)
     db = open_store(store)
@@ -182,10 +185,7 @@ def export(
         exporter = get_exporter(to, **({"language": language} if to == "lerobot" else {}))
     except KeyError as exc:
         raise fail(exc.args[0]) from exc
-    if exporter.is_folder and out.exists():
-        raise fail(f"{out}: already exists; remove it or choose another folder")
-    if not exporter.is_folder and out.is_dir():
-        raise fail(f"{out}: is a folder; --to {exporter.name} writes a file")
+    check_output(out, overwrite, folder=exporter.is_folder)
     status = status if status is not None else exporter.default_status
     latest = db.latest_all(author=author, status=status)
     records = [(m, latest[m.episode_id]) for m in db.episodes(dataset) if m.episode_id in latest]
@@ -198,7 +198,7 @@ def export(
         with Progress(SpinnerColumn(), TextColumn(f"[bold]export[/] {exporter.name}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=err_console, transient=True) as progress:
             bar = progress.add_task(str(out), total=len(records))
-            exporter.write(records, out, proposals, progress=lambda: progress.advance(bar))
+            exporter.write(records, out, proposals, progress=lambda: progress.advance(bar), overwrite=overwrite)
     except (ExportError, FileExistsError, SourceError, ValueError) as exc:
         raise fail(f"{out}: {exc}" if not str(exc).startswith(str(out)) else str(exc)) from exc
     console.print(f"wrote {len(records)} episode(s) to {out} ({exporter.name})")
@@ -272,9 +272,10 @@ def push(
 @app.command("report")
 def report(
     store: StoreOpt = DEFAULT_STORE,
-    out: Annotated[Path, typer.Option("--out", help="Folder for index.html and its images (a previous report there is replaced).")] = Path("report"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for index.html and its images (a previous report there is replaced only with --overwrite).")] = Path("report"),
     dataset: Annotated[Optional[str], typer.Option(help="Only this dataset.")] = None,
     timelines: Annotated[int, typer.Option(help="Episodes drawn as a timeline strip with key frames.")] = 24,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """A static HTML report: dataset summary, subtasks per episode and duration per skill,
     quality findings and agreement, model cost, and timelines with key frames."""
@@ -287,7 +288,7 @@ def report(
         bar = progress.add_task("timelines", total=timelines)
         try:
             path = build_report(db, out, ReportConfig(timelines=timelines, dataset=dataset),
-                                progress=lambda: progress.advance(bar))
+                                progress=lambda: progress.advance(bar), overwrite=overwrite)
         except FileExistsError as exc:
             raise fail(str(exc)) from exc
     console.print(f"wrote {path / 'index.html'}")

@@ -21,7 +21,7 @@ from huggingface_hub.utils import httpx as http_client  # the HTTP library huggi
 
 from atomvla.errors import UserError
 from atomvla.curate.card import build_card, export_kind
-from atomvla.curate.exports.jsonl import write_atomically
+from atomvla.curate.exports.output import write_text
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def push(folder: Path, repo_id: str, *, private: bool = False, tag: str | None =
     try:
         _check_tag_is_free(api, repo_id, tag)
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        write_atomically(folder / "README.md", str(build_card(folder, repo_id, license)))
+        write_text(folder / "README.md", str(build_card(folder, repo_id, license)), overwrite=True)
         commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=folder,
                                    commit_message=f"Publish {tag} (atom-curate push)",
                                    ignore_patterns=[".cache/**"])

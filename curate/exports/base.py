@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -34,37 +31,19 @@ class Exporter(ABC):
     # Which episodes `export` takes when no --status is given: datasets for training take the
     # accepted ones; the interchange file takes every episode's latest revision.
     default_status: ClassVar[Status | None] = None
-    # Folder exports (datasets) refuse an existing target and an empty selection; a file export
-    # may be empty.
+    # Folder exports (datasets) refuse an empty selection; a file export may be empty.
     is_folder: ClassVar[bool] = False
 
     @abstractmethod
     def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path,
-              proposals: Mapping[str, Sequence[Provenance]] | None = None, progress: Progress | None = None) -> None:
-        """Write every (episode, latest decomposition) pair to `out`, atomically; `proposals` (episode
-        id -> backend provenances from the store's history) goes into the provenance records;
-        `progress()`, where given, is called after each episode of a long export."""
+              proposals: Mapping[str, Sequence[Provenance]] | None = None, progress: Progress | None = None,
+              overwrite: bool = False) -> None:
+        """Write every (episode, latest decomposition) pair to `out`, atomically (an existing `out`
+        is refused, or replaced once the new one is complete with `overwrite`: `exports.output`);
+        `proposals` (episode id -> backend provenances from the store's history) goes into the
+        provenance records; `progress()`, where given, is called after each episode of a long export."""
 
 
 def get_exporter(name: str, **options) -> Exporter:
     """The exporter registered as `name`, built with its `options` (see each exporter's __init__)."""
     return EXPORTERS[name](**options)
-
-
-@contextmanager
-def atomic_directory(out: Path) -> Iterator[Path]:
-    """A temporary folder next to `out` (which must not exist), renamed to `out` when the block
-    ends without error and removed otherwise: readers never see a half-written export, and an
-    interrupted one leaves at most a hidden `.NAME.*` folder."""
-    out = Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out}: already exists; remove it or choose another folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp's private 0700 would otherwise become the export's mode
-    try:
-        yield tmp
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

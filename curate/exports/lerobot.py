@@ -59,7 +59,7 @@ class LeRobotExporter(Exporter):
         self.language = language
 
     def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path,
-              proposals: Proposals | None = None, progress: Progress | None = None) -> None:
+              proposals: Proposals | None = None, progress: Progress | None = None, overwrite: bool = False) -> None:
         fps = _common_fps(records)
         source_info = _lerobot_infos(records)
         copy_video = source_info is not None and _same_video_features(records, source_info)
@@ -82,7 +82,7 @@ class LeRobotExporter(Exporter):
         if source_info is not None:
             robot_type = source_info[first.source].get("robot_type") or robot_type
         write_lerobot_v3(out, recordings(), fps=fps, feature_names=first.feature_names,
-                         robot_type=robot_type, finish=finish)
+                         robot_type=robot_type, finish=finish, overwrite=overwrite)
 
 
 def _common_fps(records: Sequence[tuple[EpisodeMeta, Decomposition]]) -> int:

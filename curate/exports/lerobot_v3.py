@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from atomvla.curate.exports.base import atomic_directory
+from atomvla.curate.exports.output import new_folder
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,15 @@ def write_lerobot_v3(
     data_files_size_in_mb: float = _DATA_FILES_MB,
     video_files_size_in_mb: float = _VIDEO_FILES_MB,
     finish: Callable[[Path], None] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write `episodes` to `out_dir` (which must not exist) and return it.
+    """Write `episodes` to `out_dir` (which must not exist, unless `overwrite`) and return it.
 
     Everything is written to a temporary folder next to `out_dir` and renamed at the end, so a
-    crash never leaves a half-written dataset. Episodes are consumed one at a time. `finish(root)`
+    crash never leaves a half-written dataset (`exports.output.new_folder`). Episodes are consumed one at a time. `finish(root)`
     may add files (more metadata) to the temporary folder before the rename.
     """
-    with atomic_directory(Path(out_dir)) as tmp:
+    with new_folder(Path(out_dir), overwrite) as tmp:
         _write(tmp, episodes, fps, feature_names, robot_type, codec, keyframe_interval,
                _Limits(data_files_size_in_mb, video_files_size_in_mb))
         if finish is not None:

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atomvla.curate.episode import Episode
-from atomvla.curate.exports.base import Exporter, Progress, atomic_directory, register_exporter
+from atomvla.curate.exports.base import Exporter, Progress, register_exporter
+from atomvla.curate.exports.output import new_folder
 from atomvla.curate.exports.records import Proposals, episode_subtask_index, interchange_lines
 from atomvla.schemas import Decomposition, EpisodeMeta, Status
 
@@ -67,7 +68,7 @@ class ParquetExporter(Exporter):
     is_folder = True
 
     def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path,
-              proposals: Proposals | None = None, progress: Progress | None = None) -> None:
+              proposals: Proposals | None = None, progress: Progress | None = None, overwrite: bool = False) -> None:
         vocabulary: dict[str, int] = {}
         frames = []
         for i, (meta, dec) in enumerate(records):
@@ -82,7 +83,7 @@ class ParquetExporter(Exporter):
                    "revision", "source", "source_episode_index", "reviewed_by_person", "provenance", "proposals"]
         episode_table = pa.Table.from_pylist([{c: ep.get(c) for c in columns} for ep in episodes])
         arrays = ", ".join(sorted(records[0][0].feature_names)) or "none"
-        with atomic_directory(out) as tmp:
+        with new_folder(out, overwrite) as tmp:
             for rel, table in ((FRAMES, pa.concat_tables(frames, promote_options="none")), (EPISODES, episode_table)):
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 pq.write_table(table, tmp / rel)

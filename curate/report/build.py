@@ -5,11 +5,8 @@ cost, and a timeline strip with key frames for each of the first episodes."""
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
@@ -17,6 +14,7 @@ from pathlib import Path
 
 from atomvla.curate.episode import Episode
 from atomvla.curate.errors import SourceError
+from atomvla.curate.exports.output import OutputExistsError, check_output, new_folder
 from atomvla.curate.quality.checks import QaConfig, QaReport, run_qa
 from atomvla.curate.report import plots
 from atomvla.curate.store import Store
@@ -33,37 +31,24 @@ class ReportConfig:
     dataset: str | None = None
 
 
-@contextmanager
-def _replacing(out: Path) -> Iterator[Path]:
-    """A temporary folder that replaces `out` (a previous report) once complete; on error `out` is untouched."""
-    out = Path(out)
-    if out.exists() and not (out / "index.html").is_file():
-        raise FileExistsError(f"{out}: exists and is not a report (no index.html); choose another folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
-        yield tmp
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an existing OUT without `overwrite`, and any folder that is not a previous report."""
+    if out.is_dir() and not (out / "index.html").is_file():
+        raise OutputExistsError(f"{out}: exists and is not a report (no index.html); choose another folder")
+    check_output(out, overwrite, folder=True)
 
 
 def build_report(store: Store, out: Path, config: ReportConfig = ReportConfig(),
-                 progress: Callable[[], None] | None = None) -> Path:
+                 progress: Callable[[], None] | None = None, overwrite: bool = False) -> Path:
+    """Write the report to the folder `out`; an existing report there is replaced only with
+    `overwrite`, once the new one is complete."""
+    out = Path(out)
+    _check_out(out, overwrite)
     metas = store.episodes(config.dataset)
     latest = store.latest_all()
     decs = {m.episode_id: latest[m.episode_id] for m in metas if m.episode_id in latest}
     qa = run_qa(store, QaConfig(motion=False), config.dataset)
-    with _replacing(out) as root:
+    with new_folder(out, overwrite) as root:
         img = root / "img"
         img.mkdir()
         labelled = [(m, decs[m.episode_id]) for m in metas if m.episode_id in decs and decs[m.episode_id].subtasks]

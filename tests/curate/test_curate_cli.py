@@ -66,8 +66,9 @@ def test_truth_round_trips_through_import_annotations_and_export(tmp_path):
         assert rec["subtasks"] == truth[rec["episode_index"]]["subtasks"]
         assert rec["episode_id"] == f"{V3_AV1.name}/{rec['episode_index']}"
         assert (rec["author"], rec["revision"], rec["status"]) == ("truth", 1, "accepted")
-    # No revision has status `rejected`: the export is empty, not an error.
-    assert curate("export", out, "--store", db, "--status", "rejected").exit_code == 0
+    # No revision has status `rejected`: the export is empty, not an error (replacing the file
+    # needs --overwrite).
+    assert curate("export", out, "--store", db, "--status", "rejected", "--overwrite").exit_code == 0
     assert out.read_text() == ""
 
 
@@ -85,7 +86,7 @@ def test_jsonl_export_is_an_ordinary_file_and_never_replaces_a_folder(tmp_path):
     folder.mkdir()
     result = curate("export", folder, "--to", "jsonl", "--store", db)
     assert result.exit_code == 2
-    assert result.output.strip() == f"error: {folder}: is a folder; --to jsonl writes a file"
+    assert result.output.strip() == f"error: {folder}: is a folder; this writes a file"
     assert list(folder.iterdir()) == [] and not list(tmp_path.glob(".*"))  # no temporary file left
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,18 @@ def test_refuses_a_folder_that_is_not_a_report(report, tmp_path):
     result = runner.invoke(app, ["report", "--store", str(report.parent / "s.sqlite"), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "not a report" in " ".join(result.output.split())
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_an_existing_report_is_replaced_only_with_overwrite(report, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(report, out)
+    (out / "index.html").write_text("old report")
+    args = ["report", "--store", str(report.parent / "s.sqlite"), "--out", str(out), "--timelines", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "pass --overwrite" in " ".join(result.output.split())
+    assert (out / "index.html").read_text() == "old report"
+    result = runner.invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert "Subtask curation report" in (out / "index.html").read_text()
+    assert len(list((out / "img").glob("timeline_*.png"))) == 1  # the old report's files went with it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]  # no temporary left beside it
