@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from atomvla.annotate import store_tables
 from atomvla.annotate.backends import BACKENDS, Backend, get_backend
 from atomvla.annotate.backends.base import SetupError
 from atomvla.annotate.evaluation.plots import plot_episode
@@ -245,7 +246,7 @@ def batch_submit(
     table = Table(title=f"atom-annotate batch submit (job {job_id(engine)})")
     table.add_column("batch")
     table.add_column("episodes", justify="right")
-    for b in db.batches():
+    for b in store_tables.batches(db):
         if b["batch_id"] in ids:
             table.add_row(b["batch_id"], str(len(b["request"]["episodes"])))
     console.print(table)
@@ -316,12 +317,12 @@ def ledger(
         table = Table(title="atom-annotate ledger")
         for col in ("job", "model", "episodes", "input tokens", "output tokens", "$", "cached answers"):
             table.add_column(col, justify="left" if col in ("job", "model") else "right")
-        for r in db.ledger_by_job():
+        for r in store_tables.ledger_by_job(db):
             table.add_row(r["job_id"], r["models"], str(r["episodes"]), f"{r['input_tokens']:,}", f"{r['output_tokens']:,}",
                           f"{r['cost_usd']:.4f}", str(r["cached"]))
         console.print(table)
         return
-    rows = db.ledger_rows(job)
+    rows = store_tables.ledger_rows(db, job)
     if not rows:
         raise fail(f"{store}: no ledger rows for job {job!r} (see `atom-annotate ledger` for the jobs)")
     table = Table(title=f"atom-annotate ledger: job {job}")

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from atomvla.errors import UserError
 from atomvla.annotate.backends.base import Backend, BackendConfig, get_backend
+from atomvla.annotate import store_tables
 from atomvla.curate.store import Store
 
 
@@ -37,15 +38,16 @@ def save_profile(
     weights: bytes | None = None,
 ) -> None:
     """Save `backend`'s config (and `weights`, if any) as profile `name`, replacing an earlier one of that name."""
-    store.save_profile(
+    store_tables.save_profile(
+        store,
         backend.name, name, backend.config.model_dump(mode="json"), dict(report) if report else None, author, weights
     )
 
 
 def load_profile(store: Store, backend_name: str, name: str) -> Profile:
-    found = store.profile(backend_name, name)
+    found = store_tables.profile(store, backend_name, name)
     if found is None:
-        known = [p["name"] for p in store.profiles(backend_name)]
+        known = [p["name"] for p in store_tables.profiles(store, backend_name)]
         listed = ", ".join(known) if known else "none; make one with `atom-annotate calibrate`"
         raise ProfileError(f"{store.path}: no {backend_name} profile {name!r} (profiles: {listed})")
     return Profile(**found)

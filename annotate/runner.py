@@ -20,6 +20,7 @@ from typing import Literal
 
 import openai
 
+from atomvla.annotate import store_tables
 from atomvla.annotate.backends.base import Backend, BackendError
 from atomvla.annotate.jobs.retry import ResponseError, RetriesExhausted
 from atomvla.annotate.vlm import Usage
@@ -107,7 +108,7 @@ async def arun(
     for episode_id in skipped:
         if on_episode is not None:
             on_episode(episode_id, "skipped", Usage())
-    store.start_job(result.job_id, backend.name, backend.config.model_dump(mode="json"), [m.episode_id for m in todo])
+    store_tables.start_job(store, result.job_id, backend.name, backend.config.model_dump(mode="json"), [m.episode_id for m in todo])
     model = getattr(backend, "model", None) or backend.name
     queue: asyncio.Queue[EpisodeMeta] = asyncio.Queue()
     for meta in todo:
@@ -128,13 +129,13 @@ async def arun(
         """Store one answered episode. The ledger first: a crash before the revision lands re-reads
         the answer from the cache (free), never leaving paid tokens unrecorded."""
         if usage.requests or usage.cached:
-            store.add_ledger(result.job_id, episode_id, model, usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.cached)
+            store_tables.add_ledger(store, result.job_id, episode_id, model, usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.cached)
         store.add_revision(dec)
         if dec.status is Status.failed:
-            store.mark_job_item(result.job_id, episode_id, "failed", dec.note)
+            store_tables.mark_job_item(store, result.job_id, episode_id, "failed", dec.note)
             result.failed.append((episode_id, f"episode {episode_id}: {dec.note}"))
             return "failed"
-        store.mark_job_item(result.job_id, episode_id, "done")
+        store_tables.mark_job_item(store, result.job_id, episode_id, "done")
         result.proposed.append(episode_id)
         return "proposed"
 
@@ -147,7 +148,7 @@ async def arun(
         except EPISODE_ERRORS as exc:
             why = str(exc) if isinstance(exc, (BackendError, SourceError, DecompositionError)) else f"episode {episode_id}: {exc}"
             log.error("%s", why)
-            await write(store.mark_job_item, result.job_id, episode_id, "failed", why)
+            await write(store_tables.mark_job_item, store, result.job_id, episode_id, "failed", why)
             result.failed.append((episode_id, why))
             usage, outcome = Usage(), "failed"
         else:

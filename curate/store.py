@@ -1,5 +1,7 @@
-"""The project store: one SQLite file (WAL) with the episode index, every decomposition revision
-(append-only), reviews, and job state for resumable annotation runs.
+"""The project store: one SQLite file (WAL) with the episode index and every decomposition revision
+(append-only). Its schema (every migration) lives here; the tables other areas own are read and
+written through their own modules: annotate's jobs, ledger, batches and profiles in
+`atomvla.annotate.store_tables`, the review app's drafts and reviews in `atomvla.ui.store_tables`.
 
 Concurrency: every write is one short `BEGIN IMMEDIATE` transaction, so several annotators and a
 running job can share the file. An edit names the revision it was based on and is refused with
@@ -8,7 +10,6 @@ running job can share the file. An edit names the revision it was based on and i
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -119,21 +120,11 @@ MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-JOB_ITEM_STATES = ("pending", "done", "failed")
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """The time stamp every table stores (ISO 8601, UTC)."""
     return datetime.now(timezone.utc).isoformat()
-
-
-def _draft_row(row: sqlite3.Row) -> dict:
-    return {
-        "episode_id": row["episode_id"],
-        "author": row["author"],
-        "based_on": row["based_on"],
-        "record": json.loads(row["record_json"]),
-        "updated_at": row["updated_at"],
-    }
 
 
 class Store:
@@ -148,7 +139,8 @@ class Store:
 
     # -- connection and schema -------------------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (rows as `sqlite3.Row`), for reads."""
         # One connection per thread: sqlite3 connections must not be shared across threads.
         conn = getattr(self._local, "conn", None)
         if conn is None:
@@ -163,9 +155,9 @@ class Store:
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; the write lock is taken up front so read-then-write is atomic."""
-        conn = self._conn()
+        conn = self.connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -175,7 +167,7 @@ class Store:
         conn.execute("COMMIT")
 
     def _migrate(self) -> None:
-        conn = self._conn()
+        conn = self.connection()
         try:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -216,9 +208,9 @@ class Store:
         revisions, since they were validated against it.
         """
         metas = list(metas)
-        now = _now()
+        now = utc_now()
         problems: dict[str, str] = {}
-        with self._write() as conn:
+        with self.transaction() as conn:
             rows = []
             for m in metas:
                 old = conn.execute(
@@ -248,11 +240,11 @@ class Store:
         if dataset is not None:
             sql += " WHERE dataset = ?"
             args = (dataset,)
-        rows = self._conn().execute(sql + " ORDER BY dataset, episode_index", args).fetchall()
+        rows = self.connection().execute(sql + " ORDER BY dataset, episode_index", args).fetchall()
         return [EpisodeMeta.model_validate_json(r[0]) for r in rows]
 
     def episode(self, episode_id: str) -> EpisodeMeta:
-        row = self._conn().execute(
+        row = self.connection().execute(
             "SELECT meta_json FROM episodes WHERE episode_id = ?", (episode_id,)
         ).fetchone()
         if row is None:
@@ -260,7 +252,7 @@ class Store:
         return EpisodeMeta.model_validate_json(row[0])
 
     def count_episodes(self) -> int:
-        return self._conn().execute("SELECT count(*) FROM episodes").fetchone()[0]
+        return self.connection().execute("SELECT count(*) FROM episodes").fetchone()[0]
 
     # -- revisions -----------------------------------------------------------------------
 
@@ -279,7 +271,7 @@ class Store:
         decompositions = list(decompositions)
         bases = list(based_on) if based_on is not None else [None] * len(decompositions)
         stored: list[Decomposition] = []
-        with self._write() as conn:
+        with self.transaction() as conn:
             for dec, base in zip(decompositions, bases, strict=True):
                 row = conn.execute(
                     "SELECT n_frames FROM episodes WHERE episode_id = ?", (dec.episode_id,)
@@ -312,20 +304,20 @@ class Store:
                         dec.author,
                         dec.provenance.settings_hash if dec.provenance else None,
                         numbered.model_dump_json(),
-                        _now(),
+                        utc_now(),
                     ),
                 )
                 stored.append(numbered)
         return stored
 
     def history(self, episode_id: str) -> list[Decomposition]:
-        rows = self._conn().execute(
+        rows = self.connection().execute(
             "SELECT record_json FROM revisions WHERE episode_id = ? ORDER BY revision", (episode_id,)
         ).fetchall()
         return [Decomposition.model_validate_json(r[0]) for r in rows]
 
     def revision(self, episode_id: str, revision: int) -> Decomposition:
-        row = self._conn().execute(
+        row = self.connection().execute(
             "SELECT record_json FROM revisions WHERE episode_id = ? AND revision = ?",
             (episode_id, revision),
         ).fetchone()
@@ -358,7 +350,7 @@ class Store:
             where.append(f"episode_id IN ({','.join('?' * len(ids))})")
             args.extend(ids)
         cond = " AND ".join(where) or "1"
-        rows = self._conn().execute(
+        rows = self.connection().execute(
             f"SELECT r.record_json, r.status FROM revisions r JOIN ("
             f" SELECT episode_id, max(revision) AS rev FROM revisions WHERE {cond} GROUP BY episode_id"
             f") m ON r.episode_id = m.episode_id AND r.revision = m.rev",
@@ -381,222 +373,20 @@ class Store:
         )
         return self.add_revision(copy, based_on=based_on)
 
-    # -- reviews -------------------------------------------------------------------------
-
-    def add_review(self, episode_id: str, revision: int, reviewer: str, verdict: str, comment: str = "") -> None:
-        self.revision(episode_id, revision)  # the reviewed revision must exist
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO reviews (episode_id, revision, reviewer, verdict, comment, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (episode_id, revision, reviewer, verdict, comment, _now()),
-            )
-
-    def reviews(self, episode_id: str) -> list[dict]:
-        rows = self._conn().execute(
-            "SELECT revision, reviewer, verdict, comment, created_at FROM reviews"
-            " WHERE episode_id = ? ORDER BY id",
-            (episode_id,),
-        ).fetchall()
-        return [dict(r) for r in rows]
-
-    # -- drafts: the review app's autosave, one per episode and author ---------------------
-
-    def save_draft(self, episode_id: str, author: str, based_on: int | None, record: dict) -> None:
-        """Replace `author`'s draft of the episode; `record` is the app's own JSON (may break the contract)."""
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO drafts (episode_id, author, based_on, record_json, updated_at) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (episode_id, author) DO UPDATE SET based_on = excluded.based_on,"
-                " record_json = excluded.record_json, updated_at = excluded.updated_at",
-                (episode_id, author, based_on, json.dumps(record), _now()),
-            )
-
-    def draft(self, episode_id: str, author: str) -> dict | None:
-        """{episode_id, author, based_on, record, updated_at}, or None when `author` has no draft of it."""
-        row = self._conn().execute(
-            "SELECT episode_id, author, based_on, record_json, updated_at FROM drafts"
-            " WHERE episode_id = ? AND author = ?",
-            (episode_id, author),
-        ).fetchone()
-        return None if row is None else _draft_row(row)
-
-    def drafts(self, author: str) -> list[dict]:
-        """Every draft by `author`, the most recently saved first."""
-        rows = self._conn().execute(
-            "SELECT episode_id, author, based_on, record_json, updated_at FROM drafts"
-            " WHERE author = ? ORDER BY updated_at DESC",
-            (author,),
-        ).fetchall()
-        return [_draft_row(r) for r in rows]
-
-    def delete_draft(self, episode_id: str, author: str) -> None:
-        with self._write() as conn:
-            conn.execute("DELETE FROM drafts WHERE episode_id = ? AND author = ?", (episode_id, author))
-
     def revisions_since(self, after: int = 0) -> list[tuple[int, Decomposition]]:
         """(sequence number, revision) of every revision stored after sequence number `after`, in
         storage order: lets a long-lived reader (the review queue) follow the store incrementally."""
-        rows = self._conn().execute(
+        rows = self.connection().execute(
             "SELECT rowid, record_json FROM revisions WHERE rowid > ? ORDER BY rowid", (after,)
         ).fetchall()
         return [(r[0], Decomposition.model_validate_json(r[1])) for r in rows]
 
     def episodes_since(self, after: int = 0) -> list[tuple[int, EpisodeMeta]]:
         """(sequence number, episode) of every episode first indexed after sequence number `after`."""
-        rows = self._conn().execute(
+        rows = self.connection().execute(
             "SELECT rowid, meta_json FROM episodes WHERE rowid > ? ORDER BY rowid", (after,)
         ).fetchall()
         return [(r[0], EpisodeMeta.model_validate_json(r[1])) for r in rows]
-
-    # -- jobs: resumable runs -------------------------------------------------------------
-
-    def start_job(self, job_id: str, backend: str, settings: dict, episode_ids: Iterable[str]) -> None:
-        """Create the job (or resume it): episodes not yet in it are added as pending."""
-        now = _now()
-        with self._write() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO jobs (job_id, backend, settings_json, created_at) VALUES (?, ?, ?, ?)",
-                (job_id, backend, json.dumps(settings, sort_keys=True), now),
-            )
-            conn.executemany(
-                "INSERT OR IGNORE INTO job_items (job_id, episode_id, state, updated_at) VALUES (?, ?, 'pending', ?)",
-                [(job_id, e, now) for e in episode_ids],
-            )
-
-    def job_items(self, job_id: str, state: str | None = None) -> list[str]:
-        sql, args = "SELECT episode_id FROM job_items WHERE job_id = ?", [job_id]
-        if state is not None:
-            sql += " AND state = ?"
-            args.append(state)
-        return [r[0] for r in self._conn().execute(sql + " ORDER BY episode_id", args)]
-
-    def mark_job_item(self, job_id: str, episode_id: str, state: str, error: str | None = None) -> None:
-        if state not in JOB_ITEM_STATES:
-            raise ValueError(f"job item state must be one of {JOB_ITEM_STATES}, not {state!r}")
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE job_items SET state = ?, error = ?, attempts = attempts + 1, updated_at = ?"
-                " WHERE job_id = ? AND episode_id = ?",
-                (state, error, _now(), job_id, episode_id),
-            )
-
-    def job_errors(self, job_id: str) -> dict[str, str]:
-        """{episode_id: error} of the job's items that failed."""
-        rows = self._conn().execute(
-            "SELECT episode_id, error FROM job_items WHERE job_id = ? AND state = 'failed' ORDER BY episode_id", (job_id,)
-        )
-        return {r[0]: r[1] or "" for r in rows}
-
-    # -- ledger: tokens and dollars ----------------------------------------------------------
-
-    def add_ledger(
-        self, job_id: str, episode_id: str, model: str, input_tokens: int, output_tokens: int, cost_usd: float, cached: int
-    ) -> None:
-        """One episode's spend in a job; `cached` counts answers reused from the response cache."""
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO ledger (job_id, episode_id, model, input_tokens, output_tokens, cost_usd, cached, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, episode_id, model, input_tokens, output_tokens, cost_usd, cached, _now()),
-            )
-
-    def ledger_totals(self, job_id: str | None = None) -> dict:
-        """{rows, episodes, input_tokens, output_tokens, cost_usd, cached} over a job (or every job)."""
-        where, args = ("WHERE job_id = ?", (job_id,)) if job_id is not None else ("", ())
-        row = self._conn().execute(
-            "SELECT count(*), count(DISTINCT episode_id), coalesce(sum(input_tokens), 0),"
-            f" coalesce(sum(output_tokens), 0), coalesce(sum(cost_usd), 0.0), coalesce(sum(cached), 0) FROM ledger {where}",
-            args,
-        ).fetchone()
-        keys = ("rows", "episodes", "input_tokens", "output_tokens", "cost_usd", "cached")
-        return dict(zip(keys, tuple(row)))
-
-    def ledger_by_job(self) -> list[dict]:
-        """{job_id, models, episodes, input_tokens, output_tokens, cost_usd, cached} per job, oldest first."""
-        rows = self._conn().execute(
-            "SELECT job_id, group_concat(DISTINCT model) AS models, count(DISTINCT episode_id) AS episodes,"
-            " sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd,"
-            " sum(cached) AS cached FROM ledger GROUP BY job_id ORDER BY min(id)"
-        )
-        return [dict(r) for r in rows]
-
-    def ledger_rows(self, job_id: str) -> list[dict]:
-        rows = self._conn().execute(
-            "SELECT episode_id, model, input_tokens, output_tokens, cost_usd, cached, created_at FROM ledger"
-            " WHERE job_id = ? ORDER BY id",
-            (job_id,),
-        )
-        return [dict(r) for r in rows]
-
-    # -- batches: OpenAI Batch API runs ------------------------------------------------------
-
-    def add_batch(self, batch_id: str, job_id: str, state: str, request: dict) -> None:
-        now = _now()
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO batches (batch_id, job_id, state, request_json, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (batch_id, job_id, state, json.dumps(request, sort_keys=True), now, now),
-            )
-
-    def set_batch_state(self, batch_id: str, state: str) -> None:
-        with self._write() as conn:
-            conn.execute("UPDATE batches SET state = ?, updated_at = ? WHERE batch_id = ?", (state, _now(), batch_id))
-
-    def batches(self, state: str | None = None) -> list[dict]:
-        """{batch_id, job_id, state, request, created_at, updated_at} per batch, oldest first."""
-        sql, args = "SELECT * FROM batches", []
-        if state is not None:
-            sql += " WHERE state = ?"
-            args.append(state)
-        rows = self._conn().execute(sql + " ORDER BY created_at, batch_id", args)
-        return [{**dict(r), "request": json.loads(r["request_json"])} for r in rows]
-
-    # -- profiles: named backend settings (calibration) ------------------------------------
-
-    def save_profile(
-        self, backend: str, name: str, settings: dict, report: dict | None = None, author: str | None = None,
-        weights: bytes | None = None,
-    ) -> None:
-        """Store (or replace) the settings (and model weights, if any) saved under `name` for `backend`."""
-        with self._write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO profiles (backend, name, settings_json, report_json, author, created_at, weights)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (backend, name, json.dumps(settings, sort_keys=True),
-                 None if report is None else json.dumps(report), author, _now(), weights),
-            )
-
-    def profile(self, backend: str, name: str) -> dict | None:
-        """{backend, name, settings, report, author, created_at, weights}, or None when there is no such profile."""
-        row = self._conn().execute(
-            "SELECT backend, name, settings_json, report_json, author, created_at, weights FROM profiles"
-            " WHERE backend = ? AND name = ?",
-            (backend, name),
-        ).fetchone()
-        return None if row is None else _profile_row(row)
-
-    def profiles(self, backend: str | None = None) -> list[dict]:
-        """Every saved profile (of `backend`, if given), by backend then name; without their weights."""
-        sql = "SELECT backend, name, settings_json, report_json, author, created_at, NULL AS weights FROM profiles"
-        args: list[str] = []
-        if backend is not None:
-            sql += " WHERE backend = ?"
-            args.append(backend)
-        return [_profile_row(r) for r in self._conn().execute(sql + " ORDER BY backend, name", args)]
-
-
-def _profile_row(row: sqlite3.Row) -> dict:
-    return {
-        "backend": row["backend"],
-        "name": row["name"],
-        "settings": json.loads(row["settings_json"]),
-        "report": None if row["report_json"] is None else json.loads(row["report_json"]),
-        "author": row["author"],
-        "created_at": row["created_at"],
-        "weights": row["weights"],
-    }
 
 
 def open_store(path: Path, create: bool = False) -> Store:

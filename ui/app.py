@@ -19,7 +19,7 @@ from atomvla.curate.errors import StaleRevisionError
 from atomvla.curate.store import Store
 from atomvla.schemas import SKILLS, Decomposition, DecompositionError, Status
 from atomvla.schemas.rules import DEFAULT_MIN_FRAMES
-from atomvla.ui import editing, timeline
+from atomvla.ui import editing, store_tables, timeline
 from atomvla.ui.editing import EditError, EditSession, Segment, segments_of
 from atomvla.ui.frame_server import FrameServer
 from atomvla.ui.review_queue import SORTS, STATUSES, QueueFilter, ReviewQueue
@@ -92,7 +92,7 @@ class ReviewApp:
         meta = self.store.episode(episode_id)
         latest = self.store.latest(episode_id)
         based_on = latest.revision if latest else 0
-        draft = self.store.draft(episode_id, author)
+        draft = store_tables.draft(self.store, episode_id, author)
         if draft is not None:
             edit = EditSession.from_record(episode_id, draft["based_on"] or 0, draft["record"])
             note = f"Restored your draft of {draft['updated_at'][:19].replace('T', ' ')} UTC."
@@ -224,7 +224,7 @@ class ReviewApp:
         return ""
 
     def autosave(self, review: Review) -> None:
-        self.store.save_draft(review.episode_id, review.author, review.edit.based_on, review.edit.to_record())
+        store_tables.save_draft(self.store, review.episode_id, review.author, review.edit.based_on, review.edit.to_record())
         review.saved_at = datetime.now().strftime("%H:%M:%S")
 
     def commit(self, review: Review, status: Status, verdict: str | None, note: str | None = None) -> str:
@@ -256,8 +256,8 @@ class ReviewApp:
                     f"Yours (kept as your draft, nothing was overwritten): {_fmt_segments(edit.segments)}\n\n"
                     f"To continue from theirs: History → Discard my draft.")
         if verdict is not None:
-            self.store.add_review(edit.episode_id, stored.revision, review.author, verdict, note or "")
-        self.store.delete_draft(edit.episode_id, review.author)
+            store_tables.add_review(self.store, edit.episode_id, stored.revision, review.author, verdict, note or "")
+        store_tables.delete_draft(self.store, edit.episode_id, review.author)
         review.edit = EditSession(edit.episode_id, edit.n_frames, edit.min_frames, stored.revision, segments_of(stored))
         review.saved_at = ""
         self.queue.refresh()
@@ -370,7 +370,7 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
             wanted = request.query_params.get("episode") if request is not None else None
             known = bool(wanted) and wanted in app.queue
             if not known:
-                drafts = app.store.drafts(r.author)
+                drafts = store_tables.drafts(app.store, r.author)
                 wanted = drafts[0]["episode_id"] if drafts else app.queue.next_unreviewed(_filter(*filt), None)
             return opened(r, wanted)
 
@@ -490,7 +490,7 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
         def discard_draft(r):
             if r.episode_id is None:
                 return opened(r, None)
-            app.store.delete_draft(r.episode_id, r.author)
+            store_tables.delete_draft(app.store, r.episode_id, r.author)
             return opened(r, r.episode_id, "Draft discarded; showing the latest revision.")
 
         then_show(discard.click(discard_draft, [review], open_outs, **FAST))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import openai
 
+from atomvla.annotate import store_tables
 from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
 from atomvla.annotate.jobs.cache import ResponseCache
 from atomvla.annotate.jobs.pricing import cost_usd
@@ -50,7 +51,7 @@ def backend_of(batch: dict, api_key_env: str, cache: ResponseCache | None) -> Op
 def open_episodes(store: Store, job: str) -> set[str]:
     """Episodes of this job in a batch that will answer or has answered (until collected, when the
     answers are in the cache)."""
-    return {e for b in store.batches() if b["job_id"] == job and b["state"] not in ENDED for e in b["request"]["episodes"]}
+    return {e for b in store_tables.batches(store) if b["job_id"] == job and b["state"] not in ENDED for e in b["request"]["episodes"]}
 
 
 def submit(store: Store, backend: OpenAIBackend, episodes: Sequence[EpisodeMeta], client: openai.OpenAI) -> list[str]:
@@ -85,13 +86,14 @@ def submit(store: Store, backend: OpenAIBackend, episodes: Sequence[EpisodeMeta]
 
 def _upload(store: Store, backend: OpenAIBackend, client: openai.OpenAI, job: str, chunk: list[tuple[str, str, str]]) -> str:
     """One input file and its batch, recorded in the store with what collecting it needs."""
-    store.start_job(job, backend.name, backend.config.model_dump(mode="json"), [e for e, _, _ in chunk])
+    store_tables.start_job(store, job, backend.name, backend.config.model_dump(mode="json"), [e for e, _, _ in chunk])
     payload = ("\n".join(line for _, _, line in chunk) + "\n").encode()
     uploaded = client.files.create(file=("atomvla-batch.jsonl", payload), purpose="batch")
     batch = client.batches.create(
         input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h", metadata={"atomvla_job": job}
     )
-    store.add_batch(
+    store_tables.add_batch(
+        store,
         batch.id,
         job,
         batch.status,
@@ -122,14 +124,14 @@ ClientFor = Callable[[dict], openai.OpenAI]  # batch row -> a client of the serv
 def refresh(store: Store, client_for: ClientFor) -> list[BatchState]:
     """Every batch in the store, its state updated from the API unless already finished."""
     states = []
-    for b in store.batches():
+    for b in store_tables.batches(store):
         if b["state"] in ENDED:
             n = len(b["request"]["episodes"])
             states.append(BatchState(b["batch_id"], b["state"], n, n if b["state"] == "collected" else 0, 0))
             continue
         remote = client_for(b).batches.retrieve(b["batch_id"])
         if remote.status != b["state"]:
-            store.set_batch_state(b["batch_id"], remote.status)
+            store_tables.set_batch_state(store, b["batch_id"], remote.status)
         counts = remote.request_counts
         states.append(
             BatchState(b["batch_id"], remote.status, counts.total if counts else 0, counts.completed if counts else 0, counts.failed if counts else 0)
@@ -149,7 +151,7 @@ def collect(store: Store, cache: ResponseCache, client_for: ClientFor) -> Collec
     """Cache the answers of every completed batch and record their Batch-price cost in the ledger."""
     out = Collected()
     refresh(store, client_for)
-    for b in store.batches():
+    for b in store_tables.batches(store):
         if b["state"] in ENDED:
             continue
         if b["state"] != "completed":
@@ -176,10 +178,10 @@ def collect(store: Store, cache: ResponseCache, client_for: ClientFor) -> Collec
             text = message.get("content") or message.get("refusal") or ""
             tokens_in, tokens_out = body["usage"]["prompt_tokens"], body["usage"]["completion_tokens"]
             cache.put(keys[episode_id], {"text": text, "input_tokens": tokens_in, "output_tokens": tokens_out, "model": model})
-            store.add_ledger(job, episode_id, model, tokens_in, tokens_out, cost_usd(model, tokens_in, tokens_out, batch=True), 0)
+            store_tables.add_ledger(store, job, episode_id, model, tokens_in, tokens_out, cost_usd(model, tokens_in, tokens_out, batch=True), 0)
             answered.append(episode_id)
         for episode_id in request["episodes"]:
             if episode_id not in seen:
                 out.errors.append((episode_id, f"batch {b['batch_id']}: no answer in the output file"))
-        store.set_batch_state(b["batch_id"], "collected")
+        store_tables.set_batch_state(store, b["batch_id"], "collected")
     return out

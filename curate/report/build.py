@@ -65,7 +65,7 @@ def build_report(store: Store, out: Path, config: ReportConfig = ReportConfig(),
             strips.append((m, d, plots.timeline(d, m.fps, _keyframes(m, d), img / f"timeline_{i:04d}.png")))
             if progress is not None:
                 progress()
-        html = _page(store, metas, decs, qa, figures, strips, _costs(store, metas), store.ledger_by_job())
+        html = _page(store, metas, decs, qa, figures, strips, _costs(store, metas), ledger_by_job(store))
         (root / "index.html").write_text(html, encoding="utf-8")
     return Path(out)
 
@@ -91,6 +91,17 @@ class _Cost:
     tokens_in: int
     tokens_out: int
     usd: float
+
+
+def ledger_by_job(store: Store) -> list[dict]:
+    """Spend per annotation job from annotate's ledger table, oldest first. Read here with SQL, not
+    through `atomvla.annotate` (which owns the table): curate sits below annotate."""
+    rows = store.connection().execute(
+        "SELECT job_id, group_concat(DISTINCT model) AS models, count(DISTINCT episode_id) AS episodes,"
+        " sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd,"
+        " sum(cached) AS cached FROM ledger GROUP BY job_id ORDER BY min(id)"
+    )
+    return [dict(r) for r in rows]
 
 
 def _costs(store: Store, metas: list[EpisodeMeta]) -> dict[tuple[str, str], _Cost]:

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from atomvla.annotate import store_tables as annotate_tables
 from atomvla.annotate.backends import get_backend
 from atomvla.annotate.calibrate import CalibrationError, Example, calibrate
 from atomvla.annotate.cli import app
@@ -54,7 +55,7 @@ def test_calibrate_learns_a_teams_pick_convention_and_saves_it(store):
     result = invoke("calibrate", "--store", store, "--author", "ann", "--profile", "team", "--tolerance", "2")
     assert result.exit_code == 0, result.output
     assert "pick_end=closed" in result.output
-    saved = db.profile("heuristic", "team")
+    saved = annotate_tables.profile(db, "heuristic", "team")
     assert saved["author"] == "ann" and saved["settings"]["pick_end"] == "closed"
     report = saved["report"]
     assert report["n_examples"] == 4
@@ -79,7 +80,7 @@ def test_calibrate_without_enough_accepted_episodes_says_so(store):
     result = invoke("calibrate", "--store", store, "--author", "ann", "--profile", "team")
     assert result.exit_code == 2
     assert "author 'ann': 1 accepted episode(s); calibration needs at least 2" in result.output
-    assert db.profiles() == []
+    assert annotate_tables.profiles(db) == []
 
 
 def test_leave_one_out_scores_each_example_with_settings_fitted_on_the_others(store):

@@ -2,6 +2,7 @@
 
 import pytest
 
+from atomvla.annotate import store_tables as annotate_tables
 from atomvla.annotate.backends import get_backend
 from atomvla.annotate.profiles import ProfileError, backend_from_profile, load_profile, save_profile
 from atomvla.curate.store import Store
@@ -27,7 +28,7 @@ def test_missing_or_unusable_profiles_are_named(tmp_path):
     store = Store(tmp_path / "s.sqlite")
     with pytest.raises(ProfileError, match="no heuristic profile 'nope' \\(profiles: none; make one with"):
         backend_from_profile(store, "heuristic", "nope")
-    store.save_profile("heuristic", "old", {"no_such_setting": 1})
+    annotate_tables.save_profile(store, "heuristic", "old", {"no_such_setting": 1})
     with pytest.raises(ProfileError, match="profile 'old' for the heuristic backend: no_such_setting"):
         backend_from_profile(store, "heuristic", "old")
     with pytest.raises(KeyError, match="unknown backend"):

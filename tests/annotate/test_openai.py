@@ -8,6 +8,7 @@ import pytest
 from fake_openai import FakeOpenAI, marked_store, marker
 from typer.testing import CliRunner
 
+from atomvla.annotate import store_tables as annotate_tables
 from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
 from atomvla.annotate.cli import app
 from atomvla.annotate.jobs.cache import ResponseCache
@@ -66,7 +67,7 @@ def test_every_fault_ends_proposed_or_failed_with_a_reason(tmp_path, metas, key)
         requests = {i: server.chat_requests(marker(i)) for i in range(len(metas))}
 
     latest = store.latest_all(author="openai")
-    errors = store.job_errors(result.job_id)
+    errors = annotate_tables.job_errors(store, result.job_id)
     ids = {m.episode_index: m.episode_id for m in metas}
     for i, episode_id in ids.items():  # every episode ends proposed, or failed with its reason
         dec = latest.get(episode_id)
@@ -89,10 +90,10 @@ def test_every_fault_ends_proposed_or_failed_with_a_reason(tmp_path, metas, key)
     assert ids[8] not in latest and "not a chat completion" in errors[ids[8]]
     assert ids[9] not in latest and "3 attempts failed; last: HTTP 500" in errors[ids[9]]
     # Every answered episode is in the ledger at GPT-4o prices.
-    rows = {r["episode_id"]: r for r in store.ledger_rows(result.job_id)}
+    rows = {r["episode_id"]: r for r in annotate_tables.ledger_rows(store, result.job_id)}
     assert set(rows) == {ids[i] for i in (0, 1, 2, 3, 4, 5, 6, 7, 10)}
     assert all(r["model"] == "gpt-4o" and r["cost_usd"] > 0 for r in rows.values())
-    assert store.ledger_totals(result.job_id)["cost_usd"] == pytest.approx(result.usage.cost_usd)
+    assert annotate_tables.ledger_totals(store, result.job_id)["cost_usd"] == pytest.approx(result.usage.cost_usd)
 
 
 def test_requests_are_low_detail_frames_labelled_with_their_numbers_and_a_strict_schema(tmp_path, metas, key):
@@ -145,9 +146,9 @@ def test_a_rerun_asks_nothing_already_answered(tmp_path, metas, key):
         assert len(server.chat_requests()) == first == len(metas)
     store = Store(path)
     assert all(len(store.history(m.episode_id)) == 2 for m in metas)
-    totals = store.ledger_totals()
+    totals = annotate_tables.ledger_totals(store)
     assert totals["cached"] == len(metas) and totals["rows"] == 2 * len(metas)
-    (job,) = store.ledger_by_job()
+    (job,) = annotate_tables.ledger_by_job(store)
     assert job["cost_usd"] == pytest.approx(totals["cost_usd"]) and job["models"] == "gpt-4o"
     listing = invoke("ledger", "--store", path)
     assert listing.exit_code == 0 and job["job_id"] in listing.output and f"{job['cost_usd']:.4f}" in listing.output
@@ -173,7 +174,7 @@ def test_a_missing_key_is_one_line_before_any_work(tmp_path, metas, monkeypatch)
                         "TEAM_KEY", "--episodes", "0", env={"TEAM_KEY": KEY})
         assert result.exit_code == 0, result.output
         assert {h["authorization"] for h in server.headers_seen} == {f"Bearer {KEY}"}
-    assert Store(path).job_items("nonexistent") == []
+    assert annotate_tables.job_items(Store(path), "nonexistent") == []
 
 
 def test_the_key_never_reaches_logs_store_cache_or_exports(tmp_path, metas, key):
@@ -193,7 +194,7 @@ def test_the_key_never_reaches_logs_store_cache_or_exports(tmp_path, metas, key)
 
 def test_a_saved_profile_sets_the_frames_sent(tmp_path, metas, key):
     path = tmp_path / "store.sqlite"
-    Store(path).save_profile("openai", "cheap", {"frames": 6, "kinematic_events": False})
+    annotate_tables.save_profile(Store(path), "openai", "cheap", {"frames": 6, "kinematic_events": False})
     with FakeOpenAI() as server:
         result = invoke("run", "--store", path, "--backend", "openai", "--base-url", server.url, "--profile", "cheap", "--episodes", "0")
         assert result.exit_code == 0, result.output

@@ -12,6 +12,7 @@ import pytest
 from fake_openai import FakeOpenAI, marked_store, marker
 from typer.testing import CliRunner
 
+from atomvla.annotate import store_tables as annotate_tables
 from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
 from atomvla.annotate.cli import app
 from atomvla.annotate.jobs.cache import ResponseCache, encode_body, request_key
@@ -105,7 +106,7 @@ def test_max_cost_stops_before_the_budget_and_a_rerun_finishes(store_path, metas
             assert result.stopped and result.not_started
             assert result.usage.cost_usd <= 0.02
             assert len(result.proposed) + len(result.not_started) == len(metas)
-            assert store.ledger_totals(result.job_id)["cost_usd"] == pytest.approx(result.usage.cost_usd)
+            assert annotate_tables.ledger_totals(store, result.job_id)["cost_usd"] == pytest.approx(result.usage.cost_usd)
             rest = asyncio.run(arun(store, engine, metas, concurrency=2))
         finally:
             del os.environ["OPENAI_API_KEY"]
@@ -166,7 +167,7 @@ def test_batch_submit_status_collect_at_half_price(store_path, metas):
     with FakeOpenAI() as server:
         result = invoke("batch", "submit", "--store", store_path, "--base-url", server.url, "--episodes", "0-5")
         assert result.exit_code == 0, result.output
-        (batch,) = Store(store_path).batches()
+        (batch,) = annotate_tables.batches(Store(store_path))
         assert len(batch["request"]["episodes"]) == 6 and KEY not in str(batch)
         # Submitting again adds nothing: those episodes are waiting in the open batch.
         assert "nothing to submit" in invoke("batch", "submit", "--store", store_path, "--base-url", server.url, "--episodes", "0-5").output
@@ -183,12 +184,12 @@ def test_batch_submit_status_collect_at_half_price(store_path, metas):
     store = Store(store_path)
     latest = store.latest_all(author="openai")
     assert sorted(latest) == sorted(batch["request"]["episodes"] + [metas[6].episode_id, metas[7].episode_id])
-    rows = store.ledger_rows(batch["job_id"])
+    rows = annotate_tables.ledger_rows(store, batch["job_id"])
     paid = [r for r in rows if not r["cached"] and r["episode_id"] in batch["request"]["episodes"]]
     assert len(paid) == 6 and all(
         r["cost_usd"] == pytest.approx(cost_usd("gpt-4o", r["input_tokens"], r["output_tokens"]) / 2) for r in paid
     )
-    assert store.batches()[0]["state"] == "collected"
+    assert annotate_tables.batches(store)[0]["state"] == "collected"
 
 
 def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap():
@@ -224,6 +225,6 @@ def test_a_large_submit_is_split_into_files_within_the_api_limits(store_path, me
         result = invoke("batch", "submit", "--store", store_path, "--base-url", server.url)
         assert result.exit_code == 0, result.output
         uploads = [r for r in server.log if r.path.endswith("/files")]
-    batches = Store(store_path).batches()
+    batches = annotate_tables.batches(Store(store_path))
     assert [len(b["request"]["episodes"]) for b in batches] == [4, 4, 3] and len(uploads) == 3
     assert sorted(e for b in batches for e in b["request"]["episodes"]) == sorted(m.episode_id for m in metas)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from atomvla.annotate import store_tables as annotate_tables
+from atomvla.ui import store_tables as review_tables
 from atomvla.annotate.backends import get_backend
 from atomvla.curate.cli import app
 from atomvla.curate.episode import Episode
@@ -51,10 +53,10 @@ def add_ledger(store: Path, job: str, episode_id: str, tokens: int) -> None:
 def shard(path: Path, ids: list[str], proposals: dict[str, Decomposition], job: str = "job-1") -> Store:
     """One machine's run: a job over its episodes, a proposal and a ledger row for each."""
     store = Store(path)
-    store.start_job(job, "heuristic", {"window_s": 0.3}, ids)
+    annotate_tables.start_job(store, job, "heuristic", {"window_s": 0.3}, ids)
     for episode_id in ids:
         store.add_revision(proposals[episode_id])
-        store.mark_job_item(job, episode_id, "done")
+        annotate_tables.mark_job_item(store, job, episode_id, "done")
         add_ledger(path, job, episode_id, 1000)
     return store
 
@@ -67,7 +69,7 @@ def stores(tmp_path, metas, proposals):
     base.upsert_episodes(metas)
     truth = proposals[metas[0].episode_id].model_copy(update={"author": "truth", "status": Status.accepted})
     base.add_revision(truth)
-    base.save_profile("heuristic", "lab", {"window_s": 0.3})
+    annotate_tables.save_profile(base, "heuristic", "lab", {"window_s": 0.3})
     base.close()
     ids = [m.episode_id for m in metas]
     a = shard(copy_store(tmp_path / "base.sqlite", tmp_path / "a.sqlite"), ids[0::2], proposals)
@@ -76,10 +78,10 @@ def stores(tmp_path, metas, proposals):
     first = a.latest(ids[2])
     edited = first.model_copy(update={"author": "alice", "status": Status.accepted, "note": "checked"})
     stored = a.add_revision(edited, based_on=first.revision)
-    a.add_review(ids[2], stored.revision, "bob", "approve", "looks right")
-    a.save_draft(ids[4], "alice", a.latest(ids[4]).revision, {"subtasks": [], "note": "half done"})
-    b.add_batch("batch-1", "job-1", "submitted", {"episodes": 3})
-    b.save_profile("heuristic", "lab", {"window_s": 0.4})  # recalibrated on machine b
+    review_tables.add_review(a, ids[2], stored.revision, "bob", "approve", "looks right")
+    review_tables.save_draft(a, ids[4], "alice", a.latest(ids[4]).revision, {"subtasks": [], "note": "half done"})
+    annotate_tables.add_batch(b, "batch-1", "job-1", "submitted", {"episodes": 3})
+    annotate_tables.save_profile(b, "heuristic", "lab", {"window_s": 0.4})  # recalibrated on machine b
     a.close(), b.close()
     return tmp_path / "base.sqlite", tmp_path / "a.sqlite", tmp_path / "b.sqlite"
 
@@ -108,12 +110,12 @@ def test_shards_merge_into_the_base_without_duplicates(stores, metas, proposals)
     with sqlite3.connect(base) as conn:
         based_on = conn.execute("SELECT based_on FROM revisions WHERE episode_id = ? AND revision = 2", (ids[2],)).fetchone()
     assert based_on == (1,)  # renumbered with the revision it was based on
-    assert [(r["revision"], r["reviewer"]) for r in store.reviews(ids[2])] == [(2, "bob")]
-    assert sorted(store.job_items("job-1", "done")) == sorted(ids)
-    draft = store.draft(ids[4], "alice")
+    assert [(r["revision"], r["reviewer"]) for r in review_tables.reviews(store, ids[2])] == [(2, "bob")]
+    assert sorted(annotate_tables.job_items(store, "job-1", "done")) == sorted(ids)
+    draft = review_tables.draft(store, ids[4], "alice")
     assert draft["based_on"] == 1 and draft["record"]["note"] == "half done"
-    assert [(x["batch_id"], x["state"]) for x in store.batches()] == [("batch-1", "submitted")]
-    assert store.profile("heuristic", "lab")["settings"] == {"window_s": 0.3}
+    assert [(x["batch_id"], x["state"]) for x in annotate_tables.batches(store)] == [("batch-1", "submitted")]
+    assert annotate_tables.profile(store, "heuristic", "lab")["settings"] == {"window_s": 0.3}
     assert report.kept == [f"heuristic profile 'lab': {b} has other settings; the destination's kept"]
     with sqlite3.connect(base) as conn:
         assert conn.execute("SELECT count(*), sum(input_tokens) FROM ledger").fetchone() == (len(ids) + 1, 1000 * (len(ids) + 1))
@@ -136,7 +138,7 @@ def test_merge_into_a_new_store_holds_the_same_decompositions(stores, tmp_path, 
         assert [(d.author, d.subtasks, d.revision) for d in old.history(m.episode_id)] == [
             (d.author, d.subtasks, d.revision) for d in new.history(m.episode_id)
         ]
-    assert new.profile("heuristic", "lab")["settings"] == {"window_s": 0.3}
+    assert annotate_tables.profile(new, "heuristic", "lab")["settings"] == {"window_s": 0.3}
 
 
 def test_repeats_within_one_store_are_its_history(tmp_path, metas, proposals):

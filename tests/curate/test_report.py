@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from atomvla.annotate import store_tables as annotate_tables
 from atomvla.curate.cli import app
 from atomvla.curate.store import Store
 from atomvla.schemas import Decomposition, Provenance, Subtask
@@ -36,7 +37,7 @@ def report(tmp_path_factory) -> Path:
         store.add_revision(Decomposition(episode_id=meta.episode_id, n_frames=meta.n_frames, subtasks=moved,
                                          author="gpt", provenance=Provenance(backend="gpt", model="gpt-4o",
                                                                              tokens_in=1200, cost_usd=0.01)))
-        store.add_ledger("job-1", meta.episode_id, "gpt-4o", 1200, 0, 0.01, cached=0)
+        annotate_tables.add_ledger(store, "job-1", meta.episode_id, "gpt-4o", 1200, 0, 0.01, cached=0)
     assert runner.invoke(app, ["import-annotations", str(FIXTURES / "metaworld_truth.jsonl"), "--store", str(db),
                                "--author", "truth"]).exit_code == 0
     out = tmp / "report"

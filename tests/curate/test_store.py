@@ -119,19 +119,6 @@ def test_latest_all_filters_by_author_status_and_settings(store):
     assert set(store.latest_all(status=Status.proposed)) == {"ds/0"}
 
 
-def test_reviews_and_job_state(store):
-    store.add_revision(dec("ds/0", 10))
-    store.add_review("ds/0", 1, reviewer="ann", verdict="accept", comment="fine")
-    assert store.reviews("ds/0")[0]["verdict"] == "accept"
-    with pytest.raises(KeyError):
-        store.add_review("ds/0", 5, reviewer="ann", verdict="accept")
-    store.start_job("job1", "heuristic", {"window": 5}, ["ds/0", "ds/1"])
-    store.mark_job_item("job1", "ds/0", "done")
-    store.start_job("job1", "heuristic", {"window": 5}, ["ds/0", "ds/1"])  # resuming adds nothing twice
-    assert store.job_items("job1", "pending") == ["ds/1"]
-    assert store.job_items("job1", "done") == ["ds/0"]
-
-
 def test_file_that_is_not_a_store_is_refused_untouched(tmp_path):
     junk = tmp_path / "notes.sqlite"
     junk.write_bytes(b"this is not a database at all" * 100)
@@ -168,20 +155,3 @@ def test_missing_store_is_not_created_when_asked_not_to(tmp_path):
     with pytest.raises(StoreError, match="no such store"):
         Store(tmp_path / "nope.sqlite", create=False)
     assert not (tmp_path / "nope.sqlite").exists()
-
-
-def test_profile_weights_round_trip_and_a_version_2_store_gains_the_column(tmp_path):
-    path = tmp_path / "old.sqlite"
-    conn = sqlite3.connect(path)
-    from atomvla.curate.store import APPLICATION_ID, MIGRATIONS
-
-    conn.executescript(f"{MIGRATIONS[0]}\n{MIGRATIONS[1]}\nPRAGMA application_id={APPLICATION_ID}; PRAGMA user_version=2;")
-    conn.execute("INSERT INTO profiles VALUES ('heuristic', 'old', '{}', NULL, 'ann', '2026-01-01')")
-    conn.commit()
-    conn.close()
-    store = Store(path, create=False)
-    assert store.profile("heuristic", "old")["weights"] is None
-    blob = bytes(range(256)) * 10
-    store.save_profile("learned", "team", {"lr": 1e-3}, author="ann", weights=blob)
-    assert store.profile("learned", "team")["weights"] == blob
-    assert all(p["weights"] is None for p in store.profiles())  # listings never load the blobs

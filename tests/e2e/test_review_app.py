@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from atomvla.ui import store_tables as review_tables
 from atomvla.curate.sources import open_source
 from atomvla.schemas import EpisodeMeta
 from tests.curate.builders import build_libero_hdf5
@@ -135,7 +136,7 @@ def test_open_scrub_split_move_edit_accept_reload(setup):
     page.wait_for_function(f"[...document.querySelectorAll('#atom-timeline .atom-bd')].some(e => +e.dataset.frame === {old + 3})")
 
     # Autosaved: a reload restores the draft, undo history included.
-    draft = store.draft(ep, "alice")
+    draft = review_tables.draft(store, ep, "alice")
     assert draft is not None and draft["based_on"] == base.revision
     page.reload(wait_until="load")
     page.wait_for_function("window.atomReview && window.atomReview.ep === %r" % ep, timeout=30000)
@@ -157,8 +158,8 @@ def test_open_scrub_split_move_edit_accept_reload(setup):
     saved = store.latest(ep)
     assert (saved.status.value, saved.author, saved.boundaries) == ("accepted", "alice", [13, old + 3])
     assert saved.subtasks[1].instruction == "lift the puck"
-    assert store.reviews(ep)[-1]["verdict"] == "accepted"
-    assert store.draft(ep, "alice") is None
+    assert review_tables.reviews(store, ep)[-1]["verdict"] == "accepted"
+    assert review_tables.draft(store, ep, "alice") is None
     assert not page.errors
     ctx.close()
 
@@ -186,7 +187,7 @@ def test_two_annotators_stale_save_is_refused_and_shows_the_other_edit(setup):
 
     latest = store.latest(ep)
     assert (latest.revision, latest.author, latest.boundaries) == (base.revision + 1, "alice", [base.boundaries[0] + 10])
-    bobs = store.draft(ep, "bob")  # bob's work is kept as his draft
+    bobs = review_tables.draft(store, ep, "bob")  # bob's work is kept as his draft
     assert bobs is not None and bobs["record"]["segments"][1]["start"] == base.boundaries[0] - 10
     a_ctx.close()
     b_ctx.close()

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from atomvla.ui import store_tables as review_tables
 from atomvla.schemas import Status
 from atomvla.ui import editing
 from atomvla.ui.app import Review, ReviewApp
@@ -21,7 +22,7 @@ def test_verdicts_drafts_and_restore(tmp_path: Path):
 
     # An edit is a draft at once; reopening restores it.
     assert app.change(r, lambda s: editing.nudge(s, 1, 5)) == ""
-    assert store.draft(ep, "carol")["based_on"] == base
+    assert review_tables.draft(store, ep, "carol")["based_on"] == base
     r2 = Review(author="carol")
     app.open(r2, ep)
     assert r2.edit.segments == r.edit.segments and len(r2.edit.undo_stack) == 1
@@ -31,7 +32,7 @@ def test_verdicts_drafts_and_restore(tmp_path: Path):
     assert msg.startswith("Saved revision")
     flagged = store.latest(ep)
     assert (flagged.status, flagged.author, flagged.note) == (Status.needs_review, "carol", "flagged: grasp unclear")
-    assert store.draft(ep, "carol") is None and store.reviews(ep)[-1]["verdict"] == "flagged"
+    assert review_tables.draft(store, ep, "carol") is None and review_tables.reviews(store, ep)[-1]["verdict"] == "flagged"
 
     # Reject while the edit is invalid: the verdict is stored on the last valid decomposition.
     app.change(r, lambda s: editing.split(s, 3))
@@ -55,4 +56,4 @@ def test_verdicts_drafts_and_restore(tmp_path: Path):
     assert app.commit(r, Status.needs_review, None).startswith("Saved revision")
     refused = app.commit(other, Status.accepted, "accepted")
     assert "someone else saved first" in refused and "by **carol**" in refused
-    assert store.latest(ep).author == "carol" and store.draft(ep, "dave") is not None
+    assert store.latest(ep).author == "carol" and review_tables.draft(store, ep, "dave") is not None
