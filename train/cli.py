@@ -185,3 +185,78 @@ def grpo(
         last = result.metrics[-1]
         terms = ", ".join(f"{k.removeprefix('reward_')} {v:.4f}" for k, v in last.items() if k.startswith("reward_"))
         console.print(f"step {last['step']:.0f}: reward {terms}; kl {last['kl']:.5f}; checkpoint {result.checkpoint}")
+
+
+@app.command("rollout")
+def rollout(
+    tasks: Annotated[str, typer.Option("--tasks", help="ENV_ID=INSTRUCTION[,ENV_ID=INSTRUCTION...]: the envs and the task prompt of each.")],
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="SFT checkpoint (step-N folder or a run folder).")] = None,
+    env: Annotated[str, typer.Option("--env", help="Simulator (metaworld).")] = "metaworld",
+    episodes: Annotated[int, typer.Option("--episodes", help="Episodes per task; episode i runs with seed SEED+i.")] = 10,
+    out: Annotated[Path, typer.Option("--out", help="Folder for results.json, success.png, videos/; a re-run resumes there.")] = Path("runs/rollout"),
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the first episode (task variation, reset, policy noise).")] = 0,
+    workers: Annotated[int, typer.Option("--workers", help="Parallel processes, each with its own policy and envs.")] = 1,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Step limit per episode (default: the simulator's).")] = None,
+    server: Annotated[Optional[str], typer.Option("--server", help="Act through `atom-train serve` at ws://HOST:PORT instead of --checkpoint.")] = None,
+    token: Annotated[Optional[str], typer.Option("--token", envvar="ATOMVLA_SERVE_TOKEN", help="The server's token (env ATOMVLA_SERVE_TOKEN).")] = None,
+    video: Annotated[bool, typer.Option("--video/--no-video", help="Write one MP4 per episode.")] = True,
+    device: Annotated[str, typer.Option(help="Where a local policy runs (cpu, cuda).")] = "cpu",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a policy in closed loop in a simulator: success per task (Wilson 95% interval), the subtasks
+    it announced and where failed episodes stalled, one video per episode. A killed rollout re-run
+    with the same --out continues where it stopped."""
+    setup_logging(verbose)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from atomvla.cli import err_console
+    from atomvla.train.rollout.run import RESULTS_FILE, RolloutSpec, parse_tasks
+    from atomvla.train.rollout.run import rollout as run_rollout
+
+    spec = RolloutSpec(env, parse_tasks(tasks), episodes, out, checkpoint, server, token, seed, max_steps, workers, video, device)
+    wins: dict[str, int] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("rollouts", total=None)
+
+        def advance(result, done: int, total: int) -> None:
+            wins[result.env_id] = wins.get(result.env_id, 0) + result.success
+            bar.update(task, completed=done, total=total,
+                       description="rollouts " + " ".join(f"{k} {v}✓" for k, v in wins.items()))
+
+        results = run_rollout(spec, advance)
+    for env_id, r in results["tasks"].items():
+        lo, hi = r["ci95"]
+        stalled = ", ".join(f"{k or '?'} ({v})" for k, v in r["subtasks"]["stalled_in"].items())
+        console.print(f"{env_id}: {r['successes']}/{r['episodes']} success {r['success_rate']:.0%} [{lo:.0%}, {hi:.0%}], "
+                      f"{r['mean_steps']:.0f} steps" + (f"; stalled in: {stalled}" if stalled else "")
+                      + (f"; {r['crashed']} crashed" if r["crashed"] else ""))
+    console.print(f"results in {out / RESULTS_FILE}")
+
+
+@app.command("serve")
+def serve(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="SFT checkpoint (step-N folder or a run folder).")],
+    host: Annotated[str, typer.Option("--host", help="Address to bind; anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0: any free one).")] = 8000,
+    token: Annotated[Optional[str], typer.Option("--token", envvar="ATOMVLA_SERVE_TOKEN", help="Clients must send `Authorization: Api-Key TOKEN` (env ATOMVLA_SERVE_TOKEN).")] = None,
+    device: Annotated[str, typer.Option(help="Where the policy runs (cpu, cuda).")] = "cpu",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of each connection's action noise.")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Serve a policy over a websocket in openpi's protocol: metadata on connect, then one msgpack
+    observation {images: {camera: HxWx3 uint8}, state, task} in, {actions (H x A float32), subtask,
+    skill} out. One connection is one episode."""
+    setup_logging(verbose)
+    import asyncio
+
+    from atomvla.train.policy import load_policy
+    from atomvla.train.serve.server import PolicyServer, ServeError, is_loopback
+
+    if not is_loopback(host) and not token:
+        raise ServeError(f"binding {host} exposes the policy beyond this machine: pass --token")
+    server = PolicyServer(load_policy(checkpoint, device, seed), token, seed)
+    try:
+        asyncio.run(server.run(host, port))
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,80 @@
+"""Simulators behind one small interface, rendering exactly as their datasets were recorded.
+
+`SIMULATORS[name]` (lazy plug-ins: `metaworld`) is a `Simulator`: it lists its env ids
+and makes a `SimEnv` for one of them. A `SimEnv` resets with a seed, steps with one action, and
+observes in the shape `load_policy().infer` takes (`{"images": {camera: (H, W, 3)
+uint8}, "state": (S,) float32}`); its `Layout` names the cameras, state and action features as a
+dataset recorded from it names them, so a checkpoint can be checked against it before any rollout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from jaxtyping import Float
+
+from atomvla.errors import UserError
+from atomvla.registry import Registry
+
+
+class SimError(UserError, ValueError):
+    """An env id the simulator does not have, or a simulator that is not installed."""
+
+
+class SimCrash(RuntimeError):
+    """The simulation broke mid-episode (unstable physics, a simulator error): that episode fails."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What an env observes and takes, named as in a dataset recorded from it."""
+
+    cameras: tuple[str, ...]
+    state: tuple[str, ...]
+    action: tuple[str, ...]
+
+
+Observation = dict[str, Any]  # {"images": {camera: uint8 (H, W, 3)}, "state": float32 (S,)}
+
+
+class SimEnv(Protocol):
+    layout: Layout
+    max_steps: int
+
+    def reset(self, seed: int) -> None: ...
+
+    def step(self, action: Float[np.ndarray, " a"]) -> bool:
+        """Apply one action; whether the task has succeeded. Raises `SimCrash` if the simulation breaks."""
+        ...
+
+    def observe(self) -> Observation:
+        """The current observation (renders the cameras: call it only when a policy or a video needs it)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Simulator(Protocol):
+    name: str
+
+    def env_ids(self) -> Sequence[str]: ...
+
+    def layout(self, env_id: str) -> Layout: ...
+
+    def make(self, env_id: str) -> SimEnv: ...
+
+
+SIMULATORS: Registry[Simulator] = Registry("simulator", plugins=["atomvla.train.sim.metaworld"])
+
+
+def check_env_id(sim: Simulator, env_id: str) -> None:
+    import difflib
+
+    ids = list(sim.env_ids())
+    if env_id not in ids:
+        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else f" (it has {len(ids)} envs, e.g. {', '.join(ids[:3])})"
+        raise SimError(f"{sim.name} has no env {env_id!r}{hint}")
