@@ -10,13 +10,17 @@ Subtasks are written three ways, for three kinds of reader:
 - the interchange JSON Lines (DESIGN.md) at `meta/atomvla_subtasks.jsonl` with skills, authors,
   revisions and provenance; its `episode_index` is the exported dataset's.
 
-Video from a LeRobot v3.0 source is linked or copied, never re-encoded; other sources are decoded
-and encoded once.
+Video from a LeRobot v3.0 source is not re-encoded: a source file whose every frame is exported is
+linked (or copied) whole; from other files only the selected episodes' packets are copied, each
+episode starting on a keyframe as LeRobot writes them. Where an episode cannot be cut so (it starts
+mid-GOP), and for other sources, the frames are decoded and encoded once.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,11 @@ from atomvla.curate.exports.lerobot_v3 import EpisodeRecording, VideoClip, write
 from atomvla.curate.exports.records import Proposals, episode_subtask_index, interchange_lines
 from atomvla.curate.sources import open_source
 from atomvla.curate.sources.lerobot_meta import INFO
+from atomvla.curate.video.clip import cuttable
+from atomvla.curate.video.frames import VideoFrames
 from atomvla.schemas import Decomposition, EpisodeMeta, Status
+
+log = logging.getLogger(__name__)
 
 SUBTASKS_PARQUET = Path("meta") / "subtasks.parquet"
 INTERCHANGE_JSONL = Path("meta") / "atomvla_subtasks.jsonl"
@@ -62,13 +70,14 @@ class LeRobotExporter(Exporter):
               proposals: Proposals | None = None, progress: Progress | None = None, overwrite: bool = False) -> None:
         fps = _common_fps(records)
         source_info = _lerobot_infos(records)
-        copy_video = source_info is not None and _same_video_features(records, source_info)
+        cuts = _cuts(records) if source_info is not None and _same_video_features(records, source_info) else None
+        copy_video = cuts is not None
         vocabulary: dict[str, int] = {}
         first = records[0][0]
 
         def recordings() -> Iterator[EpisodeRecording]:
             for meta, dec in records:
-                yield _recording(meta, dec, vocabulary, source_info if copy_video else None, self.language)
+                yield _recording(meta, dec, vocabulary, source_info if copy_video else None, self.language, cuts or set())
                 if progress is not None:
                     progress()
 
@@ -112,9 +121,30 @@ def _same_video_features(records: Sequence[tuple[EpisodeMeta, Decomposition]], i
     return len(features) == 1
 
 
+def _cuts(records: Sequence[tuple[EpisodeMeta, Decomposition]]) -> set[tuple[str, str]] | None:
+    """The (episode id, camera) clips to cut out of their file, because the file holds frames that
+    are not exported (the others' files are taken whole); None if one of them cannot be cut without
+    re-encoding (it does not start on a keyframe), so every frame is to be encoded instead."""
+    by_file: dict[str, list[tuple[str, str, VideoFrames]]] = defaultdict(list)
+    for meta, _ in records:
+        episode = Episode(meta)
+        for cam in meta.cameras:
+            by_file[cam.path].append((meta.episode_id, cam.key, episode.frames(cam.key)))
+    cuts = set()
+    for path, clips in by_file.items():
+        if sum(len(frames) for *_, frames in clips) == len(clips[0][2].index):
+            continue  # every frame of the file is exported: linked whole
+        for episode_id, key, frames in clips:
+            if not cuttable(frames):
+                log.info("%s: episode %s does not start on a keyframe; the export re-encodes the video", path, episode_id)
+                return None
+            cuts.add((episode_id, key))
+    return cuts
+
+
 def _recording(
     meta: EpisodeMeta, dec: Decomposition, vocabulary: dict[str, int], source_info: dict[str, dict[str, Any]] | None,
-    language: bool,
+    language: bool, cuts: set[tuple[str, str]],
 ) -> EpisodeRecording:
     episode = Episode(meta)
     arrays = dict(episode.arrays)
@@ -122,13 +152,15 @@ def _recording(
     clips: dict[str, VideoClip] = {}
     for cam in meta.cameras:
         if source_info is not None:
-            _, sample = episode.frames(cam.key).sample(_STATS_FRAMES)
+            cam_frames = episode.frames(cam.key)
+            _, sample = cam_frames.sample(_STATS_FRAMES)
             clips[cam.key] = VideoClip(
                 path=Path(cam.path),
                 from_timestamp=cam.from_timestamp,
                 to_timestamp=cam.from_timestamp + meta.n_frames / meta.fps,
                 feature=source_info[meta.source]["features"][cam.key],
                 stats_frames=sample,
+                cut=cam_frames if (meta.episode_id, cam.key) in cuts else None,
             )
         else:
             frames[cam.key] = np.stack(list(episode.frames(cam.key)))

@@ -4,8 +4,9 @@ Data parquets and per-camera MP4s hold many episodes each (episodes concatenated
 and roll over to the next file at LeRobot's size limits (100 MB of data / 200 MB of video by
 default) by LeRobot's own rules; plus `meta/info.json`, `meta/stats.json`, `meta/tasks.parquet`
 and `meta/episodes/`. A camera is either encoded here once from frames, or given as clips of
-already-encoded files (a LeRobot v3.0 source), which are hard-linked or copied, never re-encoded:
-the episode's `from_timestamp` / `to_timestamp` point into the copied file. Optional extra per-frame
+already-encoded files (a LeRobot v3.0 source), never re-encoded: a file whose every frame is
+exported is hard-linked or copied whole, the episode's `from_timestamp` / `to_timestamp` pointing
+into it; from any other file only the exported episodes' packets are copied (`video.clip.PacketCopy`). Optional extra per-frame
 integer columns (`subtask_index`) and LeRobot's language columns are written next to the data.
 """
 
@@ -28,6 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atomvla.curate.exports.output import new_folder
+from atomvla.curate.video.clip import PacketCopy
+from atomvla.curate.video.frames import VideoFrames
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,8 @@ class VideoClip:
 
     `feature` is the camera's `meta/info.json` entry in the source (shape, codec, pix_fmt);
     `stats_frames` a sample of the episode's frames, (k, H, W, 3) uint8, for the image statistics.
+    `cut`, where given, are the episode's frames in `path` (`video.clip.cuttable`): only their
+    packets are copied, because the file holds frames that are not exported; else the whole file is.
     """
 
     path: Path
@@ -85,6 +90,7 @@ class VideoClip:
     to_timestamp: float
     feature: Mapping[str, Any]
     stats_frames: np.ndarray
+    cut: VideoFrames | None = None
 
 
 @dataclass(frozen=True)
@@ -166,7 +172,7 @@ def _write(
                 data = _DataFiles(root, layout.hf_features(), limits.data_mb)
                 videos = {key: _EncodedVideos(root, key, shape, fps, codec, keyframe_interval, limits.video_mb)
                           for key, shape in layout.cameras.items()}
-                videos |= {key: _CopiedVideos(root, key) for key in layout.clips}
+                videos |= {key: _CopiedVideos(root, key, fps, limits.video_mb) for key in layout.clips}
             n = layout.check(ep, ep_index, fps)
             task_index = tasks.setdefault(ep.task, len(tasks))
             row: dict[str, Any] = {"episode_index": ep_index, "tasks": [ep.task], "length": n}
@@ -426,31 +432,52 @@ class _EncodedVideos:
 
 
 class _CopiedVideos:
-    """One camera's MP4s taken as they are from the source: each source file becomes one file of
-    the export (hard-linked where the filesystem allows, else copied), never re-encoded. The source
-    writer already kept each file under its size limit; episodes not exported stay in the file
-    unreferenced."""
+    """One camera's MP4s taken from the source without re-encoding. A source file whose every
+    frame is exported becomes one file of the export (hard-linked where the filesystem allows, else
+    copied); the source writer already kept it under its size limit. Episodes cut from other files
+    are appended, packets copied, to a file of their own, a new one past the size limit."""
 
-    def __init__(self, root: Path, key: str):
-        self._root, self._key = root, key
+    def __init__(self, root: Path, key: str, fps: int, limit_mb: float):
+        self._root, self._key, self._fps, self._limit = root, key, fps, limit_mb * 1024**2
         self._files: dict[Path, dict[str, int]] = {}
         self._index: dict[str, int] | None = None
+        self._cuts: PacketCopy | None = None
+        self._cuts_index: dict[str, int] = {}
+
+    def _next(self) -> tuple[dict[str, int], Path]:
+        self._index = dict(_FIRST_FILE) if self._index is None else _next_file(self._index)
+        dest = self._root / _VIDEO_PATH.format(video_key=self._key, **self._index)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return self._index, dest
 
     def add(self, clip: VideoClip) -> dict[str, Any]:
+        if clip.cut is not None:
+            return self._add_cut(clip.cut)
         src = Path(clip.path).resolve()
         if src not in self._files:
-            self._index = dict(_FIRST_FILE) if self._index is None else _next_file(self._index)
-            dest = self._root / _VIDEO_PATH.format(video_key=self._key, **self._index)
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            index, dest = self._next()
             try:
                 os.link(src, dest)
             except OSError:  # another filesystem, or links not allowed
                 shutil.copyfile(src, dest)
-            self._files[src] = self._index
+            self._files[src] = index
         return {**self._files[src], "from_timestamp": clip.from_timestamp, "to_timestamp": clip.to_timestamp}
 
+    def _add_cut(self, frames: VideoFrames) -> dict[str, Any]:
+        w = self._cuts
+        if w is None or not w.accepts(frames.path) or (
+            w.n_frames and w.n_bytes + w.n_bytes / w.n_frames * len(frames) >= self._limit
+        ):
+            if w is not None:
+                w.close()
+            self._cuts_index, dest = self._next()
+            self._cuts = w = PacketCopy(dest, frames.path)
+        start = w.append(frames, self._fps)
+        return {**self._cuts_index, "from_timestamp": start, "to_timestamp": start + len(frames) / self._fps}
+
     def close(self) -> None:
-        pass
+        if self._cuts is not None:
+            self._cuts.close()
 
 
 class _VideoWriter:

@@ -32,9 +32,10 @@ def write_clip(ref: CameraRef, n_frames: int, fps: float, out: Path, episode: st
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        if isinstance(frames, VideoFrames) and _copyable(frames):
+        if cuttable(frames):
             how = "copy"
-            _copy_packets(frames, tmp)
+            with PacketCopy(tmp, frames.index.path) as copy:
+                copy.append(frames, fps)
         else:
             how = "encode"
             _encode(frames, fps, tmp)
@@ -45,35 +46,82 @@ def write_clip(ref: CameraRef, n_frames: int, fps: float, out: Path, episode: st
     return how
 
 
-def _copyable(frames: VideoFrames) -> bool:
-    """The episode's frames are consecutive in the file and the first is a keyframe."""
+def cuttable(frames: EpisodeFrames) -> bool:
+    """The episode's frames are in a video file, consecutive there, and the first is a keyframe:
+    its packets can be copied out without decoding."""
+    if not isinstance(frames, VideoFrames):
+        return False
     files = frames.file_indices
     first = int(files[0])
     return bool(np.array_equal(files, np.arange(first, first + len(files)))) and first in set(frames.index.keyframes.tolist())
 
 
-def _copy_packets(frames: VideoFrames, out: Path) -> None:
-    index: VideoIndex = frames.index
-    first = int(frames.file_indices[0])
-    wanted = {int(p) for p in index.pts[first : first + len(frames)]}
-    offset = int(index.pts[first])  # the clip starts at time 0
-    with av.open(index.path) as src, av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
-        in_stream = src.streams.video[0]
-        out_stream = dst.add_stream_from_template(in_stream, opaque=True)  # copy the codec, no encoder needed
-        src.seek(offset, stream=in_stream, backward=True)
-        for packet in src.demux(in_stream):
-            if packet.pts is None or packet.pts not in wanted:
-                continue
-            wanted.discard(packet.pts)
-            packet.pts -= offset
-            if packet.dts is not None:
-                packet.dts -= offset
-            packet.stream = out_stream
-            dst.mux(packet)
-            if not wanted:
-                break
-    if wanted:
-        raise SourceError(index.path, f"{len(wanted)} frame(s) of the episode are missing from the file", frames.episode)
+class PacketCopy:
+    """An MP4 that episodes are appended to by copying their packets (no decoding, no quality
+    loss): episode after episode, each starting where the previous one ended.
+
+    The output stream copies the codec parameters of `template` (a video file); `accepts` says
+    whether another file's packets fit it (same codec, size, time base and codec headers)."""
+
+    def __init__(self, out: Path, template: str):
+        self.path = Path(out)
+        self._dst = av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"})
+        with av.open(template) as src:
+            self._template = _stream_signature(src.streams.video[0])
+            self._time_base = src.streams.video[0].time_base
+            self._out = self._dst.add_stream_from_template(src.streams.video[0], opaque=True)  # no encoder needed
+        self._cursor = 0  # pts where the next episode starts, in the time base
+        self.n_frames = 0
+        self.n_bytes = 0
+
+    def accepts(self, path: str) -> bool:
+        with av.open(path) as src:
+            return _stream_signature(src.streams.video[0]) == self._template
+
+    def append(self, frames: VideoFrames, fps: float) -> float:
+        """Copy the packets of the episode's frames (`cuttable`) to the end; returns the time, in
+        seconds, at which its first frame is in this file."""
+        index: VideoIndex = frames.index
+        first = int(frames.file_indices[0])
+        wanted = {int(p) for p in index.pts[first : first + len(frames)]}
+        shift = self._cursor - int(index.pts[first])
+        with av.open(index.path) as src:
+            stream = src.streams.video[0]
+            src.seek(int(index.pts[first]), stream=stream, backward=True)
+            for packet in src.demux(stream):
+                if packet.pts is None or packet.pts not in wanted:
+                    continue
+                wanted.discard(packet.pts)
+                packet.pts += shift
+                if packet.dts is not None:
+                    packet.dts += shift
+                packet.stream = self._out
+                self.n_bytes += packet.size
+                self._dst.mux(packet)
+                if not wanted:
+                    break
+        if wanted:
+            raise SourceError(index.path, f"{len(wanted)} frame(s) of the episode are missing from the file", frames.episode)
+        start = self._cursor
+        # The next episode starts one episode length later, on the time base's grid, so every
+        # episode's frames sit at start + i / fps (what LeRobot's from_timestamp arithmetic expects).
+        self._cursor += round(Fraction(len(frames)) / Fraction(fps).limit_denominator(1001) / self._time_base)
+        self.n_frames += len(frames)
+        return float(start * self._time_base)
+
+    def close(self) -> None:
+        self._dst.close()
+
+    def __enter__(self) -> PacketCopy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _stream_signature(stream: av.video.stream.VideoStream) -> tuple:
+    ctx = stream.codec_context
+    return (ctx.name, ctx.width, ctx.height, ctx.pix_fmt, stream.time_base, bytes(ctx.extradata or b""))
 
 
 def _encode(frames: EpisodeFrames, fps: float, out: Path) -> None:

@@ -101,11 +101,9 @@ def test_interchange_file_and_metadata_agree_with_the_data(exported):
     assert stats["subtask_index"]["max"] == [data.column("subtask_index").to_numpy().max()]
 
 
-def test_video_is_linked_not_reencoded_and_frames_match_the_source(exported):
+def test_video_frames_match_the_source(exported):
+    # Ten of the eleven episodes: their video is cut out of the source's file (test_export_subset_video.py).
     store, out = exported
-    video = out / f"videos/{CAMERA}/chunk-000/file-000.mp4"
-    source = V3_AV1 / f"videos/{CAMERA}/chunk-000/file-000.mp4"
-    assert video.read_bytes() == source.read_bytes()
     reader = open_source(str(out))
     metas = [m for m in reader.scan()]
     assert [m.n_frames for m in metas] == [d.n_frames for d in _accepted(store)]
