@@ -18,7 +18,7 @@ from atomvla.schemas import Decomposition, EpisodeMeta, Provenance, Status, Subt
 
 BACKENDS: Registry[type[Backend]] = Registry(
     "backend",
-    plugins=[f"atomvla.annotate.backends.{m}" for m in ("heuristic", "openai_backend", "uvd", "hybrid", "internvideo")],
+    plugins=[f"atomvla.annotate.backends.{m}" for m in ("heuristic", "openai_backend", "uvd", "hybrid", "internvideo", "learned")],
 )
 
 

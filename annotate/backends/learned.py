@@ -1,0 +1,129 @@
+"""`learned`: a temporal segmentation network over kinematics and the heuristic's events.
+
+See `atomvla.annotate.learned` for the model, its features and fine-tuning. The weights are the
+packaged pretrained ones, a file (`weights`), or a profile's fine-tuned weights (given to the
+constructor by `atomvla.annotate.profiles.backend_from_profile`; their hash is in the config, so
+the settings hash, and what a re-run skips, follows them). `prepare` loads and checks them once:
+missing or damaged weights, or weights computed on another feature layout, stop a run before any
+work. A profile fitted on one robot's features refuses episodes of another, naming both layouts.
+An episode the features cannot be built for (e.g. a pixel model and no camera) falls back to the
+heuristic, with the reason in the decomposition's note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from atomvla.annotate.backends.base import Backend, BackendConfig, BackendError, SetupError, register
+from atomvla.annotate.backends.heuristic import HeuristicBackend
+from atomvla.annotate.kinematics import ACTION, STATE, KinematicsError
+from atomvla.annotate.learned import DEFAULT_WEIGHTS
+from atomvla.annotate.learned.data import features_for, wants
+from atomvla.annotate.learned.decode import decode
+from atomvla.annotate.learned.features import layout, robot_layout
+from atomvla.annotate.learned.model import LearnedModel, WeightsError
+from atomvla.curate.episode import Episode
+from atomvla.curate.errors import SourceError
+from atomvla.schemas import DEFAULT_MIN_FRAMES, Decomposition, EpisodeMeta, Provenance, Status, Subtask
+
+
+class RobotMismatch(BackendError):
+    """A profile fine-tuned on one robot's features given an episode of another."""
+
+
+class LearnedConfig(BackendConfig):
+    weights: str | None = Field(None, description="a weights file (.safetensors; default: the pretrained weights in the package)")
+    weights_sha256: str | None = Field(None, description="set by a profile: the hash of the fine-tuned weights it carries")
+    min_subtask_s: float = Field(0.25, gt=0, description="shortest subtask")
+
+
+@register
+class LearnedBackend(Backend):
+    """MS-TCN-style boundary network, pretrained on every generated ground-truth set."""
+
+    name = "learned"
+    Config = LearnedConfig
+
+    def __init__(self, config: BackendConfig | None = None, weights: bytes | None = None, model: LearnedModel | None = None):
+        super().__init__(config)
+        self._weights = weights
+        self.model: LearnedModel | None = model
+        self._digest = ""
+
+    @classmethod
+    def can_handle(cls, meta: EpisodeMeta) -> bool:
+        return bool({ACTION, STATE} & set(meta.feature_names))
+
+    @property
+    def _where(self) -> str:
+        cfg: LearnedConfig = self.config  # type: ignore[assignment]
+        if self._weights is not None:
+            return f"profile weights {cfg.weights_sha256 or ''}".strip()
+        return str(cfg.weights or DEFAULT_WEIGHTS)
+
+    def prepare(self) -> None:
+        if self.model is None:
+            cfg: LearnedConfig = self.config  # type: ignore[assignment]
+            try:
+                if self._weights is not None:
+                    self.model = LearnedModel.from_bytes(self._weights)
+                else:
+                    path = Path(cfg.weights) if cfg.weights else DEFAULT_WEIGHTS
+                    if not path.is_file():
+                        raise WeightsError(f"no such file (make it with `python -m benchmarks.learned_pretrain`)")
+                    self.model = LearnedModel.load(path)
+            except WeightsError as exc:
+                raise SetupError(f"learned backend: {self._where}: {exc}") from exc
+        channels = self.model.spec.channels
+        if tuple(channels) != layout(*wants(channels)):
+            raise SetupError(
+                f"learned backend: {self._where}: weights for feature layout {','.join(channels)}; "
+                f"this version computes {','.join(layout(*wants(channels)))}"
+            )
+        self._digest = hashlib.sha256(self._weights or self.model.to_bytes()).hexdigest()[:12]
+
+    def _check_robot(self, meta: EpisodeMeta) -> None:
+        assert self.model is not None
+        fitted = self.model.info.robot_layout
+        if fitted is not None and fitted != (here := robot_layout(meta)):
+            raise RobotMismatch(self.name, meta, f"the profile was fine-tuned on {fitted}; this episode has {here}")
+
+    def segment(self, episode: Episode) -> tuple[list[Subtask], float | None]:
+        if self.model is None:
+            self.prepare()
+        assert self.model is not None
+        meta = episode.meta
+        self._check_robot(meta)
+        cfg: LearnedConfig = self.config  # type: ignore[assignment]
+        try:
+            feats = features_for(self.model.spec.channels, episode)
+        except KinematicsError as exc:
+            raise BackendError(self.name, meta, str(exc)) from exc
+        x = torch.from_numpy(feats.x)
+        prob, skills = self.model.predict(x)
+        min_frames = max(DEFAULT_MIN_FRAMES, round(cfg.min_subtask_s * meta.fps))
+        return decode(prob.numpy().astype(np.float64), skills.numpy(), feats, meta.task, self.model.info.count_from_plan, min_frames)
+
+    def propose(self, episode: Episode) -> Decomposition:
+        """The learned proposal; when its features cannot be built for this episode (no camera for
+        a pixel model, a missing array), the heuristic's, with the reason in the note."""
+        start = time.perf_counter()
+        try:
+            subtasks, confidence = self.segment(episode)
+            model, note = f"learned:{self._digest}", None
+        except RobotMismatch:
+            raise  # another robot's profile: refused, not papered over
+        except (BackendError, SourceError, ValueError) as exc:
+            fallback = HeuristicBackend()
+            subtasks, confidence = fallback.segment(episode)
+            model, note = "heuristic (fallback)", f"learned backend fell back to the heuristic: {exc}"
+        provenance = Provenance(backend=self.name, model=model, settings_hash=self.settings_hash,
+                                latency_s=time.perf_counter() - start, confidence=confidence)
+        return Decomposition(episode_id=episode.meta.episode_id, n_frames=episode.meta.n_frames, subtasks=tuple(subtasks),
+                             status=Status.proposed, author=self.name, provenance=provenance, note=note)

@@ -1,0 +1,103 @@
+"""From per-frame boundary and skill probabilities to 2-5 contiguous subtasks.
+
+The number of subtasks is the instruction's plan's where it has 2-5 steps (and the model's spec
+says to follow the plan), else the model's own: one more than the boundaries its probability
+mass adds up to.
+The boundaries are the `k - 1` frames, at least `min_gap` apart, with the highest summed
+boundary probability (exact, by dynamic programming). Segments are named from the plan when
+the counts agree, else from the skill the model gives the segment.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from atomvla.annotate.instructions import Step, object_of, plan, the_object
+from atomvla.annotate.learned.features import Features
+from atomvla.annotate.learned.train import TARGET_SIGMA
+from atomvla.schemas import MAX_SUBTASKS, MIN_SUBTASKS, SKILLS, Subtask
+
+# The probability mass of one boundary's bump in the training targets.
+BUMP_MASS = TARGET_SIGMA * float(np.sqrt(2 * np.pi))
+
+
+def predicted_count(prob: np.ndarray) -> int:
+    """The model's own count: one more than the boundaries its probability mass adds up to."""
+    return int(np.clip(round(float(prob.sum()) / BUMP_MASS) + 1, MIN_SUBTASKS, MAX_SUBTASKS))
+
+
+def best_boundaries(prob: np.ndarray, k: int, min_gap: int) -> list[int]:
+    """The k - 1 frames in [min_gap, t - min_gap], each at least `min_gap` after the previous,
+    maximising the summed `prob` (t, ). Empty when the episode is too short for k segments."""
+    t = len(prob)
+    m = k - 1
+    if m <= 0 or t < k * min_gap:
+        return []
+    # best[j][f]: best sum choosing j+1 boundaries with the last at f; prefix maxima make it O(k t).
+    neg = -np.inf
+    best = np.full((m, t), neg)
+    arg = np.zeros((m, t), dtype=int)
+    valid = np.arange(t)
+    best[0] = np.where((valid >= min_gap) & (valid <= t - min_gap * m), prob, neg)
+    for j in range(1, m):
+        run = np.maximum.accumulate(best[j - 1])
+        where = np.maximum.accumulate(np.where(best[j - 1] == run, valid, 0))  # an argmax of each prefix
+        prev = np.full(t, neg)
+        prev[min_gap:] = run[: t - min_gap]
+        ok = valid <= t - min_gap * (m - j)
+        best[j] = np.where(ok, prev + prob, neg)
+        arg[j, min_gap:] = where[: t - min_gap]
+    f = int(np.argmax(best[m - 1]))
+    if not np.isfinite(best[m - 1][f]):
+        return []
+    out = [f]
+    for j in range(m - 1, 0, -1):
+        f = int(arg[j, f])
+        out.append(f)
+    return out[::-1]
+
+
+def names(task: str, k: int, skills: list[str]) -> list[Step]:
+    """What each of k segments is called: the plan's steps when it has k of them, else the
+    predicted skill with the task's object ("pick up the cube"), or the task itself."""
+    steps = plan(task)
+    if len(steps) == k:
+        return list(steps)
+    obj = object_of(task)
+    out = []
+    for skill in skills:
+        if obj is None or skill == "other":
+            out.append(Step("other" if obj is None else skill, task, obj))  # type: ignore[arg-type]
+        else:
+            verb = {"pick": "pick up", "reach": "reach"}.get(skill, skill)
+            out.append(Step(skill, f"{verb} {the_object(obj)}", obj))  # type: ignore[arg-type]
+    return out
+
+
+def segment_skills(skill_prob: np.ndarray, edges: list[int]) -> list[str]:
+    """(t, s) skill probabilities, [0, b1, ..., t] -> the most likely skill of each segment."""
+    return [SKILLS[int(np.argmax(skill_prob[a:b].mean(axis=0)))] for a, b in zip(edges, edges[1:])]
+
+
+def decode(
+    prob: np.ndarray, skill_prob: np.ndarray, features: Features, task: str, count_from_plan: bool, min_frames: int
+) -> tuple[list[Subtask], float]:
+    """Subtasks over the episode's own frames from grid-frame probabilities, and a confidence (the
+    mean boundary probability at the chosen frames)."""
+    n = features.n_frames
+    min_gap = max(1, int(np.ceil(min_frames / features.scale)))
+    planned = len(plan(task))
+    k = planned if count_from_plan and MIN_SUBTASKS <= planned <= MAX_SUBTASKS else predicted_count(prob)
+    k = min(k, n // min_frames)
+    chosen = best_boundaries(prob, k, min_gap) if k >= MIN_SUBTASKS else []
+    frames = sorted({features.to_frame(b) for b in chosen})
+    if len(frames) != len(chosen) or any(b - a < min_frames for a, b in zip([0, *frames], [*frames, n])):
+        # a rounding collision on a short episode: equal parts, no confidence
+        k = max(MIN_SUBTASKS, min(k, n // min_frames))
+        frames, chosen = [round(i * n / k) for i in range(1, k)], []
+    edges = [0, *frames, n]
+    grid_edges = [0, *(features.to_grid(f) for f in frames), len(prob)]
+    steps = names(task, len(edges) - 1, segment_skills(skill_prob, grid_edges))
+    subtasks = [Subtask(start_frame=a, end_frame=b, instruction=s.instruction, skill=s.skill) for a, b, s in zip(edges, edges[1:], steps)]
+    confidence = float(np.mean(prob[chosen])) if chosen else 0.0
+    return subtasks, confidence

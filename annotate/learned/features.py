@@ -1,0 +1,179 @@
+"""Per-frame input features of the learned boundary model, the same layout for every robot.
+
+Every dataset has some arm signal (end effector or joints), a gripper and actions; their names
+and dimensions differ. `atomvla.annotate.kinematics.extract` already turns them into the same
+signals (commanded or measured motion, speed, every arm's gripper and fingers); here those become
+a fixed set of channels, normalised per episode, with the arms pooled (max / min / sum over arms)
+so one model reads one arm or several. The heuristic's kinematic events are channels too (its
+change and contact scores, every gripper event, the boundaries it proposes): the network learns
+where a team's boundaries lie relative to them. The instruction's plan (how many subtasks, which
+skills) is broadcast to every frame. Optional `pixels`: a 4x4 grey thumbnail per frame and the
+frame-to-frame change, for episodes whose look matters.
+
+Features are computed on a fixed time grid of `GRID_FPS` frames a second (resampled from the
+episode's rate) so that one receptive field means the same duration at 20 fps and at 50 fps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from atomvla.annotate.backends.heuristic import HeuristicConfig, decompose
+from atomvla.annotate.instructions import plan
+from atomvla.annotate.kinematics import ACTION, STATE, Kinematics, KinematicsError, extract
+from atomvla.annotate.segmentation import change_scores, contact_scores, gripper_events, quantile
+from atomvla.schemas import MAX_SUBTASKS, SKILLS, EpisodeMeta
+
+GRID_FPS = 20.0
+# Gaussian width (grid frames) of an event marked on an event channel.
+EVENT_SIGMA = 1.5
+WINDOW_S = 0.3  # the heuristic's default half-window (its change scores use the same)
+THUMB = 4  # pixels: THUMB x THUMB grey thumbnail
+
+KINEMATIC_CHANNELS = (
+    "speed", "motion", "motion_up", "motion_sideways",
+    "grip_max", "grip_min", "grip_rate_max", "grip_rate_sum",
+    "fingers_max", "fingers_min", "fingers_rate_max", "fingers_rate_sum",
+    "progress", "arms",
+)
+EVENT_CHANNELS = ("change_score", "contact_score", "close_event", "open_event", "heuristic_boundary")
+PLAN_CHANNELS = ("plan_count", *(f"plan_{s}" for s in SKILLS))
+PIXEL_CHANNELS = (*(f"pixel_{i}" for i in range(THUMB * THUMB)), "pixel_change")
+
+
+def layout(events: bool, pixels: bool) -> tuple[str, ...]:
+    """The channel names of a feature set, in order; stored with the weights and checked on load."""
+    return (*KINEMATIC_CHANNELS, *(EVENT_CHANNELS if events else ()), *PLAN_CHANNELS, *(PIXEL_CHANNELS if pixels else ()))
+
+
+def robot_layout(meta: EpisodeMeta) -> str:
+    """What a fine-tuned profile is specific to: the names of the state and action dimensions."""
+    parts = [f"{key}[{','.join(meta.feature_names.get(key) or ())}]" for key in (STATE, ACTION) if meta.feature_names.get(key)]
+    return " ".join(parts) or "no named state or action"
+
+
+@dataclass(frozen=True)
+class Features:
+    """One episode's model input: (t, c) float32 on the grid, and how grid frames map back."""
+
+    x: np.ndarray
+    n_frames: int  # the episode's own frame count
+    scale: float  # episode frames per grid frame
+
+    def to_frame(self, grid_frame: float) -> int:
+        return int(min(max(round(grid_frame * self.scale), 0), self.n_frames - 1))
+
+    def to_grid(self, frame: float) -> int:
+        return int(min(max(round(frame / self.scale), 0), len(self.x) - 1))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Scaled by its 90th percentile of magnitude (1 if that is 0)."""
+    return x / (quantile(np.abs(x), 0.9) or 1.0)
+
+
+def _level(g: np.ndarray) -> np.ndarray:
+    lo, hi = float(g.min()), float(g.max())
+    return (g - lo) / (hi - lo) if hi - lo > 1e-9 else np.zeros_like(g)
+
+
+def _pooled(signals: list[np.ndarray], n: int) -> list[np.ndarray]:
+    """Arms pooled: highest and lowest level, fastest change, summed change (4 channels)."""
+    if not signals:
+        return [np.zeros(n)] * 4
+    levels = np.stack([_level(g) for g in signals])
+    rates = np.diff(levels, axis=1, prepend=levels[:, :1]) * 10.0
+    return [levels.max(0), levels.min(0), np.abs(rates).max(0), rates.sum(0)]
+
+
+def _bumps(frames: list[int], n: int, sigma: float) -> np.ndarray:
+    out = np.zeros(n)
+    t = np.arange(n)
+    for f in frames:
+        out = np.maximum(out, np.exp(-0.5 * ((t - f) / sigma) ** 2))
+    return out
+
+
+def _kinematic(kin: Kinematics, n: int) -> list[np.ndarray]:
+    motion = kin.motion
+    norm = np.linalg.norm(motion, axis=1)
+    scale = quantile(norm, 0.9) or 1.0
+    up = motion[:, kin.vertical] / scale if kin.vertical is not None else np.zeros(n)
+    sideways = np.linalg.norm(kin.horizontal(), axis=1) / scale
+    grippers = [g for g in kin.grippers if g is not None]
+    fingers = [f for f in kin.fingers if f is not None]
+    return [
+        _unit(kin.speed), norm / scale, up, sideways,
+        *_pooled(grippers, n), *_pooled(fingers, n),
+        np.linspace(0.0, 1.0, n), np.full(n, len(kin.arms) - 1.0),
+    ]
+
+
+def _events(kin: Kinematics, task: str, n: int, fps: float) -> list[np.ndarray]:
+    w = max(2, round(WINDOW_S * fps))
+    change = change_scores(kin.motion, kin.speed, w, 0.5)
+    contact = contact_scores(kin.motion, kin.vertical, w) if kin.vertical is not None else np.zeros(n)
+    closes, opens = [], []
+    for g in kin.grippers:
+        if g is not None:
+            for f, kind in gripper_events(g, 2):
+                (closes if kind == "close" else opens).append(f)
+    sigma = EVENT_SIGMA * fps / GRID_FPS
+    try:
+        subtasks, _ = decompose(kin, task, n, fps, HeuristicConfig())
+        proposed = [s.start_frame for s in subtasks[1:]]
+    except KinematicsError:
+        proposed = []
+    return [change / (1.0 + change), contact, _bumps(closes, n, sigma), _bumps(opens, n, sigma), _bumps(proposed, n, sigma)]
+
+
+def _plan(task: str, n: int) -> list[np.ndarray]:
+    steps = plan(task)
+    skills = [s.skill for s in steps]
+    return [np.full(n, min(len(steps), MAX_SUBTASKS) / MAX_SUBTASKS), *(np.full(n, float(skills.count(s))) for s in SKILLS)]
+
+
+def pixel_channels(frames: np.ndarray) -> np.ndarray:
+    """(n, h, w, 3) uint8 -> (n, THUMB*THUMB + 1): a grey thumbnail normalised over the episode,
+    and how much it changed since the previous frame."""
+    grey = frames.astype(np.float32).mean(axis=3)
+    n, h, w = grey.shape
+    hh, ww = h // THUMB * THUMB, w // THUMB * THUMB
+    thumb = grey[:, :hh, :ww].reshape(n, THUMB, hh // THUMB, THUMB, ww // THUMB).mean(axis=(2, 4)).reshape(n, -1)
+    thumb = (thumb - thumb.mean(0)) / (thumb.std(0) + 1e-3)
+    change = np.linalg.norm(np.diff(thumb, axis=0, prepend=thumb[:1]), axis=1)
+    return np.concatenate([thumb, _unit(change)[:, None]], axis=1)
+
+
+def to_grid(x: np.ndarray, fps: float) -> tuple[np.ndarray, float]:
+    """(n, c) at `fps` -> (t, c) at GRID_FPS (linear interpolation) and the frames per grid frame."""
+    n = len(x)
+    if abs(fps - GRID_FPS) < 1e-6 or n < 2:
+        return x, 1.0
+    scale = fps / GRID_FPS
+    t = max(2, round((n - 1) / scale) + 1)
+    at = np.minimum(np.arange(t) * scale, n - 1)
+    lo = np.floor(at).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = (at - lo)[:, None]
+    return x[lo] * (1 - frac) + x[hi] * frac, scale
+
+
+def episode_features(
+    meta: EpisodeMeta, arrays: dict[str, np.ndarray], events: bool, frames: np.ndarray | None = None
+) -> Features:
+    """The model input of one episode (raises KinematicsError when it has no usable state or action);
+    `frames` (n, h, w, 3) adds the pixel channels."""
+    n = meta.n_frames
+    kin = extract(meta, arrays)
+    cols = _kinematic(kin, n)
+    if events:
+        cols += _events(kin, meta.task, n, meta.fps)
+    cols += _plan(meta.task, n)
+    x = np.stack(cols, axis=1)
+    if frames is not None:
+        x = np.concatenate([x, pixel_channels(frames)], axis=1)
+    grid, scale = to_grid(x, meta.fps)
+    return Features(np.nan_to_num(grid).astype(np.float32), n, scale)

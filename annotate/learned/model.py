@@ -1,0 +1,179 @@
+"""The boundary network (MS-TCN family) and its weights file.
+
+Each stage is a stack of dilated residual temporal convolutions (kernel 3) (non-causal: a boundary
+depends on what follows it), ending in two per-frame heads: a boundary logit and the skill of the
+segment the frame belongs to. Later stages refine the previous stage's probabilities, as MS-TCN's
+do. Weights are one safetensors file whose metadata holds the model spec, the feature layout,
+the hash of the training data and, for a fine-tuned profile, the robot layout it was fitted on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+from torch import Tensor, nn
+
+from atomvla.schemas import SKILLS
+
+N_SKILLS = len(SKILLS)
+FORMAT = "atomvla-learned-boundaries/1"
+
+
+class WeightsError(ValueError):
+    """A weights file that is missing, damaged or of another format (the caller words the error)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture and the features it reads."""
+
+    channels: tuple[str, ...]  # the feature layout (see features.layout)
+    hidden: int = 32
+    layers: int = 8  # dilations 1, 2, ..., 2**(layers-1) grid frames
+    stages: int = 2
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What the metadata of a weights file says about where the weights came from."""
+
+    data_hash: str = ""  # sha256 of the training samples (see data.samples_hash)
+    trained_on: str = ""  # sources and task count, for people
+    robot_layout: str | None = None  # set by fine-tuning: the layout of the episodes it was fitted on
+    count_from_plan: bool = True  # decode as many subtasks as the instruction's plan has
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _shift(x: Float[Tensor, "b t h"], d: int) -> Float[Tensor, "b t h"]:
+    """x[t - d] (zeros where that is outside), for d of either sign."""
+    if d == 0:
+        return x
+    out = torch.zeros_like(x)
+    if d > 0:
+        out[:, d:] = x[:, :-d]
+    else:
+        out[:, :d] = x[:, -d:]
+    return out
+
+
+class _Residual(nn.Module):
+    """A dilated temporal convolution (kernel 3) written as one matrix product over the three
+    shifted copies: CPU convolution kernels for dilated 1-d input are many times slower."""
+
+    def __init__(self, hidden: int, dilation: int, dropout: float):
+        super().__init__()
+        self.dilation = dilation
+        self.conv = nn.Linear(3 * hidden, hidden)
+        self.mix = nn.Linear(hidden, hidden)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Float[Tensor, "b t h"]) -> Float[Tensor, "b t h"]:
+        d = self.dilation
+        taps = torch.cat([_shift(x, d), x, _shift(x, -d)], dim=2)
+        return x + self.drop(self.mix(torch.relu(self.conv(taps))))
+
+
+class _Stage(nn.Module):
+    def __init__(self, c_in: int, spec: ModelSpec):
+        super().__init__()
+        self.inp = nn.Linear(c_in, spec.hidden)
+        self.layers = nn.ModuleList(_Residual(spec.hidden, 2**i, spec.dropout) for i in range(spec.layers))
+        self.out = nn.Linear(spec.hidden, 1 + N_SKILLS)
+
+    def forward(self, x: Float[Tensor, "b t c"], mask: Float[Tensor, "b t 1"]) -> Float[Tensor, "b t k"]:
+        h = self.inp(x)
+        for layer in self.layers:
+            h = layer(h) * mask
+        return self.out(h) * mask
+
+
+class BoundaryNet(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        c = len(spec.channels)
+        self.stages = nn.ModuleList([_Stage(c, spec), *(_Stage(c + 1 + N_SKILLS, spec) for _ in range(spec.stages - 1))])
+
+    def forward(self, x: Float[Tensor, "b t c"], mask: Float[Tensor, "b t 1"]) -> list[Float[Tensor, "b t k"]]:
+        """Every stage's output (boundary logit, then skill logits), the last one refined most."""
+        outs = [self.stages[0](x, mask)]
+        for stage in self.stages[1:]:
+            prev = outs[-1]
+            probs = torch.cat([torch.sigmoid(prev[..., :1]), torch.softmax(prev[..., 1:], dim=2)], dim=2)
+            outs.append(stage(torch.cat([x, probs.detach()], dim=2), mask))
+        return outs
+
+
+@dataclass
+class LearnedModel:
+    """A boundary network with its spec and provenance; what the backend runs and fine-tuning returns."""
+
+    net: BoundaryNet
+    info: WeightsInfo
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.net.spec
+
+    @classmethod
+    def new(cls, spec: ModelSpec, seed: int = 0) -> LearnedModel:
+        torch.manual_seed(seed)
+        return cls(BoundaryNet(spec), WeightsInfo())
+
+    @torch.inference_mode()
+    def predict(self, x: Float[Tensor, "t c"]) -> tuple[Float[Tensor, "t"], Float[Tensor, "t s"]]:
+        """Boundary probability and skill probabilities per grid frame of one episode."""
+        self.net.eval()
+        out = self.net(x[None], torch.ones(1, x.shape[0], 1))[-1][0]
+        return torch.sigmoid(out[:, 0]), torch.softmax(out[:, 1:], dim=1)
+
+    def to_bytes(self) -> bytes:
+        meta = {"format": FORMAT, "spec": json.dumps(asdict(self.spec)), "info": json.dumps(asdict(self.info))}
+        state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
+        return save_bytes(state, metadata=meta)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LearnedModel:
+        """Raises WeightsError when `data` is not a weights file of this format."""
+        try:
+            state = load_bytes(data)
+            meta = _metadata(data)
+            if meta.get("format") != FORMAT:
+                raise WeightsError(f"not {FORMAT} weights (format {meta.get('format')!r})")
+            spec_d = json.loads(meta["spec"])
+            spec = ModelSpec(**{**spec_d, "channels": tuple(spec_d["channels"])})
+            info = WeightsInfo(**json.loads(meta["info"]))
+            net = BoundaryNet(spec)
+            net.load_state_dict(state)
+        except WeightsError:
+            raise
+        except Exception as exc:  # safetensors, json and torch each raise their own on a damaged file
+            raise WeightsError(f"damaged weights ({type(exc).__name__}: {str(exc)[:120]})") from exc
+        return cls(net, info)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".partial")
+        tmp.write_bytes(self.to_bytes())
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> LearnedModel:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise WeightsError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        return cls.from_bytes(data)
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors byte string (its JSON header)."""
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + size]).get("__metadata__") or {}
