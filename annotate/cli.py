@@ -1,37 +1,30 @@
-"""`atom-annotate`: propose subtasks with a backend (`run`) and score proposals against truth (`eval`)."""
+"""`atom-annotate`: propose subtasks with a backend (`run`), score proposals against truth (`eval`),
+fit a backend's settings to accepted episodes (`calibrate`), and the spend (`ledger`, `batch`).
+
+Imports nothing heavy at module level (backends, models, HTTP clients load inside the commands),
+so `--help` and a bad argument answer at once.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
-from atomvla.annotate import store_tables
-from atomvla.annotate.backends import BACKENDS, Backend, get_backend
-from atomvla.annotate.backends.base import SetupError
-from atomvla.annotate.evaluation.plots import plot_episode
-from atomvla.annotate.evaluation.report import report, score_episode, table
-from atomvla.annotate.evaluation.truth import TruthError, load_truth
-from atomvla.annotate.backends.openai_backend import MissingKeyError, OpenAIBackend, OpenAIConfig
-from atomvla.annotate.jobs.batch import backend_of, collect, open_episodes, refresh, submit, sync_client
-from atomvla.annotate.jobs.cache import ResponseCache
-from atomvla.annotate.jobs.engine import SettingsError, build_engine
-from atomvla.annotate.jobs.estimate import estimate
-from atomvla.annotate.jobs.progress import estimate_table, failures_table, run_progress, summary_table
-from atomvla.annotate.jobs.retry import RetryPolicy
-from atomvla.annotate.profiles import ProfileError
-from atomvla.annotate.runner import Shard, arun, job_id, pending
-from atomvla.annotate.selection import SelectionError, select
-from atomvla.cli import App, DEFAULT_STORE, StoreOpt, VerboseOpt, console, err_console, fail, setup_logging
-from atomvla.curate.store import open_store
-from atomvla.curate.episode import Episode
-from atomvla.curate.store import Store
-from atomvla.schemas import EpisodeMeta, Status
+from atomvla.cli import (
+    DEFAULT_STORE,
+    App,
+    JsonOpt,
+    StoreOpt,
+    VerboseOpt,
+    console,
+    err_console,
+    fail,
+    setup_logging,
+    write_json,
+)
 
 log = logging.getLogger("atomvla.annotate")
 
@@ -41,15 +34,19 @@ app = App(
     rich_markup_mode="rich",
 )
 
-
-def _ints(text: str, option: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise fail(f"{option} {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
-
-
-# Flags of the model backends; None = the profile's value, else the backend's default.
+BackendOpt = Annotated[
+    str, typer.Option("--backend", help="Backend: heuristic, openai, uvd, hybrid, internvideo, learned "
+                                        "(`atom-annotate settings` lists each one's settings).")
+]
+SettingsArg = Annotated[
+    Optional[list[str]],
+    typer.Argument(
+        metavar="KEY=VALUE",
+        help="Backend settings as dotted key=value, e.g. `frames=8 model=gpt-4o-mini`, `ee_dims=0,1,2`, "
+        "`boundaries_settings.window_s=0.4` (hybrid); over the profile's. `atom-annotate settings` lists them.",
+        show_default=False,
+    ),
+]
 ProfileOpt = Annotated[
     Optional[str], typer.Option(help="Settings saved by `atom-annotate calibrate` (default: the backend's defaults).")
 ]
@@ -59,95 +56,30 @@ EpisodesOpt = Annotated[
 ShardOpt = Annotated[
     Optional[str], typer.Option(help="Run shard i of N (`0/4`): machines split a dataset by a hash of each episode id.")
 ]
-ModelOpt = Annotated[Optional[str], typer.Option(help="openai: model name (default gpt-4o).")]
-BaseUrlOpt = Annotated[
-    Optional[str], typer.Option(help="openai: an OpenAI-compatible server, e.g. http://gpu-host:8000/v1 (vLLM, SGLang).")
-]
 ApiKeyEnvOpt = Annotated[
     str, typer.Option(help="openai: environment variable that holds the API key (never pass a key as a flag).")
 ]
-FramesOpt = Annotated[Optional[int], typer.Option(help="openai: frames spread uniformly over each episode (default 14).")]
-DetailOpt = Annotated[Optional[str], typer.Option(help="openai: image detail low|high|auto (default low: 85 tokens a frame).")]
-CoarseToFineOpt = Annotated[
-    Optional[bool], typer.Option("--coarse-to-fine/--no-coarse-to-fine", help="openai: re-ask around each boundary with dense frames.")
-]
-_FLAGS = {
-    "gripper_dim": "--gripper-dim", "ee_dims": "--ee-dims", "model": "--model", "base_url": "--base-url",
-    "frames": "--frames", "detail": "--detail", "coarse_to_fine": "--coarse-to-fine",
-    "encoder": "--encoder", "boundaries": "--boundaries", "language": "--language", "snap_s": "--snap-s",
-}
-
-
-def _engine(
-    db: Store,
-    backend: str,
-    profile: Optional[str],
-    overrides: dict,
-    api_key_env: str,
-    retry: RetryPolicy = RetryPolicy(),
-    prepare: bool = True,
-) -> Backend:
-    """The configured backend; a missing API key or model is reported here, before any work."""
-    try:
-        engine = build_engine(db, backend, profile, overrides, flags=_FLAGS, api_key_env=api_key_env, retry=retry)
-        if prepare:
-            engine.prepare()
-    except KeyError as exc:
-        raise fail(exc.args[0]) from exc
-    except (ProfileError, SettingsError, SetupError) as exc:
-        raise fail(str(exc)) from exc
-    return engine
-
-
-def _chosen(db: Store, store: Path, episodes: Optional[str], shard: Optional[str]) -> list[EpisodeMeta]:
-    """The episodes `--episodes` selects, within `--shard`."""
-    all_episodes = db.episodes()
-    if not all_episodes:
-        raise fail(f"{store}: no episodes (import a source with `atom-curate import SOURCE --store {store}`)")
-    try:
-        chosen = select(all_episodes, episodes)
-        part = Shard.parse(shard) if shard else None
-    except (SelectionError, ValueError) as exc:
-        raise fail(str(exc)) from exc
-    return [m for m in chosen if m.episode_id in part] if part else chosen
+ToleranceFramesOpt = Annotated[int, typer.Option("--tolerance-frames", min=0, help="Boundary match tolerance, in frames.")]
 
 
 @app.command()
 def run(
+    settings: SettingsArg = None,
     store: StoreOpt = DEFAULT_STORE,
-    backend: Annotated[str, typer.Option(help=f"Backend: {', '.join(sorted(BACKENDS))}.")] = "heuristic",
+    backend: BackendOpt = "heuristic",
     profile: ProfileOpt = None,
     episodes: EpisodesOpt = None,
     shard: ShardOpt = None,
-    overwrite: Annotated[bool, typer.Option(help="Propose again where this backend and settings already did.")] = False,
+    again: Annotated[bool, typer.Option("--again", help="Propose again where this backend and settings already did.")] = False,
     concurrency: Annotated[int, typer.Option(min=1, help="Episodes in flight at once.")] = 8,
     max_cost: Annotated[
         Optional[float], typer.Option(min=0, help="Stop starting episodes before the spend (US$) would pass this.")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the token and dollar estimate and stop.")] = False,
-    gripper_dim: Annotated[
-        Optional[int], typer.Option(help="heuristic: gripper dim of observation.state (instead of names).")
-    ] = None,
-    ee_dims: Annotated[
-        Optional[str], typer.Option(help="heuristic: end-effector x,y,z dims of observation.state, e.g. 0,1,2.")
-    ] = None,
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
-    frames: FramesOpt = None,
-    detail: DetailOpt = None,
-    coarse_to_fine: CoarseToFineOpt = None,
-    encoder: Annotated[
-        Optional[str], typer.Option(help="uvd: `pixels` (no weights, the default) or a transformers vision model id or folder.")
-    ] = None,
-    boundaries: Annotated[Optional[str], typer.Option(help="hybrid: backend whose boundaries are kept (default uvd).")] = None,
-    language: Annotated[
-        Optional[str], typer.Option(help="hybrid: backend whose instructions and skills are kept (default heuristic).")
-    ] = None,
-    snap_s: Annotated[
-        Optional[float], typer.Option(min=0, help="hybrid: move boundaries to a kinematic event this close, seconds (0: off).")
-    ] = None,
-    timeout: Annotated[float, typer.Option(min=0.01, help="Seconds before a model request is abandoned and retried.")] = 120.0,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout-s", min=0.01, help="Seconds before a model request is abandoned and retried.")
+    ] = 120.0,
     attempts: Annotated[int, typer.Option(min=1, help="Tries per model request (429, 5xx and timeouts are retried).")] = 6,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -158,34 +90,29 @@ def run(
     that fail are listed with the reason; the exit status is then 1.
     """
     setup_logging(verbose)
+    from atomvla.annotate.client.retry import RetryPolicy
+    from atomvla.annotate.jobs.engine import build_engine
+    from atomvla.annotate.jobs.estimate import estimate
+    from atomvla.annotate.jobs.plan import choose, plan
+    from atomvla.annotate.jobs.progress import estimate_table, failures_table, run_with_progress, summary_table
+    from atomvla.curate.store import open_store
+
     db = open_store(store)
-    overrides = {
-        "gripper_dim": gripper_dim, "ee_dims": _ints(ee_dims, "--ee-dims") if ee_dims else None, "model": model,
-        "base_url": base_url, "frames": frames, "detail": detail, "coarse_to_fine": coarse_to_fine,
-        "encoder": encoder, "boundaries": boundaries, "language": language, "snap_s": snap_s,
-    }
-    retry = RetryPolicy(attempts=attempts, timeout_s=timeout)
-    engine = _engine(db, backend, profile, overrides, api_key_env, retry, prepare=not dry_run)
-    chosen = _chosen(db, store, episodes, shard)
-    queued = open_episodes(db, job_id(engine))
-    if queued & {m.episode_id for m in chosen}:
+    retry = RetryPolicy(attempts=attempts, timeout_s=timeout_s)
+    engine = build_engine(db, backend, profile, settings or (), api_key_env=api_key_env, retry=retry, prepare=not dry_run)
+    todo = plan(db, engine, choose(db, episodes, shard), again)
+    if todo.queued:
         # Answered (or about to be) at Batch price: `atom-annotate batch collect` proposes them.
-        err_console.print(f"{len(queued)} episodes are waiting in a Batch API batch; leaving them to `batch collect`")
-        chosen = [m for m in chosen if m.episode_id not in queued]
-    todo, skipped = pending(db, engine, chosen, overwrite)
+        err_console.print(f"{todo.queued} episodes are waiting in a Batch API batch; leaving them to `batch collect`")
     if dry_run:
-        title = f"atom-annotate run --dry-run: {backend} ({len(skipped)} already done)"
-        console.print(estimate_table(title, estimate(engine, todo), getattr(engine, "model", backend)))
+        title = f"atom-annotate run --dry-run: {backend} ({len(todo.skipped)} already done)"
+        console.print(estimate_table(title, estimate(engine, todo.todo), getattr(engine, "model", backend)))
         return
     # --max-cost reserves an estimate per episode in flight (the run's dearest episode once dearer).
-    reserve = estimate(engine, todo).usd_per_episode if max_cost is not None else 0.0
-
+    reserve = estimate(engine, todo.todo).usd_per_episode if max_cost is not None else 0.0
     try:
-        with run_progress(err_console, backend, len(chosen)) as on_episode:
-            result = asyncio.run(
-                arun(db, engine, chosen, concurrency=concurrency, overwrite=overwrite, max_cost=max_cost,
-                     estimate_usd=reserve, on_episode=on_episode)
-            )
+        result = run_with_progress(err_console, backend, db, engine, todo.chosen, concurrency=concurrency,
+                                   overwrite=again, max_cost=max_cost, estimate_usd=reserve)
     except KeyboardInterrupt:
         # Everything answered is stored or cached: the same command resumes without paying twice.
         raise fail("interrupted; run the same command again to resume", code=130) from None
@@ -198,6 +125,31 @@ def run(
         raise typer.Exit(1)
 
 
+@app.command()
+def settings(
+    backend: Annotated[Optional[str], typer.Option(help="Only this backend's settings.")] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Every backend's settings: the KEY=VALUE that `run`, `batch submit` and `calibrate` take,
+    with their type, default and meaning ([fitted] marks what `calibrate` searches)."""
+    setup_logging(verbose)
+    from rich.table import Table
+
+    from atomvla.annotate.backends import BACKENDS, get_backend
+    from atomvla.annotate.overrides import settings_rows
+
+    for name in [backend] if backend else sorted(BACKENDS):
+        config = get_backend(name).Config
+        searched = getattr(config, "search_space", {})
+        table = Table(title=f"{name} settings", title_justify="left")
+        for col in ("setting", "type", "default", "meaning"):
+            table.add_column(col)
+        for key, kind, default, meaning in settings_rows(config):
+            fitted = f" [fitted: {', '.join(map(str, searched[key]))}]" if key in searched else ""
+            table.add_row(key, kind, default, meaning + fitted)
+        console.print(table)
+
+
 batch_app = App(
     help="The OpenAI Batch API: the same requests as `run --backend openai`, at half price, answered within 24 h.",
     no_args_is_help=True,
@@ -207,6 +159,8 @@ app.add_typer(batch_app, name="batch")
 
 def _clients(api_key_env: str):
     """`client_for(batch)`: one client per server the store's batches went to (key from the environment)."""
+    from atomvla.annotate.jobs.batch import backend_of, sync_client
+
     clients: dict = {}
 
     def client_for(batch: dict):
@@ -221,25 +175,29 @@ def _clients(api_key_env: str):
 
 @batch_app.command("submit")
 def batch_submit(
+    settings: SettingsArg = None,
     store: StoreOpt = DEFAULT_STORE,
     profile: ProfileOpt = None,
     episodes: EpisodesOpt = None,
     shard: ShardOpt = None,
-    model: ModelOpt = None,
-    base_url: BaseUrlOpt = None,
     api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY",
-    frames: FramesOpt = None,
-    detail: DetailOpt = None,
-    coarse_to_fine: CoarseToFineOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Upload the first request of every episode that has no answer yet, as one or more batches."""
+    """Upload the first request of every episode that has no answer yet, as one or more batches
+    (the openai backend, with the same KEY=VALUE settings as `run`)."""
     setup_logging(verbose)
+    from rich.table import Table
+
+    from atomvla.annotate import store_tables
+    from atomvla.annotate.jobs.batch import submit, sync_client
+    from atomvla.annotate.jobs.engine import build_engine
+    from atomvla.annotate.jobs.plan import choose
+    from atomvla.annotate.jobs.runner import job_id
+    from atomvla.curate.store import open_store
+
     db = open_store(store)
-    overrides = {"model": model, "base_url": base_url, "frames": frames, "detail": detail, "coarse_to_fine": coarse_to_fine}
-    engine = _engine(db, "openai", profile, overrides, api_key_env)
-    chosen = _chosen(db, store, episodes, shard)
-    ids = submit(db, engine, chosen, sync_client(engine))
+    engine = build_engine(db, "openai", profile, settings or (), api_key_env=api_key_env)
+    ids = submit(db, engine, choose(db, episodes, shard), sync_client(engine))
     if not ids:
         console.print("nothing to submit: every selected episode is proposed, answered or already in a batch")
         return
@@ -256,11 +214,12 @@ def batch_submit(
 def batch_status(store: StoreOpt = DEFAULT_STORE, api_key_env: ApiKeyEnvOpt = "OPENAI_API_KEY", verbose: VerboseOpt = False) -> None:
     """The state of every batch in the store, refreshed from the API."""
     setup_logging(verbose)
-    db = open_store(store)
-    try:
-        states = refresh(db, _clients(api_key_env))
-    except MissingKeyError as exc:
-        raise fail(str(exc)) from exc
+    from rich.table import Table
+
+    from atomvla.annotate.jobs.batch import refresh
+    from atomvla.curate.store import open_store
+
+    states = refresh(open_store(store), _clients(api_key_env))
     table = Table(title="atom-annotate batch status")
     for col in ("batch", "state", "requests", "completed", "failed"):
         table.add_column(col, justify="left" if col in ("batch", "state") else "right")
@@ -281,18 +240,20 @@ def batch_collect(
     A bad answer's repair request, and coarse-to-fine refinements, go to the live API.
     """
     setup_logging(verbose)
+    from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
+    from atomvla.annotate.client.cache import ResponseCache
+    from atomvla.annotate.jobs.batch import collect
+    from atomvla.annotate.jobs.progress import failures_table, run_with_progress, summary_table
+    from atomvla.curate.store import open_store
+
     db = open_store(store)
     cache = ResponseCache.beside(store)
-    try:
-        got = collect(db, cache, _clients(api_key_env))
-    except MissingKeyError as exc:
-        raise fail(str(exc)) from exc
+    got = collect(db, cache, _clients(api_key_env))
     failed = list(got.errors)
     for job, answered in got.answered.items():
         engine = OpenAIBackend(OpenAIConfig.model_validate(got.settings[job]), api_key_env=api_key_env, cache=cache)
         metas = [db.episode(e) for e in answered]
-        with run_progress(err_console, "collect", len(metas)) as on_episode:
-            result = asyncio.run(arun(db, engine, metas, concurrency=concurrency, on_episode=on_episode))
+        result = run_with_progress(err_console, "collect", db, engine, metas, concurrency=concurrency)
         console.print(summary_table(f"atom-annotate batch collect (job {job})", result))
         failed += result.failed
     if got.waiting:
@@ -312,6 +273,11 @@ def ledger(
 ) -> None:
     """Tokens and dollars spent by model backends: totals per job, or each episode of one job."""
     setup_logging(verbose)
+    from rich.table import Table
+
+    from atomvla.annotate import store_tables
+    from atomvla.curate.store import open_store
+
     db = open_store(store)
     if job is None:
         table = Table(title="atom-annotate ledger")
@@ -341,22 +307,28 @@ def eval_(
     backend: Annotated[
         Optional[str], typer.Option(help="Author of the proposals to score (default: every backend with proposals).")
     ] = None,
-    tolerance: Annotated[int, typer.Option(min=0, help="Boundary match tolerance, in frames.")] = 3,
-    dataset: Annotated[
-        Optional[str], typer.Option(help="Dataset the truth's episode indices refer to (stores with several).")
+    tolerance_frames: ToleranceFramesOpt = 3,
+    dataset_name: Annotated[
+        Optional[str],
+        typer.Option("--dataset-name", help="Dataset (as `atom-curate ls` names it) the truth's episode indices refer to "
+                                            "(stores with several)."),
     ] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full report as JSON here.")] = None,
+    json_out: JsonOpt = None,
     plots: Annotated[Optional[Path], typer.Option(help="Write one timeline PNG per episode under this folder.")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Score each episode's latest proposal against the truth: boundaries, counts, segments, objects."""
     setup_logging(verbose)
-    db = open_store(store)
-    try:
-        truths = load_truth(truth, db.episodes(), dataset)
-    except TruthError as exc:
-        raise fail(str(exc)) from exc
+    from atomvla.annotate.backends import BACKENDS
+    from atomvla.annotate.evaluation.plots import plot_episode
+    from atomvla.annotate.evaluation.report import report, score_episode, table
+    from atomvla.annotate.evaluation.truth import load_truth
+    from atomvla.curate.episode import Episode
+    from atomvla.curate.store import open_store
+    from atomvla.schemas import Status
 
+    db = open_store(store)
+    truths = load_truth(truth, db.episodes(), dataset_name)
     if backend is not None:
         by_author = {backend: db.latest_all(author=backend)}
         if not by_author[backend]:
@@ -372,71 +344,58 @@ def eval_(
         for t in truths:
             pred = proposals.get(t.meta.episode_id)
             usable = pred is not None and pred.status is not Status.failed
-            scores.append(
-                score_episode(t.meta.episode_id, t.meta.task, pred.subtasks if usable else None, t.record.subtasks, tolerance)
-            )
+            scores.append(score_episode(
+                t.meta.episode_id, t.meta.task, pred.subtasks if usable else None, t.record.subtasks, tolerance_frames
+            ))
             if plots is not None:
                 plot_episode(scores[-1], Episode(t.meta), plots / author, author)
-        reports[author] = report(scores, tolerance)
+        reports[author] = report(scores, tolerance_frames)
         console.print(table(f"{author} vs {truth.name} ({len(truths)} episodes)", reports[author]))
     if plots is not None:
         log.info("plots written under %s", plots)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(reports, indent=2))
+        write_json(json_out, reports)
         log.info("report written to %s", json_out)
-
-
-def _settings_help() -> str:
-    """Each calibratable backend's settings with their meaning, for `calibrate --help`."""
-    lines = []
-    for name in sorted(BACKENDS):
-        config = BACKENDS[name].Config
-        searched = getattr(config, "search_space", {})
-        for field, info in config.model_fields.items() if searched else ():
-            fitted = f" [fitted: {', '.join(map(str, searched[field]))}]" if field in searched else ""
-            lines.append(f"{name}.{field} (default {info.default}): {info.description}{fitted}")
-    return "\n\n".join(lines)
 
 
 @app.command(
     help="Fit a backend's settings to the episodes whose latest revision by AUTHOR is `accepted` (3-5 are enough) "
     "and save them as a named profile; `atom-annotate run --profile NAME` then uses them (a new settings hash, so "
     "episodes are proposed again). Reports boundary F1 before, with leave-one-out (each example scored with settings "
-    "fitted on the others) and after.\n\nSettings (conventions a team may differ on):\n\n" + _settings_help()
+    "fitted on the others) and after. The settings searched (conventions a team may differ on) are marked [fitted] "
+    "in `atom-annotate settings`."
 )
 def calibrate(
     author: Annotated[str, typer.Option(help="Annotator whose accepted revisions are the examples.")],
     profile: Annotated[str, typer.Option(help="Profile name to save the settings under (replaces one of that name).")],
     store: StoreOpt = DEFAULT_STORE,
-    backend: Annotated[str, typer.Option(help=f"Backend: {', '.join(sorted(BACKENDS))}.")] = "heuristic",
-    tolerance: Annotated[int, typer.Option(min=0, help="Boundary match tolerance, in frames.")] = 5,
+    backend: BackendOpt = "heuristic",
+    tolerance_frames: ToleranceFramesOpt = 5,
     verbose: VerboseOpt = False,
 ) -> None:
+    setup_logging(verbose)
     from rich.progress import Progress
     from rich.table import Table
 
+    from atomvla.annotate.backends import get_backend
     from atomvla.annotate.calibrate import CalibrationError, accepted_examples, n_candidates
     from atomvla.annotate.calibrate import calibrate as fit
     from atomvla.annotate.profiles import save_profile
+    from atomvla.curate.store import open_store
 
-    setup_logging(verbose)
-    try:
-        cls = get_backend(backend)
-    except KeyError as exc:
-        raise fail(exc.args[0]) from exc
+    cls = get_backend(backend)
     db = open_store(store)
     examples = accepted_examples(db, author)
     try:
         with Progress(console=err_console, transient=True) as progress:
             bar = progress.add_task(f"calibrating {backend}", total=n_candidates(cls))
-            config, rep = fit(cls, examples, tolerance, on_config=lambda: progress.advance(bar))
+            config, rep = fit(cls, examples, tolerance_frames, on_config=lambda: progress.advance(bar))
     except CalibrationError as exc:
         raise fail(f"{store}: author {author!r}: {exc}") from exc
     engine = cls(config)
     save_profile(db, engine, profile, rep.as_dict(), author)
 
-    summary = Table(title=f"calibrate {backend} on {rep.n_examples} episodes accepted by {author} (±{tolerance} frames)")
+    summary = Table(title=f"calibrate {backend} on {rep.n_examples} episodes accepted by {author} (±{tolerance_frames} frames)")
     for col in ("F1 before", "F1 leave-one-out", "F1 fitted", "settings changed", "profile (settings hash)"):
         summary.add_column(col)
     changed = ", ".join(f"{k}={v}" for k, v in rep.changed.items()) or "none"

@@ -5,7 +5,8 @@ module samples the frames (uniform plus the kinematic events the heuristic finds
 prompt as OpenAI-style chat messages (`Frame 37:` text before each image), parses the answer
 against the contract in `schemas`, and on a bad answer sends one repair request that quotes what
 was wrong. A second bad answer raises `AnswerFailed` with the reason and the tokens spent.
-The backend base class that runs this path is `atomvla.annotate.backends.vlm_backend.VLMBackend`.
+The backend base class that runs this path is `atomvla.annotate.backends.vlm_backend.VLMBackend`;
+this module sits below the backends and imports none of them.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from atomvla.annotate.client.pricing import Usage
 from atomvla.curate.episode import Episode
-from atomvla.curate.errors import SourceError
 from atomvla.schemas import (
     MAX_SUBTASKS,
     MIN_SUBTASKS,
@@ -54,26 +54,6 @@ SYSTEM = (
 )
 
 
-@dataclass(frozen=True)
-class Usage:
-    """Tokens and dollars spent on one episode; `requests` counts calls made, `cached` answers reused."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    requests: int = 0
-    cached: int = 0
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.cost_usd + other.cost_usd,
-            self.requests + other.requests,
-            self.cached + other.cached,
-        )
-
-
 class AnswerError(Exception):
     """A model answer that is not valid JSON, does not match the schema, or breaks the contract."""
 
@@ -97,21 +77,6 @@ class _Answer(BaseModel):
 
 
 # -- frames ----------------------------------------------------------------------------------
-
-
-def kinematic_events(episode: Episode, pick_end: str = "moved") -> list[int]:
-    """Boundary frames the heuristic finds from the episode's state/action; [] when it cannot."""
-    from atomvla.annotate.backends.base import BackendError
-    from atomvla.annotate.backends.heuristic import HeuristicBackend, HeuristicConfig
-
-    if not HeuristicBackend.can_handle(episode.meta):
-        return []
-    try:
-        subtasks, _ = HeuristicBackend(HeuristicConfig(pick_end=pick_end)).segment(episode)
-    except (BackendError, SourceError, ValueError) as exc:  # events are optional: uniform frames remain
-        log.debug("%s: no kinematic events (%s)", episode.meta.episode_id, exc)
-        return []
-    return [s.start_frame for s in subtasks[1:]]
 
 
 def sample_indices(n_frames: int, n_uniform: int, events: Sequence[int] = (), max_events: int = 6) -> list[int]:
@@ -271,13 +236,3 @@ async def adecompose(
         return parse_answer(text, n_frames, min_frames), usage
     except AnswerError as second:
         raise AnswerFailed(f"invalid answer after one repair request: {second}", usage) from None
-
-
-def __getattr__(name: str):
-    """`VLMBackend` and `VLMConfig` live in `backends.vlm_backend` (a Backend subclass must load after
-    the backends package, which imports this module); they are reachable from here too."""
-    if name in ("VLMBackend", "VLMConfig"):
-        from atomvla.annotate.backends import vlm_backend
-
-        return getattr(vlm_backend, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

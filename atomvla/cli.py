@@ -50,6 +50,18 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
+def write_json(path: Path, data: Any) -> None:
+    """What `--json PATH` asks for: `data` as indented JSON at `path`, or on stdout for '-'."""
+    import json
+
+    text = json.dumps(data, indent=2, default=str)
+    if str(path) == "-":
+        sys.stdout.write(text + "\n")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Report an error the user can act on (no traceback) and return the Exit to raise."""
     # One line however narrow the terminal (long file paths would otherwise wrap), so it greps.

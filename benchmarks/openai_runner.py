@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "tests" / "annotate"))
 
 from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig  # noqa: E402
 from atomvla.annotate.jobs.estimate import estimate  # noqa: E402
-from atomvla.annotate.jobs.pricing import LOW_DETAIL_IMAGE_TOKENS, cost_usd  # noqa: E402
-from atomvla.annotate.runner import arun  # noqa: E402
+from atomvla.annotate.client.pricing import LOW_DETAIL_IMAGE_TOKENS, cost_usd  # noqa: E402
+from atomvla.annotate.jobs.runner import arun  # noqa: E402
 from atomvla.curate.sources import open_source  # noqa: E402
 from atomvla.curate.store import Store  # noqa: E402
 
@@ -119,7 +119,8 @@ def main() -> None:
     engine = OpenAIBackend(OpenAIConfig(), api_key_env=KEY_ENV)
     fixture = list(open_source(str(FIXTURE)).scan())
     est = estimate(engine, fixture)
-    from atomvla.annotate.vlm import kinematic_events, sample_indices
+    from atomvla.annotate.backends.vlm_backend import kinematic_events
+    from atomvla.annotate.vlm import sample_indices
     from atomvla.curate.episode import Episode
 
     cfg = engine.config

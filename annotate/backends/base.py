@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from atomvla.errors import UserError
 from atomvla.registry import Registry
-from atomvla.annotate.vlm import Usage
+from atomvla.annotate.client.pricing import Usage
 from atomvla.curate.episode import Episode
 from atomvla.schemas import Decomposition, EpisodeMeta, Provenance, Status, Subtask
 

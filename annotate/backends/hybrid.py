@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, model_validator
 from atomvla.annotate.backends.base import AsyncBackend, Backend, BackendConfig, BackendError, get_backend, register
 from atomvla.annotate.kinematics import ACTION, STATE, KinematicsError, extract
 from atomvla.annotate.segmentation import change_scores, gripper_events, local_peaks, motion_onset
-from atomvla.annotate.vlm import Usage
+from atomvla.annotate.client.pricing import Usage
 from atomvla.curate.episode import Episode
 from atomvla.schemas import DEFAULT_MIN_FRAMES, Decomposition, EpisodeMeta, Provenance, Status, Subtask
 

@@ -22,7 +22,9 @@ from jaxtyping import Float, UInt8
 from pydantic import Field
 
 from atomvla.annotate.backends.base import BackendError, SetupError, register
-from atomvla.annotate.vlm import Message, Usage, VLMBackend, VLMConfig, flatten
+from atomvla.annotate.backends.vlm_backend import VLMBackend, VLMConfig
+from atomvla.annotate.client.pricing import Usage
+from atomvla.annotate.vlm import Message, flatten
 from atomvla.curate.episode import Episode
 from atomvla.schemas import Decomposition
 

@@ -19,20 +19,18 @@ import numpy as np
 from pydantic import Field
 
 from atomvla.annotate.backends.base import SetupError, register
-from atomvla.annotate.backends.vlm_backend import VLMBackend, VLMConfig
-from atomvla.annotate.jobs.cache import ResponseCache, encode_body, request_key
-from atomvla.annotate.jobs.limiter import RateLimiter
-from atomvla.annotate.jobs.pricing import cost_usd, input_tokens, text_tokens
-from atomvla.annotate.jobs.retry import ResponseError, RetryPolicy, with_retries
+from atomvla.annotate.backends.vlm_backend import VLMBackend, VLMConfig, kinematic_events
+from atomvla.annotate.client.cache import ResponseCache, encode_body, request_key
+from atomvla.annotate.client.limiter import RateLimiter
+from atomvla.annotate.client.pricing import Usage, cost_usd, input_tokens, text_tokens
+from atomvla.annotate.client.retry import ResponseError, RetryPolicy, with_retries
 from atomvla.annotate.vlm import (
     PROMPT_VERSION,
     Message,
-    Usage,
     build_messages,
     dense_indices,
     encode_jpeg,
     frame_label,
-    kinematic_events,
     response_format,
     sample_indices,
 )

@@ -211,7 +211,7 @@ class UVDBackend(Backend):
         encoder = load_encoder(cfg.encoder, cfg.pixel_size)
         if isinstance(encoder, Exception):
             first = str(encoder).strip().splitlines()[0] if str(encoder).strip() else type(encoder).__name__
-            raise SetupError(f"uvd: cannot load encoder {cfg.encoder!r} ({first}); `--encoder pixels` needs no weights")
+            raise SetupError(f"uvd: cannot load encoder {cfg.encoder!r} ({first}); `encoder=pixels` needs no weights")
 
     def segment(self, episode: Episode) -> tuple[list[Subtask], float]:
         meta = episode.meta

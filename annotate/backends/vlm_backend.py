@@ -8,6 +8,7 @@ an API client) and name their `model`; frames, prompt, parsing and the repair tu
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Literal
 
@@ -15,19 +16,35 @@ import numpy as np
 from pydantic import Field
 
 from atomvla.annotate.backends.base import AsyncBackend, BackendConfig, BackendError
+from atomvla.annotate.backends.heuristic import HeuristicBackend, HeuristicConfig
+from atomvla.annotate.client.pricing import Usage
 from atomvla.annotate.vlm import (
     PROMPT_VERSION,
     AnswerFailed,
     Message,
-    Usage,
     adecompose,
     build_messages,
     encode_jpeg,
-    kinematic_events,
     sample_indices,
 )
 from atomvla.curate.episode import Episode
+from atomvla.curate.errors import SourceError
 from atomvla.schemas import DEFAULT_MIN_FRAMES, Decomposition, EpisodeMeta, Provenance, Status, Subtask
+
+
+log = logging.getLogger(__name__)
+
+
+def kinematic_events(episode: Episode, pick_end: str = "moved") -> list[int]:
+    """Boundary frames the heuristic finds from the episode's state/action; [] when it cannot."""
+    if not HeuristicBackend.can_handle(episode.meta):
+        return []
+    try:
+        subtasks, _ = HeuristicBackend(HeuristicConfig(pick_end=pick_end)).segment(episode)
+    except (BackendError, SourceError, ValueError) as exc:  # events are optional: uniform frames remain
+        log.debug("%s: no kinematic events (%s)", episode.meta.episode_id, exc)
+        return []
+    return [s.start_frame for s in subtasks[1:]]
 
 
 class VLMConfig(BackendConfig):

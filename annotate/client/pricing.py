@@ -1,4 +1,5 @@
-"""List prices and token counts as the API bills them (estimates where the API has no local counter)."""
+"""List prices and token counts as the API bills them (estimates where the API has no local counter),
+and the `Usage` (tokens, dollars, requests) of one episode."""
 
 from __future__ import annotations
 
@@ -85,3 +86,23 @@ def input_tokens(messages: Sequence[dict], response_format: dict | None = None, 
     if response_format is not None:
         total += text_tokens(json.dumps(response_format.get("json_schema", response_format)))
     return total
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens and dollars spent on one episode; `requests` counts calls made, `cached` answers reused."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    requests: int = 0
+    cached: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cost_usd + other.cost_usd,
+            self.requests + other.requests,
+            self.cached + other.cached,
+        )

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import openai
 
-from atomvla.annotate.jobs.limiter import RateLimiter
+from atomvla.annotate.client.limiter import RateLimiter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,2 +1,3 @@
-"""What a paid annotation run needs around each request: prices, a response cache, a rate limiter,
-retries with backoff, and the OpenAI Batch API."""
+"""Orchestration above the backends: build the configured backend a command runs, choose and plan
+the episodes, run them as a resumable job (runner), estimate the cost, show progress, and the
+OpenAI Batch API."""

@@ -19,9 +19,9 @@ import openai
 
 from atomvla.annotate import store_tables
 from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
-from atomvla.annotate.jobs.cache import ResponseCache
-from atomvla.annotate.jobs.pricing import cost_usd
-from atomvla.annotate.runner import job_id, pending
+from atomvla.annotate.client.cache import ResponseCache
+from atomvla.annotate.client.pricing import cost_usd
+from atomvla.annotate.jobs.runner import job_id, pending
 from atomvla.annotate.vlm import response_format
 from atomvla.curate.episode import Episode
 from atomvla.curate.store import Store

@@ -1,49 +1,45 @@
-"""Build the backend a command runs: its class, a saved profile, flag overrides, and for a paid API
-the key variable, the response cache next to the store and the retry policy."""
+"""Build the backend a command runs: its class, a saved profile, `key=value` settings, and for a
+paid API the key variable, the response cache next to the store and the retry policy."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from atomvla.errors import UserError
 from atomvla.annotate.backends.base import Backend, get_backend
 from atomvla.annotate.backends.hybrid import HybridBackend
 from atomvla.annotate.backends.openai_backend import OpenAIBackend
-from atomvla.annotate.jobs.cache import ResponseCache
-from atomvla.annotate.jobs.retry import RetryPolicy
-from atomvla.annotate.profiles import config_from_profile
+from atomvla.annotate.client.cache import ResponseCache
+from atomvla.annotate.client.retry import RetryPolicy
+from atomvla.annotate.overrides import merge, parse_overrides
+from atomvla.annotate.profiles import config_from_profile, load_profile
 from atomvla.curate.store import Store
-
-
-class SettingsError(UserError, ValueError):
-    """A flag that does not apply to the chosen backend."""
 
 
 def build_engine(
     store: Store,
     backend: str,
-    profile: str | None,
-    overrides: Mapping[str, Any],
+    profile: str | None = None,
+    settings: Sequence[str] = (),
     *,
-    flags: Mapping[str, str] | None = None,
     api_key_env: str = "OPENAI_API_KEY",
     retry: RetryPolicy = RetryPolicy(),
     cache: bool = True,
+    prepare: bool = True,
 ) -> Backend:
-    """The backend, configured. `overrides` maps config fields to flag values (None: not given);
-    `flags` names the flag of each field, for the error when one does not apply.
+    """The backend, configured from its defaults, then profile `profile` (with the model weights
+    it carries, if any), then `settings` (`key=value` items); `prepare` loads what every episode needs (key, model), so a missing one
+    stops the command before any work.
 
-    Raises KeyError (unknown backend), ProfileError, or SettingsError.
+    Raises UserErrors: an unknown backend, a missing or unusable profile, a bad setting, a setup
+    problem.
     """
     cls = get_backend(backend)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    foreign = [k for k in given if k not in cls.Config.model_fields]
-    if foreign:
-        names = ", ".join((flags or {}).get(k, k) for k in foreign)
-        raise SettingsError(f"{names} does not apply to the {backend} backend")
-    config = config_from_profile(store, backend, profile, given)
+    given = parse_overrides(backend, cls.Config, settings)
+    saved = load_profile(store, backend, profile) if profile else None
+    base = dict(saved.settings) if saved else {}
+    config = config_from_profile(store, backend, None, merge(base, given))
     responses = ResponseCache.beside(Path(store.path)) if cache else None
 
     def instantiate(cls: type[Backend], config: Any) -> Backend:
@@ -58,4 +54,8 @@ def build_engine(
             return cls(config, make_part=make_part)
         return cls(config)
 
-    return instantiate(cls, config)
+    # A profile's fine-tuned weights (the learned backend's) go to the backend it configures.
+    engine = instantiate(cls, config) if saved is None or saved.weights is None else cls(config, weights=saved.weights)  # type: ignore[call-arg]
+    if prepare:
+        engine.prepare()
+    return engine

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from atomvla.annotate.backends.base import Backend
-from atomvla.annotate.jobs.pricing import cost_usd
+from atomvla.annotate.client.pricing import cost_usd
 from atomvla.curate.episode import Episode
 from atomvla.schemas import EpisodeMeta
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from atomvla.annotate.backends.base import Backend
 from atomvla.annotate.jobs.estimate import Estimate
-from atomvla.annotate.runner import Outcome, RunResult
-from atomvla.annotate.vlm import Usage
+from atomvla.annotate.jobs.runner import Outcome, RunResult, arun
+from atomvla.annotate.client.pricing import Usage
+from atomvla.curate.store import Store
+from atomvla.schemas import EpisodeMeta
 
 
 @contextmanager
@@ -43,6 +47,14 @@ def run_progress(console: Console, label: str, total: int) -> Iterator:
             progress.update(bar, advance=1, rate=rate, spent=state["spent"], failed=state["failed"])
 
         yield on_episode
+
+
+def run_with_progress(
+    console: Console, label: str, store: Store, engine: Backend, episodes: Sequence[EpisodeMeta], **options
+) -> RunResult:
+    """`arun(store, engine, episodes, **options)` behind a progress bar."""
+    with run_progress(console, label, len(episodes)) as on_episode:
+        return asyncio.run(arun(store, engine, episodes, on_episode=on_episode, **options))
 
 
 def estimate_table(title: str, est: Estimate, model: str) -> Table:

@@ -22,8 +22,9 @@ import openai
 
 from atomvla.annotate import store_tables
 from atomvla.annotate.backends.base import Backend, BackendError
-from atomvla.annotate.jobs.retry import ResponseError, RetriesExhausted
-from atomvla.annotate.vlm import Usage
+from atomvla.annotate.client.retry import ResponseError, RetriesExhausted
+from atomvla.errors import UserError
+from atomvla.annotate.client.pricing import Usage
 from atomvla.curate.episode import Episode
 from atomvla.curate.errors import SourceError
 from atomvla.curate.store import Store
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 Outcome = Literal["proposed", "skipped", "failed"]
 # Errors that end one episode and not the run: the episode's data, the model's answer, the server.
 EPISODE_ERRORS = (BackendError, SourceError, DecompositionError, RetriesExhausted, ResponseError, openai.APIError)
+
+
+class ShardError(UserError, ValueError):
+    """A `--shard` that is not i/N with 0 <= i < N."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +53,9 @@ class Shard:
         try:
             i, n = (int(x) for x in text.split("/"))
         except ValueError:
-            raise ValueError(f"--shard {text!r}: expected i/N, e.g. 0/4") from None
+            raise ShardError(f"--shard {text!r}: expected i/N, e.g. 0/4") from None
         if not (n >= 1 and 0 <= i < n):
-            raise ValueError(f"--shard {text!r}: need 0 <= i < N")
+            raise ShardError(f"--shard {text!r}: need 0 <= i < N")
         return cls(i, n)
 
     def __contains__(self, episode_id: str) -> bool:

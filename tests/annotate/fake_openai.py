@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from atomvla.annotate.jobs.pricing import input_tokens
+from atomvla.annotate.client.pricing import input_tokens
 
 _N_FRAMES = re.compile(r"The episode has (\d+) frames")
 _FRAME = re.compile(r"^Frame (\d+):$")

@@ -68,7 +68,7 @@ def test_eval_plots_one_png_per_episode(store, tmp_path):
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
 
-def test_rerun_skips_unless_overwrite_or_new_settings(store):
+def test_rerun_skips_unless_again_or_new_settings(store):
     assert invoke("run", "--store", store, "--episodes", "0-2,7").exit_code == 0
     db = Store(store)
     assert sorted(db.latest_all(author="heuristic")) == sorted(f"{DATASET.name}/{i}" for i in (0, 1, 2, 7))
@@ -78,9 +78,9 @@ def test_rerun_skips_unless_overwrite_or_new_settings(store):
     assert len(db.history(f"{DATASET.name}/0")) == 1  # skipped: same backend, same settings
     assert len(db.history(f"{DATASET.name}/3")) == 1  # new: proposed now
 
-    assert invoke("run", "--store", store, "--episodes", "0", "--overwrite").exit_code == 0
+    assert invoke("run", "--store", store, "--episodes", "0", "--again").exit_code == 0
     assert len(db.history(f"{DATASET.name}/0")) == 2
-    assert invoke("run", "--store", store, "--episodes", "0", "--gripper-dim", "3").exit_code == 0
+    assert invoke("run", "--store", store, "--episodes", "0", "gripper_dim=3").exit_code == 0
     history = db.history(f"{DATASET.name}/0")
     assert len(history) == 3 and history[-1].provenance.settings_hash != history[0].provenance.settings_hash
 
@@ -104,18 +104,36 @@ def test_unknown_backend_lists_the_known_ones(store):
 
 
 def test_unknown_hybrid_part_is_one_plain_line(store):
-    result = invoke("run", "--store", store, "--backend", "hybrid", "--boundaries", "gpt9", "--language", "heuristic")
+    result = invoke("run", "--store", store, "--backend", "hybrid", "boundaries=gpt9", "language=heuristic")
     assert result.exit_code == 2
-    assert result.output.strip() == (
-        "error: settings for the hybrid backend: boundaries: unknown backend 'gpt9' "
-        "(known: heuristic, hybrid, internvideo, openai, uvd)"
-    )
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: settings for the hybrid backend: boundaries: unknown backend 'gpt9' (known: heuristic, ")
 
 
 def test_batch_collect_with_no_batch_says_so(store):
     result = invoke("batch", "collect", "--store", store)
     assert result.exit_code == 0
     assert "nothing to collect: no batch is waiting" in result.output
+
+
+def test_settings_are_key_value_checked_against_the_backend(store):
+    result = invoke("run", "--store", store, "windows_s=0.4")
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: setting 'windows_s': the heuristic backend has no setting 'windows_s'; did you mean window_s? "
+        "(`atom-annotate settings --backend heuristic` lists them)"
+    )
+    result = invoke("run", "--store", store, "window_s")
+    assert result.exit_code == 2 and "setting 'window_s' is not key=value" in result.output
+    assert Store(store).latest_all() == {}
+    listing = invoke("settings", "--backend", "heuristic")
+    assert listing.exit_code == 0 and "window_s" in listing.output and "half-window" in listing.output
+
+
+def test_the_store_comes_from_atomvla_store(store):
+    result = runner.invoke(app, ["run", "--episodes", "0"], env={"COLUMNS": "200", "ATOMVLA_STORE": str(store)})
+    assert result.exit_code == 0, result.output
+    assert len(Store(store).latest_all(author="heuristic")) == 1
 
 
 def test_missing_store_is_refused(tmp_path):
@@ -174,8 +192,8 @@ def test_episodes_without_kinematics_fail_clearly_and_the_run_goes_on(tmp_path):
 
 
 def test_bad_dimension_overrides_are_refused(store):
-    result = invoke("run", "--store", store, "--ee-dims", "x,y,z")
-    assert result.exit_code == 2 and "--ee-dims 'x,y,z': expected comma-separated integers" in result.output
-    result = invoke("run", "--store", store, "--episodes", "0", "--ee-dims", "0,1,9")
+    result = invoke("run", "--store", store, "ee_dims=x,y,z")
+    assert result.exit_code == 2 and "settings for the heuristic backend: ee_dims.0: Input should be a valid integer" in result.output
+    result = invoke("run", "--store", store, "--episodes", "0", "ee_dims=0,1,9")
     assert result.exit_code == 1
     assert "dimension 9 is out of range: observation.state has 4 dims" in result.output

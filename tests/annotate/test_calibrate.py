@@ -52,7 +52,7 @@ def test_calibrate_learns_a_teams_pick_convention_and_saves_it(store):
     accept(db, metas[:4], team)
     accept(db, metas[4:5], HEURISTIC.Config(), author="someone else")
 
-    result = invoke("calibrate", "--store", store, "--author", "ann", "--profile", "team", "--tolerance", "2")
+    result = invoke("calibrate", "--store", store, "--author", "ann", "--profile", "team", "--tolerance-frames", "2")
     assert result.exit_code == 0, result.output
     assert "pick_end=closed" in result.output
     saved = annotate_tables.profile(db, "heuristic", "team")

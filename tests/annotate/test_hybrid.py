@@ -11,7 +11,8 @@ import pytest
 
 from atomvla.annotate.backends import BACKENDS, get_backend
 from atomvla.annotate.backends.hybrid import HybridConfig, event_frames, snap, transfer_language
-from atomvla.annotate.vlm import Usage, VLMBackend, VLMConfig
+from atomvla.annotate.backends.vlm_backend import VLMBackend, VLMConfig
+from atomvla.annotate.client.pricing import Usage
 from atomvla.curate.episode import Episode
 from atomvla.curate.sources import open_source
 from atomvla.curate.store import Store
@@ -137,8 +138,8 @@ def test_run_and_eval_from_the_command_line(tmp_path):
     store = str(tmp_path / "s.sqlite")
     runner = CliRunner()
     assert runner.invoke(curate, ["import", str(FIXTURE), "--store", store]).exit_code == 0
-    run = runner.invoke(annotate, ["run", "--store", store, "--backend", "hybrid", "--boundaries", "uvd",
-                                   "--language", "heuristic", "--snap-s", "0.5", "--episodes", "0-1"])
+    run = runner.invoke(annotate, ["run", "--store", store, "--backend", "hybrid", "boundaries=uvd",
+                                   "language=heuristic", "snap_s=0.5", "--episodes", "0-1"])
     assert run.exit_code == 0, run.output
     latest = Store(tmp_path / "s.sqlite").latest_all(author="hybrid")
     assert len(latest) == 2 and all(d.status is Status.proposed for d in latest.values())
@@ -146,9 +147,9 @@ def test_run_and_eval_from_the_command_line(tmp_path):
     scored = runner.invoke(annotate, ["eval", "--truth", str(truth), "--store", store, "--backend", "hybrid"])
     assert scored.exit_code == 0, scored.output
     assert "hybrid vs metaworld_truth.jsonl" in scored.output
-    wrong = runner.invoke(annotate, ["run", "--store", store, "--backend", "heuristic", "--encoder", "pixels"])
-    assert wrong.exit_code == 2 and "--encoder does not apply to the heuristic backend" in wrong.output
-    itself = runner.invoke(annotate, ["run", "--store", store, "--backend", "hybrid", "--language", "hybrid"])
+    wrong = runner.invoke(annotate, ["run", "--store", store, "--backend", "heuristic", "encoder=pixels"])
+    assert wrong.exit_code == 2 and "the heuristic backend has no setting 'encoder'" in wrong.output
+    itself = runner.invoke(annotate, ["run", "--store", store, "--backend", "hybrid", "language=hybrid"])
     assert itself.exit_code == 2 and "hybrid cannot take its language from itself" in " ".join(itself.output.split())
 
 
@@ -183,15 +184,15 @@ def test_a_paid_part_gets_the_engine_s_key_check_and_response_cache(tmp_path, ep
     store = Store(tmp_path / "s.sqlite")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with FakeOpenAI() as server:
-        overrides = {"boundaries": "heuristic", "language": "openai", "snap_s": 0.0,
-                     "language_settings": {"base_url": server.url, "frames": 4}}
-        engine = build_engine(store, "hybrid", None, overrides)
+        settings = ["boundaries=heuristic", "language=openai", "snap_s=0",
+                    f"language_settings.base_url={server.url}", "language_settings.frames=4"]
+        engine = build_engine(store, "hybrid", None, settings, prepare=False)
         paid = [p for p in engine.parts if isinstance(p, OpenAIBackend)]
         assert len(paid) == 1 and paid[0].cache is not None
         with pytest.raises(MissingKeyError, match="no API key: set OPENAI_API_KEY"):
             paid[0].check_key()
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test-hybrid")
         first = engine.propose(episode)
-        again = build_engine(store, "hybrid", None, overrides).propose(episode)
+        again = build_engine(store, "hybrid", None, settings).propose(episode)
         assert len(server.chat_requests()) == 1
     assert first.status is Status.proposed and again.subtasks == first.subtasks

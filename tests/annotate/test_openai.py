@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from atomvla.annotate import store_tables as annotate_tables
 from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
 from atomvla.annotate.cli import app
-from atomvla.annotate.jobs.cache import ResponseCache
-from atomvla.annotate.jobs.retry import RetryPolicy
-from atomvla.annotate.runner import arun
+from atomvla.annotate.client.cache import ResponseCache
+from atomvla.annotate.client.retry import RetryPolicy
+from atomvla.annotate.jobs.runner import arun
 from atomvla.curate.cli import app as curate_app
 from atomvla.curate.store import Store
 from atomvla.schemas import Status, decomposition_json_schema
@@ -139,10 +139,10 @@ def test_a_rerun_asks_nothing_already_answered(tmp_path, metas, key):
     path = tmp_path / "store.sqlite"
     args = ["run", "--store", path, "--backend", "openai", "--concurrency", "4"]
     with FakeOpenAI() as server:
-        args += ["--base-url", server.url]
+        args += [f"base_url={server.url}"]
         assert invoke(*args).exit_code == 0
         first = len(server.chat_requests())
-        assert invoke(*args, "--overwrite").exit_code == 0  # proposes again, from the cache
+        assert invoke(*args, "--again").exit_code == 0  # proposes again, from the cache
         assert len(server.chat_requests()) == first == len(metas)
     store = Store(path)
     assert all(len(store.history(m.episode_id)) == 2 for m in metas)
@@ -161,16 +161,16 @@ def test_a_missing_key_is_one_line_before_any_work(tmp_path, metas, monkeypatch)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     path = tmp_path / "store.sqlite"
     with FakeOpenAI() as server:
-        result = invoke("run", "--store", path, "--backend", "openai", "--base-url", server.url)
+        result = invoke("run", "--store", path, "--backend", "openai", f"base_url={server.url}")
         assert result.exit_code == 2
         assert result.output.strip().splitlines() == [
             "error: no API key: set OPENAI_API_KEY, or name the variable with --api-key-env"
         ]
-        result = invoke("run", "--store", path, "--backend", "openai", "--base-url", server.url, "--api-key-env", "TEAM_KEY")
+        result = invoke("run", "--store", path, "--backend", "openai", f"base_url={server.url}", "--api-key-env", "TEAM_KEY")
         assert result.exit_code == 2 and result.output.strip() == "error: no API key: set TEAM_KEY"
         assert server.log == []
         # The named variable is the one read.
-        result = invoke("run", "--store", path, "--backend", "openai", "--base-url", server.url, "--api-key-env",
+        result = invoke("run", "--store", path, "--backend", "openai", f"base_url={server.url}", "--api-key-env",
                         "TEAM_KEY", "--episodes", "0", env={"TEAM_KEY": KEY})
         assert result.exit_code == 0, result.output
         assert {h["authorization"] for h in server.headers_seen} == {f"Bearer {KEY}"}
@@ -181,7 +181,7 @@ def test_the_key_never_reaches_logs_store_cache_or_exports(tmp_path, metas, key)
     path = tmp_path / "store.sqlite"
     with FakeOpenAI(retry_after_s=0.01) as server:
         server.plans = {marker(0): ["429", "nonjson", "ok"], marker(1): ["seven", "seven"]}
-        result = invoke("run", "--store", path, "--backend", "openai", "--base-url", server.url, "-v", "--concurrency", "2")
+        result = invoke("run", "--store", path, "--backend", "openai", f"base_url={server.url}", "-v", "--concurrency", "2")
         assert result.exit_code == 1  # episode 1 failed
         assert "has 7 subtasks" in result.output and "HTTP Request: POST" in result.output  # logs were on
     assert invoke("export", tmp_path / "out.jsonl", "--store", path, command=curate_app).exit_code == 0
@@ -196,14 +196,14 @@ def test_a_saved_profile_sets_the_frames_sent(tmp_path, metas, key):
     path = tmp_path / "store.sqlite"
     annotate_tables.save_profile(Store(path), "openai", "cheap", {"frames": 6, "kinematic_events": False})
     with FakeOpenAI() as server:
-        result = invoke("run", "--store", path, "--backend", "openai", "--base-url", server.url, "--profile", "cheap", "--episodes", "0")
+        result = invoke("run", "--store", path, "--backend", "openai", f"base_url={server.url}", "--profile", "cheap", "--episodes", "0")
         assert result.exit_code == 0, result.output
         (request,) = server.chat_requests()
     assert sum(p["type"] == "image_url" for p in request.body["messages"][1]["content"]) == 6
     result = invoke("run", "--store", path, "--backend", "openai", "--profile", "nope")
     assert result.exit_code == 2 and "no openai profile 'nope' (profiles: cheap)" in result.output
-    result = invoke("run", "--store", path, "--backend", "heuristic", "--model", "gpt-4o")
-    assert result.exit_code == 2 and "--model does not apply to the heuristic backend" in result.output
+    result = invoke("run", "--store", path, "--backend", "heuristic", "model=gpt-4o")
+    assert result.exit_code == 2 and "the heuristic backend has no setting 'model'" in result.output
 
 
 def test_synchronous_callers_get_a_client_per_event_loop(metas, key):

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from atomvla.annotate.backends.base import Backend, BackendConfig
-from atomvla.annotate.runner import run_backend
+from atomvla.annotate.jobs.runner import run_backend
 from atomvla.curate.episode import Episode
 from atomvla.curate.sources import open_source
 from atomvla.curate.store import Store

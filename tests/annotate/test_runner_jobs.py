@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 from atomvla.annotate import store_tables as annotate_tables
 from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
 from atomvla.annotate.cli import app
-from atomvla.annotate.jobs.cache import ResponseCache, encode_body, request_key
-from atomvla.annotate.jobs.limiter import RateLimiter, parse_duration
-from atomvla.annotate.jobs.pricing import cost_usd
-from atomvla.annotate.jobs.retry import RetryPolicy
-from atomvla.annotate.runner import Shard, arun
+from atomvla.annotate.client.cache import ResponseCache, encode_body, request_key
+from atomvla.annotate.client.limiter import RateLimiter, parse_duration
+from atomvla.annotate.client.pricing import cost_usd
+from atomvla.annotate.client.retry import RetryPolicy
+from atomvla.annotate.jobs.runner import Shard, arun
 from atomvla.annotate.vlm import PROMPT_VERSION
 from atomvla.curate.store import Store
 from atomvla.schemas import Status
@@ -53,7 +53,7 @@ def test_a_killed_run_resumes_asking_nothing_already_answered(store_path, metas,
     env = {**os.environ, "OPENAI_API_KEY": KEY, "HF_HUB_OFFLINE": "1"}
     with FakeOpenAI(latency_s=0.3) as server:
         cmd = [sys.executable, "-c", "from atomvla.annotate.cli import app; app()", "run", "--store", str(store_path),
-               "--backend", "openai", "--base-url", server.url, "--concurrency", "2"]
+               "--backend", "openai", f"base_url={server.url}", "--concurrency", "2"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
         while len(server.markers_answered(markers)) < 3 and time.monotonic() < deadline and proc.poll() is None:
@@ -76,7 +76,7 @@ def test_a_killed_run_resumes_asking_nothing_already_answered(store_path, metas,
         assert 3 <= len(answered) < len(metas)
         before = len(server.chat_requests())
 
-        result = invoke("run", "--store", store_path, "--backend", "openai", "--base-url", server.url, "--concurrency", "4")
+        result = invoke("run", "--store", store_path, "--backend", "openai", f"base_url={server.url}", "--concurrency", "4")
         assert result.exit_code == 0, result.output
         again = server.chat_requests()[before:]
     assert not [r for r in again if any(m in r.text for m in answered)]
@@ -115,7 +115,7 @@ def test_max_cost_stops_before_the_budget_and_a_rerun_finishes(store_path, metas
 
 def test_dry_run_estimates_without_asking_or_storing(store_path, metas):
     with FakeOpenAI() as server:
-        result = invoke("run", "--store", store_path, "--backend", "openai", "--base-url", server.url, "--dry-run")
+        result = invoke("run", "--store", store_path, "--backend", "openai", f"base_url={server.url}", "--dry-run")
         assert result.exit_code == 0, result.output
         assert server.log == []
     row = next(line for line in result.output.splitlines() if line.strip().startswith("│") and "11" in line)
@@ -165,14 +165,14 @@ def test_honouring_the_ratelimit_headers_avoids_most_refusals(tmp_path, metas):
 
 def test_batch_submit_status_collect_at_half_price(store_path, metas):
     with FakeOpenAI() as server:
-        result = invoke("batch", "submit", "--store", store_path, "--base-url", server.url, "--episodes", "0-5")
+        result = invoke("batch", "submit", "--store", store_path, f"base_url={server.url}", "--episodes", "0-5")
         assert result.exit_code == 0, result.output
         (batch,) = annotate_tables.batches(Store(store_path))
         assert len(batch["request"]["episodes"]) == 6 and KEY not in str(batch)
         # Submitting again adds nothing: those episodes are waiting in the open batch.
-        assert "nothing to submit" in invoke("batch", "submit", "--store", store_path, "--base-url", server.url, "--episodes", "0-5").output
+        assert "nothing to submit" in invoke("batch", "submit", "--store", store_path, f"base_url={server.url}", "--episodes", "0-5").output
         # A live run leaves them to the batch (no paying twice) and does the rest.
-        live = invoke("run", "--store", store_path, "--backend", "openai", "--base-url", server.url, "--episodes", "4-7")
+        live = invoke("run", "--store", store_path, "--backend", "openai", f"base_url={server.url}", "--episodes", "4-7")
         assert live.exit_code == 0 and "waiting in a Batch API batch" in live.output
         assert len(server.chat_requests()) == 2
         status = invoke("batch", "status", "--store", store_path)
@@ -198,7 +198,7 @@ def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap():
     import httpx2
     import openai
 
-    from atomvla.annotate.jobs.retry import backoff_s, is_retryable, retry_after_s
+    from atomvla.annotate.client.retry import backoff_s, is_retryable, retry_after_s
 
     policy, rng = RetryPolicy(base_s=0.5, cap_s=4.0), random.Random(0)
     draws = {a: [backoff_s(a, policy, rng) for _ in range(200)] for a in range(6)}
@@ -222,7 +222,7 @@ def test_a_large_submit_is_split_into_files_within_the_api_limits(store_path, me
 
     monkeypatch.setattr(batch_api, "MAX_REQUESTS", 4)
     with FakeOpenAI() as server:
-        result = invoke("batch", "submit", "--store", store_path, "--base-url", server.url)
+        result = invoke("batch", "submit", "--store", store_path, f"base_url={server.url}")
         assert result.exit_code == 0, result.output
         uploads = [r for r in server.log if r.path.endswith("/files")]
     batches = annotate_tables.batches(Store(store_path))

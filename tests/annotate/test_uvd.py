@@ -170,8 +170,8 @@ def test_an_encoder_that_cannot_load_stops_the_run_in_one_line_before_any_work(t
     runner = CliRunner()
     assert runner.invoke(curate, ["import", str(FIXTURE), "--store", str(store)]).exit_code == 0
     missing = tmp_path / "no-such-encoder"
-    result = runner.invoke(annotate, ["run", "--store", str(store), "--backend", "uvd", "--encoder", str(missing)])
+    result = runner.invoke(annotate, ["run", "--store", str(store), "--backend", "uvd", f"encoder={missing}"])
     assert result.exit_code == 2
     (line,) = [line for line in result.output.splitlines() if line.strip()]
-    assert line.startswith("error: uvd: cannot load encoder") and "`--encoder pixels` needs no weights" in line
+    assert line.startswith("error: uvd: cannot load encoder") and "`encoder=pixels` needs no weights" in line
     assert Store(store).latest_all(author="uvd") == {}

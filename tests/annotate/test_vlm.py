@@ -5,10 +5,10 @@ import json
 
 import pytest
 
+from atomvla.annotate.client.pricing import Usage
 from atomvla.annotate.vlm import (
     AnswerError,
     AnswerFailed,
-    Usage,
     adecompose,
     build_messages,
     flatten,

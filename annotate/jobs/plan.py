@@ -1,0 +1,41 @@
+"""Which episodes a command runs: the `--episodes` selection within `--shard`, less those waiting
+in a Batch API batch (`batch collect` proposes them at Batch price), less those this backend
+already proposed with these settings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from atomvla.annotate.backends.base import Backend
+from atomvla.annotate.jobs.batch import open_episodes
+from atomvla.annotate.jobs.runner import Shard, job_id, pending
+from atomvla.annotate.selection import select
+from atomvla.curate.errors import StoreError
+from atomvla.curate.store import Store
+from atomvla.schemas import EpisodeMeta
+
+
+def choose(store: Store, episodes: str | None, shard: str | None) -> list[EpisodeMeta]:
+    """The episodes `episodes` (ids, indices, ranges; None: all) selects, within `shard` (`i/N`)."""
+    everything = store.episodes()
+    if not everything:
+        raise StoreError(f"{store.path}: no episodes (import a source with `atom-curate import SOURCE --store {store.path}`)")
+    chosen = select(everything, episodes)
+    part = Shard.parse(shard) if shard else None
+    return [m for m in chosen if m.episode_id in part] if part else chosen
+
+
+@dataclass(frozen=True)
+class Plan:
+    chosen: list[EpisodeMeta]  # what the run is given (it skips what is done itself)
+    todo: list[EpisodeMeta]  # what it will propose
+    skipped: list[str]  # already proposed by this backend with these settings
+    queued: int  # left to `batch collect`
+
+
+def plan(store: Store, engine: Backend, chosen: Sequence[EpisodeMeta], again: bool) -> Plan:
+    queued = open_episodes(store, job_id(engine))
+    runnable = [m for m in chosen if m.episode_id not in queued]
+    todo, skipped = pending(store, engine, runnable, again)
+    return Plan(runnable, todo, skipped, len(chosen) - len(runnable))
