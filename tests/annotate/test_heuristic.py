@@ -220,4 +220,4 @@ def test_tool_use_is_a_pick_then_the_work_from_the_first_motion_after_the_grasp(
     ]
     subtasks, truth = segment("hammer the nail in", phases, signals)
     assert_boundaries(subtasks, truth)
-    assert [(s.skill, s.instruction) for s in subtasks] == [("pick", "pick up the hammer"), ("push", "hammer the nail")]
+    assert [(s.skill, s.instruction) for s in subtasks] == [("pick", "pick up the hammer"), ("push", "hammer the nail in")]

@@ -125,7 +125,7 @@ def test_handover_between_two_arms_ends_the_pick_at_the_first_arms_grasp():
     sim.move(right, (0.3, 0.5, 0.3))
     sim.hold(8)
     subtasks = run(sim, "pick up the cube with the right arm and transfer it to the left arm", ("left_", "right_"))
-    assert [s.instruction for s in subtasks] == ["pick up the cube", "transfer the cube to the left arm"]
+    assert [s.instruction for s in subtasks] == ["pick up the cube with the right arm", "transfer the cube to the left arm"]
     assert abs(boundaries(subtasks)[0] - sim.marks["moved"]) <= 2
 
 
