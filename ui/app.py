@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.resources import files
@@ -19,7 +20,7 @@ from atomvla.curate.errors import StaleRevisionError
 from atomvla.curate.store import Store
 from atomvla.schemas import SKILLS, Decomposition, DecompositionError, Status
 from atomvla.schemas.rules import DEFAULT_MIN_FRAMES
-from atomvla.ui import editing, store_tables, timeline
+from atomvla.ui import auth, editing, store_tables, timeline
 from atomvla.ui.editing import EditError, EditSession, Segment, segments_of
 from atomvla.ui.frame_server import FrameServer
 from atomvla.ui.review_queue import SORTS, STATUSES, QueueFilter, ReviewQueue
@@ -63,6 +64,7 @@ class Review:
     """One browser session: who is editing what."""
 
     author: str
+    role: str | None = None  # the login's role (auth.ROLES); None without logins: everyone reviews
     episode_id: str | None = None
     edit: EditSession | None = None
     saved_at: str = ""
@@ -228,9 +230,12 @@ class ReviewApp:
         review.saved_at = datetime.now().strftime("%H:%M:%S")
 
     def commit(self, review: Review, status: Status, verdict: str | None, note: str | None = None) -> str:
-        """Store the editor's segments as a new revision; refused (draft kept) on a stale base."""
+        """Store the editor's segments as a new revision; refused (draft kept) on a stale base or
+        a verdict the login's role may not give."""
         if review.edit is None:
             return "Open an episode first."
+        if (why := auth.refusal(review.role, status)) is not None:
+            return why
         edit = review.edit
         segs = edit.segments
         if edit.problems:
@@ -270,8 +275,11 @@ def _filter(status: str, backend: str, task: str, sort: str) -> QueueFilter:
                        task=None if task in (None, "all") else task, sort=sort or SORTS[0])
 
 
-def build(store: Store) -> tuple[gr.Blocks, dict]:
-    """The Blocks app and the keyword arguments `launch` needs for it (head script, css)."""
+def build(store: Store, roles: Mapping[str, str] | None = None) -> tuple[gr.Blocks, dict]:
+    """The Blocks app and the keyword arguments `launch` needs for it (head script, css).
+
+    `roles`: each login's role (`auth.ROLES`), checked on every save; None without logins.
+    """
     app = ReviewApp(store)
 
     with gr.Blocks(title="atom-review") as demo:
@@ -365,7 +373,8 @@ def build(store: Store) -> tuple[gr.Blocks, dict]:
                 lambda r: edited(r, r.note), [review], edit_outs, **FAST)
 
         def on_load(r, status, backend, task, sort, request: gr.Request):
-            r = Review(author=_author(request))
+            r = Review(author=_author(request),
+                       role=None if roles is None else roles.get(_author(request), "annotator"))
             filt = (status, backend, task, sort)
             wanted = request.query_params.get("episode") if request is not None else None
             known = bool(wanted) and wanted in app.queue

@@ -2,35 +2,44 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
+import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from atomvla.cli import App, DEFAULT_STORE, StoreOpt, VerboseOpt, err_console, setup_logging
+from atomvla.cli import App, DEFAULT_STORE, StoreOpt, VerboseOpt, console, err_console, fail, setup_logging
 from atomvla.curate.store import open_store
-from atomvla.ui.auth import AuthError, check_exposure, parse_auth
+from atomvla.ui.auth import AuthError, ClientAddress, LoginGuard, check_exposure, parse_auth, set_password
 
 log = logging.getLogger(__name__)
 
 app = App(add_completion=False)
 
 
-@app.command()
+@app.callback(invoke_without_command=True)
 def main(
+    ctx: typer.Context,
     store: StoreOpt = DEFAULT_STORE,
     host: Annotated[str, typer.Option(help="Address to listen on; any but 127.0.0.1/localhost needs --auth.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
     auth: Annotated[
         Optional[str],
-        typer.Option(help="Logins: a file of `user:password` lines, or one `user:password`. "
-                          "The logged-in name is the author of that annotator's revisions."),
+        typer.Option(help="Logins file written by `atom-review passwd FILE USER` (salted hashes and roles). "
+                          "The logged-in name is the author of that login's revisions."),
     ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Review and correct subtask boundaries in a browser: a queue of episodes, a frame viewer,
-    a timeline of the subtasks, keyboard editing, autosaved drafts and revision history."""
+    a timeline of the subtasks, keyboard editing, autosaved drafts and revision history.
+
+    With no command, serves the app; `passwd` adds a login to a logins file.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     setup_logging(verbose)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
     try:
@@ -46,7 +55,30 @@ def main(
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from atomvla.ui.app import build
 
-    demo, assets = build(db)
+    demo, assets = build(db, roles=logins.roles if logins else None)
     log.info("serving %s on http://%s:%d%s", store, host, port, " (login required)" if logins else "")
-    demo.launch(server_name=host, server_port=port, auth=logins, auth_message="atom-review: log in to annotate",
-                show_error=True, quiet=True, **assets)
+    from starlette.middleware import Middleware
+
+    demo.launch(server_name=host, server_port=port, auth=LoginGuard(logins).check if logins else None,
+                auth_message="atom-review: log in to annotate", show_error=True, quiet=True,
+                app_kwargs={"middleware": [Middleware(ClientAddress)]}, **assets)
+
+
+@app.command()
+def passwd(
+    file: Annotated[Path, typer.Argument(help="Logins file for --auth (created if missing, mode 0600).")],
+    user: Annotated[str, typer.Argument(help="Login name; the author of that login's revisions.")],
+    role: Annotated[
+        str, typer.Option(help="annotator: save and flag; reviewer: also accept and reject.")
+    ] = "annotator",
+) -> None:
+    """Add USER to FILE, or set their password and role, storing a salted scrypt hash. The password
+    is asked twice without echo, or read from the first line of stdin when it is not a terminal."""
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {user}: ")
+        if getpass.getpass("again: ") != password:
+            raise fail("the passwords differ; nothing written")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    replaced = set_password(file, user, password, role)
+    console.print(f"{'updated' if replaced else 'added'} {user} ({role}) in {file}")

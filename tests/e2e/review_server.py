@@ -56,3 +56,12 @@ class ReviewServer:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+def write_logins(path: Path, logins: dict[str, tuple[str, str]]) -> Path:
+    """A logins file for --auth, written by `atom-review passwd` (user -> (password, role)),
+    the password given on stdin as a script would."""
+    for user, (password, role) in logins.items():
+        subprocess.run([atom_review(), "passwd", str(path), user, "--role", role], input=password + "\n",
+                       capture_output=True, text=True, check=True, timeout=60, env={**os.environ, **OFFLINE_ENV})
+    return path

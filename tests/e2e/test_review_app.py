@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import os
 import shutil
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -18,12 +19,13 @@ from atomvla.ui import store_tables as review_tables
 from atomvla.curate.sources import open_source
 from atomvla.schemas import EpisodeMeta
 from tests.curate.builders import build_libero_hdf5
-from tests.e2e.review_server import CHROMIUM, CHROMIUM_ARGS, ReviewServer
+from tests.e2e.review_server import CHROMIUM, CHROMIUM_ARGS, ReviewServer, write_logins
 from tests.ui.review_store import build_review_store
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (make install-browser)")
 
-USERS = {"alice": "pw-alice", "bob": "pw-bob"}
+# alice and bob review; carol annotates (saves and flags, may not accept or reject).
+USERS = {"alice": ("pw-alice", "reviewer"), "bob": ("pw-bob", "reviewer"), "carol": ("pw carol", "annotator")}
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,7 @@ def setup(tmp_path_factory):
     store = build_review_store(root / "review.sqlite")
     libero = build_libero_hdf5(root / "libero" / "pick_bowl_demo.hdf5", lengths=(40,))  # two cameras
     store.upsert_episodes(m for m in open_source(str(libero)).scan() if isinstance(m, EpisodeMeta))
-    auth = root / "logins.txt"
-    auth.write_text("# annotators\n" + "".join(f"{u}:{p}\n" for u, p in USERS.items()))
+    auth = write_logins(root / "logins", USERS)
     server = ReviewServer(root / "review.sqlite", root / "server.log", auth=str(auth))
     from playwright.sync_api import sync_playwright
 
@@ -50,7 +51,7 @@ def setup(tmp_path_factory):
 
 def login(setup, user: str):
     ctx = setup["browser"].new_context(viewport={"width": 1400, "height": 1000})
-    resp = ctx.request.post(setup["server"].url + "/login", form={"username": user, "password": USERS[user]})
+    resp = ctx.request.post(setup["server"].url + "/login", form={"username": user, "password": USERS[user][0]})
     assert resp.ok, resp.text()
     return ctx
 
@@ -244,11 +245,41 @@ def test_several_cameras_side_by_side_and_no_proposal_yet(setup):
     ctx.close()
 
 
+def test_an_annotator_cannot_accept_or_reject_but_saves(setup):
+    ep = setup["episodes"][4]
+    store = setup["store"]
+    base = store.latest(ep)
+    ctx = login(setup, "carol")
+    page = open_episode(ctx, setup, ep)
+    page.keyboard.press("]")
+    page.keyboard.press(">")  # boundary +10: a valid edit
+    page.wait_for_function(f"[...document.querySelectorAll('#atom-timeline .atom-bd')].some(e => +e.dataset.frame === {base.boundaries[0] + 10})")
+    expect_text(page, "#atom-validation", "Valid")
+    page.keyboard.press("a")  # the page offers accept; the server refuses it
+    expect_text(page, "#atom-message", "accepting needs the reviewer role")
+    page.fill("#atom-reason textarea, #atom-reason input", "wrong object")  # a reason: only the role stops it
+    page.click("#atom-reject")
+    expect_text(page, "#atom-message", "rejecting needs the reviewer role")
+    shot(setup, page, "review-annotator-refused")
+    assert store.latest(ep).revision == base.revision
+    page.keyboard.press("w")
+    expect_text(page, "#atom-message", f"Saved revision {base.revision + 1}")
+    saved = store.latest(ep)
+    assert (saved.status.value, saved.author, saved.boundaries[0]) == ("needs_review", "carol", base.boundaries[0] + 10)
+    assert not page.errors
+    ctx.close()
+
+
 def test_wrong_password_is_refused(setup):
     url = setup["server"].url
     ctx = setup["browser"].new_context()
-    bad = ctx.request.post(url + "/login", form={"username": "alice", "password": "wrong"})
-    assert bad.status in (400, 401)
+    took = []
+    for _ in range(2):  # each failure in a row is answered later: 0.5 s, then 1 s
+        start = time.monotonic()
+        bad = ctx.request.post(url + "/login", form={"username": "alice", "password": "wrong"})
+        took.append(time.monotonic() - start)
+        assert bad.status in (400, 401)
+    assert took[0] >= 0.5 and took[1] >= 1.0, took
     assert ctx.request.get(url + "/config").status == 401
     page = ctx.new_page()
     page.goto(url + "/", wait_until="load")
