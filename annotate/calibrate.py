@@ -5,6 +5,9 @@ without one has nothing to fit). Every combination is scored by micro boundary F
 against the accepted subtasks; ties go to the combination that changes the fewest settings from
 the starting config (so a profile only differs where the examples say it should). Leave-one-out
 tells how well the fit carries over: each example is scored with settings fitted on the others.
+
+The learned backend has no settings to search: it fine-tunes its network on the examples
+(`calibrate_profile`), and the profile carries the weights.
 """
 
 from __future__ import annotations
@@ -133,3 +136,65 @@ def n_candidates(backend_cls: type[Backend], base: BackendConfig | None = None) 
     """How many settings combinations `calibrate` tries (for a progress bar)."""
     return len(_candidates(base if base is not None else backend_cls.Config()))
 
+
+
+# Leave-one-out needs one fine-tune per example: past this many examples, k-fold with this many folds.
+LEARNED_FOLDS = 5
+
+
+def _learned_report(examples: Sequence[Example], tolerance: int, on_step: Callable[[], None] | None):
+    """Fine-tune the learned backend's model on `examples`: the backend running the result, its
+    weights, and the report (before: the starting weights; leave-one-out: each example scored by a
+    model fine-tuned without it, k-fold past LEARNED_FOLDS examples; fitted: in-sample)."""
+    from atomvla.annotate.backends.learned import LearnedBackend
+    from atomvla.annotate.learned import fine_tune, learned_backend
+
+    start = LearnedBackend()
+    start.prepare()  # missing or damaged packaged weights: one line, before any work
+    assert start.model is not None
+    episodes = [e.episode for e in examples]
+    truths = [list(e.truth) for e in examples]
+    tick = on_step or (lambda: None)
+    before = [_score(start, e, tolerance) for e in examples]
+    tick()
+    folds = min(len(examples), LEARNED_FOLDS)
+    loo: list[BoundaryMatch] = [BoundaryMatch(0, 0, 0, ())] * len(examples)
+    for fold in range(folds):
+        held = [i for i in range(len(examples)) if i % folds == fold]
+        keep = [i for i in range(len(examples)) if i % folds != fold]
+        tuned = learned_backend(fine_tune(start.model, [episodes[i] for i in keep], [truths[i] for i in keep]))
+        for i in held:
+            loo[i] = _score(tuned, examples[i], tolerance)
+        tick()
+    model = fine_tune(start.model, episodes, truths)
+    backend = learned_backend(model)
+    fitted = [_score(backend, e, tolerance) for e in examples]
+    tick()
+    total = lambda row: sum(row, BoundaryMatch(0, 0, 0, ())).f1  # noqa: E731
+    changed = {"weights": f"fine-tuned on {len(examples)} episodes", "count_from_plan": model.info.count_from_plan}
+    report = CalibrationReport(
+        n_examples=len(examples), tolerance=tolerance, f1_before=total(before), f1_loo=total(loo),
+        f1_fit=total(fitted), changed=changed, loo_changed=[],
+    )
+    return backend, model.to_bytes(), report
+
+
+def calibrate_profile(
+    backend_cls: type[Backend], examples: Sequence[Example], tolerance: int, on_step: Callable[[], None] | None = None
+) -> tuple[Backend, CalibrationReport, bytes | None]:
+    """What `atom-annotate calibrate` saves as a profile: the backend fitted to `examples`, the
+    report, and model weights where fitting trains a model (the learned backend fine-tunes its
+    network; the others search their settings, see `calibrate`)."""
+    if len(examples) < MIN_EXAMPLES:
+        raise CalibrationError(f"{len(examples)} accepted episode(s); calibration needs at least {MIN_EXAMPLES} (3-5 work well)")
+    if backend_cls.name == "learned":
+        return _learned_report(examples, tolerance, on_step)
+    config, report = calibrate(backend_cls, examples, tolerance, on_config=on_step)
+    return backend_cls(config), report, None
+
+
+def n_steps(backend_cls: type[Backend], n_examples: int) -> int:
+    """How many times `calibrate_profile` calls `on_step` (for a progress bar)."""
+    if backend_cls.name == "learned":
+        return min(n_examples, LEARNED_FOLDS) + 2
+    return n_candidates(backend_cls)

@@ -31,7 +31,6 @@ log = logging.getLogger("atomvla.annotate")
 app = App(
     help="Propose subtask decompositions with a backend, and evaluate them against ground truth.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
 )
 
 BackendOpt = Annotated[
@@ -378,8 +377,7 @@ def calibrate(
     from rich.table import Table
 
     from atomvla.annotate.backends import get_backend
-    from atomvla.annotate.calibrate import CalibrationError, accepted_examples, n_candidates
-    from atomvla.annotate.calibrate import calibrate as fit
+    from atomvla.annotate.calibrate import CalibrationError, accepted_examples, calibrate_profile, n_steps
     from atomvla.annotate.profiles import save_profile
     from atomvla.curate.store import open_store
 
@@ -388,12 +386,11 @@ def calibrate(
     examples = accepted_examples(db, author)
     try:
         with Progress(console=err_console, transient=True) as progress:
-            bar = progress.add_task(f"calibrating {backend}", total=n_candidates(cls))
-            config, rep = fit(cls, examples, tolerance_frames, on_config=lambda: progress.advance(bar))
+            bar = progress.add_task(f"calibrating {backend}", total=n_steps(cls, len(examples)))
+            engine, rep, weights = calibrate_profile(cls, examples, tolerance_frames, on_step=lambda: progress.advance(bar))
     except CalibrationError as exc:
         raise fail(f"{store}: author {author!r}: {exc}") from exc
-    engine = cls(config)
-    save_profile(db, engine, profile, rep.as_dict(), author)
+    save_profile(db, engine, profile, rep.as_dict(), author, weights=weights)
 
     summary = Table(title=f"calibrate {backend} on {rep.n_examples} episodes accepted by {author} (±{tolerance_frames} frames)")
     for col in ("F1 before", "F1 leave-one-out", "F1 fitted", "settings changed", "profile (settings hash)"):

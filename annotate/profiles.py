@@ -76,6 +76,10 @@ def backend_from_profile(
 ) -> Backend:
     """A ready backend: `get_backend(backend_name)` built with `config_from_profile(...)`.
 
+    A profile's fine-tuned weights (the learned backend's) go to the backend too.
     Raises KeyError for an unknown backend, ProfileError for a missing or unusable profile.
     """
-    return get_backend(backend_name)(config_from_profile(store, backend_name, profile_name, overrides))
+    cls = get_backend(backend_name)
+    config = config_from_profile(store, backend_name, profile_name, overrides)
+    weights = load_profile(store, backend_name, profile_name).weights if profile_name else None
+    return cls(config) if weights is None else cls(config, weights=weights)  # type: ignore[call-arg]

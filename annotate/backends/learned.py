@@ -12,11 +12,9 @@ heuristic, with the reason in the decomposition's note.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from pydantic import Field
 
@@ -25,7 +23,7 @@ from atomvla.annotate.backends.heuristic import HeuristicBackend
 from atomvla.annotate.kinematics import ACTION, STATE, KinematicsError
 from atomvla.annotate.learned import DEFAULT_WEIGHTS
 from atomvla.annotate.learned.data import features_for, wants
-from atomvla.annotate.learned.decode import decode
+from atomvla.annotate.learned.decode import propose
 from atomvla.annotate.learned.features import layout, robot_layout
 from atomvla.annotate.learned.model import LearnedModel, WeightsError
 from atomvla.curate.episode import Episode
@@ -39,7 +37,7 @@ class RobotMismatch(BackendError):
 
 class LearnedConfig(BackendConfig):
     weights: str | None = Field(None, description="a weights file (.safetensors; default: the pretrained weights in the package)")
-    weights_sha256: str | None = Field(None, description="set by a profile: the hash of the fine-tuned weights it carries")
+    weights_sha256: str | None = Field(None, description="set by a profile: the digest of the fine-tuned weights it carries")
     min_subtask_s: float = Field(0.25, gt=0, description="shortest subtask")
 
 
@@ -86,7 +84,7 @@ class LearnedBackend(Backend):
                 f"learned backend: {self._where}: weights for feature layout {','.join(channels)}; "
                 f"this version computes {','.join(layout(*wants(channels)))}"
             )
-        self._digest = hashlib.sha256(self._weights or self.model.to_bytes()).hexdigest()[:12]
+        self._digest = self.model.digest()[:12]
 
     def _check_robot(self, meta: EpisodeMeta) -> None:
         assert self.model is not None
@@ -105,10 +103,7 @@ class LearnedBackend(Backend):
             feats = features_for(self.model.spec.channels, episode)
         except KinematicsError as exc:
             raise BackendError(self.name, meta, str(exc)) from exc
-        x = torch.from_numpy(feats.x)
-        prob, skills = self.model.predict(x)
-        min_frames = max(DEFAULT_MIN_FRAMES, round(cfg.min_subtask_s * meta.fps))
-        return decode(prob.numpy().astype(np.float64), skills.numpy(), feats, meta.task, self.model.info.count_from_plan, min_frames)
+        return propose(self.model, feats, meta.task, max(DEFAULT_MIN_FRAMES, round(cfg.min_subtask_s * meta.fps)))
 
     def propose(self, episode: Episode) -> Decomposition:
         """The learned proposal; when its features cannot be built for this episode (no camera for

@@ -22,7 +22,6 @@ Modules: `features` (the per-frame channels), `model` (network, weights file), `
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,8 +50,7 @@ def learned_backend(model: LearnedModel, min_subtask_s: float = 0.25) -> Learned
     """A prepared `learned` backend running `model`."""
     from atomvla.annotate.backends.learned import LearnedBackend, LearnedConfig
 
-    data = model.to_bytes()
-    config = LearnedConfig(weights_sha256=hashlib.sha256(data).hexdigest(), min_subtask_s=min_subtask_s)
-    backend = LearnedBackend(config, weights=data)
+    config = LearnedConfig(weights_sha256=model.digest(), min_subtask_s=min_subtask_s)
+    backend = LearnedBackend(config, model=model)
     backend.prepare()
     return backend

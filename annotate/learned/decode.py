@@ -11,9 +11,11 @@ the counts agree, else from the skill the model gives the segment.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from atomvla.annotate.instructions import Step, object_of, plan, the_object
 from atomvla.annotate.learned.features import Features
+from atomvla.annotate.learned.model import LearnedModel
 from atomvla.annotate.learned.train import TARGET_SIGMA
 from atomvla.schemas import MAX_SUBTASKS, MIN_SUBTASKS, SKILLS, Subtask
 
@@ -101,3 +103,9 @@ def decode(
     subtasks = [Subtask(start_frame=a, end_frame=b, instruction=s.instruction, skill=s.skill) for a, b, s in zip(edges, edges[1:], steps)]
     confidence = float(np.mean(prob[chosen])) if chosen else 0.0
     return subtasks, confidence
+
+
+def propose(model: LearnedModel, features: Features, task: str, min_frames: int) -> tuple[list[Subtask], float]:
+    """What the backend proposes for one episode's features (the model's count rule, then `decode`)."""
+    prob, skills = model.predict(torch.from_numpy(features.x))
+    return decode(prob.numpy().astype(np.float64), skills.numpy(), features, task, model.info.count_from_plan, min_frames)

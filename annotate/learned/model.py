@@ -9,6 +9,7 @@ the hash of the training data and, for a fine-tuned profile, the robot layout it
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -133,6 +134,15 @@ class LearnedModel:
         self.net.eval()
         out = self.net(x[None], torch.ones(1, x.shape[0], 1))[-1][0]
         return torch.sigmoid(out[:, 0]), torch.softmax(out[:, 1:], dim=1)
+
+    def digest(self) -> str:
+        """sha256 of the weights, spec and info (the file's bytes are not canonical: safetensors
+        writes its metadata in no fixed order)."""
+        h = hashlib.sha256(json.dumps({"spec": asdict(self.spec), "info": asdict(self.info)}, sort_keys=True).encode())
+        for name, value in sorted(self.net.state_dict().items()):
+            h.update(name.encode())
+            h.update(value.detach().contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     def to_bytes(self) -> bytes:
         meta = {"format": FORMAT, "spec": json.dumps(asdict(self.spec)), "info": json.dumps(asdict(self.info))}

@@ -6,7 +6,8 @@ Writes a LeRobot v3.0 dataset to OUT (camera `observation.images.top`, 50 fps; s
 named as LeRobot's ALOHA datasets name them: `left_waist ... left_gripper right_waist ...
 right_gripper`, joint positions and gripper opening 0 closed .. 1 open; the action is the next
 step's joint positions and the commanded gripper opening, as ACT records its scripted demos) and
-OUT/truth.jsonl, plus OUT/eval.json (the boundary tolerance the benchmark uses for this set).
+OUT/truth.jsonl, OUT/truth_release.jsonl (the same episodes, the giving arm's release its own subtask:
+see `release_convention`), plus OUT/eval.json (the boundary tolerance the benchmark uses for this set).
 Seeds whose script fails (ACT's criterion: the task's top reward never reached, e.g. the cube
 never held by the left arm off the table) are skipped and counted.
 """
@@ -81,8 +82,9 @@ def _script(physics, cube: np.ndarray, pace: float) -> Script:
     return transfer(left, right, cube, pace)
 
 
-def record(seed: int) -> tuple[EpisodeRecording, tuple[Subtask, ...]] | None:
-    """One scripted episode, or None when the script did not achieve the task."""
+def record(seed: int, render: bool = True) -> tuple[EpisodeRecording, tuple[Subtask, ...]] | None:
+    """One scripted episode, or None when the script did not achieve the task; `render=False`
+    records state and actions only."""
     rng = np.random.default_rng(seed)
     env = _env()
     env.reset()
@@ -102,7 +104,7 @@ def record(seed: int) -> tuple[EpisodeRecording, tuple[Subtask, ...]] | None:
         log.info("seed %d skipped: best reward %d of %d", seed, max(rewards), env.task.max_reward)
         return None
     frames = []
-    for sim_state in sim_states:  # render kept episodes only, from the recorded simulator states
+    for sim_state in sim_states if render else ():  # render kept episodes only, from the recorded simulator states
         physics.set_state(sim_state)
         physics.forward()
         frames.append(physics.render(height=HEIGHT, width=WIDTH, camera_id="top"))
@@ -119,10 +121,27 @@ def record(seed: int) -> tuple[EpisodeRecording, tuple[Subtask, ...]] | None:
         raise ValueError(f"seed {seed}: bad ground truth: {'; '.join(problems)}")
     recording = EpisodeRecording(
         task=script.task,
-        frames={CAMERA_KEY: np.stack(frames)},
+        frames={CAMERA_KEY: np.stack(frames)} if render else {},
         arrays={"observation.state": state.astype(np.float32), "action": action.astype(np.float32)},
     )
     return recording, subtasks
+
+
+def release_convention(recording: EpisodeRecording, subtasks: tuple[Subtask, ...]) -> tuple[Subtask, ...]:
+    """The truth relabelled so that a handover ends with the giving arm's release as its own subtask:
+    the transfer ends when the receiving (left) gripper's command has closed on the cube; from there
+    the right arm lets go and backs off ("release the cube with the right arm")."""
+    *before, transfer = subtasks
+    left_grip = np.asarray(recording.arrays["action"])[:, NAMES.index("left_gripper")]
+    closed = transfer.start_frame + int(np.argmax(left_grip[transfer.start_frame:] <= left_grip.min() + 1e-6))
+    relabelled = (
+        *before,
+        transfer.model_copy(update={"end_frame": closed}),
+        Subtask(start_frame=closed, end_frame=transfer.end_frame, instruction="release the cube with the right arm", skill="place"),
+    )
+    if problems := check_subtasks(relabelled, transfer.end_frame):
+        raise ValueError(f"release convention: {'; '.join(problems)}")
+    return relabelled
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     truth: list[dict] = []
+    released: list[dict] = []  # the same episodes, the giving arm's release its own subtask
     failed: list[int] = []
     started = time.perf_counter()
 
@@ -146,11 +166,13 @@ def main(argv: list[str] | None = None) -> None:
                 "episode_index": len(truth), "task": recording.task, "aloha_task": "end_effector_transfer_cube", "seed": seed,
                 "n_frames": subtasks[-1].end_frame, "fps": FPS, "subtasks": [s.model_dump() for s in subtasks],
             })
+            released.append({**truth[-1], "subtasks": [s.model_dump() for s in release_convention(recording, subtasks)]})
             yield recording
 
     def finish(root: Path) -> None:
         (root / "truth.jsonl").write_text("".join(json.dumps(line) + "\n" for line in truth))
-        (root / "eval.json").write_text(json.dumps({"tolerance": TOLERANCE}))
+        (root / "truth_release.jsonl").write_text("".join(json.dumps(line) + "\n" for line in released))
+        (root / "eval.json").write_text(json.dumps({"tolerance": TOLERANCE, "relabelled": {"truth_release.jsonl": "release"}}))
 
     if args.out.exists():
         if not (args.out / "truth.jsonl").exists():

@@ -47,15 +47,16 @@ DEFAULT_TASKS = (
 )
 
 
-def record(spec: TaskSpec, seed: int) -> tuple[EpisodeRecording, tuple[Subtask, ...], np.ndarray]:
-    """One teleoperated episode: the recording, its truth, and the grip commands (n,)."""
+def record(spec: TaskSpec, seed: int, render: bool = True) -> tuple[EpisodeRecording, tuple[Subtask, ...], np.ndarray]:
+    """One teleoperated episode: the recording, its truth, and the grip commands (n,);
+    `render=False` records state and actions only."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     import gymnasium as gym
     import metaworld  # noqa: F401  (registers the Meta-World/* environments)
     from metaworld.policies import ENV_POLICY_MAP
 
     env = gym.make(
-        "Meta-World/MT1", env_name=spec.metaworld_task, seed=seed, render_mode="rgb_array",
+        "Meta-World/MT1", env_name=spec.metaworld_task, seed=seed, render_mode="rgb_array" if render else None,
         camera_name=CAMERA, width=IMAGE_SIZE, height=IMAGE_SIZE, disable_env_checker=True,
     )
     quality = env.unwrapped.model.vis.quality
@@ -67,7 +68,8 @@ def record(spec: TaskSpec, seed: int) -> tuple[EpisodeRecording, tuple[Subtask, 
     try:
         obs, _ = env.reset(seed=seed)
         for step in range(env.spec.max_episode_steps or 500):
-            frames.append(env.render()[::-1])
+            if render:
+                frames.append(env.render()[::-1])
             phase = spec.phase(policy._parse_obs(obs.copy()))
             progress = max(labels, default=0)
             action, own = operator.act(np.clip(policy.get_action(obs), -1.0, 1.0), phase, progress, float(obs[3]))
@@ -85,7 +87,7 @@ def record(spec: TaskSpec, seed: int) -> tuple[EpisodeRecording, tuple[Subtask, 
         env.close()
     recording = EpisodeRecording(
         task=spec.instruction,
-        frames={CAMERA_KEY: np.stack(frames)},
+        frames={CAMERA_KEY: np.stack(frames)} if render else {},
         arrays={"observation.state": np.stack(states), "action": np.stack(actions)},
     )
     return recording, segment(labels, spec), np.stack(actions)[:, 3]

@@ -62,10 +62,11 @@ def segment(phases: Sequence[int], spec: TaskSpec) -> tuple[Subtask, ...]:
     return subtasks
 
 
-def record(spec: TaskSpec, seed: int) -> Demo:
+def record(spec: TaskSpec, seed: int, render: bool = True) -> Demo:
     """Run the task's scripted policy with `seed` (task variation and reset) and record it.
 
     Seeding matches the fixture: `Meta-World/MT1` made with `seed`, reset with `seed`.
+    `render=False` records state and actions only (no camera): what the learned backend trains on.
     """
     os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen; read when mujoco is first imported
     import gymnasium as gym
@@ -74,7 +75,7 @@ def record(spec: TaskSpec, seed: int) -> Demo:
 
     env = gym.make(
         "Meta-World/MT1", env_name=spec.metaworld_task, seed=seed,
-        render_mode="rgb_array", camera_name=CAMERA, width=IMAGE_SIZE, height=IMAGE_SIZE,
+        render_mode="rgb_array" if render else None, camera_name=CAMERA, width=IMAGE_SIZE, height=IMAGE_SIZE,
         disable_env_checker=True,  # it warns about Meta-World's own observation bounds on every step
     )
     quality = env.unwrapped.model.vis.quality  # read when the renderer starts, on the first render
@@ -85,7 +86,8 @@ def record(spec: TaskSpec, seed: int) -> Demo:
     try:
         obs, _ = env.reset(seed=seed)
         for step in range(env.spec.max_episode_steps or 500):
-            frames.append(env.render()[::-1])  # Meta-World's corner camera renders upside down
+            if render:
+                frames.append(env.render()[::-1])  # Meta-World's corner camera renders upside down
             # parse a copy: some policies change their parsed observation in place
             phases.append(spec.phase(policy._parse_obs(obs.copy())))
             action = np.clip(policy.get_action(obs), -1.0, 1.0).astype(np.float32)
@@ -102,7 +104,7 @@ def record(spec: TaskSpec, seed: int) -> Demo:
         env.close()
     recording = EpisodeRecording(
         task=spec.instruction,
-        frames={CAMERA_KEY: np.stack(frames)},
+        frames={CAMERA_KEY: np.stack(frames)} if render else {},
         arrays={"observation.state": np.stack(states), "action": np.stack(actions)},
     )
     return Demo(recording, segment(phases, spec), seed)

@@ -1,0 +1,77 @@
+"""Make the learned backend's packaged weights from every generated ground-truth set.
+
+    python -m benchmarks.learned_data --out benchmarks/out/learned_data     # state-only episodes
+    python -m benchmarks.learned_pretrain --data benchmarks/out/learned_data  # -> annotate/learned/weights/base.safetensors
+
+Reads every `<source>.pkl` under DATA (see benchmarks/learned_data.py), leaves out the sets that
+relabel the same episodes with another team's convention (`--exclude`, default the two-arm release
+convention: it is what few-shot calibration is for), trains the default spec and writes the
+weights with the sha256 of the training records and what they were in the metadata. Seeded: the
+same data gives the same weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from atomvla.annotate.learned import DEFAULT_WEIGHTS
+from atomvla.annotate.learned.data import Sample, record_sample, records_hash
+from atomvla.annotate.learned.features import layout
+from atomvla.annotate.learned.model import ModelSpec
+from atomvla.annotate.learned.train import TrainConfig, pretrain
+from atomvla.cli import setup_logging
+
+log = logging.getLogger("learned_pretrain")
+
+EXCLUDE = ("aloha_release",)
+SPEC = ModelSpec(layout(events=True, pixels=False), hidden=32, layers=8, stages=2)
+CONFIG = TrainConfig(steps=1500, batch=16, lr=3e-3, crop=256)
+
+
+def load_records(data: Path, exclude: tuple[str, ...] = EXCLUDE) -> list[dict[str, Any]]:
+    """Every record of every source pickle under `data`, sources in name order, `exclude`d sources left out."""
+    records = []
+    for path in sorted(data.glob("*.pkl")):
+        records += [r for r in pickle.loads(path.read_bytes()) if r["source"] not in exclude]
+    if not records:
+        raise SystemExit(f"{data}: no records (run `python -m benchmarks.learned_data --out {data}` first)")
+    return records
+
+
+def samples_of(records: list[dict[str, Any]], channels: tuple[str, ...]) -> list[Sample]:
+    return [record_sample(r, channels, i) for i, r in enumerate(records)]
+
+
+def describe(records: list[dict[str, Any]]) -> str:
+    by_source = Counter(r["source"] for r in records)
+    tasks = len({(r["source"], r["task"]) for r in records})
+    return f"{len(records)} episodes, {tasks} source-tasks ({', '.join(f'{s} {n}' for s, n in sorted(by_source.items()))})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("benchmarks/out/learned_data"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--exclude", default=",".join(EXCLUDE), help="sources left out (comma-separated)")
+    parser.add_argument("--steps", type=int, default=CONFIG.steps)
+    args = parser.parse_args(argv)
+    setup_logging()
+    records = load_records(args.data, tuple(s for s in args.exclude.split(",") if s))
+    started = time.perf_counter()
+    samples = samples_of(records, SPEC.channels)
+    digest = records_hash(records)
+    log.info("%s; features in %.0f s; data sha256 %s", describe(records), time.perf_counter() - started, digest)
+    config = TrainConfig(**{**CONFIG.__dict__, "steps": args.steps})
+    model = pretrain(SPEC, samples, config, data_hash=digest, trained_on=describe(records))
+    model.save(args.out)
+    log.info("trained in %.0f s -> %s (%d kB)", time.perf_counter() - started, args.out, args.out.stat().st_size // 1024)
+
+
+if __name__ == "__main__":
+    main()
