@@ -32,6 +32,17 @@ StoreOpt = Annotated[
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists (refused otherwise).")]
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON to this path ('-' for stdout).")]
+# The values of `atomvla.schemas.Status`, written out so `--help` need not import the schemas
+# (pydantic); tests/core/test_cli_startup.py checks they agree.
+STATUSES = ("proposed", "accepted", "rejected", "needs_review", "failed")
+StatusOpt = Annotated[
+    Optional[str],
+    typer.Option("--status", help=f"Only episodes whose latest revision has this status: {', '.join(STATUSES)}."),
+]
+DatasetNameOpt = Annotated[
+    Optional[str],
+    typer.Option("--dataset-name", help="Only episodes of this dataset (the name `atom-curate ls` shows before each id)."),
+]
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Named config; see `list-configs`.")]
 OverridesArg = Annotated[
     Optional[list[str]],
@@ -62,6 +73,27 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(text + "\n")
 
 
+def parse_status(text: str | None) -> Any:
+    """`--status` as an `atomvla.schemas.Status` (None stays None); another word is a UserError."""
+    if text is None:
+        return None
+    from atomvla.schemas import Status
+
+    try:
+        return Status(text)
+    except ValueError:
+        raise UserError(f"--status {text!r}: choose one of {', '.join(STATUSES)}") from None
+
+
+def progress_bar(label: str) -> Any:
+    """A transient `rich.progress.Progress` on stderr: spinner, `label` (markup; `{task.description}`
+    reads the task's), bar, done/total and elapsed time. rich.progress loads only when a bar is shown."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(SpinnerColumn(), TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err_console, transient=True)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Report an error the user can act on (no traceback) and return the Exit to raise."""
     # One line however narrow the terminal (long file paths would otherwise wrap), so it greps.
@@ -86,6 +118,9 @@ class App(typer.Typer):
     def __init__(self, **kwargs: Any):
         # A bug's traceback stays plain: typer's pretty one prints local variables (API keys among them).
         kwargs.setdefault("pretty_exceptions_enable", False)
+        # Plain click help: typer's rich help imports rich.markdown and friends, which doubles the
+        # time `--help` and a bad argument take (benchmarks/cli_startup.py).
+        kwargs.setdefault("rich_markup_mode", None)
         super().__init__(**kwargs)
 
     def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

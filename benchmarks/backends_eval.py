@@ -1,4 +1,4 @@
-"""The offline backends side by side: `heuristic`, `uvd --encoder pixels` and `hybrid` (UVD's
+"""The offline backends side by side: `heuristic`, `uvd encoder=pixels` and `hybrid` (UVD's
 boundaries snapped to kinematic events, named by the heuristic), scored by `atom-annotate eval`.
 
 For each set (the fixture, then every generated set under benchmarks/out/, as heuristic_eval
@@ -36,8 +36,8 @@ from benchmarks.heuristic_eval import baseline, discover, label
 # (row label, backend, settings): what the issue compares.
 RUNS = (
     ("heuristic", "heuristic", {}),
-    ("uvd --encoder pixels", "uvd", {"encoder": "pixels"}),
-    ("uvd --encoder pixels, plateau=0 (UVD's rule)", "uvd", {"encoder": "pixels", "plateau": 0.0}),
+    ("uvd encoder=pixels", "uvd", {"encoder": "pixels"}),
+    ("uvd encoder=pixels plateau=0 (UVD's rule)", "uvd", {"encoder": "pixels", "plateau": 0.0}),
     ("hybrid: uvd cuts snapped, heuristic names", "hybrid",
      {"boundaries": "uvd", "boundaries_settings": {"encoder": "pixels"}, "language": "heuristic", "snap_s": 0.5}),
 )
@@ -63,7 +63,7 @@ def propose_all(store: Store, metas: list[EpisodeMeta], backend: str, settings: 
 def atom_annotate_eval(store: Path, truth: Path, author: str, tolerance: int, out: Path) -> dict:
     subprocess.run(
         [str(ATOM_ANNOTATE), "eval", "--truth", str(truth), "--store", str(store), "--backend", author,
-         "--tolerance", str(tolerance), "--json", str(out)],
+         "--tolerance-frames", str(tolerance), "--json", str(out)],
         check=True, capture_output=True, text=True,
     )
     return json.loads(out.read_text())[author]

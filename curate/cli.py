@@ -1,4 +1,8 @@
-"""`atom-curate`: import sources into the store, list episodes, load and export annotations."""
+"""`atom-curate`: import sources into the store, list episodes, load and export annotations.
+
+Imports nothing heavy at module level (readers, exporters, pandas, pyarrow, the Hub and Label
+Studio clients load inside the commands), so `--help` and a bad argument answer at once.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +12,31 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from atomvla.cli import App, DEFAULT_STORE, OverwriteOpt, StoreOpt, VerboseOpt, console, err_console, fail, setup_logging
-from atomvla.curate.store import open_store
-from atomvla.curate.errors import SourceError
-from atomvla.curate.exports.base import ExportError, get_exporter
-from atomvla.curate.exports.output import check_output
-from atomvla.curate.exports.records import proposals_of
-from atomvla.curate.interchange_io import match_episodes, read_jsonl
+from atomvla.cli import (
+    DEFAULT_STORE,
+    App,
+    DatasetNameOpt,
+    JsonOpt,
+    OverwriteOpt,
+    StatusOpt,
+    StoreOpt,
+    VerboseOpt,
+    console,
+    err_console,
+    fail,
+    parse_status,
+    progress_bar,
+    setup_logging,
+    write_json,
+)
 from atomvla.curate.labelstudio.cli import app as labelstudio_app
-from atomvla.curate.sources import READERS, open_source
-from atomvla.schemas import DecompositionError, EpisodeMeta, Status
 
 log = logging.getLogger("atomvla.curate")
 
 app = App(
     help="Curate robot demonstrations: import sources into the store, list them, load and export subtask annotations.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
 )
 app.add_typer(labelstudio_app, name="labelstudio")
 
@@ -41,7 +50,7 @@ def import_(
     source: Annotated[str, typer.Argument(help="Dataset folder or file, or a Hub dataset repo id.")],
     store: StoreOpt = DEFAULT_STORE,
     format: Annotated[
-        Optional[str], typer.Option("--format", help=f"Reader to use instead of auto-detection: {', '.join(READERS) or 'see docs'}.")
+        Optional[str], typer.Option("--format", help="Reader to use instead of auto-detection (a wrong name lists the readers).")
     ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -50,6 +59,10 @@ def import_(
     Bad episodes are reported and skipped; the exit status is 1 if any was skipped.
     """
     setup_logging(verbose)
+    from atomvla.curate.errors import SourceError
+    from atomvla.curate.sources import open_source
+    from atomvla.curate.store import open_store
+    from atomvla.schemas import EpisodeMeta
     # An existing store is checked before the source is read (perhaps downloaded); a new one is
     # created with the first episode to store, so a source that yields none leaves no store behind.
     db = open_store(store) if store.exists() else None
@@ -73,10 +86,7 @@ def import_(
         imported.extend(m for m in batch if m.episode_id not in refused)
         batch.clear()
 
-    with Progress(
-        SpinnerColumn(), TextColumn("[bold]import[/] {task.description}"), BarColumn(),
-        MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True,
-    ) as progress:
+    with progress_bar("[bold]import[/] {task.description}") as progress:
         bar = progress.add_task(str(reader.root), total=None)
         try:
             for item in reader.scan():
@@ -100,7 +110,9 @@ def import_(
         raise typer.Exit(1)
 
 
-def _print_import_summary(fmt: str, root: Path, imported: list[EpisodeMeta], skipped: list[str]) -> None:
+def _print_import_summary(fmt: str, root: Path, imported: list, skipped: list[str]) -> None:
+    from rich.table import Table
+
     table = Table(title=f"Imported {len(imported)} episode(s) from {root} ({fmt})")
     for col in ("dataset", "episodes", "frames", "fps", "tasks", "cameras"):
         table.add_column(col, justify="right" if col in ("episodes", "frames", "fps", "tasks") else "left")
@@ -124,17 +136,23 @@ def _print_import_summary(fmt: str, root: Path, imported: list[EpisodeMeta], ski
 @app.command("ls")
 def ls(
     store: StoreOpt = DEFAULT_STORE,
-    dataset: Annotated[Optional[str], typer.Option(help="Only this dataset.")] = None,
-    status: Annotated[Optional[Status], typer.Option(help="Only episodes whose latest revision has this status.")] = None,
+    dataset_name: DatasetNameOpt = None,
+    status: StatusOpt = None,
     limit: Annotated[int, typer.Option(help="Show at most this many rows (0: all).")] = 0,
+    verbose: VerboseOpt = False,
 ) -> None:
     """List the episodes in the store with the status of their latest decomposition."""
-    setup_logging()
+    setup_logging(verbose)
+    from rich.table import Table
+
+    from atomvla.curate.store import open_store
+
+    wanted = parse_status(status)
     db = open_store(store)
-    metas = db.episodes(dataset)
+    metas = db.episodes(dataset_name)
     latest = db.latest_all()
-    if status is not None:
-        metas = [m for m in metas if m.episode_id in latest and latest[m.episode_id].status == status]
+    if wanted is not None:
+        metas = [m for m in metas if m.episode_id in latest and latest[m.episode_id].status == wanted]
     table = Table(title=f"{len(metas)} episode(s) in {store}")
     for col in ("episode", "task", "frames", "fps", "subtasks", "status", "author", "rev"):
         table.add_column(col, justify="right" if col in ("frames", "fps", "subtasks", "rev") else "left")
@@ -162,11 +180,11 @@ def export(
     ] = "jsonl",
     store: StoreOpt = DEFAULT_STORE,
     status: Annotated[
-        Optional[Status],
+        Optional[str],
         typer.Option(help="Only episodes whose latest revision has this status (lerobot, parquet: accepted unless given)."),
     ] = None,
     author: Annotated[Optional[str], typer.Option(help="Use each episode's latest revision by this author.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Only this dataset.")] = None,
+    dataset_name: DatasetNameOpt = None,
     language: Annotated[
         bool, typer.Option(help="lerobot: write LeRobot's language columns (--no-language for LeRobot < 0.6, which rejects them).")
     ] = True,
@@ -180,23 +198,26 @@ def export(
     with --overwrite an existing OUT is kept until the new one is complete.
     """
     setup_logging(verbose)
+    from atomvla.curate.errors import SourceError
+    from atomvla.curate.exports.base import ExportError, get_exporter
+    from atomvla.curate.exports.output import check_output
+    from atomvla.curate.exports.records import proposals_of
+    from atomvla.curate.store import open_store
+
+    wanted = parse_status(status)
     db = open_store(store)
-    try:
-        exporter = get_exporter(to, **({"language": language} if to == "lerobot" else {}))
-    except KeyError as exc:
-        raise fail(exc.args[0]) from exc
+    exporter = get_exporter(to, **({"language": language} if to == "lerobot" else {}))
     check_output(out, overwrite, folder=exporter.is_folder)
-    status = status if status is not None else exporter.default_status
-    latest = db.latest_all(author=author, status=status)
-    records = [(m, latest[m.episode_id]) for m in db.episodes(dataset) if m.episode_id in latest]
+    wanted = wanted if wanted is not None else exporter.default_status
+    latest = db.latest_all(author=author, status=wanted)
+    records = [(m, latest[m.episode_id]) for m in db.episodes(dataset_name) if m.episode_id in latest]
     if not records and exporter.is_folder:
-        which = f"with status {status.value}" if status is not None else "with a decomposition"
+        which = f"with status {wanted.value}" if wanted is not None else "with a decomposition"
         raise fail(f"{store}: no episodes {which}{f' by {author}' if author else ''}"
-                   f"{f' in dataset {dataset}' if dataset else ''}; nothing written")
+                   f"{f' in dataset {dataset_name}' if dataset_name else ''}; nothing written")
     proposals = {m.episode_id: proposals_of(db.history(m.episode_id)) for m, _ in records}
     try:
-        with Progress(SpinnerColumn(), TextColumn(f"[bold]export[/] {exporter.name}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err_console, transient=True) as progress:
+        with progress_bar(f"[bold]export[/] {exporter.name}") as progress:
             bar = progress.add_task(str(out), total=len(records))
             exporter.write(records, out, proposals, progress=lambda: progress.advance(bar), overwrite=overwrite)
     except (ExportError, FileExistsError, SourceError, ValueError) as exc:
@@ -207,33 +228,32 @@ def export(
 @app.command("qa")
 def qa(
     store: StoreOpt = DEFAULT_STORE,
-    dataset: Annotated[Optional[str], typer.Option(help="Only this dataset.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
+    dataset_name: DatasetNameOpt = None,
+    json_out: JsonOpt = None,
     fail_on: Annotated[
         Optional[str], typer.Option("--fail-on", help="Exit 1 if any finding is this severe: error or warning.")
     ] = None,
     motion: Annotated[bool, typer.Option(help="Read each episode's arrays to find boundaries where nothing moves.")] = True,
     limit: Annotated[int, typer.Option(help="Show at most this many findings in the table (0: all).")] = 50,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Quality checks: contract rules, episodes without an accepted decomposition, subtasks much
     shorter or longer than their skill elsewhere, boundaries where nothing moves, and agreement
     (boundary F1, segment IoU) between backends and between annotators."""
     from atomvla.curate.quality.checks import SEVERITY_RANK, QaConfig, run_qa
     from atomvla.curate.quality.render import print_report
+    from atomvla.curate.store import open_store
 
-    setup_logging()
+    setup_logging(verbose)
     if fail_on is not None and fail_on not in ("error", "warning"):
         raise fail(f"--fail-on must be error or warning, not {fail_on!r}")
     db = open_store(store)
-    with Progress(SpinnerColumn(), TextColumn("[bold]qa[/] motion"), BarColumn(), MofNCompleteColumn(),
-                  console=err_console, transient=True) as progress:
+    with progress_bar("[bold]qa[/] motion") as progress:
         bar = progress.add_task("motion", total=db.count_episodes() if motion else 0)
-        report = run_qa(db, QaConfig(motion=motion), dataset, progress=lambda: progress.advance(bar))
-    if as_json:
-        import json
-
-        print(json.dumps(report.as_dict(), indent=2))
-    else:
+        report = run_qa(db, QaConfig(motion=motion), dataset_name, progress=lambda: progress.advance(bar))
+    if json_out is not None:
+        write_json(json_out, report.as_dict())
+    if json_out is None or str(json_out) != "-":
         print_report(report, console, limit)
     if fail_on is not None and report.worst() >= SEVERITY_RANK[fail_on]:
         raise typer.Exit(1)
@@ -273,21 +293,22 @@ def push(
 def report(
     store: StoreOpt = DEFAULT_STORE,
     out: Annotated[Path, typer.Option("--out", help="Folder for index.html and its images (a previous report there is replaced only with --overwrite).")] = Path("report"),
-    dataset: Annotated[Optional[str], typer.Option(help="Only this dataset.")] = None,
+    dataset_name: DatasetNameOpt = None,
     timelines: Annotated[int, typer.Option(help="Episodes drawn as a timeline strip with key frames.")] = 24,
     overwrite: OverwriteOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """A static HTML report: dataset summary, subtasks per episode and duration per skill,
     quality findings and agreement, model cost, and timelines with key frames."""
     from atomvla.curate.report.build import ReportConfig, build_report
+    from atomvla.curate.store import open_store
 
-    setup_logging()
+    setup_logging(verbose)
     db = open_store(store)
-    with Progress(SpinnerColumn(), TextColumn("[bold]report[/] timelines"), BarColumn(), MofNCompleteColumn(),
-                  console=err_console, transient=True) as progress:
+    with progress_bar("[bold]report[/] timelines") as progress:
         bar = progress.add_task("timelines", total=timelines)
         try:
-            path = build_report(db, out, ReportConfig(timelines=timelines, dataset=dataset),
+            path = build_report(db, out, ReportConfig(timelines=timelines, dataset=dataset_name),
                                 progress=lambda: progress.advance(bar), overwrite=overwrite)
         except FileExistsError as exc:
             raise fail(str(exc)) from exc
@@ -299,10 +320,13 @@ def import_annotations(
     file: Annotated[Path, typer.Argument(help="JSON Lines file of decompositions (interchange format).")],
     author: Annotated[str, typer.Option(help="Author recorded on the new revisions (e.g. 'truth', a tool's name).")],
     store: StoreOpt = DEFAULT_STORE,
-    dataset: Annotated[
-        Optional[str], typer.Option(help="Dataset the episode indices refer to (needed if the store holds several).")
+    dataset_name: Annotated[
+        Optional[str],
+        typer.Option("--dataset-name", help="Dataset (as `atom-curate ls` names it) the episode indices refer to "
+                                            "(needed if the store holds several)."),
     ] = None,
     min_frames: Annotated[int, typer.Option(help="Shortest subtask accepted, in frames.")] = 2,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Load decompositions (ground truth, another tool's output) as new revisions.
 
@@ -310,13 +334,14 @@ def import_annotations(
     stand for a reviewer's accepts, e.g. for `atom-annotate calibrate --author`). Bad lines are
     reported and skipped (exit status 1); the good ones are stored in one transaction.
     """
-    setup_logging()
+    setup_logging(verbose)
+    from atomvla.curate.interchange_io import match_episodes, read_jsonl
+    from atomvla.curate.store import open_store
+    from atomvla.schemas import DecompositionError
+
     db = open_store(store)
-    try:
-        lines, problems = read_jsonl(file)
-    except SourceError as exc:
-        raise fail(str(exc)) from exc
-    matched, unmatched = match_episodes(file, lines, db.episodes(), dataset)
+    lines, problems = read_jsonl(file)
+    matched, unmatched = match_episodes(file, lines, db.episodes(), dataset_name)
     problems += unmatched
     decs = []
     for line, meta in matched:
@@ -345,14 +370,12 @@ def merge(
     kept once and new ones numbered after the store's own; jobs, ledger, reviews, profiles,
     batches and drafts come along. Incompatible stores are refused and nothing is written.
     """
-    from atomvla.curate.errors import StoreError
+    setup_logging(verbose)
+    from rich.table import Table
+
     from atomvla.curate.merge import merge_stores
 
-    setup_logging(verbose)
-    try:
-        report = merge_stores(sources, store)
-    except StoreError as exc:
-        raise fail(str(exc)) from exc
+    report = merge_stores(sources, store)
     table = Table(title=f"merged {len(sources)} store(s) into {store}")
     for col in ("episodes", "revisions", "duplicate revisions", "reviews", "job items", "ledger rows"):
         table.add_column(col, justify="right")

@@ -64,7 +64,7 @@ def match_episodes(
             meta = by_id[rec.episode_id]
         elif dataset is None:
             problems.append(
-                f"{where}: the store holds several datasets ({', '.join(datasets)}); name one with --dataset"
+                f"{where}: the store holds several datasets ({', '.join(datasets)}); name one with --dataset-name"
             )
             continue
         elif rec.episode_index in by_index:

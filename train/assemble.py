@@ -8,6 +8,7 @@ from typing import Any
 
 from atomvla.train.checkpoint import Checkpoint, CheckpointError, resolve_checkpoint
 from atomvla.train.config import SFTConfig, apply_overrides, from_dict
+from atomvla.train.data.episodes import DatasetError
 from atomvla.train.data.normalize import Stats
 from atomvla.train.models.backbone import image_processor, load_tokenizer
 from atomvla.train.models.generic_vlm import HFVLAProcessor, is_qwen_vl, load_hf_processor
@@ -27,8 +28,14 @@ def make_processor(config: SFTConfig, tokenizer, skills: tuple[str, ...]) -> VLA
 
 
 def make_model(config: SFTConfig, tokenizer, stats: Stats, skills: tuple[str, ...]) -> VLA:
-    """fp32 weights: bf16 (`train.mixed_precision`) is autocast in the forward, over fp32 master weights."""
-    return VLA(config, tokenizer, len(stats.state.names), len(stats.action.names), len(skills))
+    """fp32 weights: bf16 (`train.mixed_precision`) is autocast in the forward, over fp32 master weights.
+    State and action widths: the dataset's, or `data.max_*_dim` (zero-padded) when larger."""
+    for key, have, most in ((stats.state_key, len(stats.state.names), config.data.max_state_dim),
+                            (stats.action_key, len(stats.action.names), config.data.max_action_dim)):
+        if most and have > most:
+            raise DatasetError(f"{key!r} has {have} dims, more than the config's maximum of {most}")
+    return VLA(config, tokenizer, max(len(stats.state.names), config.data.max_state_dim),
+               max(len(stats.action.names), config.data.max_action_dim), len(skills))
 
 
 @dataclass

@@ -132,6 +132,13 @@ class DataConfig:
     horizon: int = 4  # H: actions t..t+H-1 per sample
     prompt: str = "Task: {task}\nCurrent subtask: {subtask}"  # `{subtask}` last: the VLM generates it
     image_size: int = 64  # square side the cameras are resized to (a multiple of patch*merge)
+    # openpi's ingredients (`atomvla.train.data.transforms`); defaults as openpi's pi0 configs.
+    resize: Literal["pad", "stretch"] = "pad"  # pad: keep the aspect ratio, black bars (openpi's resize_with_pad)
+    augment: bool = True  # training only: random crop, small rotation, colour jitter (openpi's)
+    delta_action_dims: tuple[int, ...] = ()  # action dims made relative to the same state dim (openpi: per robot)
+    camera_dropout: float = 0.0  # training only: chance a camera is masked out (robust to missing cameras)
+    max_state_dim: int = 0  # pad state to this many dims for mixed robots (openpi: 32); 0: the dataset's
+    max_action_dim: int = 0  # pad actions likewise (the head learns zeros there, as in openpi); 0: the dataset's
     val_fraction: float = 0.2  # held-out episodes for `atom-train eval`
     status: Literal["accepted", "any"] = "accepted"  # store sources: which latest revisions count
     num_workers: int = 0
@@ -145,6 +152,8 @@ class BackboneConfig:
     model: str = "tiny"
     init: Literal["pretrained", "random"] = "pretrained"  # random: the model's architecture, fresh weights
     train: Literal["freeze", "lora", "full"] = "full"
+    # prefix: images + prompt attend both ways, the subtask causally (openpi's prefix-LM); causal: all causal
+    attention: Literal["prefix", "causal"] = "prefix"
     lora_rank: int = 16
     lora_alpha: int = 32
     gradient_checkpointing: bool = False
@@ -167,6 +176,11 @@ class HeadConfig:
     mlp_ratio: float = 2.0
     moe: bool = False  # skill-guided mixture of experts in the feed-forward layers
     sample_steps: int = 10  # Euler steps at inference
+    # layers: block i of D cross-attends to VLM layer round((i+1)·L/D) (pi0's layer-to-layer coupling);
+    # last: every block to the last layer only
+    context_layers: Literal["layers", "last"] = "layers"
+    # beta: flow time with pi0's Beta(1.5, 1) over the noise level (more weight on noisy inputs); uniform
+    time_sampling: Literal["beta", "uniform"] = "beta"
 
 
 @dataclass(frozen=True)

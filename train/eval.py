@@ -53,7 +53,7 @@ def evaluate(
 
     per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for start in range(0, len(indices), batch_size):
-        samples = [data.sample(int(i)) for i in indices[start : start + batch_size]]
+        samples = [data.raw(int(i)) for i in indices[start : start + batch_size]]
         _score(policy, samples, per)
 
     report = {
@@ -84,16 +84,17 @@ def _summary(v: dict[str, list[float]]) -> dict[str, Any]:
 
 
 def _score(policy: Policy, samples: list[Sample], per: dict) -> None:
+    """`samples` repacked, in the dataset's units: the policy runs the inputs and outputs chains."""
     proc = policy.processor
     # Room for the longest label and a little more: an undertrained VLM may never say <|im_end|>.
     longest = max(len(proc.subtask_ids(s.skill, s.subtask)) for s in samples)
-    generated = policy.generate_subtasks(samples, max_new_tokens=longest + 8)
+    generated, context = policy.generate(samples, max_new_tokens=longest + 8)
     decoded = [policy.decode(g) for g in generated]
     labelled = [proc.subtask_ids(s.skill, s.subtask) for s in samples]
     pred_label = policy.predict_actions(samples, labelled, [s.skill for s in samples])
-    pred_gen = policy.predict_actions(samples, generated, [d[0] for d in decoded])
+    pred_gen = policy.act(samples, context, [d[0] for d in decoded])
     for s, (skill, instruction), a_label, a_gen in zip(samples, decoded, pred_label, pred_gen):
-        truth = policy.stats.action.unnormalize(s.actions)[s.action_mask]
+        truth = s.actions[s.action_mask]
         match = float(skill == s.skill and instruction == s.subtask)
         values = {
             "mse_label": float(((a_label[s.action_mask] - truth) ** 2).mean()),
@@ -116,7 +117,7 @@ def plot_chunks(policy: Policy, data: ChunkDataset, path: Path) -> Path:
 
     episode = data.episodes[0]
     h, n = policy.model.head.horizon, episode.meta.n_frames
-    samples = [data.sample(t) for t in range(0, n, h)]
+    samples = [data.raw(t) for t in range(0, n, h)]
     preds = np.concatenate([
         policy.predict_actions(samples[i : i + 16], [policy.processor.subtask_ids(s.skill, s.subtask) for s in
                                                       samples[i : i + 16]], [s.skill for s in samples[i : i + 16]])

@@ -1,4 +1,7 @@
-"""`atom-curate labelstudio export|import`: the round trip with a Label Studio server."""
+"""`atom-curate labelstudio export|import`: the round trip with a Label Studio server.
+
+label_studio_sdk (half a second to import) loads inside the commands only.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +10,24 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from atomvla.cli import App, DEFAULT_STORE, StoreOpt, VerboseOpt, console, err_console, fail, setup_logging
-from atomvla.curate.store import open_store
-from atomvla.curate.errors import SourceError
-from atomvla.curate.labelstudio.roundtrip import export_project, import_annotations
-from atomvla.curate.labelstudio.server import TOKEN_ENV, LabelStudioError, Server
-from atomvla.schemas import Status
+from atomvla.cli import (
+    DEFAULT_STORE,
+    App,
+    DatasetNameOpt,
+    StatusOpt,
+    StoreOpt,
+    VerboseOpt,
+    console,
+    fail,
+    parse_status,
+    progress_bar,
+    setup_logging,
+)
 
 app = App(
-    help=f"Round trip with Label Studio: episodes out as video tasks with the current subtasks as predictions, "
-    f"annotations back as revisions. The access token comes from {TOKEN_ENV}.",
+    help="Round trip with Label Studio: episodes out as video tasks with the current subtasks as predictions, "
+    "annotations back as revisions. The access token comes from LABEL_STUDIO_API_KEY.",
     no_args_is_help=True,
 )
 
@@ -41,8 +50,8 @@ def export(
         typer.Option("--media-root", envvar="LOCAL_FILES_DOCUMENT_ROOT",
                      help="The server's LOCAL_FILES_DOCUMENT_ROOT: episode clips are written under it and served from it."),
     ] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Only this dataset.")] = None,
-    status: Annotated[Optional[Status], typer.Option(help="Only episodes whose latest revision has this status.")] = None,
+    dataset_name: DatasetNameOpt = None,
+    status: StatusOpt = None,
     camera: Annotated[Optional[str], typer.Option(help="Camera to show (default: each episode's first).")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -52,17 +61,22 @@ def export(
     cannot be cut, e.g. frames stored in HDF5) into MEDIA_ROOT/atomvla/PROJECT/.
     """
     _setup_logging(verbose)
+    from atomvla.curate.errors import SourceError
+    from atomvla.curate.labelstudio.roundtrip import export_project
+    from atomvla.curate.labelstudio.server import LabelStudioError, Server
+    from atomvla.curate.store import open_store
+
     if media_root is None:
         raise fail("--media-root (or LOCAL_FILES_DOCUMENT_ROOT) is needed: the folder the server serves local files from")
+    wanted = parse_status(status)
     db = open_store(store)
-    metas = db.episodes(dataset)
-    if status is not None:
-        latest = db.latest_all(status=status)
+    metas = db.episodes(dataset_name)
+    if wanted is not None:
+        latest = db.latest_all(status=wanted)
         metas = [m for m in metas if m.episode_id in latest]
     try:
         server = Server(url)
-        with Progress(TextColumn("[bold]clips[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err_console, transient=True) as bar:
+        with progress_bar("[bold]clips[/]") as bar:
             task = bar.add_task("clips", total=len(metas))
             report = export_project(db, server, project, media_root, metas, camera,
                                     progress=lambda meta: bar.advance(task))
@@ -88,6 +102,10 @@ def import_(
     (exit status 1) and the others stored in one transaction.
     """
     _setup_logging(verbose)
+    from atomvla.curate.labelstudio.roundtrip import import_annotations
+    from atomvla.curate.labelstudio.server import LabelStudioError, Server
+    from atomvla.curate.store import open_store
+
     db = open_store(store)
     try:
         report = import_annotations(db, Server(url), project)

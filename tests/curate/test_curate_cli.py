@@ -217,3 +217,18 @@ def test_an_error_about_a_long_path_stays_on_one_line(tmp_path):
     assert result.exit_code == 2
     (line,) = [line for line in result.output.splitlines() if line.strip()]
     assert line.startswith("error:") and str(deep) in line and "no such store" in line
+
+
+def test_store_filters_are_dataset_name_and_status_and_the_store_comes_from_atomvla_store(tmp_path):
+    db = tmp_path / "s.sqlite"
+    for root in (V3_AV1, V3_H264):
+        assert curate("import", root, "--store", db).exit_code == 0
+    env = {"ATOMVLA_STORE": str(db), "COLUMNS": "200"}
+    listed = runner.invoke(app, ["ls", "--dataset-name", V3_H264.name, "-v"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert f"11 episode(s) in {db}" in listed.output and V3_AV1.name + "/" not in listed.output
+    bad = runner.invoke(app, ["ls", "--status", "done"], env=env)
+    assert bad.exit_code == 2
+    assert bad.output.strip() == "error: --status 'done': choose one of proposed, accepted, rejected, needs_review, failed"
+    old = runner.invoke(app, ["ls", "--dataset", V3_H264.name], env=env)
+    assert old.exit_code == 2 and "No such option: --dataset" in old.output

@@ -98,9 +98,12 @@ def test_segment_iou():
 
 
 def test_cli_json_and_fail_on(store):
-    result = curate("qa", "--store", store.path, "--json", "--no-motion")
+    result = curate("qa", "--store", store.path, "--json", "-", "--no-motion")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
+    written = store.path.parent / "qa" / "report.json"
+    both = curate("qa", "--store", store.path, "--json", written, "--no-motion")
+    assert both.exit_code == 0 and "Findings" in both.output and json.loads(written.read_text()) == report
     assert report["summary"]["error"] == 1 and report["summary"]["episodes"] == 11
     assert {p["kind"] for p in report["agreement"]} == {"annotators", "backend vs annotator"}
     assert curate("qa", "--store", store.path, "--fail-on", "error", "--no-motion").exit_code == 1

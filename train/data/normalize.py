@@ -38,10 +38,18 @@ class Stats:
     action: FeatureStats
 
     @classmethod
-    def compute(cls, episodes: list[TrainEpisode], state_key: str, action_key: str) -> Stats:
+    def compute(cls, episodes: list[TrainEpisode], state_key: str, action_key: str,
+                delta_action_dims: tuple[int, ...] = (), horizon: int = 1) -> Stats:
+        """Statistics of the state, and of the actions as the model sees them: with `delta_action_dims`,
+        action t+k minus the state at t over every chunk offset k < `horizon` (openpi computes its
+        statistics after the delta transform too)."""
         feats = {}
         for key in (state_key, action_key):
-            x = np.concatenate([e.array(key) for e in episodes]).astype(np.float64)
+            if key == action_key and delta_action_dims:
+                x = np.concatenate([_deltas(e.array(action_key), e.array(state_key), delta_action_dims, horizon)
+                                    for e in episodes]).astype(np.float64)
+            else:
+                x = np.concatenate([e.array(key) for e in episodes]).astype(np.float64)
             names = tuple(episodes[0].meta.feature_names.get(key) or [f"{key}_{i}" for i in range(x.shape[1])])
             std = np.maximum(x.std(0), _EPS)
             feats[key] = FeatureStats(names, tuple(x.mean(0).tolist()), tuple(std.tolist()))
@@ -71,3 +79,13 @@ class Stats:
         d = json.loads(path.read_text())
         feat = lambda f: FeatureStats(tuple(f["names"]), tuple(f["mean"]), tuple(f["std"]))  # noqa: E731
         return cls(d["state_key"], d["action_key"], feat(d["state"]), feat(d["action"]))
+
+
+def _deltas(actions: np.ndarray, state: np.ndarray, dims: tuple[int, ...], horizon: int) -> np.ndarray:
+    """Every (t, k < horizon) action t+k with `dims` relative to state t."""
+    out = []
+    for k in range(min(horizon, len(actions))):
+        a = actions[k:].copy()
+        a[:, list(dims)] -= state[: len(a), list(dims)]
+        out.append(a)
+    return np.concatenate(out)

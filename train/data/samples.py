@@ -1,9 +1,9 @@
 """Samples for SFT: per frame t, the cameras at t, the task and the subtask active at t, the state,
 and the action chunk t..t+H-1 (padded past the episode end, with a mask saying which steps are real).
 
-The transform chain runs on every sample, in training and at inference alike:
-repack (the dataset's keys to the policy's) -> normalise (`Stats`) -> model transforms (resize,
-tokenise: `atomvla.train.models.processor`).
+`ChunkDataset.raw` repacks a dataset frame into a `Sample` (the dataset's keys to the policy's); the
+inputs chain of `atomvla.train.data.transforms` (normalise, pad, resize, augment), the same one
+`load_policy` runs on an observation, makes it what the model's processor tokenises.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from jaxtyping import Bool, Float, UInt8
 from atomvla.train.config import DataConfig
 from atomvla.train.data.episodes import DatasetError, TrainEpisode
 from atomvla.train.data.normalize import Stats
+from atomvla.train.data.transforms import input_chain
 
 
 @dataclass
@@ -36,6 +37,11 @@ class Sample:
     frame: int
     subtask_index: int
     boundary_distance: int  # frames from t to the nearest subtask boundary (large if none)
+    image_mask: Bool[np.ndarray, " cam"] | None = None  # False: a missing (black) camera; None: all present
+
+    def __post_init__(self):
+        if self.image_mask is None:
+            self.image_mask = np.ones(len(self.images), bool)
 
 
 def cameras_of(episodes: Sequence[TrainEpisode], wanted: Sequence[str]) -> tuple[str, ...]:
@@ -54,7 +60,12 @@ def cameras_of(episodes: Sequence[TrainEpisode], wanted: Sequence[str]) -> tuple
 
 
 class ChunkDataset(torch.utils.data.Dataset):
-    """Every frame of every episode as a sample; `transform` (the model transforms) runs last."""
+    """Every frame of every episode as a sample: repacked, through the inputs chain (`train`: with its
+    random transforms), then `transform` (the model's processor).
+
+    An index past `len` is the same sample drawn in a later epoch (`ChunkSampler` numbers its draws so):
+    the random transforms are seeded by the draw, so each epoch augments differently and a resumed run
+    augments as the uninterrupted one did."""
 
     def __init__(
         self,
@@ -63,6 +74,8 @@ class ChunkDataset(torch.utils.data.Dataset):
         stats: Stats,
         cameras: Sequence[str],
         transform: Callable[[Sample], Any] | None = None,
+        train: bool = False,
+        seed: int = 0,
     ):
         if not episodes:
             raise DatasetError("no episodes to train on")
@@ -71,11 +84,13 @@ class ChunkDataset(torch.utils.data.Dataset):
         self.stats = stats
         self.cameras = tuple(cameras)
         self.transform = transform
+        self.chain = input_chain(config, stats, train)
+        self.seed = seed
         for e in self.episodes:
             stats.check(e)
         # State and actions are small: load them once; frames are decoded per sample.
-        self._state = [stats.state.normalize(e.array(stats.state_key)) for e in self.episodes]
-        self._action = [stats.action.normalize(e.array(stats.action_key)) for e in self.episodes]
+        self._state = [e.array(stats.state_key) for e in self.episodes]
+        self._action = [e.array(stats.action_key) for e in self.episodes]
         lengths = np.array([e.meta.n_frames for e in self.episodes])
         self._starts = np.concatenate([[0], np.cumsum(lengths)])
 
@@ -84,10 +99,11 @@ class ChunkDataset(torch.utils.data.Dataset):
 
     def locate(self, i: int) -> tuple[int, int]:
         """(episode position, frame) of sample i."""
-        ep = int(np.searchsorted(self._starts, i, side="right")) - 1
-        return ep, i - int(self._starts[ep])
+        ep = int(np.searchsorted(self._starts, i % len(self), side="right")) - 1
+        return ep, i % len(self) - int(self._starts[ep])
 
-    def sample(self, i: int) -> Sample:
+    def raw(self, i: int) -> Sample:
+        """Sample i repacked, in the dataset's units (before the inputs chain)."""
         ep, t = self.locate(i)
         e = self.episodes[ep]
         h, n = self.config.horizon, e.meta.n_frames
@@ -109,6 +125,13 @@ class ChunkDataset(torch.utils.data.Dataset):
             subtask_index=k,
             boundary_distance=min((abs(t - b) for b in e.boundaries), default=n),
         )
+
+    def sample(self, i: int) -> Sample:
+        """Sample i (draw i // len of it) through the inputs chain."""
+        s = self.raw(i)
+        out = self.chain(s, torch.Generator().manual_seed(self.seed * 1_000_003 + i))
+        out.actions[~s.action_mask] = 0  # the steps past the episode end stay zero (they carry no loss)
+        return out
 
     def __getitem__(self, i: int) -> Any:
         s = self.sample(i)
@@ -133,5 +156,6 @@ class ChunkSampler(torch.utils.data.Sampler[list[int]]):
             perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
             g = self.batch_size * self.world
             batch = perm[pos * g : (pos + 1) * g]
-            yield batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size].tolist()
+            # Numbered draws (epoch·n + index): `ChunkDataset` seeds a draw's augmentation from it.
+            yield (batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size] + epoch * self.n).tolist()
             step += 1

@@ -27,7 +27,10 @@ def _mlp(d: int, ratio: float) -> nn.Sequential:
 
 
 class SkillMoE(nn.Module):
-    """shared(x) + Σ_e softmax(router[skill])_e · expert_e(x)."""
+    """shared(x) + Σ_e softmax(router[skill])_e · expert_e(x); skill `SHARED` (-1): shared(x) alone.
+
+    The experts are summed in order, so an expert added later whose weight is exactly 0 for the old
+    skills (router logit -1e4) leaves their outputs identical bit for bit."""
 
     def __init__(self, d: int, ratio: float, n_skills: int):
         super().__init__()
@@ -36,9 +39,14 @@ class SkillMoE(nn.Module):
         self.router = nn.Parameter(torch.eye(n_skills) * _ROUTER_INIT)  # (skill, expert) logits
 
     def forward(self, x: Float[Tensor, "b n d"], skill: Int[Tensor, " b"]) -> Float[Tensor, "b n d"]:
-        weights = self.router[skill].softmax(-1)  # (b, e)
-        experts = torch.stack([e(x) for e in self.experts], dim=1)  # (b, e, n, d)
-        return self.shared(x) + torch.einsum("be,bend->bnd", weights, experts)
+        known = skill >= 0
+        weights = self.router[skill.clamp(min=0)].softmax(-1) * known[:, None]  # (b, e)
+        out = self.shared(x)
+        mixed = None
+        for e, expert in enumerate(self.experts):
+            term = weights[:, e, None, None].to(x.dtype) * expert(x)
+            mixed = term if mixed is None else mixed + term
+        return out + mixed
 
     @torch.no_grad()
     def add_expert(self) -> None:
@@ -101,6 +109,8 @@ class ActionHead(nn.Module):
         super().__init__()
         d = cfg.hidden_size
         self.cfg, self.horizon, self.action_dim = cfg, horizon, action_dim
+        # The VLM's intermediate layers are not normed like its last: one norm for every layer read.
+        self.context_norm = nn.LayerNorm(context_dim, eps=1e-6)
         self.context_proj = nn.Linear(context_dim, d)
         self.state_in = nn.Linear(state_dim, d)
         self.action_in = nn.Linear(action_dim, d)
@@ -115,16 +125,17 @@ class ActionHead(nn.Module):
         x: Float[Tensor, "b h a"],
         s: Float[Tensor, " b"],
         state: Float[Tensor, "b sd"],
-        ctx: Float[Tensor, "b l c"],
+        ctx: Float[Tensor, "b k l c"],
         ctx_mask: Bool[Tensor, "b l"],
         skill: Int[Tensor, " b"],
     ) -> Float[Tensor, "b h a"]:
-        """The flow's velocity at chunk `x` and time `s` (0 = noise, 1 = actions)."""
+        """The flow's velocity at chunk `x` and time `s` (0 = noise, 1 = actions); block i cross-attends
+        to context layer i (or the only one)."""
         tokens = torch.cat([self.state_in(state)[:, None], self.action_in(x)], dim=1) + self.position
         c = self.time_mlp(time_embedding(s, tokens.shape[-1]).to(tokens.dtype))
-        kv = self.context_proj(ctx)
-        for block in self.blocks:
-            tokens = block(tokens, c, kv, ~ctx_mask, skill)
+        kv = self.context_proj(self.context_norm(ctx))
+        for i, block in enumerate(self.blocks):
+            tokens = block(tokens, c, kv[:, min(i, kv.shape[1] - 1)], ~ctx_mask, skill)
         return self.action_out(self.norm_out(tokens[:, 1:]))
 
     def flow_loss(
@@ -132,24 +143,32 @@ class ActionHead(nn.Module):
         actions: Float[Tensor, "b h a"],
         mask: Bool[Tensor, "b h"],
         state: Float[Tensor, "b sd"],
-        ctx: Float[Tensor, "b l c"],
+        ctx: Float[Tensor, "b k l c"],
         ctx_mask: Bool[Tensor, "b l"],
         skill: Int[Tensor, " b"],
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Flow-matching loss over the real (unpadded) steps of each chunk."""
         noise = torch.randn(actions.shape, generator=generator, device=actions.device, dtype=actions.dtype)
-        s = torch.rand(actions.shape[0], generator=generator, device=actions.device, dtype=actions.dtype)
+        s = self.flow_time(actions.shape[0], generator, actions.device, actions.dtype)
         x = s[:, None, None] * actions + (1 - s[:, None, None]) * noise
         err = (self.velocity(x, s, state, ctx, ctx_mask, skill) - (actions - noise)).pow(2).mean(-1)
         m = mask.to(err.dtype)
         return (err * m).sum() / m.sum().clamp(min=1)
 
+    def flow_time(self, n: int, generator: torch.Generator | None, device, dtype) -> Float[Tensor, " n"]:
+        """Training times s (0 = noise): uniform, or pi0's: noise level 1 − s ~ Beta(1.5, 1) in [0.001, 1],
+        drawn by inverting its CDF u ↦ u^(2/3) (torch's Beta sampler takes no generator)."""
+        u = torch.rand(n, generator=generator, device=device, dtype=dtype)
+        if self.cfg.time_sampling == "uniform":
+            return u
+        return 1 - (u.pow(2 / 3) * 0.999 + 0.001)
+
     @torch.no_grad()
     def sample(
         self,
         state: Float[Tensor, "b sd"],
-        ctx: Float[Tensor, "b l c"],
+        ctx: Float[Tensor, "b k l c"],
         ctx_mask: Bool[Tensor, "b l"],
         skill: Int[Tensor, " b"],
         steps: int | None = None,

@@ -47,12 +47,13 @@ class HFVLAProcessor(VLAProcessor):
 
     def special_tokens(self) -> None:
         self.placeholder = self.hf_processor.image_token  # the text marking where an image goes
+        self.image_token = self.tokenizer.convert_tokens_to_ids(self.placeholder)
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer {type(self.tokenizer).__name__} has no EOS token to end a subtask with")
         self.end = self.tokenizer.eos_token_id
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.end
 
-    def prompt_item(self, images: np.ndarray, task: str, suffix: Sequence[int] = ()) -> dict[str, Any]:
+    def vlm_item(self, images: np.ndarray, task: str, suffix: Sequence[int]) -> dict[str, Any]:
         text = self.placeholder * len(images) + self._before.format(task=task)
         out = self.hf_processor(text=[text], images=[list(images)], return_tensors="pt")
         ids = out["input_ids"]

@@ -9,6 +9,7 @@ the mixture-of-experts head.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,9 @@ from atomvla.schemas import SKILLS
 from atomvla.train.data.samples import Sample
 
 IGNORE = -100
+SHARED = -1  # the skill id that routes to the shared expert alone
+
+log = logging.getLogger(__name__)
 
 
 def subtask_text(skill: str, instruction: str) -> str:
@@ -58,8 +62,13 @@ class VLAProcessor:
         self.pad = self.tokenizer.pad_token_id
 
     def skill_id(self, skill: str | None) -> int:
-        """Position of `skill` among the head's skills (0 for an unknown one: its router row is unused)."""
-        return self.skills.index(skill) if skill in self.skills else 0
+        """Position of `skill` among the head's skills; `SHARED` (the shared expert alone) for none or an
+        unknown one, e.g. a generated subtask naming no skill the head has an expert for."""
+        if skill in self.skills:
+            return self.skills.index(skill)
+        if skill is not None:  # None: no skill named (the policy logs unparseable subtasks itself)
+            log.warning("skill %r has no expert (skills: %s): the shared expert acts", skill, ", ".join(self.skills))
+        return SHARED
 
     def images(self, images: np.ndarray) -> tuple[Tensor, Tensor]:
         """(patches, dim) pixel values and (cam, 3) grids for one sample's cameras."""
@@ -76,15 +85,36 @@ class VLAProcessor:
     def subtask_ids(self, skill: str, instruction: str) -> list[int]:
         return self.tokenizer.encode(subtask_text(skill, instruction), add_special_tokens=False) + [self.end]
 
-    def prompt_item(self, images: np.ndarray, task: str, suffix: Sequence[int] = ()) -> dict[str, Any]:
-        """The VLM inputs of one sample's cameras and prompt, then `suffix` tokens (e.g. a subtask)."""
+    def prompt_item(self, images: np.ndarray, task: str, suffix: Sequence[int] = (),
+                    image_mask: np.ndarray | None = None) -> dict[str, Any]:
+        """The VLM inputs of one sample's cameras and prompt, then `suffix` tokens (e.g. a subtask), with
+        which tokens are the suffix (attended causally under prefix-LM attention) and which are visible
+        (not the image tokens of a masked-out camera)."""
+        item = self.vlm_item(images, task, suffix)
+        ids = item["input_ids"]
+        suffix_mask = torch.zeros(len(ids), dtype=torch.bool)
+        suffix_mask[len(ids) - len(suffix):] = True
+        visible = torch.ones(len(ids), dtype=torch.bool)
+        if image_mask is not None and not image_mask.all():
+            # The c-th run of image tokens shows camera c.
+            is_image = ids == self.image_token
+            starts = torch.nonzero(is_image & ~torch.cat([torch.tensor([False]), is_image[:-1]])).flatten().tolist()
+            for cam, start in enumerate(starts):
+                if not image_mask[cam]:
+                    end = start
+                    while end < len(ids) and is_image[end]:
+                        end += 1
+                    visible[start:end] = False
+        return {**item, "suffix_mask": suffix_mask, "visible": visible}
+
+    def vlm_item(self, images: np.ndarray, task: str, suffix: Sequence[int]) -> dict[str, Any]:
         pixels, grids = self.images(images)
         ids = self.prefix_ids(grids, task) + list(suffix)
         return {"input_ids": torch.tensor(ids), "pixel_values": pixels, "image_grid_thw": grids}
 
     def __call__(self, s: Sample) -> dict[str, Any]:
         target = self.subtask_ids(s.skill, s.subtask)
-        item = self.prompt_item(s.images, s.task, target)
+        item = self.prompt_item(s.images, s.task, target, s.image_mask)
         prefix = len(item["input_ids"]) - len(target)
         return {
             **item,
@@ -103,15 +133,20 @@ class VLAProcessor:
         ids = torch.full((len(items), n), self.pad, dtype=torch.long)
         labels = torch.full((len(items), n), IGNORE, dtype=torch.long)
         mask = torch.zeros((len(items), n), dtype=torch.long)
+        suffix = torch.zeros((len(items), n), dtype=torch.bool)
+        visible = torch.zeros((len(items), n), dtype=torch.bool)
         for b, it in enumerate(items):
             k = len(it["input_ids"])
             sl = slice(n - k, n) if left_pad else slice(0, k)
             ids[b, sl], mask[b, sl] = it["input_ids"], 1
+            suffix[b, sl], visible[b, sl] = it["suffix_mask"], it["visible"]
             if "labels" in it:
                 labels[b, sl] = it["labels"]
         batch = {
             "input_ids": ids,
             "attention_mask": mask,
+            "suffix_mask": suffix,
+            "visible": visible,
             "labels": labels,
             **self.collate_vision(items, ids, left_pad),
             "meta": [it.get("meta") for it in items],
