@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from atomvla.cli import App, console, fail, setup_logging
+from atomvla.cli import App, VerboseOpt, console, fail, setup_logging
 from atomvla.curate.errors import SourceError
 
 app = App(
@@ -32,8 +32,12 @@ def main() -> None:
 
 
 @app.command("configs")
-def configs(kind: Annotated[Optional[str], typer.Option(help="Only configs of this kind (sft, wm, grpo).")] = None) -> None:
+def configs(
+    kind: Annotated[Optional[str], typer.Option(help="Only configs of this kind (sft, wm, grpo).")] = None,
+    verbose: VerboseOpt = False,
+) -> None:
     """List the named configs."""
+    setup_logging(verbose)
     from atomvla.train.config import CONFIGS
 
     for k, registry in CONFIGS.items():
@@ -57,7 +61,7 @@ def sft(
         Optional[str], typer.Option("--add-skill", help="Add an expert for this skill to a MoE policy (needs --from).")
     ] = None,
     from_: Annotated[Optional[Path], typer.Option("--from", help="Start from this checkpoint's weights, config and statistics (needed by --add-skill).")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Stage I: train the VLA (VLM + DiT action head) on task + current-subtask prompts.
 
@@ -86,7 +90,7 @@ def eval_(
     dataset: DatasetOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for report.json and the plot.")] = Path("runs/eval"),
     max_samples: Annotated[int, typer.Option(help="Held-out samples evaluated at most (spread evenly).")] = 256,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Held-out action error (overall, per subtask, per skill), subtask-generation match rate per
     distance to a boundary, and a plot of predicted against true action chunks."""
@@ -115,7 +119,7 @@ def wm(
         typer.Option("--latents", help="Latent cache folder (default OUT/latents); frames are encoded once and reused."),
     ] = None,
     device: Annotated[str, typer.Option(help="Where the encoder and predictor run (cpu, cuda).")] = "cpu",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Stage II: encode every frame once with the frozen V-JEPA 2 encoder (latent cache), train the
     action-conditioned latent predictor (teacher forcing + rollout, L1), and report its error
@@ -157,7 +161,7 @@ def grpo(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out, with its config (overrides apply).")
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Stage II: offline GRPO of the SFT policy, rewarded by the world model (subgoal energy,
     final-goal energy, deviation from the expert chunk; weights `rewards.subgoal=…`,
@@ -201,7 +205,7 @@ def rollout(
     token: Annotated[Optional[str], typer.Option("--token", envvar="ATOMVLA_SERVE_TOKEN", help="The server's token (env ATOMVLA_SERVE_TOKEN).")] = None,
     video: Annotated[bool, typer.Option("--video/--no-video", help="Write one MP4 per episode.")] = True,
     device: Annotated[str, typer.Option(help="Where a local policy runs (cpu, cuda).")] = "cpu",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run a policy in closed loop in a simulator: success per task (Wilson 95% interval), the subtasks
     it announced and where failed episodes stalled, one video per episode. A killed rollout re-run
@@ -242,7 +246,7 @@ def serve(
     token: Annotated[Optional[str], typer.Option("--token", envvar="ATOMVLA_SERVE_TOKEN", help="Clients must send `Authorization: Api-Key TOKEN` (env ATOMVLA_SERVE_TOKEN).")] = None,
     device: Annotated[str, typer.Option(help="Where the policy runs (cpu, cuda).")] = "cpu",
     seed: Annotated[int, typer.Option("--seed", help="Seed of each connection's action noise.")] = 0,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Serve a policy over a websocket in openpi's protocol: metadata on connect, then one msgpack
     observation {images: {camera: HxWx3 uint8}, state, task} in, {actions (H x A float32), subtask,
