@@ -12,8 +12,6 @@ from typing import Annotated, Optional
 import typer
 
 from atomvla.cli import App, DEFAULT_STORE, StoreOpt, VerboseOpt, console, err_console, fail, setup_logging
-from atomvla.curate.store import open_store
-from atomvla.ui.auth import AuthError, ClientAddress, LoginGuard, check_exposure, parse_auth, set_password
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +39,10 @@ def main(
     if ctx.invoked_subcommand is not None:
         return
     setup_logging(verbose)
+    # Here, not at the top: the store and auth import the schemas, gradio the rest; --help needs none.
+    from atomvla.curate.store import open_store
+    from atomvla.ui.auth import AuthError, ClientAddress, LoginGuard, check_exposure, parse_auth
+
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes
     try:
         logins = parse_auth(auth) if auth else None
@@ -71,9 +73,13 @@ def passwd(
     role: Annotated[
         str, typer.Option(help="annotator: save and flag; reviewer: also accept and reject.")
     ] = "annotator",
+    verbose: VerboseOpt = False,
 ) -> None:
     """Add USER to FILE, or set their password and role, storing a salted scrypt hash. The password
     is asked twice without echo, or read from the first line of stdin when it is not a terminal."""
+    setup_logging(verbose)
+    from atomvla.ui.auth import set_password
+
     if sys.stdin.isatty():
         password = getpass.getpass(f"password for {user}: ")
         if getpass.getpass("again: ") != password:
