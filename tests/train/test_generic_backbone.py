@@ -164,7 +164,15 @@ def test_each_family_gets_its_image_tokens_a_loss_and_a_generated_subtask(model_
     prompts = proc.collate([proc.prompt_item(frames, "x"), proc.prompt_item(frames, "open it")], left_pad=True)
     assert prompts["attention_mask"][0, 0] == 0
     generated = model.generate_subtask(prompts, proc.end, proc.pad, max_new_tokens=3)
-    assert generated.shape[0] == 2 and 1 <= generated.shape[1] <= 3
+    assert generated.tokens.shape[0] == 2 and 1 <= generated.tokens.shape[1] <= 4  # the end forced after 3
+    assert (generated.tokens == proc.end).any(1).all()
+    # The head's context read off the generation is the one a second forward over prompt + subtask gives.
+    items = [proc.prompt_item(frames, t, row[: row.index(proc.end) + 1])
+             for t, row in zip(("x", "open it"), generated.tokens.tolist())]
+    ctx, mask = model.context(proc.collate(items))
+    for b in range(2):
+        torch.testing.assert_close(generated.context[b][:, generated.context_mask[b]], ctx[b][:, mask[b]],
+                                   atol=1e-4, rtol=1e-4)
 
 
 def _sample(frames: np.ndarray, task: str, subtask: str) -> Sample:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
+from transformers import Cache, DynamicCache
 
 from atomvla.train.config import SFTConfig
 from atomvla.train.models.action_head import ActionHead
@@ -95,7 +96,7 @@ class VLA(nn.Module):
             return pos
         return (pad.long().cumsum(-1) - 1).clamp(min=0)
 
-    def vlm(self, batch: dict, labels: bool = True, use_cache: bool = False):
+    def vlm(self, batch: dict, labels: bool = True, cache: Cache | None = None):
         inputs = vlm_inputs(batch)
         real = batch["attention_mask"].bool() & batch["visible"]
         inputs["attention_mask"] = self._mask(
@@ -104,7 +105,7 @@ class VLA(nn.Module):
         if labels:
             inputs["labels"] = batch["labels"]
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.backbone_trainable):
-            return self.backbone(**inputs, output_hidden_states=True, use_cache=use_cache)
+            return self.backbone(**inputs, output_hidden_states=True, use_cache=cache is not None, cache=cache)
 
     def layers_of(self, hidden_states: tuple[Tensor, ...]) -> Float[Tensor, "b k l c"]:
         return torch.stack([hidden_states[i] for i in self.context_layers], 1)
@@ -131,7 +132,9 @@ class VLA(nn.Module):
         context: the prompt's hidden states from the prefill and each generated token's from the step that
         reads it (the end token included), under the training's attention pattern. So the action pass
         needs no second VLM forward."""
-        prefill = self.vlm(batch, labels=False, use_cache=True)
+        # A plain cache keeps every key: the one 4-D mask covers all layers, sliding-window ones included
+        # (Gemma 3's), as in training.
+        prefill = self.vlm(batch, labels=False, cache=DynamicCache())
         cache, logits = prefill.cache, prefill.logits[:, -1]
         keys = batch["attention_mask"].bool() & batch["visible"]
         context, real = [self.layers_of(prefill.hidden_states)], [keys]
