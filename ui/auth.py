@@ -97,7 +97,8 @@ class Logins:
 
 
 def read_logins(path: Path, must_exist: bool = True) -> Logins:
-    """The logins in `path`; an old plaintext `user:password` line is refused with how to convert."""
+    """The logins in `path`; an old plaintext `user:password` line is refused with how to convert.
+    `must_exist` False (for `passwd`): a missing file, or one without a login yet, holds none."""
     path = Path(path).expanduser()
     if not path.is_file():
         if must_exist:
@@ -124,7 +125,7 @@ def read_logins(path: Path, must_exist: bool = True) -> Logins:
         except ValueError:
             raise AuthError(f"{where}: the hash for {user!r} is damaged; set it again with `atom-review passwd`") from None
         by_user[user] = Login(user, role, ":".join(parts[2:]))
-    if not by_user:
+    if not by_user and must_exist:
         raise AuthError(f"{path}: no login (add one with `atom-review passwd {path} USER`)")
     return Logins(path, by_user)
 

@@ -42,6 +42,12 @@ def test_a_plaintext_logins_file_is_refused_with_how_to_convert(tmp_path: Path):
     assert "s3cret" not in line
     with pytest.raises(AuthError, match="no such logins file"):
         parse_auth(str(tmp_path / "missing.txt"))
+    comments = tmp_path / "new-logins"
+    comments.write_text("# the team\n")
+    with pytest.raises(AuthError, match="no login"):
+        parse_auth(str(comments))
+    write_logins(comments, {"ann": ("pw", "annotator")})  # passwd adds to it
+    assert comments.read_text().startswith("# the team\nann:annotator:scrypt:")
 
 
 def test_passwd_writes_salted_hashes_and_roles(tmp_path: Path):
