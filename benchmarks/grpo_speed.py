@@ -19,6 +19,7 @@ configs (random-init tiny encoder, predictor and policy), trained here:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -53,15 +54,15 @@ class ReencodedStates:
     def __init__(self, encoder: FrameEncoder):
         self.encoder = encoder
 
-    def __call__(self, picks: Sequence[tuple[LatentEpisode, int]], horizon: int) -> States:
-        cached = States.gather(picks, horizon)
+    def __call__(self, picks: Sequence[tuple[LatentEpisode, int]], horizon: int, chunks: int = 1) -> States:
+        cached = States.gather(picks, horizon, chunks)
         frames = []
         for ep, t in picks:
             idx = [t, ep.subgoal_frame(t), ep.n_frames - 1]
             frames.append(ep.source.episode.frames().get_many(idx))
         z = normalise_latents(self.encoder.encode(torch.cat([torch.from_numpy(f) for f in frames]).numpy()))
         z = z.view(len(picks), 3, *z.shape[1:])
-        return States(z[:, 0], cached.state, z[:, 1], z[:, 2], cached.expert, cached.mask)
+        return dataclasses.replace(cached, latent=z[:, 0], subgoal=z[:, 1], final=z[:, 2])
 
 
 def step_seconds(trainer: GRPOTrainer, batches: list[list[int]], sources: dict[str, object]) -> dict[str, float]:

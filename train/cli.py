@@ -24,6 +24,26 @@ DatasetOpt = Annotated[
 OverridesArg = Annotated[
     Optional[list[str]], typer.Argument(help="Config overrides, key=value with dotted keys (train.max_steps=200).")
 ]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print the memory plan per GPU (parameters, gradients, optimizer states, "
+                       "activations) and whether it fits --gpu-memory; train nothing.")
+]
+GpuMemoryOpt = Annotated[float, typer.Option("--gpu-memory", help="GB of memory per GPU the --dry-run plan must fit.")]
+WorldSizeOpt = Annotated[
+    Optional[int], typer.Option("--world-size", help="Processes (GPUs) the --dry-run plans for (default: $WORLD_SIZE or 1).")
+]
+
+
+def _print_plan(plan) -> None:
+    console.print(plan.table())
+    if not plan.fits:
+        raise typer.Exit(1)
+
+
+def _world(world_size: Optional[int]) -> int:
+    import os
+
+    return world_size or int(os.environ.get("WORLD_SIZE", "1"))
 
 
 @app.callback()
@@ -61,12 +81,15 @@ def sft(
         Optional[str], typer.Option("--add-skill", help="Add an expert for this skill to a MoE policy (needs --from).")
     ] = None,
     from_: Annotated[Optional[Path], typer.Option("--from", help="Start from this checkpoint's weights, config and statistics (needed by --add-skill).")] = None,
+    dry_run: DryRunOpt = False,
+    gpu_memory: GpuMemoryOpt = 80.0,
+    world_size: WorldSizeOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Stage I: train the VLA (VLM + DiT action head) on task + current-subtask prompts.
 
     Runs on one CPU or GPU as is; for several GPUs or nodes launch it with `torchrun` or
-    `accelerate launch` (DDP; `train.distributed=fsdp` for FSDP).
+    `accelerate launch` (FSDP2 when several processes run; `train.fsdp=false` for DDP).
     """
     setup_logging(verbose)
     from atomvla.train.checkpoint import CheckpointError
@@ -76,6 +99,10 @@ def sft(
 
     try:
         cfg = get_config(config, overrides or (), kind="sft")
+        if dry_run:
+            from atomvla.train.memory_plan import plan_sft
+
+            return _print_plan(plan_sft(cfg, _world(world_size), gpu_memory))
         result = train_sft(cfg, dataset, out, resume=resume, add_skill=add_skill, from_checkpoint=from_,
                            overrides=tuple(overrides or ()))
     except (ConfigError, DatasetError, CheckpointError, SourceError) as exc:
@@ -118,13 +145,17 @@ def wm(
         Optional[Path],
         typer.Option("--latents", help="Latent cache folder (default OUT/latents); frames are encoded once and reused."),
     ] = None,
-    device: Annotated[str, typer.Option(help="Where the encoder and predictor run (cpu, cuda).")] = "cpu",
+    device: Annotated[str, typer.Option(help="Where the encoder runs to fill the latent cache (cpu, cuda).")] = "cpu",
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out, with its config (overrides apply).")
+    ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Stage II: encode every frame once with the frozen V-JEPA 2 encoder (latent cache), train the
     action-conditioned latent predictor (teacher forcing + rollout, L1), and report its error
     against copying the current latent forward."""
     setup_logging(verbose)
+    from atomvla.train.checkpoint import CheckpointError
     from atomvla.train.config import ConfigError, get_config
     from atomvla.train.data.episodes import DatasetError, open_dataset
     from atomvla.train.latents import LatentCacheError
@@ -135,8 +166,9 @@ def wm(
         cfg = get_config(config, overrides or (), kind="wm")
         if not dataset:
             raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
-        _, report = train_world_model(cfg, open_dataset(dataset), out, latents or out / "latents", device)
-    except (ConfigError, DatasetError, LatentCacheError, SourceError, ValueError) as exc:
+        _, report = train_world_model(cfg, open_dataset(dataset), out, latents or out / "latents", device, resume,
+                                      tuple(overrides or ()))
+    except (ConfigError, DatasetError, LatentCacheError, CheckpointError, SourceError, ValueError) as exc:
         raise fail(str(exc)) from exc
     console.print(
         f"one-step L1 {report['one_step_l1']:.4f} vs copy {report['copy_l1']:.4f}; "
@@ -161,6 +193,9 @@ def grpo(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out, with its config (overrides apply).")
     ] = False,
+    dry_run: DryRunOpt = False,
+    gpu_memory: GpuMemoryOpt = 80.0,
+    world_size: WorldSizeOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Stage II: offline GRPO of the SFT policy, rewarded by the world model (subgoal energy,
@@ -182,6 +217,10 @@ def grpo(
 
     try:
         cfg = get_config(config, overrides or (), kind="grpo")
+        if dry_run:
+            from atomvla.train.memory_plan import plan_grpo
+
+            return _print_plan(plan_grpo(cfg, _policy_config(policy), _world(world_size), gpu_memory))
         result = train_grpo(cfg, out, policy, world_model, dataset, latents, resume, tuple(overrides or ()))
     except (ConfigError, DatasetError, CheckpointError, LatentCacheError, WorldModelError, RewardError, SourceError) as exc:
         raise fail(str(exc)) from exc
@@ -264,3 +303,13 @@ def serve(
         asyncio.run(server.run(host, port))
     except KeyboardInterrupt:
         pass
+
+
+def _policy_config(policy: Optional[Path]):
+    """The SFT config of GRPO's --policy checkpoint (what the memory plan builds)."""
+    from atomvla.train.checkpoint import Checkpoint, CheckpointError, resolve_checkpoint
+    from atomvla.train.config import SFTConfig, from_dict
+
+    if policy is None:
+        raise CheckpointError("grpo --dry-run needs --policy (the SFT checkpoint whose model it plans for)")
+    return from_dict(SFTConfig, Checkpoint(resolve_checkpoint(policy)).config)

@@ -195,8 +195,11 @@ class TrainConfig:
     # LM loss to 0.02 in 300 steps with flow loss unchanged; 0.1 left it at 1.1 after 400.
     lm_loss_weight: float = 1.0
     mixed_precision: Literal["no", "bf16"] = "no"
-    distributed: Literal["ddp", "fsdp"] = "ddp"
+    fsdp: bool | None = None  # FSDP2 (fully_shard) over the processes; None: on when there are several
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"  # adamw8bit: bitsandbytes, 2 bytes of state a parameter
+    schedule: Literal["cosine", "constant"] = "cosine"  # after the linear warmup
     save_every: int = 50
+    keep_last: int = 0  # checkpoints kept (the newest); 0 keeps all
     log_every: int = 10
     seed: int = 0
 
@@ -213,18 +216,25 @@ class SFTConfig:
 
 
 register(SFTConfig(name="tiny-cpu"))
-register(
-    SFTConfig(
-        name="qwen3vl-4b",
-        data=DataConfig(image_size=224, num_workers=8, prefetch_factor=4),
-        backbone=BackboneConfig(model="Qwen/Qwen3-VL-4B-Instruct", train="full", gradient_checkpointing=True),
-        head=HeadConfig(hidden_size=1024, depth=6, heads=16, mlp_ratio=4.0),
-        train=TrainConfig(
-            batch_size=16, max_steps=20000, lr=5e-5, warmup_steps=500, mixed_precision="bf16",
-            distributed="fsdp", save_every=2000, log_every=20, lm_loss_weight=0.1,
-        ),
-    )
+# One 80 GB GPU (by `atom-train sft --dry-run`): LoRA on the language model, vision tower and base
+# weights frozen, the action head trained in full with fp32 AdamW states.
+QWEN3VL_4B = SFTConfig(
+    name="qwen3vl-4b",
+    data=DataConfig(image_size=224, num_workers=8, prefetch_factor=4),
+    backbone=BackboneConfig(model="Qwen/Qwen3-VL-4B-Instruct", train="lora", gradient_checkpointing=True),
+    head=HeadConfig(hidden_size=1024, depth=6, heads=16, mlp_ratio=4.0),
+    train=TrainConfig(
+        batch_size=16, max_steps=20000, lr=5e-5, warmup_steps=500, mixed_precision="bf16",
+        save_every=2000, keep_last=2, log_every=20, lm_loss_weight=0.1,
+    ),
 )
+register(QWEN3VL_4B)
+# Full fine-tuning, FSDP-sharded over several GPUs: 2 or more 80 GB GPUs by its plan (one does not fit).
+register(dataclasses.replace(
+    QWEN3VL_4B, name="qwen3vl-4b-full",
+    backbone=dataclasses.replace(QWEN3VL_4B.backbone, train="full"),
+    train=dataclasses.replace(QWEN3VL_4B.train, fsdp=True),
+))
 
 
 def config_to_json(config: Any) -> str:

@@ -8,7 +8,9 @@ episode whose source changed since it was encoded, raises `LatentCacheError`: a 
 used silently for data it does not describe.
 
 Each frame is encoded on its own, repeated to fill one tubelet (as V-JEPA 2-AC does), giving
-(patches, hidden) latents per frame.
+(patches, hidden) latents per frame. Training reads them through `LatentCache.open`: a memory map
+of the file's tensor, opened per read and copying only the frames asked for, so a process's memory
+stays bounded whatever the size of the cache (ViT-L latents are ~1 MiB a frame in fp32).
 """
 
 from __future__ import annotations
@@ -280,16 +282,58 @@ class LatentCache:
         return stored
 
     def load(self, meta: EpisodeMeta) -> Float[Tensor, "frames patches hidden"]:
-        """The episode's latents (float32); raises if absent, stale or foreign."""
+        """The episode's latents, all in memory (float32); raises if absent, stale or foreign."""
+        self.open(meta)
+        return load_file(str(self.path(meta)))["latents"].float()
+
+    def open(self, meta: EpisodeMeta) -> MappedLatents:
+        """The episode's latents left on disk, read frame by frame; raises if absent, stale or foreign."""
         self._check_manifest()
         path = self.path(meta)
         if not path.exists():
             raise LatentCacheError(f"{path}: episode {meta.episode_id}: no cached latents (run the latent cache build first)")
         self._check_episode(meta)
-        latents = load_file(str(path))["latents"].float()
-        if latents.shape[0] != meta.n_frames:
-            raise LatentCacheError(f"{path}: episode {meta.episode_id}: {latents.shape[0]} latent frames for {meta.n_frames} frames")
-        return latents
+        mapped = MappedLatents.of(path)
+        if mapped.shape[0] != meta.n_frames:
+            raise LatentCacheError(f"{path}: episode {meta.episode_id}: {mapped.shape[0]} latent frames for {meta.n_frames} frames")
+        return mapped
+
+
+# safetensors dtype names -> (numpy dtype of the stored bits, torch dtype they are)
+_DTYPES = {"F32": (np.float32, torch.float32), "F16": (np.float16, torch.float16), "BF16": (np.uint16, torch.bfloat16)}
+
+
+@dataclass(frozen=True)
+class MappedLatents:
+    """One episode's cached latents, left on disk: indexing reads those frames (as float32) through a
+    memory map of the safetensors file that is closed again after the read."""
+
+    path: Path
+    offset: int  # of the tensor's bytes in the file
+    shape: tuple[int, ...]  # (frames, patches, hidden)
+    dtype: str  # safetensors dtype name
+
+    @classmethod
+    def of(cls, path: Path, name: str = "latents") -> MappedLatents:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        entry = header[name]
+        if entry["dtype"] not in _DTYPES:
+            raise LatentCacheError(f"{path}: latents stored as {entry['dtype']}, not one of {', '.join(_DTYPES)}")
+        return cls(Path(path), 8 + n + entry["data_offsets"][0], tuple(entry["shape"]), entry["dtype"])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> Float[Tensor, "..."]:
+        if torch.is_tensor(index):
+            index = index.numpy()
+        np_dtype, torch_dtype = _DTYPES[self.dtype]
+        mapped = np.memmap(self.path, dtype=np_dtype, mode="r", offset=self.offset, shape=self.shape)
+        rows = np.array(mapped[index])  # a copy: the map is released when `mapped` goes
+        del mapped
+        return torch.from_numpy(rows).view(torch_dtype).float()
 
 
 def build_with_progress(cache: LatentCache, episodes: Sequence[EpisodeMeta], device: str | torch.device = "cpu") -> int:
@@ -321,4 +365,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["DEFAULT_ENCODER", "EncoderSpec", "FrameEncoder", "LatentCache", "LatentCacheError", "build_with_progress", "fingerprint"]
+__all__ = [
+    "DEFAULT_ENCODER", "EncoderSpec", "FrameEncoder", "LatentCache", "LatentCacheError", "MappedLatents", "build_with_progress",
+    "fingerprint",
+]

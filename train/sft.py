@@ -1,6 +1,6 @@
 """Stage I: supervised fine-tuning of the VLA on curated subtasks (`atom-train sft`).
 
-One loop for one CPU process, DDP (torchrun / accelerate, gloo on CPU) and FSDP (GPUs). Every
+The shared loop (`train.loop`): one process, DDP or FSDP2 (torchrun / accelerate; gloo on CPU). Every
 source of randomness is a function of (seed, step, rank): the data order (`ChunkSampler`) and the
 flow-matching noise (a generator seeded per step), so a run resumed from a checkpoint computes
 exactly the losses the uninterrupted run would have.
@@ -8,31 +8,21 @@ exactly the losses the uninterrupted run would have.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 
 from atomvla.schemas import SKILLS
 from atomvla.train.assemble import STATS_FILE, TOKENIZER_DIR, load_trained, make_model, make_processor
-from atomvla.train.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    latest_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
-)
+from atomvla.train.checkpoint import Checkpoint, CheckpointError, resolve_checkpoint, save_checkpoint
 from atomvla.train.config import SFTConfig, apply_overrides, config_to_json, from_dict
 from atomvla.train.data.episodes import DatasetError, TrainEpisode, dataset_ref, open_dataset, split_episodes
 from atomvla.train.data.normalize import Stats
 from atomvla.train.data.samples import ChunkDataset, ChunkSampler, cameras_of
-from atomvla.train.models.action_head import SkillMoE
+from atomvla.train.loop import Metrics, Runtime, optimization, removed_on_user_error, resume_point, step_generator
+from atomvla.train.models.skills import add_skill_config, prepare_add_skill
 from atomvla.train.models.backbone import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -45,35 +35,9 @@ class SFTResult:
     model: torch.nn.Module = field(repr=False)
 
 
-def make_accelerator(config: SFTConfig) -> Accelerator:
-    """CPU (gloo when launched with several processes) or GPUs; FSDP2 when asked and distributed."""
-    cuda = torch.cuda.is_available()
-    plugin = None
-    if config.train.distributed == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import FullyShardedDataParallelPlugin
-
-        plugin = FullyShardedDataParallelPlugin(
-            fsdp_version=2, auto_wrap_policy="transformer_based_wrap", state_dict_type="FULL_STATE_DICT",
-            cpu_ram_efficient_loading=False, reshard_after_forward=True,
-        )
-    return Accelerator(cpu=not cuda, mixed_precision=config.train.mixed_precision if cuda else "no",
-                       fsdp_plugin=plugin)
-
-
 def skills_of(episodes: list[TrainEpisode]) -> tuple[str, ...]:
     present = {s.skill for e in episodes for s in e.subtasks}
     return tuple(s for s in SKILLS if s in present)
-
-
-def _lr_lambda(config: SFTConfig):
-    warm, total = config.train.warmup_steps, config.train.max_steps
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-    return f
 
 
 @dataclass(frozen=True)
@@ -89,11 +53,7 @@ class _Start:
 
 def _start(config: SFTConfig, dataset: str | Path | None, out: Path, resume: bool, from_checkpoint: Path | None,
            overrides: tuple[str, ...]) -> _Start:
-    resume_from = latest_checkpoint(out) if out.is_dir() else None
-    if resume_from is not None and not resume:
-        raise CheckpointError(f"{out} already holds checkpoints; pass --resume to continue, or choose another --out")
-    if resume and resume_from is None:
-        raise CheckpointError(f"{out}: nothing to resume (no step-N checkpoint)")
+    resume_from = resume_point(out, resume)
     base = resume_from or (resolve_checkpoint(Path(from_checkpoint)) if from_checkpoint else None)
     prior = Checkpoint(base).trainer_state if base else {}
     if base:  # the checkpoint's config, with this run's overrides
@@ -130,39 +90,6 @@ def _skills(start: _Start, add_skill: str | None, episodes: list[TrainEpisode]) 
     return skills
 
 
-class _Log:
-    """TensorBoard scalars, `metrics.jsonl` and a log line on the main process; throughput per interval."""
-
-    def __init__(self, out: Path, main: bool, samples_per_step: int, world: int, step: int):
-        self.out, self.samples_per_step, self.world = out, samples_per_step, world
-        self.writer = None
-        if main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            out.mkdir(parents=True, exist_ok=True)
-            self.writer = SummaryWriter(str(out / "tb"))
-        self.t0, self.step, self.tokens = time.perf_counter(), step, 0
-
-    def __call__(self, step: int, metrics: dict[str, float]) -> None:
-        elapsed, self.t0 = time.perf_counter() - self.t0, time.perf_counter()
-        metrics["step_time_s"] = elapsed / (step - self.step)
-        metrics["samples_per_s"] = self.samples_per_step * (step - self.step) / elapsed
-        metrics["tokens_per_s"] = self.tokens * self.world / elapsed  # this rank's tokens, times the ranks
-        self.step, self.tokens = step, 0
-        if self.writer is None:
-            return
-        for k, v in metrics.items():
-            self.writer.add_scalar(f"sft/{k}", v, step)
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
-        log.info("step %d  loss %.4f  flow %.4f  lm %.4f  lr %.2e", step, metrics["loss"], metrics["flow"],
-                 metrics["lm"], metrics["lr"])
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 def train_sft(
     config: SFTConfig,
     dataset: str | Path | None,
@@ -174,10 +101,16 @@ def train_sft(
 ) -> SFTResult:
     """Train (or resume, or add a skill expert to) a policy; checkpoints go to `out/step-N`."""
     out = Path(out)
+    with removed_on_user_error(out):
+        return _train_sft(config, dataset, out, resume, add_skill, from_checkpoint, overrides)
+
+
+def _train_sft(config: SFTConfig, dataset: str | Path | None, out: Path, resume: bool, add_skill: str | None,
+               from_checkpoint: Path | None, overrides: tuple[str, ...]) -> SFTResult:
     start = _start(config, dataset, out, resume, from_checkpoint, overrides)
     config, prior = start.config, start.prior
-    accelerator = make_accelerator(config)
-    rank, world = accelerator.process_index, accelerator.num_processes
+    runtime = Runtime(config.train)
+    rank, world = runtime.rank, runtime.world
     torch.manual_seed(config.train.seed)
 
     episodes = open_dataset(start.dataset, config.data.status)
@@ -195,16 +128,19 @@ def train_sft(
     if start.checkpoint is not None:
         trained = load_trained(start.checkpoint, overrides)
         model, tokenizer, stats, cameras = trained.model, trained.processor.tokenizer, trained.stats, trained.cameras
-        if added:
-            _train_new_expert_only(model, grow=bool(add_skill))
+        if added:  # a LoRA to name the new skill, its experts and router row (`models.skills`)
+            config = add_skill_config(config)
+            prepare_add_skill(model, config, grow=bool(add_skill))
     else:
         tokenizer = load_tokenizer(config.backbone)
-        stats = Stats.compute(train_eps, config.data.state_key, config.data.action_key)
+        stats = Stats.compute(train_eps, config.data.state_key, config.data.action_key, config.data.delta_action_dims,
+                              config.data.horizon)
         cameras = cameras_of(episodes, config.data.cameras)
         model = make_model(config, tokenizer, stats, skills)
     processor = make_processor(config, tokenizer, skills)
 
-    data = ChunkDataset(train_eps, config.data, stats, cameras_of(train_eps, cameras), processor)
+    data = ChunkDataset(train_eps, config.data, stats, cameras_of(train_eps, cameras), processor, train=True,
+                        seed=config.train.seed)
     first = int(prior["step"]) if start.resumed else 0
     workers = config.data.num_workers
     loader = torch.utils.data.DataLoader(
@@ -213,58 +149,35 @@ def train_sft(
         prefetch_factor=config.data.prefetch_factor if workers else None, pin_memory=torch.cuda.is_available(),
     )
 
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.train.lr,
-                                  weight_decay=config.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
-    if start.resumed:
-        Checkpoint(start.checkpoint).load_training_state(model, optimizer, scheduler)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    inner = accelerator.unwrap_model(model)
-    params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaces them with sharded ones
-
+    opt = optimization(runtime, model, start.checkpoint if start.resumed else None)
+    model, inner = opt.model, runtime.unwrap(opt.model)
     trainer_state = {
         "kind": "sft", "dataset": start.dataset, "skills": list(skills), "cameras": list(cameras),
         "train_episodes": sorted(train_ids), "val_episodes": val_ids, "world_size": world, "add_skill": added,
     }
     extra = {STATS_FILE: stats.save, TOKENIZER_DIR: tokenizer.save_pretrained}
-    logger = _Log(out, accelerator.is_main_process, config.train.batch_size * world, world, first)
+    metrics = Metrics(out, "sft", runtime, config.train.batch_size * world, first)
     losses: list[float] = []
     checkpoint = None
     model.train()
     batches = iter(loader)
     for step in range(first, config.train.max_steps):
-        batch = {k: v.to(accelerator.device, non_blocking=True) if torch.is_tensor(v) else v
+        batch = {k: v.to(runtime.device, non_blocking=True) if torch.is_tensor(v) else v
                  for k, v in next(batches).items()}
-        gen = torch.Generator(accelerator.device).manual_seed(config.train.seed * 1_000_003 + step * 1009 + rank)
-        result = model(batch, gen)
-        accelerator.backward(result.total)
-        if config.train.grad_clip > 0:
-            accelerator.clip_grad_norm_(params, config.train.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        result = model(batch, step_generator(config.train, step, rank, runtime.device))
+        opt.update(result.total)
+        opt.scheduler.step()
         losses.append(float(result.total.detach()))
-        logger.tokens += int(batch["attention_mask"].sum())
+        metrics.tokens += int(batch["attention_mask"].sum())
         done = step + 1
         last = done == config.train.max_steps
         if done % config.train.log_every == 0 or last:
-            metrics = {k: float(accelerator.reduce(v.detach(), "mean"))
-                       for k, v in (("loss", result.total), ("flow", result.flow), ("lm", result.lm))}
-            logger(done, {**metrics, "lr": scheduler.get_last_lr()[0]})
+            row = {k: runtime.mean(v) for k, v in (("loss", result.total), ("flow", result.flow), ("lm", result.lm))}
+            metrics(done, {**row, "lr": opt.scheduler.get_last_lr()[0]},
+                    f"loss {row['loss']:.4f}  flow {row['flow']:.4f}  lm {row['lm']:.4f}")
         if done % config.train.save_every == 0 or last:
-            checkpoint = save_checkpoint(out, done, inner, optimizer, scheduler, config_to_json(config),
-                                         trainer_state, extra)
-            accelerator.wait_for_everyone()
-    logger.close()
+            checkpoint = save_checkpoint(out, done, inner, opt.optimizer, opt.scheduler, config_to_json(config),
+                                         trainer_state, extra, config.train.keep_last)
+    metrics.close()
     return SFTResult(losses, checkpoint, inner)
 
-
-def _train_new_expert_only(model: torch.nn.Module, grow: bool) -> None:
-    """Freeze all but the last expert and the router of every MoE layer (growing each by one expert first)."""
-    model.requires_grad_(False)
-    for layer in model.modules():
-        if isinstance(layer, SkillMoE):
-            if grow:
-                layer.add_expert()
-            layer.experts[-1].requires_grad_(True)
-            layer.router.requires_grad_(True)

@@ -1,5 +1,5 @@
-"""Run by `torchrun --nproc_per_node 2` from test_sft.py: a few SFT steps (DDP or FSDP), then each
-rank writes its full weights."""
+"""Run by `torchrun --nproc_per_node 2` from the SFT tests: a few SFT steps (DDP or FSDP; `--resume`
+continues the run folder), then each rank writes its full weights and its losses."""
 
 import sys
 from pathlib import Path
@@ -11,8 +11,11 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from atomvla.train.config import get_config
 from atomvla.train.sft import train_sft
 
-dataset, out, overrides = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
-result = train_sft(get_config("tiny-cpu", overrides), dataset, out / "run", overrides=tuple(overrides))
+dataset, out, args = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+resume = "--resume" in args
+overrides = [a for a in args if a != "--resume"]
+result = train_sft(get_config("tiny-cpu", overrides), None if resume else dataset, out / "run", resume=resume,
+                   overrides=tuple(overrides))
 rank = torch.distributed.get_rank()
 # Full tensors on every rank, gathered from the shards under FSDP.
 full = get_model_state_dict(result.model, options=StateDictOptions(full_state_dict=True))

@@ -76,3 +76,63 @@ def tiny_frames(meta):
     from atomvla.curate.episode import Episode
 
     return Episode(meta).frames().get_many([0, 1, 2])
+
+
+RSS_SCRIPT = """
+import sys
+from pathlib import Path
+
+from atomvla.train.worldmodel.data import NormedLatents
+from atomvla.train.latents import MappedLatents
+
+
+def rss() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+files = sorted(Path(sys.argv[1]).glob("*.safetensors"))
+NormedLatents(MappedLatents.of(files[0]))[[0, 1]]  # first read: lazy imports and allocator warm-up
+base, peak, frames = rss(), 0, 0
+for path in files:
+    latents = NormedLatents(MappedLatents.of(path))
+    for t in range(0, latents.shape[0] - 8, 4):
+        x = latents[[t, t + 4, t + 8]]
+        frames += 3
+        peak = max(peak, rss())
+print(peak - base, frames)
+"""
+
+
+def test_latents_are_read_from_disk_with_bounded_memory(tmp_path):
+    """A process reading every frame of a 192 MB cache grows by far less than the cache."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    for i in range(12):  # 12 episodes x 64 frames x 256 patches x 512 dims in fp16: 16 MiB each
+        save_file({"latents": torch.randn(64, 256, 512, generator=g).half()}, str(tmp_path / f"ep{i:02d}.safetensors"))
+    total = sum(p.stat().st_size for p in tmp_path.glob("*.safetensors"))
+    done = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    growth, frames = map(int, done.stdout.split())
+    assert frames == 12 * 14 * 3
+    assert total > 190e6 and growth < 24e6, f"RSS grew {growth / 1e6:.1f} MB reading a {total / 1e6:.0f} MB cache"
+
+
+def test_mapped_latents_equal_the_loaded_ones_in_every_storage_dtype(tmp_path):
+    from atomvla.train.latents import MappedLatents
+
+    x = torch.randn(5, 3, 4)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        from safetensors.torch import save_file
+
+        save_file({"latents": x.to(dtype)}, str(tmp_path / "e.safetensors"))
+        mapped = MappedLatents.of(tmp_path / "e.safetensors")
+        assert mapped.shape == (5, 3, 4) and len(mapped) == 5
+        torch.testing.assert_close(mapped[[4, 0]], x.to(dtype).float()[[4, 0]], rtol=0, atol=0)
+        torch.testing.assert_close(mapped[-1], x.to(dtype).float()[-1], rtol=0, atol=0)

@@ -47,3 +47,27 @@ def test_atom_train_wm_end_to_end_and_bad_datasets(export_dir, tmp_path):
     assert "vs copy" in run.output and (tmp_path / "wm" / "world_model.safetensors").is_file()
     bare = CliRunner().invoke(app, ["wm", "--dataset", str(SOURCE), "--out", str(tmp_path / "bare")])
     assert bare.exit_code == 2 and "no subtasks" in bare.output
+    assert not (tmp_path / "bare").exists()  # a refused run leaves no run folder
+
+
+def test_world_model_training_resumes_exactly(export_dir, tmp_path):
+    import shutil
+
+    import pytest
+
+    from atomvla.train.checkpoint import CheckpointError
+    from atomvla.train.config import get_config
+    from atomvla.train.data.episodes import open_dataset
+    from atomvla.train.worldmodel.train import train_world_model
+
+    config = get_config("tiny-cpu", ("train.max_steps=6", "train.save_every=3", "train.keep_last=0", "train.val_fraction=0",
+                                     "train.log_every=1000", "train.batch_size=4"), kind="wm")
+    episodes = open_dataset(export_dir)
+    whole, _ = train_world_model(config, episodes, tmp_path / "a", tmp_path / "latents")
+    shutil.copytree(tmp_path / "a" / "step-000003", tmp_path / "b" / "step-000003")
+    with pytest.raises(CheckpointError, match="pass --resume"):
+        train_world_model(config, episodes, tmp_path / "b", tmp_path / "latents")
+    resumed, _ = train_world_model(config, episodes, tmp_path / "b", tmp_path / "latents", resume=True)
+    a, b = whole.predictor.state_dict(), resumed.predictor.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in (tmp_path / "b").glob("step-*")) == ["step-000003", "step-000006"]

@@ -22,7 +22,9 @@ class GRPOConfig:
     kl_beta: float = 0.04  # weight of the k3 KL to the SFT reference
     updates_per_batch: int = 1  # policy updates on each sampled group (ratio = 1 on the first)
     rewards: RewardConfig = field(default_factory=RewardConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=4, max_steps=50, lr=1e-3, warmup_steps=5))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(batch_size=4, max_steps=50, lr=1e-3, warmup_steps=5, schedule="constant")
+    )
 
 
 register(GRPOConfig(name="tiny-cpu"))
@@ -31,8 +33,8 @@ register(
         name="qwen3vl-4b",
         group_size=8,
         train=TrainConfig(
-            batch_size=8, max_steps=2000, lr=1e-5, warmup_steps=50, mixed_precision="bf16", distributed="fsdp",
-            save_every=200, log_every=10,
+            batch_size=8, max_steps=2000, lr=1e-5, warmup_steps=50, mixed_precision="bf16", schedule="constant",
+            save_every=200, keep_last=2, log_every=10,
         ),
     )
 )

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from atomvla.train.assemble import STATS_FILE, TOKENIZER_DIR, Trained, load_trained
-from atomvla.train.checkpoint import Checkpoint, CheckpointError, latest_checkpoint, resolve_checkpoint, save_checkpoint
+from atomvla.train.checkpoint import Checkpoint, CheckpointError, resolve_checkpoint, save_checkpoint
 from atomvla.train.config import apply_overrides, config_to_json, from_dict
 from atomvla.train.data.episodes import DatasetError, TrainEpisode, dataset_ref, open_dataset
 from atomvla.train.data.samples import ChunkDataset, ChunkSampler
@@ -31,6 +31,7 @@ from atomvla.train.grpo import sde
 from atomvla.train.grpo.config import GRPOConfig
 from atomvla.train.grpo.objective import LossParts, group_advantages, grpo_loss
 from atomvla.train.latents import LatentCache, LatentCacheError, build_with_progress
+from atomvla.train.loop import Metrics, Runtime, optimization, removed_on_user_error, resume_point, step_generator
 from atomvla.train.models.vla import VLA
 from atomvla.train.rewards import TERMS, States, score
 from atomvla.train.worldmodel.data import LatentEpisode, load_latent_episodes
@@ -41,8 +42,9 @@ GRPO_CONFIG_FILE = "grpo_config.json"
 
 
 class SDEPolicy(nn.Module):
-    """The VLA seen as a stochastic chunk sampler; `forward` gives the denoising log-probs (so DDP
-    and FSDP wrap it like any model)."""
+    """The VLA seen as a stochastic chunk sampler. Both uses go through `forward` (so DDP and FSDP
+    wrap it like any model, and FSDP gathers the shards for each): with `xs` the denoising
+    log-probs of those trajectories, without it a sampled group of trajectories."""
 
     def __init__(self, vla: VLA, steps: int, eta: float):
         super().__init__()
@@ -63,15 +65,15 @@ class SDEPolicy(nn.Module):
 
         return v
 
-    def forward(self, batch: dict, xs: Tensor, group: int) -> Tensor:
-        return sde.log_probs(self.velocity(batch, group), xs, self.steps, self.eta)
-
-    @torch.no_grad()
-    def sample(self, batch: dict, group: int, generator: torch.Generator) -> sde.Trajectory:
-        head = self.vla.head
-        b = batch["state"].shape[0] * group
-        noise = torch.randn(b, head.horizon, head.action_dim, generator=generator, device=batch["state"].device)
-        return sde.sample(self.velocity(batch, group), noise, self.steps, self.eta, generator)
+    def forward(self, batch: dict, group: int, xs: Tensor | None = None,
+                generator: torch.Generator | None = None) -> Tensor | sde.Trajectory:
+        if xs is not None:
+            return sde.log_probs(self.velocity(batch, group), xs, self.steps, self.eta)
+        with torch.no_grad():
+            head = self.vla.head
+            b = batch["state"].shape[0] * group
+            noise = torch.randn(b, head.horizon, head.action_dim, generator=generator, device=batch["state"].device)
+            return sde.sample(self.velocity(batch, group), noise, self.steps, self.eta, generator)
 
 
 @dataclass
@@ -88,8 +90,9 @@ class GRPOResult:
     model: VLA = field(repr=False)
 
 
-# (episode, frame) picks and the chunk length -> the states to score; cached latents by default.
-StateSource = Callable[[Sequence[tuple[LatentEpisode, int]], int], States]
+# (episode, frame) picks, the chunk length and the reward horizon in chunks -> the states to score;
+# cached latents by default.
+StateSource = Callable[[Sequence[tuple[LatentEpisode, int]], int, int], States]
 
 
 class GRPOTrainer:
@@ -113,11 +116,12 @@ class GRPOTrainer:
         return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     @torch.no_grad()
-    def rollout(self, policy: SDEPolicy, batch: dict, generator: torch.Generator) -> Rollout:
+    def rollout(self, policy: nn.Module, batch: dict, generator: torch.Generator) -> Rollout:
+        """`policy`: the SDEPolicy, or it wrapped (DDP, FSDP)."""
         g = self.config.group_size
-        traj = policy.sample(batch, g, generator)
+        traj = policy(batch, g, generator=generator)
         picks = [(self.latent[m["episode_id"]], m["frame"]) for m in batch["meta"]]
-        states = self.state_source(picks, self.policy.config.data.horizon).to(self.device)
+        states = self.state_source(picks, self.policy.config.data.horizon, self.config.rewards.horizon).to(self.device)
         chunks = (traj.chunk * self._std + self._mean).view(len(picks), g, *traj.chunk.shape[1:])
         rewards = score(self.wm, states, chunks, self.config.rewards)
         return Rollout(traj, rewards, group_advantages(rewards["total"]).flatten())
@@ -125,8 +129,8 @@ class GRPOTrainer:
     def loss(self, policy: nn.Module, batch: dict, rollout: Rollout) -> LossParts:
         g, xs = self.config.group_size, rollout.trajectory.xs
         with torch.no_grad():
-            ref_logp = self.reference(batch, xs, g)
-        logp = policy(batch, xs, g)
+            ref_logp = self.reference(batch, g, xs)
+        logp = policy(batch, g, xs)
         return grpo_loss(logp, rollout.trajectory.log_probs, ref_logp, rollout.advantages, self.config.clip,
                          self.config.kl_beta)
 
@@ -157,14 +161,15 @@ def train_grpo(
     state_source: StateSource = States.gather,
 ) -> GRPOResult:
     """Tune SFT checkpoint `policy` with world model `world_model`; checkpoints go to `out/step-N`."""
-    from atomvla.train.sft import make_accelerator
-
     out = Path(out)
-    resume_from = latest_checkpoint(out) if out.is_dir() else None
-    if resume_from is not None and not resume:
-        raise CheckpointError(f"{out} already holds checkpoints; pass --resume to continue, or choose another --out")
-    if resume and resume_from is None:
-        raise CheckpointError(f"{out}: nothing to resume (no step-N checkpoint)")
+    with removed_on_user_error(out):
+        return _train_grpo(config, out, policy, world_model, dataset, latents, resume, overrides, state_source)
+
+
+def _train_grpo(config: GRPOConfig, out: Path, policy: Path | None, world_model: Path | None,
+                dataset: str | Path | None, latents: Path | None, resume: bool, overrides: tuple[str, ...],
+                state_source: StateSource) -> GRPOResult:
+    resume_from = resume_point(out, resume)
     prior = Checkpoint(resume_from).trainer_state if resume_from else {}
     if resume_from:
         config = apply_overrides(from_dict(GRPOConfig, json.loads((resume_from / GRPO_CONFIG_FILE).read_text())), overrides)
@@ -176,11 +181,11 @@ def train_grpo(
             raise CheckpointError("grpo needs --policy (an SFT checkpoint) and --world-model (from atom-train wm)")
         reference_path, wm_path = resolve_checkpoint(Path(policy)).resolve(), Path(world_model).resolve()
 
-    accelerator = make_accelerator(config)
-    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    runtime = Runtime(config.train)
+    rank, world, device = runtime.rank, runtime.world, runtime.device
     torch.manual_seed(config.train.seed)
     tuned = load_trained(resume_from or reference_path)
-    reference = load_trained(reference_path).model.to(device)
+    reference = load_trained(reference_path).model
     wm = WorldModel.load(wm_path, device)
     if wm.config.horizon != tuned.config.data.horizon:
         raise WorldModelError(f"{wm_path}: predicts chunks of {wm.config.horizon} actions, the policy makes {tuned.config.data.horizon}")
@@ -195,24 +200,17 @@ def train_grpo(
         raise DatasetError(f"{dataset}: none of the policy's training episodes is in this dataset")
     cache = _open_latents(wm, latents, train_eps, device)
     trainer = GRPOTrainer(config, tuned, reference, wm, load_latent_episodes(train_eps, cache), device, state_source)
+    if runtime.fsdp:  # the frozen reference is sharded like the policy: no rank holds a whole copy
+        runtime.wrap(trainer.reference)
+    else:
+        trainer.reference.to(device)
 
     start = int(prior.get("step", 0))
     sampler = iter(ChunkSampler(len(trainer.data), config.train.batch_size, config.train.seed, rank, world, start))
-    params = [p for p in trainer.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
-    warm = max(1, config.train.warmup_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm))
-    if resume_from:
-        Checkpoint(resume_from).load_training_state(tuned.model, optimizer, scheduler)
-    model, optimizer, scheduler = accelerator.prepare(trainer.model, optimizer, scheduler)
-    inner: SDEPolicy = accelerator.unwrap_model(model)
+    opt = optimization(runtime, trainer.model, resume_from, state_of=tuned.model)
+    model = opt.model
+    inner: SDEPolicy = runtime.unwrap(model)
 
-    writer = None
-    if accelerator.is_main_process:
-        from torch.utils.tensorboard import SummaryWriter
-
-        out.mkdir(parents=True, exist_ok=True)
-        writer = SummaryWriter(str(out / "tb"))
     trainer_state = {
         **{k: v for k, v in tuned.state.items() if k not in ("step", "scheduler", "python_rng", "numpy_rng")},
         "kind": "grpo", "dataset": dataset, "reference": str(reference_path), "world_model": str(wm_path),
@@ -225,41 +223,34 @@ def train_grpo(
             TOKENIZER_DIR: lambda p: tuned.processor.tokenizer.save_pretrained(p),
             GRPO_CONFIG_FILE: lambda p: p.write_text(config_to_json(config)),
         }
-        return save_checkpoint(out, step, inner.vla, optimizer, scheduler, config_to_json(tuned.config), trainer_state, extra)
+        return save_checkpoint(out, step, inner.vla, opt.optimizer, opt.scheduler, config_to_json(tuned.config),
+                               trainer_state, extra, config.train.keep_last)
 
+    logger = Metrics(out, "grpo", runtime, config.train.batch_size * config.group_size * world, start)
     metrics: list[dict[str, float]] = []
     checkpoint = None
     for step in range(start, config.train.max_steps):
         batch = trainer.batch(next(sampler))
-        gen = torch.Generator(device).manual_seed(config.train.seed * 1_000_003 + step * 1009 + rank)
         model.train()
-        rollout = trainer.rollout(inner, batch, gen)
+        rollout = trainer.rollout(model, batch, step_generator(config.train, step, rank, device))
         for _ in range(config.updates_per_batch):
             parts = trainer.loss(model, batch, rollout)
-            accelerator.backward(parts.loss)
-            if config.train.grad_clip > 0:
-                accelerator.clip_grad_norm_(params, config.train.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+            opt.update(parts.loss)
+        opt.scheduler.step()
         done = step + 1
         row = {f"reward_{k}": v.mean() for k, v in rollout.rewards.items()}
-        row |= {"loss": parts.loss.detach(), "policy_loss": parts.policy, "kl": parts.kl, "ratio": parts.ratio, "clip_fraction": parts.clip_fraction}
-        row = {k: float(accelerator.reduce(v.detach(), "mean")) for k, v in row.items()}
+        row |= {"loss": parts.loss, "policy_loss": parts.policy, "kl": parts.kl, "ratio": parts.ratio, "clip_fraction": parts.clip_fraction}
+        row = {k: runtime.mean(v) for k, v in row.items()}
         metrics.append({"step": done, **row})
-        if writer is not None:
-            for k, v in row.items():
-                writer.add_scalar(f"grpo/{k}", v, done)
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps({"step": done, **row}) + "\n")
-            if done % config.train.log_every == 0 or done == config.train.max_steps:
-                log.info("step %d  reward %.4f (%s)  loss %.4f  kl %.5f", done, row["reward_total"],
-                         ", ".join(f"{k} {row['reward_' + k]:.4f}" for k in TERMS), row["loss"], row["kl"])
-        if done % config.train.save_every == 0 or done == config.train.max_steps:
+        last = done == config.train.max_steps
+        line = None
+        if done % config.train.log_every == 0 or last:
+            terms = ", ".join(f"{k} {row['reward_' + k]:.4f}" for k in TERMS)
+            line = f"reward {row['reward_total']:.4f} ({terms})  loss {row['loss']:.4f}  kl {row['kl']:.5f}"
+        logger(done, row, line)
+        if done % config.train.save_every == 0 or last:
             checkpoint = save(done)
-            accelerator.wait_for_everyone()
-    if writer is not None:
-        writer.close()
+    logger.close()
     return GRPOResult(metrics, checkpoint, inner.vla)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from atomvla.train.config import register
+from atomvla.train.config import TrainConfig, register
 from atomvla.train.latents import DEFAULT_ENCODER, EncoderSpec
 
 
@@ -49,17 +49,17 @@ class PredictorConfig:
 
 
 @dataclass(frozen=True)
-class WMTrainConfig:
+class WMTrainConfig(TrainConfig):
+    """The shared loop's settings (`train.loop`) with the world model's defaults and its own terms."""
+
     batch_size: int = 16
     max_steps: int = 300
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 10
-    grad_clip: float = 1.0
+    schedule: Literal["cosine", "constant"] = "constant"
+    save_every: int = 100
+    keep_last: int = 2
+    log_every: int = 20
     rollout_weight: float = 1.0
     val_fraction: float = 0.2
-    log_every: int = 20
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ register(
         name="vjepa2-vitl",
         encoder=EncoderConfig(model=DEFAULT_ENCODER, storage_dtype="bfloat16"),
         predictor=PredictorConfig(hidden_size=512, depth=12, heads=8),
-        train=WMTrainConfig(batch_size=64, max_steps=20000, lr=4e-4, warmup_steps=500, log_every=100),
+        train=WMTrainConfig(batch_size=64, max_steps=20000, lr=4e-4, warmup_steps=500, save_every=2000, log_every=100,
+                            mixed_precision="bf16"),
     )
 )

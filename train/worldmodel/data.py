@@ -11,7 +11,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from atomvla.train.data.episodes import TrainEpisode
-from atomvla.train.latents import LatentCache
+from atomvla.train.latents import LatentCache, MappedLatents
 from atomvla.train.worldmodel.model import normalise_latents
 
 
@@ -45,11 +45,25 @@ class Normaliser:
 
 
 @dataclass(frozen=True)
+class NormedLatents:
+    """An episode's cached latents, read from disk on indexing and layer-normed (float32)."""
+
+    frames: MappedLatents
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.frames.shape
+
+    def __getitem__(self, index) -> Float[Tensor, "..."]:
+        return normalise_latents(self.frames[index])
+
+
+@dataclass(frozen=True)
 class LatentEpisode:
-    """One episode's layer-normed latents (per frame) with its raw states and actions."""
+    """One episode's layer-normed latents (per frame, read on demand) with its raw states and actions."""
 
     source: TrainEpisode
-    latents: Float[Tensor, "f n d"]
+    latents: NormedLatents | Float[Tensor, "f n d"]
     states: Float[Tensor, "f s"]
     actions: Float[Tensor, "f a"]
 
@@ -74,7 +88,7 @@ def load_latent_episodes(
 ) -> list[LatentEpisode]:
     out = []
     for ep in episodes:
-        latents = normalise_latents(cache.load(ep.meta))
+        latents = NormedLatents(cache.open(ep.meta))
         out.append(LatentEpisode(ep, latents, torch.tensor(ep.array(state_key)), torch.tensor(ep.array(action_key))))
     return out
 
@@ -106,8 +120,8 @@ class Windows:
         for j in index:
             i, t = self.starts[j]
             e = self.episodes[i]
-            frames = t + h * torch.arange(k + 1)
+            frames = t + h * np.arange(k + 1)
             z.append(e.latents[frames])
             a.append(e.actions[t : t + h * k].reshape(k, h, -1))
-            s.append(e.states[frames[:-1]])
+            s.append(e.states[torch.from_numpy(frames[:-1])])
         return torch.stack(z), norm.action(torch.stack(a)), norm.state(torch.stack(s))

@@ -35,6 +35,8 @@ def block_causal_mask(steps: int, per_step: int, device: torch.device | None = N
 
 
 class ACPredictor(nn.Module):
+    _no_split_modules = ["TransformerEncoderLayer"]  # FSDP's units (`train.loop.shard`)
+
     def __init__(self, dims: PredictorDims, hidden: int, depth: int, heads: int, max_steps: int, mlp_ratio: float = 4.0):
         super().__init__()
         self.dims = dims

@@ -1,4 +1,5 @@
-"""`atom-train wm`: fit the action-conditioned predictor on cached latents and evaluate it."""
+"""`atom-train wm`: fit the action-conditioned predictor on cached latents (in the shared loop, `train.loop`:
+DDP or FSDP, exact resume) and evaluate it."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+from atomvla.train.checkpoint import Checkpoint, CheckpointError, save_checkpoint
+from atomvla.train.config import apply_overrides, from_dict
 from atomvla.train.data.episodes import TrainEpisode, split_episodes
 from atomvla.train.latents import LatentCache, build_with_progress
+from atomvla.train.loop import Metrics, Runtime, optimization, removed_on_user_error, resume_point, step_generator
 from atomvla.train.worldmodel.config import WMConfig
 from atomvla.train.worldmodel.data import LatentEpisode, Normaliser, Windows, load_latent_episodes
-from atomvla.train.worldmodel.model import PredictorDims
+from atomvla.train.worldmodel.model import ACPredictor, PredictorDims
 from atomvla.train.worldmodel.world_model import WorldModel
 
 log = logging.getLogger(__name__)
@@ -30,15 +35,33 @@ def open_latents(config: WMConfig, episodes: Sequence[TrainEpisode], latents_dir
 
 
 def train_world_model(
-    config: WMConfig, episodes: Sequence[TrainEpisode], out: str | Path, latents_dir: str | Path, device: str = "cpu"
+    config: WMConfig, episodes: Sequence[TrainEpisode], out: str | Path, latents_dir: str | Path, device: str = "cpu",
+    resume: bool = False, overrides: tuple[str, ...] = (),
 ) -> tuple[WorldModel, dict[str, float]]:
+    """Train (or resume) the predictor in the shared loop; checkpoints `out/step-N`, then the world
+    model, its evaluation and config in `out`. `device` is where frames are encoded into the cache."""
+    out = Path(out)
+    with removed_on_user_error(out):
+        return _train(config, episodes, out, latents_dir, device, resume, overrides)
+
+
+def _train(config: WMConfig, episodes: Sequence[TrainEpisode], out: Path, latents_dir: str | Path, device: str,
+           resume: bool, overrides: tuple[str, ...]) -> tuple[WorldModel, dict[str, float]]:
+    resume_from = resume_point(out, resume)
+    if resume_from is not None:
+        saved = Checkpoint(resume_from).config
+        if saved.get("kind") != "wm":
+            raise CheckpointError(f"{resume_from}: a {saved.get('kind')!r} checkpoint, not a world model's")
+        config = apply_overrides(from_dict(WMConfig, saved), overrides)
     t = config.train
-    cache = open_latents(config, episodes, latents_dir, device)
+    runtime = Runtime(t)
     train_ids, val_ids = split_episodes(list(episodes), t.val_fraction, t.seed)
+    cache = open_latents(config, episodes, latents_dir, device)
     latent_eps = load_latent_episodes(episodes, cache)
     by_id = {e.source.meta.episode_id: e for e in latent_eps}
     train_eps = [by_id[i] for i in train_ids]
     val_eps = [by_id[i] for i in val_ids] or train_eps
+    windows = Windows(train_eps, config.horizon, config.predictor.steps)
     norm = Normaliser.fit(train_eps)
     first = train_eps[0]
     dims = PredictorDims(
@@ -47,40 +70,62 @@ def train_world_model(
     )
     torch.manual_seed(t.seed)
     wm = WorldModel.build(config, dims, norm, cache)
-    predictor = wm.predictor.to(device).train()
-    windows = Windows(train_eps, config.horizon, config.predictor.steps)
-    opt = torch.optim.AdamW(predictor.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, t.warmup_steps)))
-    gen = torch.Generator().manual_seed(t.seed)
-    writer = _writer(out)
+    if resume_from is not None:
+        Checkpoint(resume_from).load_model(wm.predictor)
+    opt = optimization(runtime, wm.predictor, resume_from)
+    predictor = opt.model
+    predictor.train()
+    start = int(Checkpoint(resume_from).trainer_state["step"]) if resume_from else 0
+    trainer_state = {"kind": "wm", "train_episodes": list(train_ids), "val_episodes": list(val_ids),
+                     "latents": str(cache.root.resolve()), "world_size": runtime.world}
+    metrics = Metrics(out, "wm", runtime, t.batch_size * runtime.world, start)
     rollout = min(config.predictor.rollout, config.predictor.steps)
-    for step in range(t.max_steps):
-        idx = torch.randint(len(windows), (t.batch_size,), generator=gen).tolist()
-        z, a, s = (x.to(device) for x in windows.batch(idx, norm))
+    for step in range(start, t.max_steps):
+        idx = torch.randint(len(windows), (t.batch_size,), generator=step_generator(t, step, runtime.rank)).tolist()
+        z, a, s = (x.to(runtime.device) for x in windows.batch(idx, norm))
         teacher = (predictor(z[:, :-1], a, s) - z[:, 1:]).abs().mean()
         loss = teacher
+        row = {"teacher_forcing_l1": teacher}
         if rollout:
-            rolled = (predictor.rollout(z[:, 0], a[:, :rollout], s[:, :rollout]) - z[:, 1 : rollout + 1]).abs().mean()
+            # Each rollout step goes through the wrapped module (DDP syncs its gradients, FSDP gathers shards).
+            seq = [z[:, 0]]
+            for k in range(rollout):
+                seq.append(predictor(torch.stack(seq, 1), a[:, : k + 1], s[:, : k + 1])[:, -1])
+            rolled = (torch.stack(seq[1:], 1) - z[:, 1 : rollout + 1]).abs().mean()
             loss = loss + t.rollout_weight * rolled
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(predictor.parameters(), t.grad_clip)
-        opt.step()
-        sched.step()
-        writer.add_scalar("wm/loss", loss.item(), step)
-        writer.add_scalar("wm/teacher_forcing_l1", teacher.item(), step)
-        if rollout:
-            writer.add_scalar("wm/rollout_l1", rolled.item(), step)
-        if step % t.log_every == 0 or step == t.max_steps - 1:
-            log.info("step %d loss %.4f", step, loss.item())
-    predictor.eval()
-    report = evaluate(wm, val_eps, device)
+            row["rollout_l1"] = rolled
+        opt.update(loss)
+        opt.scheduler.step()
+        done = step + 1
+        last = done == t.max_steps
+        if done % t.log_every == 0 or last:
+            row = {"loss": runtime.mean(loss), **{k: runtime.mean(v) for k, v in row.items()}}
+            metrics(done, {**row, "lr": opt.scheduler.get_last_lr()[0]}, f"loss {row['loss']:.4f}")
+        if done % t.save_every == 0 or last:
+            save_checkpoint(out, done, runtime.unwrap(predictor), opt.optimizer, opt.scheduler,
+                            json.dumps(asdict(config), indent=2), trainer_state, keep_last=t.keep_last)
+    metrics.close()
+    wm.predictor = _plain(predictor, wm, runtime)
+    wm.predictor.eval()
+    report = evaluate(wm, val_eps, runtime.device)
     report["held_out_episodes"] = len(val_ids)
-    wm.save(out)
-    (Path(out) / "wm_eval.json").write_text(json.dumps(report, indent=2))
-    (Path(out) / "wm_config.json").write_text(json.dumps(asdict(config), indent=2))
-    writer.close()
+    if runtime.is_main:
+        wm.save(out)
+        (out / "wm_eval.json").write_text(json.dumps(report, indent=2))
+        (out / "wm_config.json").write_text(json.dumps(asdict(config), indent=2))
+    runtime.barrier()
     return wm, report
+
+
+def _plain(predictor: torch.nn.Module, wm: WorldModel, runtime) -> torch.nn.Module:
+    """The trained predictor as one plain module on every rank (gathered from the shards under FSDP)."""
+    if not runtime.fsdp:
+        return runtime.unwrap(predictor)
+    full = get_model_state_dict(predictor, options=StateDictOptions(full_state_dict=True))
+    p = wm.config.predictor
+    plain = ACPredictor(wm.predictor.dims, p.hidden_size, p.depth, p.heads, max_steps=p.steps + 1, mlp_ratio=p.mlp_ratio)
+    plain.load_state_dict(full)
+    return plain.to(runtime.device)
 
 
 @torch.no_grad()
@@ -101,9 +146,3 @@ def evaluate(wm: WorldModel, episodes: Sequence[LatentEpisode], device: str = "c
     report["rollout_steps"] = steps
     report["windows"] = len(windows)
     return report
-
-
-def _writer(out: str | Path):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(Path(out) / "tb"))

@@ -49,6 +49,13 @@ class WorldModel:
         """The (layer-normed) latent one chunk later, from the current one, the raw state and raw chunk."""
         return self.predictor(latent[:, None], self.norm.action(chunk)[:, None], self.norm.state(state)[:, None])[:, 0]
 
+    @torch.no_grad()
+    def rollout(
+        self, latent: Float[Tensor, "b n d"], states: Float[Tensor, "b k s"], chunks: Float[Tensor, "b k h a"]
+    ) -> Float[Tensor, "b k n d"]:
+        """The latents after each of k chunks applied in turn (raw states and chunks; one step: `predict`)."""
+        return self.predictor.rollout(latent, self.norm.action(chunks), self.norm.state(states))
+
     def check_latents(self, cache: LatentCache, where: str) -> None:
         """Refuse latents from another encoder or preprocessing than the ones trained on."""
         if cache.key != self.encoder_key:
