@@ -24,17 +24,20 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atomvla.errors import UserError
-from atomvla.schemas import Status
+
+if TYPE_CHECKING:
+    from atomvla.schemas import Status
 
 log = logging.getLogger(__name__)
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 ROLES = ("annotator", "reviewer")
-# What only a reviewer may store: the verdicts. Saving (needs review) and flagging are everyone's.
-REVIEWER_ONLY = (Status.accepted, Status.rejected)
+# What only a reviewer may store: the verdicts (`Status` values; not imported, so `--help` stays
+# fast). Saving (needs review) and flagging are everyone's.
+REVIEWER_ONLY = ("accepted", "rejected")
 # scrypt cost: 16 MiB and ~50 ms per check here, the interactive-login setting of the scrypt paper.
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SALT_BYTES, HASH_BYTES = 1 << 14, 8, 1, 16, 32
 # Failed logins: the k-th failure in a row (per user and address) is answered after
@@ -170,7 +173,7 @@ def refusal(role: str | None, status: Status) -> str | None:
     the app runs without logins (local only), where everyone is a reviewer."""
     if role is None or role == "reviewer" or status not in REVIEWER_ONLY:
         return None
-    return (f"**Not saved**: {'accepting' if status is Status.accepted else 'rejecting'} needs the reviewer role; "
+    return (f"**Not saved**: {'accepting' if status == 'accepted' else 'rejecting'} needs the reviewer role; "
             f"this login is an {role}: save (w) or flag (f) it for a reviewer.")
 
 
