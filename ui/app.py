@@ -23,12 +23,14 @@ from atomvla.schemas.rules import DEFAULT_MIN_FRAMES
 from atomvla.ui import auth, editing, store_tables, timeline
 from atomvla.ui.editing import EditError, EditSession, Segment, segments_of
 from atomvla.ui.frame_server import FrameServer
+from atomvla.ui.learning import Learner, is_reproposal, only_reproposals_since
 from atomvla.ui.review_queue import SORTS, STATUSES, QueueFilter, ReviewQueue
 
 # Events answer straight over HTTP, not through Gradio's queue (its extra hops measured slower for
 # these short handlers), and without a progress overlay flashing on every key press.
 FAST = {"queue": False, "show_progress": "hidden"}
 WINDOW_RADIUS = 60  # frames each side of the cursor sent to the browser per request
+QUEUE_POLL_S = 3  # how often a page looks for revisions made elsewhere (the table redraws only then)
 QUEUE_ROWS = 100  # rows of the queue table (counts cover all); more costs the browser a redraw
 STATUS_CHOICES = [("unreviewed (needs review, proposed, unlabelled)", "unreviewed"), ("all", "all")] + [
     (s.replace("_", " "), s) for s in STATUSES
@@ -64,11 +66,13 @@ class Review:
     """One browser session: who is editing what."""
 
     author: str
+    session: str = ""  # the browser session's id: which episodes are open where
     role: str | None = None  # the login's role (auth.ROLES); None without logins: everyone reviews
     episode_id: str | None = None
     edit: EditSession | None = None
     saved_at: str = ""
     note: str = ""  # shown once the episode just opened is on the page
+    queue_seen: int = 0  # the queue's version this page's table shows
 
 
 def _author(request: gr.Request | None) -> str:
@@ -82,10 +86,16 @@ def _fmt_segments(segs) -> str:
 
 
 class ReviewApp:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, learn: bool = True):
         self.store = store
         self.queue = ReviewQueue(store)
         self.frames = FrameServer(store)
+        self._open: dict[str, str] = {}  # browser session -> the episode it has open
+        self.learner = Learner(store, busy=lambda: list(self._open.values())) if learn else None
+
+    def closed(self, session: str) -> None:
+        """A browser session ended: its episode may be re-proposed again."""
+        self._open.pop(session, None)
 
     # -- opening an episode ---------------------------------------------------------------
 
@@ -113,6 +123,7 @@ class ReviewApp:
     def open(self, review: Review, episode_id: str, cursor: int = 0):
         edit, note = self._session_for(episode_id, review.author)
         review.episode_id, review.edit, review.saved_at = episode_id, edit, ""
+        self._open[review.session] = episode_id
         meta = self.store.episode(episode_id)
         first = max(0, cursor - WINDOW_RADIUS)
         payload = {
@@ -157,7 +168,9 @@ class ReviewApp:
         rev = (f"revision {latest.revision} · {latest.status.value.replace('_', ' ')} · by {latest.author}"
                if latest else "no revision yet")
         draft = f" · draft saved {review.saved_at}" if review.saved_at else ""
-        return (f"### {meta.episode_id} — {meta.task}\n{meta.n_frames} frames at {meta.fps:g} fps · {rev}"
+        learned = (f" · re-proposed from what {latest.provenance.learned_from} accepted episodes taught"
+                   f" (profile {latest.provenance.profile})" if latest is not None and is_reproposal(latest) else "")
+        return (f"### {meta.episode_id} — {meta.task}\n{meta.n_frames} frames at {meta.fps:g} fps · {rev}{learned}"
                 f" · editing as **{review.author}** (based on revision {review.edit.based_on}){draft}")
 
     def timeline_html(self, review: Review) -> str:
@@ -206,7 +219,8 @@ class ReviewApp:
         table = [
             [r.episode_id, r.status.replace("_", " "),
              "" if r.confidence is None else f"{r.confidence:.2f}",
-             "" if r.disagreement is None else f"{r.disagreement:.3f}", ", ".join(sorted(r.backends)), r.task]
+             "" if r.disagreement is None else f"{r.disagreement:.3f}", ", ".join(sorted(r.backends)),
+             "" if r.learned_from is None else f"{r.learned_from} accepts", r.task]
             for r in rows[:QUEUE_ROWS]
         ]
         return summary, table
@@ -249,7 +263,7 @@ class ReviewApp:
         try:
             dec = Decomposition(episode_id=edit.episode_id, n_frames=edit.n_frames, subtasks=editing.to_subtasks(segs),
                                 status=status, author=review.author, min_frames=edit.min_frames, note=note or None)
-            stored = self.store.add_revision(dec, based_on=edit.based_on)
+            stored = self._add(dec, edit.based_on)
         except DecompositionError as exc:
             return "**Not saved**: " + "; ".join(exc.problems)
         except StaleRevisionError as exc:
@@ -266,7 +280,19 @@ class ReviewApp:
         review.edit = EditSession(edit.episode_id, edit.n_frames, edit.min_frames, stored.revision, segments_of(stored))
         review.saved_at = ""
         self.queue.refresh()
+        if status is Status.accepted and self.learner is not None:
+            self.learner.accepted(edit.episode_id)
         return f"Saved revision {stored.revision} ({status.value.replace('_', ' ')})."
+
+    def _add(self, dec: Decomposition, based_on: int) -> Decomposition:
+        """Store a person's revision; it goes over re-proposals the app made after the edit began."""
+        try:
+            return self.store.add_revision(dec, based_on=based_on)
+        except StaleRevisionError:
+            history = self.store.history(dec.episode_id)
+            if not only_reproposals_since(history, based_on):
+                raise
+            return self.store.add_revision(dec, based_on=history[-1].revision)
 
 
 def _filter(status: str, backend: str, task: str, sort: str) -> QueueFilter:
@@ -275,12 +301,14 @@ def _filter(status: str, backend: str, task: str, sort: str) -> QueueFilter:
                        task=None if task in (None, "all") else task, sort=sort or SORTS[0])
 
 
-def build(store: Store, roles: Mapping[str, str] | None = None) -> tuple[gr.Blocks, dict]:
+def build(store: Store, learn: bool = True, roles: Mapping[str, str] | None = None) -> tuple[gr.Blocks, dict]:
     """The Blocks app and the keyword arguments `launch` needs for it (head script, css).
 
     `roles`: each login's role (`auth.ROLES`), checked on every save; None without logins.
-    """
-    app = ReviewApp(store)
+
+    `learn`: fit a backend to each dataset's accepted episodes as they are accepted and propose
+    its untouched episodes again (`atomvla.ui.learning`)."""
+    app = ReviewApp(store, learn=learn)
 
     with gr.Blocks(title="atom-review") as demo:
         review = gr.State(None)
@@ -292,7 +320,7 @@ def build(store: Store, roles: Mapping[str, str] | None = None) -> tuple[gr.Bloc
                 f_task = gr.Dropdown(["all"], value="all", label="Task", elem_id="atom-f-task")
                 f_sort = gr.Dropdown(list(SORTS), value=SORTS[0], label="Sort", elem_id="atom-f-sort")
                 counts = gr.Markdown(elem_id="atom-counts")
-                table = gr.Dataframe(headers=["episode", "status", "conf.", "disagr.", "backends", "task"],
+                table = gr.Dataframe(headers=["episode", "status", "conf.", "disagr.", "backends", "learned", "task"],
                                      interactive=False, max_height=520, elem_id="atom-queue")
                 next_btn = gr.Button("Next unreviewed (n)", elem_id="atom-next", variant="secondary")
             with gr.Column(scale=3):
@@ -373,7 +401,7 @@ def build(store: Store, roles: Mapping[str, str] | None = None) -> tuple[gr.Bloc
                 lambda r: edited(r, r.note), [review], edit_outs, **FAST)
 
         def on_load(r, status, backend, task, sort, request: gr.Request):
-            r = Review(author=_author(request),
+            r = Review(author=_author(request), session=getattr(request, "session_hash", None) or "",
                        role=None if roles is None else roles.get(_author(request), "annotator"))
             filt = (status, backend, task, sort)
             wanted = request.query_params.get("episode") if request is not None else None
@@ -401,6 +429,17 @@ def build(store: Store, roles: Mapping[str, str] | None = None) -> tuple[gr.Bloc
 
         then_show(table.select(on_pick, [review], open_outs, **FAST))
         gr.on([f.input for f in filters], app.queue_view, filters, [counts, table], **FAST)
+
+        def queue_if_changed(r, *filt):
+            """The queue again when the store gained revisions (re-proposals made in the background,
+            other annotators' saves) since this page last drew it; nothing otherwise."""
+            seen = app.queue.version()
+            if r is None or seen == r.queue_seen:
+                return gr.skip(), gr.skip()
+            r.queue_seen = seen
+            return app.queue_view(*filt)
+
+        gr.Timer(QUEUE_POLL_S).tick(queue_if_changed, [review, *filters], [counts, table], **FAST)
 
         # Windows and jumps each have their own button and answer box: a jump asked while a window
         # is on its way must not overwrite the window's answer before the browser has read it.
@@ -503,6 +542,11 @@ def build(store: Store, roles: Mapping[str, str] | None = None) -> tuple[gr.Bloc
             return opened(r, r.episode_id, "Draft discarded; showing the latest revision.")
 
         then_show(discard.click(discard_draft, [review], open_outs, **FAST))
+
+        def on_unload(request: gr.Request):
+            app.closed(request.session_hash)
+
+        demo.unload(on_unload)
 
     demo.queue(default_concurrency_limit=8)
     return demo, {"head": f"<script>{_asset('review.js')}</script>", "css": _asset("review.css")}

@@ -29,6 +29,12 @@ def main(
         typer.Option(help="Logins file written by `atom-review passwd FILE USER` (salted hashes and roles). "
                           "The logged-in name is the author of that login's revisions."),
     ] = None,
+    learn: Annotated[
+        bool,
+        typer.Option("--learn/--no-learn",
+                     help="After each accept, fit a backend to that dataset's accepted episodes in the background "
+                          "and propose its untouched episodes again."),
+    ] = True,
     verbose: VerboseOpt = False,
 ) -> None:
     """Review and correct subtask boundaries in a browser: a queue of episodes, a frame viewer,
@@ -57,7 +63,7 @@ def main(
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from atomvla.ui.app import build
 
-    demo, assets = build(db, roles=logins.roles if logins else None)
+    demo, assets = build(db, learn=learn, roles=logins.roles if logins else None)
     log.info("serving %s on http://%s:%d%s", store, host, port, " (login required)" if logins else "")
     from starlette.middleware import Middleware
 

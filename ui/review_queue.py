@@ -37,11 +37,13 @@ class QueueRow:
     backends: frozenset[str] = frozenset()
     confidence: float | None = None  # of the newest revision that states one
     disagreement: float | None = None  # see `add`
+    learned_from: int | None = None  # the latest revision was re-proposed from this many accepts
 
     def add(self, dec: Decomposition) -> None:
         """Take in a newer revision of this episode."""
         self.status = dec.status.value
         self.by_author[dec.author] = dec
+        self.learned_from = dec.provenance.learned_from if dec.provenance is not None else None
         if dec.provenance is not None:
             self.backends = self.backends | {dec.provenance.backend}
             if dec.provenance.confidence is not None:
@@ -108,6 +110,11 @@ class ReviewQueue:
                 if row is not None:
                     row.add(dec)
                 self._seen_revisions = seq
+
+    def version(self) -> int:
+        """Grows whenever the store gains an episode or a revision (after a refresh)."""
+        self.refresh()
+        return self._seen_episodes + self._seen_revisions
 
     def __contains__(self, episode_id: str) -> bool:
         return episode_id in self._rows

@@ -28,12 +28,14 @@ def atom_review() -> str:
 
 
 class ReviewServer:
-    def __init__(self, store: Path, log: Path, auth: str | None = None):
+    def __init__(self, store: Path, log: Path, auth: str | None = None, learn: bool = True):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [atom_review(), "--store", str(store), "--port", str(self.port)]
         if auth:
             cmd += ["--auth", auth]
+        if not learn:
+            cmd.append("--no-learn")
         self._log = open(log, "w")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **OFFLINE_ENV})
         deadline = time.monotonic() + 90

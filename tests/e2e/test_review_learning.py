@@ -1,0 +1,131 @@
+"""`atom-review` learns from accepts, end to end: a real server (learning on, its default), real
+headless Chromium, the real SQLite store. After two accepts the next `n` opens an episode already
+re-proposed from them, the queue says which proposals came from what was learned; two annotators
+accepting at once lose and duplicate nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from atomvla.schemas import Status
+from atomvla.annotate.profiles import load_profile
+from atomvla.annotate.store_tables import profiles
+from atomvla.ui.learning import is_reproposal, learning_backend, profile_name
+from tests.e2e.review_server import CHROMIUM, CHROMIUM_ARGS, ReviewServer
+from tests.ui.review_store import build_review_store
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (make install-browser)")
+
+DATASET = "metaworld_lerobot_v30"
+
+
+@pytest.fixture()
+def served(tmp_path):
+    store = build_review_store(tmp_path / "review.sqlite")
+    server = ReviewServer(tmp_path / "review.sqlite", tmp_path / "server.log")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield server, store, browser
+        browser.close()
+    server.stop()
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def open_page(browser, server, episode_id: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{server.url}/?episode={urllib.parse.quote(episode_id)}", wait_until="load")
+    page.wait_for_function("(e) => window.atomReview && window.atomReview.ep === e && window.atomReview.marked",
+                           arg=episode_id, timeout=30000)
+    return page
+
+
+def accept(page) -> None:
+    page.keyboard.press("a")
+    page.wait_for_function("() => document.querySelector('#atom-message').innerText.includes('(accepted)')",
+                           timeout=30000)
+
+
+def wait_until(check, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def _exists(store) -> bool:
+    return any(p["name"] == profile_name(DATASET) for p in profiles(store, learning_backend()))
+
+
+def test_next_opens_an_episode_re_proposed_from_the_accepts(served):
+    server, store, browser = served
+    ids = [m.episode_id for m in store.episodes(DATASET)]
+    page = open_page(browser, server, ids[0])
+    accept(page)
+    page.keyboard.press("n")
+    page.wait_for_function("(e) => window.atomReview.ep === e && window.atomReview.marked", arg=ids[1], timeout=30000)
+    accept(page)
+    # The learner re-proposes the episodes after the one just accepted, in queue order, but not
+    # the one this page has open until it moves on.
+    wait_until(lambda: is_reproposal(store.latest(ids[2])))
+    later = store.latest(ids[2])
+    assert (later.provenance.profile, later.provenance.learned_from) == (profile_name(DATASET), 2)
+    page.keyboard.press("n")
+    page.wait_for_function("(e) => window.atomReview.ep === e && window.atomReview.marked", arg=ids[2], timeout=30000)
+    page.wait_for_function("() => document.querySelector('#atom-header').innerText.includes('re-proposed from what 2"
+                           " accepted episodes taught')", timeout=15000)
+    # The queue says which proposals came from what was learned (the table follows the store).
+    page.wait_for_function("() => (document.querySelector('#atom-queue')?.innerText || '').includes('2 accepts')",
+                           timeout=15000)
+    for i in ids[:2]:
+        assert store.latest(i).status is Status.accepted and not is_reproposal(store.latest(i))
+
+
+def test_two_annotators_accepting_at_once_lose_and_duplicate_nothing(served):
+    server, store, _ = served
+    ids = [m.episode_id for m in store.episodes(DATASET)]
+    mine = {"a": ids[0:4:2], "b": ids[1:4:2]}
+    start = threading.Barrier(2)
+    failed: list[BaseException] = []
+
+    def annotate(episodes: list[str]) -> None:
+        # Its own browser in its own thread (Playwright's sync API belongs to the thread that made
+        # it): the two accepts of each round are sent together.
+        from playwright.sync_api import sync_playwright
+
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                for ep in episodes:
+                    page = open_page(browser, server, ep)
+                    start.wait(60)
+                    accept(page)
+                    page.close()
+                browser.close()
+        except BaseException as exc:  # reported by the test thread
+            failed.append(exc)
+            start.abort()
+
+    threads = [threading.Thread(target=annotate, args=(eps,)) for eps in mine.values()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert not failed, failed
+    for i in ids[:4]:
+        accepts = [d for d in store.history(i) if d.status is Status.accepted]
+        assert len(accepts) == 1 and store.latest(i).status is Status.accepted
+    # The learner coalesces the four accepts; every untouched episode gets at most one re-proposal
+    # per fit, each from more accepts than the one before, and the last fit saw all four.
+    fitted = lambda: load_profile(store, learning_backend(), profile_name(DATASET)).report["n_examples"]  # noqa: E731
+    wait_until(lambda: _exists(store) and fitted() == 4)
+    for i in ids[4:]:
+        made = [d.provenance.learned_from for d in store.history(i) if is_reproposal(d)]
+        assert made == sorted(set(made)), made
