@@ -232,7 +232,7 @@ def grpo(
 
 @app.command("rollout")
 def rollout(
-    tasks: Annotated[str, typer.Option("--tasks", help="ENV_ID=INSTRUCTION[,ENV_ID=INSTRUCTION...]: the envs and the task prompt of each.")],
+    tasks: Annotated[str, typer.Option("--tasks", help="ENV_ID=INSTRUCTION[,ENV_ID=INSTRUCTION...]: the envs and the task prompt of each (no commas in a prompt).")],
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="SFT checkpoint (step-N folder or a run folder).")] = None,
     env: Annotated[str, typer.Option("--env", help="Simulator (metaworld).")] = "metaworld",
     episodes: Annotated[int, typer.Option("--episodes", help="Episodes per task; episode i runs with seed SEED+i.")] = 10,

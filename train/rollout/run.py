@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -55,8 +54,8 @@ class RolloutSpec:
 
 
 def parse_tasks(text: str) -> tuple[tuple[str, str], ...]:
-    """`ENV_ID=INSTRUCTION[,ENV_ID=INSTRUCTION...]`; an instruction may hold commas."""
-    items = [s.strip() for s in re.split(r",(?=\s*[\w.-]+\s*=)", text) if s.strip()]
+    """`ENV_ID=INSTRUCTION[,ENV_ID=INSTRUCTION...]` (an instruction holds no comma)."""
+    items = [s.strip() for s in text.split(",") if s.strip()]
     tasks = []
     for item in items:
         env_id, sep, instruction = item.partition("=")

@@ -35,7 +35,7 @@ class PolicyClient:
         headers = {"Authorization": f"Api-Key {self.token}"} if self.token else None
         try:
             self._ws = connect(self.url, compression=None, max_size=None, additional_headers=headers,
-                               open_timeout=self.open_timeout)
+                               open_timeout=self.open_timeout, legacy=True)  # a connection held across calls
         except InvalidStatus as exc:
             raise ServerError(f"{self.url} refused the connection: HTTP {exc.response.status_code} "
                               f"{exc.response.body.decode(errors='replace').strip()}") from None

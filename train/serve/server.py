@@ -20,7 +20,7 @@ import ipaddress
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -135,9 +135,9 @@ class PolicyServer:
                 break
         log.info("connection from %s closed", peer)
 
-    async def run(self, host: str, port: int, ready: asyncio.Event | None = None,
+    async def run(self, host: str, port: int, ready: Callable[[int], None] | None = None,
                   stop: asyncio.Event | None = None) -> None:
-        """Serve until `stop` is set (forever if None); `ready` is set once the port is bound."""
+        """Serve until `stop` is set (forever if None); `ready(port)` is called once the port is bound."""
         from websockets.asyncio.server import serve
 
         if not is_loopback(host) and not self.token:
@@ -148,8 +148,49 @@ class PolicyServer:
         except OSError as exc:
             raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         async with server:
-            self.port = server.sockets[0].getsockname()[1]
-            log.info("serving %s on ws://%s:%d", self.metadata["checkpoint"], host, self.port)
+            bound = server.sockets[0].getsockname()[1]
+            log.info("serving %s on ws://%s:%d", self.metadata["checkpoint"], host, bound)
             if ready is not None:
-                ready.set()
+                ready(bound)
             await (stop.wait() if stop is not None else server.serve_forever())
+
+
+class ServerThread:
+    """`with ServerThread(server) as t:` serves on its own event loop in a background thread, at
+    `t.url`, until the block ends (benchmarks, tests, a policy embedded in a robot's process)."""
+
+    def __init__(self, server: PolicyServer, host: str = "127.0.0.1", port: int = 0):
+        self.server, self.host, self.port = server, host, port
+        self._bound = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            await self.server.run(self.host, self.port, self._ready, self._stop)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the starting thread)
+            self._error = exc
+            self._bound.set()
+
+    def _ready(self, port: int) -> None:
+        self.port = port
+        self._bound.set()
+
+    def __enter__(self) -> ServerThread:
+        self._thread = threading.Thread(target=self._main, name="policy-server", daemon=True)
+        self._thread.start()
+        self._bound.wait()
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join()

@@ -9,6 +9,7 @@ made with the seed (the task variation) and reset with it.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from functools import cache
@@ -18,6 +19,8 @@ import numpy as np
 from jaxtyping import Float, UInt8
 
 from atomvla.train.sim import SIMULATORS, Layout, Observation, SimCrash, SimError, check_env_id
+
+logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL logs an INFO line when Meta-World imports it
 
 CAMERA = "corner"
 CAMERA_KEY = f"observation.images.{CAMERA}"
@@ -33,15 +36,16 @@ MULTISAMPLES = 0
 MAX_STEPS = 500  # Meta-World's own episode limit
 
 
-def make_env(task: str, seed: int) -> Any:
-    """The gymnasium env of `task` for `seed`, rendering the recorded camera (not yet reset)."""
+def make_env(task: str, seed: int, render: bool = True) -> Any:
+    """The gymnasium env of `task` for `seed`, rendering the recorded camera unless `render` is
+    False (not yet reset)."""
     os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen; read when mujoco is first imported
     import gymnasium as gym
     import metaworld  # noqa: F401  (registers the Meta-World/* environments)
 
     env = gym.make(
         "Meta-World/MT1", env_name=task, seed=seed,
-        render_mode="rgb_array", camera_name=CAMERA, width=IMAGE_SIZE, height=IMAGE_SIZE,
+        render_mode="rgb_array" if render else None, camera_name=CAMERA, width=IMAGE_SIZE, height=IMAGE_SIZE,
         disable_env_checker=True,  # it warns about Meta-World's own observation bounds on every step
     )
     quality = env.unwrapped.model.vis.quality  # read when the renderer starts, on the first render
