@@ -21,7 +21,7 @@ from atomvla.registry import Registry
 # One registry per kind: each loop may have its own `tiny-cpu`. The wm and grpo configs live
 # beside their loops and are imported on the first lookup.
 CONFIGS: dict[str, Registry[Any]] = {
-    "sft": Registry("sft config"),
+    "sft": Registry("sft config", plugins=["atomvla.train.sim.configs"]),
     "wm": Registry("wm config", plugins=["atomvla.train.worldmodel.config"]),
     "grpo": Registry("grpo config", plugins=["atomvla.train.grpo.config"]),
 }
