@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,19 +10,16 @@ import numpy as np
 
 from atomvla.curate.exports.lerobot_v3 import EpisodeRecording
 from atomvla.schemas import Subtask, check_subtasks
+# The recording conventions (camera, size, orientation, state, action clipping, seeding) are shared
+# with `atom-train rollout`, so a policy sees in simulation what it was trained on.
+from atomvla.train.sim.metaworld import (  # noqa: F401  (CAMERA, MULTISAMPLES, SHADOW_MAP_SIZE: re-exported for the other generators)
+    CAMERA, CAMERA_KEY, FEATURE_NAMES, MAX_STEPS, MULTISAMPLES, SHADOW_MAP_SIZE, action_of, frame_of, make_env,
+    state_of,
+)
 from benchmarks.metaworld_gt.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 
-CAMERA = "corner"
-CAMERA_KEY = f"observation.images.{CAMERA}"
-IMAGE_SIZE = 128
-FEATURE_NAMES = {"observation.state": ("hand_x", "hand_y", "hand_z", "gripper"), "action": ("dx", "dy", "dz", "grip")}
-# Software rendering (llvmpipe) is the generator's bottleneck. A 1024² shadow map instead of 4096²
-# and no multisampling render a frame ~2.5x faster (~45 ms on a busy 2-core machine); the frames
-# differ from the defaults by ~1.7 grey levels on average (aliased edges), below AV1's own loss.
-SHADOW_MAP_SIZE = 1024
-MULTISAMPLES = 0
 # Like the fixture: the episode ends 10 steps after the step at which the env first reports success.
 STEPS_AFTER_SUCCESS = 10
 
@@ -68,30 +64,21 @@ def record(spec: TaskSpec, seed: int, render: bool = True) -> Demo:
     Seeding matches the fixture: `Meta-World/MT1` made with `seed`, reset with `seed`.
     `render=False` records state and actions only (no camera): what the learned backend trains on.
     """
-    os.environ.setdefault("MUJOCO_GL", "egl")  # offscreen; read when mujoco is first imported
-    import gymnasium as gym
-    import metaworld  # noqa: F401  (registers the Meta-World/* environments)
     from metaworld.policies import ENV_POLICY_MAP
 
-    env = gym.make(
-        "Meta-World/MT1", env_name=spec.metaworld_task, seed=seed,
-        render_mode="rgb_array" if render else None, camera_name=CAMERA, width=IMAGE_SIZE, height=IMAGE_SIZE,
-        disable_env_checker=True,  # it warns about Meta-World's own observation bounds on every step
-    )
-    quality = env.unwrapped.model.vis.quality  # read when the renderer starts, on the first render
-    quality.shadowsize, quality.offsamples = SHADOW_MAP_SIZE, MULTISAMPLES
+    env = make_env(spec.metaworld_task, seed, render)
     policy = ENV_POLICY_MAP[spec.metaworld_task]()
     frames, states, actions, phases = [], [], [], []
     success_step: int | None = None
     try:
         obs, _ = env.reset(seed=seed)
-        for step in range(env.spec.max_episode_steps or 500):
+        for step in range(env.spec.max_episode_steps or MAX_STEPS):
             if render:
-                frames.append(env.render()[::-1])  # Meta-World's corner camera renders upside down
+                frames.append(frame_of(env))
             # parse a copy: some policies change their parsed observation in place
             phases.append(spec.phase(policy._parse_obs(obs.copy())))
-            action = np.clip(policy.get_action(obs), -1.0, 1.0).astype(np.float32)
-            states.append(obs[:4].astype(np.float32))
+            action = action_of(policy.get_action(obs))
+            states.append(state_of(obs))
             actions.append(action)
             obs, _, _, truncated, info = env.step(action)
             if success_step is None and info["success"]:
