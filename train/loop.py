@@ -89,7 +89,7 @@ class Runtime:
         shard(model.to(self.device), self.mesh, self.train.mixed_precision == "bf16" and self.device.type == "cuda")
         held = sum(p.to_local().numel() for p in model.parameters())
         total = sum(p.numel() for p in model.parameters())
-        log.warning("fsdp: rank %d holds %d of %d parameter elements", self.rank, held, total)
+        log.info("fsdp: rank %d holds %d of %d parameter elements", self.rank, held, total)
         return model
 
     def unwrap(self, model: nn.Module) -> nn.Module:

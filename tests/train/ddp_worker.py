@@ -1,6 +1,7 @@
 """Run by `torchrun --nproc_per_node 2` from the SFT tests: a few SFT steps (DDP or FSDP; `--resume`
 continues the run folder), then each rank writes its full weights and its losses."""
 
+import logging
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from atomvla.train.sft import train_sft
 dataset, out, args = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 resume = "--resume" in args
 overrides = [a for a in args if a != "--resume"]
+logging.basicConfig(level=logging.INFO)  # the per-rank FSDP line
 result = train_sft(get_config("tiny-cpu", overrides), None if resume else dataset, out / "run", resume=resume,
                    overrides=tuple(overrides))
 rank = torch.distributed.get_rank()

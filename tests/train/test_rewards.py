@@ -59,3 +59,29 @@ def test_states_without_subtasks_are_refused(scored):
         States.gather([(bare, 0)], 4)
     with pytest.raises(RewardError, match="outside"):
         States.gather([(episodes[0], episodes[0].n_frames)], 4)
+
+
+def test_rewards_over_a_horizon_of_several_chunks(scored):
+    """H chunks: the candidate, then the expert's next H-1 chunks, rolled out; energies averaged over
+    the H predicted latents. H = 1 is one prediction."""
+    wm, episodes, states, chunks = scored
+    one = score(wm, states, chunks, RewardConfig(1, 1, 0))
+    pred = wm.predict(states.latent, states.state, chunks[:, 0])  # candidate 0 of every state
+    torch.testing.assert_close(one["subgoal"][:, 0], -(pred - states.subgoal).abs().mean((1, 2)))
+
+    picks = [(e, t) for e in episodes for t in range(0, e.n_frames - 4, 3)]
+    longer = States.gather(picks, wm.config.horizon, chunks=3)
+    assert longer.next_chunks.shape == (len(picks), 2, 4, 4) and longer.next_states.shape[1] == 2
+    three = score(wm, longer, chunks, RewardConfig(1, 1, 0, horizon=3))
+    seq = torch.cat([chunks[:, :1], longer.next_chunks], 1)
+    steps = wm.rollout(longer.latent, torch.cat([longer.state[:, None], longer.next_states], 1), seq)
+    expected = -(steps - longer.subgoal[:, None]).abs().mean((1, 2, 3))
+    torch.testing.assert_close(three["subgoal"][:, 0], expected)
+    assert not torch.allclose(three["subgoal"], one["subgoal"])
+    r = three["total"]
+    assert (r[:, 0] > r[:, 1:].mean(1)).float().mean() > 0.6  # the expert's chunk still ranks first mostly
+    with pytest.raises(RewardError, match="no expert chunks after the first"):
+        score(wm, states, chunks, RewardConfig(horizon=3))
+    too_far = wm.predictor.max_steps + 1
+    with pytest.raises(RewardError, match="rolls out at most"):
+        score(wm, States.gather(picks[:2], 4, chunks=too_far), chunks[:2], RewardConfig(horizon=too_far))
