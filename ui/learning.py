@@ -3,8 +3,8 @@ backend to the accepted episodes of that dataset, saves it as the dataset's prof
 (`review:<dataset>`), and proposes the dataset's untouched episodes again, the next ones in queue
 order first, each with the profile and the number of accepts in its provenance. The `learned`
 backend is fine-tuned (`atomvla.annotate.learned.fine_tune`, weights in the profile) when its
-pretrained weights load; otherwise the heuristic's convention settings are calibrated
-(`atomvla.annotate.calibrate`).
+pretrained weights load; otherwise the backend's convention settings are calibrated
+(`atomvla.annotate.calibrate.calibrate_profile`).
 
 Untouched means: nobody has saved, accepted or rejected it (its latest revision is a backend's
 `proposed`, or it has none), nobody has a draft of it, and no browser session has it open. Each
@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from atomvla.annotate.backends.base import BACKENDS, Backend, BackendError, get_backend
-from atomvla.annotate.calibrate import MIN_EXAMPLES, CalibrationError, Example, calibrate
+from atomvla.annotate.calibrate import MIN_EXAMPLES, CalibrationError, Example, calibrate_profile
 from atomvla.annotate.evaluation.boundaries import BoundaryMatch, match_boundaries
 from atomvla.annotate.profiles import save_profile
 from atomvla.curate.episode import Episode
@@ -142,14 +142,15 @@ class Learner:
         """Fit the backend to `examples` and save it as the dataset's profile: the learned model is
         fine-tuned (weights in the profile), another backend's settings are calibrated."""
         if self.backend_name == "learned":
+            # One fine-tune per accept: calibrate_profile's leave-one-out would cost one per fold.
             backend, report, weights = _fine_tune(examples)
         else:
             try:
-                config, rep = calibrate(get_backend(self.backend_name), examples, TOLERANCE)
+                backend, rep, weights = calibrate_profile(get_backend(self.backend_name), examples, TOLERANCE)
             except CalibrationError as exc:
                 log.info("%s: nothing learned: %s", dataset, exc)
                 return None
-            backend, report, weights = get_backend(self.backend_name)(config), rep.as_dict(), None
+            report = rep.as_dict()
         save_profile(self.store, backend, profile_name(dataset), report, AUTHOR, weights=weights)
         log.info("%s: fitted %s on %d accepted episodes (F1 %.2f -> %.2f)", dataset, self.backend_name,
                  len(examples), report["f1_before"], report["f1_fit"])
