@@ -62,11 +62,10 @@ def plot_success(tasks: dict[str, dict[str, Any]], path: Path) -> None:
     high = [tasks[t]["ci95"][1] - r for t, r in zip(names, rates)]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(names) + 2), 3.5))
     ax.bar(range(len(names)), rates, yerr=[low, high], capsize=4, color="#4c72b0")
-    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    labels = [f"{t}\n{tasks[t]['successes']}/{tasks[t]['episodes']}" for t in names]
+    ax.set_xticks(range(len(names)), labels, rotation=20, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("success rate (95% Wilson)")
-    for i, t in enumerate(names):
-        ax.text(i, 0.02, f"{tasks[t]['successes']}/{tasks[t]['episodes']}", ha="center", color="white", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
