@@ -12,6 +12,7 @@ this module sits below the backends and imports none of them.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import logging
@@ -22,6 +23,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from atomvla.annotate.client.cache import Keyed
 from atomvla.annotate.client.pricing import Usage
 from atomvla.curate.episode import Episode
 from atomvla.schemas import (
@@ -93,15 +95,19 @@ def dense_indices(n_frames: int, centre: int, half_window: int, k: int) -> list[
     return sorted(set(np.linspace(lo, hi, min(k, hi - lo + 1)).round().astype(int).tolist()))
 
 
-def encode_jpeg(frame: np.ndarray, max_side: int, quality: int = 85) -> str:
-    """(H, W, 3) uint8 -> `data:image/jpeg;base64,...`, downscaled so the longer side is <= max_side."""
+def encode_jpeg(frame: np.ndarray, max_side: int, quality: int = 85) -> Keyed:
+    """(H, W, 3) uint8 -> `data:image/jpeg;base64,...`, downscaled so the longer side is <= max_side;
+    the response cache keys it by the frame's pixels and these settings, not by the JPEG bytes."""
+    pixels = np.ascontiguousarray(frame)
+    digest = hashlib.sha256(f"{pixels.shape} {pixels.dtype} {max_side} {quality}\n".encode())
+    digest.update(memoryview(pixels).cast("B"))
     img = Image.fromarray(frame)
     scale = max_side / max(img.size)
     if scale < 1:
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    return Keyed("data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), "jpeg-of-pixels:" + digest.hexdigest())
 
 
 # -- prompt ----------------------------------------------------------------------------------

@@ -173,7 +173,7 @@ class HybridBackend(AsyncBackend):
             settings_hash=self.settings_hash,
             tokens_in=usage.input_tokens,
             tokens_out=usage.output_tokens,
-            cost_usd=usage.cost_usd,
+            cost_usd=usage.answer_cost_usd,
             latency_s=time.perf_counter() - start,
             confidence=cut.provenance.confidence if cut.provenance else None,
         )

@@ -163,19 +163,20 @@ class OpenAIBackend(VLMBackend):
         }
 
     def cache_key(self, body: dict) -> str:
-        return request_key(PROMPT_VERSION, encode_body(body))
+        return request_key(PROMPT_VERSION, body)
 
     async def complete(self, messages: list[Message], schema: dict) -> tuple[str, Usage]:
         """The answer text to one request: from the cache when this exact request was answered."""
-        body = encode_body(self.body(messages, schema))
-        key = request_key(PROMPT_VERSION, body)
+        payload = self.body(messages, schema)
+        key = self.cache_key(payload)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            return hit["text"], Usage(hit["input_tokens"], hit["output_tokens"], 0.0, 0, 1)
+            return hit["text"], Usage(hit["input_tokens"], hit["output_tokens"], 0.0, 0, 1, hit.get("cost_usd", 0.0))
         client = self.client()
         estimate = input_tokens(messages, schema)
-        # The generic `post` sends the body as encoded for the key: the typed
-        # `chat.completions.create` would walk every content part to transform it, then encode it
-        # again (10-50 ms of CPU per request with a dozen images).
+        # The generic `post` sends the body encoded once: the typed `chat.completions.create` would
+        # walk every content part to transform it, then encode it again (10-50 ms of CPU per
+        # request with a dozen images).
+        body = encode_body(payload)
         raw = await with_retries(
             lambda: client.post(
                 "/chat/completions", content=body, options={"headers": JSON_HEADERS}, cast_to=httpx2.Response
@@ -186,9 +187,11 @@ class OpenAIBackend(VLMBackend):
         )
         self.limiter.update(raw.headers)
         text, tokens_in, tokens_out = _answer(raw, estimate)
+        cost = cost_usd(self.model, tokens_in, tokens_out)
         if self.cache is not None:
-            self.cache.put(key, {"text": text, "input_tokens": tokens_in, "output_tokens": tokens_out, "model": self.model})
-        return text, Usage(tokens_in, tokens_out, cost_usd(self.model, tokens_in, tokens_out), 1, 0)
+            self.cache.put(key, {"text": text, "input_tokens": tokens_in, "output_tokens": tokens_out, "model": self.model,
+                                 "cost_usd": cost})
+        return text, Usage(tokens_in, tokens_out, cost, 1, 0)
 
     async def agenerate(self, messages: list[Message], frames: np.ndarray) -> tuple[str, Usage]:
         return await self.complete(messages, response_format())

@@ -1,8 +1,9 @@
 """A content-addressed cache of model answers on disk, so a re-run never pays twice.
 
-The key hashes the model, the prompt version and the whole request body, frames included: the
-same frames asked the same way find the same answer. An
-entry holds the answer text and its token counts, never a credential.
+The key hashes the prompt version and the whole request body, the model and settings included,
+with each frame named by a digest of its pixels and how it was encoded rather than by its JPEG
+bytes: the same frames asked the same way find the same answer, whichever JPEG encoder build made
+the bytes. An entry holds the answer text, its token counts and what it cost, never a credential.
 """
 
 from __future__ import annotations
@@ -19,9 +20,31 @@ def encode_body(body: dict) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def request_key(prompt_version: str, body: bytes) -> str:
-    """sha256 over the prompt version and the encoded body, which holds the model and every frame."""
-    return hashlib.sha256(prompt_version.encode() + b"\n" + body).hexdigest()
+class Keyed(str):
+    """A string sent in a request that the cache key names by `key_id` instead of its text (a
+    frame's JPEG data URL by its pixels: JPEG bytes differ between encoder builds)."""
+
+    key_id: str
+
+    def __new__(cls, text: str, key_id: str) -> Keyed:
+        self = super().__new__(cls, text)
+        self.key_id = key_id
+        return self
+
+
+def _keyed(obj: object) -> object:
+    if isinstance(obj, Keyed):
+        return {"key_id": obj.key_id}
+    if isinstance(obj, dict):
+        return {k: _keyed(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_keyed(v) for v in obj]
+    return obj
+
+
+def request_key(prompt_version: str, body: dict) -> str:
+    """sha256 over the prompt version and the body (model, settings, text), `Keyed` parts by their id."""
+    return hashlib.sha256(prompt_version.encode() + b"\n" + encode_body(_keyed(body))).hexdigest()  # type: ignore[arg-type]
 
 
 class ResponseCache:

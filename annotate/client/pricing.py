@@ -90,13 +90,19 @@ def input_tokens(messages: Sequence[dict], response_format: dict | None = None, 
 
 @dataclass(frozen=True)
 class Usage:
-    """Tokens and dollars spent on one episode; `requests` counts calls made, `cached` answers reused."""
+    """Tokens and dollars spent on one episode; `requests` counts calls made, `cached` answers reused.
+
+    `cost_usd` is spent now (the ledger's figure); `cached_cost_usd` is what the reused answers cost
+    when they were bought (live, or by a Batch API batch), so a decomposition's provenance carries
+    the price of its answer however it was fetched (`answer_cost_usd`).
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
     requests: int = 0
     cached: int = 0
+    cached_cost_usd: float = 0.0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -105,4 +111,9 @@ class Usage:
             self.cost_usd + other.cost_usd,
             self.requests + other.requests,
             self.cached + other.cached,
+            self.cached_cost_usd + other.cached_cost_usd,
         )
+
+    @property
+    def answer_cost_usd(self) -> float:
+        return self.cost_usd + self.cached_cost_usd

@@ -177,8 +177,10 @@ def collect(store: Store, cache: ResponseCache, client_for: ClientFor) -> Collec
             message = body["choices"][0]["message"]
             text = message.get("content") or message.get("refusal") or ""
             tokens_in, tokens_out = body["usage"]["prompt_tokens"], body["usage"]["completion_tokens"]
-            cache.put(keys[episode_id], {"text": text, "input_tokens": tokens_in, "output_tokens": tokens_out, "model": model})
-            store_tables.add_ledger(store, job, episode_id, model, tokens_in, tokens_out, cost_usd(model, tokens_in, tokens_out, batch=True), 0)
+            cost = cost_usd(model, tokens_in, tokens_out, batch=True)
+            cache.put(keys[episode_id], {"text": text, "input_tokens": tokens_in, "output_tokens": tokens_out, "model": model,
+                                         "cost_usd": cost})
+            store_tables.add_ledger(store, job, episode_id, model, tokens_in, tokens_out, cost, 0)
             answered.append(episode_id)
         for episode_id in request["episodes"]:
             if episode_id not in seen:

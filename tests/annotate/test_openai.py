@@ -228,3 +228,29 @@ def test_an_episode_without_the_camera_fails_alone_before_any_request(tmp_path, 
     with FakeOpenAI() as server:
         result = asyncio.run(arun(store, backend(server, camera="wrist"), metas[:1]))
     assert "no camera 'wrist' (has observation.images.corner)" in result.failed[0][1]
+
+
+def test_cache_keys_follow_the_frames_not_the_jpeg_bytes(metas, monkeypatch):
+    """Another JPEG encoder build (here: the same PIL with other encoder options) writes other bytes
+    for the same frames; the response cache must still find the answer."""
+    from PIL import Image
+
+    from atomvla.annotate.vlm import response_format
+    from atomvla.curate.episode import Episode
+
+    engine = OpenAIBackend(OpenAIConfig())
+
+    def request(meta):
+        messages, _ = engine.request(Episode(meta))
+        urls = [str(p["image_url"]["url"]) for m in messages if isinstance(m["content"], list)
+                for p in m["content"] if p["type"] == "image_url"]
+        return engine.cache_key(engine.body(messages, response_format())), urls
+
+    key, urls = request(metas[0])
+    save = Image.Image.save
+    monkeypatch.setattr(Image.Image, "save", lambda self, fp, format=None, **kw: save(
+        self, fp, format=format, **{**kw, "optimize": True, "progressive": True}))
+    again, other_urls = request(metas[0])
+    assert len(urls) == len(other_urls) > 2 and all(a != b for a, b in zip(urls, other_urls))
+    assert again == key
+    assert request(metas[1])[0] != key

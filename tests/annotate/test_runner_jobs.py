@@ -15,12 +15,10 @@ from typer.testing import CliRunner
 from atomvla.annotate import store_tables as annotate_tables
 from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
 from atomvla.annotate.cli import app
-from atomvla.annotate.client.cache import ResponseCache, encode_body, request_key
 from atomvla.annotate.client.limiter import RateLimiter, parse_duration
 from atomvla.annotate.client.pricing import cost_usd
 from atomvla.annotate.client.retry import RetryPolicy
 from atomvla.annotate.jobs.runner import Shard, arun
-from atomvla.annotate.vlm import PROMPT_VERSION
 from atomvla.curate.store import Store
 from atomvla.schemas import Status
 
@@ -49,23 +47,18 @@ def metas(store_path):
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
 def test_a_killed_run_resumes_asking_nothing_already_answered(store_path, metas, stop):
-    markers = [marker(m.episode_index) for m in metas]
     env = {**os.environ, "OPENAI_API_KEY": KEY, "HF_HUB_OFFLINE": "1"}
+    db = Store(store_path)
     with FakeOpenAI(latency_s=0.3) as server:
         cmd = [sys.executable, "-c", "from atomvla.annotate.cli import app; app()", "run", "--store", str(store_path),
                "--backend", "openai", f"base_url={server.url}", "--concurrency", "2"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 60
-        while len(server.markers_answered(markers)) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        # An episode's answer is cached before its revision is stored: once stored, it is in the cache.
+        while len(db.latest_all(author="openai")) < 3 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.02)
-        answered = server.markers_answered(markers)
-        # Each answer the client receives is cached first: wait until those very answers have
-        # arrived (counting entries is not enough: a later answer can be cached before an earlier one).
-        cache = ResponseCache.beside(store_path)
-        keys = [request_key(PROMPT_VERSION, encode_body(r.body)) for r in server.chat_requests()
-                if r.status == 200 and any(m in r.text for m in answered)]
-        while not all(cache.get(k) for k in keys) and time.monotonic() < deadline:
-            time.sleep(0.005)
+        stored = set(db.latest_all(author="openai"))
+        answered = {marker(m.episode_index) for m in metas if m.episode_id in stored}
         assert proc.poll() is None, "the run ended before it could be stopped"
         proc.send_signal(stop)
         _, err = proc.communicate(timeout=60)
@@ -189,6 +182,9 @@ def test_batch_submit_status_collect_at_half_price(store_path, metas):
     assert len(paid) == 6 and all(
         r["cost_usd"] == pytest.approx(cost_usd("gpt-4o", r["input_tokens"], r["output_tokens"]) / 2) for r in paid
     )
+    # Each batch-answered revision carries what its answer cost at Batch price (not 0).
+    for r in paid:
+        assert latest[r["episode_id"]].provenance.cost_usd == pytest.approx(r["cost_usd"]) and r["cost_usd"] > 0
     assert annotate_tables.batches(store)[0]["state"] == "collected"
 
 
