@@ -2,7 +2,8 @@
 annotators who worked on copies.
 
 Everything lands in the destination in ONE transaction: a merge that meets a problem writes
-nothing. Sources are opened read-only and never changed.
+nothing. Sources are opened read-only and never changed: not a byte of them, and no `-wal`/`-shm`
+file is left beside them.
 
 - Episodes are matched by id; the same id with another frame count means the stores index
   different data (an error).
@@ -54,12 +55,26 @@ class MergeReport:
     kept: list[str] = field(default_factory=list)  # conflicts settled by keeping the destination's
 
 
+def _source_uri(path: Path) -> str:
+    """A URI that reads `path` without writing anything, beside it included.
+
+    A store with no `-wal` file beside it has no open writer and nothing outside the main file:
+    `immutable=1` reads it with no locks and creates no `-wal`/`-shm`. With a `-wal` (a writer
+    still open, or one that was killed) the committed rows in it must be read too: `mode=ro`,
+    which uses the `-wal`/`-shm` already there and changes neither the store nor its `-wal` (a
+    reader notes itself in the `-shm`, the connections' shared memory).
+    """
+    uri = path.resolve().as_uri()  # percent-encodes the path ('?', '#', '%' in file names)
+    wal = path.with_name(path.name + "-wal")
+    return f"{uri}?mode=ro" if wal.exists() else f"{uri}?immutable=1"
+
+
 def _read(path: Path) -> dict[str, list[sqlite3.Row]]:
     """All rows of a source store, opened read-only, after checking it is one merge can read."""
     if not path.is_file():
         raise MergeError(f"{path}: no such store")
     try:
-        with closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as conn:
+        with closing(sqlite3.connect(_source_uri(path), uri=True)) as conn:
             conn.row_factory = sqlite3.Row
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]

@@ -219,3 +219,38 @@ def test_a_sharded_run_merged_from_the_command_line(tmp_path, metas):
         jobs = conn.execute("SELECT job_id FROM jobs").fetchall()
         states = conn.execute("SELECT state, count(*) FROM job_items GROUP BY state").fetchall()
     assert len(jobs) == 1 and states == [("done", len(metas))]
+
+
+def _beside(path: Path) -> dict[str, bytes]:
+    """Every file of the store: the store itself and any `-wal`/`-shm`/journal next to it."""
+    return {p.name: p.read_bytes() for p in sorted(path.parent.glob(path.name + "*"))}
+
+
+def test_sources_are_read_truly_read_only(stores, tmp_path):
+    base, a, b = stores
+    for s in (a, b):  # a store nobody has open is the file alone
+        sqlite3.connect(s).execute("PRAGMA wal_checkpoint(TRUNCATE)").connection.close()
+        for leftover in (s.with_name(s.name + "-wal"), s.with_name(s.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+    before = {s: _beside(s) for s in (a, b)}
+    assert all(list(files) == [s.name] for s, files in before.items())
+    merge_stores([a, b], tmp_path / "merged.sqlite")
+    assert {s: _beside(s) for s in (a, b)} == before  # same bytes, nothing created beside them
+
+
+def test_a_source_with_an_open_writer_is_read_with_its_wal_and_left_as_it_was(stores, tmp_path, proposals):
+    base, a, b = stores
+    writer = Store(a)  # another process still has it open: its last commit may be in the -wal only
+    episode_id = next(iter(proposals))
+    note = proposals[episode_id].model_copy(update={"author": "carol", "note": "only in the wal"})
+    writer.add_revision(note)
+    before = _beside(a)
+    assert sorted(before) == [a.name, a.name + "-shm", a.name + "-wal"]
+    merged = merge_stores([a], tmp_path / "merged.sqlite")
+    assert merged.revisions > 0
+    assert Store(tmp_path / "merged.sqlite").latest(episode_id, author="carol").note == "only in the wal"
+    after = _beside(a)
+    assert sorted(after) == sorted(before)  # nothing created
+    # The store and its -wal are byte for byte the same; the -shm is the readers' shared memory.
+    assert {k: v for k, v in after.items() if not k.endswith("-shm")} == {k: v for k, v in before.items() if not k.endswith("-shm")}
+    writer.close()
