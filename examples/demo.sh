@@ -26,7 +26,7 @@ $bin/atom-curate export --to jsonl "$out/proposals.jsonl"
 
 echo "== 4. review: here the sample's accepted truth stands in for what annotators accept in atom-review"
 $bin/atom-curate import-annotations examples/metaworld_sample_truth.jsonl --author reviewer
-$bin/atom-curate qa --json > "$out/qa.json" || true   # findings are for reading; the demo goes on
+$bin/atom-curate qa --json "$out/qa.json" || true   # findings are for reading; the demo goes on
 
 echo "== 5. export the accepted episodes as a LeRobot v3.0 dataset with subtasks, and the report"
 $bin/atom-curate export --to lerobot "$out/curated"
