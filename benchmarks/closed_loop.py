@@ -54,6 +54,9 @@ def _demonstrations(out: Path, tasks: list[str], seeds: int) -> list[Path]:
     ]
     if any(p.wait() != 0 for p in procs):
         raise SystemExit(f"a demonstration generator failed: see {out}/demos-*.log")
+    for task, f in zip(tasks, folders):  # one store holds every task: datasets named by task, not `lerobot`
+        if (f / "lerobot").exists():
+            (f / "lerobot").rename(f / task)
     return folders
 
 
@@ -66,13 +69,14 @@ def _stores(out: Path, folders: list[Path]) -> dict[str, Path]:
     for arm, store in stores.items():
         if store.exists():
             continue
-        lines = [json.loads(ln) for f in folders for ln in (f / "truth.jsonl").read_text().splitlines() if ln.strip()]
+        lines = [{**json.loads(ln), "episode_id": f"{f.name}/{json.loads(ln)['episode_index']}"}
+                 for f in folders for ln in (f / "truth.jsonl").read_text().splitlines() if ln.strip()]
         truth = out / f"truth-{arm}.jsonl"
         truth.write_text("".join(json.dumps(_task_only(ln) if arm == "task-only" else ln) + "\n" for ln in lines))
         tmp = store.with_suffix(".tmp.sqlite")
         tmp.unlink(missing_ok=True)
         for f in folders:
-            _run(str(VENV_BIN / "atom-curate"), "import", str(f / "lerobot"), "--store", str(tmp), log=out / "stores.log")
+            _run(str(VENV_BIN / "atom-curate"), "import", str(f / f.name), "--store", str(tmp), log=out / "stores.log")
         _run(str(VENV_BIN / "atom-curate"), "import-annotations", str(truth), "--author", "truth", "--store", str(tmp),
              log=out / "stores.log")
         tmp.rename(store)
