@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from atomvla.cli import App, VerboseOpt, console, fail, setup_logging
+from atomvla.cli import App, ConfigOpt, OverridesArg, VerboseOpt, console, fail, setup_logging
 from atomvla.curate.errors import SourceError
 
 app = App(
@@ -16,13 +16,9 @@ app = App(
     no_args_is_help=True,
 )
 
-ConfigOpt = Annotated[str, typer.Option("--config", help="Named config (e.g. tiny-cpu, qwen3vl-4b).")]
 DatasetOpt = Annotated[
     Optional[str],
     typer.Option("--dataset", help="Curated LeRobot v3 export folder, Hub dataset repo id, or store file (.sqlite)."),
-]
-OverridesArg = Annotated[
-    Optional[list[str]], typer.Argument(help="Config overrides, key=value with dotted keys (train.max_steps=200).")
 ]
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Print the memory plan per GPU (parameters, gradients, optimizer states, "

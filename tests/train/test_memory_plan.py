@@ -100,3 +100,14 @@ def test_dry_run_on_the_command_line(qwen3vl_4b_folder, tmp_path):
     small = CliRunner().invoke(app, ["sft", "--dry-run", "--config", "qwen3vl-4b-full", "--gpu-memory", "40",
                                      "--world-size", "2", model])
     assert small.exit_code == 1 and "DOES NOT FIT" in small.output and "2 process(es)" in small.output
+
+
+def test_grpo_dry_run_plans_the_policy_and_its_sharded_reference(export_dir):
+    from tests.train.stage2 import sft_policy
+
+    policy = sft_policy(str(export_dir))
+    r = CliRunner().invoke(app, ["grpo", "--dry-run", "--policy", str(policy), "--world-size", "2"])
+    assert r.exit_code == 0, r.output
+    assert "reference policy" in r.output and "FSDP" in r.output and "2 process(es)" in r.output
+    missing = CliRunner().invoke(app, ["grpo", "--dry-run"])
+    assert missing.exit_code == 2 and "needs --policy" in missing.output
