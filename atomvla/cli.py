@@ -43,10 +43,11 @@ DatasetNameOpt = Annotated[
     Optional[str],
     typer.Option("--dataset-name", help="Only episodes of this dataset (the name `atom-curate ls` shows before each id)."),
 ]
-ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Named config; see `list-configs`.")]
+ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Named config, e.g. tiny-cpu (`atom-train configs` lists them).")]
 OverridesArg = Annotated[
     Optional[list[str]],
-    typer.Argument(help="Dotted `key=value` overrides of the config's fields, e.g. `train.lr=3e-4`.", show_default=False),
+    typer.Argument(metavar="KEY=VALUE", help="Dotted `key=value` overrides of the config's fields, e.g. `train.lr=3e-4`.",
+                   show_default=False),
 ]
 
 
