@@ -115,3 +115,10 @@ def test_a_run_refused_on_bad_data_leaves_no_run_folder(export_dir, fast, tmp_pa
     with pytest.raises(UserError):
         train_sft(get_config("tiny-cpu", (*fast, "train.max_steps=2")), broken, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_keep_last_rotates_checkpoints(export_dir, fast, tmp_path):
+    overrides = (*fast, "train.max_steps=3", "train.save_every=1", "train.keep_last=2", "train.batch_size=2")
+    result = train_sft(get_config("tiny-cpu", overrides), export_dir, tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-000002", "step-000003"]
+    assert result.checkpoint == tmp_path / "step-000003"
