@@ -65,10 +65,10 @@ class PacketCopy:
 
     def __init__(self, out: Path, template: str):
         self.path = Path(out)
-        self._dst = av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"})
         with av.open(template) as src:
             self._template = _stream_signature(src.streams.video[0])
             self._time_base = src.streams.video[0].time_base
+            self._dst = av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"})
             self._out = self._dst.add_stream_from_template(src.streams.video[0], opaque=True)  # no encoder needed
         self._cursor = 0  # pts where the next episode starts, in the time base
         self.n_frames = 0
