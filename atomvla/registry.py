@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import threading
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from typing import Generic, TypeVar
 
@@ -30,6 +31,9 @@ class Registry(MutableMapping[str, T], Generic[T]):
         self._plugins = tuple(plugins)
         self._items: dict[str, T] = {}
         self._loaded = not self._plugins
+        self._loading = False
+        # Re-entrant: a plugin's import may look a name up (in the same thread) before it is done.
+        self._lock = threading.RLock()
 
     def register(self, obj: T, name: str | None = None) -> T:
         """Add `obj` under `name` (default: its `name` attribute); usable as a class decorator."""
@@ -44,10 +48,20 @@ class Registry(MutableMapping[str, T], Generic[T]):
         return lambda obj: self.register(obj, name_of(obj))
 
     def _load(self) -> None:
-        if not self._loaded:
-            self._loaded = True  # before importing: plug-ins register through this registry
-            for module in self._plugins:
-                importlib.import_module(module)
+        """Import the plug-ins once. Another thread's lookup waits until they are all registered
+        (it would otherwise see an empty registry); a failed import is raised again next time."""
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded or self._loading:
+                return
+            self._loading = True
+            try:
+                for module in self._plugins:
+                    importlib.import_module(module)
+            finally:
+                self._loading = False
+            self._loaded = True
 
     def names(self) -> list[str]:
         self._load()
