@@ -176,7 +176,7 @@ def _learned_report(examples: Sequence[Example], tolerance: int, on_step: Callab
         n_examples=len(examples), tolerance=tolerance, f1_before=total(before), f1_loo=total(loo),
         f1_fit=total(fitted), changed=changed, loo_changed=[],
     )
-    return backend, model.to_bytes(), report
+    return backend, report, model.to_bytes()
 
 
 def calibrate_profile(

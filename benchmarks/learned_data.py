@@ -40,12 +40,15 @@ def _sample(source: str, task: str, recording, subtasks, fps: float, names: dict
     }
 
 
-def metaworld(seeds: int) -> Iterator[dict[str, Any]]:
+def metaworld(seeds: int, released: bool = False) -> Iterator[dict[str, Any]]:
+    """The metaworld_gt tasks (`released`: only those issue 15 released, generated apart)."""
     from benchmarks.metaworld_gt.generate import FPS
     from benchmarks.metaworld_gt.record import FEATURE_NAMES, DemoFailed, record
-    from benchmarks.metaworld_gt.tasks import TASKS
+    from benchmarks.metaworld_gt.tasks import RELEASED, TASKS
 
     for task, spec in TASKS.items():
+        if (task in RELEASED) != released:
+            continue
         for seed in range(seeds):
             try:
                 demo = record(spec, seed, render=False)
@@ -106,7 +109,8 @@ def libero(seeds: int) -> Iterator[dict[str, Any]]:
 
 
 SOURCES: dict[str, Callable[[int], Iterator[dict[str, Any]]]] = {
-    "metaworld": metaworld, "humanlike": humanlike, "aloha": aloha, "libero": libero,
+    "metaworld": metaworld, "metaworld_released": lambda seeds: metaworld(seeds, released=True),
+    "humanlike": humanlike, "aloha": aloha, "libero": libero,
 }
 
 

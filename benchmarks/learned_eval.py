@@ -1,6 +1,7 @@
 """The learned backend against the heuristic on tasks kept out of its training.
 
     python -m benchmarks.learned_eval --data benchmarks/out/learned_data [--steps 300] [--ablate] [--json out.json]
+    # or in N processes: --shard i/N --json part_i.json each, then --merge part_*.json
 
 - Zero-shot, leave-one-task-out: for every task, a model trained on the other tasks (every source:
   the scripted and human-like episodes of one Meta-World task are held out together) scores the
@@ -9,8 +10,10 @@
 - Few-shot: that fold's model fine-tuned on the first 2 episodes of the held-out task (per source)
   scores its other episodes. The two-arm release convention (`aloha_release`, never pretrained
   on) is scored this way too.
-- `--ablate`: the same zero-shot split for variants: without the heuristic's event channels, a
-  smaller and a larger network.
+- `--ablate` (or one at a time: `--variant NAME`, `--pixels`): the same zero-shot split for variants: without the heuristic's event channels, a
+  smaller and a larger network; and with / without frame embeddings (4x4 grey thumbnails) on the
+  one rendered set at hand, the Meta-World fixture (11 episodes, 6 tasks; leave-one-task-out
+  within it: the generated sets are state-only).
 - Speed: proposals a second through the backend with the packaged weights (features, network,
   decoding; one process, one thread), and fine-tuning time on 20 episodes.
 """
@@ -34,7 +37,7 @@ from atomvla.annotate.backends.heuristic import HeuristicBackend
 from atomvla.annotate.evaluation.boundaries import BoundaryMatch, match_boundaries
 from atomvla.annotate.kinematics import ACTION, STATE
 from atomvla.annotate.learned import load_pretrained
-from atomvla.annotate.learned.data import Sample, record_meta, record_sample
+from atomvla.annotate.learned.data import features_for, make_sample, record_meta, record_sample
 from atomvla.annotate.learned.decode import propose
 from atomvla.annotate.learned.features import layout
 from atomvla.annotate.learned.model import ModelSpec
@@ -51,6 +54,7 @@ FEW_SHOT = 2
 MIN_SUBTASK_S = 0.25
 FEW_SHOT_ONLY = ("aloha_release",)  # other conventions for the same episodes: few-shot targets only
 VARIANTS = {
+    "default": SPEC,
     "no events": replace(SPEC, channels=layout(events=False, pixels=False)),
     "small (h16, 6 layers, 1 stage)": replace(SPEC, hidden=16, layers=6, stages=1),
     "large (h64, 10 layers, 2 stages)": replace(SPEC, hidden=64, layers=10, stages=2),
@@ -88,13 +92,18 @@ def _truth(record: dict[str, Any]) -> list[int]:
     return [s["start_frame"] for s in record["subtasks"][1:]]
 
 
-def loto(records: list[dict], spec: ModelSpec, config: TrainConfig, few_shot: bool, heuristic: bool) -> dict[str, Any]:
-    """Per (source, task): zero-shot learned, heuristic (same episodes) and few-shot scores."""
+def loto(
+    records: list[dict], spec: ModelSpec, config: TrainConfig, few_shot: bool, heuristic: bool, shard: tuple[int, int] = (0, 1)
+) -> dict[str, Any]:
+    """Per (source, task): zero-shot learned, heuristic (same episodes) and few-shot scores; `shard`
+    (i, n): only the folds i, i + n, ... (machines or processes split the folds; merge with --merge)."""
     samples = [record_sample(r, spec.channels, i) for i, r in enumerate(records)]
     tasks = sorted({r["task"] for r in records if r["source"] not in FEW_SHOT_ONLY})
     released = {r["task"] for r in records if r["source"] in FEW_SHOT_ONLY}
     rows: dict[str, dict[str, Score]] = defaultdict(lambda: defaultdict(Score))
     for fold, held in enumerate(tasks):
+        if fold % shard[1] != shard[0]:
+            continue
         # The release convention relabels the two-arm episodes: out with them when they are held out.
         two_arm = held.startswith("aloha")
         train = [s for s, r in zip(samples, records)
@@ -136,6 +145,32 @@ def overall(rows: dict[str, Any], name: str, sources: tuple[str, ...] | None = N
     if not n:
         return {"f1": float("nan"), "count_acc": float("nan"), "episodes": 0}
     return {k: round(sum(c[k] * c["episodes"] for c in picked) / n, 4) for k in ("f1", "count_acc")} | {"episodes": n}
+
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+def pixel_ablation(config: TrainConfig) -> dict[str, Any]:
+    """Leave-one-task-out within the rendered fixture, the default spec with and without pixels."""
+    from atomvla.curate.sources import open_source
+    from atomvla.schemas import Subtask
+
+    truth = {line["episode_index"]: line for line in map(json.loads, (FIXTURE / "metaworld_truth.jsonl").read_text().splitlines())}
+    metas = list(open_source(str(FIXTURE / "metaworld_lerobot_v30_h264")).scan())
+    out = {}
+    for pixels in (False, True):
+        spec = replace(SPEC, channels=layout(events=True, pixels=pixels))
+        samples = [make_sample(features_for(spec.channels, Episode(m)), [Subtask(**s) for s in truth[m.episode_index]["subtasks"]],
+                               truth[m.episode_index]["metaworld_task"], "fixture") for m in metas]
+        score = Score()
+        for held in sorted({s.task for s in samples}):
+            model = pretrain(spec, [s for s in samples if s.task != held], config)
+            for m, s in zip(metas, samples):
+                if s.task == held:
+                    subtasks, _ = propose(model, s.features, m.task, max(DEFAULT_MIN_FRAMES, round(MIN_SUBTASK_S * m.fps)))
+                    score.add([x.start_frame for x in subtasks[1:]], [x["start_frame"] for x in truth[m.episode_index]["subtasks"][1:]], 3)
+        out["with pixels" if pixels else "without pixels"] = score.as_dict()
+    return out
 
 
 def speed(records: list[dict]) -> dict[str, float]:
@@ -184,28 +219,58 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ablate", action="store_true", help="also score the variants (zero-shot only)")
     parser.add_argument("--no-speed", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--shard", default="0/1", help="i/N: run folds i, i+N, ... only (zero-shot and few-shot)")
+    parser.add_argument("--variant", choices=list(VARIANTS), help="only this variant, zero-shot (an ablation in its own process)")
+    parser.add_argument("--pixels", action="store_true", help="only the pixel ablation on the rendered fixture")
+    parser.add_argument("--merge", type=Path, nargs="*", default=None, help="merge the --json reports of shards and print")
     args = parser.parse_args(argv)
     setup_logging()
-    records = load_records(args.data, exclude=())
-    config = replace(CONFIG, steps=args.steps)
     console = Console()
     report: dict[str, Any] = {"steps_per_fold": args.steps}
-    rows = loto(records, SPEC, config, few_shot=True, heuristic=True)
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        rows = dict(sorted((k, v) for part in parts for k, v in part["loto"].items()))
+        variants = {name: {k: v for part in parts for k, v in part.get("variants", {}).get(name, {}).items()}
+                    for name in {n for part in parts for n in part.get("variants", {})}}
+        for part in parts:
+            report.update({k: v for k, v in part.items() if k not in ("loto", "overall", "two_arm", "variants", "ablation")})
+        if variants:
+            report["variants"] = variants
+    else:
+        records = load_records(args.data, exclude=())
+        config = replace(CONFIG, steps=args.steps)
+        i, n = (int(x) for x in args.shard.split("/"))
+        if args.variant or args.pixels:  # one ablation only, in its own process
+            if args.variant:
+                report["variants"] = {args.variant: loto(records, VARIANTS[args.variant], config, False, False, (i, n))}
+            if args.pixels:
+                report["pixel_ablation"] = pixel_ablation(config)
+            args.json.write_text(json.dumps(report, indent=2))
+            console.print(report)
+            return
+        rows = loto(records, SPEC, config, few_shot=True, heuristic=True, shard=(i, n))
     report["loto"] = rows
     report["overall"] = {name: overall(rows, name) for name in ("learned", "heuristic", "few-shot")}
     report["two_arm"] = {name: overall(rows, name, ("aloha", "aloha_release")) for name in ("learned", "heuristic", "few-shot")}
     console.print(_table(f"leave-one-task-out ({args.steps} steps a fold)", rows, ["learned", "heuristic", "few-shot"]))
     console.print(report["overall"])
-    if args.ablate:
-        report["ablation"] = {"default": report["overall"]["learned"]}
-        for name, spec in VARIANTS.items():
-            report["ablation"][name] = overall(loto(records, spec, config, few_shot=False, heuristic=False), "learned")
-            console.print(name, report["ablation"][name])
-    if not args.no_speed:
+    if args.json:  # now, and again at the end: the variants take as long again
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+    if args.ablate and not args.merge:
+        report["variants"] = {name: loto(records, spec, config, few_shot=False, heuristic=False, shard=(i, n))
+                              for name, spec in VARIANTS.items() if name != "default"} | {"default": rows}
+        if i == 0:
+            report["pixel_ablation"] = pixel_ablation(config)
+    if "variants" in report:
+        report["ablation"] = {name: overall(rows_v, "learned") for name, rows_v in report["variants"].items()}
+        console.print("ablation (zero-shot, leave-one-task-out):", report["ablation"])
+    if "pixel_ablation" in report:
+        console.print("fixture, leave-one-task-out:", report["pixel_ablation"])
+    if not args.no_speed and not args.merge:
         report["speed"] = speed([r for r in records if r["source"] not in FEW_SHOT_ONLY])
         console.print(report["speed"])
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
 
 

@@ -31,7 +31,7 @@ log = logging.getLogger("learned_pretrain")
 
 EXCLUDE = ("aloha_release",)
 SPEC = ModelSpec(layout(events=True, pixels=False), hidden=32, layers=8, stages=2)
-CONFIG = TrainConfig(steps=1500, batch=16, lr=3e-3, crop=256)
+CONFIG = TrainConfig(steps=1500, batch=8, lr=3e-3, crop=160)
 
 
 def load_records(data: Path, exclude: tuple[str, ...] = EXCLUDE) -> list[dict[str, Any]]:

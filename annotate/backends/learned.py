@@ -115,8 +115,10 @@ class LearnedBackend(Backend):
         except RobotMismatch:
             raise  # another robot's profile: refused, not papered over
         except (BackendError, SourceError, ValueError) as exc:
-            fallback = HeuristicBackend()
-            subtasks, confidence = fallback.segment(episode)
+            try:
+                subtasks, confidence = HeuristicBackend().segment(episode)
+            except BackendError:
+                raise exc from None  # nothing to fall back on: the learned backend's own reason
             model, note = "heuristic (fallback)", f"learned backend fell back to the heuristic: {exc}"
         provenance = Provenance(backend=self.name, model=model, settings_hash=self.settings_hash,
                                 latency_s=time.perf_counter() - start, confidence=confidence)

@@ -40,8 +40,7 @@ def features_for(channels: Sequence[str], episode: Episode) -> Features:
     events, pixels = wants(channels)
     frames = None
     if pixels:
-        video = episode.frames()
-        frames = np.stack([video[i] for i in range(episode.meta.n_frames)])
+        frames = episode.frames().get_many(range(episode.meta.n_frames))
     return episode_features(episode.meta, episode.arrays, events, frames)
 
 

@@ -42,7 +42,7 @@ class TrainConfig:
 
 
 # Fine-tuning: few steps from the pretrained weights, a lower rate (seconds on a CPU for 20 episodes).
-FINE_TUNE = TrainConfig(steps=120, batch=32, lr=1e-3)
+FINE_TUNE = TrainConfig(steps=120, batch=8, lr=1e-3, crop=160)
 
 
 def _targets(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +99,11 @@ def fit(
     torch.manual_seed(config.seed)
     torch.set_num_threads(1)  # small matrices: intra-op threads cost more than they save
     opt = torch.optim.AdamW(model.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=0.1)
+    warm = max(1, config.steps // 10)
+    # linear warm-up over the first tenth, then cosine down to zero
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: (k + 1) / warm if k < warm else 0.5 * (1 + np.cos(np.pi * (k - warm) / max(1, config.steps - warm)))
+    )
     model.net.train()
     for step in range(config.steps):
         pick = rng.choice(len(samples), size=min(config.batch, len(samples)), replace=False)

@@ -134,6 +134,36 @@ def _assembly(o: Obs) -> int:
     return int(not _z_far(hand, wrench, 0.05))
 
 
+def _window_close(o: Obs) -> int:
+    return int(_at(o["hand_pos"], o["wndw_pos"] + np.array([0.03, -0.03, -0.08]), 0.04, 0.02))
+
+
+def _faucet_close(o: Obs) -> int:
+    return int(_at(o["hand_pos"], o["faucet_pos"] + np.array([0.04, 0.0, 0.03]), 0.04, 0.04))
+
+
+def _button_press_topdown(o: Obs) -> int:
+    return int(not _xy_far(o["hand_pos"], o["button_pos"], 0.04))
+
+
+def _coffee_button(o: Obs) -> int:
+    button = o["button_pos"] + np.array([0.0, 0.0, -0.07])
+    return int(np.linalg.norm(o["hand_pos"][[0, 2]] - button[[0, 2]]) <= 0.02)
+
+
+def _plate_slide(o: Obs) -> int:
+    return int(_at(o["hand_pos"], o["puck_pos"] + np.array([0.0, -0.055, 0.03]), 0.03, 0.04))
+
+
+def _handle_press_side(o: Obs) -> int:
+    return int(not _xy_far(o["hand_pos"], o["handle_pos"], 0.02))
+
+
+def _push(o: Obs) -> int:
+    # approach, descend and close on the puck; the first step commanded toward the goal pushes it
+    return int(_at(o["hand_pos"], o["puck_pos"] + np.array([-0.005, 0.0, 0.0]), 0.02, 0.04))
+
+
 _SPECS = (
     # The fixture's six tasks, with the fixture truth's wording.
     TaskSpec("pick-place-v3", "pick up the puck and place it at the goal",
@@ -166,5 +196,23 @@ _SPECS = (
              (("pick up the hammer", "pick"), ("hit the nail with the hammer", "push")), _hammer),
     TaskSpec("assembly-v3", "put the ring onto the peg",
              (("pick up the ring", "pick"), ("place the ring onto the peg", "place")), _assembly),
+    # Released by issue 15 (its list; the other Meta-World tasks stay held out): same truth rules,
+    # each phase function the branch test of the task's policy.
+    TaskSpec("window-close-v3", "close the window",
+             (("reach the window handle", "reach"), ("slide the window closed", "close")), _window_close),
+    TaskSpec("faucet-close-v3", "turn the faucet off",
+             (("reach the faucet handle", "reach"), ("turn the faucet handle", "turn")), _faucet_close),
+    TaskSpec("button-press-topdown-v3", "press the button down from the top",
+             (("move the gripper above the button", "reach"), ("press the button down", "press")), _button_press_topdown),
+    TaskSpec("coffee-button-v3", "press the button on the coffee machine",
+             (("move the gripper in front of the button", "reach"), ("press the button", "press")), _coffee_button),
+    TaskSpec("plate-slide-v3", "slide the plate into the goal",
+             (("reach the plate", "reach"), ("slide the plate into the goal", "push")), _plate_slide),
+    TaskSpec("handle-press-side-v3", "press the handle down from the side",
+             (("move the gripper above the handle", "reach"), ("press the handle down", "press")), _handle_press_side),
+    TaskSpec("push-v3", "push the puck to the goal",
+             (("grasp the puck", "pick"), ("push the puck to the goal", "push")), _push),
 )
+RELEASED = ("window-close-v3", "faucet-close-v3", "button-press-topdown-v3", "coffee-button-v3", "plate-slide-v3",
+            "handle-press-side-v3", "push-v3")
 TASKS: dict[str, TaskSpec] = {spec.metaworld_task: spec for spec in _SPECS}

@@ -1,0 +1,78 @@
+"""`atom-annotate calibrate --backend learned`: the network fine-tuned on accepted episodes, saved
+with its weights in the profile, and `run --profile` proposing with them."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from atomvla.annotate import store_tables as annotate_tables
+from atomvla.annotate.cli import app
+from atomvla.annotate.learned.model import LearnedModel
+from atomvla.annotate.profiles import backend_from_profile
+from atomvla.curate.cli import app as curate_app
+from atomvla.curate.store import Store
+from atomvla.schemas import Decomposition, Status, Subtask
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+DATASET = FIXTURES / "metaworld_lerobot_v30_h264"
+TRUTH = FIXTURES / "metaworld_truth.jsonl"
+runner = CliRunner()
+SHIFT = 4  # frames: this team ends every subtask a little later than the pretraining's truth
+
+
+def invoke(*args, command=app):
+    return runner.invoke(command, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    path = tmp_path / "store.sqlite"
+    assert invoke("import", DATASET, "--store", path, command=curate_app).exit_code == 0
+    return path
+
+
+def _accept(db: Store, task: str, count: int) -> list:
+    """`count` episodes of `task` accepted by "ann" with the fixture's truth shifted by SHIFT."""
+    truth = {line["episode_index"]: line for line in map(json.loads, TRUTH.read_text().splitlines())}
+    metas = [m for m in db.episodes() if truth[m.episode_index]["metaworld_task"] == task][:count]
+    for meta in metas:
+        subtasks = [Subtask(**s) for s in truth[meta.episode_index]["subtasks"]]
+        starts = [0, *(s.start_frame + SHIFT for s in subtasks[1:])]
+        ends = [*starts[1:], meta.n_frames]
+        shifted = [s.model_copy(update={"start_frame": a, "end_frame": b}) for s, a, b in zip(subtasks, starts, ends)]
+        db.add_revision(Decomposition(episode_id=meta.episode_id, n_frames=meta.n_frames, subtasks=tuple(shifted),
+                                      status=Status.accepted, author="ann"))
+    return metas
+
+
+@pytest.mark.slow  # three fine-tunes (~20 s on a busy 2-core machine)
+def test_calibrate_learned_fine_tunes_saves_the_weights_and_run_uses_them(store):
+    db = Store(store)
+    metas = _accept(db, "pick-place-v3", 2)
+    assert len(metas) == 2
+    result = invoke("calibrate", "--store", store, "--backend", "learned", "--author", "ann", "--profile", "team",
+                    "--tolerance-frames", "2")
+    assert result.exit_code == 0, result.output
+    assert "fine-tuned on 2 episodes" in result.output
+    saved = annotate_tables.profile(db, "learned", "team")
+    report = saved["report"]
+    assert report["n_examples"] == 2 and report["f1_fit"] >= report["f1_before"]
+    model = LearnedModel.from_bytes(saved["weights"])
+    assert model.info.robot_layout.startswith("observation.state[hand_x,hand_y,hand_z,gripper]")
+    assert saved["settings"]["weights_sha256"] == model.digest()
+
+    tuned = backend_from_profile(db, "learned", "team")
+    result = invoke("run", "--store", store, "--backend", "learned", "--profile", "team", "--episodes", str(metas[0].episode_index))
+    assert result.exit_code == 0, result.output
+    proposal = db.latest(metas[0].episode_id, author="learned")
+    assert proposal.provenance.settings_hash == tuned.settings_hash
+    assert proposal.provenance.model == f"learned:{model.digest()[:12]}"
+
+
+def test_calibrate_learned_with_one_accepted_episode_says_so(store):
+    _accept(Store(store), "pick-place-v3", 1)
+    result = invoke("calibrate", "--store", store, "--backend", "learned", "--author", "ann", "--profile", "team")
+    assert result.exit_code == 2
+    assert "1 accepted episode(s); calibration needs at least 2" in result.output

@@ -1,0 +1,152 @@
+"""The learned backend: a tiny network fitted on scripted episodes, its weights file, and the inputs
+it must refuse or fall back on."""
+
+import numpy as np
+import pytest
+from synthetic import ACTION_NAMES, STATE_NAMES, meta, pick_place, scripted
+
+from atomvla.annotate.backends import BackendError, get_backend
+from atomvla.annotate.backends.base import SetupError
+from atomvla.annotate.backends.learned import LearnedBackend, LearnedConfig
+from atomvla.annotate.learned import fine_tune, learned_backend, load_pretrained
+from atomvla.annotate.learned.decode import best_boundaries, predicted_count
+from atomvla.annotate.learned.features import layout
+from atomvla.annotate.learned.model import LearnedModel, ModelSpec
+from atomvla.annotate.learned.train import TrainConfig
+from atomvla.curate.episode import Episode
+from atomvla.schemas import Subtask
+
+TASK = "pick up the red block and place it in the bin"
+TINY = ModelSpec(layout(events=True, pixels=False), hidden=16, layers=5, stages=1, dropout=0.0)
+QUICK = TrainConfig(steps=60, batch=8, lr=3e-3)
+
+
+def episode(seed: int, task: str = TASK, names: dict | None = None, skills=("pick", "place")) -> tuple[Episode, list[Subtask]]:
+    """A scripted pick-and-place (object and goal vary with the seed) and its true subtasks."""
+    rng = np.random.default_rng(seed)
+    phases = pick_place((float(rng.uniform(-0.1, 0.1)), 0.5), (float(rng.uniform(0.2, 0.35)), 0.6))
+    state, action, truth = scripted(phases, seed=seed)
+    m = meta(task, len(state), names).model_copy(update={"episode_id": f"synthetic/{seed}", "episode_index": seed})
+    ep = Episode(m)
+    ep.__dict__["_arrays"] = {"observation.state": state, "action": action}  # in memory: nothing to load
+    edges = [0, *truth, len(state)]
+    return ep, [Subtask(start_frame=a, end_frame=b, instruction=k, skill=k) for a, b, k in zip(edges, edges[1:], skills)]
+
+
+@pytest.fixture(scope="module")
+def tuned() -> LearnedModel:
+    pairs = [episode(s) for s in range(4)]
+    return fine_tune(LearnedModel.new(TINY), [e for e, _ in pairs], [t for _, t in pairs], QUICK)
+
+
+def test_fine_tuned_model_finds_held_out_boundaries_named_from_the_plan(tuned):
+    backend = learned_backend(tuned)
+    for seed in (10, 11):
+        ep, truth = episode(seed)
+        dec = backend.propose(ep)
+        assert len(dec.subtasks) == 2
+        assert abs(dec.subtasks[1].start_frame - truth[1].start_frame) <= 3, (dec.boundaries, truth)
+        assert [s.instruction for s in dec.subtasks] == ["pick up the red block", "place the red block in the bin"]
+        assert dec.provenance.backend == "learned" and dec.provenance.model.startswith("learned:")
+        assert dec.note is None
+
+
+def test_fine_tuning_leaves_the_base_model_unchanged_and_records_the_robot(tuned):
+    base = LearnedModel.new(TINY)
+    before = base.digest()
+    ep, truth = episode(3)
+    assert fine_tune(base, [ep], [truth], TrainConfig(steps=2, batch=1)).digest() != before
+    assert base.digest() == before
+    assert tuned.info.robot_layout == f"observation.state[{','.join(STATE_NAMES)}] action[{','.join(ACTION_NAMES)}]"
+    assert tuned.info.count_from_plan
+
+
+def test_weights_round_trip_through_bytes_and_files(tuned, tmp_path):
+    again = LearnedModel.from_bytes(tuned.to_bytes())
+    assert again.spec == tuned.spec and again.info == tuned.info
+    ep, _ = episode(12)
+    assert learned_backend(again).propose(ep).subtasks == learned_backend(tuned).propose(ep).subtasks
+    path = tmp_path / "w.safetensors"
+    tuned.save(path)
+    backend = get_backend("learned")(LearnedConfig(weights=str(path)))
+    backend.prepare()
+    assert backend.propose(ep).subtasks == learned_backend(tuned).propose(ep).subtasks
+
+
+def test_missing_or_damaged_weights_stop_before_any_work(tuned, tmp_path):
+    with pytest.raises(SetupError, match=r"missing\.safetensors: no such file"):
+        LearnedBackend(LearnedConfig(weights=str(tmp_path / "missing.safetensors"))).prepare()
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(tuned.to_bytes()[:500])
+    with pytest.raises(SetupError, match="damaged weights") as err:
+        LearnedBackend(LearnedConfig(weights=str(damaged))).prepare()
+    assert "\n" not in str(err.value)
+
+
+def test_weights_of_another_feature_layout_are_refused_naming_both(tuned, tmp_path):
+    other = LearnedModel.new(ModelSpec(("speed", "motion", "something_else"), hidden=8, layers=2, stages=1))
+    path = tmp_path / "other.safetensors"
+    other.save(path)
+    with pytest.raises(SetupError, match="weights for feature layout speed,motion,something_else; this version computes"):
+        LearnedBackend(LearnedConfig(weights=str(path))).prepare()
+
+
+def test_a_profile_from_another_robot_is_refused_naming_both_layouts(tuned):
+    names = {"observation.state": ["hand_x", "hand_y", "hand_z", "a", "b", "c", "gripper"], "action": ["dx", "dy", "dz", "r", "p", "y", "grip"]}
+    ep, _ = episode(13, names=names)
+    with pytest.raises(BackendError) as err:
+        learned_backend(tuned).propose(ep)
+    message = str(err.value)
+    assert "fine-tuned on observation.state[ee_x,ee_y,ee_z" in message and "this episode has observation.state[hand_x" in message
+
+
+def test_an_episode_the_features_cannot_be_built_for_falls_back_to_the_heuristic_with_the_reason():
+    pixel_model = LearnedModel.new(ModelSpec(layout(events=True, pixels=True), hidden=8, layers=2, stages=1))
+    ep, _ = episode(14)  # no camera: the pixel channels cannot be had
+    dec = learned_backend(pixel_model).propose(ep)
+    assert dec.provenance.model == "heuristic (fallback)"
+    assert "fell back to the heuristic" in dec.note and "no camera" in dec.note
+    assert len(dec.subtasks) == 2
+
+
+def test_the_count_comes_from_the_plan_else_from_the_model(tuned):
+    ep, _ = episode(15, task="do the thing")  # no plan
+    dec = learned_backend(tuned).propose(ep)
+    assert 2 <= len(dec.subtasks) <= 5
+    prob = np.zeros(100)
+    prob[[20, 21, 19]] = [1.0, 0.6, 0.6]
+    prob[[60, 61, 59]] = [1.0, 0.6, 0.6]
+    assert predicted_count(prob) == 3
+    assert predicted_count(np.zeros(100)) == 2
+
+
+def test_best_boundaries_keep_the_minimum_gap_and_the_count():
+    prob = np.zeros(100)
+    prob[[10, 12, 50, 80]] = [0.9, 0.8, 0.7, 0.95]
+    assert best_boundaries(prob, 3, 5) == [10, 80]
+    assert best_boundaries(prob, 4, 5) == [10, 50, 80]
+    chosen = best_boundaries(prob, 5, 5)
+    assert len(chosen) == 4 and all(b - a >= 5 for a, b in zip([0, *chosen], [*chosen, 100]))
+    assert best_boundaries(prob, 5, 30) == []  # too short for 5 segments of 30
+
+
+def test_the_packaged_weights_load_and_match_this_feature_layout():
+    model = load_pretrained()
+    assert model.spec.channels == layout(events=True, pixels=False)
+    assert len(model.info.data_hash) == 64 and model.info.trained_on
+    ep, _ = episode(16)
+    LearnedBackend().prepare()
+    assert len(LearnedBackend().propose(ep).subtasks) == 2
+
+
+def test_an_episode_without_state_or_action_is_refused_with_the_reason(tmp_path):
+    from synthetic import write_video
+
+    from atomvla.curate.sources import open_source
+
+    write_video(tmp_path / "episode_0.mp4", 30)
+    (tmp_path / "task.txt").write_text("open the drawer")
+    [m] = list(open_source(str(tmp_path)).scan())
+    assert not LearnedBackend.can_handle(m)
+    with pytest.raises(BackendError, match="no `action` or `observation.state` array.*the learned backend cannot handle it"):
+        learned_backend(LearnedModel.new(TINY)).propose(Episode(m))
