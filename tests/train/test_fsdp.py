@@ -5,6 +5,7 @@ resumes on two (1 -> 2), and resume under FSDP is exact."""
 import re
 import shutil
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -14,6 +15,7 @@ from atomvla.train.sft import train_sft
 from tests.train.test_sft import torchrun
 
 
+@pytest.mark.slow  # three two-rank launches
 def test_fsdp_shards_trains_identically_and_its_checkpoints_move_between_world_sizes(export_dir, fast, tmp_path):
     overrides = [*fast, "train.max_steps=4", "train.save_every=2", "train.batch_size=2", "train.fsdp=true"]
     log = torchrun("ddp_worker.py", str(export_dir), str(tmp_path), *overrides)

@@ -49,6 +49,7 @@ def measured_step_peak(model: torch.nn.Module, batch: dict, config, tmp_path: Pa
     return persistent + max(sum(row) for row in sizes)
 
 
+@pytest.mark.slow  # a short training run and a profiled step per mode
 @pytest.mark.parametrize("mode", ["full", "freeze"])
 def test_the_plan_is_close_to_the_measured_peak_on_tiny_dimensions(export_dir, fast, tmp_path, mode):
     overrides = (*fast, "train.max_steps=1", "backbone.hidden_size=128", "backbone.layers=3", "backbone.heads=4",
