@@ -74,6 +74,20 @@ def settings_rows(config: type[BaseModel]) -> list[tuple[str, str, str, str]]:
     rows = []
     for name, info in config.model_fields.items():
         default = info.get_default(call_default_factory=True)
-        kind = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
-        rows.append((name, kind, "none" if default is None else str(default), info.description or ""))
+        shown = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else default
+        rows.append((name, _kind(info.annotation), "none" if shown is None else str(shown), info.description or ""))
     return rows
+
+
+def _kind(annotation: Any) -> str:
+    """How a value of `annotation` is written: `float`, `closed|moved|lifted`, `list of int or none`."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("none" if a is type(None) else _kind(a) for a in args)
+    if origin is typing.Literal:
+        return "|".join(map(str, args))
+    if origin in (tuple, list):
+        return f"list of {_kind(args[0])} (a,b)"
+    if origin is dict:
+        return "settings (dotted keys)"
+    return getattr(annotation, "__name__", str(annotation))
