@@ -45,7 +45,9 @@ class HybridConfig(BackendConfig):
 
     @model_validator(mode="after")
     def _parts_exist(self) -> HybridConfig:
-        """Both parts are registered backends other than hybrid, with settings they accept."""
+        """Both parts are registered backends other than hybrid, with settings they accept, kept as
+        their configs read them (`frames=8` given on the command line as text is stored as 8, so
+        the settings hash does not depend on how a setting was written)."""
         for role, name, settings in (
             ("boundaries", self.boundaries, self.boundaries_settings),
             ("language", self.language, self.language_settings),
@@ -53,12 +55,13 @@ class HybridConfig(BackendConfig):
             if name == NAME:
                 raise ValueError(f"{role}: hybrid cannot take its {role} from itself")
             try:
-                get_backend(name).Config.model_validate(settings)
+                checked = get_backend(name).Config.model_validate(settings)
             except KeyError as exc:
                 raise ValueError(f"{role}: {exc.args[0]}") from None
             except ValidationError as exc:
                 first = exc.errors()[0]
                 raise ValueError(f"{role}_settings for {name}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+            settings.update(checked.model_dump(mode="json", include=set(settings)))
         return self
 
 

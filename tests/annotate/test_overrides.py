@@ -36,3 +36,10 @@ def test_the_listing_shows_how_to_write_each_value():
     rows = {name: (kind, default) for name, kind, default, _ in settings_rows(get_backend("heuristic").Config)}
     assert rows["pick_end"] == ("closed|moved|lifted", "moved")
     assert rows["ee_dims"] == ("list of int (a,b) or none", "none")
+
+
+def test_a_part_setting_written_as_text_hashes_like_the_typed_value():
+    hybrid = get_backend("hybrid")
+    text = hybrid(hybrid.Config.model_validate(parse_overrides("hybrid", hybrid.Config, ["language_settings.window_s=0.4"])))
+    typed = hybrid(hybrid.Config(language_settings={"window_s": 0.4}))
+    assert text.config.language_settings == {"window_s": 0.4} and text.settings_hash == typed.settings_hash
