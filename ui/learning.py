@@ -140,7 +140,8 @@ class Learner:
 
     def fit(self, dataset: str, examples: list[Example]) -> Backend | None:
         """Fit the backend to `examples` and save it as the dataset's profile: the learned model is
-        fine-tuned (weights in the profile), another backend's settings are calibrated."""
+        fine-tuned (weights in the profile), another backend's settings are calibrated. None when
+        the fit does not match the accepted boundaries better than what made the proposals."""
         if self.backend_name == "learned":
             # One fine-tune per accept: calibrate_profile's leave-one-out would cost one per fold.
             backend, report, weights = _fine_tune(examples)
@@ -151,9 +152,13 @@ class Learner:
                 log.info("%s: nothing learned: %s", dataset, exc)
                 return None
             report = rep.as_dict()
+        # What carries over to episodes not yet seen: leave-one-out where the fit reports it.
+        after = report.get("f1_loo", report["f1_fit"])
+        log.info("%s: fitted %s on %d accepted episodes (boundary F1 %.2f before, %.2f after)", dataset,
+                 self.backend_name, len(examples), report["f1_before"], after)
+        if after <= report["f1_before"]:
+            return None  # nothing learned that would make the proposals better: leave them be
         save_profile(self.store, backend, profile_name(dataset), report, AUTHOR, weights=weights)
-        log.info("%s: fitted %s on %d accepted episodes (F1 %.2f -> %.2f)", dataset, self.backend_name,
-                 len(examples), report["f1_before"], report["f1_fit"])
         return backend
 
     def _repropose(self, backend: Backend, dataset: str, metas: list[EpisodeMeta], after: str | None, n: int) -> None:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from atomvla.schemas import Status
+from atomvla.schemas import Decomposition, Status
+from atomvla.annotate.backends.base import get_backend
 from atomvla.annotate.profiles import load_profile
+from atomvla.curate.episode import Episode
 from atomvla.annotate.store_tables import profiles
 from atomvla.ui.learning import is_reproposal, learning_backend, profile_name
 from tests.e2e.review_server import CHROMIUM, CHROMIUM_ARGS, ReviewServer
@@ -23,6 +25,7 @@ pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM
               pytest.mark.slow]  # a server and browsers per test: 30-60 s each on 2 cores
 
 DATASET = "metaworld_lerobot_v30"
+WAIT_MS = 120_000  # generous: two browsers, a server and its learner share 2 cores with other jobs
 
 
 @pytest.fixture()
@@ -44,14 +47,33 @@ def open_page(browser, server, episode_id: str):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{server.url}/?episode={urllib.parse.quote(episode_id)}", wait_until="load")
     page.wait_for_function("(e) => window.atomReview && window.atomReview.ep === e && window.atomReview.marked",
-                           arg=episode_id, timeout=30000)
+                           arg=episode_id, timeout=WAIT_MS)
     return page
+
+
+def lifted(store, episode_id: str) -> Decomposition:
+    """Where this team puts the boundaries: picks end once the object is lifted (a heuristic
+    setting, so the app can learn it; the store's proposals end them at the grasp)."""
+    heuristic = get_backend("heuristic")
+    return heuristic(heuristic.Config(pick_end="lifted")).propose(Episode(store.episode(episode_id)))
+
+
+def move_first_boundary(page, store, episode_id: str) -> None:
+    """Move the first boundary with the keys to where this team puts it (`lifted`)."""
+    want = lifted(store, episode_id).boundaries[0]
+    page.keyboard.press("]")
+    at = page.evaluate("() => window.atomReview.cursor")
+    sign = 1 if want > at else -1
+    for step in [10] * (abs(want - at) // 10) + [1] * (abs(want - at) % 10):
+        page.keyboard.press({10: ">", 1: "."}[step] if sign > 0 else {10: "<", 1: ","}[step])
+        at += sign * step  # each nudge is a server round trip: the next key waits for it
+        page.wait_for_function("(w) => window.atomReview.segments()[1].start === w", arg=at, timeout=WAIT_MS)
 
 
 def accept(page) -> None:
     page.keyboard.press("a")
     page.wait_for_function("() => document.querySelector('#atom-message').innerText.includes('(accepted)')",
-                           timeout=30000)
+                           timeout=WAIT_MS)
 
 
 def wait_until(check, timeout_s: float = 120) -> None:
@@ -69,9 +91,11 @@ def test_next_opens_an_episode_re_proposed_from_the_accepts(served):
     server, store, browser = served
     ids = [m.episode_id for m in store.episodes(DATASET)]
     page = open_page(browser, server, ids[0])
+    move_first_boundary(page, store, ids[0])
     accept(page)
     page.keyboard.press("n")
-    page.wait_for_function("(e) => window.atomReview.ep === e && window.atomReview.marked", arg=ids[1], timeout=30000)
+    page.wait_for_function("(e) => window.atomReview.ep === e && window.atomReview.marked", arg=ids[1], timeout=WAIT_MS)
+    move_first_boundary(page, store, ids[1])
     accept(page)
     # The learner re-proposes the episodes after the one just accepted, in queue order, but not
     # the one this page has open until it moves on.
@@ -79,12 +103,12 @@ def test_next_opens_an_episode_re_proposed_from_the_accepts(served):
     later = store.latest(ids[2])
     assert (later.provenance.profile, later.provenance.learned_from) == (profile_name(DATASET), 2)
     page.keyboard.press("n")
-    page.wait_for_function("(e) => window.atomReview.ep === e && window.atomReview.marked", arg=ids[2], timeout=30000)
+    page.wait_for_function("(e) => window.atomReview.ep === e && window.atomReview.marked", arg=ids[2], timeout=WAIT_MS)
     page.wait_for_function("() => document.querySelector('#atom-header').innerText.includes('re-proposed from what 2"
-                           " accepted episodes taught')", timeout=15000)
+                           " accepted episodes taught')", timeout=WAIT_MS)
     # The queue says which proposals came from what was learned (the table follows the store).
     page.wait_for_function("() => (document.querySelector('#atom-queue')?.innerText || '').includes('2 accepts')",
-                           timeout=15000)
+                           timeout=WAIT_MS)
     for i in ids[:2]:
         assert store.latest(i).status is Status.accepted and not is_reproposal(store.latest(i))
 
@@ -93,6 +117,7 @@ def test_two_annotators_accepting_at_once_lose_and_duplicate_nothing(served):
     server, store, _ = served
     ids = [m.episode_id for m in store.episodes(DATASET)]
     mine = {"a": ids[0:4:2], "b": ids[1:4:2]}
+    store.add_revisions(lifted(store, i) for i in ids[:4])  # shown, then accepted as they are
     start = threading.Barrier(2)
     failed: list[BaseException] = []
 

@@ -15,7 +15,8 @@ from atomvla.ui.app import Review, ReviewApp
 from atomvla.ui.editing import Segment
 from atomvla.ui.review_queue import QueueFilter
 from atomvla.ui.learning import is_reproposal, learning_backend, profile_name
-from tests.ui.review_store import build_review_store, truth
+from atomvla.curate.episode import Episode
+from tests.ui.review_store import build_review_store
 
 DATASET = "metaworld_lerobot_v30"
 
@@ -28,12 +29,18 @@ def app(tmp_path):
     app.learner.close()
 
 
+def team_convention(app: ReviewApp, episode_id: str):
+    """What this team accepts: picks end once the object is lifted (a heuristic setting, so the
+    app's calibration can learn it), unlike the proposals in the store."""
+    heuristic = get_backend("heuristic")
+    return heuristic(heuristic.Config(pick_end="lifted")).propose(Episode(app.store.episode(episode_id))).subtasks
+
+
 def accept_truth(app: ReviewApp, author: str, episode_id: str) -> str:
-    """Open the episode, set the true boundaries, accept: what an annotator does."""
+    """Open the episode, set the team's boundaries, accept: what an annotator does."""
     review = Review(author=author, session=author)
     app.open(review, episode_id)
-    line = truth()[app.store.episode(episode_id).episode_index]
-    segs = tuple(Segment(s["start_frame"], s["end_frame"], s["instruction"], s["skill"]) for s in line["subtasks"])
+    segs = tuple(Segment(s.start_frame, s.end_frame, s.instruction, s.skill) for s in team_convention(app, episode_id))
     assert app.change(review, lambda _: segs) == ""
     return app.commit(review, Status.accepted, "accepted")
 
