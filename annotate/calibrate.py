@@ -171,7 +171,9 @@ def _learned_report(examples: Sequence[Example], tolerance: int, on_step: Callab
     fitted = [_score(backend, e, tolerance) for e in examples]
     tick()
     total = lambda row: sum(row, BoundaryMatch(0, 0, 0, ())).f1  # noqa: E731
-    changed = {"weights": f"fine-tuned on {len(examples)} episodes", "count_from_plan": model.info.count_from_plan}
+    info = model.info
+    changed = {"weights": f"fine-tuned on {len(examples)} episodes",
+               "subtask count": f"plan{info.plan_offset:+d}" if info.count_from_plan else "the model's own"}
     report = CalibrationReport(
         n_examples=len(examples), tolerance=tolerance, f1_before=total(before), f1_loo=total(loo),
         f1_fit=total(fitted), changed=changed, loo_changed=[],

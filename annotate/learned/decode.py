@@ -1,7 +1,8 @@
 """From per-frame boundary and skill probabilities to 2-5 contiguous subtasks.
 
-The number of subtasks is the instruction's plan's where it has 2-5 steps (and the model's spec
-says to follow the plan), else the model's own: one more than the boundaries its probability
+The number of subtasks is the instruction's plan's (plus the offset a fine-tuned model learned
+from a team's accepted episodes, e.g. +1 where a handover ends with the release) where that is
+2-5 and the model follows the plan, else the model's own: one more than the boundaries its probability
 mass adds up to.
 The boundaries are the `k - 1` frames, at least `min_gap` apart, with the highest summed
 boundary probability (exact, by dynamic programming). Segments are named from the plan when
@@ -82,14 +83,16 @@ def segment_skills(skill_prob: np.ndarray, edges: list[int]) -> list[str]:
 
 
 def decode(
-    prob: np.ndarray, skill_prob: np.ndarray, features: Features, task: str, count_from_plan: bool, min_frames: int
+    prob: np.ndarray, skill_prob: np.ndarray, features: Features, task: str, count_from_plan: bool, min_frames: int,
+    plan_offset: int = 0,
 ) -> tuple[list[Subtask], float]:
     """Subtasks over the episode's own frames from grid-frame probabilities, and a confidence (the
     mean boundary probability at the chosen frames)."""
     n = features.n_frames
     min_gap = max(1, int(np.ceil(min_frames / features.scale)))
     planned = len(plan(task))
-    k = planned if count_from_plan and MIN_SUBTASKS <= planned <= MAX_SUBTASKS else predicted_count(prob)
+    usable = count_from_plan and MIN_SUBTASKS <= planned + plan_offset <= MAX_SUBTASKS and planned > 0
+    k = planned + plan_offset if usable else predicted_count(prob)
     k = min(k, n // min_frames)
     chosen = best_boundaries(prob, k, min_gap) if k >= MIN_SUBTASKS else []
     frames = sorted({features.to_frame(b) for b in chosen})
@@ -108,4 +111,5 @@ def decode(
 def propose(model: LearnedModel, features: Features, task: str, min_frames: int) -> tuple[list[Subtask], float]:
     """What the backend proposes for one episode's features (the model's count rule, then `decode`)."""
     prob, skills = model.predict(torch.from_numpy(features.x))
-    return decode(prob.numpy().astype(np.float64), skills.numpy(), features, task, model.info.count_from_plan, min_frames)
+    info = model.info
+    return decode(prob.numpy().astype(np.float64), skills.numpy(), features, task, info.count_from_plan, min_frames, info.plan_offset)

@@ -48,7 +48,8 @@ class WeightsInfo:
     data_hash: str = ""  # sha256 of the training samples (see data.samples_hash)
     trained_on: str = ""  # sources and task count, for people
     robot_layout: str | None = None  # set by fine-tuning: the layout of the episodes it was fitted on
-    count_from_plan: bool = True  # decode as many subtasks as the instruction's plan has
+    count_from_plan: bool = True  # decode as many subtasks as the instruction's plan has (plus plan_offset)
+    plan_offset: int = 0  # a team's convention may add (or merge) subtasks: e.g. a handover's release of its own
     extra: dict[str, str] = field(default_factory=dict)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -127,11 +128,15 @@ def pretrain(spec: ModelSpec, samples: Sequence[Sample], config: TrainConfig = T
     return model
 
 
-def follows_plan(tasks: Sequence[str], truths: Sequence[Sequence[Subtask]]) -> bool:
-    """Whether accepted episodes have as many subtasks as their instructions' plans (most of those
-    with a usable plan do, or none has one)."""
-    planned = [(len(plan(task)), len(t)) for task, t in zip(tasks, truths) if MIN_SUBTASKS <= len(plan(task)) <= MAX_SUBTASKS]
-    return not planned or sum(p == k for p, k in planned) * 2 >= len(planned)
+def plan_convention(tasks: Sequence[str], truths: Sequence[Sequence[Subtask]]) -> tuple[bool, int]:
+    """(follow the plans' counts, offset): accepted episodes whose subtask count is their plan's
+    plus one same offset (at least half of those with a usable plan: a team that always gives a
+    handover's release its own subtask has +1), else (False, 0): the model counts."""
+    planned = [len(t) - len(plan(task)) for task, t in zip(tasks, truths) if MIN_SUBTASKS <= len(plan(task)) <= MAX_SUBTASKS]
+    if not planned:
+        return True, 0
+    offset, n = Counter(planned).most_common(1)[0]
+    return (True, offset) if n * 2 >= len(planned) else (False, 0)
 
 
 def fine_tune(
@@ -143,17 +148,19 @@ def fine_tune(
     """A copy of `base` fitted to accepted episodes (`truths[i]` the accepted subtasks of
     `episodes[i]`); `base` is left unchanged. The copy records the robot layout it was fitted on
     (the first episode's; see features.robot_layout) and whether to follow the plans' counts
-    (see `follows_plan`). Raises KinematicsError for an episode without usable state or action."""
+    (see `plan_convention`). Raises KinematicsError for an episode without usable state or action."""
     if not episodes:
         raise ValueError("no accepted episodes to fine-tune on")
     samples = [make_sample(features_for(base.spec.channels, e), t) for e, t in zip(episodes, truths)]
     return fine_tune_samples(base, samples, robot_layout(episodes[0].meta),
-                             follows_plan([e.meta.task for e in episodes], truths), config)
+                             plan_convention([e.meta.task for e in episodes], truths), config)
 
 
 def fine_tune_samples(
-    base: LearnedModel, samples: Sequence[Sample], layout: str | None, count_from_plan: bool, config: TrainConfig = FINE_TUNE
+    base: LearnedModel, samples: Sequence[Sample], layout: str | None, convention: tuple[bool, int] = (True, 0),
+    config: TrainConfig = FINE_TUNE,
 ) -> LearnedModel:
-    """`fine_tune` on ready samples (the evaluation's path: no store episodes)."""
-    model = LearnedModel(copy.deepcopy(base.net), replace(base.info, robot_layout=layout, count_from_plan=count_from_plan))
+    """`fine_tune` on ready samples (the evaluation's path: no store episodes); `convention`: see `plan_convention`."""
+    info = replace(base.info, robot_layout=layout, count_from_plan=convention[0], plan_offset=convention[1])
+    model = LearnedModel(copy.deepcopy(base.net), info)
     return fit(model, samples, config)

@@ -110,7 +110,7 @@ def test_an_episode_the_features_cannot_be_built_for_falls_back_to_the_heuristic
 
 
 def test_the_count_comes_from_the_plan_else_from_the_model(tuned):
-    ep, _ = episode(15, task="do the thing")  # no plan
+    ep, _ = episode(15, task="xyz")  # no plan
     dec = learned_backend(tuned).propose(ep)
     assert 2 <= len(dec.subtasks) <= 5
     prob = np.zeros(100)
@@ -150,3 +150,21 @@ def test_an_episode_without_state_or_action_is_refused_with_the_reason(tmp_path)
     assert not LearnedBackend.can_handle(m)
     with pytest.raises(BackendError, match="no `action` or `observation.state` array.*the learned backend cannot handle it"):
         learned_backend(LearnedModel.new(TINY)).propose(Episode(m))
+
+
+def test_a_team_that_adds_a_subtask_to_the_plan_gets_that_many():
+    from atomvla.annotate.learned.decode import decode
+    from atomvla.annotate.learned.features import Features
+    from atomvla.annotate.learned.train import plan_convention
+
+    three = [Subtask(start_frame=a, end_frame=b, instruction="x", skill="place") for a, b in ((0, 10), (10, 20), (20, 30))]
+    two = three[:1] + [three[1].model_copy(update={"end_frame": 30})]
+    assert plan_convention([TASK, TASK], [three, three]) == (True, 1)
+    assert plan_convention([TASK, TASK], [two, two]) == (True, 0)
+    assert plan_convention([TASK, TASK, TASK], [two, three, three[:1] + three[1:]]) == (True, 1)
+    assert plan_convention(["xyz"], [three]) == (True, 0)  # no usable plan: nothing to learn
+    prob = np.zeros(60)
+    prob[[20, 40]] = 1.0
+    feats = Features(np.zeros((60, 1), np.float32), 60, 1.0)
+    subtasks, _ = decode(prob, np.full((60, 11), 1 / 11), feats, TASK, True, 2, plan_offset=1)
+    assert [s.start_frame for s in subtasks] == [0, 20, 40]
