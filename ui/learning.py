@@ -69,8 +69,8 @@ def only_reproposals_since(history: list[Decomposition], based_on: int) -> bool:
 
 
 class Learner:
-    """One worker thread per app. `accepted(dataset)` asks for a new fit; fits of several accepts
-    that arrive during one fit are coalesced into the next."""
+    """One worker thread per app. `accepted(episode_id)` asks for a new fit of that episode's
+    dataset; several accepts that arrive during one fit are learned together in the next."""
 
     def __init__(self, store: Store, busy: Callable[[], Iterable[str]], backend: str | None = None):
         self.store = store
@@ -94,7 +94,7 @@ class Learner:
             self._cond.notify_all()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until nothing is left to do (tests, the benchmark); False on timeout."""
+        """Block until nothing is left to do (tests); False on timeout."""
         with self._cond:
             return self._cond.wait_for(lambda: self._idle, timeout)
 
