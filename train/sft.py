@@ -173,8 +173,8 @@ def _train_sft(config: SFTConfig, dataset: str | Path | None, out: Path, resume:
         last = done == config.train.max_steps
         if done % config.train.log_every == 0 or last:
             row = {k: runtime.mean(v) for k, v in (("loss", result.total), ("flow", result.flow), ("lm", result.lm))}
-            metrics(done, {**row, "lr": opt.scheduler.get_last_lr()[0]},
-                    f"loss {row['loss']:.4f}  flow {row['flow']:.4f}  lm {row['lm']:.4f}")
+            lr = opt.scheduler.get_last_lr()[0]
+            metrics(done, {**row, "lr": lr}, f"loss {row['loss']:.4f}  flow {row['flow']:.4f}  lm {row['lm']:.4f}  lr {lr:.2e}")
         if done % config.train.save_every == 0 or last:
             checkpoint = save_checkpoint(out, done, inner, opt.optimizer, opt.scheduler, config_to_json(config),
                                          trainer_state, extra, config.train.keep_last)
