@@ -38,6 +38,7 @@ from transformers import Qwen3VLConfig  # noqa: E402
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil  # noqa: E402
 
 from atomvla.train.config import get_config  # noqa: E402
+from atomvla.train.loop import uses_fsdp  # noqa: E402
 from atomvla.train.memory_plan import _visual, plan_sft  # noqa: E402
 from atomvla.train.models.tokenizer import byte_tokenizer  # noqa: E402
 from atomvla.train.sft import train_sft  # noqa: E402
@@ -154,7 +155,7 @@ def main() -> None:
     achieved = flops_per_sample * samples_per_s / 1e12 / world  # per GPU
     print(json.dumps({
         "config": args.config, "dims": args.dims, "device": torch.cuda.get_device_name() if cuda else "cpu",
-        "processes": world, "fsdp": cfg.train.fsdp if cfg.train.fsdp is not None else world > 1, "steps": args.steps,
+        "processes": world, "fsdp": uses_fsdp(cfg.train, world), "steps": args.steps,
         "batch_size": args.batch_size, "params_backbone_M": round(count(model.backbone) / 1e6, 1),
         "params_vision_M": round(n_vision / 1e6, 1), "params_head_M": round(count(model.head) / 1e6, 1),
         "wall_s": round(wall, 1), "step_time_s": round(step_time, 4), "samples_per_s": round(samples_per_s, 2),

@@ -56,6 +56,11 @@ def removed_on_user_error(out: Path) -> Iterator[None]:
         raise
 
 
+def uses_fsdp(train: TrainConfig, world: int) -> bool:
+    """`train.fsdp`, defaulting to on when several processes run (never with one)."""
+    return world > 1 and (train.fsdp is None or train.fsdp)
+
+
 def _is_main() -> bool:
     return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
 
@@ -70,7 +75,7 @@ class Runtime:
         self.accelerator = Accelerator(cpu=not cuda, mixed_precision=train.mixed_precision if cuda else "no")
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.device = self.accelerator.device
-        self.fsdp = self.world > 1 if train.fsdp is None else (train.fsdp and self.world > 1)
+        self.fsdp = uses_fsdp(train, self.world)
         self.is_main = self.accelerator.is_main_process
         self._mesh = None
 
@@ -222,5 +227,5 @@ def optimization(runtime: Runtime, model: nn.Module, resume_from: Path | None, s
 
 __all__ = [
     "Metrics", "Optimization", "Runtime", "make_optimizer", "make_scheduler", "optimization", "removed_on_user_error",
-    "resume_point", "shard", "step_generator",
+    "resume_point", "shard", "step_generator", "uses_fsdp",
 ]

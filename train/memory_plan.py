@@ -24,6 +24,7 @@ from torch import nn
 
 from atomvla.errors import UserError
 from atomvla.train.config import SFTConfig
+from atomvla.train.loop import uses_fsdp
 
 GB = 1e9
 RESERVE = 0.1  # of the GPU: CUDA context, allocator fragmentation, the data loader's pinned buffers
@@ -88,7 +89,7 @@ def plan_sft(config: SFTConfig, world: int = 1, gpu_memory_gb: float = 80.0, cam
     seq = cams * (image_tokens // MERGE**2 + 2) + text_tokens
     b = t.batch_size
     act_bytes = 2 if (cuda and t.mixed_precision == "bf16") else 4
-    fsdp = world > 1 if t.fsdp is None else (t.fsdp and world > 1)
+    fsdp = uses_fsdp(t, world)
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
