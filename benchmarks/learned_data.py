@@ -1,12 +1,14 @@
 """State-only ground-truth episodes for the learned backend, from every generator in benchmarks/.
 
-    python -m benchmarks.learned_data --out benchmarks/out/learned_data [--seeds 8] [--sources metaworld,humanlike,aloha,libero]
+    python -m benchmarks.learned_data --out benchmarks/out/learned_data [--seeds 8] [--sources metaworld,metaworld_released,humanlike,aloha,libero]
 
 Records each generator's scripted episodes without rendering (the learned backend reads state,
 actions and the heuristic's events, no pixels) and writes one pickle per source: a list of
 `atomvla.annotate.learned.data.Sample` dicts (source, task, instruction, fps, feature names,
 state, action, true subtasks). Slow sources can be generated separately and are merged by
-`benchmarks/learned_pretrain.py`. Failed seeds are skipped and counted.
+`benchmarks/learned_pretrain.py`. Failed seeds are skipped and logged. `aloha` also writes each
+episode relabelled with the release convention (source `aloha_release`: the giving arm's release
+is its own subtask), which pretraining leaves out and the evaluation uses for few-shot.
 """
 
 from __future__ import annotations
