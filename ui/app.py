@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -91,11 +92,17 @@ class ReviewApp:
         self.queue = ReviewQueue(store)
         self.frames = FrameServer(store)
         self._open: dict[str, str] = {}  # browser session -> the episode it has open
-        self.learner = Learner(store, busy=lambda: list(self._open.values())) if learn else None
+        self._open_lock = threading.Lock()  # handler threads write it, the learner reads it
+        self.learner = Learner(store, busy=self.open_episodes) if learn else None
+
+    def open_episodes(self) -> set[str]:
+        with self._open_lock:
+            return set(self._open.values())
 
     def closed(self, session: str) -> None:
         """A browser session ended: its episode may be re-proposed again."""
-        self._open.pop(session, None)
+        with self._open_lock:
+            self._open.pop(session, None)
 
     # -- opening an episode ---------------------------------------------------------------
 
@@ -123,7 +130,8 @@ class ReviewApp:
     def open(self, review: Review, episode_id: str, cursor: int = 0):
         edit, note = self._session_for(episode_id, review.author)
         review.episode_id, review.edit, review.saved_at = episode_id, edit, ""
-        self._open[review.session] = episode_id
+        with self._open_lock:
+            self._open[review.session] = episode_id
         meta = self.store.episode(episode_id)
         first = max(0, cursor - WINDOW_RADIUS)
         payload = {

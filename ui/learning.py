@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 
 from atomvla.annotate.backends.base import BACKENDS, Backend, BackendError, get_backend
 from atomvla.annotate.calibrate import MIN_EXAMPLES, CalibrationError, Example, calibrate_profile
@@ -72,7 +72,7 @@ class Learner:
     """One worker thread per app. `accepted(episode_id)` asks for a new fit of that episode's
     dataset; several accepts that arrive during one fit are learned together in the next."""
 
-    def __init__(self, store: Store, busy: Callable[[], Iterable[str]], backend: str | None = None):
+    def __init__(self, store: Store, busy: Callable[[], Collection[str]], backend: str | None = None):
         self.store = store
         self.backend_name = backend or learning_backend()
         self._busy = busy  # episodes open in a browser session right now
@@ -175,7 +175,7 @@ class Learner:
         latest = self.store.latest(meta.episode_id)
         if latest is not None and latest.status is not Status.proposed:
             return  # saved, accepted or rejected by someone
-        if meta.episode_id in set(self._busy()) or store_tables.has_draft(self.store, meta.episode_id):
+        if meta.episode_id in self._busy() or store_tables.has_draft(self.store, meta.episode_id):
             return
         try:
             dec = backend.propose(Episode(meta))
