@@ -1,7 +1,8 @@
 """The VLA ingredients ablated on `tiny-cpu`: held-out action error and subtask match per variant.
 
-Each variant is `tiny-cpu` with openpi's defaults (prefix-LM attention, the head reading several VLM
-layers, Beta(1.5, 1) flow time, image augmentation, resize-with-pad) and one ingredient switched (off,
+Each variant is `tiny-cpu` with all of openpi's defaults (prefix-LM attention, the head reading several
+VLM layers, Beta(1.5, 1) flow time, image augmentation, which `tiny-cpu` itself leaves off, and
+resize-with-pad) and one ingredient switched (off,
 or on for those off by default: delta actions, camera dropout, padding to 32 dims), plus the recipe
 with all of the defaults off (what `tiny-cpu` trained before them). Same seed, same steps, same
 held-out episodes for every variant; `atom-train eval` scores each checkpoint on its held-out episodes.
@@ -64,7 +65,7 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="ablations-"))
     dataset = args.dataset or str(curated_fixture(Path(tempfile.mkdtemp())))
     results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
-    base = (f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}", f"train.save_every={args.steps}",
+    base = ("data.augment=true", f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}", f"train.save_every={args.steps}",
             "train.log_every=100", "train.warmup_steps=20")
     for name, overrides in VARIANTS.items():
         if (args.only and name not in args.only) or name in results:

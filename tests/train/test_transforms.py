@@ -53,7 +53,7 @@ def test_resize_with_pad_keeps_the_aspect_ratio_and_stretch_does_not():
 
 
 def test_augmentation_is_seeded_per_draw_and_only_in_training(episodes):
-    cfg = get_config("tiny-cpu")
+    cfg = get_config("tiny-cpu", ("data.augment=true",))
     stats = Stats.compute(episodes, "observation.state", "action")
     train = ChunkDataset(episodes, cfg.data, stats, (CAMERA,), train=True)
     plain = ChunkDataset(episodes, cfg.data, stats, (CAMERA,))
@@ -145,7 +145,7 @@ def test_flow_time_follows_pi0s_beta_or_is_uniform(episodes, sampling, mean):
 
 
 def test_inputs_chain_order_is_delta_normalise_pad_resize_then_random_ones():
-    cfg = get_config("tiny-cpu", (*DELTA, "data.camera_dropout=0.1"))
+    cfg = get_config("tiny-cpu", (*DELTA, "data.camera_dropout=0.1", "data.augment=true"))
     names = [type(t).__name__ for t in input_chain(cfg.data, None, train=True).transforms]
     assert names == ["DeltaActions", "Normalize", "PadDims", "ResizeImages", "DropCameras", "AugmentImages"]
     plain = [type(t).__name__ for t in input_chain(dataclasses.replace(cfg.data, delta_action_dims=()), None).transforms]
