@@ -13,7 +13,7 @@ from atomvla.train.config import DataConfig, SFTConfig, TrainConfig, register
 METAWORLD_CPU = register(
     SFTConfig(
         name="metaworld-cpu",
-        data=DataConfig(val_fraction=0.0),
+        data=DataConfig(val_fraction=0.0, augment=True),  # as measured (README); tiny-cpu turns augmentation off
         train=TrainConfig(batch_size=32, max_steps=1500, lr=1e-3, warmup_steps=50, save_every=250, log_every=50),
     )
 )
