@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from atomvla.train.worldmodel.model import ACPredictor, PredictorDims, block_causal_mask
@@ -53,8 +54,6 @@ def test_atom_train_wm_end_to_end_and_bad_datasets(export_dir, tmp_path):
 def test_world_model_training_resumes_exactly(export_dir, tmp_path):
     import shutil
 
-    import pytest
-
     from atomvla.train.checkpoint import CheckpointError
     from atomvla.train.config import get_config
     from atomvla.train.data.episodes import open_dataset
@@ -71,3 +70,22 @@ def test_world_model_training_resumes_exactly(export_dir, tmp_path):
     a, b = whole.predictor.state_dict(), resumed.predictor.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert sorted(p.name for p in (tmp_path / "b").glob("step-*")) == ["step-000003", "step-000006"]
+
+
+@pytest.mark.slow  # two two-rank launches
+def test_world_model_trains_sharded_on_two_ranks_and_resumes_exactly(export_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from tests.train.test_sft import torchrun
+
+    overrides = ["train.max_steps=4", "train.save_every=2", "train.keep_last=0", "train.val_fraction=0",
+                 "train.log_every=1000", "train.batch_size=4"]
+    log = torchrun("wm_worker.py", str(export_dir), str(tmp_path), *overrides)
+    assert "fsdp: rank 0 holds" in log and "fsdp: rank 1 holds" in log
+    assert (tmp_path / "wm" / "step-000004" / "model.dcp").is_dir() and (tmp_path / "wm" / "world_model.safetensors").is_file()
+    shutil.rmtree(tmp_path / "wm" / "step-000004")
+    torchrun("wm_worker.py", str(export_dir), str(tmp_path), "--resume", *overrides)
+    a, b = load_file(tmp_path / "predictor.safetensors"), load_file(tmp_path / "predictor-resumed.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
