@@ -93,7 +93,7 @@ def _policy_layout(spec: RolloutSpec) -> tuple[str, Any]:
         client.close()
         return client.metadata.get("checkpoint", spec.server), metadata_layout(client.metadata)
     path, layout = checkpoint_layout(spec.checkpoint)
-    return str(path), layout
+    return str(path.resolve()), layout  # absolute: a resumed run may be started from elsewhere
 
 
 def _check_run_file(spec: RolloutSpec, checkpoint: str, max_steps: int) -> None:
