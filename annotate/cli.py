@@ -17,8 +17,10 @@ from atomvla.cli import (
     DEFAULT_STORE,
     App,
     JsonOpt,
+    OverwriteOpt,
     StoreOpt,
     VerboseOpt,
+    check_outputs,
     console,
     err_console,
     fail,
@@ -314,10 +316,15 @@ def eval_(
     ] = None,
     json_out: JsonOpt = None,
     plots: Annotated[Optional[Path], typer.Option(help="Write one timeline PNG per episode under this folder.")] = None,
+    overwrite: OverwriteOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Score each episode's latest proposal against the truth: boundaries, counts, segments, objects."""
     setup_logging(verbose)
+    check_outputs(overwrite, files=(json_out,), folders=(plots,))
+    from contextlib import nullcontext
+
+    from atomvla.output import new_folder
     from atomvla.annotate.backends import BACKENDS
     from atomvla.annotate.evaluation.plots import plot_episode
     from atomvla.annotate.evaluation.report import report, score_episode, table
@@ -338,22 +345,23 @@ def eval_(
             raise fail(f"{store}: no proposals from any backend ({', '.join(sorted(BACKENDS))}); run `atom-annotate run` first")
 
     reports = {}
-    for author, proposals in by_author.items():
-        scores = []
-        for t in truths:
-            pred = proposals.get(t.meta.episode_id)
-            usable = pred is not None and pred.status is not Status.failed
-            scores.append(score_episode(
-                t.meta.episode_id, t.meta.task, pred.subtasks if usable else None, t.record.subtasks, tolerance_frames
-            ))
-            if plots is not None:
-                plot_episode(scores[-1], Episode(t.meta), plots / author, author)
-        reports[author] = report(scores, tolerance_frames)
-        console.print(table(f"{author} vs {truth.name} ({len(truths)} episodes)", reports[author]))
+    with new_folder(plots, overwrite) if plots is not None else nullcontext() as plot_dir:
+        for author, proposals in by_author.items():
+            scores = []
+            for t in truths:
+                pred = proposals.get(t.meta.episode_id)
+                usable = pred is not None and pred.status is not Status.failed
+                scores.append(score_episode(
+                    t.meta.episode_id, t.meta.task, pred.subtasks if usable else None, t.record.subtasks, tolerance_frames
+                ))
+                if plot_dir is not None:
+                    plot_episode(scores[-1], Episode(t.meta), plot_dir / author, author)
+            reports[author] = report(scores, tolerance_frames)
+            console.print(table(f"{author} vs {truth.name} ({len(truths)} episodes)", reports[author]))
     if plots is not None:
         log.info("plots written under %s", plots)
     if json_out is not None:
-        write_json(json_out, reports)
+        write_json(json_out, reports, overwrite)
         log.info("report written to %s", json_out)
 
 

@@ -62,16 +62,28 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
-def write_json(path: Path, data: Any) -> None:
-    """What `--json PATH` asks for: `data` as indented JSON at `path`, or on stdout for '-'."""
+def check_outputs(overwrite: bool, files: tuple[Path | None, ...] = (), folders: tuple[Path | None, ...] = ()) -> None:
+    """Before any work: refuse each given OUT that exists without `--overwrite` ('-' is stdout)."""
+    from atomvla.output import check_output
+
+    for paths, folder in ((files, False), (folders, True)):
+        for path in paths:
+            if path is not None and str(path) != "-":
+                check_output(path, overwrite, folder)
+
+
+def write_json(path: Path, data: Any, overwrite: bool = False) -> None:
+    """What `--json PATH` asks for: `data` as indented JSON at `path` (written whole, never over an
+    existing file without `overwrite`), or on stdout for '-'."""
     import json
 
-    text = json.dumps(data, indent=2, default=str)
+    from atomvla.output import write_text
+
+    text = json.dumps(data, indent=2, default=str) + "\n"
     if str(path) == "-":
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(text)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
+    write_text(path, text, overwrite)
 
 
 def parse_status(text: str | None) -> Any:

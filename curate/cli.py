@@ -22,6 +22,7 @@ from atomvla.cli import (
     StatusOpt,
     StoreOpt,
     VerboseOpt,
+    check_outputs,
     console,
     err_console,
     fail,
@@ -200,7 +201,7 @@ def export(
     setup_logging(verbose)
     from atomvla.curate.errors import SourceError
     from atomvla.curate.exports.base import ExportError, get_exporter
-    from atomvla.curate.exports.output import check_output
+    from atomvla.output import check_output
     from atomvla.curate.exports.records import proposals_of
     from atomvla.curate.store import open_store
 
@@ -235,6 +236,7 @@ def qa(
     ] = None,
     motion: Annotated[bool, typer.Option(help="Read each episode's arrays to find boundaries where nothing moves.")] = True,
     limit: Annotated[int, typer.Option(help="Show at most this many findings in the table (0: all).")] = 50,
+    overwrite: OverwriteOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Quality checks: contract rules, episodes without an accepted decomposition, subtasks much
@@ -247,12 +249,13 @@ def qa(
     setup_logging(verbose)
     if fail_on is not None and fail_on not in ("error", "warning"):
         raise fail(f"--fail-on must be error or warning, not {fail_on!r}")
+    check_outputs(overwrite, files=(json_out,))
     db = open_store(store)
     with progress_bar("[bold]qa[/] motion") as progress:
         bar = progress.add_task("motion", total=db.count_episodes() if motion else 0)
         report = run_qa(db, QaConfig(motion=motion), dataset_name, progress=lambda: progress.advance(bar))
     if json_out is not None:
-        write_json(json_out, report.as_dict())
+        write_json(json_out, report.as_dict(), overwrite)
     if json_out is None or str(json_out) != "-":
         print_report(report, console, limit)
     if fail_on is not None and report.worst() >= SEVERITY_RANK[fail_on]:

@@ -21,7 +21,7 @@ from huggingface_hub.utils import httpx as http_client  # the HTTP library huggi
 
 from atomvla.errors import UserError
 from atomvla.curate.card import build_card, export_kind
-from atomvla.curate.exports.output import write_text
+from atomvla.output import write_text
 
 log = logging.getLogger(__name__)
 

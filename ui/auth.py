@@ -145,7 +145,7 @@ def parse_auth(value: str) -> Logins:
 def set_password(path: Path, user: str, password: str, role: str) -> bool:
     """Add `user` to the logins file `path` (created, mode 0600) or replace their line; returns
     whether they were there before."""
-    from atomvla.curate.exports.output import new_file
+    from atomvla.output import new_file
 
     if not _USER.fullmatch(user):
         raise AuthError(f"user name {user!r}: no ':', spaces or leading '#'")

@@ -39,7 +39,7 @@ class Exporter(ABC):
               proposals: Mapping[str, Sequence[Provenance]] | None = None, progress: Progress | None = None,
               overwrite: bool = False) -> None:
         """Write every (episode, latest decomposition) pair to `out`, atomically (an existing `out`
-        is refused, or replaced once the new one is complete with `overwrite`: `exports.output`);
+        is refused, or replaced once the new one is complete with `overwrite`: `atomvla.output`);
         `proposals` (episode id -> backend provenances from the store's history) goes into the
         provenance records; `progress()`, where given, is called after each episode of a long export."""
 

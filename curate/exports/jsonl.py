@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from atomvla.curate.exports.base import Exporter, Progress, register_exporter
-from atomvla.curate.exports.output import write_text
+from atomvla.output import write_text
 from atomvla.curate.exports.records import Proposals
 from atomvla.schemas import Decomposition, EpisodeMeta, InterchangeRecord
 

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from atomvla.curate.exports.output import new_folder
+from atomvla.output import new_folder
 from atomvla.curate.video.clip import PacketCopy
 from atomvla.curate.video.frames import VideoFrames
 
@@ -124,7 +124,7 @@ def write_lerobot_v3(
     """Write `episodes` to `out_dir` (which must not exist, unless `overwrite`) and return it.
 
     Everything is written to a temporary folder next to `out_dir` and renamed at the end, so a
-    crash never leaves a half-written dataset (`exports.output.new_folder`). Episodes are consumed one at a time. `finish(root)`
+    crash never leaves a half-written dataset (`atomvla.output.new_folder`). Episodes are consumed one at a time. `finish(root)`
     may add files (more metadata) to the temporary folder before the rename.
     """
     with new_folder(Path(out_dir), overwrite) as tmp:

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from atomvla.curate.episode import Episode
 from atomvla.curate.exports.base import Exporter, Progress, register_exporter
-from atomvla.curate.exports.output import new_folder
+from atomvla.output import new_folder
 from atomvla.curate.exports.records import Proposals, episode_subtask_index, interchange_lines
 from atomvla.schemas import Decomposition, EpisodeMeta, Status
 

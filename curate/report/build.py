@@ -14,7 +14,7 @@ from pathlib import Path
 
 from atomvla.curate.episode import Episode
 from atomvla.curate.errors import SourceError
-from atomvla.curate.exports.output import OutputExistsError, check_output, new_folder
+from atomvla.output import OutputExistsError, check_output, new_folder
 from atomvla.curate.quality.checks import QaConfig, QaReport, run_qa
 from atomvla.curate.report import plots
 from atomvla.curate.store import Store

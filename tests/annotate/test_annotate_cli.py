@@ -67,6 +67,19 @@ def test_eval_plots_one_png_per_episode(store, tmp_path):
     assert [p.name for p in pngs] == [f"{DATASET.name}__0.png", f"{DATASET.name}__4.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
+    # Existing outputs are refused before any work, and replaced whole with --overwrite.
+    (tmp_path / "plots" / "mine.txt").write_text("keep")
+    report = tmp_path / "report.json"
+    report.write_text("keep")
+    for args in (["--plots", tmp_path / "plots"], ["--json", report]):
+        again = invoke("eval", "--store", store, "--truth", truth, *args)
+        assert again.exit_code == 2 and "already exists; pass --overwrite" in again.output
+    assert (tmp_path / "plots" / "mine.txt").read_text() == "keep" and report.read_text() == "keep"
+    replaced = invoke("eval", "--store", store, "--truth", truth, "--plots", tmp_path / "plots", "--json", report, "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert not (tmp_path / "plots" / "mine.txt").exists() and len(list((tmp_path / "plots" / "heuristic").glob("*.png"))) == 2
+    assert "heuristic" in json.loads(report.read_text())
+
 
 def test_rerun_skips_unless_again_or_new_settings(store):
     assert invoke("run", "--store", store, "--episodes", "0-2,7").exit_code == 0

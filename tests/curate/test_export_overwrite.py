@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from atomvla.curate.cli import app
 from atomvla.curate.exports.lerobot_v3 import EpisodeRecording, write_lerobot_v3
-from atomvla.curate.exports.output import MARKER, OutputExistsError, new_file, new_folder, remove_stale
+from atomvla.output import MARKER, OutputExistsError, new_file, new_folder, remove_stale
 from builders import FIXTURES, V3_H264
 
 runner = CliRunner()
@@ -75,7 +75,7 @@ def test_a_failed_overwrite_keeps_the_old_folder(tmp_path):
 _KILLED_WRITER = """
 import os, signal, sys
 from pathlib import Path
-from atomvla.curate.exports.output import {fn}
+from atomvla.output import {fn}
 with {fn}(Path(sys.argv[1])) as tmp:
     {write}
     os.kill(os.getpid(), signal.SIGKILL)

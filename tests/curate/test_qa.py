@@ -104,6 +104,9 @@ def test_cli_json_and_fail_on(store):
     written = store.path.parent / "qa" / "report.json"
     both = curate("qa", "--store", store.path, "--json", written, "--no-motion")
     assert both.exit_code == 0 and "Findings" in both.output and json.loads(written.read_text()) == report
+    refused = curate("qa", "--store", store.path, "--json", written, "--no-motion")
+    assert refused.exit_code == 2 and "already exists; pass --overwrite" in refused.output
+    assert curate("qa", "--store", store.path, "--json", written, "--no-motion", "--overwrite").exit_code == 0
     assert report["summary"]["error"] == 1 and report["summary"]["episodes"] == 11
     assert {p["kind"] for p in report["agreement"]} == {"annotators", "backend vs annotator"}
     assert curate("qa", "--store", store.path, "--fail-on", "error", "--no-motion").exit_code == 1
