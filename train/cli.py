@@ -7,7 +7,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from atomvla.cli import App, ConfigOpt, OverridesArg, VerboseOpt, console, fail, setup_logging
+from atomvla.cli import (
+    App,
+    ConfigOpt,
+    OverridesArg,
+    OverwriteOpt,
+    VerboseOpt,
+    check_outputs,
+    console,
+    fail,
+    setup_logging,
+)
 from atomvla.curate.errors import SourceError
 
 app = App(
@@ -113,17 +123,21 @@ def eval_(
     dataset: DatasetOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for report.json and the plot.")] = Path("runs/eval"),
     max_samples: Annotated[int, typer.Option(help="Held-out samples evaluated at most (spread evenly).")] = 256,
+    overwrite: OverwriteOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Held-out action error (overall, per subtask, per skill), subtask-generation match rate per
     distance to a boundary, and a plot of predicted against true action chunks."""
     setup_logging(verbose)
+    check_outputs(overwrite, folders=(out,))
+    from atomvla.output import new_folder
     from atomvla.train.checkpoint import CheckpointError
     from atomvla.train.data.episodes import DatasetError
     from atomvla.train.eval import evaluate, print_report
 
     try:
-        report = evaluate(checkpoint, dataset, out, max_samples=max_samples)
+        with new_folder(out, overwrite) as tmp:  # OUT appears whole, or not at all
+            report = evaluate(checkpoint, dataset, tmp, max_samples=max_samples)
     except (DatasetError, CheckpointError, SourceError) as exc:
         raise fail(str(exc)) from exc
     print_report(report, console)

@@ -74,7 +74,7 @@ def evaluate(
         },
     }
     out.mkdir(parents=True, exist_ok=True)
-    report["plot"] = str(plot_chunks(policy, data, out / "chunks.png"))
+    report["plot"] = plot_chunks(policy, data, out / "chunks.png").name  # beside report.json
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 

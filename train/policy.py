@@ -47,6 +47,7 @@ class Policy:
         self.outputs = ActionOutputs.of(trained.config.data, trained.stats)
         self.redecide_every = trained.config.redecide_every
         self.generator = torch.Generator(self.device).manual_seed(seed)
+        self._skill_less: set[str] = set()  # generated subtasks already warned about (once each, not per chunk)
         # As in training: bf16 autocast over fp32 weights on a GPU when the config trains in bf16.
         self._bf16 = self.device.type == "cuda" and trained.config.train.mixed_precision == "bf16"
         self.reset()
@@ -87,7 +88,8 @@ class Policy:
     def decode(self, subtask_ids: list[int]) -> tuple[str | None, str]:
         """(skill, instruction) of generated subtask tokens; the skill is None when the text names none."""
         skill, instruction = parse_subtask_text(self.processor.tokenizer.decode(subtask_ids, skip_special_tokens=True))
-        if skill is None:
+        if skill is None and instruction not in self._skill_less:
+            self._skill_less.add(instruction)
             log.warning("generated subtask %r names no skill: the shared expert acts", instruction)
         return skill, instruction
 

@@ -1,5 +1,7 @@
 """`atom-train` from the command line: a short run, eval, and bad input as one clean error line."""
 
+import json
+
 from typer.testing import CliRunner
 
 from atomvla.train.cli import app
@@ -18,6 +20,12 @@ def test_sft_then_eval_from_the_command_line(export_dir, fast, tmp_path):
     r = run("eval", "--checkpoint", str(out), "--out", str(tmp_path / "eval"), "--max-samples", "4")
     assert r.exit_code == 0, r.output
     assert "subtask match" in r.output and (tmp_path / "eval" / "chunks.png").is_file()
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["plot"] == "chunks.png"
+    again = run("eval", "--checkpoint", str(out), "--out", str(tmp_path / "eval"), "--max-samples", "4")
+    assert again.exit_code == 2 and "already exists; pass --overwrite" in again.output
+    r = run("eval", "--checkpoint", str(out), "--out", str(tmp_path / "eval"), "--max-samples", "4", "--overwrite")
+    assert r.exit_code == 0, r.output
 
 
 def test_bad_input_is_one_clean_error(export_dir, tmp_path):
