@@ -186,6 +186,8 @@ class Learner:
             return  # the same proposal again says nothing new
         dec = dec.model_copy(update={"provenance": dec.provenance.model_copy(
             update={"profile": profile_name(dataset), "learned_from": n})})
+        if meta.episode_id in self._busy() or store_tables.has_draft(self.store, meta.episode_id):
+            return  # opened while the proposal was made: the page shows what it opened, unchanged
         try:
             self.store.add_revision(dec, based_on=latest.revision if latest else 0)
         except StaleRevisionError:
