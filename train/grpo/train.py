@@ -27,6 +27,7 @@ from atomvla.train.checkpoint import Checkpoint, CheckpointError, resolve_checkp
 from atomvla.train.config import apply_overrides, config_to_json, from_dict
 from atomvla.train.data.episodes import DatasetError, TrainEpisode, dataset_ref, open_dataset
 from atomvla.train.data.samples import ChunkDataset, ChunkSampler
+from atomvla.train.data.transforms import ActionOutputs
 from atomvla.train.grpo import sde
 from atomvla.train.grpo.config import GRPOConfig
 from atomvla.train.grpo.objective import LossParts, group_advantages, grpo_loss
@@ -106,9 +107,12 @@ class GRPOTrainer:
         self.latent = {e.source.meta.episode_id: e for e in episodes}
         self.data = ChunkDataset([e.source for e in episodes], policy.config.data, policy.stats, policy.cameras,
                                  policy.processor)
-        stats = policy.stats.action
-        self._mean = torch.tensor(stats.mean, device=device)
-        self._std = torch.tensor(stats.std, device=device)
+        # The chunks the world model scores are the robot's actions: the policy's outputs chain
+        # (unpad, unnormalise, delta -> absolute), as `load_policy` applies it.
+        self.outputs = ActionOutputs.of(policy.config.data, policy.stats)
+        state = policy.stats.state
+        self._state_mean = torch.tensor(state.mean, device=device)
+        self._state_std = torch.tensor(state.std, device=device)
         self.state_source = state_source
 
     def batch(self, indices: Sequence[int]) -> dict:
@@ -122,7 +126,10 @@ class GRPOTrainer:
         traj = policy(batch, g, generator=generator)
         picks = [(self.latent[m["episode_id"]], m["frame"]) for m in batch["meta"]]
         states = self.state_source(picks, self.policy.config.data.horizon, self.config.rewards.horizon).to(self.device)
-        chunks = (traj.chunk * self._std + self._mean).view(len(picks), g, *traj.chunk.shape[1:])
+        # The raw state back from the batch's (normalised, padded) one: the delta dims start from it.
+        raw_state = batch["state"][:, : len(self._state_mean)] * self._state_std + self._state_mean
+        actions = self.outputs(traj.chunk, raw_state.repeat_interleave(g, 0))
+        chunks = actions.view(len(picks), g, *actions.shape[1:])
         rewards = score(self.wm, states, chunks, self.config.rewards)
         return Rollout(traj, rewards, group_advantages(rewards["total"]).flatten())
 
