@@ -175,7 +175,7 @@ class Learner:
         latest = self.store.latest(meta.episode_id)
         if latest is not None and latest.status is not Status.proposed:
             return  # saved, accepted or rejected by someone
-        if meta.episode_id in self._busy() or store_tables.has_draft(self.store, meta.episode_id):
+        if self._in_use(meta.episode_id):
             return
         try:
             dec = backend.propose(Episode(meta))
@@ -186,12 +186,16 @@ class Learner:
             return  # the same proposal again says nothing new
         dec = dec.model_copy(update={"provenance": dec.provenance.model_copy(
             update={"profile": profile_name(dataset), "learned_from": n})})
-        if meta.episode_id in self._busy() or store_tables.has_draft(self.store, meta.episode_id):
+        if self._in_use(meta.episode_id):
             return  # opened while the proposal was made: the page shows what it opened, unchanged
         try:
             self.store.add_revision(dec, based_on=latest.revision if latest else 0)
         except StaleRevisionError:
             pass  # someone saved it meanwhile: theirs stands
+
+    def _in_use(self, episode_id: str) -> bool:
+        """Open in a page, or someone's draft: a re-proposal would change what a person is looking at."""
+        return episode_id in self._busy() or store_tables.has_draft(self.store, episode_id)
 
 
 def _f1(backend: Backend, examples: list[Example]) -> float:
