@@ -3,7 +3,6 @@ test_add_skill.py; the trained policy: test_policy.py)."""
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -67,11 +66,8 @@ def test_a_resumed_run_gives_the_losses_of_the_uninterrupted_one(export_dir, fas
 def torchrun(worker: str, *args: str) -> str:
     """Run `worker` (a script beside this file) on two CPU ranks (gloo); returns its log."""
     exe = Path(sys.executable).with_name("torchrun")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [str(exe), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
-           str(Path(__file__).with_name(worker)), *args]
+    # --standalone: the rendezvous store binds port 0 itself, so two tests never race for a port
+    cmd = [str(exe), "--standalone", "--nproc_per_node", "2", str(Path(__file__).with_name(worker)), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
