@@ -4,7 +4,8 @@
 
 writes `<out>/lerobot/` (the dataset) and `<out>/truth.jsonl` (one line per episode, the shape of
 `shared/fixtures/metaworld_truth.jsonl`). Seeds where the scripted policy fails are skipped and
-counted. Rendering is offscreen (`MUJOCO_GL` defaults to `egl`).
+counted. Rendering is offscreen (`MUJOCO_GL` defaults to `egl`). `--state objects` records the
+object and goal positions too; `--fine` uses the finer decompositions of `fine.py` where a task has one.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from rich.progress import track
 
 from atomvla.cli import fail, setup_logging
 from atomvla.curate.exports.lerobot_v3 import Codec, EpisodeRecording, write_lerobot_v3
-from benchmarks.metaworld_gt.record import FEATURE_NAMES, Demo, DemoFailed, record
-from benchmarks.metaworld_gt.tasks import TASKS
+from atomvla.train.sim.metaworld import STATES, feature_names
+from benchmarks.metaworld_gt.fine import FINE_TASKS
+from benchmarks.metaworld_gt.record import Demo, DemoFailed, record
+from benchmarks.metaworld_gt.tasks import TASKS, TaskSpec
 
 log = logging.getLogger("metaworld_gt")
 
@@ -48,12 +51,14 @@ def truth_line(episode_index: int, task: str, demo: Demo) -> dict[str, Any]:
     }
 
 
-def _demos(tasks: Sequence[str], seeds: int, truth: list[dict[str, Any]], failed: Counter[str]) -> Iterator[EpisodeRecording]:
+def _demos(specs: Sequence[TaskSpec], seeds: int, state: str, truth: list[dict[str, Any]],
+           failed: Counter[str]) -> Iterator[EpisodeRecording]:
     """Record every (task, seed), yield the successful ones and append their truth lines."""
-    runs = [(task, seed) for task in tasks for seed in range(seeds)]
-    for task, seed in track(runs, description="recording", transient=True):
+    runs = [(spec, seed) for spec in specs for seed in range(seeds)]
+    for spec, seed in track(runs, description="recording", transient=True):
+        task = spec.metaworld_task
         try:
-            demo = record(TASKS[task], seed)
+            demo = record(spec, seed, state=state)
         except DemoFailed as exc:
             failed[task] += 1
             log.warning("skipped seed %d: %s", seed, exc)
@@ -62,7 +67,7 @@ def _demos(tasks: Sequence[str], seeds: int, truth: list[dict[str, Any]], failed
         yield demo.recording
 
 
-def generate(out: Path, tasks: Sequence[str], seeds: int, codec: Codec) -> tuple[int, Counter[str]]:
+def generate(out: Path, specs: Sequence[TaskSpec], seeds: int, codec: Codec, state: str = "hand") -> tuple[int, Counter[str]]:
     """Write the dataset and truth into a temporary folder next to `out`, then swap it in."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -70,8 +75,8 @@ def generate(out: Path, tasks: Sequence[str], seeds: int, codec: Codec) -> tuple
     truth: list[dict[str, Any]] = []
     failed: Counter[str] = Counter()
     try:
-        write_lerobot_v3(tmp / DATASET_DIR, _demos(tasks, seeds, truth, failed), fps=FPS,
-                         feature_names=FEATURE_NAMES, robot_type="sawyer", codec=codec)
+        write_lerobot_v3(tmp / DATASET_DIR, _demos(specs, seeds, state, truth, failed), fps=FPS,
+                         feature_names=feature_names(state), robot_type="sawyer", codec=codec)
         (tmp / TRUTH_FILE).write_text("".join(json.dumps(line) + "\n" for line in truth))
         if out.exists():
             shutil.rmtree(out)
@@ -94,6 +99,8 @@ def main(
     tasks: Annotated[str, typer.Option(help="Comma-separated Meta-World tasks (default: all defined).")] = ",".join(TASKS),
     seeds: Annotated[int, typer.Option(min=1, help="Seeds 0..N-1 per task.")] = 5,
     codec: Annotated[_CodecChoice, typer.Option(help="Video codec (LeRobot's default: av1).")] = _CodecChoice.av1,
+    state: Annotated[str, typer.Option(help=f"State convention: {', '.join(STATES)} (objects adds object and goal positions).")] = "hand",
+    fine: Annotated[bool, typer.Option(help=f"Finer decompositions where defined ({', '.join(FINE_TASKS)}).")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     setup_logging(verbose)
@@ -103,10 +110,13 @@ def main(
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if unknown := [t for t in names if t not in TASKS]:
         raise fail(f"unknown task(s) {', '.join(unknown)}; defined: {', '.join(TASKS)}")
+    if state not in STATES:
+        raise fail(f"unknown state convention {state!r}; defined: {', '.join(STATES)}")
+    specs = [FINE_TASKS.get(t, TASKS[t]) if fine else TASKS[t] for t in names]
     if out.exists() and not (out / TRUTH_FILE).exists():
         raise fail(f"{out} exists and is not an earlier output of this generator (no {TRUTH_FILE}); not replacing it")
     start = time.perf_counter()
-    n, failed = generate(out, names, seeds, cast(Codec, codec.value))
+    n, failed = generate(out, specs, seeds, cast(Codec, codec.value), state)
     log.info("%d episodes from %d tasks x %d seeds in %.0f s -> %s", n, len(names), seeds, time.perf_counter() - start, out)
     if failed:
         log.info("seeds skipped (policy failed): %s", dict(failed))

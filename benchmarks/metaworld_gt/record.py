@@ -58,11 +58,12 @@ def segment(phases: Sequence[int], spec: TaskSpec) -> tuple[Subtask, ...]:
     return subtasks
 
 
-def record(spec: TaskSpec, seed: int, render: bool = True) -> Demo:
+def record(spec: TaskSpec, seed: int, render: bool = True, state: str = "hand") -> Demo:
     """Run the task's scripted policy with `seed` (task variation and reset) and record it.
 
     Seeding matches the fixture: `Meta-World/MT1` made with `seed`, reset with `seed`.
     `render=False` records state and actions only (no camera): what the learned backend trains on.
+    `state` names the state convention (`atomvla.train.sim.metaworld.STATES`).
     """
     from metaworld.policies import ENV_POLICY_MAP
 
@@ -78,7 +79,7 @@ def record(spec: TaskSpec, seed: int, render: bool = True) -> Demo:
             # parse a copy: some policies change their parsed observation in place
             phases.append(spec.phase(policy._parse_obs(obs.copy())))
             action = action_of(policy.get_action(obs))
-            states.append(state_of(obs))
+            states.append(state_of(obs, state))
             actions.append(action)
             obs, _, _, truncated, info = env.step(action)
             if success_step is None and info["success"]:

@@ -49,9 +49,19 @@ def test_missing_or_too_short_subtask_fails(phases, problem):
 
 
 def test_every_task_has_a_valid_plan():
-    for spec in TASKS.values():
+    from benchmarks.metaworld_gt.fine import FINE_TASKS
+
+    for spec in [*TASKS.values(), *FINE_TASKS.values()]:
         assert MIN_SUBTASKS <= len(spec.subtasks) <= MAX_SUBTASKS, spec.metaworld_task
         assert all(skill in SKILLS and instruction for instruction, skill in spec.subtasks), spec.metaworld_task
+
+
+def test_a_finer_decomposition_splits_a_subtask_of_the_task_it_refines():
+    from benchmarks.metaworld_gt.fine import FINE_TASKS
+
+    for task, fine in FINE_TASKS.items():
+        assert len(fine.subtasks) > len(TASKS[task].subtasks) and fine.instruction == TASKS[task].instruction
+        assert fine.subtasks[-1] == TASKS[task].subtasks[-1]  # the last subtask as the task's own truth has it
 
 
 @pytest.mark.slow
@@ -74,3 +84,16 @@ def test_recording_reproduces_the_fixture_episode():
         decoded = [f.to_ndarray(format="rgb24") for _, f in zip(range(first + len(frames)), c.decode(video=0))]
     # same camera, same way up: only AV1 loss and the faster render settings differ (flipped: ~40)
     assert np.abs(np.stack(decoded[first:]).astype(int) - frames).mean() < 8
+
+
+def test_an_unknown_state_convention_is_refused_before_any_recording(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from benchmarks.metaworld_gt.generate import main
+
+    app = typer.Typer()
+    app.command()(main)
+    result = CliRunner().invoke(app, ["--out", str(tmp_path / "gt"), "--tasks", "pick-place-v3", "--state", "joints"])
+    assert result.exit_code == 2 and "unknown state convention 'joints'; defined: hand, objects" in result.output
+    assert not (tmp_path / "gt").exists()

@@ -1,10 +1,12 @@
 """Meta-World (v3, MuJoCo) as recorded by the demonstration generator (benchmarks/metaworld_gt).
 
 The recording conventions live here, once, for the generator and for rollouts: the `corner`
-camera at 128x128 flipped upright (it renders upside down), the state as the first four values of
-Meta-World's observation (hand x, y, z in metres; gripper opening, 1 = open), actions (dx, dy, dz,
-grip; grip > 0 closes) clipped to [-1, 1] as the env clips them, and seeding: `Meta-World/MT1`
-made with the seed (the task variation) and reset with it.
+camera at 128x128 flipped upright (it renders upside down), the state (one of `STATES`: by default
+the first four values of Meta-World's observation, hand x, y, z in metres and gripper opening, 1 =
+open), actions (dx, dy, dz, grip; grip > 0 closes) clipped to [-1, 1] as the env clips them, and
+seeding: `Meta-World/MT1` made with the seed (the task variation) and reset with it.
+Each state convention is its own simulator name (`metaworld`, `metaworld-objects`), so a rollout
+checks a policy's state layout against the one it was recorded with.
 """
 
 from __future__ import annotations
@@ -27,7 +29,24 @@ CAMERA_KEY = f"observation.images.{CAMERA}"
 IMAGE_SIZE = 128
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
-FEATURE_NAMES = {STATE_KEY: ("hand_x", "hand_y", "hand_z", "gripper"), ACTION_KEY: ("dx", "dy", "dz", "grip")}
+ACTION_NAMES = ("dx", "dy", "dz", "grip")
+# State conventions: which values of Meta-World's 39-value observation a recording keeps, by name.
+# `objects` adds the first object's position (obs[4:7]) and the goal (obs[36:39], observable in MT1):
+# the usual low-dimensional behaviour-cloning state, so a small policy need not find them in pixels.
+STATES: dict[str, dict[str, int]] = {
+    "hand": {"hand_x": 0, "hand_y": 1, "hand_z": 2, "gripper": 3},
+    "objects": {"hand_x": 0, "hand_y": 1, "hand_z": 2, "gripper": 3, "object_x": 4, "object_y": 5, "object_z": 6,
+                "goal_x": 36, "goal_y": 37, "goal_z": 38},
+}
+SIMULATOR_NAMES = {"hand": "metaworld", "objects": "metaworld-objects"}
+
+
+def feature_names(state: str = "hand") -> dict[str, tuple[str, ...]]:
+    """The dataset's feature names of the state convention `state` (see `STATES`)."""
+    return {STATE_KEY: tuple(STATES[state]), ACTION_KEY: ACTION_NAMES}
+
+
+FEATURE_NAMES = feature_names()
 # Software rendering (llvmpipe) is the generator's bottleneck. A 1024² shadow map instead of 4096²
 # and no multisampling render a frame ~2.5x faster (~45 ms on a busy 2-core machine); the frames
 # differ from the defaults by ~1.7 grey levels on average (aliased edges), below AV1's own loss.
@@ -57,8 +76,8 @@ def frame_of(env: Any) -> UInt8[np.ndarray, "h w 3"]:
     return np.ascontiguousarray(env.render()[::-1])  # the corner camera renders upside down
 
 
-def state_of(obs: Float[np.ndarray, " 39"]) -> Float[np.ndarray, " 4"]:
-    return np.asarray(obs[:4], np.float32)
+def state_of(obs: Float[np.ndarray, " 39"], state: str = "hand") -> Float[np.ndarray, " s"]:
+    return np.asarray(obs[list(STATES[state].values())], np.float32)
 
 
 def action_of(action: Float[np.ndarray, " 4"]) -> Float[np.ndarray, " 4"]:
@@ -82,17 +101,20 @@ def _unstable_warnings() -> tuple[int, ...]:
     return (int(w.mjWARN_BADQACC), int(w.mjWARN_BADQVEL), int(w.mjWARN_BADQPOS), int(w.mjWARN_BADCTRL))
 
 
-LAYOUT = Layout((CAMERA_KEY,), FEATURE_NAMES[STATE_KEY], FEATURE_NAMES[ACTION_KEY])
+def layout_of(state: str = "hand") -> Layout:
+    names = feature_names(state)
+    return Layout((CAMERA_KEY,), names[STATE_KEY], names[ACTION_KEY])
 
 
 class MetaWorldEnv:
     """One Meta-World task; `reset(seed)` rebuilds the env when the seed (the task variation) changes."""
 
-    layout = LAYOUT
     max_steps = MAX_STEPS  # Meta-World raises past its own limit
 
-    def __init__(self, task: str):
+    def __init__(self, task: str, state: str = "hand"):
         self.task = task
+        self.state = state
+        self.layout = layout_of(state)
         self._env: Any = None
         self._seed: int | None = None
         self._obs: np.ndarray | None = None
@@ -120,7 +142,7 @@ class MetaWorldEnv:
         return bool(info["success"])
 
     def observe(self) -> Observation:
-        return {"images": {CAMERA_KEY: frame_of(self._env)}, "state": state_of(self._obs)}
+        return {"images": {CAMERA_KEY: frame_of(self._env)}, "state": state_of(self._obs, self.state)}
 
     def close(self) -> None:
         if self._env is not None:
@@ -129,18 +151,20 @@ class MetaWorldEnv:
 
 
 class MetaWorld:
-    name = "metaworld"
+    def __init__(self, state: str = "hand"):
+        self.name, self.state = SIMULATOR_NAMES[state], state
 
     def env_ids(self) -> Sequence[str]:
         return _env_ids()
 
     def layout(self, env_id: str) -> Layout:
         check_env_id(self, env_id)
-        return LAYOUT
+        return layout_of(self.state)
 
     def make(self, env_id: str) -> MetaWorldEnv:
         check_env_id(self, env_id)
-        return MetaWorldEnv(env_id)
+        return MetaWorldEnv(env_id, self.state)
 
 
-SIMULATORS.register(MetaWorld())
+for _state in STATES:
+    SIMULATORS.register(MetaWorld(_state))
