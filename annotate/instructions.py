@@ -43,12 +43,12 @@ VERBS: dict[str, Skill] = {
     "open": "open", "close": "close", "shut": "close",
     "turn on": "turn", "turn off": "turn", "turn": "turn", "rotate": "turn", "twist": "turn",
     "flip": "turn", "spin": "turn", "screw": "turn", "unscrew": "turn", "switch on": "turn",
-    "switch off": "turn", "lock": "turn", "unlock": "turn",
+    "switch off": "turn", "switch": "turn", "lock": "turn", "unlock": "turn",
     "press": "press", "push down": "press", "tap": "press", "poke": "press", "click": "press",
     "depress": "press",
     "insert": "insert", "plug": "insert", "slot": "insert",
     "pour": "other", "wipe": "other", "stir": "other", "fold": "other", "scoop": "other",
-    "use": "other",
+    "use": "other", "water": "other",
 }
 # Words before the verb that add nothing to what is done ("go push the block", "please open ...").
 _FILLERS = {"go", "please", "now", "then", "also", "next", "first", "finally"}
@@ -91,6 +91,9 @@ _RESULTS = {"open", "opened", "closed", "close", "shut", "up", "down", "away", "
 # it says which object is meant or where on the target, never the target itself.
 _SPOTS = {"front", "back", "middle", "left", "right", "center", "centre", "side", "top", "bottom", "corner",
           "edge", "way"}
+# Prepositions that say which way a moved object goes: with a spot ("to the left") the phrase is
+# where a transport ends even though it names no object.
+_DIRECTIONS = {"to", "toward", "towards", "into", "onto"}
 # Skills that act on an object where it is (no transport).
 _IN_PLACE = {"push", "pull", "open", "close", "turn", "press", "insert"}
 # Parts of the robot itself: "move the gripper in front of the button" is about the button.
@@ -132,6 +135,16 @@ class Clause:
     phrases: tuple[Phrase, ...] = ()  # every prepositional phrase after the object, as written
     tail: str = ""  # what follows the object and its phrases ("to open the drawer")
     lead: str = ""  # the verb as written, with a coordinated first verb ("grasp and lift")
+    particle: str = ""  # result words written after the object ("back", "open", "up"): part of the verb
+
+    @property
+    def where_from(self) -> int:
+        """Index of the first phrase that says where the object goes (the target phrase, else a
+        direction: "to the left"); the phrases before it say which object is meant."""
+        target = self.target_phrase
+        if target is not None:
+            return self.phrases.index(target)
+        return next((i for i, p in enumerate(self.phrases) if p.prep in _DIRECTIONS and p.is_spot), len(self.phrases))
 
     @property
     def target_phrase(self) -> Phrase | None:
@@ -169,7 +182,18 @@ def the_object(obj: str | None) -> str:
     """How a planned instruction names an object: "the <obj>", or "the object" when none is known."""
     if not obj:
         return "the object"
-    return obj if obj.split()[0] in _DETERMINERS or obj.split()[0].isdigit() else f"the {obj}"
+    first = obj.split()[0]
+    return obj if first in _DETERMINERS or first in _PRONOUNS or first.isdigit() else f"the {obj}"
+
+
+def _particle(np: str) -> tuple[str, str]:
+    """"the puck back" -> ("the puck", "back"): result words written after the object belong to the
+    verb ("move the puck back", "pick the cup up"), not to the object's name."""
+    words = np.split()
+    cut = len(words)
+    while cut > 1 and words[cut - 1] in _RESULTS and strip_determiners(" ".join(words[: cut - 1])):
+        cut -= 1
+    return " ".join(words[:cut]), " ".join(words[cut:])
 
 
 def _split_phrases(rest: str) -> tuple[str, tuple[Phrase, ...], str]:
@@ -282,6 +306,8 @@ def parse(instruction: str) -> list[Clause]:
             # "use the stick to push the thermos": the stick is the tool, the thermos the object.
             inner = parse(tail[3:])
             if inner:
+                if np in _PRONOUNS and last is not None:  # "pick up the stick and use it to ..."
+                    np = last.np
                 used = strip_determiners(np)
                 tool = None if used.split()[-1:] and used.split()[-1] in _CONTROLS else used
                 c = inner[0]
@@ -292,7 +318,7 @@ def parse(instruction: str) -> list[Clause]:
         # "both the soup and the sauce in the basket": each object is its own clause.
         nps = re.split(r"\s+and\s+", np) if np.startswith("both ") else [np]
         for one in nps:
-            one = one.removeprefix("both ").strip()
+            one, particle = _particle(one.removeprefix("both ").strip())
             obj = strip_determiners(one) or None
             if obj is None and skill in ("pick", "place") and last is not None:
                 one, obj = last.np, last.obj  # "grab the cheese and put into the basket": the cheese
@@ -310,18 +336,22 @@ def parse(instruction: str) -> list[Clause]:
                 # "move the gripper to the button" reaches the button; "insert the gripper into the
                 # hole" inserts it: about the hole either way, worded as written.
                 moved: Skill = "reach" if skill in ("place", "reach") else skill
-                clauses.append(Clause(verb, moved, target.head, np=one, phrases=phrases, tail=tail, lead=lead))
+                clauses.append(Clause(verb, moved, target.head, np=one, phrases=phrases, tail=tail, lead=lead,
+                                      particle=particle))
             else:
                 prep, tgt = (target.prep, target.head) if target is not None and target.head != obj else (None, None)
-                clauses.append(Clause(verb, skill, obj, prep, tgt, _tool(verb, skill, phrases), one, phrases, tail, lead))
+                tool = _tool(verb, skill, phrases)
+                clauses.append(Clause(verb, skill, obj, prep, tgt, tool, one, phrases, tail, lead, particle))
             last = clauses[-1]
     return clauses
 
 
 def _resolve(np: str, last: Clause | None) -> str:
-    """A pronoun standing for a noun phrase is written as that phrase ("on top of it")."""
+    """A pronoun standing for a noun phrase is written as that phrase ("on top of it" -> "on top of
+    the plate"; "the" added where the phrase was written without one: "put pot on it")."""
     if last is not None and np in _PRONOUNS:
-        return (last.target_phrase.np if last.target_phrase is not None else "") or last.np or np
+        ref = (last.target_phrase.np if last.target_phrase is not None else "") or last.np
+        return the_object(ref) if ref else np
     return np
 
 
@@ -353,30 +383,37 @@ def plan(instruction: str) -> tuple[Step, ...]:
     picking up its tool when it is done with one ("hammer the nail in": pick up the hammer, hammer
     the nail in). Only when that leaves fewer than MIN_SUBTASKS is the approach its own subtask
     ("open the drawer": reach it, then open it; the backend calls the approach a grasp when it ends
-    with the gripper closing).
+    with the gripper closing; "reach the red target": approach it, then reach it). Result words
+    after the object ("move the puck back to the goal", "pick the cup up") stay with the verb; a
+    direction ("carry it to the left") says where a transport ends, like a target.
     """
     steps: list[Step] = []
+    carrying: str | None = None  # the object of the last transport that named no target
     for c in parse(instruction):
         named = the_object(c.np if c.np and c.np not in _PRONOUNS else c.obj)  # for the steps we word
         written = c.np  # for the steps worded as the instruction is
-        target = c.target_phrase
-        k = c.phrases.index(target) if target is not None else len(c.phrases)
+        k = c.where_from
         while k and (c.verb in _HANDOVER or not c.phrases[k - 1].np):  # particles go with the verb
             k -= 1
         which = " ".join(p.text for p in c.phrases[:k])  # which object: "on the stove"
         where = " ".join(p.text for p in c.phrases[k:])  # where it goes: "on the plate"
-        held = bool(steps) and steps[-1].skill == "pick" and steps[-1].obj == c.obj
+        # Still in hand: just picked, or carried somewhere that is no object to leave it on ("carry
+        # the lid sideways and put it down").
+        held = bool(steps) and steps[-1].obj == c.obj and (steps[-1].skill == "pick" or carrying == c.obj)
         if c.tool and not (steps and steps[-1].skill == "pick" and steps[-1].obj == c.tool):
             steps.append(Step("pick", f"pick up {the_object(c.tool)}", c.tool))
         if c.verb == "use":
-            steps.append(Step(c.skill, _words(c.lead, written, which, where, c.tail), c.obj))
+            steps.append(Step(c.skill, _words(c.lead, written, c.particle, which, where, c.tail), c.obj))
         elif c.skill == "place":
-            if not held:
+            if not held:  # the pick leaves out how the object is moved ("back", "down")
                 steps.append(Step("pick", _words("pick up", named, which), c.obj))
-            wording = "place" if c.lead in _PLACE_WORDING else c.lead.split(" and ")[-1]
-            steps.append(Step("place", _words(wording, named, where, c.tail), c.obj))
+            # "put the cup back on the shelf": a particle is read with the verb it was written with
+            wording = "place" if c.lead in _PLACE_WORDING and not c.particle else c.lead.split(" and ")[-1]
+            steps.append(Step("place", _words(wording, named, c.particle, where, c.tail), c.obj))
+            carrying = c.obj if c.target is None else None
         elif c.skill == "pick":
-            lead = "pick up" if c.lead == "pick" else c.lead
+            named = _words(named, c.particle)
+            lead = "pick up" if c.lead == "pick" and not c.particle else c.lead  # "pick the cup up"
             carried = c.np in _PRONOUNS or held
             if carried and any(p.prep in _PLACEMENT and p.np and not p.is_spot for p in c.phrases):
                 # "pick up the puck and hold it at the target location": the held object is carried
@@ -387,12 +424,15 @@ def plan(instruction: str) -> tuple[Step, ...]:
                     steps.pop()
                 steps.append(Step("pick", _words(lead, named, which, where, c.tail), c.obj))
         elif c.skill == "reach":
-            steps.append(Step("reach", _words("reach" if c.lead == "go to" else c.lead, written, which, where), c.obj))
+            steps.append(Step("reach", _words(c.lead, written, c.particle, which, where), c.obj))
         else:
-            steps.append(Step(c.skill, _words(c.lead, written or named, which, where, c.tail), c.obj))
-    if 0 < len(steps) < MIN_SUBTASKS and steps[0].skill != "reach":
+            steps.append(Step(c.skill, _words(c.lead, written or named, c.particle, which, where, c.tail), c.obj))
+    if 0 < len(steps) < MIN_SUBTASKS:
+        # One motion: its approach is a subtask of its own; a task that is only a reach is first
+        # the journey toward its object, then the arrival there, worded as written.
         first = steps[0]
-        steps.insert(0, Step("reach", f"reach {the_object(first.obj)}", first.obj))
+        verb = "approach" if first.skill == "reach" else "reach"
+        steps.insert(0, Step("reach", f"{verb} {the_object(first.obj)}", first.obj))
     return tuple(steps)
 
 

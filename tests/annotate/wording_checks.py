@@ -3,7 +3,9 @@ grammar's own lexicon: the plan has 2-5 steps; every step reads as an imperative
 determiner before a verb, a preposition or another determiner; the instruction's content words
 all appear in the plan; each noun phrase and prepositional phrase of a step is copied from the
 instruction (a missing "the" may be added, nothing else changed); and every prepositional phrase
-of the instruction ("out from under the coffee machine", "from one arm to the other") is kept."""
+of the instruction ("out from under the coffee machine", "from one arm to the other") is kept.
+A step may name an object the instruction refers to by a pronoun ("in the drawer" for "in it",
+"the puck back" for "it back") when the instruction names that object elsewhere."""
 
 from __future__ import annotations
 
@@ -89,7 +91,12 @@ def _worded_as(source: str, seg: str) -> bool:
     bare = re.sub(r"^the ", "", np)
     if any(_contains(source, " ".join(x for x in (prep, n) if x)) for n in (np, bare)):
         return True
-    return bool(prep) and any(_contains(source, f"{prep} {p}") for p in ("it", "them")) and any(
+    if not prep:  # "the puck back" for "it back", the puck named elsewhere: the words after it as written
+        words = np.split()
+        return any(_contains(source, f"{p} {' '.join(words[i:])}")
+                   and _contains(source, re.sub(r"^the ", "", " ".join(words[:i])))
+                   for i in range(1, len(words)) for p in ("it", "them"))
+    return any(_contains(source, f"{prep} {p}") for p in ("it", "them")) and any(
         _contains(source, n) for n in (np, bare))
 
 
@@ -100,10 +107,13 @@ def problems(instruction: str, steps: list[str]) -> list[str]:
         found.append(f"{len(steps)} steps (2-5 wanted)")
     source = normalise(instruction)
     text = " ".join(normalise(s) for s in steps)
+    # A word the instruction writes where a verb goes (first, or after "and", "then", "to" or a
+    # comma) is one of its verbs, in this list or not ("preheat the oven", "navigate to the sink").
+    placed = {m.group(1) for m in re.finditer(r"(?:^|[,;]|\b(?:and|then|to)\b)\s*([a-z]+)", instruction.lower())}
     for raw in steps:
         step = normalise(raw)
         words = step.split()
-        if not words or words[0] not in VERBS:
+        if not words or (words[0] not in VERBS and words[0] not in placed - DETERMINERS):
             found.append(f"{raw!r} does not start with a verb")
         for a, b in zip(words, words[1:] + [""]):
             if a in DETERMINERS and (b in VERBS - {"hand", "drive", "switch", "water", "set", "stack", "place", "lock", "plug", "hammer", "store", "drop", "screw", "tap", "cover", "turn", "press"}
