@@ -164,6 +164,123 @@ def _push(o: Obs) -> int:
     return int(_at(o["hand_pos"], o["puck_pos"] + np.array([-0.005, 0.0, 0.0]), 0.02, 0.04))
 
 
+def _button_press_topdown_wall(o: Obs) -> int:
+    return int(not _xy_far(o["hand_pos"], o["button_pos"] + np.array([0.0, -0.06, 0.0]), 0.04))
+
+
+def _button_press_wall(o: Obs) -> int:
+    # up over the wall, across, down in front of the button; then the push (the gripper opens)
+    button = o["button_pos"] + np.array([0.0, 0.0, 0.04])
+    hand = o["hand_pos"]
+    return int(abs(hand[0] - button[0]) <= 0.02 and button[1] - hand[1] <= 0.09 and abs(hand[2] - button[2]) <= 0.02)
+
+
+def _dial_turn(o: Obs) -> int:
+    return int(_at(o["hand_pos"], o["dial_pos"] + np.array([0.05, 0.02, 0.09]), 0.02, 0.02))
+
+
+# Meta-World observations hold the previous step's hand and objects too: the first object's previous
+# position sits 15 values after its current one's start (obs[4:7] now, obs[22:25] before).
+PREVIOUS_OBJECT = slice(15, 18)  # within the policies' parsed obs[7:...] entry
+
+
+def _object_step(o: Obs, now: str, rest: str) -> np.ndarray:
+    """(3,) how far the first object moved during the last step."""
+    return o[now] - o[rest][PREVIOUS_OBJECT]
+
+
+def _door_close(o: Obs) -> int:
+    # By the door's own motion: the policy heads for the goal from the start and sweeps the door
+    # shut on the way, so its branches do not mark the contact. The door, left open at reset,
+    # also swings a little by itself at first; the push is the door moving (> 5 mm a step) with the
+    # hand at its panel (the panel runs from the hinge, 0.2 m before and 0.2 m beside the goal, to the handle).
+    handle, hand = o["door_pos"], o["hand_pos"]
+    hinge = o["goal_pos"] + np.array([-0.2, 0.2, 0.0])
+    panel = handle[:2] - hinge[:2]
+    along = np.clip((hand[:2] - hinge[:2]) @ panel / (panel @ panel), 0.0, 1.0)
+    near = np.linalg.norm(hand[:2] - hinge[:2] - along * panel) <= 0.1
+    return int(near and np.linalg.norm(_object_step(o, "door_pos", "unused_2")) > 0.005)
+
+
+def _door_lock(o: Obs) -> int:
+    # By the lock's motion: the policy pushes the lock down while still descending onto it (its
+    # "push" branch rarely runs), so the turn starts when the lock starts going down.
+    return int(-_object_step(o, "lock_pos", "unused_info")[2] > 0.001)
+
+
+def _door_unlock(o: Obs) -> int:
+    # the policy sweeps sideways as soon as it is beside the lock, whatever its height
+    return int(not _xy_far(o["hand_pos"], o["lock_pos"] + np.array([-0.04, -0.02, -0.03]), 0.02))
+
+
+def _hand_insert(o: Obs) -> int:
+    # approach, descend and close on the block; the first step toward the hole moves it
+    return int(_at(o["hand_pos"], o["obj_pos"], 0.02, 0.05))
+
+
+def _handle_pull_side(o: Obs) -> int:
+    return int(_at(o["hand_pos"], o["handle_pos"], 0.04, 0.03))
+
+
+def _handle_pull(o: Obs) -> int:
+    return int(_at(o["hand_pos"], o["handle_pos"] + np.array([0.0, -0.04, 0.0]), 0.02, 0.02))
+
+
+# The lever turns about a pivot LEVER_RADIUS below the goal (lever-pull's `_target_pos`): at rest it
+# points toward the robot, pulled up it points up at the goal.
+LEVER_RADIUS = 0.2
+LEVER_MOVED_RAD = np.deg2rad(2.0)
+
+
+def _lever_pull(o: Obs) -> int:
+    # By the lever's own motion: the policy lifts the lever while it still alternates between its
+    # approach branches, so its "pull" branch does not mark where the pull starts.
+    goal = o["unused_info"][-3:]
+    pivot = goal - np.array([0.0, 0.0, LEVER_RADIUS])
+    lever = o["lever_pos"]
+    return int(np.arctan2(lever[2] - pivot[2], pivot[1] - lever[1]) > LEVER_MOVED_RAD)
+
+
+def _plate_slide_back(o: Obs) -> int:
+    return int(_at(o["hand_pos"], o["puck_pos"] + np.array([0.0, -0.065, 0.025]), 0.01, 0.04))
+
+
+def _plate_slide_back_side(o: Obs) -> int:
+    return int(_at(o["hand_pos"], o["puck_pos"] + np.array([0.023, 0.0, 0.025]), 0.01, 0.04))
+
+
+def _plate_slide_side(o: Obs) -> int:
+    return int(_at(o["hand_pos"], o["puck_pos"] + np.array([0.07, 0.0, -0.005]), 0.04, 0.04))
+
+
+def _reach(o: Obs) -> int:
+    # one straight, slowing reach: it is done once the hand is within the task's success radius
+    # (reach-v3: 5 cm); what follows is the hand settling on the goal
+    return int(np.linalg.norm(o["hand_pos"] - o["goal_pos"]) <= 0.05)
+
+
+def _reach_wall(o: Obs) -> int:
+    hand = o["hand_pos"]
+    return int(not (-0.1 <= hand[0] <= 0.3 and 0.60 <= hand[1] <= 0.80 and hand[2] < 0.25))
+
+
+def _soccer(o: Obs) -> int:
+    # By the ball's motion: the policy's "drive into the ball" branch needs the hand within 1 cm of
+    # the spot behind the ball, which it often never holds; it pushes the ball from its approach.
+    # (Across the table only: the ball settles onto it during the first steps.)
+    return int(np.linalg.norm(_object_step(o, "ball_pos", "unused_2")[:2]) > 0.001)
+
+
+def _push_wall(o: Obs) -> int:
+    return int(_at(o["hand_pos"], o["obj_pos"] + np.array([-0.005, 0.0, 0.0]), 0.02, 0.04))
+
+
+def _sweep(o: Obs) -> int:
+    # approach, descend and close on the cube; then carried to the table's edge and let go
+    hand = o["hand_pos"]
+    return int(hand[0] >= 0.2 or _at(hand, o["cube_pos"] + np.array([0.0, 0.0, 0.015]), 0.04, 0.04))
+
+
 _SPECS = (
     # The fixture's six tasks, with the fixture truth's wording.
     TaskSpec("pick-place-v3", "pick up the puck and place it at the goal",
@@ -212,7 +329,48 @@ _SPECS = (
              (("move the gripper above the handle", "reach"), ("press the handle down", "press")), _handle_press_side),
     TaskSpec("push-v3", "push the puck to the goal",
              (("grasp the puck", "pick"), ("push the puck to the goal", "push")), _push),
+    TaskSpec("button-press-topdown-wall-v3", "press the button behind the wall down from the top",
+             (("move the gripper above the button", "reach"), ("press the button down", "press")), _button_press_topdown_wall),
+    TaskSpec("button-press-wall-v3", "press the button behind the wall",
+             (("move the gripper over the wall to the button", "reach"), ("press the button", "press")), _button_press_wall),
+    TaskSpec("dial-turn-v3", "turn the dial",
+             (("move the gripper onto the dial", "reach"), ("turn the dial", "turn")), _dial_turn),
+    TaskSpec("door-close-v3", "close the door",
+             (("move the gripper to the door handle", "reach"), ("push the door closed", "close")), _door_close),
+    TaskSpec("door-lock-v3", "lock the door",
+             (("reach the door lock", "reach"), ("turn the lock down", "turn")), _door_lock),
+    TaskSpec("door-unlock-v3", "unlock the door",
+             (("reach the door lock", "reach"), ("turn the lock to unlock the door", "turn")), _door_unlock),
+    TaskSpec("hand-insert-v3", "put the block into the hole",
+             (("pick up the block", "pick"), ("put the block into the hole", "insert")), _hand_insert),
+    TaskSpec("handle-pull-side-v3", "pull the handle up from the side",
+             (("grasp the handle from the side", "reach"), ("pull the handle up", "pull")), _handle_pull_side),
+    TaskSpec("handle-pull-v3", "pull the handle up",
+             (("move the gripper under the handle", "reach"), ("pull the handle up", "pull")), _handle_pull),
+    TaskSpec("lever-pull-v3", "pull the lever up",
+             (("reach under the lever", "reach"), ("pull the lever up", "pull")), _lever_pull),
+    TaskSpec("plate-slide-back-v3", "slide the plate back out of the goal",
+             (("reach the plate", "reach"), ("slide the plate back out of the goal", "pull")), _plate_slide_back),
+    TaskSpec("plate-slide-back-side-v3", "slide the plate sideways back out of the goal",
+             (("reach the plate", "reach"), ("slide the plate sideways out of the goal", "pull")), _plate_slide_back_side),
+    TaskSpec("plate-slide-side-v3", "slide the plate sideways into the goal",
+             (("reach the plate", "reach"), ("slide the plate sideways into the goal", "push")), _plate_slide_side),
+    TaskSpec("push-wall-v3", "push the puck around the wall to the goal",
+             (("grasp the puck", "pick"), ("push the puck around the wall to the goal", "push")), _push_wall),
+    TaskSpec("reach-v3", "reach the goal",
+             (("move the gripper to the goal", "reach"), ("hold the gripper at the goal", "other")), _reach),
+    TaskSpec("reach-wall-v3", "reach the goal behind the wall",
+             (("raise the gripper over the wall", "reach"), ("move the gripper to the goal", "reach")), _reach_wall),
+    TaskSpec("soccer-v3", "push the ball into the goal",
+             (("move the gripper behind the ball", "reach"), ("push the ball into the goal", "push")), _soccer),
+    TaskSpec("sweep-v3", "sweep the cube off the table",
+             (("grasp the cube", "pick"), ("sweep the cube off the table", "push")), _sweep),
 )
-RELEASED = ("window-close-v3", "faucet-close-v3", "button-press-topdown-v3", "coffee-button-v3", "plate-slide-v3",
-            "handle-press-side-v3", "push-v3")
+RELEASED = (
+    "window-close-v3", "faucet-close-v3", "button-press-topdown-v3", "coffee-button-v3", "plate-slide-v3",
+    "handle-press-side-v3", "push-v3", "button-press-topdown-wall-v3", "button-press-wall-v3", "dial-turn-v3",
+    "door-close-v3", "door-lock-v3", "door-unlock-v3", "hand-insert-v3", "handle-pull-side-v3", "handle-pull-v3",
+    "lever-pull-v3", "plate-slide-back-v3", "plate-slide-back-side-v3", "plate-slide-side-v3", "push-wall-v3",
+    "reach-v3", "reach-wall-v3", "soccer-v3", "sweep-v3",
+)
 TASKS: dict[str, TaskSpec] = {spec.metaworld_task: spec for spec in _SPECS}
