@@ -1,24 +1,42 @@
 """State-only ground-truth episodes for the learned backend, from every generator in benchmarks/.
 
-    python -m benchmarks.learned_data --out benchmarks/out/learned_data [--seeds 8] [--sources metaworld,metaworld_released,humanlike,aloha,libero]
+    python -m benchmarks.learned_data --out benchmarks/out/learned_data [--seeds 8]
+        [--sources metaworld,metaworld_released,humanlike,aloha,libero] [--budget-s 1800] [--ready FILE]
 
 Records each generator's scripted episodes without rendering (the learned backend reads state,
 actions and the heuristic's events, no pixels) and writes one pickle per source: a list of
 `atomvla.annotate.learned.data.Sample` dicts (source, task, instruction, fps, feature names,
-state, action, true subtasks). Slow sources can be generated separately and are merged by
-`benchmarks/learned_pretrain.py`. Failed seeds are skipped and logged. `aloha` also writes each
-episode relabelled with the release convention (source `aloha_release`: the giving arm's release
-is its own subtask), which pretraining leaves out and the evaluation uses for few-shot.
+state, action, true subtasks), plus `<source>.json`: episodes kept and skipped per task, why each
+was skipped, and the generation's CPU and wall seconds. Sources:
+
+- `metaworld`: the 14 Meta-World tasks; `metaworld_released`: the 25 issue 15 released (both
+  benchmarks/metaworld_gt, seeds 0..N-1);
+- `humanlike`: every one of those 39 tasks driven by benchmarks/humanlike_gt's operator (seeds
+  1000..1000+N-1, so no episode repeats a scripted one);
+- `aloha`: gym-aloha's two-arm cube transfer; it also writes each episode relabelled with the
+  release convention (source `aloha_release`: the giving arm's release is its own subtask), which
+  pretraining leaves out and the evaluation uses for few-shot;
+- `libero`: every benchmarks/libero_gt template from LIBERO's first N initial states.
+
+Each episode is bounded (`--episode-s` CPU seconds, and 10x that in wall seconds) and each source too (`--budget-s`, CPU
+seconds: the source stops at the first episode that starts past it, and says so). An episode that
+fails, raises or runs out of time is logged and skipped; nothing is written half: a source's files
+are renamed into place when complete. `--ready FILE` appends one line per finished source (file,
+counts) for whoever waits on the data.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import pickle
+import signal
 import time
 import warnings
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,115 +46,219 @@ from atomvla.cli import setup_logging
 
 log = logging.getLogger("learned_data")
 
+HUMANLIKE_SEED0 = 1000  # humanlike seeds start here, apart from the scripted sets' 0..N-1
+WALL_FACTOR = 10  # an episode's wall-clock bound, in multiples of its CPU bound (the machine is shared)
 
-def _sample(source: str, task: str, recording, subtasks, fps: float, names: dict) -> dict[str, Any]:
+
+class EpisodeTimeout(Exception):
+    """An episode ran past its CPU-time bound."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One episode to generate: `make` returns its samples (empty when the script failed, with `why`)."""
+
+    task: str
+    seed: int
+    make: Callable[[], list[dict[str, Any]]]
+
+
+@dataclass
+class Tally:
+    kept: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    why: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    unattempted: int = 0
+
+
+def _sample(source: str, task: str, instruction: str, states, actions, subtasks, fps: float, names: dict) -> dict[str, Any]:
     return {
         "source": source,
         "task": task,
-        "instruction": recording.task,
+        "instruction": instruction,
         "fps": float(fps),
         "feature_names": {k: list(v) for k, v in names.items()},
-        "state": np.asarray(recording.arrays["observation.state"], dtype=np.float32),
-        "action": np.asarray(recording.arrays["action"], dtype=np.float32),
+        "state": np.asarray(states, dtype=np.float32),
+        "action": np.asarray(actions, dtype=np.float32),
         "subtasks": [s.model_dump() for s in subtasks],
     }
 
 
-def metaworld(seeds: int, released: bool = False) -> Iterator[dict[str, Any]]:
+def _of_recording(source: str, task: str, recording, subtasks, fps: float, names: dict) -> dict[str, Any]:
+    arrays = recording.arrays
+    return _sample(source, task, recording.task, arrays["observation.state"], arrays["action"], subtasks, fps, names)
+
+
+def metaworld(seeds: int, released: bool = False) -> Iterator[Attempt]:
     """The metaworld_gt tasks (`released`: only those issue 15 released, generated apart)."""
     from benchmarks.metaworld_gt.generate import FPS
-    from benchmarks.metaworld_gt.record import FEATURE_NAMES, DemoFailed, record
+    from benchmarks.metaworld_gt.record import FEATURE_NAMES, record
     from benchmarks.metaworld_gt.tasks import RELEASED, TASKS
 
-    for task, spec in TASKS.items():
-        if (task in RELEASED) != released:
-            continue
-        for seed in range(seeds):
-            try:
-                demo = record(spec, seed, render=False)
-            except DemoFailed as exc:
-                log.info("metaworld %s seed %d skipped: %s", task, seed, exc)
-                continue
-            yield _sample("metaworld", task, demo.recording, demo.subtasks, FPS, FEATURE_NAMES)
+    def make(task: str, seed: int) -> list[dict[str, Any]]:
+        demo = record(TASKS[task], seed, render=False)
+        return [_of_recording("metaworld", task, demo.recording, demo.subtasks, FPS, FEATURE_NAMES)]
+
+    for task in TASKS:
+        if (task in RELEASED) == released:
+            yield from (Attempt(task, seed, lambda t=task, s=seed: make(t, s)) for seed in range(seeds))
 
 
-def humanlike(seeds: int) -> Iterator[dict[str, Any]]:
-    """humanlike_gt's default tasks (those with a grasp first, and three without)."""
-    from benchmarks.humanlike_gt.generate import DEFAULT_TASKS, FPS, record
-    from benchmarks.metaworld_gt.record import FEATURE_NAMES, DemoFailed
+def humanlike(seeds: int) -> Iterator[Attempt]:
+    """Every metaworld_gt task through humanlike_gt's operator."""
+    from benchmarks.humanlike_gt.generate import FPS, record
+    from benchmarks.metaworld_gt.record import FEATURE_NAMES
     from benchmarks.metaworld_gt.tasks import TASKS
 
-    for task in DEFAULT_TASKS:
-        spec = TASKS[task]
-        for seed in range(seeds):
-            try:
-                recording, subtasks, _ = record(spec, 1000 + seed, render=False)
-            except DemoFailed as exc:
-                log.info("humanlike %s seed %d skipped: %s", task, seed, exc)
-                continue
-            yield _sample("humanlike", task, recording, subtasks, FPS, FEATURE_NAMES)
+    def make(task: str, seed: int) -> list[dict[str, Any]]:
+        recording, subtasks, _ = record(TASKS[task], seed, render=False)
+        return [_of_recording("humanlike", task, recording, subtasks, FPS, FEATURE_NAMES)]
+
+    for task in TASKS:
+        seeds_ = range(HUMANLIKE_SEED0, HUMANLIKE_SEED0 + seeds)
+        yield from (Attempt(task, seed, lambda t=task, s=seed: make(t, s)) for seed in seeds_)
 
 
-def aloha(seeds: int) -> Iterator[dict[str, Any]]:
+def aloha(seeds: int) -> Iterator[Attempt]:
     from benchmarks.aloha_gt.generate import FPS, NAMES, record, release_convention
 
     names = {"observation.state": NAMES, "action": NAMES}
-    for seed in range(seeds * 3):  # about 60 % of the seeds are kept
+
+    def make(seed: int) -> list[dict[str, Any]]:
         done = record(seed, render=False)
         if done is None:
-            continue
+            raise RuntimeError("the scripted transfer failed (the task's top reward never reached)")
         recording, subtasks = done
-        yield _sample("aloha", "aloha-transfer-cube", recording, subtasks, FPS, names)
-        yield _sample("aloha_release", "aloha-transfer-cube-release", recording, release_convention(recording, subtasks), FPS, names)
+        release = release_convention(recording, subtasks)
+        return [_of_recording("aloha", "aloha-transfer-cube", recording, subtasks, FPS, names),
+                _of_recording("aloha_release", "aloha-transfer-cube-release", recording, release, FPS, names)]
+
+    # about 60 % of the seeds succeed: try three times as many
+    yield from (Attempt("aloha-transfer-cube", seed, lambda s=seed: make(s)) for seed in range(seeds * 3))
 
 
-def libero(seeds: int) -> Iterator[dict[str, Any]]:
-    from benchmarks.libero_gt.generate import FEATURE_NAMES, IMAGE_SIZE
-    from benchmarks.libero_gt.rollout import FPS, StepFailed, run
+def libero(seeds: int) -> Iterator[Attempt]:
+    """Every libero_gt template; one scene per template, built when its first episode starts."""
+    from benchmarks.libero_gt.generate import FEATURE_NAMES
+    from benchmarks.libero_gt.rollout import FPS, run
     from benchmarks.libero_gt.scene import Scene, init_states
     from benchmarks.libero_gt.templates import TEMPLATES
-    from atomvla.curate.exports.lerobot_v3 import EpisodeRecording
 
-    for tmpl in TEMPLATES:
-        scene = Scene(tmpl.suite, tmpl.problem, image_size=IMAGE_SIZE)
+    scenes: dict[str, Any] = {}
+
+    def make(tmpl, seed: int) -> list[dict[str, Any]]:
+        for name in [n for n in scenes if n != tmpl.name]:  # one scene open at a time
+            scenes.pop(name).close()
+        if tmpl.name not in scenes:
+            scenes[tmpl.name] = Scene(tmpl.suite, tmpl.problem)
         states = init_states(tmpl.suite, tmpl.problem)
-        for seed in range(min(seeds, len(states))):
-            try:
-                rollout = run(scene, tmpl, states[seed], seed)
-            except StepFailed as exc:
-                log.info("libero %s seed %d skipped: %s", tmpl.name, seed, exc)
-                continue
-            recording = EpisodeRecording(task=tmpl.task, frames={}, arrays={
-                "observation.state": rollout.states, "action": rollout.actions})
-            yield _sample("libero", f"libero-{tmpl.name}", recording, rollout.subtasks, FPS, FEATURE_NAMES)
-        scene.close()
+        if seed >= len(states):
+            raise RuntimeError(f"LIBERO has {len(states)} initial states for {tmpl.problem}")
+        rollout = run(scenes[tmpl.name], tmpl, states[seed], seed)
+        task = f"libero-{tmpl.name}"
+        return [_sample("libero", task, tmpl.task, rollout.states, rollout.actions, rollout.subtasks, FPS, FEATURE_NAMES)]
+
+    try:
+        for tmpl in TEMPLATES:
+            yield from (Attempt(f"libero-{tmpl.name}", seed, lambda t=tmpl, s=seed: make(t, s)) for seed in range(seeds))
+    finally:
+        for scene in scenes.values():
+            scene.close()
 
 
-SOURCES: dict[str, Callable[[int], Iterator[dict[str, Any]]]] = {
+SOURCES: dict[str, Callable[[int], Iterator[Attempt]]] = {
     "metaworld": metaworld, "metaworld_released": lambda seeds: metaworld(seeds, released=True),
     "humanlike": humanlike, "aloha": aloha, "libero": libero,
 }
 
 
+def _on_timeout(signum, frame) -> None:
+    raise EpisodeTimeout
+
+
+def _bounded(attempt: Attempt, episode_s: float) -> list[dict[str, Any]]:
+    """Run one attempt under a CPU-time alarm (ITIMER_PROF counts this process's CPU seconds), and a
+    wall-clock one WALL_FACTOR times longer for a simulator that hangs without using the CPU."""
+    timers = ((signal.SIGPROF, signal.ITIMER_PROF, episode_s), (signal.SIGALRM, signal.ITIMER_REAL, episode_s * WALL_FACTOR))
+    previous = [signal.signal(sig, _on_timeout) for sig, _, _ in timers]
+    for _, timer, seconds in timers:
+        signal.setitimer(timer, seconds)
+    try:
+        return attempt.make()
+    finally:
+        for (sig, timer, _), handler in zip(timers, previous):
+            signal.setitimer(timer, 0)
+            signal.signal(sig, handler)
+
+
+def generate(name: str, seeds: int, budget_s: float, episode_s: float) -> tuple[list[dict[str, Any]], Tally]:
+    """Every attempt of a source, each bounded, the source bounded by `budget_s` CPU seconds."""
+    samples: list[dict[str, Any]] = []
+    tally = Tally()
+    started = time.process_time()
+    attempts = SOURCES[name](seeds)
+    for attempt in attempts:
+        if time.process_time() - started > budget_s:
+            tally.unattempted = 1 + sum(1 for _ in attempts)
+            log.warning("%s: CPU budget of %.0f s spent; %d episodes not attempted", name, budget_s, tally.unattempted)
+            break
+        try:
+            made = _bounded(attempt, episode_s)
+        except EpisodeTimeout:
+            reason = f"over {episode_s:g} CPU s"
+        except Exception as exc:  # a failed script, a simulator error: skip the episode, keep the run
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            samples += made
+            tally.kept[attempt.task] += 1
+            continue
+        tally.skipped[attempt.task] += 1
+        tally.why[attempt.task].append(f"seed {attempt.seed}: {reason}")
+        log.info("%s %s seed %d skipped: %s", name, attempt.task, attempt.seed, reason)
+    return samples, tally
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_bytes(data)
+    tmp.rename(path)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/learned_data"))
-    parser.add_argument("--seeds", type=int, default=8, help="seeds per task")
-    parser.add_argument("--sources", default=",".join(SOURCES))
+    parser.add_argument("--seeds", type=int, default=8, help="seeds per task (aloha: 3x this many tried)")
+    parser.add_argument("--sources", default=",".join(SOURCES), help=f"comma-separated, of: {', '.join(SOURCES)}")
+    parser.add_argument("--budget-s", type=float, default=1800.0, help="CPU seconds per source")
+    parser.add_argument("--episode-s", type=float, default=60.0, help="CPU seconds per episode")
+    parser.add_argument("--ready", type=Path, help="append a line per finished source to this file")
     args = parser.parse_args(argv)
     setup_logging()
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
+    names = [s.strip() for s in args.sources.split(",") if s.strip()]
+    if unknown := [n for n in names if n not in SOURCES]:
+        raise SystemExit(f"unknown source(s) {', '.join(unknown)}; defined: {', '.join(SOURCES)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in (s.strip() for s in args.sources.split(",") if s.strip()):
-        started = time.perf_counter()
-        samples = list(SOURCES[name](args.seeds))
+    for name in names:
+        cpu, wall = time.process_time(), time.perf_counter()
+        samples, tally = generate(name, args.seeds, args.budget_s, args.episode_s)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        episodes = Counter(s["task"] for s in samples)
+        manifest = {
+            "source": name, "seeds": args.seeds, "episodes": len(samples), "tasks": len(episodes),
+            "per_task": dict(episodes), "skipped": dict(tally.skipped), "why_skipped": dict(tally.why),
+            "unattempted": tally.unattempted, "cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
+        }
         path = args.out / f"{name}.pkl"
-        tmp = path.with_suffix(".partial")
-        tmp.write_bytes(pickle.dumps(samples, protocol=4))
-        tmp.rename(path)
-        tasks = len({s["task"] for s in samples})
-        log.info("%s: %d episodes of %d tasks in %.0f s -> %s", name, len(samples), tasks, time.perf_counter() - started, path)
+        _write(path, pickle.dumps(samples, protocol=4))
+        _write(path.with_suffix(".json"), json.dumps(manifest, indent=1).encode())
+        line = (f"{path}: {len(samples)} episodes of {len(episodes)} tasks, {sum(tally.skipped.values())} skipped, "
+                f"{cpu:.0f} CPU s ({wall:.0f} s wall); per task {json.dumps(dict(episodes))}")
+        log.info("%s", line)
+        if args.ready:
+            with args.ready.open("a") as f:
+                f.write(f"{time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())} {line}\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,73 @@
+"""benchmarks/learned_data.py: every episode bounded, failures skipped with their reason, each source
+written whole with its counts, and a line for whoever waits on the data."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pickle
+import time
+
+import pytest
+
+from benchmarks import learned_data
+from benchmarks.learned_data import Attempt
+
+
+def _burn() -> list:
+    while True:  # a simulator that never finishes its episode
+        sum(range(10_000))
+
+
+def _fail() -> list:
+    raise RuntimeError("grasp slipped")
+
+
+def test_an_episode_over_its_cpu_bound_or_failing_is_skipped_and_the_source_goes_on(monkeypatch):
+    kept = {"source": "toy", "task": "a"}
+
+    def toy(seeds: int):
+        yield Attempt("a", 0, _burn)
+        yield Attempt("a", 1, _fail)
+        yield Attempt("b", 0, lambda: [kept])
+
+    monkeypatch.setitem(learned_data.SOURCES, "toy", toy)
+    started = time.process_time()
+    samples, tally = learned_data.generate("toy", 1, budget_s=60, episode_s=0.3)
+    assert time.process_time() - started < 5
+    assert samples == [kept] and tally.kept == {"b": 1} and tally.skipped == {"a": 2}
+    assert tally.why["a"] == ["seed 0: over 0.3 CPU s", "seed 1: RuntimeError: grasp slipped"]
+
+
+def test_a_spent_source_budget_stops_before_the_next_episode(monkeypatch):
+    def toy(seeds: int):
+        for seed in range(5):
+            yield Attempt("a", seed, _burn)
+
+    monkeypatch.setitem(learned_data.SOURCES, "toy", toy)
+    samples, tally = learned_data.generate("toy", 1, budget_s=0.5, episode_s=0.3)
+    assert samples == [] and tally.skipped["a"] + tally.unattempted == 5 and tally.unattempted >= 2
+
+
+def test_an_unknown_source_is_refused_before_any_work(tmp_path):
+    with pytest.raises(SystemExit, match="unknown source.*nope.*defined: metaworld"):
+        learned_data.main(["--out", str(tmp_path / "d"), "--sources", "metaworld,nope"])
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Constant")
+@pytest.mark.skipif(importlib.util.find_spec("gym_aloha") is None, reason="needs the bench extra (gym-aloha)")
+def test_a_real_source_writes_its_samples_its_counts_and_a_ready_line(tmp_path):
+    out, ready = tmp_path / "data", tmp_path / "ready.txt"
+    learned_data.main(["--out", str(out), "--sources", "aloha", "--seeds", "1", "--ready", str(ready)])
+    samples = pickle.loads((out / "aloha.pkl").read_bytes())
+    manifest = json.loads((out / "aloha.json").read_text())
+    per_task = {s["task"]: 0 for s in samples}
+    for s in samples:
+        per_task[s["task"]] += 1
+    assert manifest["per_task"] == per_task and manifest["episodes"] == len(samples)
+    assert manifest["per_task"].get("aloha-transfer-cube", 0) + manifest["skipped"].get("aloha-transfer-cube", 0) == 3
+    assert all(s["state"].shape[0] == s["subtasks"][-1]["end_frame"] for s in samples)
+    assert [p.name for p in sorted(out.iterdir())] == ["aloha.json", "aloha.pkl"]  # no partial left
+    (line,) = ready.read_text().splitlines()
+    assert f"{out / 'aloha.pkl'}: {len(samples)} episodes" in line
