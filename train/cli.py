@@ -242,9 +242,10 @@ def grpo(
 
 @app.command("rollout")
 def rollout(
-    tasks: Annotated[str, typer.Option("--tasks", help="ENV_ID=INSTRUCTION[,ENV_ID=INSTRUCTION...]: the envs and the task prompt of each (no commas in a prompt).")],
+    tasks: Annotated[str, typer.Option("--tasks", help="ENV_ID=INSTRUCTION[,ENV_ID=INSTRUCTION...]: the envs and the task prompt of each (no commas in a prompt). With --suite, a task's name or number in the suite, its instruction the suite's unless given.")],
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="SFT checkpoint (step-N folder or a run folder).")] = None,
-    env: Annotated[str, typer.Option("--env", help="Simulator (metaworld).")] = "metaworld",
+    env: Annotated[str, typer.Option("--env", help="Simulator (metaworld, libero).")] = "metaworld",
+    suite: Annotated[Optional[str], typer.Option("--suite", help="The simulator's suite the --tasks are in (libero: libero_10, libero_goal, ...).")] = None,
     episodes: Annotated[int, typer.Option("--episodes", help="Episodes per task; episode i runs with seed SEED+i.")] = 10,
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json, success.png, videos/; a re-run resumes there.")] = Path("runs/rollout"),
     seed: Annotated[int, typer.Option("--seed", help="Seed of the first episode (task variation, reset, policy noise).")] = 0,
@@ -266,7 +267,7 @@ def rollout(
     from atomvla.train.rollout.run import RESULTS_FILE, RolloutSpec, parse_tasks
     from atomvla.train.rollout.run import rollout as run_rollout
 
-    spec = RolloutSpec(env, parse_tasks(tasks), episodes, out, checkpoint, server, token, seed, max_steps, workers, video, device)
+    spec = RolloutSpec(env, parse_tasks(tasks, env, suite), episodes, out, checkpoint, server, token, seed, max_steps, workers, video, device)
     wins: dict[str, int] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:

@@ -1,12 +1,13 @@
 """Generate long-horizon LIBERO episodes with exact subtask boundaries.
 
-    python -m benchmarks.libero_gt.generate --out benchmarks/out/libero_gt [--seeds 5]
+    python -m benchmarks.libero_gt.generate --out benchmarks/out/libero_gt [--seeds 5] [--templates A,B]
 
 Writes a LeRobot v3.0 dataset to OUT (replacing an earlier one once the new one is complete) and
 its ground truth to OUT/truth.jsonl (one line per kept
-episode, in the shape of the Meta-World fixture's truth plus `template` and `seed`). Seed i starts
-from LIBERO's i-th recorded initial state of the template's problem; episodes whose scripted
-grasp or placement fails are skipped and counted.
+episode, in the shape of the Meta-World fixture's truth plus `template`, `seed` and `env_id`, the
+`atom-train rollout --env libero` env that replays it). Seed i starts from LIBERO's i-th recorded
+initial state of the template's problem, as the rollout adapter's seed i does; episodes whose
+scripted grasp or placement fails are skipped and counted.
 """
 
 from __future__ import annotations
@@ -24,20 +25,15 @@ from pathlib import Path
 import numpy as np
 from atomvla.cli import setup_logging
 from atomvla.curate.exports.lerobot_v3 import EpisodeRecording, write_lerobot_v3
+from atomvla.train.sim.libero import CAMERA_KEY, FEATURE_NAMES, IMAGE_SIZE
 from rich.progress import Progress
 
 from .rollout import FPS, Rollout, StepFailed, run
 from .scene import Scene, init_states
-from .templates import TEMPLATES, Template
+from .templates import TEMPLATES, Template, template
 
 log = logging.getLogger(__name__)
 
-IMAGE_SIZE = 128
-CAMERA_KEY = "observation.images.agentview"
-FEATURE_NAMES = {
-    "observation.state": ("ee_x", "ee_y", "ee_z", "ee_roll", "ee_pitch", "ee_yaw", "gripper_0", "gripper_1"),
-    "action": ("x", "y", "z", "roll", "pitch", "yaw", "gripper"),
-}
 
 
 @dataclass
@@ -54,6 +50,7 @@ def _truth_line(index: int, tmpl: Template, seed: int, rollout: Rollout) -> dict
         "task": tmpl.task,
         "template": tmpl.name,
         "seed": seed,
+        "env_id": f"{tmpl.suite}/{tmpl.problem}",
         "n_frames": len(rollout.actions),
         "fps": FPS,
         "subtasks": [s.model_dump() for s in rollout.subtasks],
@@ -99,8 +96,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/libero_gt"), help="dataset folder (replaced)")
     parser.add_argument("--seeds", type=int, default=5, help="episodes attempted per template")
+    parser.add_argument("--templates", help="comma-separated template names (default: all)")
     args = parser.parse_args(argv)
     setup_logging()
+    templates = tuple(template(n.strip()) for n in args.templates.split(",")) if args.templates else TEMPLATES
 
     # Build next to OUT and swap at the end: an earlier output survives a failed or cut run.
     partial = args.out.with_name(f".{args.out.name}.partial")
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     with Progress() as progress:
         write_lerobot_v3(
             partial,
-            episodes(TEMPLATES, args.seeds, tally, progress),
+            episodes(templates, args.seeds, tally, progress),
             fps=FPS,
             feature_names=FEATURE_NAMES,
             robot_type="panda",
@@ -121,9 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     partial.rename(args.out)
 
     kept = Counter(line["template"] for line in tally.truth)
-    for tmpl in TEMPLATES:
+    for tmpl in templates:
         log.info("%-28s kept %d, skipped %d", tmpl.name, kept[tmpl.name], tally.failed[tmpl.name])
-    attempted = len(TEMPLATES) * args.seeds
+    attempted = len(templates) * args.seeds
     log.info(
         "%d/%d episodes kept (%.0f%% skipped) in %.0f s -> %s",
         len(tally.truth),

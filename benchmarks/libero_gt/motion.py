@@ -13,10 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .scene import POS_SCALE_M, ROT_SCALE_RAD
-
-GRIP_OPEN = -1.0
-GRIP_CLOSED = 1.0
+from atomvla.train.sim.libero import GRIP_CLOSED, GRIP_OPEN, POS_SCALE_M, ROT_SCALE_RAD  # noqa: F401  (re-exported)
 # OSC lags a moving target by a few centimetres; a motion ends once within this of its goal (or
 # after MAX_SETTLE_STEPS more steps, e.g. when a held object or a closed drawer blocks it).
 SETTLED_M = 0.005

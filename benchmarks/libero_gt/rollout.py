@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from atomvla.schemas import Subtask, check_subtasks
+from atomvla.train.sim.libero import FPS
 
 from .motion import GRIP_CLOSED, GRIP_OPEN, Motion, axis_angle_matrix, execute, steps_for
 from .scene import Scene
@@ -25,7 +26,6 @@ from .templates import CloseDrawer, Move, Template
 
 log = logging.getLogger(__name__)
 
-FPS = 20
 APPROACH_CLEARANCE_M = 0.08  # above an object's top before descending onto it
 LIFT_M = 0.12
 RETREAT_M = 0.10
@@ -45,7 +45,7 @@ QUARTER_TURN = axis_angle_matrix(np.array([0.0, 0.0, np.pi / 2]))  # about the w
 class Rollout:
     """Per-step record; frame t shows the state before action t is applied."""
 
-    states: np.ndarray  # (n, 8) ee xyz, ee roll/pitch/yaw (unwrapped over time), finger joints
+    states: np.ndarray  # (n, 8) as the rollout adapter observes them (atomvla.train.sim.libero)
     actions: np.ndarray  # (n, 7) OSC deltas xyz, rpy, gripper (-1 open, +1 close)
     sim_states: np.ndarray  # (n, sim_dim) flattened MuJoCo state, to render the kept frames
     subtasks: tuple[Subtask, ...]
@@ -53,14 +53,6 @@ class Rollout:
 
 class StepFailed(RuntimeError):
     """The scripted policy did not achieve a step (grasp, placement, drawer); the episode is discarded."""
-
-
-def _rpy(rot_3x3: np.ndarray) -> np.ndarray:
-    """XYZ Euler angles (roll, pitch, yaw) of a rotation matrix."""
-    roll = np.arctan2(rot_3x3[2, 1], rot_3x3[2, 2])
-    pitch = np.arcsin(-np.clip(rot_3x3[2, 0], -1.0, 1.0))
-    yaw = np.arctan2(rot_3x3[1, 0], rot_3x3[0, 0])
-    return np.array([roll, pitch, yaw])
 
 
 class Recorder:
@@ -86,7 +78,7 @@ class Recorder:
 
     def step(self, action_7: np.ndarray) -> None:
         s = self.scene
-        self.states.append(np.concatenate([s.eef_pos, _rpy(s.eef_rot), s.gripper_qpos]))
+        self.states.append(s.state(self.states[-1] if self.states else None))
         self.sim_states.append(s.env.sim.get_state().flatten())
         self.actions.append(np.asarray(action_7, dtype=np.float64))
         s.step(action_7)
@@ -196,11 +188,8 @@ def run(scene: Scene, tmpl: Template, init_state: np.ndarray, seed: int) -> Roll
     )
     if problems := check_subtasks(subtasks, rec.n_frames):
         raise ValueError(f"{tmpl.name} seed {seed}: bad ground truth: {'; '.join(problems)}")
-    states = np.asarray(rec.states)
-    # Top-down, roll sits at ±pi: unwrap so the angles stay continuous for segmenters.
-    states[:, 3:6] = np.unwrap(states[:, 3:6], axis=0)
     return Rollout(
-        states=states,
+        states=np.asarray(rec.states),
         actions=np.asarray(rec.actions),
         sim_states=np.asarray(rec.sim_states),
         subtasks=subtasks,

@@ -1,16 +1,22 @@
 """Simulators behind one small interface, rendering exactly as their datasets were recorded.
 
-`SIMULATORS[name]` (lazy plug-ins: `metaworld`) is a `Simulator`: it lists its env ids
+`SIMULATORS[name]` (lazy plug-ins: `metaworld`, `libero`) is a `Simulator`: it lists its env ids
 and makes a `SimEnv` for one of them. A `SimEnv` resets with a seed, steps with one action, and
 observes in the shape `load_policy().infer` takes (`{"images": {camera: (H, W, 3)
 uint8}, "state": (S,) float32}`); its `Layout` names the cameras, state and action features as a
 dataset recorded from it names them, so a checkpoint can be checked against it before any rollout.
+
+Two capabilities are optional (`instruction_of`, `env_id_in_suite` ask for them): a simulator whose
+tasks come with their instruction (`instruction(env_id)`), and one whose tasks are grouped in suites
+(`env_id_in_suite(suite, task)`: a task named or numbered within a suite). A `SimEnv` with a finite
+set of seeds (recorded initial states) says how many in `seeds`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -67,7 +73,34 @@ class Simulator(Protocol):
     def make(self, env_id: str) -> SimEnv: ...
 
 
-SIMULATORS: Registry[Simulator] = Registry("simulator", plugins=["atomvla.train.sim.metaworld"])
+SIMULATORS: Registry[Simulator] = Registry(
+    "simulator", plugins=["atomvla.train.sim.metaworld", "atomvla.train.sim.libero"]
+)
+
+
+def instruction_of(sim: Simulator, env_id: str) -> str | None:
+    """The instruction the simulator gives `env_id`'s task, or None where the user must write one."""
+    instruction = getattr(sim, "instruction", None)
+    return instruction(env_id) if instruction is not None else None
+
+
+def env_id_in_suite(sim: Simulator, suite: str | None, task: str) -> str:
+    """The env id of `task` as a command line names it: itself, or within `suite` where the simulator has suites."""
+    if suite is None:
+        return task
+    resolve = getattr(sim, "env_id_in_suite", None)
+    if resolve is None:
+        raise SimError(f"{sim.name} has no suites: drop --suite")
+    return resolve(suite, task)
+
+
+@cache
+def unstable_warnings() -> tuple[int, ...]:
+    """MuJoCo's warnings that mean the physics blew up (it then resets the simulation silently)."""
+    import mujoco
+
+    w = mujoco.mjtWarning
+    return (int(w.mjWARN_BADQACC), int(w.mjWARN_BADQVEL), int(w.mjWARN_BADQPOS), int(w.mjWARN_BADCTRL))
 
 
 def check_env_id(sim: Simulator, env_id: str) -> None:
