@@ -44,6 +44,16 @@ def _recorded(index: int) -> tuple[Episode, dict]:
     return Episode(meta), next(t for t in truth if t["episode_index"] == index)
 
 
+def test_the_wilson_interval_holds_the_rate_exactly_at_0_and_n():
+    # computed, 0/3's floor sat 6e-17 above 0: the plot's error bar went negative and the rollout died
+    for n in range(1, 120):
+        for k in range(n + 1):
+            lo, hi = wilson(k, n)
+            assert 0 <= lo <= k / n <= hi <= 1
+    assert wilson(0, 3)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    assert wilson(15, 20) == pytest.approx((0.5313, 0.8881), abs=1e-4)  # the textbook figures
+
+
 @pytest.mark.parametrize("index", [0, 2])  # pick-place, drawer-open
 def test_the_env_renders_and_replays_as_the_dataset_was_recorded(index):
     episode, truth = _recorded(index)
@@ -167,3 +177,27 @@ def test_parallel_workers_run_the_same_episodes(tiny_checkpoint, tmp_path):
         assert r.exit_code == 0, r.output
         runs[workers] = json.loads((out / "results.json").read_text())["tasks"]
     assert runs["1"] == runs["2"]
+
+
+@pytest.mark.parametrize("workers", ["1", pytest.param("2", marks=pytest.mark.slow)])
+def test_a_worker_that_dies_fails_only_its_episode_and_is_replaced(tiny_checkpoint, tmp_path, workers):
+    from tests.train import rollout_crashing_sim as crashing  # registers the plug-in (here and in the workers)
+
+    out = tmp_path / "ro"
+    r = run("rollout", "--env", crashing.NAME, "--checkpoint", str(tiny_checkpoint), "--tasks",
+            "button-press-v3=press the button", "--episodes", "3", "--max-steps", "4", "--workers", workers,
+            "--out", str(out))
+    assert r.exit_code == 0, r.output
+    task = json.loads((out / "results.json").read_text())["tasks"]["button-press-v3"]
+    assert task["episodes"] == 3 and task["crashed"] == 2, task
+    episodes = [json.loads((out / "episodes" / "button-press-v3" / f"{i:04d}.json").read_text()) for i in range(3)]
+    reasons = {e["seed"]: e["error"] for e in episodes}
+    assert "worker process died during the episode (killed by SIGSEGV)" in reasons[crashing.SEGFAULT_SEED]
+    assert "worker process died during the episode (exited with code 3)" in reasons[crashing.EXIT_SEED]
+    # seed 0 kills the first worker; seed 1 runs to its step limit in a new one, with its video
+    for e in episodes:
+        if e["seed"] in (crashing.SEGFAULT_SEED, crashing.EXIT_SEED):
+            assert e["video"] is None and not e["success"]
+            assert not list((out / "videos" / "button-press-v3").glob(f"{e['episode']:04d}.mp4*"))
+        else:
+            assert e["error"] is None and e["steps"] == 4 and (out / e["video"]).is_file()

@@ -1,4 +1,5 @@
-"""Run a policy's rollouts: check everything first, run the missing episodes in parallel, report.
+"""Run a policy's rollouts: check everything first, run the missing episodes in worker processes
+(one that dies fails only its episode and is replaced), report.
 
     OUT/run.json                      what was asked (a re-run with other settings is refused)
     OUT/episodes/ENV_ID/NNNN.json     one result per finished episode (resume skips these)
@@ -13,9 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,15 @@ from atomvla.errors import UserError
 from atomvla.train.rollout.episode import EpisodeResult, run_episode
 from atomvla.train.rollout.layout import check_layout, checkpoint_layout, metadata_layout
 from atomvla.train.rollout.report import plot_success, task_summary
-from atomvla.train.sim import SIMULATORS, SimEnv
+from atomvla.train.rollout.workers import run_in_workers
+from atomvla.train.sim import SIMULATORS, SimEnv, env_id_in_suite, instruction_of
 
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 RUN_FILE = "run.json"
 PLOT_FILE = "success.png"
-FPS = 20  # Meta-World's control rate, as the datasets were recorded
+FPS = 20  # Meta-World's and LIBERO's control rate, as the datasets were recorded
 
 
 class RolloutError(UserError, ValueError):
@@ -53,15 +53,20 @@ class RolloutSpec:
     device: str = "cpu"
 
 
-def parse_tasks(text: str) -> tuple[tuple[str, str], ...]:
-    """`ENV_ID=INSTRUCTION[,ENV_ID=INSTRUCTION...]` (an instruction holds no comma)."""
+def parse_tasks(text: str, simulator: str = "metaworld", suite: str | None = None) -> tuple[tuple[str, str], ...]:
+    """`TASK[=INSTRUCTION][,TASK[=INSTRUCTION]...]` (an instruction holds no comma) as (env id,
+    instruction) pairs. A TASK is an env id, or with `suite` a task's name or number in that suite;
+    the instruction may be left out where the simulator gives one (LIBERO's suites)."""
+    sim = SIMULATORS[simulator]
     items = [s.strip() for s in text.split(",") if s.strip()]
     tasks = []
     for item in items:
-        env_id, sep, instruction = item.partition("=")
-        if not sep or not instruction.strip():
-            raise RolloutError(f"--tasks: {env_id.strip()!r} has no instruction (write ENV_ID=INSTRUCTION)")
-        tasks.append((env_id.strip(), instruction.strip()))
+        task, _, instruction = item.partition("=")
+        env_id = env_id_in_suite(sim, suite, task.strip())
+        instruction = instruction.strip() or instruction_of(sim, env_id)
+        if not instruction:
+            raise RolloutError(f"--tasks: {task.strip()!r} has no instruction (write ENV_ID=INSTRUCTION)")
+        tasks.append((env_id, instruction))
     if not tasks:
         raise RolloutError("--tasks is empty (write ENV_ID=INSTRUCTION[,ENV_ID=INSTRUCTION...])")
     if len({t for t, _ in tasks}) < len(tasks):
@@ -124,7 +129,14 @@ def prepare(spec: RolloutSpec) -> tuple[str, int]:
     name, layout = _policy_layout(spec)
     for env_id, env_layout in layouts.items():
         check_layout(layout, f"policy {name}", env_layout, f"{spec.simulator} env {env_id}")
-    limit = min(sim.make(env_id).max_steps for env_id, _ in spec.tasks)
+    envs = {env_id: sim.make(env_id) for env_id, _ in spec.tasks}  # made, not started
+    for env_id, env in envs.items():
+        seeds = getattr(env, "seeds", None)  # a simulator whose seeds are recorded initial states
+        if seeds is not None and not 0 <= spec.seed <= spec.seed + spec.episodes <= seeds:
+            raise RolloutError(f"{spec.simulator} env {env_id} has seeds 0 to {seeds - 1} (its recorded initial "
+                               f"states); --seed {spec.seed} --episodes {spec.episodes} needs {spec.seed} to "
+                               f"{spec.seed + spec.episodes - 1}")
+    limit = min(env.max_steps for env in envs.values())
     max_steps = spec.max_steps if spec.max_steps is not None else limit
     if not 1 <= max_steps <= limit:
         raise RolloutError(f"--max-steps {max_steps}: {spec.simulator} episodes last 1 to {limit} steps")
@@ -137,7 +149,9 @@ def prepare(spec: RolloutSpec) -> tuple[str, int]:
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(spec: RolloutSpec, max_steps: int, threads: int | None) -> None:
+def _init_worker(sim: Any, spec: RolloutSpec, max_steps: int, threads: int | None) -> None:
+    """`sim` is the simulator itself (pickled by reference to its class), not its name: a plug-in
+    registered at run time need not be registered again in the worker."""
     import torch
 
     if threads is not None:
@@ -150,26 +164,20 @@ def _init_worker(spec: RolloutSpec, max_steps: int, threads: int | None) -> None
         from atomvla.train.policy import load_policy
 
         policy = load_policy(spec.checkpoint, spec.device)
-    _worker.update(spec=spec, max_steps=max_steps, policy=policy, envs={})
+    _worker.update(sim=sim, spec=spec, max_steps=max_steps, policy=policy, envs={})
 
 
 def _run_job(job: _Job) -> EpisodeResult:
     spec: RolloutSpec = _worker["spec"]
     envs: dict[str, SimEnv] = _worker["envs"]
     if job.env_id not in envs:
-        envs[job.env_id] = SIMULATORS[spec.simulator].make(job.env_id)
+        envs[job.env_id] = _worker["sim"].make(job.env_id)
     policy = _worker["policy"]
     if hasattr(policy, "generator"):  # a local policy: its noise depends on the episode only, not on the order
         policy.generator.manual_seed(job.seed)
     video = _video_file(spec.out, job.env_id, job.episode) if spec.video else None
-    result = run_episode(envs[job.env_id], policy, job.env_id, job.instruction, job.episode, job.seed,
-                         _worker["max_steps"], video, FPS, spec.out)
-    path = _episode_file(spec.out, job.env_id, job.episode)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result.to_json()))
-    tmp.rename(path)  # a finished episode is a complete file: resume trusts it
-    return result
+    return run_episode(envs[job.env_id], policy, job.env_id, job.instruction, job.episode, job.seed,
+                       _worker["max_steps"], video, FPS, spec.out)
 
 
 def _close_worker() -> None:
@@ -180,26 +188,31 @@ def _close_worker() -> None:
     _worker.clear()
 
 
+def _save(spec: RolloutSpec, result: EpisodeResult) -> None:
+    path = _episode_file(spec.out, result.env_id, result.episode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.to_json()))
+    tmp.rename(path)  # a finished episode is a complete file: resume trusts it
+
+
 def _run_jobs(spec: RolloutSpec, max_steps: int, jobs: Sequence[_Job]) -> Iterator[EpisodeResult]:
-    if spec.workers == 1 or len(jobs) == 1:
-        _init_worker(spec, max_steps, None)
-        try:
-            for job in jobs:
-                yield _run_job(job)
-        finally:
-            _close_worker()
-        return
-    # spawn: neither torch's threads nor an EGL context survive a fork
-    with ProcessPoolExecutor(min(spec.workers, len(jobs)), mp_context=get_context("spawn"),
-                             initializer=_init_worker, initargs=(spec, max_steps, 1)) as pool:
-        futures = [pool.submit(_run_job, job) for job in jobs]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    """Every episode in a worker process, even with one worker: a simulator that segfaults takes
+    down its worker, not the rollout."""
+
+    def died(job: _Job, how: str) -> EpisodeResult:
+        if spec.video:  # what the worker had written of the episode's video
+            video = _video_file(spec.out, job.env_id, job.episode)
+            video.with_name(video.name + ".part").unlink(missing_ok=True)
+        error = f"the worker process died during the episode ({how}); a new worker took over"
+        return EpisodeResult(job.env_id, job.episode, job.seed, False, 0, [], None, error, None)
+
+    threads = None if spec.workers == 1 else 1  # one thread each where they share the cores
+    sim = SIMULATORS[spec.simulator]
+    for result in run_in_workers(spec.workers, _init_worker, (sim, spec, max_steps, threads), _run_job,
+                                 _close_worker, jobs, died):
+        _save(spec, result)
+        yield result
 
 
 def _load_result(path: Path) -> EpisodeResult | None:
