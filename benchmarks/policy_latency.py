@@ -6,7 +6,9 @@ generation pass (its KV cache and hidden states) instead of encoding images + pr
 - after: `infer` itself (the head reads the generation's context).
 Chunks between re-decisions (one VLM forward over the kept subtask) are the same in both. Measured for
 re-deciding every chunk (K=1) and every 4 (K=4), the two paths alternating chunk by chunk on the same
-observations (held-out frames of the checkpoint's dataset), so load drifts hit both alike.
+observations (held-out frames of the checkpoint's dataset), so load drifts hit both alike. Wall and
+CPU milliseconds per chunk (CPU: this process, one torch thread), with the load average: on a busy
+machine compare CPU time.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/policy_latency.py --checkpoint runs/tiny [--chunks 60]
 """
@@ -54,11 +56,12 @@ def main() -> None:
         s = data.raw(int(i))
         observations.append({"images": dict(zip(trained.cameras, s.images)), "state": s.state, "task": s.task})
     print(f"{args.checkpoint}: {len(episodes)} held-out episodes, {args.chunks} chunks per path, "
-          f"torch threads {torch.get_num_threads()}")
-    print("| re-decide every | path | p50 ms | p95 ms | mean ms |")
-    print("|---|---|---|---|---|")
+          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+    print("| re-decide every | path | p50 ms | p95 ms | mean ms | CPU p50 ms | CPU p95 ms |")
+    print("|---|---|---|---|---|---|---|")
     for k in (1, 4):
         times: dict[str, list[float]] = {"before": [], "after": []}
+        cpu: dict[str, list[float]] = {"before": [], "after": []}
         paths = {"before": lambda o: before(policy, o), "after": policy.infer}
         policy.redecide_every = k
         for name in paths:  # one warm-up chunk each
@@ -69,14 +72,17 @@ def main() -> None:
         for obs in observations:
             for name, run in paths.items():
                 policy._subtask_ids, policy._decided, policy._chunks = state[name]
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 run(obs)
                 times[name].append(1000 * (time.perf_counter() - t0))
+                cpu[name].append(1000 * (time.process_time() - c0))
                 state[name] = (policy._subtask_ids, policy._decided, policy._chunks)
         for name, ts in times.items():
-            print(f"| {k} | {name} | {np.percentile(ts, 50):.1f} | {np.percentile(ts, 95):.1f} | {np.mean(ts):.1f} |")
+            print(f"| {k} | {name} | {np.percentile(ts, 50):.1f} | {np.percentile(ts, 95):.1f} | {np.mean(ts):.1f} "
+                  f"| {np.percentile(cpu[name], 50):.1f} | {np.percentile(cpu[name], 95):.1f} |")
         b, a = np.median(times["before"]), np.median(times["after"])
-        print(f"| {k} | after / before (p50) | {a / b:.2f} | | |")
+        cb, ca = np.median(cpu["before"]), np.median(cpu["after"])
+        print(f"| {k} | after / before (p50) | {a / b:.2f} | | | {ca / cb:.2f} | |")
 
 
 if __name__ == "__main__":
