@@ -92,8 +92,10 @@ class ReviewApp:
         self.queue = ReviewQueue(store)
         self.frames = FrameServer(store)
         self._open: dict[str, str] = {}  # browser session -> the episode it has open
-        self._open_lock = threading.Lock()  # handler threads write it, the learner reads it
-        self.learner = Learner(store, busy=self.open_episodes) if learn else None
+        # Guards the open map; held while an episode is read and marked open, and by the learner
+        # while it checks and writes a re-proposal, so a page never opens what is being replaced.
+        self._open_lock = threading.RLock()
+        self.learner = Learner(store, busy=self.open_episodes, lock=self._open_lock) if learn else None
 
     def open_episodes(self) -> set[str]:
         with self._open_lock:
@@ -128,10 +130,10 @@ class ReviewApp:
         return EditSession(episode_id, meta.n_frames, DEFAULT_MIN_FRAMES, based_on, segs), "No proposal yet: name the subtasks."
 
     def open(self, review: Review, episode_id: str, cursor: int = 0):
-        edit, note = self._session_for(episode_id, review.author)
-        review.episode_id, review.edit, review.saved_at = episode_id, edit, ""
-        with self._open_lock:
+        with self._open_lock:  # what is read is what the page shows: no re-proposal lands in between
+            edit, note = self._session_for(episode_id, review.author)
             self._open[review.session] = episode_id
+        review.episode_id, review.edit, review.saved_at = episode_id, edit, ""
         meta = self.store.episode(episode_id)
         first = max(0, cursor - WINDOW_RADIUS)
         payload = {
@@ -191,7 +193,7 @@ class ReviewApp:
                 latest_by_author[dec.author] = dec
         proposals = [(a, segments_of(d)) for a, d in latest_by_author.items()]
         return timeline.render(meta.n_frames, meta.fps, review.edit.segments, proposals,
-                               self.frames.signals(review.episode_id), review.edit.problems)
+                               self.frames.signals(review.episode_id), review.edit.problems, review.episode_id)
 
     def validation(self, review: Review) -> str:
         if review.edit is None:

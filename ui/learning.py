@@ -7,10 +7,12 @@ pretrained weights load; otherwise the backend's convention settings are calibra
 (`atomvla.annotate.calibrate.calibrate_profile`).
 
 Untouched means: nobody has saved, accepted or rejected it (its latest revision is a backend's
-`proposed`, or it has none), nobody has a draft of it, and no browser session has it open. Each
-re-proposal states the revision it was based on, so a person's save that lands first wins and
-the re-proposal is dropped; the app, in turn, lets a person's edit go over re-proposals that
-landed after they opened the episode (`only_reproposals_since`).
+`proposed`, or it has none), nobody has a draft of it, and no browser session has it open. The
+last check and the write happen under the lock the app holds while it reads an episode and marks
+it open, so a page opens either the proposal before or the re-proposal, never one replaced after
+it was read. Each re-proposal states the revision it was based on, so a person's save that lands
+first wins and the re-proposal is dropped; the app, in turn, lets a person's edit go over
+re-proposals that landed after they opened the episode (`only_reproposals_since`).
 """
 
 from __future__ import annotations
@@ -72,10 +74,12 @@ class Learner:
     """One worker thread per app. `accepted(episode_id)` asks for a new fit of that episode's
     dataset; several accepts that arrive during one fit are learned together in the next."""
 
-    def __init__(self, store: Store, busy: Callable[[], Collection[str]], backend: str | None = None):
+    def __init__(self, store: Store, busy: Callable[[], Collection[str]], lock: threading.RLock,
+                 backend: str | None = None):
         self.store = store
         self.backend_name = backend or learning_backend()
         self._busy = busy  # episodes open in a browser session right now
+        self._open_lock = lock  # held by the app while it reads an episode and marks it open
         self._wanted: dict[str, str | None] = {}  # dataset -> episode just accepted (where to start)
         self._cond = threading.Condition()
         self._idle = True
@@ -186,12 +190,13 @@ class Learner:
             return  # the same proposal again says nothing new
         dec = dec.model_copy(update={"provenance": dec.provenance.model_copy(
             update={"profile": profile_name(dataset), "learned_from": n})})
-        if self._in_use(meta.episode_id):
-            return  # opened while the proposal was made: the page shows what it opened, unchanged
-        try:
-            self.store.add_revision(dec, based_on=latest.revision if latest else 0)
-        except StaleRevisionError:
-            pass  # someone saved it meanwhile: theirs stands
+        with self._open_lock:
+            if self._in_use(meta.episode_id):
+                return  # opened while the proposal was made: the page shows what it opened, unchanged
+            try:
+                self.store.add_revision(dec, based_on=latest.revision if latest else 0)
+            except StaleRevisionError:
+                pass  # someone saved it meanwhile: theirs stands
 
     def _in_use(self, episode_id: str) -> bool:
         """Open in a page, or someone's draft: a re-proposal would change what a person is looking at."""

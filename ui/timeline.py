@@ -66,8 +66,10 @@ def render(
     proposals: Sequence[tuple[str, Segments]] = (),
     signals: Mapping[str, np.ndarray] | None = None,
     problems: Sequence[str] = (),
+    episode_id: str = "",
 ) -> str:
-    """The whole timeline block; `proposals` are (author, segments) of other revisions."""
+    """The whole timeline block; `proposals` are (author, segments) of other revisions. The block
+    names its episode so the page edits only the timeline of the episode it has open."""
     boundaries = "".join(
         f'<div class="atom-bd" data-b="{b}" data-frame="{segments[b].start}" '
         f'style="left:{_pct(segments[b].start, n_frames)}" title="boundary {b} at frame {segments[b].start}"></div>'
@@ -91,7 +93,8 @@ def render(
         for f in np.linspace(0, n_frames - 1, 6).round().astype(int)
     )
     return (
-        f'<div class="atom-tl" data-n="{n_frames}" data-fps="{fps:g}"><div class="atom-tracks">'
+        f'<div class="atom-tl" data-episode="{escape(episode_id)}" data-n="{n_frames}" data-fps="{fps:g}">'
+        f'<div class="atom-tracks">'
         f'{"".join(rows)}<div class="atom-ticks">{ticks}</div>'
         f'<div class="atom-cursor" style="left:0%"></div></div></div>'
     )

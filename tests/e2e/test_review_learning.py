@@ -47,9 +47,16 @@ def open_page(owner, server, episode_id: str):
     page = owner.new_page()
     page.set_viewport_size({"width": 1400, "height": 1000})
     page.goto(f"{server.url}/?episode={urllib.parse.quote(episode_id)}", wait_until="load")
-    page.wait_for_function("(e) => window.atomReview && window.atomReview.ep === e && window.atomReview.marked",
-                           arg=episode_id, timeout=WAIT_MS)
+    shown(page, episode_id)
     return page
+
+
+def shown(page, episode_id: str) -> None:
+    """Wait until the page shows `episode_id` whole: its frames (`marked`) and its timeline. Opening
+    draws the frames first and the timeline after; keys pressed between the two would find the
+    previous episode's boundaries (the timeout seen when this test ran after others, under load)."""
+    page.wait_for_function("(e) => window.atomReview && window.atomReview.ep === e && window.atomReview.marked"
+                           " && window.atomReview.segments().length > 0", arg=episode_id, timeout=WAIT_MS)
 
 
 def lifted(store, episode_id: str) -> Decomposition:
@@ -92,10 +99,13 @@ def test_next_opens_an_episode_re_proposed_from_the_accepts(served):
     server, store, browser = served
     ids = [m.episode_id for m in store.episodes(DATASET)]
     page = open_page(browser, server, ids[0])
+    # Keys edit only the open episode's timeline: one still showing another episode offers no boundary.
+    assert page.evaluate("() => { const R = window.atomReview, ep = R.ep; R.ep = 'another';"
+                         " const stale = R.segments().length; R.ep = ep; return [stale, R.segments().length]; }") == [0, 2]
     move_first_boundary(page, store, ids[0])
     accept(page)
     page.keyboard.press("n")
-    page.wait_for_function("(e) => window.atomReview.ep === e && window.atomReview.marked", arg=ids[1], timeout=WAIT_MS)
+    shown(page, ids[1])
     move_first_boundary(page, store, ids[1])
     accept(page)
     # The learner re-proposes the episodes after the one just accepted, in queue order, but not
@@ -104,7 +114,7 @@ def test_next_opens_an_episode_re_proposed_from_the_accepts(served):
     later = store.latest(ids[2])
     assert (later.provenance.profile, later.provenance.learned_from) == (profile_name(DATASET), 2)
     page.keyboard.press("n")
-    page.wait_for_function("(e) => window.atomReview.ep === e && window.atomReview.marked", arg=ids[2], timeout=WAIT_MS)
+    shown(page, ids[2])
     page.wait_for_function("() => document.querySelector('#atom-header').innerText.includes('re-proposed from what 2"
                            " accepted episodes taught')", timeout=WAIT_MS)
     # The queue says which proposals came from what was learned (the table follows the store).

@@ -102,6 +102,32 @@ def test_a_persons_edit_goes_over_a_re_proposal_made_after_it_began(app):
     assert store.latest(ids[5]).author == "erin"
 
 
+def test_a_page_opens_the_proposal_before_or_the_re_proposal_never_one_replaced_after_it_was_read(app, monkeypatch):
+    """A page opening an episode while the learner writes its re-proposal waits for the write and
+    shows the re-proposal: what the page holds is the store's latest revision."""
+    store = app.store
+    ids = [m.episode_id for m in store.episodes(DATASET)]
+    review = Review(author="erin", session="erin")
+    opening: dict[str, threading.Thread] = {}
+    add_revision = store.add_revision
+
+    def learner_writes(dec, based_on):
+        if is_reproposal(dec) and not opening:  # the learner's first write: a page opens that episode now
+            opening[dec.episode_id] = threading.Thread(target=app.open, args=(review, dec.episode_id))
+            opening[dec.episode_id].start()
+            opening[dec.episode_id].join(0.5)  # time enough to read the episode, were it not held back
+        return add_revision(dec, based_on=based_on)
+
+    monkeypatch.setattr(store, "add_revision", learner_writes)
+    accept_truth(app, "alice", ids[0])
+    accept_truth(app, "alice", ids[1])
+    assert app.learner.wait_idle(120)
+    [(episode_id, thread)] = opening.items()
+    thread.join(30)
+    assert review.episode_id == episode_id and is_reproposal(store.latest(episode_id))
+    assert review.edit.based_on == store.latest(episode_id).revision
+
+
 def test_two_annotators_accepting_at_once_lose_and_duplicate_nothing(app):
     store = app.store
     ids = [m.episode_id for m in store.episodes(DATASET)]

@@ -119,8 +119,13 @@
     }
   };
 
-  R.segments = () => [...document.querySelectorAll("#atom-timeline .atom-tl-main .atom-seg")].map(
-    (el) => ({ start: +el.dataset.start, end: +el.dataset.end, el }));
+  // The open episode's segments; none while the timeline still shows the episode before (opening
+  // draws the frames first, the timeline after): a key pressed then must not pick the old boundaries.
+  R.segments = () => {
+    const tl = [...document.querySelectorAll("#atom-timeline .atom-tl")].find((el) => el.dataset.episode === R.ep);
+    return tl ? [...tl.querySelectorAll(".atom-tl-main .atom-seg")].map(
+      (el) => ({ start: +el.dataset.start, end: +el.dataset.end, el })) : [];
+  };
 
   R.drawCursor = () => {
     const tl = $("#atom-timeline .atom-tl");
