@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import pickle
 import signal
 import time
@@ -233,6 +234,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episode-s", type=float, default=60.0, help="CPU seconds per episode")
     parser.add_argument("--ready", type=Path, help="append a line per finished source to this file")
     args = parser.parse_args(argv)
+    # MuJoCo reads MUJOCO_GL once, at its first import: a Meta-World source imports it first, and a
+    # LIBERO scene made later in the same process then failed to create its (unused) offscreen
+    # context ("gladLoadGL error") on every episode. Choose headless EGL before any simulator loads.
+    os.environ.setdefault("MUJOCO_GL", "egl")
     setup_logging()
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
