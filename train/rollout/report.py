@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,10 +63,12 @@ def plot_success(tasks: dict[str, dict[str, Any]], path: Path) -> None:
     rates = [tasks[t]["success_rate"] for t in names]
     low = [r - tasks[t]["ci95"][0] for t, r in zip(names, rates)]
     high = [tasks[t]["ci95"][1] - r for t, r in zip(names, rates)]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(names) + 2), 3.5))
+    # env ids run long (LIBERO's SUITE/TASK names): wrapped on several lines, not rotated
+    lines = [textwrap.wrap(t, 24, break_on_hyphens=False) for t in names]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.9 * len(names) + 1.5), 3.2 + 0.18 * max(map(len, lines))))
     ax.bar(range(len(names)), rates, yerr=[low, high], capsize=4, color="#4c72b0")
-    labels = [f"{t}\n{tasks[t]['successes']}/{tasks[t]['episodes']}" for t in names]
-    ax.set_xticks(range(len(names)), labels, rotation=20, ha="right")
+    labels = ["\n".join([*ls, f"{tasks[t]['successes']}/{tasks[t]['episodes']}"]) for t, ls in zip(names, lines)]
+    ax.set_xticks(range(len(names)), labels, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("success rate (95% Wilson)")
     fig.tight_layout()
