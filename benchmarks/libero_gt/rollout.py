@@ -35,6 +35,9 @@ HAND_ABOVE_GRIP_M = 0.018
 FINGERTIP_BELOW_GRIP_M = 0.014
 FINGER_HALF_THICKNESS_M = 0.012
 MIN_LIFT_M = 0.04  # an object that rose less than this after the lift was not grasped
+MAX_GRIP_SPAN_M = 0.07  # the open Panda fingers are 8 cm apart: anything wider is gripped by its rim
+RIM_IN_M = 0.006  # a bowl's wall centre, in from its outer edge
+RIM_DEPTH_M = 0.01  # the grip site below the rim's top: the fingertips close 2.4 cm down the wall
 # Release height of the held object's bottom above the receptacle's top: inside a container's
 # rim, just above a plate.
 RELEASE_ABOVE_TOP_M = {"in": -0.03, "on": 0.015}
@@ -92,14 +95,19 @@ def _reach(rec: Recorder, goal: np.ndarray, rot: np.ndarray, speed_m_s: float, g
 def _pick(rec: Recorder, move: Move, rot: np.ndarray, pace: float) -> np.ndarray:
     """Approach and grasp; returns the gripper orientation (3, 3) used, for the place to keep."""
     box = rec.scene.box(move.obj)
-    # LIBERO's top-down gripper closes along world y; turn it a quarter when the object is
-    # narrower along x (a can lying along y, a box turned sideways).
-    if box.size[0] < box.size[1]:
-        rot = QUARTER_TURN @ rot
-    # Open, the Panda's fingers clear a soup can by about a millimetre a side: aim at the centre.
-    # The fingers reach just past the hand: grip a tall object right below its top without the hand
-    # touching it, and a flat one as low as the fingertips clear the surface it rests on.
-    grasp = np.array([*box.center[:2], max(box.hi[2] - HAND_ABOVE_GRIP_M, box.lo[2] + FINGERTIP_BELOW_GRIP_M)])
+    if min(box.size[:2]) > MAX_GRIP_SPAN_M:
+        # Too wide for the open fingers (a bowl): pinch the wall of its rim nearest the robot's
+        # right, which runs along x, so the fingers closing along world y straddle it.
+        grasp = np.array([box.center[0], box.lo[1] + RIM_IN_M, box.hi[2] - RIM_DEPTH_M])
+    else:
+        # LIBERO's top-down gripper closes along world y; turn it a quarter when the object is
+        # narrower along x (a can lying along y, a box turned sideways).
+        if box.size[0] < box.size[1]:
+            rot = QUARTER_TURN @ rot
+        # Open, the Panda's fingers clear a soup can by about a millimetre a side: aim at the centre.
+        # The fingers reach just past the hand: grip a tall object right below its top without the
+        # hand touching it, and a flat one as low as the fingertips clear the surface it rests on.
+        grasp = np.array([*box.center[:2], max(box.hi[2] - HAND_ABOVE_GRIP_M, box.lo[2] + FINGERTIP_BELOW_GRIP_M)])
     above = np.array([*grasp[:2], box.hi[2] + APPROACH_CLEARANCE_M])
     _reach(rec, above, rot, 0.22 * pace, GRIP_OPEN, 15)
     _reach(rec, grasp, rot, 0.12 * pace, GRIP_OPEN, 10)

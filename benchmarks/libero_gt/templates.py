@@ -1,8 +1,8 @@
 """Long-horizon task templates: a LIBERO scene plus an ordered list of steps.
 
 A pick-and-place move yields two ground-truth subtasks ("pick up the X", "place the X in/on the
-Y"), closing a drawer one ("close the D"); the instruction is phrased the way LIBERO-Long
-phrases its tasks. Scenes and initial states are
+Y"), closing a drawer one ("close the D"); the instruction is phrased the way LIBERO phrases its
+tasks. Scenes and initial states are
 LIBERO's own (suite folder + BDDL problem name); the moves need not be that problem's goal.
 """
 
@@ -50,6 +50,14 @@ def _in_tray(obj: str, name: str) -> Move:
 
 def _on_plate(obj: str, name: str, plate: str, plate_name: str) -> Move:
     return Move(obj, name, plate, plate_name, "on", plate)
+
+
+def _on_cabinet(obj: str, name: str) -> Move:
+    return Move(obj, name, "wooden_cabinet_1", "cabinet", "on", "wooden_cabinet_1_top_side")
+
+
+def _on_stove(obj: str, name: str) -> Move:
+    return Move(obj, name, "flat_stove_1", "stove", "on", "flat_stove_1_cook_region")
 
 
 TEMPLATES: tuple[Template, ...] = (
@@ -108,6 +116,80 @@ TEMPLATES: tuple[Template, ...] = (
                 "top drawer of the cabinet",
                 "wooden_cabinet_1_top_region",
             ),
+        ),
+    ),
+    # One scene per suite family besides those above: LIBERO-Spatial (bowls gripped by the rim),
+    # LIBERO-Goal, LIBERO-Object, and LIBERO-90's stacking and drawer kitchens.
+    Template(
+        "bowl_next_to_ramekin_on_plate",
+        "libero_spatial",
+        "pick_up_the_black_bowl_next_to_the_ramekin_and_place_it_on_the_plate",
+        "pick up the black bowl next to the ramekin and place it on the plate",
+        (_on_plate("akita_black_bowl_1", "black bowl", "plate_1", "plate"),),
+    ),
+    Template(
+        "bowl_on_cookie_box_on_plate",
+        "libero_spatial",
+        "pick_up_the_black_bowl_on_the_cookie_box_and_place_it_on_the_plate",
+        "pick up the black bowl on the cookie box and place it on the plate",
+        (_on_plate("akita_black_bowl_1", "black bowl", "plate_1", "plate"),),
+    ),
+    Template(
+        "wine_on_cabinet_and_bowl_on_plate",
+        "libero_goal",
+        "put_the_wine_bottle_on_top_of_the_cabinet",
+        "put the wine bottle on top of the cabinet and the black bowl on the plate",
+        (_on_cabinet("wine_bottle_1", "wine bottle"), _on_plate("akita_black_bowl_1", "black bowl", "plate_1", "plate")),
+    ),
+    Template(
+        "bowl_on_stove",
+        "libero_goal",
+        "put_the_bowl_on_the_stove",
+        "put the bowl on the stove",
+        (_on_stove("akita_black_bowl_1", "bowl"),),
+    ),
+    Template(
+        "bbq_sauce_in_basket",
+        "libero_object",
+        "pick_up_the_bbq_sauce_and_place_it_in_the_basket",
+        "pick up the bbq sauce and place it in the basket",
+        (_in_basket("bbq_sauce_1", "bbq sauce"),),
+    ),
+    Template(
+        "milk_in_basket",
+        "libero_object",
+        "pick_up_the_milk_and_place_it_in_the_basket",
+        "pick up the milk and place it in the basket",
+        (_in_basket("milk_1", "milk"),),
+    ),
+    Template(
+        "stack_front_bowl_on_middle_bowl",
+        "libero_90",
+        "KITCHEN_SCENE2_stack_the_black_bowl_at_the_front_on_the_black_bowl_in_the_middle",
+        "stack the black bowl at the front on the black bowl in the middle",
+        (Move("akita_black_bowl_1", "black bowl at the front", "akita_black_bowl_2", "black bowl in the middle", "on",
+              "akita_black_bowl_2"),),
+    ),
+    Template(
+        "close_drawer_and_bowl_on_top",
+        "libero_90",
+        "KITCHEN_SCENE10_close_the_top_drawer_of_the_cabinet_and_put_the_black_bowl_on_top_of_it",
+        "close the top drawer of the cabinet and put the black bowl on top of it",
+        (
+            CloseDrawer("wooden_cabinet_1_cabinet_top", "wooden_cabinet_1_top_level", "top drawer of the cabinet",
+                        "wooden_cabinet_1_top_region"),
+            _on_cabinet("akita_black_bowl_1", "black bowl"),
+        ),
+    ),
+    Template(
+        "close_drawer_and_ketchup_on_plate",
+        "libero_90",
+        "KITCHEN_SCENE5_close_the_top_drawer_of_the_cabinet",
+        "close the top drawer of the cabinet and put the ketchup on the plate",
+        (
+            CloseDrawer("white_cabinet_1_cabinet_top", "white_cabinet_1_top_level", "top drawer of the cabinet",
+                        "white_cabinet_1_top_region"),
+            _on_plate("ketchup_1", "ketchup", "plate_1", "plate"),
         ),
     ),
 )

@@ -53,12 +53,12 @@ def test_execute_settles_on_the_goal_despite_lag():
     assert all(np.all(np.abs(a) <= 1) and a[6] == GRIP_OPEN for a in arm.actions)
 
 
-def test_templates_have_three_to_five_subtasks_and_unique_names():
+def test_templates_have_two_to_five_subtasks_and_unique_names():
     names = [t.name for t in TEMPLATES]
     assert len(set(names)) == len(names) >= 4
     for t in TEMPLATES:
         n = sum(2 if isinstance(s, Move) else 1 for s in t.steps)
-        assert 3 <= n <= 5, t.name
+        assert 2 <= n <= 5, t.name  # LIBERO's own one-move tasks (Spatial, Object, Goal) give two
     with pytest.raises(KeyError, match="known"):
         template("no_such_template")
 
