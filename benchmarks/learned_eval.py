@@ -42,7 +42,7 @@ from atomvla.annotate.learned import load_pretrained
 from atomvla.annotate.learned.data import features_for, make_sample, record_meta, record_sample
 from atomvla.annotate.learned.decode import propose
 from atomvla.annotate.learned.features import layout
-from atomvla.annotate.learned.model import ModelSpec
+from atomvla.annotate.learned.model import LearnedModel, ModelSpec
 from atomvla.annotate.learned.train import FINE_TUNE, TrainConfig, fine_tune_samples, plan_convention, pretrain
 from atomvla.cli import setup_logging
 from atomvla.curate.episode import Episode
@@ -198,9 +198,8 @@ def pixel_ablation(config: TrainConfig) -> dict[str, Any]:
     return out
 
 
-def speed(records: list[dict]) -> dict[str, float]:
-    """Episodes a second through the backend path (packaged weights), and fine-tuning 20 episodes."""
-    model = load_pretrained()
+def speed(records: list[dict], model: LearnedModel) -> dict[str, float]:
+    """Episodes a second through the backend path, and fine-tuning 20 episodes."""
     episodes = [episode_of(r, i) for i, r in enumerate(records)]
     from atomvla.annotate.learned import learned_backend
 
@@ -250,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variant", choices=list(VARIANTS), help="only this variant, zero-shot (an ablation in its own process)")
     parser.add_argument("--unseen", type=Path, nargs="*", default=None,
                         help="only: the packaged weights, the heuristic and few-shot on these record pickles (sets left out of pretraining)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="with --unseen / --speed-only: these weights instead of the packaged ones (e.g. trained without the unseen sets)")
     parser.add_argument("--speed-only", action="store_true", help="only the speed figures")
     parser.add_argument("--pixels", action="store_true", help="only the pixel ablation on the rendered fixture")
     parser.add_argument("--merge", type=Path, nargs="*", default=None, help="merge the --json reports of shards and print")
@@ -271,7 +272,8 @@ def main(argv: list[str] | None = None) -> None:
         config = replace(CONFIG, steps=args.steps)
         i, n = (int(x) for x in args.shard.split("/"))
         if args.speed_only:
-            report["speed"] = speed([r for r in records if r["source"] not in FEW_SHOT_ONLY])
+            report["speed"] = speed([r for r in records if r["source"] not in FEW_SHOT_ONLY],
+                                    LearnedModel.load(args.weights) if args.weights else load_pretrained())
             console.print(report["speed"])
             args.json.write_text(json.dumps(report, indent=2))
             return
@@ -279,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
             import pickle
 
             held = [r for path in args.unseen for r in pickle.loads(path.read_bytes())]
-            report["unseen"] = unseen(held, load_pretrained())
+            report["unseen"] = unseen(held, LearnedModel.load(args.weights) if args.weights else load_pretrained())
             report["unseen_overall"] = {name: overall(report["unseen"], name) for name in ("learned", "heuristic", "few-shot")}
             console.print(_table("packaged weights on tasks they never saw", report["unseen"], ["learned", "heuristic", "few-shot"]))
             console.print(report["unseen_overall"])
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     if "pixel_ablation" in report:
         console.print("fixture, leave-one-task-out:", report["pixel_ablation"])
     if not args.no_speed and not args.merge:
-        report["speed"] = speed([r for r in records if r["source"] not in FEW_SHOT_ONLY])
+        report["speed"] = speed([r for r in records if r["source"] not in FEW_SHOT_ONLY], load_pretrained())
         console.print(report["speed"])
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from atomvla.annotate.instructions import Step, object_of, plan, the_object
-from atomvla.annotate.learned.features import Features
+from atomvla.annotate.learned.features import HEURISTIC_CHANNEL, Features
 from atomvla.annotate.learned.model import LearnedModel
 from atomvla.annotate.learned.train import TARGET_SIGMA
 from atomvla.schemas import MAX_SUBTASKS, MIN_SUBTASKS, SKILLS, Subtask
@@ -84,17 +84,17 @@ def segment_skills(skill_prob: np.ndarray, edges: list[int]) -> list[str]:
 
 def decode(
     prob: np.ndarray, skill_prob: np.ndarray, features: Features, task: str, count_from_plan: bool, min_frames: int,
-    plan_offset: int = 0,
+    plan_offset: int = 0, prior: np.ndarray | None = None,
 ) -> tuple[list[Subtask], float]:
     """Subtasks over the episode's own frames from grid-frame probabilities, and a confidence (the
-    mean boundary probability at the chosen frames)."""
+    mean boundary probability at the chosen frames); `prior` (t,) is added to `prob` to choose them."""
     n = features.n_frames
     min_gap = max(1, int(np.ceil(min_frames / features.scale)))
     planned = len(plan(task))
     usable = count_from_plan and MIN_SUBTASKS <= planned + plan_offset <= MAX_SUBTASKS and planned > 0
     k = planned + plan_offset if usable else predicted_count(prob)
     k = min(k, n // min_frames)
-    chosen = best_boundaries(prob, k, min_gap) if k >= MIN_SUBTASKS else []
+    chosen = best_boundaries(prob if prior is None else prob + prior, k, min_gap) if k >= MIN_SUBTASKS else []
     frames = sorted({features.to_frame(b) for b in chosen})
     if len(frames) != len(chosen) or any(b - a < min_frames for a, b in zip([0, *frames], [*frames, n])):
         # a rounding collision on a short episode: equal parts, no confidence
@@ -108,8 +108,17 @@ def decode(
     return subtasks, confidence
 
 
+def heuristic_prior(features: Features, channels: tuple[str, ...], weight: float) -> np.ndarray | None:
+    """`weight` times the heuristic's proposed-boundary channel (None without one or without weight)."""
+    if not weight or HEURISTIC_CHANNEL not in channels:
+        return None
+    return weight * features.x[:, channels.index(HEURISTIC_CHANNEL)].astype(np.float64)
+
+
 def propose(model: LearnedModel, features: Features, task: str, min_frames: int) -> tuple[list[Subtask], float]:
     """What the backend proposes for one episode's features (the model's count rule, then `decode`)."""
     prob, skills = model.predict(torch.from_numpy(features.x))
     info = model.info
-    return decode(prob.numpy().astype(np.float64), skills.numpy(), features, task, info.count_from_plan, min_frames, info.plan_offset)
+    prior = heuristic_prior(features, model.spec.channels, info.heuristic_prior)
+    return decode(prob.numpy().astype(np.float64), skills.numpy(), features, task, info.count_from_plan, min_frames,
+                  info.plan_offset, prior)

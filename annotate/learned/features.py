@@ -38,7 +38,8 @@ KINEMATIC_CHANNELS = (
     "fingers_max", "fingers_min", "fingers_rate_max", "fingers_rate_sum",
     "progress", "arms",
 )
-EVENT_CHANNELS = ("change_score", "contact_score", "close_event", "open_event", "heuristic_boundary")
+HEURISTIC_CHANNEL = "heuristic_boundary"  # bumps at the boundaries the heuristic proposes
+EVENT_CHANNELS = ("change_score", "contact_score", "close_event", "open_event", HEURISTIC_CHANNEL)
 PLAN_CHANNELS = ("plan_count", *(f"plan_{s}" for s in SKILLS))
 PIXEL_CHANNELS = (*(f"pixel_{i}" for i in range(THUMB * THUMB)), "pixel_change")
 

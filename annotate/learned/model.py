@@ -50,6 +50,10 @@ class WeightsInfo:
     robot_layout: str | None = None  # set by fine-tuning: the layout of the episodes it was fitted on
     count_from_plan: bool = True  # decode as many subtasks as the instruction's plan has (plus plan_offset)
     plan_offset: int = 0  # a team's convention may add (or merge) subtasks: e.g. a handover's release of its own
+    # decoding adds this times the heuristic's proposed boundaries to the network's probability: the
+    # rules decide where the network is unsure (a task unlike any it was trained on), it overrules them
+    # where it is confident
+    heuristic_prior: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
 
 

@@ -39,6 +39,7 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     crop: int = 0  # > 0: train on random windows of this many grid frames (long sets); 0: whole episodes
+    stretch: float = 0.0  # > 0: each episode played at a random speed in [1/(1+s), 1+s] (tasks differ in pace)
     seed: int = 0
 
 
@@ -46,20 +47,39 @@ class TrainConfig:
 FINE_TUNE = TrainConfig(steps=120, batch=8, lr=1e-3, crop=160)
 
 
-def _targets(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-    t = np.arange(len(sample.features.x))
+def _targets(sample: Sample, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    t = np.arange(len(sample.features.x) if length is None else length)
     heat = np.zeros(len(t), dtype=np.float32)
     for b in sample.boundaries:
         heat = np.maximum(heat, np.exp(-0.5 * ((t - b) / TARGET_SIGMA) ** 2).astype(np.float32))
     return heat, sample.skills
 
 
-def _batch(samples: Sequence[Sample], rng: np.random.Generator, crop: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _stretched(sample: Sample, factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x, heat, skills of `sample` resampled to `factor` times as many grid frames (linear for x,
+    nearest for skills; the targets' bumps redrawn at the moved boundaries, same width)."""
+    x = sample.features.x
+    t = max(2, round(len(x) * factor))
+    at = np.linspace(0.0, len(x) - 1.0, t)
+    lo = np.floor(at).astype(int)
+    hi = np.minimum(lo + 1, len(x) - 1)
+    frac = (at - lo)[:, None].astype(np.float32)
+    moved = replace(sample, boundaries=tuple(round(b * (t - 1) / (len(x) - 1)) for b in sample.boundaries))
+    heat, _ = _targets(moved, t)
+    return x[lo] * (1 - frac) + x[hi] * frac, heat, sample.skills[np.rint(at).astype(int)]
+
+
+def _batch(
+    samples: Sequence[Sample], rng: np.random.Generator, crop: int, stretch: float = 0.0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """x (b, t, c), mask (b, t, 1), heat (b, t), skills (b, t), padded to the longest."""
     parts = []
     for s in samples:
-        x = s.features.x
-        heat, skills = _targets(s)
+        if stretch > 0:
+            x, heat, skills = _stretched(s, float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(stretch))))
+        else:
+            x = s.features.x
+            heat, skills = _targets(s)
         if crop and len(x) > crop:
             a = int(rng.integers(0, len(x) - crop + 1))
             x, heat, skills = x[a : a + crop], heat[a : a + crop], skills[a : a + crop]
@@ -108,7 +128,7 @@ def fit(
     model.net.train()
     for step in range(config.steps):
         pick = rng.choice(len(samples), size=min(config.batch, len(samples)), replace=False)
-        x, mask, heat, skills = _batch([samples[i] for i in pick], rng, config.crop)
+        x, mask, heat, skills = _batch([samples[i] for i in pick], rng, config.crop, config.stretch)
         value = loss(model, x, mask, heat, skills)
         opt.zero_grad()
         value.backward()

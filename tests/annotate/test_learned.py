@@ -168,3 +168,38 @@ def test_a_team_that_adds_a_subtask_to_the_plan_gets_that_many():
     feats = Features(np.zeros((60, 1), np.float32), 60, 1.0)
     subtasks, _ = decode(prob, np.full((60, 11), 1 / 11), feats, TASK, True, 2, plan_offset=1)
     assert [s.start_frame for s in subtasks] == [0, 20, 40]
+
+
+def test_the_heuristic_prior_decides_where_the_network_is_unsure_and_not_where_it_is_sure():
+    from atomvla.annotate.learned.decode import decode, heuristic_prior
+    from atomvla.annotate.learned.features import HEURISTIC_CHANNEL, Features
+
+    channels = ("speed", HEURISTIC_CHANNEL)
+    x = np.zeros((60, 2), np.float32)
+    x[40, 1] = 1.0  # the heuristic proposes frame 40
+    feats = Features(x, 60, 1.0)
+    skills = np.full((60, 11), 1 / 11)
+    unsure, sure = np.full(60, 0.05), np.full(60, 0.05)
+    unsure[15], sure[15] = 0.2, 0.9
+    prior = heuristic_prior(feats, channels, 0.3)
+    assert heuristic_prior(feats, channels, 0.0) is None and heuristic_prior(feats, ("speed",), 0.3) is None
+    assert [s.start_frame for s in decode(unsure, skills, feats, TASK, True, 2)[0]] == [0, 15]
+    assert [s.start_frame for s in decode(unsure, skills, feats, TASK, True, 2, prior=prior)[0]] == [0, 40]
+    chosen, confidence = decode(sure, skills, feats, TASK, True, 2, prior=prior)
+    assert [s.start_frame for s in chosen] == [0, 15] and confidence == pytest.approx(0.9)
+
+
+def test_stretching_moves_the_boundary_targets_with_the_features():
+    from atomvla.annotate.learned.data import make_sample
+    from atomvla.annotate.learned.features import episode_features
+    from atomvla.annotate.learned.train import _stretched
+
+    ep, truth = episode(5)
+    sample = make_sample(episode_features(ep.meta, ep.arrays, True), truth)
+    (b,) = sample.boundaries
+    for factor in (0.7, 1.0, 1.4):
+        x, heat, skills = _stretched(sample, factor)
+        assert len(x) == len(heat) == len(skills) == round(len(sample.features.x) * factor)
+        assert abs(int(np.argmax(heat)) - b * factor) <= 1.0
+        assert abs(int(np.argmax(np.diff(skills) != 0)) + 1 - b * factor) <= 1.0
+        np.testing.assert_allclose(x[[0, -1]], sample.features.x[[0, -1]], atol=1e-6)
