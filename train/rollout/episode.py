@@ -50,7 +50,8 @@ def run_episode(
             if not announced or announced[-1] != subtask:
                 announced.append(subtask)
             if writer is not None:
-                writer.add(list(obs["images"].values()), f"{env_id} #{episode}  step {steps - 1}: {subtask}")
+                # the subtask first: a long env id (LIBERO's) would push it off the banner
+                writer.add(list(obs["images"].values()), f"step {steps - 1}: {subtask}  ({env_id} #{episode})")
             if success := env.step(action):
                 break
     except Exception as exc:  # noqa: BLE001  (the simulator broke: this episode fails, the others go on)

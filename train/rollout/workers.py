@@ -60,6 +60,13 @@ def _serve(conn: Connection, init: Callable[..., Any], init_args: tuple, work: C
         close()
 
 
+def _send(conn: Connection, message: Any) -> None:
+    try:
+        conn.send(message)
+    except OSError:  # the worker is gone: its sentinel says so on the next wait
+        pass
+
+
 @dataclass
 class _Worker(Generic[J]):
     process: BaseProcess
@@ -117,9 +124,9 @@ def run_in_workers(
                     yield value
                 if pending:
                     w.job = pending.popleft()
-                    w.conn.send(w.job)
+                    _send(w.conn, w.job)  # a worker that died meanwhile is found dead with this job
                 else:  # nothing left for it: let it close its envs and policy
-                    w.conn.send(None)
+                    _send(w.conn, None)
                     workers.remove(w)
                     stopping.append(w)
         finished = True
