@@ -1,7 +1,7 @@
 """State-only ground-truth episodes for the learned backend, from every generator in benchmarks/.
 
     python -m benchmarks.learned_data --out benchmarks/out/learned_data [--seeds 8]
-        [--sources metaworld,metaworld_released,humanlike,aloha,libero] [--budget-s 1800] [--ready FILE]
+        [--sources metaworld,metaworld_released,humanlike,aloha,libero,humanlike_libero] [--budget-s 1800] [--ready FILE]
 
 Records each generator's scripted episodes without rendering (the learned backend reads state,
 actions and the heuristic's events, no pixels) and writes one pickle per source: a list of
@@ -16,7 +16,9 @@ was skipped, and the generation's CPU and wall seconds. Sources:
 - `aloha`: gym-aloha's two-arm cube transfer; it also writes each episode relabelled with the
   release convention (source `aloha_release`: the giving arm's release is its own subtask), which
   pretraining leaves out and the evaluation uses for few-shot;
-- `libero`: every benchmarks/libero_gt template from LIBERO's first N initial states.
+- `libero`: every benchmarks/libero_gt template from LIBERO's first N initial states;
+  `humanlike_libero`: the same templates through humanlike_gt's operator from the last N (its
+  samples are source `humanlike`, the human-like sets' tolerance).
 
 Each episode is bounded (`--episode-s` CPU seconds, and 10x that in wall seconds) and each source too (`--budget-s`, CPU
 seconds: the source stops at the first episode that starts past it, and says so). An episode that
@@ -138,8 +140,11 @@ def aloha(seeds: int) -> Iterator[Attempt]:
     yield from (Attempt("aloha-transfer-cube", seed, lambda s=seed: make(s)) for seed in range(seeds * 3))
 
 
-def libero(seeds: int) -> Iterator[Attempt]:
-    """Every libero_gt template; one scene per template, built when its first episode starts."""
+def libero(seeds: int, humanlike: bool = False) -> Iterator[Attempt]:
+    """Every libero_gt template; one scene per template, built when its first episode starts.
+    `humanlike`: through humanlike_gt's operator, from LIBERO's initial states counted from the last
+    (the scripted episodes take them from the first), labelled source `humanlike`."""
+    from benchmarks.humanlike_gt.teleop import Operator
     from benchmarks.libero_gt.generate import FEATURE_NAMES
     from benchmarks.libero_gt.rollout import FPS, run
     from benchmarks.libero_gt.scene import Scene, init_states
@@ -155,9 +160,11 @@ def libero(seeds: int) -> Iterator[Attempt]:
         states = init_states(tmpl.suite, tmpl.problem)
         if seed >= len(states):
             raise RuntimeError(f"LIBERO has {len(states)} initial states for {tmpl.problem}")
-        rollout = run(scenes[tmpl.name], tmpl, states[seed], seed)
-        task = f"libero-{tmpl.name}"
-        return [_sample("libero", task, tmpl.task, rollout.states, rollout.actions, rollout.subtasks, FPS, FEATURE_NAMES)]
+        state = states[len(states) - 1 - seed] if humanlike else states[seed]
+        rollout = run(scenes[tmpl.name], tmpl, state, seed, Operator.sample(seed) if humanlike else None)
+        source = "humanlike" if humanlike else "libero"
+        return [_sample(source, f"libero-{tmpl.name}", tmpl.task, rollout.states, rollout.actions, rollout.subtasks, FPS,
+                        FEATURE_NAMES)]
 
     try:
         for tmpl in TEMPLATES:
@@ -170,6 +177,7 @@ def libero(seeds: int) -> Iterator[Attempt]:
 SOURCES: dict[str, Callable[[int], Iterator[Attempt]]] = {
     "metaworld": metaworld, "metaworld_released": lambda seeds: metaworld(seeds, released=True),
     "humanlike": humanlike, "aloha": aloha, "libero": libero,
+    "humanlike_libero": lambda seeds: libero(seeds, humanlike=True),
 }
 
 

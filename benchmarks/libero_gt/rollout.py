@@ -20,6 +20,8 @@ import numpy as np
 from atomvla.schemas import Subtask, check_subtasks
 from atomvla.train.sim.libero import FPS
 
+from benchmarks.humanlike_gt.teleop import Operator
+
 from .motion import GRIP_CLOSED, GRIP_OPEN, Motion, axis_angle_matrix, execute, steps_for
 from .scene import Scene
 from .templates import CloseDrawer, Move, Template
@@ -35,6 +37,7 @@ HAND_ABOVE_GRIP_M = 0.018
 FINGERTIP_BELOW_GRIP_M = 0.014
 FINGER_HALF_THICKNESS_M = 0.012
 MIN_LIFT_M = 0.04  # an object that rose less than this after the lift was not grasped
+FINGERS_OPEN_M = 0.08  # the Panda fingers' spread, open (scales the operator's view of the opening)
 MAX_GRIP_SPAN_M = 0.07  # the open Panda fingers are 8 cm apart: anything wider is gripped by its rim
 RIM_IN_M = 0.006  # a bowl's wall centre, in from its outer edge
 RIM_DEPTH_M = 0.01  # the grip site below the rim's top: the fingertips close 2.4 cm down the wall
@@ -59,13 +62,22 @@ class StepFailed(RuntimeError):
 
 
 class Recorder:
-    """Steps the scene and keeps the observation, action and simulator state of every step."""
+    """Steps the scene and keeps the observation, action, simulator state and subtask of every step.
 
-    def __init__(self, scene: Scene) -> None:
+    With an `operator` (benchmarks/humanlike_gt's simulated teleoperator) each scripted action goes
+    through it: it slows and shakes the translation and the grip and inserts its own steps (pauses,
+    re-grasps, corrections), which belong to the subtask already running; the script's own step
+    carries the subtask the script is in (`phase`). A subtask starts at the script's first step of it.
+    """
+
+    def __init__(self, scene: Scene, operator: Operator | None = None) -> None:
         self.scene = scene
+        self.operator = operator
+        self.phase = 0  # the subtask the script is executing, set by `run`
         self.states: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
         self.sim_states: list[np.ndarray] = []
+        self.labels: list[int] = []
 
     @property
     def eef_pos(self) -> np.ndarray:
@@ -80,10 +92,25 @@ class Recorder:
         return len(self.actions)
 
     def step(self, action_7: np.ndarray) -> None:
+        if self.operator is None:
+            self._record(action_7, self.phase)
+            return
+        running = max(self.labels, default=0)
+        while True:  # the operator's own steps first, then the script's
+            fingers = self.scene.gripper_qpos
+            opening = float(fingers[0] - fingers[1]) / FINGERS_OPEN_M
+            xyz_grip, own = self.operator.act(np.r_[action_7[:3], action_7[6]], self.phase, running, opening)
+            turn = action_7[3:6] if own else np.zeros(3)
+            self._record(np.r_[xyz_grip[:3], turn, xyz_grip[3]], self.phase if own else running)
+            if own:
+                return
+
+    def _record(self, action_7: np.ndarray, label: int) -> None:
         s = self.scene
         self.states.append(s.state(self.states[-1] if self.states else None))
         self.sim_states.append(s.env.sim.get_state().flatten())
         self.actions.append(np.asarray(action_7, dtype=np.float64))
+        self.labels.append(label)
         s.step(action_7)
 
 
@@ -162,25 +189,31 @@ def _close_drawer(rec: Recorder, step: CloseDrawer, rot: np.ndarray, pace: float
     _reach(rec, rec.eef_pos - push * RETREAT_M + [0, 0, 0.05], turned, 0.15 * pace, GRIP_CLOSED, 10)
 
 
-def run(scene: Scene, tmpl: Template, init_state: np.ndarray, seed: int) -> Rollout:
-    """Execute every step of `tmpl` from `init_state`; raises StepFailed when one fails."""
+def run(scene: Scene, tmpl: Template, init_state: np.ndarray, seed: int, operator: Operator | None = None) -> Rollout:
+    """Execute every step of `tmpl` from `init_state` (through `operator` if given: see Recorder);
+    raises StepFailed when one fails."""
     rng = np.random.default_rng(seed)
     scene.reset(init_state)
-    rec = Recorder(scene)
+    rec = Recorder(scene, operator)
     rot = scene.eef_rot  # LIBERO starts top-down; keep that orientation for grasps
     pace = float(rng.uniform(0.85, 1.15))  # demonstrators differ in speed
-    starts: list[tuple[int, str, str]] = []  # (start frame, instruction, skill)
+    starts: list[tuple[str, str]] = []  # (instruction, skill) of each subtask, in order
+
+    def begin(instruction: str, skill: str) -> None:
+        rec.phase = len(starts)
+        starts.append((instruction, skill))
+
     goals: list[tuple[str, ...]] = []
     for step in tmpl.steps:
         if isinstance(step, Move):
-            starts.append((rec.n_frames, f"pick up the {step.obj_name}", "pick"))
+            begin(f"pick up the {step.obj_name}", "pick")
             grasp_rot = _pick(rec, step, rot, pace)
-            starts.append((rec.n_frames, f"place the {step.obj_name} {step.relation} the {step.target_name}", "place"))
+            begin(f"place the {step.obj_name} {step.relation} the {step.target_name}", "place")
             _lift(rec, step, grasp_rot, pace)
             _place(rec, step, grasp_rot, rng, pace)
             goal: tuple[str, ...] = (step.relation, step.obj, step.region)
         else:
-            starts.append((rec.n_frames, f"close the {step.name}", "close"))
+            begin(f"close the {step.name}", "close")
             _close_drawer(rec, step, rot, pace)
             goal = ("close", step.region)
         if not scene.holds(goal):
@@ -189,10 +222,12 @@ def run(scene: Scene, tmpl: Template, init_state: np.ndarray, seed: int) -> Roll
     for goal in goals:  # a later step may have undone an earlier one
         if not scene.holds(goal):
             raise StepFailed(f"{' '.join(goal)} no longer holds at the end")
-    ends = [start for start, _, _ in starts[1:]] + [rec.n_frames]
+    # Subtask i starts at the first frame labelled i (labels never go back: see Recorder).
+    first = [rec.labels.index(i) for i in range(len(starts))]
+    ends = [*first[1:], rec.n_frames]
     subtasks = tuple(
         Subtask(start_frame=start, end_frame=end, instruction=instruction, skill=skill)
-        for (start, instruction, skill), end in zip(starts, ends)
+        for start, end, (instruction, skill) in zip(first, ends, starts)
     )
     if problems := check_subtasks(subtasks, rec.n_frames):
         raise ValueError(f"{tmpl.name} seed {seed}: bad ground truth: {'; '.join(problems)}")

