@@ -1,7 +1,7 @@
 """State-only ground-truth episodes for the learned backend, from every generator in benchmarks/.
 
     python -m benchmarks.learned_data --out benchmarks/out/learned_data [--seeds 8]
-        [--sources metaworld,metaworld_released,humanlike,aloha,libero,humanlike_libero] [--budget-s 1800] [--ready FILE]
+        [--sources metaworld,...,humanlike_aloha] [--budget-s 1800] [--ready FILE]
 
 Records each generator's scripted episodes without rendering (the learned backend reads state,
 actions and the heuristic's events, no pixels) and writes one pickle per source: a list of
@@ -18,7 +18,9 @@ was skipped, and the generation's CPU and wall seconds. Sources:
   pretraining leaves out and the evaluation uses for few-shot;
 - `libero`: every benchmarks/libero_gt template from LIBERO's first N initial states;
   `humanlike_libero`: the same templates through humanlike_gt's operator from the last N (its
-  samples are source `humanlike`, the human-like sets' tolerance).
+  samples are source `humanlike`, the human-like sets' tolerance);
+- `humanlike_aloha`: the transfer performed as a teleoperator would (aloha_gt `record(humanlike=True)`),
+  source `humanlike`.
 
 Each episode is bounded (`--episode-s` CPU seconds, and 10x that in wall seconds) and each source too (`--budget-s`, CPU
 seconds: the source stops at the first episode that starts past it, and says so). An episode that
@@ -122,22 +124,27 @@ def humanlike(seeds: int) -> Iterator[Attempt]:
         yield from (Attempt(task, seed, lambda t=task, s=seed: make(t, s)) for seed in seeds_)
 
 
-def aloha(seeds: int) -> Iterator[Attempt]:
+def aloha(seeds: int, humanlike: bool = False) -> Iterator[Attempt]:
+    """The two-arm transfer (`humanlike`: performed as a teleoperator would, source `humanlike`,
+    seeds from HUMANLIKE_SEED0, without the release relabelling)."""
     from benchmarks.aloha_gt.generate import FPS, NAMES, record, release_convention
 
     names = {"observation.state": NAMES, "action": NAMES}
 
     def make(seed: int) -> list[dict[str, Any]]:
-        done = record(seed, render=False)
+        done = record(seed, render=False, humanlike=humanlike)
         if done is None:
             raise RuntimeError("the scripted transfer failed (the task's top reward never reached)")
         recording, subtasks = done
+        if humanlike:
+            return [_of_recording("humanlike", "aloha-transfer-cube", recording, subtasks, FPS, names)]
         release = release_convention(recording, subtasks)
         return [_of_recording("aloha", "aloha-transfer-cube", recording, subtasks, FPS, names),
                 _of_recording("aloha_release", "aloha-transfer-cube-release", recording, release, FPS, names)]
 
     # about 60 % of the seeds succeed: try three times as many
-    yield from (Attempt("aloha-transfer-cube", seed, lambda s=seed: make(s)) for seed in range(seeds * 3))
+    first = HUMANLIKE_SEED0 if humanlike else 0
+    yield from (Attempt("aloha-transfer-cube", seed, lambda s=seed: make(s)) for seed in range(first, first + seeds * 3))
 
 
 def libero(seeds: int, humanlike: bool = False) -> Iterator[Attempt]:
@@ -178,6 +185,7 @@ SOURCES: dict[str, Callable[[int], Iterator[Attempt]]] = {
     "metaworld": metaworld, "metaworld_released": lambda seeds: metaworld(seeds, released=True),
     "humanlike": humanlike, "aloha": aloha, "libero": libero,
     "humanlike_libero": lambda seeds: libero(seeds, humanlike=True),
+    "humanlike_aloha": lambda seeds: aloha(seeds, humanlike=True),
 }
 
 

@@ -29,7 +29,7 @@ from atomvla.cli import setup_logging
 from atomvla.curate.exports.lerobot_v3 import EpisodeRecording, write_lerobot_v3
 from atomvla.schemas import Subtask, check_subtasks
 
-from .scripts import Script, interpolate, transfer
+from .scripts import Script, interpolate, transfer, with_pauses
 
 log = logging.getLogger("aloha_gt")
 
@@ -43,6 +43,7 @@ TOLERANCE = 10  # frames (0.2 s at 50 fps), the issue's figure for two-arm sets
 # the right the tilted gripper pushes the cube away instead of closing around it.
 CUBE_RANGE = ((0.0, 0.1), (0.42, 0.55))
 SETTLE_STEPS = 200  # physics steps (0.4 s)
+TREMOR_M = 0.003  # std of a teleoperating hand's slow drift around the commanded gripper position
 
 
 def _env():
@@ -82,21 +83,28 @@ def _script(physics, cube: np.ndarray, pace: float) -> Script:
     return transfer(left, right, cube, pace)
 
 
-def record(seed: int, render: bool = True) -> tuple[EpisodeRecording, tuple[Subtask, ...]] | None:
+def record(seed: int, render: bool = True, humanlike: bool = False) -> tuple[EpisodeRecording, tuple[Subtask, ...]] | None:
     """One scripted episode, or None when the script did not achieve the task; `render=False`
-    records state and actions only."""
+    records state and actions only. `humanlike`: performed as a teleoperator would (slower, pauses
+    before each later subtask and mid-motion, hand tremor: see `scripts.with_pauses`, TREMOR_M)."""
     rng = np.random.default_rng(seed)
     env = _env()
     env.reset()
     physics = env.physics
     cube = _place_cube(physics, rng)
-    script = _script(physics, cube, pace=float(rng.uniform(0.85, 1.15)))
+    script = _script(physics, cube, pace=float(rng.uniform(1.0, 1.3) if humanlike else rng.uniform(0.85, 1.15)))
+    if humanlike:
+        script = with_pauses(script, rng)
+    drift = np.zeros((2, 3))
     states, grips, sim_states, rewards = [], [], [], []
     for t in range(script.n_steps):
         states.append(env.task.get_qpos(physics))
         sim_states.append(physics.get_state().copy())
         l_xyz, l_quat, l_grip = interpolate(script.left, t)
         r_xyz, r_quat, r_grip = interpolate(script.right, t)
+        if humanlike:  # each hand's slow tremor, AR(1) with a 0.5 s memory
+            drift = 0.96 * drift + rng.normal(0, TREMOR_M * np.sqrt(1 - 0.96**2), (2, 3))
+            l_xyz, r_xyz = l_xyz + drift[0], r_xyz + drift[1]
         grips.append((l_grip, r_grip))
         env.step(np.concatenate([l_xyz, l_quat, [l_grip], r_xyz, r_quat, [r_grip]]))
         rewards.append(env.task.get_reward(physics))

@@ -94,3 +94,28 @@ def transfer(init_left: np.ndarray, init_right: np.ndarray, box_xyz: np.ndarray,
     subtasks = [(0, "pick up the cube", "pick"), (T(170), "transfer the cube to the left arm", "place")]
     return Script("pick up the cube with the right arm and transfer it to the left arm", left, right, subtasks, T(400))
 
+
+
+def with_pauses(script: Script, rng: np.random.Generator, before_subtask: tuple[int, int] = (10, 40),
+                hesitations: int = 2, hesitation: tuple[int, int] = (5, 15)) -> Script:
+    """The script as a teleoperator would perform it: both arms hold still for a while before each
+    subtask after the first (those steps belong to the subtask still running, so each later subtask
+    starts that much later) and now and then mid-motion (`hesitations` pauses at random steps)."""
+    starts = [s for s, _, _ in script.subtasks[1:]]
+    pauses = [(t, int(rng.integers(*before_subtask))) for t in starts]
+    pauses += [(int(rng.integers(1, script.n_steps)), int(rng.integers(*hesitation))) for _ in range(hesitations)]
+    left, right, n = list(script.left), list(script.right), script.n_steps
+    for at, steps in sorted(pauses, reverse=True):  # latest first: earlier times stay valid
+        left, right = _hold(left, at, steps), _hold(right, at, steps)
+        n += steps
+    subtasks = [(start + sum(d for at, d in pauses if at <= start) if i else 0, instruction, skill)
+                for i, (start, instruction, skill) in enumerate(script.subtasks)]
+    return Script(script.task, left, right, subtasks, n)
+
+
+def _hold(waypoints: list[Waypoint], at: int, steps: int) -> list[Waypoint]:
+    """Waypoints that hold the pose of step `at` for `steps` steps, everything after shifted."""
+    xyz, quat, grip = interpolate(waypoints, at)
+    before = [w for w in waypoints if w.t < at]
+    after = [Waypoint(w.t + steps, w.xyz, w.quat, w.gripper) for w in waypoints if w.t > at]
+    return [*before, Waypoint(at, xyz, quat, grip), Waypoint(at + steps, xyz, quat, grip), *after]

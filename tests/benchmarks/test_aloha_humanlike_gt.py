@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from atomvla.schemas import Subtask, check_subtasks
-from benchmarks.aloha_gt.scripts import Waypoint, interpolate, transfer
+from benchmarks.aloha_gt.scripts import Waypoint, interpolate, transfer, with_pauses
 from benchmarks.humanlike_gt.generate import closed_convention
 from benchmarks.humanlike_gt.teleop import Operator
 
@@ -25,6 +25,21 @@ def test_transfer_truth_starts_the_handover_at_the_first_lift_step():
     at, _, _ = interpolate(script.right, lift)
     after, _, _ = interpolate(script.right, lift + 1)
     assert grip == pytest.approx(0.0, abs=0.03) and np.allclose(before, at) and not np.allclose(at, after)
+
+
+def test_pauses_go_to_the_running_subtask_and_hold_the_pose():
+    script = transfer(INIT * [-1, 1, 1, 1, 1, 1, 1], INIT, np.array([0.05, 0.5, 0.02]), pace=1.0)
+    paused = with_pauses(script, np.random.default_rng(0), hesitations=0)
+    lift = script.subtasks[1][0]
+    delay = paused.subtasks[1][0] - lift
+    assert 10 <= delay < 40 and paused.n_steps == script.n_steps + delay and paused.subtasks[0][0] == 0
+    for arm, original in ((paused.right, script.right), (paused.left, script.left)):
+        held = [interpolate(arm, t)[0] for t in range(lift, lift + delay + 1)]
+        assert np.allclose(held, interpolate(original, lift)[0])  # still, gripper shut on the cube
+        for t in (0, 50, lift - 1):
+            assert np.allclose(interpolate(arm, t)[0], interpolate(original, t)[0])
+        for t in (lift + 1, lift + 60, script.n_steps - 1):  # afterwards, the script shifted
+            assert np.allclose(interpolate(arm, t + delay)[0], interpolate(original, t)[0])
 
 
 def test_interpolation_holds_after_the_last_waypoint():
