@@ -63,6 +63,7 @@ def record(spec: TaskSpec, seed: int, render: bool = True) -> tuple[EpisodeRecor
     quality.shadowsize, quality.offsamples = SHADOW_MAP_SIZE, MULTISAMPLES
     policy = ENV_POLICY_MAP[spec.metaworld_task]()
     operator = Operator.sample(seed)
+    operator.delay_starts = not spec.by_object_motion
     frames, states, actions, labels = [], [], [], []
     success_step = None
     try:

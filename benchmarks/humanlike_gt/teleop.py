@@ -34,6 +34,9 @@ class Operator:
     grip_rate: float = 0.12  # per-step change of the grip command while closing
     regrasp_p: float = 0.4
     hesitate_p: float = 0.01  # per step, a mid-motion pause
+    # Pause (and maybe re-grasp) before each later subtask. Off where a subtask is only seen to
+    # start once the object moves (metaworld_gt's `by_object_motion`): the pause would come after.
+    delay_starts: bool = True
     _grip: float = -1.0
     _drift: np.ndarray = field(default_factory=lambda: np.zeros(3))
     _inserted: deque = field(default_factory=deque)  # queued operator-made actions
@@ -69,7 +72,7 @@ class Operator:
         target_grip = float(policy_action[3])
         closing = self._opening - opening > SETTLED
         self._opening = opening
-        if not self._inserted and phase > progress and phase not in self._perturbed:
+        if self.delay_starts and not self._inserted and phase > progress and phase not in self._perturbed:
             self._delay_start(phase)
         if not self._inserted and phase == 0 and not self._corrected and self.rng.random() < 0.03:
             self._corrected = True  # overshoot sideways for a few steps; the closed loop corrects it

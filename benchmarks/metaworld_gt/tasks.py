@@ -43,6 +43,9 @@ class TaskSpec:
     instruction: str
     subtasks: tuple[tuple[str, Skill], ...]  # (instruction, skill) in execution order
     phase: Callable[[Obs], int]  # parsed observation -> index into `subtasks`
+    # The phase is read from the object's own motion, not the policy's branch: a later subtask is
+    # seen to start once the object has already moved (so nothing can be inserted before it).
+    by_object_motion: bool = False
 
 
 def _xy_far(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
@@ -336,9 +339,9 @@ _SPECS = (
     TaskSpec("dial-turn-v3", "turn the dial",
              (("move the gripper onto the dial", "reach"), ("turn the dial", "turn")), _dial_turn),
     TaskSpec("door-close-v3", "close the door",
-             (("move the gripper to the door handle", "reach"), ("push the door closed", "close")), _door_close),
+             (("move the gripper to the door handle", "reach"), ("push the door closed", "close")), _door_close, by_object_motion=True),
     TaskSpec("door-lock-v3", "lock the door",
-             (("reach the door lock", "reach"), ("turn the lock down", "turn")), _door_lock),
+             (("reach the door lock", "reach"), ("turn the lock down", "turn")), _door_lock, by_object_motion=True),
     TaskSpec("door-unlock-v3", "unlock the door",
              (("reach the door lock", "reach"), ("turn the lock to unlock the door", "turn")), _door_unlock),
     TaskSpec("hand-insert-v3", "put the block into the hole",
@@ -348,7 +351,7 @@ _SPECS = (
     TaskSpec("handle-pull-v3", "pull the handle up",
              (("move the gripper under the handle", "reach"), ("pull the handle up", "pull")), _handle_pull),
     TaskSpec("lever-pull-v3", "pull the lever up",
-             (("reach under the lever", "reach"), ("pull the lever up", "pull")), _lever_pull),
+             (("reach under the lever", "reach"), ("pull the lever up", "pull")), _lever_pull, by_object_motion=True),
     TaskSpec("plate-slide-back-v3", "slide the plate back out of the goal",
              (("reach the plate", "reach"), ("slide the plate back out of the goal", "pull")), _plate_slide_back),
     TaskSpec("plate-slide-back-side-v3", "slide the plate sideways back out of the goal",
@@ -362,7 +365,7 @@ _SPECS = (
     TaskSpec("reach-wall-v3", "reach the goal behind the wall",
              (("raise the gripper over the wall", "reach"), ("move the gripper to the goal", "reach")), _reach_wall),
     TaskSpec("soccer-v3", "push the ball into the goal",
-             (("move the gripper behind the ball", "reach"), ("push the ball into the goal", "push")), _soccer),
+             (("move the gripper behind the ball", "reach"), ("push the ball into the goal", "push")), _soccer, by_object_motion=True),
     TaskSpec("sweep-v3", "sweep the cube off the table",
              (("grasp the cube", "pick"), ("sweep the cube off the table", "push")), _sweep),
 )
