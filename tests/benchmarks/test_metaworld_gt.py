@@ -97,3 +97,30 @@ def test_an_unknown_state_convention_is_refused_before_any_recording(tmp_path):
     result = CliRunner().invoke(app, ["--out", str(tmp_path / "gt"), "--tasks", "pick-place-v3", "--state", "joints"])
     assert result.exit_code == 2 and "unknown state convention 'joints'; defined: hand, objects" in result.output
     assert not (tmp_path / "gt").exists()
+
+
+def test_released_lists_the_25_tasks_and_object_motion_phases_read_the_object():
+    from benchmarks.metaworld_gt.tasks import LEVER_RADIUS, RELEASED
+
+    assert len(set(RELEASED)) == 25 and set(RELEASED) <= set(TASKS)
+    # lever-pull: the lever turns about a pivot LEVER_RADIUS below the goal; at rest it points at the robot
+    goal = np.array([0.04, 0.75, 0.45])
+    pivot = goal - [0, 0, LEVER_RADIUS]
+
+    def lever(degrees: float) -> dict:
+        a = np.radians(degrees)
+        pos = pivot + LEVER_RADIUS * np.array([0, -np.cos(a), np.sin(a)])
+        return {"hand_pos": pos, "gripper": 1.0, "lever_pos": pos, "unused_info": np.r_[np.zeros(29), goal]}
+
+    phase = TASKS["lever-pull-v3"].phase
+    assert [phase(lever(d)) for d in (0.0, -3.0, 1.0, 3.0, 60.0)] == [0, 0, 0, 1, 1]
+    # door-lock: the lock going down during the last step (its previous position 15 values on)
+    lock = np.array([0.0, 0.67, 0.22])
+
+    def moved(dz: float) -> dict:
+        previous = np.zeros(29)
+        previous[15:18] = lock - [0, 0, dz]
+        return {"hand_pos": lock + [0, 0, 0.05], "gripper": 1.0, "lock_pos": lock, "unused_info": previous}
+
+    assert [TASKS["door-lock-v3"].phase(moved(dz)) for dz in (0.0, 0.0005, -0.003, 0.003)] == [0, 0, 1, 0]
+    assert all(TASKS[t].by_object_motion for t in ("door-close-v3", "door-lock-v3", "lever-pull-v3", "soccer-v3"))
