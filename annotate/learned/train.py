@@ -141,8 +141,8 @@ def fit(
     return model
 
 
-def pretrain(spec: ModelSpec, samples: Sequence[Sample], config: TrainConfig = TrainConfig(), **info: str) -> LearnedModel:
-    """A new model trained on `samples`; `info` fields (data_hash, trained_on) go into its metadata."""
+def pretrain(spec: ModelSpec, samples: Sequence[Sample], config: TrainConfig = TrainConfig(), **info: object) -> LearnedModel:
+    """A new model trained on `samples`; `info` fields (data_hash, trained_on, heuristic_prior) go into its metadata."""
     model = fit(LearnedModel.new(spec, config.seed), samples, config)
     model.info = replace(model.info, **info)
     return model
