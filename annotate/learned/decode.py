@@ -5,8 +5,10 @@ from a team's accepted episodes, e.g. +1 where a handover ends with the release)
 2-5 and the model follows the plan, else the model's own: one more than the boundaries its probability
 mass adds up to.
 The boundaries are the `k - 1` frames, at least `min_gap` apart, with the highest summed
-boundary probability (exact, by dynamic programming). Segments are named from the plan when
-the counts agree, else from the skill the model gives the segment.
+boundary probability (exact, by dynamic programming), plus the weights' `heuristic_prior` times the
+heuristic's proposed boundaries: held out, the network is unsure on tasks unlike its training ones
+(peaks of 0.1-0.2 at a wrong cue), and there the rules decide; where it is sure it overrules them.
+Segments are named from the plan when the counts agree, else from the skill the model gives the segment.
 """
 
 from __future__ import annotations
