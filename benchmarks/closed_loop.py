@@ -22,6 +22,7 @@ Stages run under `nice -n $CLOSED_LOOP_NICE` (default 10). report.json gathers t
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import subprocess
@@ -98,6 +99,28 @@ def _stores(out: Path, folders: list[Path], arms: list[str]) -> dict[str, Path]:
     return stores
 
 
+def _successes(rollout: Path, task: str) -> dict[int, bool]:
+    return {int(f.stem): json.loads(f.read_text())["success"] for f in (rollout / "episodes" / task).glob("*.json")}
+
+
+def _paired(out: Path, tasks: list[str]) -> dict[str, dict]:
+    """Per task both arms ran: the episodes (same seeds) only one arm solved, and the exact two-sided
+    McNemar p-value on those discordant pairs (binomial, p = 1/2)."""
+    paired = {}
+    for task in tasks:
+        a, b = (_successes(out / f"rollout-{arm}", task) for arm in ARMS)
+        seeds = sorted(a.keys() & b.keys())
+        if not seeds:
+            continue
+        only_a, only_b = sum(a[i] and not b[i] for i in seeds), sum(b[i] and not a[i] for i in seeds)
+        n, k = only_a + only_b, min(only_a, only_b)
+        p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+        paired[task] = {"episodes": len(seeds), "only_subtasks": only_a, "only_task_only": only_b,
+                        "both": sum(a[i] and b[i] for i in seeds), "neither": sum(not (a[i] or b[i]) for i in seeds),
+                        "mcnemar_p": p}
+    return paired
+
+
 def main(
     out: Annotated[Path, typer.Option(help="Working folder (stages already done there are skipped).")] = Path(
         "benchmarks/out/closed_loop"
@@ -154,7 +177,11 @@ def main(
         report["arms"] = {**earlier, **report["arms"]}
         report["arms"][arm] = {"train": json.loads(timing.read_text()),
                                "tasks": {**earlier.get(arm, {}).get("tasks", {}), **measured}}
+        report["paired"] = _paired(out, names)
         report_file.write_text(json.dumps(report, indent=2))
+    for task, x in report.get("paired", {}).items():
+        console.print(f"{task}: same seeds, only subtasks succeeded {x['only_subtasks']}, only task-only "
+                      f"{x['only_task_only']}, both {x['both']}, neither {x['neither']}; exact McNemar p = {x['mcnemar_p']:.3f}")
     for arm, r in report["arms"].items():
         t = r["train"]
         console.print(f"[bold]{arm}[/] (SFT {steps} steps: {t['wall_s'] / 60:.1f} min wall, {t['cpu_s'] / 60:.1f} min CPU)")
