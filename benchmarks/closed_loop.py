@@ -37,7 +37,7 @@ from atomvla.cli import console, setup_logging
 
 EVAL_SEED = 1000  # rollout seeds EVAL_SEED.. never appear among the demonstrations' 0..N-1
 TASKS = "button-press-v3,drawer-close-v3,handle-press-v3,pick-place-v3"
-STEPS = 4000
+STEPS = 1500
 MAX_STEPS = 150
 ARMS = ("subtasks", "task-only")
 VENV_BIN = Path(sys.executable).parent
