@@ -3,9 +3,9 @@
     python -m benchmarks.learned_data --out benchmarks/out/learned_data     # state-only episodes
     python -m benchmarks.learned_pretrain --data benchmarks/out/learned_data  # -> annotate/learned/weights/base.safetensors
 
-The packaged weights: `learned_data --seeds 8 --sources metaworld`, `--seeds 6 --sources
-metaworld_released`, `--seeds 6 --sources aloha` (162 episodes, data sha256 f535d4bb...), then
-`learned_pretrain` with the defaults below (1500 steps, ~1 CPU minute).
+The packaged weights: every source `learned_data` writes (metaworld, metaworld_released,
+humanlike, humanlike_aloha, humanlike_libero, libero, aloha: 752 episodes of 55 tasks, data sha256
+a8282e50...), then `learned_pretrain` with the defaults below (1500 steps, ~1 CPU minute).
 
 Reads every `<source>.pkl` under DATA (see benchmarks/learned_data.py), leaves out the sets that
 relabel the same episodes with another team's convention (`--exclude`, default the two-arm release
