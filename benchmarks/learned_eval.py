@@ -201,7 +201,11 @@ def pixel_ablation(config: TrainConfig) -> dict[str, Any]:
 
 def _propose_share(weights: bytes, records: list[dict], start: int) -> float:
     """One worker of the two-process measurement: propose every record; its CPU seconds."""
+    import torch
+
     from atomvla.annotate.learned import learned_backend
+
+    torch.set_num_threads(1)  # one core each: two processes of two threads each oversubscribe 2 cores
 
     backend = learned_backend(LearnedModel.from_bytes(weights))
     episodes = [episode_of(r, start + i) for i, r in enumerate(records)]
@@ -215,6 +219,7 @@ def speed(records: list[dict], model: LearnedModel) -> dict[str, float]:
     """Episodes a second through the backend path (one process; and two processes, one a core), and
     fine-tuning 20 episodes. Wall and CPU seconds both: on a shared machine CPU time is the one to trust."""
     from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
 
     from atomvla.annotate.learned import learned_backend
 
@@ -231,7 +236,8 @@ def speed(records: list[dict], model: LearnedModel) -> dict[str, float]:
     h_wall, h_cpu = timed(lambda: [HeuristicBackend().propose(e) for e in episodes])
     n = len(episodes)
     weights, half = model.to_bytes(), n // 2
-    with ProcessPoolExecutor(2) as pool:  # started and warmed (imports, weights) before the clock
+    # spawned: a forked child of a process whose torch thread pool has run deadlocks on its first op
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:  # warmed before the clock
         list(pool.map(_propose_share, [weights] * 2, [records[:2], records[2:4]], [0, 2]))
         started = time.perf_counter()
         cpus = list(pool.map(_propose_share, [weights] * 2, [records[:half], records[half:]], [0, half]))
