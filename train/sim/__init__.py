@@ -14,16 +14,18 @@ set of seeds (recorded initial states) says how many in `seeds`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from jaxtyping import Float
 
 from atomvla.errors import UserError
 from atomvla.registry import Registry
+
+T = TypeVar("T")
 
 
 class SimError(UserError, ValueError):
@@ -95,12 +97,25 @@ def env_id_in_suite(sim: Simulator, suite: str | None, task: str) -> str:
 
 
 @cache
-def unstable_warnings() -> tuple[int, ...]:
+def _unstable_warnings() -> tuple[int, ...]:
     """MuJoCo's warnings that mean the physics blew up (it then resets the simulation silently)."""
     import mujoco
 
     w = mujoco.mjtWarning
     return (int(w.mjWARN_BADQACC), int(w.mjWARN_BADQVEL), int(w.mjWARN_BADQPOS), int(w.mjWARN_BADCTRL))
+
+
+def step_mujoco(data: Any, step: Callable[[], T], where: str, step_index: int, action: np.ndarray) -> T:
+    """`step()` of a MuJoCo simulation whose `data` it reads; raises SimCrash naming `where` and the
+    step when MuJoCo warned that the physics blew up (e.g. on a NaN action): it only warns and
+    resets the simulation, so the episode would go on from a state it never reached."""
+    unstable = _unstable_warnings()
+    before = [data.warning[w].number for w in unstable]
+    out = step()
+    if any(data.warning[w].number > n for w, n in zip(unstable, before)):
+        raise SimCrash(f"{where}: the simulation became unstable at step {step_index} "
+                       f"(NaN or Inf in the physics; action {np.asarray(action).tolist()})")
+    return out
 
 
 def check_env_id(sim: Simulator, env_id: str) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from jaxtyping import Float, UInt8
 
-from atomvla.train.sim import SIMULATORS, Layout, Observation, SimCrash, SimError, unstable_warnings
+from atomvla.train.sim import SIMULATORS, Layout, Observation, SimError, step_mujoco
 
 log = logging.getLogger(__name__)
 
@@ -244,15 +244,9 @@ class LiberoEnv:
         self._state, self._steps = self._scene.state(None), 0
 
     def step(self, action: Float[np.ndarray, " 7"]) -> bool:
-        data = self._scene._data
-        unstable = unstable_warnings()
-        before = [data.warning[w].number for w in unstable]
-        self._scene.step(action_of(action))
         self._steps += 1
-        # MuJoCo only warns (and resets the simulation) when the physics blows up, e.g. on a NaN action
-        if any(data.warning[w].number > n for w, n in zip(unstable, before)):
-            raise SimCrash(f"{self.suite}/{self.task}: the simulation became unstable at step {self._steps} "
-                           f"(NaN or Inf in the physics; action {np.asarray(action).tolist()})")
+        step_mujoco(self._scene._data, lambda: self._scene.step(action_of(action)), f"{self.suite}/{self.task}",
+                    self._steps, action)
         self._state = self._scene.state(self._state)
         return self._scene.success()
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from jaxtyping import Float, UInt8
 
-from atomvla.train.sim import SIMULATORS, Layout, Observation, SimCrash, SimError, check_env_id
+from atomvla.train.sim import SIMULATORS, Layout, Observation, SimError, check_env_id, step_mujoco
 
 logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL logs an INFO line when Meta-World imports it
 
@@ -93,14 +93,6 @@ def _env_ids() -> tuple[str, ...]:
     return tuple(sorted(ALL_V3_ENVIRONMENTS))
 
 
-@cache
-def _unstable_warnings() -> tuple[int, ...]:
-    import mujoco
-
-    w = mujoco.mjtWarning
-    return (int(w.mjWARN_BADQACC), int(w.mjWARN_BADQVEL), int(w.mjWARN_BADQPOS), int(w.mjWARN_BADCTRL))
-
-
 def layout_of(state: str = "hand") -> Layout:
     names = feature_names(state)
     return Layout((CAMERA_KEY,), names[STATE_KEY], names[ACTION_KEY])
@@ -128,17 +120,9 @@ class MetaWorldEnv:
         self._steps = 0
 
     def step(self, action: Float[np.ndarray, " 4"]) -> bool:
-        data = self._env.unwrapped.data
-        unstable = _unstable_warnings()
-        before = [data.warning[w].number for w in unstable]
-        self._obs, _, _, _, info = self._env.step(action_of(action))
         self._steps += 1
-        # MuJoCo only warns (and resets the simulation) when the physics blows up, e.g. on a NaN action
-        if any(data.warning[w].number > n for w, n in zip(unstable, before)):
-            raise SimCrash(
-                f"{self.task}: the simulation became unstable at step {self._steps} "
-                f"(NaN or Inf in the physics; action {np.asarray(action).tolist()})"
-            )
+        self._obs, _, _, _, info = step_mujoco(self._env.unwrapped.data, lambda: self._env.step(action_of(action)),
+                                               self.task, self._steps, action)
         return bool(info["success"])
 
     def observe(self) -> Observation:
