@@ -244,7 +244,7 @@ def grpo(
 def rollout(
     tasks: Annotated[str, typer.Option("--tasks", help="ENV_ID=INSTRUCTION[,ENV_ID=INSTRUCTION...]: the envs and the task prompt of each (no commas in a prompt). With --suite, a task's name or number in the suite, its instruction the suite's unless given.")],
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="SFT checkpoint (step-N folder or a run folder).")] = None,
-    env: Annotated[str, typer.Option("--env", help="Simulator (metaworld, libero).")] = "metaworld",
+    env: Annotated[str, typer.Option("--env", help="Simulator: metaworld (hand state), metaworld-objects (hand + object + goal state), libero.")] = "metaworld",
     suite: Annotated[Optional[str], typer.Option("--suite", help="The simulator's suite the --tasks are in (libero: libero_10, libero_goal, ...).")] = None,
     episodes: Annotated[int, typer.Option("--episodes", help="Episodes per task; episode i runs with seed SEED+i.")] = 10,
     out: Annotated[Path, typer.Option("--out", help="Folder for results.json, success.png, videos/; a re-run resumes there.")] = Path("runs/rollout"),

@@ -1,7 +1,7 @@
 """Simulators behind one small interface, rendering exactly as their datasets were recorded.
 
-`SIMULATORS[name]` (lazy plug-ins: `metaworld`, `libero`) is a `Simulator`: it lists its env ids
-and makes a `SimEnv` for one of them. A `SimEnv` resets with a seed, steps with one action, and
+`SIMULATORS[name]` (lazy plug-ins: `metaworld`, `metaworld-objects`, `libero`) is a `Simulator`: it
+lists its env ids and makes a `SimEnv` for one of them. A `SimEnv` resets with a seed, steps with one action, and
 observes in the shape `load_policy().infer` takes (`{"images": {camera: (H, W, 3)
 uint8}, "state": (S,) float32}`); its `Layout` names the cameras, state and action features as a
 dataset recorded from it names them, so a checkpoint can be checked against it before any rollout.
