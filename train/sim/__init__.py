@@ -118,11 +118,15 @@ def step_mujoco(data: Any, step: Callable[[], T], where: str, step_index: int, a
     return out
 
 
-def check_env_id(sim: Simulator, env_id: str) -> None:
+def close_names(name: str, names: Sequence[str], what: str) -> str:
+    """The end of an 'unknown name' message: the closest of `names`, else how many `what` there are."""
     import difflib
 
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else f" (it has {len(names)} {what}, e.g. {', '.join(names[:3])})"
+
+
+def check_env_id(sim: Simulator, env_id: str) -> None:
     ids = list(sim.env_ids())
     if env_id not in ids:
-        close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(close)}?" if close else f" (it has {len(ids)} envs, e.g. {', '.join(ids[:3])})"
-        raise SimError(f"{sim.name} has no env {env_id!r}{hint}")
+        raise SimError(f"{sim.name} has no env {env_id!r}{close_names(env_id, ids, 'envs')}")

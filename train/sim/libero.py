@@ -14,7 +14,6 @@ is the task's BDDL goal as the env evaluates it.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 from jaxtyping import Float, UInt8
 
-from atomvla.train.sim import SIMULATORS, Layout, Observation, SimError, step_mujoco
+from atomvla.train.sim import SIMULATORS, Layout, Observation, SimError, close_names, step_mujoco
 
 log = logging.getLogger(__name__)
 
@@ -117,21 +116,16 @@ def suites() -> dict[str, dict[str, str]]:
     return found
 
 
-def _close(name: str, names: Sequence[str], what: str) -> str:
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-    return f"; did you mean {' or '.join(close)}?" if close else f" (it has {len(names)} {what}, e.g. {', '.join(names[:2])})"
-
-
 def split_env_id(env_id: str) -> tuple[str, str]:
     """`SUITE/TASK` -> (suite, task), refused in one line naming close suites or tasks."""
     suite, sep, task = env_id.partition("/")
     known = suites()
     if suite not in known:
-        hint = _close(suite, sorted(known), "suites")
+        hint = close_names(suite, sorted(known), "suites")
         raise SimError(f"libero has no suite {suite!r}{hint}" if sep else
                        f"libero env ids are SUITE/TASK (or pass --suite): {env_id!r} names no suite{hint}")
     if task not in known[suite]:
-        raise SimError(f"libero suite {suite} has no task {task!r}{_close(task, list(known[suite]), 'tasks')}")
+        raise SimError(f"libero suite {suite} has no task {task!r}{close_names(task, list(known[suite]), 'tasks')}")
     return suite, task
 
 
