@@ -255,6 +255,7 @@ def rollout(
     token: Annotated[Optional[str], typer.Option("--token", envvar="ATOMVLA_SERVE_TOKEN", help="The server's token (env ATOMVLA_SERVE_TOKEN).")] = None,
     video: Annotated[bool, typer.Option("--video/--no-video", help="Write one MP4 per episode.")] = True,
     device: Annotated[str, typer.Option(help="Where a local policy runs (cpu, cuda).")] = "cpu",
+    episode_timeout: Annotated[float, typer.Option("--episode-timeout", min=1, help="Seconds one episode may take; a simulator or policy that hangs longer is killed and its episode fails with the reason.")] = 900.0,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run a policy in closed loop in a simulator: success per task (Wilson 95% interval), the subtasks
@@ -267,7 +268,8 @@ def rollout(
     from atomvla.train.rollout.run import RESULTS_FILE, RolloutSpec, parse_tasks
     from atomvla.train.rollout.run import rollout as run_rollout
 
-    spec = RolloutSpec(env, parse_tasks(tasks, env, suite), episodes, out, checkpoint, server, token, seed, max_steps, workers, video, device)
+    spec = RolloutSpec(env, parse_tasks(tasks, env, suite), episodes, out, checkpoint, server, token, seed, max_steps,
+                       workers, video, device, episode_timeout)
     wins: dict[str, int] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as bar:

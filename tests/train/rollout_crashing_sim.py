@@ -1,11 +1,12 @@
 """A test-only simulator plug-in: Meta-World whose env takes its own process down at chosen seeds,
-the way a segfault in MuJoCo takes a rollout worker down. Registered on import (also in a rollout's
+the way a segfault in MuJoCo takes a rollout worker down, or hangs at one, as a deadlock would. Registered on import (also in a rollout's
 worker processes, which import it when they unpickle the simulator)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from atomvla.train.sim.metaworld import MetaWorld
 NAME = "metaworld-that-crashes"
 SEGFAULT_SEED = 0  # killed by SIGSEGV at its second step
 EXIT_SEED = 2  # os._exit(3) at its second step: no exception, no cleanup
+HANG_SEED = 3  # never returns from its second step
 
 
 class CrashingEnv:
@@ -32,6 +34,8 @@ class CrashingEnv:
             os.kill(os.getpid(), signal.SIGSEGV)
         if self.steps == 2 and self.seed == EXIT_SEED:
             os._exit(3)
+        if self.steps == 2 and self.seed == HANG_SEED:
+            time.sleep(3600)
         return self.env.step(action)
 
     def observe(self):

@@ -201,3 +201,19 @@ def test_a_worker_that_dies_fails_only_its_episode_and_is_replaced(tiny_checkpoi
             assert not list((out / "videos" / "button-press-v3").glob(f"{e['episode']:04d}.mp4*"))
         else:
             assert e["error"] is None and e["steps"] == 4 and (out / e["video"]).is_file()
+
+
+def test_a_worker_that_hangs_is_killed_after_the_episode_timeout_and_the_rollout_goes_on(tiny_checkpoint, tmp_path):
+    from tests.train import rollout_crashing_sim as crashing
+
+    out = tmp_path / "ro"
+    r = run("rollout", "--env", crashing.NAME, "--checkpoint", str(tiny_checkpoint), "--tasks",
+            "button-press-v3=press the button", "--seed", str(crashing.HANG_SEED), "--episodes", "2",
+            "--max-steps", "4", "--no-video", "--episode-timeout", "20", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    task = json.loads((out / "results.json").read_text())["tasks"]["button-press-v3"]
+    hung, ran = (json.loads((out / "episodes" / "button-press-v3" / f"{i:04d}.json").read_text()) for i in range(2))
+    assert "no answer in 20 s: killed" in hung["error"] and not hung["success"]
+    assert ran["error"] is None and ran["steps"] == 4  # in a new worker
+    # the killed episode is a crash, not a step count of 0 pulling the mean down
+    assert task["crashed"] == 1 and task["mean_steps"] == 4.0

@@ -32,14 +32,16 @@ def task_summary(instruction: str, episodes: Sequence[EpisodeResult]) -> dict[st
     wins = sum(e.success for e in episodes)
     sequences: Counter[tuple[str, ...]] = Counter(tuple(e.announced) for e in episodes)
     won: Counter[tuple[str, ...]] = Counter(tuple(e.announced) for e in episodes if e.success)
-    timed_out = [e for e in episodes if not e.success and e.error is None]
+    ran = [e for e in episodes if e.error is None]
+    timed_out = [e for e in ran if not e.success]
     return {
         "instruction": instruction,
         "episodes": n,
         "successes": wins,
         "success_rate": wins / n if n else 0.0,
         "ci95": list(wilson(wins, n)),
-        "mean_steps": sum(e.steps for e in episodes) / n if n else 0.0,
+        # over the episodes that ran: a crash would pull the mean towards 0 steps
+        "mean_steps": sum(e.steps for e in ran) / len(ran) if ran else 0.0,
         "crashed": sum(e.error is not None for e in episodes),
         "subtasks": {
             # every announced sequence (repeats collapsed), how often, how often it succeeded

@@ -51,6 +51,7 @@ class RolloutSpec:
     workers: int = 1
     video: bool = True
     device: str = "cpu"
+    episode_timeout_s: float = 900.0  # a worker that hangs this long in one episode is killed
 
 
 def parse_tasks(text: str, simulator: str = "metaworld", suite: str | None = None) -> tuple[tuple[str, str], ...]:
@@ -210,7 +211,7 @@ def _run_jobs(spec: RolloutSpec, max_steps: int, jobs: Sequence[_Job]) -> Iterat
     threads = None if spec.workers == 1 else 1  # one thread each where they share the cores
     sim = SIMULATORS[spec.simulator]
     for result in run_in_workers(spec.workers, _init_worker, (sim, spec, max_steps, threads), _run_job,
-                                 _close_worker, jobs, died):
+                                 _close_worker, jobs, died, spec.episode_timeout_s):
         _save(spec, result)
         yield result
 

@@ -6,13 +6,15 @@ runs `init(*init_args)` once, then `work(job)` for each job it is sent, over its
 parent waits on every pipe and every process at once, so it knows which job a dead worker held.
 An exception raised by `init` or `work` is raised again in the parent (the whole run stops: that is
 a bug or bad input, not a crash); a worker that dies before it is ready stops the run too (it would
-die again).
+die again). A worker that hangs (holds its job past `timeout_s`) is killed and its job fails the
+same way: a deadlocked simulator must not hang the whole run.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -72,14 +74,16 @@ class _Worker(Generic[J]):
     process: BaseProcess
     conn: Connection
     job: J | None = None
+    deadline: float = float("inf")  # time.monotonic() by which its job must be answered
 
 
 def run_in_workers(
     n: int, init: Callable[..., Any], init_args: tuple, work: Callable[[J], R], close: Callable[[], None],
-    jobs: Sequence[J], died: Callable[[J, str], R],
+    jobs: Sequence[J], died: Callable[[J, str], R], timeout_s: float | None = None,
 ) -> Iterator[R]:
     """`work(job)` for every job on `n` workers, yielding results as they finish; a job whose worker
-    died yields `died(job, how)` instead. `init`, `work` and `close` must be importable functions."""
+    died, or gave no answer within `timeout_s`, yields `died(job, how)` instead. `init`, `work` and
+    `close` must be importable functions."""
     ctx = get_context("spawn")
 
     def start() -> _Worker[J]:
@@ -93,9 +97,27 @@ def run_in_workers(
     workers = [start() for _ in range(min(n, len(pending)))]
     stopping: list[_Worker[J]] = []
     finished = False
+    def assign(w: _Worker[J]) -> None:
+        w.job = pending.popleft()
+        w.deadline = time.monotonic() + timeout_s if timeout_s is not None else float("inf")
+        _send(w.conn, w.job)  # a worker that died meanwhile is found dead with this job
+
     try:
         while workers:
-            ready = set(wait([w.conn for w in workers] + [w.process.sentinel for w in workers]))
+            deadline = min(w.deadline for w in workers)
+            wait_s = None if deadline == float("inf") else max(0.0, deadline - time.monotonic())
+            ready = set(wait([w.conn for w in workers] + [w.process.sentinel for w in workers], wait_s))
+            for w in [w for w in workers if w.job is not None and w.deadline <= time.monotonic()
+                      and w.conn not in ready and w.process.sentinel not in ready]:
+                w.process.kill()
+                w.process.join()
+                w.conn.close()
+                workers.remove(w)
+                how = f"no answer in {timeout_s:g} s: killed"
+                log.warning("a worker hung (%s) during %s%s", how, w.job, "; starting another" if pending else "")
+                yield died(w.job, how)
+                if pending:
+                    workers.append(start())
             for w in [w for w in workers if w.conn in ready or w.process.sentinel in ready]:
                 message = None
                 try:
@@ -120,11 +142,10 @@ def run_in_workers(
                 if kind == "raised":
                     raise value
                 if kind == "done":
-                    w.job = None
+                    w.job, w.deadline = None, float("inf")
                     yield value
                 if pending:
-                    w.job = pending.popleft()
-                    _send(w.conn, w.job)  # a worker that died meanwhile is found dead with this job
+                    assign(w)
                 else:  # nothing left for it: let it close its envs and policy
                     _send(w.conn, None)
                     workers.remove(w)
