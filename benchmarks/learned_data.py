@@ -10,7 +10,9 @@ state, action, true subtasks), plus `<source>.json`: episodes kept and skipped p
 was skipped, and the generation's CPU and wall seconds. Sources:
 
 - `metaworld`: the 14 Meta-World tasks; `metaworld_released`: the 25 issue 15 released (both
-  benchmarks/metaworld_gt, seeds 0..N-1);
+  benchmarks/metaworld_gt, seeds 0..N-1); their state is `--state`'s convention
+  (`atomvla.train.sim.metaworld.STATES`: `hand`, hand xyz and gripper; `objects`, also the object's
+  and the goal's xyz), as is `humanlike`'s;
 - `humanlike`: every one of those 39 tasks driven by benchmarks/humanlike_gt's operator (seeds
   1000..1000+N-1, so no episode repeats a scripted one);
 - `aloha`: gym-aloha's two-arm cube transfer; it also writes each episode relabelled with the
@@ -48,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from atomvla.cli import setup_logging
+from atomvla.train.sim.metaworld import STATES
 
 log = logging.getLogger("learned_data")
 
@@ -94,30 +97,32 @@ def _of_recording(source: str, task: str, recording, subtasks, fps: float, names
     return _sample(source, task, recording.task, arrays["observation.state"], arrays["action"], subtasks, fps, names)
 
 
-def metaworld(seeds: int, released: bool = False) -> Iterator[Attempt]:
-    """The metaworld_gt tasks (`released`: only those issue 15 released, generated apart)."""
+def metaworld(seeds: int, state: str, released: bool = False) -> Iterator[Attempt]:
+    """The metaworld_gt tasks (`released`: only those issue 15 released, generated apart) with the
+    state convention `state`."""
+    from atomvla.train.sim.metaworld import feature_names
     from benchmarks.metaworld_gt.generate import FPS
-    from benchmarks.metaworld_gt.record import FEATURE_NAMES, record
+    from benchmarks.metaworld_gt.record import record
     from benchmarks.metaworld_gt.tasks import RELEASED, TASKS
 
     def make(task: str, seed: int) -> list[dict[str, Any]]:
-        demo = record(TASKS[task], seed, render=False)
-        return [_of_recording("metaworld", task, demo.recording, demo.subtasks, FPS, FEATURE_NAMES)]
+        demo = record(TASKS[task], seed, render=False, state=state)
+        return [_of_recording("metaworld", task, demo.recording, demo.subtasks, FPS, feature_names(state))]
 
     for task in TASKS:
         if (task in RELEASED) == released:
             yield from (Attempt(task, seed, lambda t=task, s=seed: make(t, s)) for seed in range(seeds))
 
 
-def humanlike(seeds: int) -> Iterator[Attempt]:
-    """Every metaworld_gt task through humanlike_gt's operator."""
+def humanlike(seeds: int, state: str) -> Iterator[Attempt]:
+    """Every metaworld_gt task through humanlike_gt's operator, with the state convention `state`."""
+    from atomvla.train.sim.metaworld import feature_names
     from benchmarks.humanlike_gt.generate import FPS, record
-    from benchmarks.metaworld_gt.record import FEATURE_NAMES
     from benchmarks.metaworld_gt.tasks import TASKS
 
     def make(task: str, seed: int) -> list[dict[str, Any]]:
-        recording, subtasks, _ = record(TASKS[task], seed, render=False)
-        return [_of_recording("humanlike", task, recording, subtasks, FPS, FEATURE_NAMES)]
+        recording, subtasks, _ = record(TASKS[task], seed, render=False, state=state)
+        return [_of_recording("humanlike", task, recording, subtasks, FPS, feature_names(state))]
 
     for task in TASKS:
         seeds_ = range(HUMANLIKE_SEED0, HUMANLIKE_SEED0 + seeds)
@@ -181,11 +186,12 @@ def libero(seeds: int, humanlike: bool = False) -> Iterator[Attempt]:
             scene.close()
 
 
-SOURCES: dict[str, Callable[[int], Iterator[Attempt]]] = {
-    "metaworld": metaworld, "metaworld_released": lambda seeds: metaworld(seeds, released=True),
-    "humanlike": humanlike, "aloha": aloha, "libero": libero,
-    "humanlike_libero": lambda seeds: libero(seeds, humanlike=True),
-    "humanlike_aloha": lambda seeds: aloha(seeds, humanlike=True),
+# Each source from (seeds, the Meta-World state convention); the other robots have their own state.
+SOURCES: dict[str, Callable[[int, str], Iterator[Attempt]]] = {
+    "metaworld": metaworld, "metaworld_released": lambda seeds, state: metaworld(seeds, state, released=True),
+    "humanlike": humanlike, "aloha": lambda seeds, _: aloha(seeds), "libero": lambda seeds, _: libero(seeds),
+    "humanlike_libero": lambda seeds, _: libero(seeds, humanlike=True),
+    "humanlike_aloha": lambda seeds, _: aloha(seeds, humanlike=True),
 }
 
 
@@ -208,12 +214,12 @@ def _bounded(attempt: Attempt, episode_s: float) -> list[dict[str, Any]]:
             signal.signal(sig, handler)
 
 
-def generate(name: str, seeds: int, budget_s: float, episode_s: float) -> tuple[list[dict[str, Any]], Tally]:
+def generate(name: str, seeds: int, budget_s: float, episode_s: float, state: str = "hand") -> tuple[list[dict[str, Any]], Tally]:
     """Every attempt of a source, each bounded, the source bounded by `budget_s` CPU seconds."""
     samples: list[dict[str, Any]] = []
     tally = Tally()
     started = time.process_time()
-    attempts = SOURCES[name](seeds)
+    attempts = SOURCES[name](seeds, state)
     for attempt in attempts:
         if time.process_time() - started > budget_s:
             tally.unattempted = 1 + sum(1 for _ in attempts)
@@ -249,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-s", type=float, default=1800.0, help="CPU seconds per source")
     parser.add_argument("--episode-s", type=float, default=60.0, help="CPU seconds per episode")
     parser.add_argument("--ready", type=Path, help="append a line per finished source to this file")
+    parser.add_argument("--state", choices=list(STATES), default="hand",
+                        help="Meta-World state convention (metaworld, metaworld_released, humanlike): hand, or objects (+ object and goal xyz)")
     args = parser.parse_args(argv)
     # MuJoCo reads MUJOCO_GL once, at its first import: a Meta-World source imports it first, and a
     # LIBERO scene made later in the same process then failed to create its (unused) offscreen
@@ -263,11 +271,11 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name in names:
         cpu, wall = time.process_time(), time.perf_counter()
-        samples, tally = generate(name, args.seeds, args.budget_s, args.episode_s)
+        samples, tally = generate(name, args.seeds, args.budget_s, args.episode_s, args.state)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         episodes = Counter(s["task"] for s in samples)
         manifest = {
-            "source": name, "seeds": args.seeds, "episodes": len(samples), "tasks": len(episodes),
+            "source": name, "seeds": args.seeds, "state": args.state, "episodes": len(samples), "tasks": len(episodes),
             "per_task": dict(episodes), "skipped": dict(tally.skipped), "why_skipped": dict(tally.why),
             "unattempted": tally.unattempted, "cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
         }

@@ -29,7 +29,9 @@ from rich.progress import track
 from atomvla.cli import setup_logging
 from atomvla.curate.exports.lerobot_v3 import EpisodeRecording, write_lerobot_v3
 from atomvla.schemas import Subtask
-from benchmarks.metaworld_gt.record import CAMERA, CAMERA_KEY, FEATURE_NAMES, MULTISAMPLES, SHADOW_MAP_SIZE, STEPS_AFTER_SUCCESS, DemoFailed, segment
+from benchmarks.metaworld_gt.record import (
+    CAMERA, CAMERA_KEY, FEATURE_NAMES, MULTISAMPLES, SHADOW_MAP_SIZE, STEPS_AFTER_SUCCESS, DemoFailed, segment, state_of,
+)
 from benchmarks.metaworld_gt.tasks import TASKS, TaskSpec
 
 from .teleop import Operator
@@ -47,9 +49,12 @@ DEFAULT_TASKS = (
 )
 
 
-def record(spec: TaskSpec, seed: int, render: bool = True) -> tuple[EpisodeRecording, tuple[Subtask, ...], np.ndarray]:
+def record(
+    spec: TaskSpec, seed: int, render: bool = True, state: str = "hand"
+) -> tuple[EpisodeRecording, tuple[Subtask, ...], np.ndarray]:
     """One teleoperated episode: the recording, its truth, and the grip commands (n,);
-    `render=False` records state and actions only."""
+    `render=False` records state and actions only; `state` names the state convention
+    (`atomvla.train.sim.metaworld.STATES`; the gripper stays column 3 in every one)."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     import gymnasium as gym
     import metaworld  # noqa: F401  (registers the Meta-World/* environments)
@@ -75,7 +80,7 @@ def record(spec: TaskSpec, seed: int, render: bool = True) -> tuple[EpisodeRecor
             progress = max(labels, default=0)
             action, own = operator.act(np.clip(policy.get_action(obs), -1.0, 1.0), phase, progress, float(obs[3]))
             labels.append(phase if own else progress)
-            states.append(obs[:4].astype(np.float32))
+            states.append(state_of(obs, state))
             actions.append(action)
             obs, _, _, truncated, info = env.step(action)
             if success_step is None and info["success"]:

@@ -26,7 +26,7 @@ def _fail() -> list:
 def test_an_episode_over_its_cpu_bound_or_failing_is_skipped_and_the_source_goes_on(monkeypatch):
     kept = {"source": "toy", "task": "a"}
 
-    def toy(seeds: int):
+    def toy(seeds: int, state: str):
         yield Attempt("a", 0, _burn)
         yield Attempt("a", 1, _fail)
         yield Attempt("b", 0, lambda: [kept])
@@ -40,7 +40,7 @@ def test_an_episode_over_its_cpu_bound_or_failing_is_skipped_and_the_source_goes
 
 
 def test_a_spent_source_budget_stops_before_the_next_episode(monkeypatch):
-    def toy(seeds: int):
+    def toy(seeds: int, state: str):
         for seed in range(5):
             yield Attempt("a", seed, _burn)
 
@@ -71,3 +71,18 @@ def test_a_real_source_writes_its_samples_its_counts_and_a_ready_line(tmp_path):
     assert [p.name for p in sorted(out.iterdir())] == ["aloha.json", "aloha.pkl"]  # no partial left
     (line,) = ready.read_text().splitlines()
     assert f"{out / 'aloha.pkl'}: {len(samples)} episodes" in line
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Constant")
+def test_the_objects_state_convention_adds_object_and_goal_to_the_same_episodes():
+    pytest.importorskip("metaworld")
+    for source in ("metaworld_released", "humanlike"):
+        attempts = {state: next(a for a in learned_data.SOURCES[source](1, state) if a.task == "reach-v3")
+                    for state in ("hand", "objects")}
+        (hand,), (objects,) = (attempts[s].make() for s in ("hand", "objects"))
+        assert objects["feature_names"]["observation.state"] == [
+            "hand_x", "hand_y", "hand_z", "gripper", "object_x", "object_y", "object_z", "goal_x", "goal_y", "goal_z"]
+        assert objects["state"][:, :4].tolist() == hand["state"].tolist() and objects["subtasks"] == hand["subtasks"]
+        goal = objects["state"][:, 7:]
+        assert (goal == goal[0]).all() and abs(goal[0]).sum() > 0  # the goal: one still point
