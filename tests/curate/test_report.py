@@ -16,8 +16,8 @@ from atomvla.curate.cli import app
 from atomvla.curate.store import Store
 from atomvla.schemas import Decomposition, Provenance, Subtask
 from builders import FIXTURES, V3_AV1
+from tests.e2e.review_server import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = Path("/usr/bin/chromium")
 runner = CliRunner()
 
 
@@ -54,19 +54,30 @@ def test_page_has_figures_cost_and_agreement(report):
     assert "backend vs annotator" in html
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium")
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
 def test_renders_in_headless_chromium(report, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        page = context.new_page()
         page.goto((report / "index.html").as_uri(), wait_until="load")
         widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.naturalWidth)")
         assert len(widths) == 5 and min(widths) > 100  # 2 histograms + 3 timelines, all decoded
         assert page.inner_text("h1") == "Subtask curation report"
+        # The capture must not resize the view. A full-page capture of a page taller than the viewport
+        # makes Chromium resize the view inside the capture and copy the first frame of the new size;
+        # on a busy machine that frame may not exist yet, and Chromium answers "Unable to capture
+        # screenshot". So the viewport takes the page's height first, and the capture waits until the
+        # page has that size and has painted a frame at it (two animation frames).
+        height = page.evaluate("document.documentElement.scrollHeight")
+        page.set_viewport_size({"width": 1200, "height": height})
+        page.wait_for_function("height => window.innerHeight === height", arg=height)
+        page.evaluate("new Promise(painted => requestAnimationFrame(() => requestAnimationFrame(painted)))")
         shot = tmp_path / "report.png"
         page.screenshot(path=str(shot), full_page=True)
+        context.close()
         browser.close()
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.shape[0] > 1500 and pixels.std() > 20  # a long page with pictures, not a blank one
