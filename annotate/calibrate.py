@@ -174,6 +174,8 @@ def _learned_report(examples: Sequence[Example], tolerance: int, on_step: Callab
     info = model.info
     changed = {"weights": f"fine-tuned on {len(examples)} episodes",
                "subtask count": f"plan{info.plan_offset:+d}" if info.count_from_plan else "the model's own"}
+    if info.boundary_shift:  # a timing convention the network still missed after fitting
+        changed["boundary shift (grid frames)"] = ", ".join(f"{s:+.1f}" for s in info.boundary_shift)
     report = CalibrationReport(
         n_examples=len(examples), tolerance=tolerance, f1_before=total(before), f1_loo=total(loo),
         f1_fit=total(fitted), changed=changed, loo_changed=[],

@@ -8,18 +8,23 @@ The boundaries are the `k - 1` frames, at least `min_gap` apart, with the highes
 boundary probability (exact, by dynamic programming), plus the weights' `heuristic_prior` times the
 heuristic's proposed boundaries: held out, the network is unsure on tasks unlike its training ones
 (peaks of 0.1-0.2 at a wrong cue), and there the rules decide; where it is sure it overrules them.
+With the offset head, each chosen frame is refined to sub-frame precision: the frames around it vote
+for where the boundary is (their own position plus their predicted offset), weighted by their
+probability. A fine-tuned model's `boundary_shift` (a team's timing convention learned from its
+accepted episodes) is then added to each boundary.
 Segments are named from the plan when the counts agree, else from the skill the model gives the segment.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from atomvla.annotate.instructions import Step, object_of, plan, the_object
 from atomvla.annotate.learned.features import HEURISTIC_CHANNEL, Features
-from atomvla.annotate.learned.model import LearnedModel
-from atomvla.annotate.learned.train import TARGET_SIGMA
+from atomvla.annotate.learned.model import TARGET_SIGMA, LearnedModel
 from atomvla.schemas import MAX_SUBTASKS, MIN_SUBTASKS, SKILLS, Subtask
 
 # The probability mass of one boundary's bump in the training targets.
@@ -62,6 +67,20 @@ def best_boundaries(prob: np.ndarray, k: int, min_gap: int) -> list[int]:
     return out[::-1]
 
 
+REFINE_REACH = 2  # grid frames either side of a chosen frame that vote on where its boundary is
+
+
+def refine(chosen: list[int], prob: np.ndarray, offset: np.ndarray) -> list[float]:
+    """Each chosen grid frame moved to the probability-weighted mean of (frame + predicted offset)
+    over the frames within REFINE_REACH of it, kept within REFINE_REACH of where it was."""
+    out = []
+    for c in chosen:
+        f = np.arange(max(0, c - REFINE_REACH), min(len(prob), c + REFINE_REACH + 1))
+        w = prob[f] + 1e-6
+        out.append(float(np.clip(np.sum(w * (f + offset[f])) / np.sum(w), c - REFINE_REACH, c + REFINE_REACH)))
+    return out
+
+
 def names(task: str, k: int, skills: list[str]) -> list[Step]:
     """What each of k segments is called: the plan's steps when it has k of them, else the
     predicted skill with the task's object ("pick up the cube"), or the task itself."""
@@ -86,10 +105,12 @@ def segment_skills(skill_prob: np.ndarray, edges: list[int]) -> list[str]:
 
 def decode(
     prob: np.ndarray, skill_prob: np.ndarray, features: Features, task: str, count_from_plan: bool, min_frames: int,
-    plan_offset: int = 0, prior: np.ndarray | None = None,
+    plan_offset: int = 0, prior: np.ndarray | None = None, offset: np.ndarray | None = None,
+    shift: tuple[float, ...] = (),
 ) -> tuple[list[Subtask], float]:
     """Subtasks over the episode's own frames from grid-frame probabilities, and a confidence (the
-    mean boundary probability at the chosen frames); `prior` (t,) is added to `prob` to choose them."""
+    mean boundary probability at the chosen frames); `prior` (t,) is added to `prob` to choose them,
+    `offset` (t,) refines them (see `refine`), and `shift[i]` grid frames move the i-th."""
     n = features.n_frames
     min_gap = max(1, int(np.ceil(min_frames / features.scale)))
     planned = len(plan(task))
@@ -97,8 +118,12 @@ def decode(
     k = planned + plan_offset if usable else predicted_count(prob)
     k = min(k, n // min_frames)
     chosen = best_boundaries(prob if prior is None else prob + prior, k, min_gap) if k >= MIN_SUBTASKS else []
-    frames = sorted({features.to_frame(b) for b in chosen})
-    if len(frames) != len(chosen) or any(b - a < min_frames for a, b in zip([0, *frames], [*frames, n])):
+    moved = refine(chosen, prob, offset) if offset is not None else [float(c) for c in chosen]
+    moved = [a + (shift[i] if i < len(shift) else 0.0) for i, a in enumerate(moved)]
+    # refined and shifted; where that breaks the minimum gap, the chosen frames themselves
+    frames = _frames(moved, features, min_frames)
+    frames = frames if frames is not None else _frames([float(c) for c in chosen], features, min_frames)
+    if frames is None:
         # a rounding collision on a short episode: equal parts, no confidence
         k = max(MIN_SUBTASKS, min(k, n // min_frames))
         frames, chosen = [round(i * n / k) for i in range(1, k)], []
@@ -110,6 +135,15 @@ def decode(
     return subtasks, confidence
 
 
+def _frames(at: list[float], features: Features, min_frames: int) -> list[int] | None:
+    """Grid positions -> episode frames; None where two land closer than `min_frames` (or to an end)."""
+    frames = sorted({features.to_frame(a) for a in at})
+    n = features.n_frames
+    if len(frames) != len(at) or any(b - a < min_frames for a, b in zip([0, *frames], [*frames, n])):
+        return None
+    return frames
+
+
 def heuristic_prior(features: Features, channels: tuple[str, ...], weight: float) -> np.ndarray | None:
     """`weight` times the heuristic's proposed-boundary channel (None without one or without weight)."""
     if not weight or HEURISTIC_CHANNEL not in channels:
@@ -119,8 +153,27 @@ def heuristic_prior(features: Features, channels: tuple[str, ...], weight: float
 
 def propose(model: LearnedModel, features: Features, task: str, min_frames: int) -> tuple[list[Subtask], float]:
     """What the backend proposes for one episode's features (the model's count rule, then `decode`)."""
-    prob, skills = model.predict(torch.from_numpy(features.x))
+    prob, skills, offset = model.predict(torch.from_numpy(features.x))
     info = model.info
     prior = heuristic_prior(features, model.spec.channels, info.heuristic_prior)
     return decode(prob.numpy().astype(np.float64), skills.numpy(), features, task, info.count_from_plan, min_frames,
-                  info.plan_offset, prior)
+                  info.plan_offset, prior, None if offset is None else offset.numpy().astype(np.float64), info.boundary_shift)
+
+
+ERROR_REACH = 6  # grid frames: where the model puts a true boundary is its best frame this near it
+
+
+def boundary_errors(model: LearnedModel, features: Features, truth: Sequence[int]) -> list[float]:
+    """For each true boundary (grid frames), truth minus where the model puts it: its highest
+    probability (plus the prior) within ERROR_REACH, refined as decoding does (before any shift)."""
+    prob, _, offset = model.predict(torch.from_numpy(features.x))
+    p = prob.numpy().astype(np.float64)
+    prior = heuristic_prior(features, model.spec.channels, model.info.heuristic_prior)
+    score = p if prior is None else p + prior
+    out = []
+    for b in truth:
+        lo, hi = max(0, b - ERROR_REACH), min(len(p), b + ERROR_REACH + 1)
+        c = lo + int(np.argmax(score[lo:hi]))
+        at = refine([c], p, offset.numpy().astype(np.float64))[0] if offset is not None else float(c)
+        out.append(b - at)
+    return out

@@ -1,8 +1,9 @@
 """The boundary network (MS-TCN family) and its weights file.
 
 Each stage is a stack of dilated residual temporal convolutions (kernel 3) (non-causal: a boundary
-depends on what follows it), ending in two per-frame heads: a boundary logit and the skill of the
-segment the frame belongs to. Later stages refine the previous stage's probabilities, as MS-TCN's
+depends on what follows it), ending in per-frame heads: a boundary logit, the skill of the
+segment the frame belongs to and (`offsets`) the signed distance to the nearest boundary in grid
+frames (ActionFormer's regression: decoding refines each chosen peak with it). Later stages refine the previous stage's probabilities, as MS-TCN's
 do. Weights are one safetensors file whose metadata holds the model spec, the feature layout,
 the hash of the training data and, for a fine-tuned profile, the robot layout it was fitted on.
 """
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from atomvla.schemas import SKILLS
 
 N_SKILLS = len(SKILLS)
+TARGET_SIGMA = 1.0  # grid frames: the width of the training targets' bump at each boundary
 FORMAT = "atomvla-learned-boundaries/1"
 
 
@@ -39,6 +41,7 @@ class ModelSpec:
     layers: int = 8  # dilations 1, 2, ..., 2**(layers-1) grid frames
     stages: int = 2
     dropout: float = 0.1
+    offsets: bool = False  # the boundary-offset head (the last output of each stage)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class WeightsInfo:
     # rules decide where the network is unsure (a task unlike any it was trained on), it overrules them
     # where it is confident
     heuristic_prior: float = 0.0
+    # set by few-shot fine-tuning: grid frames added to the i-th decoded boundary, a team's timing
+    # convention the fine-tuned network still misses (see train.convention_shift)
+    boundary_shift: tuple[float, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -91,13 +97,18 @@ class _Stage(nn.Module):
         super().__init__()
         self.inp = nn.Linear(c_in, spec.hidden)
         self.layers = nn.ModuleList(_Residual(spec.hidden, 2**i, spec.dropout) for i in range(spec.layers))
-        self.out = nn.Linear(spec.hidden, 1 + N_SKILLS)
+        self.out = nn.Linear(spec.hidden, outputs(spec))
 
     def forward(self, x: Float[Tensor, "b t c"], mask: Float[Tensor, "b t 1"]) -> Float[Tensor, "b t k"]:
         h = self.inp(x)
         for layer in self.layers:
             h = layer(h) * mask
         return self.out(h) * mask
+
+
+def outputs(spec: ModelSpec) -> int:
+    """Per-frame outputs of a stage: boundary logit, skill logits, then the offset when the spec has one."""
+    return 1 + N_SKILLS + int(spec.offsets)
 
 
 class BoundaryNet(nn.Module):
@@ -108,11 +119,11 @@ class BoundaryNet(nn.Module):
         self.stages = nn.ModuleList([_Stage(c, spec), *(_Stage(c + 1 + N_SKILLS, spec) for _ in range(spec.stages - 1))])
 
     def forward(self, x: Float[Tensor, "b t c"], mask: Float[Tensor, "b t 1"]) -> list[Float[Tensor, "b t k"]]:
-        """Every stage's output (boundary logit, then skill logits), the last one refined most."""
+        """Every stage's output (boundary logit, skill logits, offset), the last one refined most."""
         outs = [self.stages[0](x, mask)]
         for stage in self.stages[1:]:
             prev = outs[-1]
-            probs = torch.cat([torch.sigmoid(prev[..., :1]), torch.softmax(prev[..., 1:], dim=2)], dim=2)
+            probs = torch.cat([torch.sigmoid(prev[..., :1]), torch.softmax(prev[..., 1 : 1 + N_SKILLS], dim=2)], dim=2)
             outs.append(stage(torch.cat([x, probs.detach()], dim=2), mask))
         return outs
 
@@ -134,11 +145,13 @@ class LearnedModel:
         return cls(BoundaryNet(spec), WeightsInfo())
 
     @torch.inference_mode()
-    def predict(self, x: Float[Tensor, "t c"]) -> tuple[Float[Tensor, "t"], Float[Tensor, "t s"]]:
-        """Boundary probability and skill probabilities per grid frame of one episode."""
+    def predict(self, x: Float[Tensor, "t c"]) -> tuple[Float[Tensor, "t"], Float[Tensor, "t s"], Float[Tensor, "t"] | None]:
+        """Boundary probability, skill probabilities and (with the offset head) the signed distance to
+        the nearest boundary, per grid frame of one episode."""
         self.net.eval()
         out = self.net(x[None], torch.ones(1, x.shape[0], 1))[-1][0]
-        return torch.sigmoid(out[:, 0]), torch.softmax(out[:, 1:], dim=1)
+        offset = out[:, 1 + N_SKILLS] if self.spec.offsets else None
+        return torch.sigmoid(out[:, 0]), torch.softmax(out[:, 1 : 1 + N_SKILLS], dim=1), offset
 
     def digest(self) -> str:
         """sha256 of the weights, spec and info (the file's bytes are not canonical: safetensors
@@ -164,7 +177,8 @@ class LearnedModel:
                 raise WeightsError(f"not {FORMAT} weights (format {meta.get('format')!r})")
             spec_d = json.loads(meta["spec"])
             spec = ModelSpec(**{**spec_d, "channels": tuple(spec_d["channels"])})
-            info = WeightsInfo(**json.loads(meta["info"]))
+            info_d = json.loads(meta["info"])
+            info = WeightsInfo(**{**info_d, "boundary_shift": tuple(info_d.get("boundary_shift", ()))})
             net = BoundaryNet(spec)
             net.load_state_dict(state)
         except WeightsError:

@@ -2,7 +2,8 @@
 
 Loss per stage: binary cross-entropy of each grid frame's boundary logit against Gaussian bumps
 at the true boundaries (positives weighted up: boundaries are rare), plus cross-entropy of the
-skill logits; summed over stages as MS-TCN does. Fine-tuning starts from the given model and runs
+skill logits, plus (offset head) a smooth-L1 loss on the signed distance to the nearest boundary
+over the frames within OFFSET_REACH of one; summed over stages as MS-TCN does. Fine-tuning starts from the given model and runs
 a fixed number of full-batch steps (the accepted episodes of one dataset fit in one batch).
 """
 
@@ -16,20 +17,23 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 from torch.nn import functional as F
 
 from atomvla.annotate.instructions import plan
 from atomvla.annotate.learned.data import Sample, features_for, make_sample
 from atomvla.annotate.learned.features import robot_layout
-from atomvla.annotate.learned.model import LearnedModel, ModelSpec
+from atomvla.annotate.learned.decode import boundary_errors
+from atomvla.annotate.learned.model import N_SKILLS, TARGET_SIGMA, LearnedModel, ModelSpec
 from atomvla.curate.episode import Episode
-from atomvla.schemas import MAX_SUBTASKS, MIN_SUBTASKS, Subtask
+from atomvla.schemas import MAX_SUBTASKS, MIN_SUBTASKS, Subtask, check_subtasks
 
 log = logging.getLogger(__name__)
 
-TARGET_SIGMA = 1.0  # grid frames
 POS_WEIGHT = 5.0
+OFFSET_REACH = 4  # grid frames: the offset head learns the distance to a boundary this near
+OFFSET_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -47,12 +51,30 @@ class TrainConfig:
 FINE_TUNE = TrainConfig(steps=120, batch=8, lr=1e-3, crop=160)
 
 
-def _targets(sample: Sample, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    t = np.arange(len(sample.features.x) if length is None else length)
-    heat = np.zeros(len(t), dtype=np.float32)
-    for b in sample.boundaries:
+def _heat(boundaries: Sequence[int], length: int) -> np.ndarray:
+    """The boundary target per grid frame: Gaussian bumps at the boundaries."""
+    t = np.arange(length)
+    heat = np.zeros(length, dtype=np.float32)
+    for b in boundaries:
         heat = np.maximum(heat, np.exp(-0.5 * ((t - b) / TARGET_SIGMA) ** 2).astype(np.float32))
-    return heat, sample.skills
+    return heat
+
+
+def _offsets(boundaries: Sequence[int], length: int) -> np.ndarray:
+    """The offset target per grid frame: the signed distance to the nearest boundary (NaN farther
+    than OFFSET_REACH: no offset loss there)."""
+    t = np.arange(length)
+    offset = np.full(length, np.nan, dtype=np.float32)
+    for b in boundaries:
+        near = (np.abs(b - t) <= OFFSET_REACH) & ~(np.abs(offset) <= np.abs(b - t))
+        offset[near] = (b - t)[near]
+    return offset
+
+
+def _moved(sample: Sample, length: int) -> list[int]:
+    """The sample's boundaries on a grid resampled to `length` frames."""
+    n = len(sample.features.x)
+    return [round(b * (length - 1) / (n - 1)) for b in sample.boundaries]
 
 
 def _stretched(sample: Sample, factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -64,48 +86,59 @@ def _stretched(sample: Sample, factor: float) -> tuple[np.ndarray, np.ndarray, n
     lo = np.floor(at).astype(int)
     hi = np.minimum(lo + 1, len(x) - 1)
     frac = (at - lo)[:, None].astype(np.float32)
-    moved = replace(sample, boundaries=tuple(round(b * (t - 1) / (len(x) - 1)) for b in sample.boundaries))
-    heat, _ = _targets(moved, t)
-    return x[lo] * (1 - frac) + x[hi] * frac, heat, sample.skills[np.rint(at).astype(int)]
+    return x[lo] * (1 - frac) + x[hi] * frac, _heat(_moved(sample, t), t), sample.skills[np.rint(at).astype(int)]
 
 
-def _batch(
-    samples: Sequence[Sample], rng: np.random.Generator, crop: int, stretch: float = 0.0
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """x (b, t, c), mask (b, t, 1), heat (b, t), skills (b, t), padded to the longest."""
+@dataclass(frozen=True)
+class Batch:
+    x: Float[Tensor, "b t c"]
+    mask: Float[Tensor, "b t 1"]
+    heat: Float[Tensor, "b t"]
+    offset: Float[Tensor, "b t"]  # NaN where no boundary is within OFFSET_REACH
+    skills: Int[Tensor, "b t"]
+
+
+def _batch(samples: Sequence[Sample], rng: np.random.Generator, crop: int, stretch: float = 0.0) -> Batch:
+    """The samples' inputs and targets, padded to the longest."""
     parts = []
     for s in samples:
         if stretch > 0:
             x, heat, skills = _stretched(s, float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(stretch))))
+            offset = _offsets(_moved(s, len(x)), len(x))
         else:
-            x = s.features.x
-            heat, skills = _targets(s)
+            x, skills = s.features.x, s.skills
+            heat, offset = _heat(s.boundaries, len(x)), _offsets(s.boundaries, len(x))
         if crop and len(x) > crop:
             a = int(rng.integers(0, len(x) - crop + 1))
-            x, heat, skills = x[a : a + crop], heat[a : a + crop], skills[a : a + crop]
-        parts.append((x, heat, skills))
+            x, heat, offset, skills = x[a : a + crop], heat[a : a + crop], offset[a : a + crop], skills[a : a + crop]
+        parts.append((x, heat, offset, skills))
     t = max(len(p[0]) for p in parts)
     c = parts[0][0].shape[1]
     xs = np.zeros((len(parts), t, c), np.float32)
     mask = np.zeros((len(parts), t, 1), np.float32)
     heats = np.zeros((len(parts), t), np.float32)
+    offsets = np.full((len(parts), t), np.nan, np.float32)
     skills = np.zeros((len(parts), t), np.int64)
-    for i, (x, h, k) in enumerate(parts):
+    for i, (x, h, o, k) in enumerate(parts):
         xs[i, : len(x)] = x
         mask[i, : len(x)] = 1
         heats[i, : len(x)] = h
+        offsets[i, : len(x)] = o
         skills[i, : len(x)] = k
-    return torch.from_numpy(xs), torch.from_numpy(mask), torch.from_numpy(heats), torch.from_numpy(skills)
+    return Batch(*(torch.from_numpy(a) for a in (xs, mask, heats, offsets, skills)))
 
 
-def loss(model: LearnedModel, x: Tensor, mask: Tensor, heat: Tensor, skills: Tensor) -> Tensor:
-    m = mask[..., 0]
+def loss(model: LearnedModel, batch: Batch) -> Tensor:
+    m = batch.mask[..., 0]
     total = torch.zeros(())
-    weight = 1.0 + (POS_WEIGHT - 1.0) * heat
-    for out in model.net(x, mask):
-        bce = F.binary_cross_entropy_with_logits(out[..., 0], heat, weight=weight, reduction="none")
-        ce = F.cross_entropy(out[..., 1:].transpose(1, 2), skills, reduction="none")
+    weight = 1.0 + (POS_WEIGHT - 1.0) * batch.heat
+    near = ~torch.isnan(batch.offset) & (m > 0)
+    for out in model.net(batch.x, batch.mask):
+        bce = F.binary_cross_entropy_with_logits(out[..., 0], batch.heat, weight=weight, reduction="none")
+        ce = F.cross_entropy(out[..., 1 : 1 + N_SKILLS].transpose(1, 2), batch.skills, reduction="none")
         total = total + ((bce + 0.3 * ce) * m).sum() / m.sum()
+        if model.spec.offsets and near.any():
+            total = total + OFFSET_WEIGHT * F.smooth_l1_loss(out[..., 1 + N_SKILLS][near], batch.offset[near])
     return total
 
 
@@ -128,8 +161,7 @@ def fit(
     model.net.train()
     for step in range(config.steps):
         pick = rng.choice(len(samples), size=min(config.batch, len(samples)), replace=False)
-        x, mask, heat, skills = _batch([samples[i] for i in pick], rng, config.crop, config.stretch)
-        value = loss(model, x, mask, heat, skills)
+        value = loss(model, _batch([samples[i] for i in pick], rng, config.crop, config.stretch))
         opt.zero_grad()
         value.backward()
         torch.nn.utils.clip_grad_norm_(model.net.parameters(), 1.0)
@@ -159,6 +191,22 @@ def plan_convention(tasks: Sequence[str], truths: Sequence[Sequence[Subtask]]) -
     return (True, offset) if n * 2 >= len(planned) else (False, 0)
 
 
+SHIFT_MIN = 0.5  # grid frames: a smaller agreed error is rounding, not a convention
+
+
+def convention_shift(errors: Sequence[Sequence[float]]) -> tuple[float, ...]:
+    """Per boundary index, from each episode's errors (truth minus where the model puts it, see
+    decode.boundary_errors): their median where every episode errs the same way by at least
+    SHIFT_MIN (a team's timing convention, e.g. a pick that ends 4 frames earlier), else 0; () when
+    no index has one."""
+    shift = []
+    for i in range(max((len(e) for e in errors), default=0)):
+        at = np.array([e[i] for e in errors if len(e) > i])
+        agreed = bool(np.all(at >= SHIFT_MIN) or np.all(at <= -SHIFT_MIN))
+        shift.append(round(float(np.median(at)), 2) if agreed else 0.0)
+    return tuple(shift) if any(shift) else ()
+
+
 def fine_tune(
     base: LearnedModel,
     episodes: Sequence[Episode],
@@ -171,6 +219,11 @@ def fine_tune(
     (see `plan_convention`). Raises KinematicsError for an episode without usable state or action."""
     if not episodes:
         raise ValueError("no accepted episodes to fine-tune on")
+    if len(episodes) != len(truths):
+        raise ValueError(f"{len(episodes)} episodes but {len(truths)} accepted decompositions: one each is needed")
+    for e, t in zip(episodes, truths):
+        if problems := check_subtasks(t, e.meta.n_frames, min_frames=1):
+            raise ValueError(f"episode {e.meta.episode_id}: its accepted subtasks cannot be learned from: {problems[0]}")
     samples = [make_sample(features_for(base.spec.channels, e), t) for e, t in zip(episodes, truths)]
     return fine_tune_samples(base, samples, robot_layout(episodes[0].meta),
                              plan_convention([e.meta.task for e in episodes], truths), config)
@@ -180,7 +233,11 @@ def fine_tune_samples(
     base: LearnedModel, samples: Sequence[Sample], layout: str | None, convention: tuple[bool, int] = (True, 0),
     config: TrainConfig = FINE_TUNE,
 ) -> LearnedModel:
-    """`fine_tune` on ready samples (the evaluation's path: no store episodes); `convention`: see `plan_convention`."""
-    info = replace(base.info, robot_layout=layout, count_from_plan=convention[0], plan_offset=convention[1])
-    model = LearnedModel(copy.deepcopy(base.net), info)
-    return fit(model, samples, config)
+    """`fine_tune` on ready samples (the evaluation's path: no store episodes); `convention`: see
+    `plan_convention`. The fitted model's remaining timing error on the samples, where they all
+    agree, becomes its `boundary_shift` (see `convention_shift`)."""
+    info = replace(base.info, robot_layout=layout, count_from_plan=convention[0], plan_offset=convention[1], boundary_shift=())
+    model = fit(LearnedModel(copy.deepcopy(base.net), info), samples, config)
+    shift = convention_shift([boundary_errors(model, s.features, s.boundaries) for s in samples])
+    model.info = replace(model.info, boundary_shift=shift)
+    return model

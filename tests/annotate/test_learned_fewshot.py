@@ -1,0 +1,91 @@
+"""Few-shot adaptation of the learned backend: a team's timing convention learned from two accepted
+episodes, the boundary-offset head refining each chosen frame, and the accepted input it refuses."""
+
+import numpy as np
+import pytest
+from test_learned import TASK, TINY, episode
+
+from atomvla.annotate.learned import fine_tune, learned_backend
+from atomvla.annotate.learned.decode import decode, refine
+from atomvla.annotate.learned.features import Features
+from atomvla.annotate.learned.model import LearnedModel
+from atomvla.annotate.learned.train import TrainConfig, convention_shift, pretrain
+from atomvla.annotate.learned.data import features_for, make_sample
+from atomvla.schemas import Subtask
+
+SKILLS = np.full((60, 11), 1 / 11)
+
+
+def shifted(truth: list[Subtask], k: int) -> list[Subtask]:
+    """The same subtasks with every boundary k frames later (a team that ends each subtask later)."""
+    starts = [0, *(s.start_frame + k for s in truth[1:])]
+    ends = [*starts[1:], truth[-1].end_frame]
+    return [s.model_copy(update={"start_frame": a, "end_frame": b}) for s, a, b in zip(truth, starts, ends)]
+
+
+def test_refine_moves_a_chosen_frame_to_where_its_neighbours_offsets_point():
+    prob = np.zeros(60)
+    prob[[30, 31]] = 0.5  # two equal frames: the boundary lies between them
+    offset = np.zeros(60)
+    offset[30], offset[31] = 0.5, -0.5
+    assert refine([30], prob, offset) == pytest.approx([30.5])
+    offset[:] = 9.0  # never further than the vote's reach
+    assert refine([30], prob, offset) == [32.0]
+
+
+def test_decode_adds_the_learned_shift_and_keeps_the_chosen_frames_where_it_breaks_the_gap():
+    feats = Features(np.zeros((60, 3), np.float32), 120, 2.0)  # 40 fps episode, 20 fps grid
+    prob = np.zeros(60)
+    prob[20] = 1.0
+    assert [s.start_frame for s in decode(prob, SKILLS, feats, TASK, True, 4)[0]] == [0, 40]
+    assert [s.start_frame for s in decode(prob, SKILLS, feats, TASK, True, 4, shift=(2.5,))[0]] == [0, 45]
+    # moved past the last allowed frame: the chosen frame stays
+    assert [s.start_frame for s in decode(prob, SKILLS, feats, TASK, True, 4, shift=(39.0,))[0]] == [0, 40]
+
+
+def test_a_shift_is_only_learned_where_every_episode_agrees():
+    assert convention_shift([[3.0, 0.2], [5.0, -0.4], [4.0, 1.0]]) == (4.0, 0.0)
+    assert convention_shift([[3.0], [-2.0]]) == ()
+    assert convention_shift([[0.2], [0.3]]) == ()
+
+
+def test_fine_tuning_refuses_accepted_subtasks_that_do_not_fit_their_episode():
+    model = LearnedModel.new(TINY)
+    ep, truth = episode(1)
+    with pytest.raises(ValueError, match="2 episodes but 1 accepted decompositions"):
+        fine_tune(model, [ep, ep], [truth])
+    short = [truth[0], truth[1].model_copy(update={"end_frame": truth[1].end_frame - 5})]
+    with pytest.raises(ValueError, match=r"episode synthetic/1: its accepted subtasks cannot be learned from: subtask 2 ends"):
+        fine_tune(model, [ep], [short])
+
+
+K = 5  # frames (20 fps: grid frames too) later than the truth the model was trained on
+
+
+@pytest.fixture(scope="module")
+def base() -> LearnedModel:
+    """A tiny model trained on the synthetic pick-and-places with their own truth."""
+    pairs = [episode(s) for s in range(4)]
+    samples = [make_sample(features_for(TINY.channels, e), t) for e, t in pairs]
+    return pretrain(TINY, samples, TrainConfig(steps=60, batch=8, lr=3e-3))
+
+
+def test_a_convention_shifted_by_k_frames_is_learned_from_two_accepted_episodes(base):
+    accepted = [episode(s) for s in (20, 21)]
+    # one step: the network itself hardly moves, so what corrects the others is the learned shift
+    tuned = fine_tune(base, [e for e, _ in accepted], [shifted(t, K) for _, t in accepted], TrainConfig(steps=1, batch=2, lr=1e-4))
+    assert tuned.info.boundary_shift and abs(tuned.info.boundary_shift[0] - K) <= 1.0
+    again = LearnedModel.from_bytes(tuned.to_bytes())  # what a profile stores keeps it
+    assert again.info.boundary_shift == tuned.info.boundary_shift
+    for seed in (30, 31, 32):
+        ep, truth = episode(seed)
+        before = learned_backend(base).propose(ep).boundaries[0]
+        after = learned_backend(again).propose(ep).boundaries[0]
+        assert abs(before - truth[1].start_frame) <= 1, "the base model finds the truth it was trained on"
+        assert abs(after - (truth[1].start_frame + K)) <= 1, (after, truth[1].start_frame + K)
+
+
+def test_fine_tuning_on_the_convention_the_model_already_has_learns_no_shift(base):
+    accepted = [episode(s) for s in (20, 21)]
+    tuned = fine_tune(base, [e for e, _ in accepted], [t for _, t in accepted], TrainConfig(steps=1, batch=2, lr=1e-4))
+    assert tuned.info.boundary_shift == ()
