@@ -1,6 +1,7 @@
 """The learned backend against the heuristic on tasks kept out of its training.
 
     python -m benchmarks.learned_eval --data benchmarks/out/learned_data [--steps 300] [--ablate] [--json out.json]
+        [--cache DIR] [--few-shot-variants NAME,...] [--sources NAME,...] [--variant NAME --variant-few-shot]
     # or in N processes: --shard i/N --json part_i.json each, then --merge part_*.json
 
 - Zero-shot, leave-one-task-out: for every task, a model trained on the other tasks (every source:
@@ -16,6 +17,13 @@
   within it: the generated sets are state-only).
 - `--unseen PKL...`: the packaged weights, the heuristic and few-shot on generated sets the weights
   were not trained on (e.g. the Meta-World tasks issue 15 released, generated after pretraining).
+- Few-shot variants (`--few-shot-variants NAME,...`, see FEW_SHOT_VARIANTS): other fine-tuning
+  settings and ways of learning the timing convention, each scored on the same episodes as
+  "few-shot" (the product's `fine_tune`); `--cache DIR` keeps each fold's model, so that a second
+  run measures more variants without retraining. Every score has the mean signed error of the i-th
+  boundaries within 3x the tolerance (`bias`: a convention offset shows here) and how many of those
+  missed the tolerance (`near_misses`: the timing was wrong, not the event). `--sources` keeps some
+  sources only (a quicker subset).
 - Speed: proposals a second through the backend with the packaged weights (features, network,
   decoding; one process, one thread; and two processes, one a core), and fine-tuning time on 20
   episodes; wall and CPU seconds (`--speed-only` for these alone).
@@ -24,11 +32,12 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import time
 from collections import defaultdict
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +50,10 @@ from atomvla.annotate.evaluation.boundaries import BoundaryMatch, match_boundari
 from atomvla.annotate.kinematics import ACTION, STATE
 from atomvla.annotate.learned import load_pretrained
 from atomvla.annotate.learned.data import features_for, make_sample, record_meta, record_sample
-from atomvla.annotate.learned.decode import propose
+from atomvla.annotate.learned.decode import boundary_errors, propose
 from atomvla.annotate.learned.features import layout
 from atomvla.annotate.learned.model import LearnedModel, ModelSpec
-from atomvla.annotate.learned.train import FINE_TUNE, TrainConfig, fine_tune_samples, plan_convention, pretrain
+from atomvla.annotate.learned.train import FINE_TUNE, TrainConfig, convention_shift, fine_tune_samples, plan_convention, pretrain
 from atomvla.cli import setup_logging
 from atomvla.curate.episode import Episode
 from atomvla.schemas import DEFAULT_MIN_FRAMES
@@ -61,6 +70,7 @@ VARIANTS = {
     "no events": replace(SPEC, channels=layout(events=False, pixels=False)),
     "small (h16, 6 layers, 1 stage)": replace(SPEC, hidden=16, layers=6, stages=1),
     "large (h64, 10 layers, 2 stages)": replace(SPEC, hidden=64, layers=10, stages=2),
+    "offset head": replace(SPEC, offsets=True),
 }
 
 
@@ -80,26 +90,109 @@ class Score:
 
     def __init__(self) -> None:
         self.match = BoundaryMatch(0, 0, 0, ())
-        self.n = self.counted = 0
+        self.n = self.counted = self.near_misses = 0
+        self.signed: list[int] = []
 
     def add(self, predicted: list[int], truth: list[int], tolerance: int) -> None:
         self.match += match_boundaries(predicted, truth, tolerance)
         self.n += 1
         self.counted += len(predicted) == len(truth)
+        if len(predicted) == len(truth):  # i-th to i-th: a convention's offset shows as a signed error
+            errors = [p - t for p, t in zip(predicted, truth) if abs(p - t) <= 3 * tolerance]
+            self.signed += errors
+            self.near_misses += sum(abs(e) > tolerance for e in errors)
 
     def as_dict(self) -> dict[str, float]:
-        return {"f1": round(self.match.f1, 4), "count_acc": round(self.counted / max(self.n, 1), 4), "episodes": self.n}
+        """F1, count accuracy, and the mean signed error (predicted - true) of the i-th boundaries within 3x
+        the tolerance and how many of those missed it (near misses: the timing, not the event)."""
+        bias = round(float(np.mean(self.signed)), 2) if self.signed else 0.0
+        return {"f1": round(self.match.f1, 4), "count_acc": round(self.counted / max(self.n, 1), 4), "episodes": self.n,
+                "bias": bias, "near_misses": self.near_misses}
 
 
 def _truth(record: dict[str, Any]) -> list[int]:
     return [s["start_frame"] for s in record["subtasks"][1:]]
 
 
+def _fold_model(spec: ModelSpec, train: list, config: TrainConfig, held: str, cache: Path | None) -> LearnedModel:
+    """The fold's model trained on `train`; kept in `cache` (named by the fold, spec, config and the
+    training data) so that few-shot variants are measured on the same fold models without retraining."""
+    if cache is not None:
+        key = hashlib.sha256(json.dumps([held, asdict(spec), asdict(config), [(s.task, s.source, s.boundaries, len(s.features.x))
+                                                                             for s in train]], default=str).encode()).hexdigest()[:16]
+        path = cache / f"{held}-{key}.safetensors"
+        if path.exists():
+            return LearnedModel.load(path)
+    started = time.perf_counter()
+    model = pretrain(spec, train, config, heuristic_prior=HEURISTIC_PRIOR)
+    log.info("%s: trained on %d in %.0f s", held, len(train), time.perf_counter() - started)
+    if cache is not None:
+        model.save(path)
+    return model
+
+
+def _few_shot(model: LearnedModel, records: list[dict], samples: list, idx: list[int], row: dict[str, Score],
+              variants: tuple[str, ...]) -> None:
+    """`model` fine-tuned on the first FEW_SHOT of `idx` (one source:task) scores the others into `row`:
+    "few-shot" the product's `fine_tune_samples`, and each of `variants` (see FEW_SHOT_VARIANTS)."""
+    shots, rest = idx[:FEW_SHOT], idx[FEW_SHOT:]
+    convention = plan_convention([records[i]["instruction"] for i in shots], [records[i]["subtasks"] for i in shots])
+    shot_samples = [samples[i] for i in shots]
+    tuned = {"few-shot": fine_tune_samples(model, shot_samples, None, convention)}
+    for name in variants:
+        tuned[name] = FEW_SHOT_VARIANTS[name](model, shot_samples, convention)
+    for name, m in tuned.items():
+        for i in rest:
+            r = records[i]
+            subtasks, _ = propose(m, samples[i].features, r["instruction"], _min_frames(r))
+            row[name].add([s.start_frame for s in subtasks[1:]], _truth(r), TOLERANCE[r["source"]])
+
+
+def _with_shift(model: LearnedModel, errors: list[list[float]]) -> LearnedModel:
+    return LearnedModel(model.net, replace(model.info, boundary_shift=convention_shift(errors)))
+
+
+def _errors(model: LearnedModel, samples: list) -> list[list[float]]:
+    return [boundary_errors(model, s.features, s.boundaries) for s in samples]
+
+
+def _tuned_plain(model: LearnedModel, shots: list, convention: tuple[bool, int], config: TrainConfig = FINE_TUNE) -> LearnedModel:
+    tuned = fine_tune_samples(model, shots, None, convention, config)
+    return LearnedModel(tuned.net, replace(tuned.info, boundary_shift=()))
+
+
+def _shift_cv(model: LearnedModel, shots: list, convention: tuple[bool, int]) -> LearnedModel:
+    """Each shot's errors under a model fine-tuned on the other shots."""
+    errors = [_errors(_tuned_plain(model, shots[:j] + shots[j + 1 :], convention), [shots[j]])[0] for j in range(len(shots))]
+    return _with_shift(_tuned_plain(model, shots, convention), errors)
+
+
+def _without_prior(model: LearnedModel, shots: list, convention: tuple[bool, int]) -> LearnedModel:
+    tuned = fine_tune_samples(model, shots, None, convention)
+    return LearnedModel(tuned.net, replace(tuned.info, heuristic_prior=0.0))
+
+
+FEW_SHOT_VARIANTS = {
+    "no shift": _tuned_plain,
+    # the shift from the fitted model's errors on its own shots
+    "shift in-sample": lambda m, shots, c: (lambda t: _with_shift(t, _errors(t, shots)))(_tuned_plain(m, shots, c)),
+    # the shift from the starting model's errors on the shots
+    "shift before": lambda m, shots, c: _with_shift(_tuned_plain(m, shots, c), _errors(m, shots)),
+    "shift cross-validated": _shift_cv,
+    "no prior after": _without_prior,
+    "steps 180": lambda m, shots, c: fine_tune_samples(m, shots, None, c, replace(FINE_TUNE, steps=180)),
+    "steps 240": lambda m, shots, c: fine_tune_samples(m, shots, None, c, replace(FINE_TUNE, steps=240)),
+    "lr 3e-3": lambda m, shots, c: fine_tune_samples(m, shots, None, c, replace(FINE_TUNE, lr=3e-3)),
+}
+
+
 def loto(
-    records: list[dict], spec: ModelSpec, config: TrainConfig, few_shot: bool, heuristic: bool, shard: tuple[int, int] = (0, 1)
+    records: list[dict], spec: ModelSpec, config: TrainConfig, few_shot: bool, heuristic: bool, shard: tuple[int, int] = (0, 1),
+    cache: Path | None = None, few_shot_variants: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Per (source, task): zero-shot learned, heuristic (same episodes) and few-shot scores; `shard`
-    (i, n): only the folds i, i + n, ... (machines or processes split the folds; merge with --merge)."""
+    (i, n): only the folds i, i + n, ... (machines or processes split the folds; merge with --merge);
+    `cache`: a folder keeping each fold's model; `few_shot_variants`: also these (FEW_SHOT_VARIANTS)."""
     samples = [record_sample(r, spec.channels, i) for i, r in enumerate(records)]
     tasks = sorted({r["task"] for r in records if r["source"] not in FEW_SHOT_ONLY})
     released = {r["task"] for r in records if r["source"] in FEW_SHOT_ONLY}
@@ -111,9 +204,8 @@ def loto(
         two_arm = held.startswith("aloha")
         train = [s for s, r in zip(samples, records)
                  if r["task"] != held and r["source"] not in FEW_SHOT_ONLY and not (two_arm and r["task"] in released)]
-        started = time.perf_counter()
-        model = pretrain(spec, train, config, heuristic_prior=HEURISTIC_PRIOR)
-        log.info("fold %d/%d %s: trained on %d in %.0f s", fold + 1, len(tasks), held, len(train), time.perf_counter() - started)
+        model = _fold_model(spec, train, config, held, cache)
+        log.info("fold %d/%d %s: %d training episodes", fold + 1, len(tasks), held, len(train))
         test = [i for i, r in enumerate(records) if r["task"] == held or (two_arm and r["task"] in released)]
         for i in test:
             r = records[i]
@@ -130,18 +222,11 @@ def loto(
             for i in test:
                 by_key[f"{records[i]['source']}:{records[i]['task']}"].append(i)
             for key, idx in by_key.items():
-                shots, rest = idx[:FEW_SHOT], idx[FEW_SHOT:]
-                tuned = fine_tune_samples(model, [samples[i] for i in shots], None,
-                                          plan_convention([records[i]["instruction"] for i in shots],
-                                                       [records[i]["subtasks"] for i in shots]))
-                for i in rest:
-                    r = records[i]
-                    subtasks, _ = propose(tuned, samples[i].features, r["instruction"], _min_frames(r))
-                    rows[key]["few-shot"].add([s.start_frame for s in subtasks[1:]], _truth(r), TOLERANCE[r["source"]])
+                _few_shot(model, records, samples, idx, rows[key], few_shot_variants)
     return {key: {name: score.as_dict() for name, score in cols.items()} for key, cols in sorted(rows.items())}
 
 
-def unseen(records: list[dict], model) -> dict[str, Any]:  # noqa: ANN001
+def unseen(records: list[dict], model, few_shot_variants: tuple[str, ...] = ()) -> dict[str, Any]:  # noqa: ANN001
     """Per (source, task): a trained model zero-shot, the heuristic, and the model fine-tuned on each
     task's first 2 episodes (few-shot) on its others; for tasks the model never saw."""
     rows: dict[str, dict[str, Score]] = defaultdict(lambda: defaultdict(Score))
@@ -154,23 +239,25 @@ def unseen(records: list[dict], model) -> dict[str, Any]:  # noqa: ANN001
         rows[key]["learned"].add([s.start_frame for s in subtasks[1:]], _truth(r), TOLERANCE[r["source"]])
         rows[key]["heuristic"].add(HeuristicBackend().propose(episode_of(r, i)).boundaries, _truth(r), TOLERANCE[r["source"]])
     for key, idx in by_key.items():
-        shots = idx[:FEW_SHOT]
-        tuned = fine_tune_samples(model, [samples[i] for i in shots], None,
-                                  plan_convention([records[i]["instruction"] for i in shots], [records[i]["subtasks"] for i in shots]))
-        for i in idx[FEW_SHOT:]:
-            r = records[i]
-            subtasks, _ = propose(tuned, samples[i].features, r["instruction"], _min_frames(r))
-            rows[key]["few-shot"].add([s.start_frame for s in subtasks[1:]], _truth(r), TOLERANCE[r["source"]])
+        _few_shot(model, records, samples, idx, rows[key], few_shot_variants)
     return {key: {name: score.as_dict() for name, score in cols.items()} for key, cols in sorted(rows.items())}
 
 
 def overall(rows: dict[str, Any], name: str, sources: tuple[str, ...] | None = None) -> dict[str, float]:
-    """Episode-weighted F1 and count accuracy of column `name` over rows (optionally of some sources)."""
+    """Episode-weighted F1, count accuracy and bias, and the near misses, of column `name` over rows
+    (optionally of some sources)."""
     picked = [c[name] for key, c in rows.items() if name in c and (sources is None or key.split(":")[0] in sources)]
     n = sum(c["episodes"] for c in picked)
     if not n:
         return {"f1": float("nan"), "count_acc": float("nan"), "episodes": 0}
-    return {k: round(sum(c[k] * c["episodes"] for c in picked) / n, 4) for k in ("f1", "count_acc")} | {"episodes": n}
+    return ({k: round(sum(c.get(k, 0.0) * c["episodes"] for c in picked) / n, 4) for k in ("f1", "count_acc", "bias")}
+            | {"episodes": n, "near_misses": sum(c.get("near_misses", 0) for c in picked)})
+
+
+def columns(rows: dict[str, Any]) -> list[str]:
+    """The columns the rows have: learned, heuristic, few-shot, then any few-shot variants."""
+    seen = {name for cols in rows.values() for name in cols}
+    return [n for n in ("learned", "heuristic", "few-shot") if n in seen] + sorted(seen - {"learned", "heuristic", "few-shot"})
 
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
@@ -281,6 +368,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="with --unseen / --speed-only: these weights instead of the packaged ones (e.g. trained without the unseen sets)")
     parser.add_argument("--speed-only", action="store_true", help="only the speed figures")
     parser.add_argument("--pixels", action="store_true", help="only the pixel ablation on the rendered fixture")
+    parser.add_argument("--variant-few-shot", action="store_true", help="with --variant: few-shot too")
+    parser.add_argument("--cache", type=Path, default=None, help="keep each fold's model here (few-shot variants without retraining)")
+    parser.add_argument("--few-shot-variants", default="", help=f"comma-separated, also score these few-shot variants: {', '.join(FEW_SHOT_VARIANTS)}")
+    parser.add_argument("--sources", default="", help="comma-separated: only these sources (a quicker subset)")
     parser.add_argument("--merge", type=Path, nargs="*", default=None, help="merge the --json reports of shards and print")
     args = parser.parse_args(argv)
     setup_logging()
@@ -297,8 +388,13 @@ def main(argv: list[str] | None = None) -> None:
             report["variants"] = variants
     else:
         records = load_records(args.data, exclude=())
+        if args.sources:
+            records = [r for r in records if r["source"] in args.sources.split(",")]
         config = replace(CONFIG, steps=args.steps)
         i, n = (int(x) for x in args.shard.split("/"))
+        variants = tuple(v for v in args.few_shot_variants.split(",") if v)
+        if unknown := set(variants) - set(FEW_SHOT_VARIANTS):
+            parser.error(f"unknown few-shot variant(s) {sorted(unknown)}; known: {', '.join(FEW_SHOT_VARIANTS)}")
         if args.speed_only:
             report["speed"] = speed([r for r in records if r["source"] not in FEW_SHOT_ONLY],
                                     LearnedModel.load(args.weights) if args.weights else load_pretrained())
@@ -310,27 +406,36 @@ def main(argv: list[str] | None = None) -> None:
             import pickle
 
             held = [r for path in args.unseen for r in pickle.loads(path.read_bytes())]
-            report["unseen"] = unseen(held, LearnedModel.load(args.weights) if args.weights else load_pretrained())
-            report["unseen_overall"] = {name: overall(report["unseen"], name) for name in ("learned", "heuristic", "few-shot")}
-            console.print(_table("the weights on tasks they never saw", report["unseen"], ["learned", "heuristic", "few-shot"]))
+            report["unseen"] = unseen(held, LearnedModel.load(args.weights) if args.weights else load_pretrained(), variants)
+            report["unseen_overall"] = {name: overall(report["unseen"], name) for name in columns(report["unseen"])}
+            report["unseen_by_source"] = {src: {name: overall(report["unseen"], name, (src,)) for name in columns(report["unseen"])}
+                                          for src in sorted({k.split(":")[0] for k in report["unseen"]})}
+            console.print(_table("the weights on tasks they never saw", report["unseen"], columns(report["unseen"])))
             console.print(report["unseen_overall"])
             if args.json:
                 args.json.write_text(json.dumps(report, indent=2))
             return
         if args.variant or args.pixels:  # one ablation only, in its own process
             if args.variant:
-                report["variants"] = {args.variant: loto(records, VARIANTS[args.variant], config, False, False, (i, n))}
+                report["variants"] = {args.variant: loto(records, VARIANTS[args.variant], config, args.variant_few_shot, False, (i, n),
+                                                         args.cache, variants)}
+                rows_v = report["variants"][args.variant]
+                report["ablation"] = {args.variant: {col: overall(rows_v, col) for col in columns(rows_v)}}
+                report["by_source"] = {src: {col: overall(rows_v, col, (src,)) for col in columns(rows_v)}
+                                       for src in sorted({k.split(":")[0] for k in rows_v})}
             if args.pixels:
                 report["pixel_ablation"] = pixel_ablation(config)
             if args.json:
                 args.json.write_text(json.dumps(report, indent=2))
             console.print(report)
             return
-        rows = loto(records, SPEC, config, few_shot=True, heuristic=True, shard=(i, n))
+        rows = loto(records, SPEC, config, few_shot=True, heuristic=True, shard=(i, n), cache=args.cache, few_shot_variants=variants)
     report["loto"] = rows
-    report["overall"] = {name: overall(rows, name) for name in ("learned", "heuristic", "few-shot")}
-    report["two_arm"] = {name: overall(rows, name, ("aloha", "aloha_release")) for name in ("learned", "heuristic", "few-shot")}
-    console.print(_table(f"leave-one-task-out ({report['steps_per_fold']} steps a fold)", rows, ["learned", "heuristic", "few-shot"]))
+    report["overall"] = {name: overall(rows, name) for name in columns(rows)}
+    report["two_arm"] = {name: overall(rows, name, ("aloha", "aloha_release")) for name in columns(rows)}
+    report["by_source"] = {src: {name: overall(rows, name, (src,)) for name in columns(rows)}
+                           for src in sorted({k.split(":")[0] for k in rows})}
+    console.print(_table(f"leave-one-task-out ({report['steps_per_fold']} steps a fold)", rows, columns(rows)))
     console.print(report["overall"])
     if args.json:  # now, and again at the end: the variants take as long again
         args.json.parent.mkdir(parents=True, exist_ok=True)
