@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -50,8 +51,8 @@ from atomvla.annotate.evaluation.boundaries import BoundaryMatch, match_boundari
 from atomvla.annotate.kinematics import ACTION, STATE
 from atomvla.annotate.learned import load_pretrained
 from atomvla.annotate.learned.data import features_for, make_sample, record_meta, record_sample
-from atomvla.annotate.learned.decode import boundary_errors, propose
-from atomvla.annotate.learned.features import layout
+from atomvla.annotate.learned.decode import boundary_errors, decode, heuristic_prior, propose
+from atomvla.annotate.learned.features import Features, layout
 from atomvla.annotate.learned.model import LearnedModel, ModelSpec
 from atomvla.annotate.learned.train import FINE_TUNE, TrainConfig, convention_shift, fine_tune_samples, plan_convention, pretrain
 from atomvla.cli import setup_logging
@@ -103,11 +104,12 @@ class Score:
             self.near_misses += sum(abs(e) > tolerance for e in errors)
 
     def as_dict(self) -> dict[str, float]:
-        """F1, count accuracy, and the mean signed error (predicted - true) of the i-th boundaries within 3x
+        """F1, count accuracy, the mean |error| of the matched boundaries, and the mean signed error (predicted - true) of the i-th boundaries within 3x
         the tolerance and how many of those missed it (near misses: the timing, not the event)."""
         bias = round(float(np.mean(self.signed)), 2) if self.signed else 0.0
+        err = round(float(np.mean(self.match.errors)), 2) if self.match.errors else 0.0
         return {"f1": round(self.match.f1, 4), "count_acc": round(self.counted / max(self.n, 1), 4), "episodes": self.n,
-                "bias": bias, "near_misses": self.near_misses}
+                "bias": bias, "near_misses": self.near_misses, "err_mean": err}
 
 
 def _truth(record: dict[str, Any]) -> list[int]:
@@ -146,6 +148,15 @@ def _few_shot(model: LearnedModel, records: list[dict], samples: list, idx: list
             r = records[i]
             subtasks, _ = propose(m, samples[i].features, r["instruction"], _min_frames(r))
             row[name].add([s.start_frame for s in subtasks[1:]], _truth(r), TOLERANCE[r["source"]])
+
+
+def _unrefined(model: LearnedModel, features: Features, record: dict) -> list[int]:
+    """The boundaries `propose` gives, decoded without the offset head's refinement."""
+    prob, skills, _ = model.predict(torch.from_numpy(features.x))
+    prior = heuristic_prior(features, model.spec.channels, model.info.heuristic_prior)
+    subtasks, _ = decode(prob.numpy().astype(np.float64), skills.numpy(), features, record["instruction"], model.info.count_from_plan,
+                         _min_frames(record), model.info.plan_offset, prior, None, model.info.boundary_shift)
+    return [s.start_frame for s in subtasks[1:]]
 
 
 def _with_shift(model: LearnedModel, errors: list[list[float]]) -> LearnedModel:
@@ -214,6 +225,8 @@ def loto(
             if r["source"] not in FEW_SHOT_ONLY:
                 subtasks, _ = propose(model, samples[i].features, r["instruction"], _min_frames(r))
                 rows[key]["learned"].add([s.start_frame for s in subtasks[1:]], _truth(r), tol)
+                if spec.offsets:  # the same network's proposals without the offset head's refinement
+                    rows[key]["learned, not refined"].add(_unrefined(model, samples[i].features, r), _truth(r), tol)
                 if heuristic:
                     dec = HeuristicBackend().propose(episode_of(r, i))
                     rows[key]["heuristic"].add(dec.boundaries, _truth(r), tol)
@@ -250,7 +263,7 @@ def overall(rows: dict[str, Any], name: str, sources: tuple[str, ...] | None = N
     n = sum(c["episodes"] for c in picked)
     if not n:
         return {"f1": float("nan"), "count_acc": float("nan"), "episodes": 0}
-    return ({k: round(sum(c.get(k, 0.0) * c["episodes"] for c in picked) / n, 4) for k in ("f1", "count_acc", "bias")}
+    return ({k: round(sum(c.get(k, 0.0) * c["episodes"] for c in picked) / n, 4) for k in ("f1", "count_acc", "bias", "err_mean")}
             | {"episodes": n, "near_misses": sum(c.get("near_misses", 0) for c in picked)})
 
 

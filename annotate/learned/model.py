@@ -41,7 +41,10 @@ class ModelSpec:
     layers: int = 8  # dilations 1, 2, ..., 2**(layers-1) grid frames
     stages: int = 2
     dropout: float = 0.1
-    offsets: bool = False  # the boundary-offset head (the last output of each stage)
+    # the boundary-offset head (the last output of each stage). Off: on the development split its
+    # refinement left F1 unchanged and doubled the matched boundaries' mean error (0.72 vs 0.39
+    # frames; the targets' boundaries are whole grid frames, and the peak is already on them)
+    offsets: bool = False
 
 
 @dataclass(frozen=True)
