@@ -44,7 +44,7 @@ from atomvla.curate.episode import Episode
 from atomvla.curate.sources import open_source
 from atomvla.schemas import DEFAULT_MIN_FRAMES, EpisodeMeta, Subtask
 from benchmarks.learned_eval import FEW_SHOT, MIN_SUBTASK_S, TOLERANCE, Score
-from benchmarks.learned_pretrain import CONFIG, HEURISTIC_PRIOR, SPEC, load_records
+from benchmarks.learned_pretrain import CONFIG, HEURISTIC_PRIOR, SPEC, describe, load_records
 
 log = logging.getLogger("learned_pixels")
 
@@ -215,13 +215,15 @@ def main(argv: list[str] | None = None) -> None:
         samples[name], features_cpu[name] = rendered_samples(episodes, spec)
     log.info("%d rendered episodes of %d tasks; features %s CPU s", len(episodes), len({e.task for e in episodes}),
              {k: round(v, 1) for k, v in features_cpu.items()})
-    state_only = None
+    state_only, trained_on = None, ""
     if args.data is not None:
-        plain = [record_sample(r, SPEC.channels, i) for i, r in enumerate(load_records(args.data))]
+        records = load_records(args.data)
+        trained_on = describe(records)
+        plain = [record_sample(r, SPEC.channels, i) for i, r in enumerate(records)]
         state_only = {"no pixels": plain, "pixels": [zero_pixels(s) for s in plain]}
     report: dict[str, Any] = {
         "steps_per_fold": args.steps, "episodes": len(episodes), "tasks": len({e.task for e in episodes}),
-        "state_only_episodes": len(state_only["no pixels"]) if state_only else 0,
+        "state_only_episodes": len(state_only["no pixels"]) if state_only else 0, "state_only": trained_on,
         "frames": sum(e.episode.meta.n_frames for e in episodes),
         "features_cpu_s": {k: round(v, 2) for k, v in features_cpu.items()},
     }
