@@ -1,17 +1,22 @@
 """Make the learned backend's packaged weights from every generated ground-truth set.
 
     python -m benchmarks.learned_data --out benchmarks/out/learned_data     # state-only episodes
-    python -m benchmarks.learned_pretrain --data benchmarks/out/learned_data  # -> annotate/learned/weights/base.safetensors
+    python -m benchmarks.learned_data --out benchmarks/out/learned_data_objects --state objects \
+        --sources metaworld,metaworld_released,humanlike                  # Meta-World with object + goal
+    # (then link the other sources' pkl files from learned_data into learned_data_objects)
+    python -m benchmarks.learned_pretrain --data benchmarks/out/learned_data_objects  # -> annotate/learned/weights/base.safetensors
 
-The packaged weights: every source `learned_data` writes (metaworld, metaworld_released,
-humanlike, humanlike_aloha, humanlike_libero, libero, aloha: 752 episodes of 55 tasks, data sha256
-a8282e50...), then `learned_pretrain` with the defaults below (1500 steps, ~1 CPU minute).
+The packaged weights: every source `learned_data` writes, the Meta-World ones (metaworld,
+metaworld_released, humanlike) with the `objects` state convention so the scene channels see
+object and goal, then `learned_pretrain` with the defaults below. The data and its sha256 are in
+the weights' metadata (`trained_on`, `data_hash`).
 
 Reads every `<source>.pkl` under DATA (see benchmarks/learned_data.py), leaves out the sets that
 relabel the same episodes with another team's convention (`--exclude`, default the two-arm release
-convention: it is what few-shot calibration is for), trains the default spec and writes the
-weights with the sha256 of the training records and what they were in the metadata. Seeded: the
-same data gives the same weights.
+convention: it is what few-shot calibration is for), adds a copy without its scene state of every
+episode that has one (the model must read both: most datasets have no scene state), trains the
+default spec and writes the weights with the sha256 of the records read and what they were in the
+metadata. Seeded: the same data gives the same weights.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from atomvla.annotate.learned import DEFAULT_WEIGHTS
-from atomvla.annotate.learned.data import Sample, record_sample, records_hash
+from atomvla.annotate.learned.data import Sample, record_sample, records_hash, with_sceneless_copies
 from atomvla.annotate.learned.features import layout
 from atomvla.annotate.learned.model import ModelSpec
 from atomvla.annotate.learned.train import TrainConfig, pretrain
@@ -64,7 +69,7 @@ def describe(records: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("benchmarks/out/learned_data"))
+    parser.add_argument("--data", type=Path, default=Path("benchmarks/out/learned_data_objects"))
     parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--exclude", default=",".join(EXCLUDE), help="sources left out (comma-separated)")
     parser.add_argument("--steps", type=int, default=CONFIG.steps)
@@ -72,11 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     records = load_records(args.data, tuple(s for s in args.exclude.split(",") if s))
     started = time.perf_counter()
-    samples = samples_of(records, SPEC.channels)
+    training = with_sceneless_copies(records)
+    samples = samples_of(training, SPEC.channels)
     digest = records_hash(records)
-    log.info("%s; features in %.0f s; data sha256 %s", describe(records), time.perf_counter() - started, digest)
+    trained_on = f"{describe(records)}; with {len(training) - len(records)} of them again without their scene state"
+    log.info("%s; features in %.0f s; data sha256 %s", trained_on, time.perf_counter() - started, digest)
     config = TrainConfig(**{**CONFIG.__dict__, "steps": args.steps})
-    model = pretrain(SPEC, samples, config, data_hash=digest, trained_on=describe(records), heuristic_prior=HEURISTIC_PRIOR)
+    model = pretrain(SPEC, samples, config, data_hash=digest, trained_on=trained_on, heuristic_prior=HEURISTIC_PRIOR)
     model.save(args.out)
     log.info("trained in %.0f s -> %s (%d kB)", time.perf_counter() - started, args.out, args.out.stat().st_size // 1024)
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from atomvla.annotate.kinematics import ACTION, STATE
-from atomvla.annotate.learned.features import EVENT_CHANNELS, PIXEL_CHANNELS, Features, episode_features
+from atomvla.annotate.learned.features import EVENT_CHANNELS, PIXEL_CHANNELS, Features, episode_features, robot_state_dims
 from atomvla.curate.episode import Episode
 from atomvla.schemas import SKILLS, EpisodeMeta, Subtask
 
@@ -68,6 +68,23 @@ def record_sample(record: Mapping[str, Any], channels: Sequence[str], index: int
     arrays = {STATE: np.asarray(record["state"]), ACTION: np.asarray(record["action"])}
     truth = [Subtask(**s) for s in record["subtasks"]]
     return make_sample(episode_features(meta, arrays, events), truth, record["task"], record["source"])
+
+
+def without_scene(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The record as a robot without scene state would have recorded it: the state dims no arm uses
+    removed (see features.robot_state_dims); None when it has none."""
+    names = list(record["feature_names"].get(STATE) or [])
+    keep = sorted(robot_state_dims(names)) if names else []
+    if not names or len(keep) == len(names):
+        return None
+    return {**record, "state": np.asarray(record["state"])[:, keep],
+            "feature_names": {**record["feature_names"], STATE: [names[i] for i in keep]}}
+
+
+def with_sceneless_copies(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Every record, then a copy without its scene state of each that has one: the model must read
+    episodes with and without scene state (most datasets have none) and not take the flag for a robot."""
+    return [*records, *(c for r in records if (c := without_scene(r)) is not None)]
 
 
 def records_hash(records: Iterable[Mapping[str, Any]]) -> str:

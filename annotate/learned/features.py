@@ -10,27 +10,46 @@ where a team's boundaries lie relative to them. The instruction's plan (how many
 skills) is broadcast to every frame. Optional `pixels`: a 4x4 grey thumbnail per frame and the
 frame-to-frame change, for episodes whose look matters.
 
+Scene channels read the state that is not the robot's: the `observation.state` dims no arm uses
+(what `extract` takes for an end effector, joints or gripper is the robot's; the rest, e.g. an
+object's or a goal's position, is the scene) and LeRobot's `observation.environment_state`. Some
+boundaries are only seen there (a door starting to swing, a lever turning, the hand arriving at a
+goal). Dims named `<prefix>_x/_y/_z` form a point, every other dim is a one-dimensional group;
+motion is measured against the hand's own typical speed, so a still point (a goal) stays at 0
+rather than having its jitter blown up. An episode without scene state gets zeros and `scene` 0.
+
 Features are computed on a fixed time grid of `GRID_FPS` frames a second (resampled from the
 episode's rate) so that one receptive field means the same duration at 20 fps and at 50 fps.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from atomvla.annotate.backends.heuristic import HeuristicConfig, decompose
 from atomvla.annotate.instructions import plan
-from atomvla.annotate.kinematics import ACTION, STATE, Kinematics, KinematicsError, extract
+from atomvla.annotate.kinematics import (
+    ACTION, STATE, Kinematics, KinematicsError, Roles, arm_prefixes, extract, roles_from_names,
+)
 from atomvla.annotate.segmentation import change_scores, contact_scores, gripper_events, quantile
 from atomvla.schemas import MAX_SUBTASKS, SKILLS, EpisodeMeta
 
 GRID_FPS = 20.0
+ENVIRONMENT_STATE = "observation.environment_state"  # LeRobot's standard key for the scene's state
 # Gaussian width (grid frames) of an event marked on an event channel.
 EVENT_SIGMA = 1.5
 WINDOW_S = 0.3  # the heuristic's default half-window (its change scores use the same)
 THUMB = 4  # pixels: THUMB x THUMB grey thumbnail
+# The scene moves in a frame where some point moves more than this fraction of the hand's typical
+# step (Meta-World: ~1 mm); a motion onset follows at least ONSET_REST_S of stillness, so the
+# settling of objects right after a reset is no onset.
+MOVING = 0.1
+ONSET_REST_S = 0.25
+_POINT_AXIS = re.compile(r"^(.+)[_.\s-]([xyz])$")
 
 KINEMATIC_CHANNELS = (
     "speed", "motion", "motion_up", "motion_sideways",
@@ -38,6 +57,7 @@ KINEMATIC_CHANNELS = (
     "fingers_max", "fingers_min", "fingers_rate_max", "fingers_rate_sum",
     "progress", "arms",
 )
+SCENE_CHANNELS = ("scene", "scene_speed", "scene_moved", "scene_onset", "scene_near")
 HEURISTIC_CHANNEL = "heuristic_boundary"  # bumps at the boundaries the heuristic proposes
 EVENT_CHANNELS = ("change_score", "contact_score", "close_event", "open_event", HEURISTIC_CHANNEL)
 PLAN_CHANNELS = ("plan_count", *(f"plan_{s}" for s in SKILLS))
@@ -46,7 +66,8 @@ PIXEL_CHANNELS = (*(f"pixel_{i}" for i in range(THUMB * THUMB)), "pixel_change")
 
 def layout(events: bool, pixels: bool) -> tuple[str, ...]:
     """The channel names of a feature set, in order; stored with the weights and checked on load."""
-    return (*KINEMATIC_CHANNELS, *(EVENT_CHANNELS if events else ()), *PLAN_CHANNELS, *(PIXEL_CHANNELS if pixels else ()))
+    return (*KINEMATIC_CHANNELS, *SCENE_CHANNELS, *(EVENT_CHANNELS if events else ()), *PLAN_CHANNELS,
+            *(PIXEL_CHANNELS if pixels else ()))
 
 
 def robot_layout(meta: EpisodeMeta) -> str:
@@ -130,6 +151,109 @@ def _events(kin: Kinematics, task: str, n: int, fps: float) -> list[np.ndarray]:
     return [change / (1.0 + change), contact, _bumps(closes, n, sigma), _bumps(opens, n, sigma), _bumps(proposed, n, sigma)]
 
 
+def _arm_roles(names: Sequence[str]) -> list[tuple[list[int], Roles]]:
+    """Each arm's state columns and the roles `extract` finds in them (arms told apart by name prefix)."""
+    lowered = [n.lower().strip() for n in names]
+    prefixes = arm_prefixes(tuple(names)) or ("",)
+    out = []
+    for prefix in prefixes:
+        idx = [i for i, n in enumerate(lowered) if n.startswith(prefix)]
+        out.append((idx, roles_from_names(tuple(lowered[i][len(prefix):].lstrip("_.- ") for i in idx))))
+    return out
+
+
+def robot_state_dims(names: Sequence[str]) -> set[int]:
+    """The `observation.state` dims `extract` reads for some arm (end effector, joints, gripper),
+    found from the names as it finds them; every dim when they are unnamed (joints)."""
+    used: set[int] = set()
+    for idx, roles in _arm_roles(names):
+        if roles.position:
+            used.update(idx[j] for j in (*roles.position, *roles.rotation, *roles.gripper))
+        else:  # no end effector named: extract reads every dim of the arm as joints
+            used.update(idx)
+    return used
+
+
+def scene_state(meta: EpisodeMeta, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(n, k) float64 scene state and its k names: the state dims no arm uses, then the
+    environment state; k = 0 without either. Raises KinematicsError naming the episode for an
+    environment state of the wrong length, or NaN/inf in either."""
+    n = meta.n_frames
+    parts, names = [], []
+    state = arrays.get(STATE)
+    if state is not None and state.ndim == 2:
+        s_names = list(meta.feature_names.get(STATE) or [])
+        if len(s_names) == state.shape[1]:  # unnamed dims are joints (see robot_state_dims)
+            free = [i for i in range(state.shape[1]) if i not in robot_state_dims(s_names)]
+            parts.append(np.asarray(state, np.float64)[:, free])
+            names += [s_names[i] for i in free]
+    env = arrays.get(ENVIRONMENT_STATE)
+    if env is not None:
+        env = np.asarray(env, np.float64)
+        env = env.reshape(len(env), -1) if env.ndim > 1 else env[:, None]
+        if len(env) != n:
+            raise KinematicsError(f"{meta.episode_id}: {ENVIRONMENT_STATE} has {len(env)} frames; the episode has {n}")
+        e_names = list(meta.feature_names.get(ENVIRONMENT_STATE) or [])
+        parts.append(env)
+        names += e_names if len(e_names) == env.shape[1] else [f"env_{i}" for i in range(env.shape[1])]
+    x = np.concatenate(parts, axis=1) if parts else np.zeros((n, 0))
+    if not np.isfinite(x).all():
+        bad = sorted({names[j] for j in np.nonzero(~np.isfinite(x).all(axis=0))[0]})
+        raise KinematicsError(f"{meta.episode_id}: scene state {', '.join(bad)} has NaN or inf values")
+    return x, tuple(names)
+
+
+def scene_groups(names: Sequence[str]) -> list[list[int]]:
+    """Column groups of the scene: `<prefix>_x`, `_y`, `_z` together as one point (in x, y, z order),
+    every other dim alone."""
+    points: dict[str, dict[str, int]] = {}
+    rotation = set(roles_from_names(tuple(names)).rotation)  # a quaternion's qx, qy, qz are no point
+    for i, name in enumerate(names):
+        if i not in rotation and (m := _POINT_AXIS.match(name.lower().strip())) is not None:
+            points.setdefault(m.group(1), {})[m.group(2)] = i
+    groups = [[axes[a] for a in "xyz"] for axes in points.values() if len(axes) == 3]
+    grouped = {i for g in groups for i in g}
+    return groups + [[i] for i in range(len(names)) if i not in grouped]
+
+
+def _end_effectors(meta: EpisodeMeta, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Every arm's end-effector position (n, 3) where the state names one in x, y, z."""
+    state = arrays.get(STATE)
+    names = list(meta.feature_names.get(STATE) or [])
+    if state is None or len(names) != state.shape[1]:
+        return []
+    return [np.asarray(state, np.float64)[:, [idx[j] for j in roles.position]]
+            for idx, roles in _arm_roles(names) if len(roles.position) == 3 and roles.has_z]
+
+
+def _scene(meta: EpisodeMeta, arrays: dict[str, np.ndarray], kin: Kinematics, n: int) -> list[np.ndarray]:
+    """The scene channels (SCENE_CHANNELS), zeros without scene state. Motion is in units of the
+    hand's typical speed (its 90th percentile) and, for displacement, of the hand's travel in a
+    second at that speed: a scene point carried by the hand reads ~1, a still one 0."""
+    x, names = scene_state(meta, arrays)
+    zeros = [np.zeros(n)] * len(SCENE_CHANNELS)
+    if x.shape[1] == 0:
+        return zeros
+    speed_ref = quantile(kin.speed, 0.9) or 1.0
+    dist_ref = speed_ref * meta.fps
+    groups = scene_groups(names)
+    step = np.stack([np.linalg.norm(np.diff(x[:, g], axis=0, prepend=x[:1, g]), axis=1) for g in groups], axis=1)
+    moved = np.stack([np.linalg.norm(x[:, g] - x[0, g], axis=1) for g in groups], axis=1)
+    speed = np.clip(step.max(axis=1) / speed_ref, 0.0, 3.0)
+    moved_n = np.clip(moved.max(axis=1) / dist_ref, 0.0, 3.0)
+    moving = step.max(axis=1) > MOVING * speed_ref
+    rest = max(1, round(ONSET_REST_S * meta.fps))
+    onsets = [t for t in range(rest, n) if moving[t] and not moving[t - rest : t].any()]
+    onset = _bumps(onsets, n, EVENT_SIGMA * meta.fps / GRID_FPS)
+    near = np.zeros(n)
+    points = [g for g in groups if len(g) == 3]
+    ratios = [np.linalg.norm(ee - x[:, g], axis=1) / max(float(np.linalg.norm(ee[0] - x[0, g])), 1e-6)
+              for ee in _end_effectors(meta, arrays) for g in points]
+    if ratios:
+        near = np.clip(np.min(ratios, axis=0), 0.0, 2.0)
+    return [np.ones(n), speed, moved_n, onset, near]
+
+
 def _plan(task: str, n: int) -> list[np.ndarray]:
     steps = plan(task)
     skills = [s.skill for s in steps]
@@ -169,7 +293,7 @@ def episode_features(
     `frames` (n, h, w, 3) adds the pixel channels."""
     n = meta.n_frames
     kin = extract(meta, arrays)
-    cols = _kinematic(kin, n)
+    cols = _kinematic(kin, n) + _scene(meta, arrays, kin, n)
     if events:
         cols += _events(kin, meta.task, n, meta.fps)
     cols += _plan(meta.task, n)
