@@ -1,8 +1,11 @@
 """Frame embeddings in the learned boundary model: with and without the pixel channels, on a rendered set.
 
-    python -m benchmarks.metaworld_gt.generate --out benchmarks/out/rendered/metaworld14 --tasks <the 14> --seeds 5
-    python -m benchmarks.learned_pixels --dataset benchmarks/out/rendered/metaworld14/lerobot \\
-        --truth benchmarks/out/rendered/metaworld14/truth.jsonl [--data benchmarks/out/learned_data] [--steps 400] [--json out.json]
+    python -m benchmarks.metaworld_gt.generate --out benchmarks/out/rendered/metaworld14 --tasks <the 14> --seeds 4 --codec h264
+    python -m benchmarks.metaworld_gt.generate --out benchmarks/out/rendered/metaworld_hard --seeds 4 --codec h264 \
+        --tasks dial-turn-v3,door-lock-v3,door-unlock-v3,handle-pull-v3,lever-pull-v3,reach-v3,door-close-v3
+    python -m benchmarks.learned_pixels --dataset benchmarks/out/rendered/{metaworld14,metaworld_hard}/lerobot \
+        --truth benchmarks/out/rendered/{metaworld14,metaworld_hard}/truth.jsonl [--held TASKS] \
+        [--data benchmarks/out/learned_data] [--steps 400] [--seed 0] [--json out.json]
 
 Leave-one-task-out within the rendered set (its `metaworld_task`s held out in turn): a model trained
 on the other tasks scores the held-out task's episodes zero-shot, and, fine-tuned on the held-out
@@ -114,15 +117,14 @@ def _score(model: LearnedModel, episodes: Sequence[RenderedEpisode], samples: Se
 
 def loto(
     episodes: Sequence[RenderedEpisode], samples: dict[str, list[Sample]], state_only: dict[str, list[Sample]] | None,
-    config: TrainConfig,
+    config: TrainConfig, held_out: Sequence[str],
 ) -> Iterator[tuple[dict[str, dict[str, Score]], dict[str, float]]]:
-    """After each fold: per held-out task so far, per column (`<set> <layout> <zero-shot|few-shot>` and
+    """Holding out each of `held_out` in turn, after each fold: per held-out task so far, per column (`<set> <layout> <zero-shot|few-shot>` and
     `heuristic`), the scores; and the training CPU seconds per `<set> <layout>` so far."""
     rows: dict[str, dict[str, Score]] = defaultdict(lambda: defaultdict(Score))
     train_cpu: dict[str, float] = defaultdict(float)
-    tasks = sorted({e.task for e in episodes})
     sets = {"rendered": {name: [] for name in LAYOUTS}} | ({"pretrained": state_only} if state_only is not None else {})
-    for fold, held in enumerate(tasks):
+    for fold, held in enumerate(held_out):
         test = [i for i, e in enumerate(episodes) if e.task == held]
         shots, rest = test[:FEW_SHOT], test[FEW_SHOT:]
         for i in test:
@@ -134,7 +136,7 @@ def loto(
                 cpu, wall = time.process_time(), time.perf_counter()
                 model = pretrain(spec, train, config, heuristic_prior=HEURISTIC_PRIOR)
                 train_cpu[f"{set_name} {name}"] += time.process_time() - cpu
-                log.info("fold %d/%d %s, %s %s: trained on %d in %.0f s", fold + 1, len(tasks), held, set_name, name,
+                log.info("fold %d/%d %s, %s %s: trained on %d in %.0f s", fold + 1, len(held_out), held, set_name, name,
                          len(train), time.perf_counter() - wall)
                 _score(model, episodes, samples[name], test, rows[held][f"{set_name} {name} zero-shot"])
                 if rest:
@@ -200,16 +202,28 @@ def table(rows: dict[str, dict[str, Any]], totals: dict[str, dict[str, float]], 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", type=Path, required=True, help="a rendered LeRobot dataset (metaworld_gt.generate's <out>/lerobot)")
-    parser.add_argument("--truth", type=Path, required=True, help="its truth JSONL (with metaworld_task per line)")
+    parser.add_argument("--dataset", type=Path, nargs="+", required=True,
+                        help="rendered LeRobot datasets (metaworld_gt.generate's <out>/lerobot), taken together")
+    parser.add_argument("--truth", type=Path, nargs="+", required=True, help="their truth JSONL files (with metaworld_task per line), in the same order")
+    parser.add_argument("--held", default=None,
+                        help="comma-separated tasks: only these folds (default: every task of the rendered set; the others still train)")
     parser.add_argument("--data", type=Path, default=None,
                         help="state-only record pickles (benchmarks/out/learned_data): also pretrain on them plus the rendered set")
     parser.add_argument("--steps", type=int, default=400, help="training steps per fold (learned_eval's default)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (one seed is noisy: run two to see how much)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     setup_logging()
-    config = replace(CONFIG, steps=args.steps)
-    episodes = load_rendered(args.dataset, args.truth)
+    config = replace(CONFIG, steps=args.steps, seed=args.seed)
+    if len(args.dataset) != len(args.truth):
+        parser.error(f"{len(args.dataset)} datasets and {len(args.truth)} truth files: give one truth file per dataset")
+    episodes = [e for dataset, truth in zip(args.dataset, args.truth) for e in load_rendered(dataset, truth)]
+    held = sorted({e.task for e in episodes})
+    if args.held:
+        unknown = sorted(set(args.held.split(",")) - set(held))
+        if unknown:
+            parser.error(f"--held: {', '.join(unknown)} not in the rendered set (has {', '.join(held)})")
+        held = args.held.split(",")
     samples, features_cpu = {}, {}
     for name, spec in LAYOUTS.items():
         samples[name], features_cpu[name] = rendered_samples(episodes, spec)
@@ -222,12 +236,12 @@ def main(argv: list[str] | None = None) -> None:
         plain = [record_sample(r, SPEC.channels, i) for i, r in enumerate(records)]
         state_only = {"no pixels": plain, "pixels": [zero_pixels(s) for s in plain]}
     report: dict[str, Any] = {
-        "steps_per_fold": args.steps, "episodes": len(episodes), "tasks": len({e.task for e in episodes}),
+        "steps_per_fold": args.steps, "seed": args.seed, "episodes": len(episodes), "tasks": len({e.task for e in episodes}),
         "state_only_episodes": len(state_only["no pixels"]) if state_only else 0, "state_only": trained_on,
         "frames": sum(e.episode.meta.n_frames for e in episodes),
         "features_cpu_s": {k: round(v, 2) for k, v in features_cpu.items()},
     }
-    for rows, train_cpu in loto(episodes, samples, state_only, config):  # the figures so far after every fold
+    for rows, train_cpu in loto(episodes, samples, state_only, config, held):  # the figures so far after every fold
         report["folds_done"] = len(rows)
         report["train_cpu_s"] = {k: round(v, 1) for k, v in train_cpu.items()}
         report["loto"] = {task: {name: score.as_dict() for name, score in cols.items()} for task, cols in sorted(rows.items())}

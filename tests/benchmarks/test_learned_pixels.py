@@ -64,3 +64,12 @@ def test_an_episode_without_truth_is_named(tmp_path):
     with pytest.raises(SystemExit) as exc:
         learned_pixels.load_rendered(DATASET, truth)
     assert str(exc.value) == f"{truth}: no truth for episode metaworld_lerobot_v30_h264/0"
+
+
+def test_bad_arguments_are_named(capsys):
+    with pytest.raises(SystemExit):
+        learned_pixels.main(["--dataset", str(DATASET), str(DATASET), "--truth", str(TRUTH)])
+    assert "2 datasets and 1 truth files" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        learned_pixels.main(["--dataset", str(DATASET), "--truth", str(TRUTH), "--held", "pick-place-v3,reach-v3"])
+    assert "--held: reach-v3 not in the rendered set (has button-press-v3, coffee-push-v3," in capsys.readouterr().err
