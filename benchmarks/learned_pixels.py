@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(report, indent=2))
-    console = Console(width=200)
+    console = Console(width=240)
     console.print(table(report["loto"], report["overall"], args.steps))
     console.print({"features_cpu_s": report["features_cpu_s"], "train_cpu_s": report["train_cpu_s"], "frames": report["frames"]})
 
