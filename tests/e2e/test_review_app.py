@@ -22,7 +22,7 @@ from tests.curate.builders import build_libero_hdf5
 from tests.e2e.review_server import CHROMIUM, CHROMIUM_ARGS, ReviewServer, write_logins
 from tests.ui.review_store import build_review_store
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (make install-browser)")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (make browser installs it)")
 
 # alice and bob review; carol annotates (saves and flags, may not accept or reject).
 USERS = {"alice": ("pw-alice", "reviewer"), "bob": ("pw-bob", "reviewer"), "carol": ("pw carol", "annotator")}

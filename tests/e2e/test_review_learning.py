@@ -20,7 +20,7 @@ from atomvla.ui.learning import is_reproposal, learning_backend, profile_name
 from tests.e2e.review_server import CHROMIUM, CHROMIUM_ARGS, ReviewServer
 from tests.ui.review_store import build_review_store
 
-pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (make install-browser)"),
+pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing (make browser installs it)"),
               pytest.mark.slow]  # a server and browsers per test: 30-60 s each on 2 cores
 
 DATASET = "metaworld_lerobot_v30"
