@@ -40,7 +40,10 @@ log = logging.getLogger("learned_pretrain")
 
 EXCLUDE = ("aloha_release",)
 SPEC = ModelSpec(layout(events=True, pixels=False), hidden=32, layers=8, stages=2)
-CONFIG = TrainConfig(steps=1500, batch=8, lr=3e-3, crop=160)
+# 400 steps, as every leave-one-task-out fold is trained: the packaged recipe is the one measured.
+# Longer training fits Meta-World's conventions closer and carries them to other robots: weights
+# trained without LIBERO scored 0.87 on it zero-shot after 400 steps, 0.76 after 1500.
+CONFIG = TrainConfig(steps=400, batch=8, lr=3e-3, crop=160)
 # Decoding adds 0.3 x the heuristic's proposed boundaries (WeightsInfo.heuristic_prior): chosen by
 # leave-one-task-out (0, 0.1, 0.2, 0.3, 0.5, 1.0 tried; 0.3 best, and the only one to find
 # button-press-topdown held out).
