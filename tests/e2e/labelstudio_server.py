@@ -15,7 +15,11 @@ from pathlib import Path
 from tests.e2e.review_server import free_port
 
 VERSION = "1.23.2"
+# sentry-sdk 3.0 (December 2026) rejects the `send_default_pii` option Label Studio 1.23.2 passes at
+# start-up, and Label Studio does not cap it: the server exits before it listens.
+REQUIREMENTS = (f"label-studio=={VERSION}", "sentry-sdk<3")
 VENV = Path(__file__).resolve().parents[2] / ".cache" / "labelstudio-venv"
+STAMP = VENV / ".installed"  # the requirements the venv was installed with
 START_TIMEOUT_S = 300  # the first start migrates a new database: ~70 s on a quiet 2-core machine
 
 
@@ -25,14 +29,16 @@ class Unavailable(Exception):
 
 def install() -> Path:
     exe = VENV / "bin" / "label-studio"
-    if exe.exists():
+    wanted = " ".join(REQUIREMENTS)
+    if exe.exists() and STAMP.exists() and STAMP.read_text() == wanted:
         return exe
     try:
         subprocess.run(["python3", "-m", "venv", str(VENV)], check=True, capture_output=True, timeout=120)
-        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", f"label-studio=={VERSION}"],
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", *REQUIREMENTS],
                        check=True, capture_output=True, text=True, timeout=900)
     except subprocess.CalledProcessError as exc:
-        raise Unavailable(f"pip install label-studio=={VERSION} failed: {(exc.stderr or '')[-500:]}") from exc
+        raise Unavailable(f"pip install {wanted} failed: {(exc.stderr or '')[-500:]}") from exc
+    STAMP.write_text(wanted)
     return exe
 
 
