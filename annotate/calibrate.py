@@ -176,6 +176,9 @@ def _learned_report(examples: Sequence[Example], tolerance: int, on_step: Callab
                "subtask count": f"plan{info.plan_offset:+d}" if info.count_from_plan else "the model's own"}
     if info.boundary_shift:  # a timing convention the network still missed after fitting
         changed["boundary shift (grid frames)"] = ", ".join(f"{s:+.1f}" for s in info.boundary_shift)
+    if "prior_heuristic_f1" in info.extra:  # whether decoding still leans on the heuristic (see train.kept_prior)
+        kept = "kept" if info.heuristic_prior else "off"
+        changed["heuristic prior"] = f"{kept} (F1 here: heuristic {info.extra['prior_heuristic_f1']}, network {info.extra['prior_network_f1']})"
     report = CalibrationReport(
         n_examples=len(examples), tolerance=tolerance, f1_before=total(before), f1_loo=total(loo),
         f1_fit=total(fitted), changed=changed, loo_changed=[],

@@ -8,6 +8,8 @@ The boundaries are the `k - 1` frames, at least `min_gap` apart, with the highes
 boundary probability (exact, by dynamic programming), plus the weights' `heuristic_prior` times the
 heuristic's proposed boundaries: held out, the network is unsure on tasks unlike its training ones
 (peaks of 0.1-0.2 at a wrong cue), and there the rules decide; where it is sure it overrules them.
+A fine-tuned model keeps the prior only where the heuristic finds the team's accepted boundaries
+as well as the network does (see train.kept_prior).
 With the offset head, each chosen frame is refined to sub-frame precision: the frames around it vote
 for where the boundary is (their own position plus their predicted offset), weighted by their
 probability. A fine-tuned model's `boundary_shift` (a team's timing convention learned from its

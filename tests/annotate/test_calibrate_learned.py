@@ -62,6 +62,11 @@ def test_calibrate_learned_fine_tunes_saves_the_weights_and_run_uses_them(store)
     model = LearnedModel.from_bytes(saved["weights"])
     assert model.info.robot_layout.startswith("observation.state[hand_x,hand_y,hand_z,gripper]")
     assert saved["settings"]["weights_sha256"] == model.digest()
+    # the profile's weights say whether decoding keeps the heuristic prior, and calibrate said so
+    kept = "kept" if model.info.heuristic_prior else "off"
+    extra = model.info.extra
+    assert report["changed"]["heuristic prior"] == f"{kept} (F1 here: heuristic {extra['prior_heuristic_f1']}, network {extra['prior_network_f1']})"
+    assert "heuristic prior=" in result.output
 
     tuned = backend_from_profile(db, "learned", "team")
     result = invoke("run", "--store", store, "--backend", "learned", "--profile", "team", "--episodes", str(metas[0].episode_index))

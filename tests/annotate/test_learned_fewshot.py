@@ -1,8 +1,12 @@
 """Few-shot adaptation of the learned backend: a team's timing convention learned from two accepted
-episodes, the boundary-offset head refining each chosen frame, and the accepted input it refuses."""
+episodes, the heuristic prior kept only for a team whose boundaries the heuristic finds, the
+boundary-offset head refining each chosen frame, and the accepted input it refuses."""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
+from synthetic import pick_place, scripted
 from test_learned import TASK, TINY, episode
 
 from atomvla.annotate.learned import fine_tune, learned_backend
@@ -89,3 +93,40 @@ def test_fine_tuning_on_the_convention_the_model_already_has_learns_at_most_its_
     accepted = [episode(s) for s in (20, 21)]
     tuned = fine_tune(base, [e for e, _ in accepted], [t for _, t in accepted], TrainConfig(steps=1, batch=2, lr=1e-4))
     assert all(abs(s) <= 1.0 for s in tuned.info.boundary_shift), tuned.info.boundary_shift
+
+
+def carry_convention(seed: int) -> list[Subtask]:
+    """episode(seed)'s subtasks for a team whose pick ends when the carry to the bin starts, after
+    the lift: another event than the grasp the heuristic (and `base`'s truth) ends it at."""
+    rng = np.random.default_rng(seed)  # the same draws as episode(seed): the same motion
+    phases = pick_place((float(rng.uniform(-0.1, 0.1)), 0.5), (float(rng.uniform(0.2, 0.35)), 0.6))
+    phases[3], phases[4] = replace(phases[3], subtask_start=False), replace(phases[4], subtask_start=True)
+    state, _, (boundary,) = scripted(phases, seed=seed)
+    return [Subtask(start_frame=0, end_frame=boundary, instruction="pick", skill="pick"),
+            Subtask(start_frame=boundary, end_frame=len(state), instruction="place", skill="place")]
+
+
+@pytest.fixture(scope="module")
+def carry_base() -> LearnedModel:
+    """A tiny model trained with the carry convention, decoding with a heuristic prior."""
+    samples = [make_sample(features_for(TINY.channels, episode(s)[0]), carry_convention(s)) for s in range(4)]
+    return pretrain(TINY, samples, TrainConfig(steps=60, batch=8, lr=3e-3), heuristic_prior=0.3)
+
+
+def test_the_heuristic_prior_is_kept_where_the_heuristic_finds_the_teams_boundaries_and_dropped_where_it_does_not(base, carry_base):
+    accepted = [episode(s) for s in (20, 21)]
+    eps = [e for e, _ in accepted]
+    # a team that ends the pick at the grasp, as the heuristic does: kept
+    same = fine_tune(LearnedModel(base.net, replace(base.info, heuristic_prior=0.3)), eps, [t for _, t in accepted])
+    assert same.info.heuristic_prior == 0.3 and same.info.extra["prior_heuristic_f1"] == "1.00"
+    # a team that ends it when the carry starts: its network finds that, the heuristic does not: dropped
+    other = fine_tune(carry_base, eps, [carry_convention(s) for s in (20, 21)])
+    assert (other.info.extra["prior_heuristic_f1"], other.info.extra["prior_network_f1"]) == ("0.00", "1.00")
+    again = LearnedModel.from_bytes(other.to_bytes())  # what a profile stores keeps the decision
+    assert again.info.heuristic_prior == 0.0
+    for seed in (30, 31, 32):
+        ep, grasp = episode(seed)
+        carry = carry_convention(seed)[1].start_frame
+        assert carry - grasp[1].start_frame > 20, "the team's boundary is another event than the heuristic's"
+        assert abs(learned_backend(again).propose(ep).boundaries[0] - carry) <= 3
+        assert abs(learned_backend(same).propose(ep).boundaries[0] - grasp[1].start_frame) <= 3
