@@ -11,10 +11,9 @@
 - Few-shot: that fold's model fine-tuned on the first 2 episodes of the held-out task (per source)
   scores its other episodes. The two-arm release convention (`aloha_release`, never pretrained
   on) is scored this way too.
-- `--ablate` (or one at a time: `--variant NAME`, `--pixels`): the same zero-shot split for variants: without the heuristic's event channels, a
-  smaller and a larger network; and with / without frame embeddings (4x4 grey thumbnails) on the
-  one rendered set at hand, the Meta-World fixture (11 episodes, 6 tasks; leave-one-task-out
-  within it: the generated sets are state-only).
+- `--ablate` (or one at a time: `--variant NAME`): the same zero-shot split for variants: without
+  the heuristic's event channels, a smaller and a larger network. Frame embeddings need rendered
+  sets (the generated ones are state-only): `benchmarks/learned_pixels.py` ablates them.
 - `--unseen PKL...`: the packaged weights, the heuristic and few-shot on generated sets the weights
   were not trained on (e.g. the Meta-World tasks issue 15 released, generated after pretraining).
 - Few-shot variants (`--few-shot-variants NAME,...`, see FEW_SHOT_VARIANTS): other fine-tuning
@@ -51,7 +50,7 @@ from atomvla.annotate.backends.heuristic import HeuristicBackend
 from atomvla.annotate.evaluation.boundaries import BoundaryMatch, match_boundaries
 from atomvla.annotate.kinematics import ACTION, STATE
 from atomvla.annotate.learned import load_pretrained
-from atomvla.annotate.learned.data import features_for, make_sample, record_meta, record_sample
+from atomvla.annotate.learned.data import record_meta, record_sample
 from atomvla.annotate.learned.decode import best_boundaries, boundary_errors, decode, heuristic_prior, propose
 from atomvla.annotate.learned.features import HEURISTIC_CHANNEL, Features, layout
 from atomvla.annotate.learned.model import LearnedModel, ModelSpec
@@ -346,32 +345,6 @@ def columns(rows: dict[str, Any]) -> list[str]:
     return [n for n in ("learned", "heuristic", "few-shot") if n in seen] + sorted(seen - {"learned", "heuristic", "few-shot"})
 
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-
-
-def pixel_ablation(config: TrainConfig) -> dict[str, Any]:
-    """Leave-one-task-out within the rendered fixture, the default spec with and without pixels."""
-    from atomvla.curate.sources import open_source
-    from atomvla.schemas import Subtask
-
-    truth = {line["episode_index"]: line for line in map(json.loads, (FIXTURE / "metaworld_truth.jsonl").read_text().splitlines())}
-    metas = list(open_source(str(FIXTURE / "metaworld_lerobot_v30_h264")).scan())
-    out = {}
-    for pixels in (False, True):
-        spec = replace(SPEC, channels=layout(events=True, pixels=pixels))
-        samples = [make_sample(features_for(spec.channels, Episode(m)), [Subtask(**s) for s in truth[m.episode_index]["subtasks"]],
-                               truth[m.episode_index]["metaworld_task"], "fixture") for m in metas]
-        score = Score()
-        for held in sorted({s.task for s in samples}):
-            model = pretrain(spec, [s for s in samples if s.task != held], config, heuristic_prior=HEURISTIC_PRIOR)
-            for m, s in zip(metas, samples):
-                if s.task == held:
-                    subtasks, _ = propose(model, s.features, m.task, max(DEFAULT_MIN_FRAMES, round(MIN_SUBTASK_S * m.fps)))
-                    score.add([x.start_frame for x in subtasks[1:]], [x["start_frame"] for x in truth[m.episode_index]["subtasks"][1:]], 3)
-        out["with pixels" if pixels else "without pixels"] = score.as_dict()
-    return out
-
-
 def _propose_share(weights: bytes, records: list[dict], start: int) -> float:
     """One worker of the two-process measurement: propose every record; its CPU seconds."""
     import torch
@@ -453,7 +426,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", type=Path, default=None,
                         help="with --unseen / --speed-only: these weights instead of the packaged ones (e.g. trained without the unseen sets)")
     parser.add_argument("--speed-only", action="store_true", help="only the speed figures")
-    parser.add_argument("--pixels", action="store_true", help="only the pixel ablation on the rendered fixture")
     parser.add_argument("--variant-few-shot", action="store_true", help="with --variant: few-shot too")
     parser.add_argument("--cache", type=Path, default=None, help="keep each fold's model here (few-shot variants without retraining)")
     parser.add_argument("--few-shot-variants", default="", help=f"comma-separated, also score these few-shot variants: {', '.join([*FEW_SHOT_VARIANTS, *PRIOR_VARIANTS])}")
@@ -504,16 +476,13 @@ def main(argv: list[str] | None = None) -> None:
             if args.json:
                 args.json.write_text(json.dumps(report, indent=2))
             return
-        if args.variant or args.pixels:  # one ablation only, in its own process
-            if args.variant:
-                report["variants"] = {args.variant: loto(records, VARIANTS[args.variant], config, args.variant_few_shot, False, (i, n),
-                                                         args.cache, variants)}
-                rows_v = report["variants"][args.variant]
-                report["ablation"] = {args.variant: {col: overall(rows_v, col) for col in columns(rows_v)}}
-                report["by_source"] = {src: {col: overall(rows_v, col, (src,)) for col in columns(rows_v)}
-                                       for src in sorted({k.split(":")[0] for k in rows_v})}
-            if args.pixels:
-                report["pixel_ablation"] = pixel_ablation(config)
+        if args.variant:  # one ablation only, in its own process
+            report["variants"] = {args.variant: loto(records, VARIANTS[args.variant], config, args.variant_few_shot, False, (i, n),
+                                                     args.cache, variants)}
+            rows_v = report["variants"][args.variant]
+            report["ablation"] = {args.variant: {col: overall(rows_v, col) for col in columns(rows_v)}}
+            report["by_source"] = {src: {col: overall(rows_v, col, (src,)) for col in columns(rows_v)}
+                                   for src in sorted({k.split(":")[0] for k in rows_v})}
             if args.json:
                 args.json.write_text(json.dumps(report, indent=2))
             console.print(report)
@@ -533,13 +502,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.ablate and not args.merge:
         report["variants"] = {name: loto(records, spec, config, few_shot=False, heuristic=False, shard=(i, n))
                               for name, spec in VARIANTS.items() if name != "default"} | {"default": rows}
-        if i == 0:
-            report["pixel_ablation"] = pixel_ablation(config)
     if "variants" in report:
         report["ablation"] = {name: overall(rows_v, "learned") for name, rows_v in report["variants"].items()}
         console.print("ablation (zero-shot, leave-one-task-out):", report["ablation"])
-    if "pixel_ablation" in report:
-        console.print("fixture, leave-one-task-out:", report["pixel_ablation"])
     if not args.no_speed and not args.merge:
         report["speed"] = speed([r for r in records if r["source"] not in FEW_SHOT_ONLY], load_pretrained())
         console.print(report["speed"])
