@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -170,11 +171,13 @@ def arm_prefixes(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(found) if len(found) > 1 else ()
 
 
-def _columns(names: list[str], prefix: str) -> list[int]:
+def arm_columns(names: Sequence[str], prefix: str) -> list[int]:
+    """The columns of the arm whose names start with `prefix` (every column for prefix "")."""
     return [i for i, n in enumerate(names) if n.lower().strip().startswith(prefix)]
 
 
-def _strip(names: list[str], idx: list[int], prefix: str) -> list[str]:
+def arm_feature_names(names: Sequence[str], idx: list[int], prefix: str) -> list[str]:
+    """Those columns' names as one arm's, its prefix removed (lowercase)."""
     return [names[i].lower().strip()[len(prefix):].lstrip("_.- ") for i in idx]
 
 
@@ -271,13 +274,13 @@ def extract(
     else:
         parts = []
         for prefix in arms:
-            s_idx, a_idx = _columns(s_names, prefix), _columns(a_names, prefix)
+            s_idx, a_idx = arm_columns(s_names, prefix), arm_columns(a_names, prefix)
             if not s_idx and not a_idx:
                 raise KinematicsError(f"no feature of arm {prefix!r} in {STATE} or {ACTION} (names: {', '.join(s_names or a_names)})")
             parts.append(_one_arm(
                 meta.episode_id,
-                state[:, s_idx] if state is not None and s_idx else None, _strip(s_names, s_idx, prefix),
-                action[:, a_idx] if action is not None and a_idx else None, _strip(a_names, a_idx, prefix),
+                state[:, s_idx] if state is not None and s_idx else None, arm_feature_names(s_names, s_idx, prefix),
+                action[:, a_idx] if action is not None and a_idx else None, arm_feature_names(a_names, a_idx, prefix),
                 None, None,
             ))
         arm_names = tuple(arms)

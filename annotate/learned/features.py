@@ -33,7 +33,7 @@ import numpy as np
 from atomvla.annotate.backends.heuristic import HeuristicConfig, decompose
 from atomvla.annotate.instructions import plan
 from atomvla.annotate.kinematics import (
-    ACTION, STATE, Kinematics, KinematicsError, Roles, arm_prefixes, extract, roles_from_names,
+    ACTION, STATE, Kinematics, KinematicsError, Roles, arm_columns, arm_feature_names, arm_prefixes, extract, roles_from_names,
 )
 from atomvla.annotate.segmentation import change_scores, contact_scores, gripper_events, quantile
 from atomvla.schemas import MAX_SUBTASKS, SKILLS, EpisodeMeta
@@ -153,12 +153,10 @@ def _events(kin: Kinematics, task: str, n: int, fps: float) -> list[np.ndarray]:
 
 def _arm_roles(names: Sequence[str]) -> list[tuple[list[int], Roles]]:
     """Each arm's state columns and the roles `extract` finds in them (arms told apart by name prefix)."""
-    lowered = [n.lower().strip() for n in names]
-    prefixes = arm_prefixes(tuple(names)) or ("",)
     out = []
-    for prefix in prefixes:
-        idx = [i for i, n in enumerate(lowered) if n.startswith(prefix)]
-        out.append((idx, roles_from_names(tuple(lowered[i][len(prefix):].lstrip("_.- ") for i in idx))))
+    for prefix in arm_prefixes(tuple(names)) or ("",):
+        idx = arm_columns(names, prefix)
+        out.append((idx, roles_from_names(tuple(arm_feature_names(names, idx, prefix)))))
     return out
 
 
@@ -184,7 +182,8 @@ def scene_state(meta: EpisodeMeta, arrays: dict[str, np.ndarray]) -> tuple[np.nd
     if state is not None and state.ndim == 2:
         s_names = list(meta.feature_names.get(STATE) or [])
         if len(s_names) == state.shape[1]:  # unnamed dims are joints (see robot_state_dims)
-            free = [i for i in range(state.shape[1]) if i not in robot_state_dims(s_names)]
+            robot = robot_state_dims(s_names)
+            free = [i for i in range(state.shape[1]) if i not in robot]
             parts.append(np.asarray(state, np.float64)[:, free])
             names += [s_names[i] for i in free]
     env = arrays.get(ENVIRONMENT_STATE)
