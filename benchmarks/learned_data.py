@@ -1,7 +1,11 @@
 """State-only ground-truth episodes for the learned backend, from every generator in benchmarks/.
 
-    python -m benchmarks.learned_data --out benchmarks/out/learned_data [--seeds 8]
-        [--sources metaworld,...,humanlike_aloha] [--budget-s 1800] [--ready FILE]
+    python -m benchmarks.learned_data --out benchmarks/out/learned_data [--seeds N]
+        [--sources metaworld,...,humanlike_aloha] [--state objects|hand] [--budget-s 1800] [--ready FILE]
+
+With the defaults, one run writes the whole pretraining set of the packaged weights (every source,
+each with its own number of seeds, SEEDS; Meta-World with object and goal state); then
+`python -m benchmarks.learned_pretrain` trains on it.
 
 Records each generator's scripted episodes without rendering (the learned backend reads state,
 actions and the heuristic's events, no pixels) and writes one pickle per source: a list of
@@ -11,8 +15,8 @@ was skipped, and the generation's CPU and wall seconds. Sources:
 
 - `metaworld`: the 14 Meta-World tasks; `metaworld_released`: the 25 issue 15 released (both
   benchmarks/metaworld_gt, seeds 0..N-1); their state is `--state`'s convention
-  (`atomvla.train.sim.metaworld.STATES`: `hand`, hand xyz and gripper; `objects`, also the object's
-  and the goal's xyz), as is `humanlike`'s;
+  (`atomvla.train.sim.metaworld.STATES`: `objects`, the default, hand xyz and gripper and the
+  object's and the goal's xyz; `hand`, without them, for the scene ablation), as is `humanlike`'s;
 - `humanlike`: every one of those 39 tasks driven by benchmarks/humanlike_gt's operator (seeds
   1000..1000+N-1, so no episode repeats a scripted one);
 - `aloha`: gym-aloha's two-arm cube transfer; it also writes each episode relabelled with the
@@ -55,6 +59,11 @@ from atomvla.train.sim.metaworld import STATES
 log = logging.getLogger("learned_data")
 
 HUMANLIKE_SEED0 = 1000  # humanlike seeds start here, apart from the scripted sets' 0..N-1
+# Seeds per task where --seeds is not given: the packaged weights' set. Human-like Meta-World has 39
+# tasks and 6 are enough for its variety; the human-like LIBERO operator fails more often (83 of 150
+# kept), so it gets 10.
+SEEDS = 8
+SOURCE_SEEDS = {"humanlike": 6, "humanlike_libero": 10}
 WALL_FACTOR = 10  # an episode's wall-clock bound, in multiples of its CPU bound (the machine is shared)
 
 
@@ -250,13 +259,16 @@ def _write(path: Path, data: bytes) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/learned_data"))
-    parser.add_argument("--seeds", type=int, default=8, help="seeds per task (aloha: 3x this many tried)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help=f"seeds per task for every source (aloha: 3x this many tried); default {SEEDS}, "
+                             f"{', '.join(f'{k} {v}' for k, v in SOURCE_SEEDS.items())}")
     parser.add_argument("--sources", default=",".join(SOURCES), help=f"comma-separated, of: {', '.join(SOURCES)}")
     parser.add_argument("--budget-s", type=float, default=1800.0, help="CPU seconds per source")
     parser.add_argument("--episode-s", type=float, default=60.0, help="CPU seconds per episode")
     parser.add_argument("--ready", type=Path, help="append a line per finished source to this file")
-    parser.add_argument("--state", choices=list(STATES), default="hand",
-                        help="Meta-World state convention (metaworld, metaworld_released, humanlike): hand, or objects (+ object and goal xyz)")
+    parser.add_argument("--state", choices=list(STATES), default="objects",
+                        help="Meta-World state convention (metaworld, metaworld_released, humanlike): objects (hand, gripper, "
+                             "object and goal xyz; the packaged weights'), or hand (without the scene: its ablation)")
     args = parser.parse_args(argv)
     # MuJoCo reads MUJOCO_GL once, at its first import: a Meta-World source imports it first, and a
     # LIBERO scene made later in the same process then failed to create its (unused) offscreen
@@ -270,12 +282,13 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown source(s) {', '.join(unknown)}; defined: {', '.join(SOURCES)}")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in names:
+        seeds = args.seeds if args.seeds is not None else SOURCE_SEEDS.get(name, SEEDS)
         cpu, wall = time.process_time(), time.perf_counter()
-        samples, tally = generate(name, args.seeds, args.budget_s, args.episode_s, args.state)
+        samples, tally = generate(name, seeds, args.budget_s, args.episode_s, args.state)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         episodes = Counter(s["task"] for s in samples)
         manifest = {
-            "source": name, "seeds": args.seeds, "state": args.state, "episodes": len(samples), "tasks": len(episodes),
+            "source": name, "seeds": seeds, "state": args.state, "episodes": len(samples), "tasks": len(episodes),
             "per_task": dict(episodes), "skipped": dict(tally.skipped), "why_skipped": dict(tally.why),
             "unattempted": tally.unattempted, "cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
         }

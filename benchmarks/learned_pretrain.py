@@ -1,17 +1,16 @@
 """Make the learned backend's packaged weights from every generated ground-truth set.
 
-    python -m benchmarks.learned_data --out benchmarks/out/learned_data     # state-only episodes
-    python -m benchmarks.learned_data --out benchmarks/out/learned_data_objects --state objects \
-        --sources metaworld,metaworld_released,humanlike                  # Meta-World with object + goal
-    # (then link the other sources' pkl files from learned_data into learned_data_objects)
-    python -m benchmarks.learned_pretrain --data benchmarks/out/learned_data_objects  # -> annotate/learned/weights/base.safetensors
+    python -m benchmarks.learned_data       # every source -> benchmarks/out/learned_data (about 30 min on 2 cores)
+    python -m benchmarks.learned_pretrain   # -> annotate/learned/weights/base.safetensors
+    python -m benchmarks.learned_pretrain --data DIR [DIR ...] --out W   # other sets, e.g. the scene ablation's
 
-The packaged weights: every source `learned_data` writes, the Meta-World ones (metaworld,
-metaworld_released, humanlike) with the `objects` state convention so the scene channels see
-object and goal, then `learned_pretrain` with the defaults below. The data and its sha256 are in
-the weights' metadata (`trained_on`, `data_hash`).
+The packaged weights: every source `learned_data` writes with its defaults (the Meta-World ones with
+the `objects` state convention, so the scene channels see object and goal), then `learned_pretrain`
+with the defaults below. The data and its sha256 are in the weights' metadata (`trained_on`,
+`data_hash`).
 
-Reads every `<source>.pkl` under DATA (see benchmarks/learned_data.py), leaves out the sets that
+Reads every `<source>.pkl` under each DATA folder (see benchmarks/learned_data.py; a source may
+come from one folder only), leaves out the sets that
 relabel the same episodes with another team's convention (`--exclude`, default the two-arm release
 convention: it is what few-shot calibration is for), adds a copy without its scene state of every
 episode that has one (the model must read both: most datasets have no scene state), trains the
@@ -60,6 +59,18 @@ def load_records(data: Path, exclude: tuple[str, ...] = EXCLUDE) -> list[dict[st
     return records
 
 
+def load_folders(folders: list[Path], exclude: tuple[str, ...] = EXCLUDE) -> list[dict[str, Any]]:
+    """`load_records` of each folder, in the order given; a source file in two folders is refused
+    (its episodes would be trained on twice)."""
+    seen: dict[str, Path] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.pkl")):
+            if path.name in seen:
+                raise SystemExit(f"{path.name} is in both {seen[path.name]} and {folder}: give each source once")
+            seen[path.name] = folder
+    return [r for folder in folders for r in load_records(folder, exclude)]
+
+
 def samples_of(records: list[dict[str, Any]], channels: tuple[str, ...]) -> list[Sample]:
     return [record_sample(r, channels, i) for i, r in enumerate(records)]
 
@@ -72,13 +83,14 @@ def describe(records: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("benchmarks/out/learned_data_objects"))
+    parser.add_argument("--data", type=Path, nargs="+", default=[Path("benchmarks/out/learned_data")],
+                        help="folders of learned_data's <source>.pkl files (default: learned_data's default --out)")
     parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--exclude", default=",".join(EXCLUDE), help="sources left out (comma-separated)")
     parser.add_argument("--steps", type=int, default=CONFIG.steps)
     args = parser.parse_args(argv)
     setup_logging()
-    records = load_records(args.data, tuple(s for s in args.exclude.split(",") if s))
+    records = load_folders(args.data, tuple(s for s in args.exclude.split(",") if s))
     started = time.perf_counter()
     training = with_sceneless_copies(records)
     samples = samples_of(training, SPEC.channels)

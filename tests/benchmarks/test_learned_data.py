@@ -89,3 +89,22 @@ def test_the_objects_state_convention_adds_object_and_goal_to_the_same_episodes(
         assert objects["state"][:, :4].tolist() == hand["state"].tolist() and objects["subtasks"] == hand["subtasks"]
         goal = objects["state"][:, 7:]
         assert (goal == goal[0]).all() and abs(goal[0]).sum() > 0  # the goal: one still point
+
+
+def test_each_source_gets_its_own_seeds_unless_seeds_are_given(monkeypatch, tmp_path):
+    asked: dict[str, int] = {}
+
+    def toy(name: str):
+        def source(seeds: int, state: str):
+            asked[name] = seeds
+            yield Attempt("a", 0, lambda: [{"source": name, "task": "a"}])
+        return source
+
+    for name in ("toy", "toy_many"):
+        monkeypatch.setitem(learned_data.SOURCES, name, toy(name))
+    monkeypatch.setitem(learned_data.SOURCE_SEEDS, "toy_many", 5)
+    learned_data.main(["--out", str(tmp_path / "d"), "--sources", "toy,toy_many"])
+    assert asked == {"toy": learned_data.SEEDS, "toy_many": 5}
+    assert json.loads((tmp_path / "d" / "toy_many.json").read_text())["seeds"] == 5
+    learned_data.main(["--out", str(tmp_path / "e"), "--sources", "toy,toy_many", "--seeds", "2"])
+    assert asked == {"toy": 2, "toy_many": 2}

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from atomvla.annotate.kinematics import ACTION, STATE
 from atomvla.annotate.learned.train import FINE_TUNE
 from benchmarks import learned_pixels
 
@@ -20,21 +19,9 @@ DATASET = FIXTURES / "metaworld_lerobot_v30_h264"
 TRUTH = FIXTURES / "metaworld_truth.jsonl"
 
 
-def _state_only(path: Path) -> None:
-    """The fixture's episodes as a state-only generator writes them (learned_data's record dicts)."""
-    records = []
-    for e in learned_pixels.load_rendered(DATASET, TRUTH):
-        meta = e.episode.meta
-        records.append({"source": "metaworld", "task": e.task, "instruction": meta.task, "fps": meta.fps,
-                        "feature_names": {k: list(v) for k, v in meta.feature_names.items()},
-                        "state": e.episode.arrays[STATE], "action": e.episode.arrays[ACTION],
-                        "subtasks": [s.model_dump() for s in e.truth]})
-    path.mkdir()
-    (path / "metaworld.pkl").write_bytes(pickle.dumps(records))
-
-
-def test_the_ablation_runs_on_the_rendered_fixture(tmp_path, capsys, monkeypatch):
-    _state_only(tmp_path / "data")
+def test_the_ablation_runs_on_the_rendered_fixture(tmp_path, capsys, monkeypatch, fixture_records):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "metaworld.pkl").write_bytes(pickle.dumps(fixture_records))
     # The fixture has 2 episodes of most tasks: 1 shot leaves 1 to score; few fine-tuning steps.
     monkeypatch.setattr(learned_pixels, "FEW_SHOT", 1)
     monkeypatch.setattr(learned_pixels, "FINE_TUNE", replace(FINE_TUNE, steps=2))
