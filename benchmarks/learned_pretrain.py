@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, nargs="+", default=[Path("benchmarks/out/learned_data")],
                         help="folders of learned_data's <source>.pkl files (default: learned_data's default --out)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="weights file to write (default: the packaged weights)")
     parser.add_argument("--exclude", default=",".join(EXCLUDE), help="sources left out (comma-separated)")
-    parser.add_argument("--steps", type=int, default=CONFIG.steps)
+    parser.add_argument("--steps", type=int, default=CONFIG.steps, help="training steps (the packaged recipe's by default)")
     args = parser.parse_args(argv)
     setup_logging()
     records = load_folders(args.data, tuple(s for s in args.exclude.split(",") if s))
