@@ -195,8 +195,78 @@ TEMPLATES: tuple[Template, ...] = (
 )
 
 
+# Kept out of every backend's training and tuning, to choose the default backend on (issue 15):
+# LIBERO-90 scenes no template above uses (kitchens 1, 7, 9; living rooms 4, 5, 6) and their objects
+# (white bowl, mugs, salad dressing, chocolate pudding), and a three-step task (5 subtasks, a count
+# no template above has) in KITCHEN_SCENE10, the one scene shared with TEMPLATES. Not here because
+# the scripted motion fails: KITCHEN_SCENE4's bottom drawer (pushing it shut drives the forearm into
+# the cabinet's top edge; it stays 5 cm open), the moka pots (wider than the open fingers, no rim to
+# pinch), a bowl taken out of a drawer or put into KITCHEN_SCENE5's (not lifted, or not inside), and
+# KITCHEN_SCENE10's chocolate pudding (not lifted).
+HELDOUT: tuple[Template, ...] = (
+    Template(
+        "back_butter_in_drawer_close_and_bowl_on_top",
+        "libero_90",
+        "KITCHEN_SCENE10_put_the_butter_at_the_back_in_the_top_drawer_of_the_cabinet_and_close_it",
+        "put the butter at the back in the top drawer of the cabinet, close it and put the black bowl on top of the cabinet",
+        (
+            Move("butter_2", "butter at the back", "wooden_cabinet_1_cabinet_top", "top drawer of the cabinet",
+                 "in", "wooden_cabinet_1_top_region"),
+            CloseDrawer("wooden_cabinet_1_cabinet_top", "wooden_cabinet_1_top_level", "top drawer of the cabinet",
+                        "wooden_cabinet_1_top_region"),
+            _on_cabinet("akita_black_bowl_1", "black bowl"),
+        ),
+    ),
+    Template(
+        "pudding_and_dressing_in_tray",
+        "libero_90",
+        "LIVING_ROOM_SCENE4_pick_up_the_chocolate_pudding_and_put_it_in_the_tray",
+        "put both the chocolate pudding and the salad dressing in the tray",
+        (_in_tray("chocolate_pudding_1", "chocolate pudding"), _in_tray("new_salad_dressing_1", "salad dressing")),
+    ),
+    Template(
+        "mugs_on_plates",
+        "libero_10",
+        "LIVING_ROOM_SCENE5_put_the_white_mug_on_the_left_plate_and_put_the_yellow_and_white_mug_on_the_right_plate",
+        "put the white mug on the left plate and put the yellow and white mug on the right plate",
+        (_on_plate("porcelain_mug_1", "white mug", "plate_1", "left plate"),
+         _on_plate("white_yellow_mug_1", "yellow and white mug", "plate_2", "right plate")),
+    ),
+    Template(
+        "red_mug_on_plate",
+        "libero_90",
+        "LIVING_ROOM_SCENE6_put_the_red_mug_on_the_plate",
+        "put the red mug on the plate",
+        (_on_plate("red_coffee_mug_1", "red mug", "plate_1", "plate"),),
+    ),
+    Template(
+        "white_bowl_from_microwave_on_plate",
+        "libero_90",
+        "KITCHEN_SCENE7_put_the_white_bowl_on_the_plate",
+        "put the white bowl on the plate",
+        (_on_plate("white_bowl_1", "white bowl", "plate_1", "plate"),),
+    ),
+    Template(
+        "white_bowl_on_shelf",
+        "libero_90",
+        "KITCHEN_SCENE9_put_the_white_bowl_on_top_of_the_cabinet",
+        "put the white bowl on top of the shelf",
+        (Move("white_bowl_1", "white bowl", "wooden_two_layer_shelf_1", "shelf", "on",
+              "wooden_two_layer_shelf_1_top_side"),),
+    ),
+    Template(
+        "black_bowl_on_wooden_cabinet",
+        "libero_90",
+        "KITCHEN_SCENE1_put_the_black_bowl_on_top_of_the_cabinet",
+        "put the black bowl on top of the cabinet",
+        (_on_cabinet("akita_black_bowl_1", "black bowl"),),
+    ),
+)
+
+
 def template(name: str) -> Template:
-    for t in TEMPLATES:
+    """A template of TEMPLATES or HELDOUT by name."""
+    for t in (*TEMPLATES, *HELDOUT):
         if t.name == name:
             return t
-    raise KeyError(f"unknown template {name!r}; known: {[t.name for t in TEMPLATES]}")
+    raise KeyError(f"unknown template {name!r}; known: {[t.name for t in (*TEMPLATES, *HELDOUT)]}")
