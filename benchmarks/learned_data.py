@@ -26,7 +26,10 @@ was skipped, and the generation's CPU and wall seconds. Sources:
   `humanlike_libero`: the same templates through humanlike_gt's operator from the last N (its
   samples are source `humanlike`, the human-like sets' tolerance);
 - `humanlike_aloha`: the transfer performed as a teleoperator would (aloha_gt `record(humanlike=True)`),
-  source `humanlike`.
+  source `humanlike`;
+- `libero_heldout`, `humanlike_libero_heldout`: as `libero` and `humanlike_libero`, for libero_gt's
+  HELDOUT templates; never in the default `--sources`, so no pretraining set holds them (the default
+  backend is chosen on them).
 
 Each episode is bounded (`--episode-s` CPU seconds, and 10x that in wall seconds) and each source too (`--budget-s`, CPU
 seconds: the source stops at the first episode that starts past it, and says so). An episode that
@@ -63,7 +66,7 @@ HUMANLIKE_SEED0 = 1000  # humanlike seeds start here, apart from the scripted se
 # tasks and 6 are enough for its variety; the human-like LIBERO operator fails more often (83 of 150
 # kept), so it gets 10.
 SEEDS = 8
-SOURCE_SEEDS = {"humanlike": 6, "humanlike_libero": 10}
+SOURCE_SEEDS = {"humanlike": 6, "humanlike_libero": 10, "humanlike_libero_heldout": 10}
 WALL_FACTOR = 10  # an episode's wall-clock bound, in multiples of its CPU bound (the machine is shared)
 
 
@@ -161,15 +164,16 @@ def aloha(seeds: int, humanlike: bool = False) -> Iterator[Attempt]:
     yield from (Attempt("aloha-transfer-cube", seed, lambda s=seed: make(s)) for seed in range(first, first + seeds * 3))
 
 
-def libero(seeds: int, humanlike: bool = False) -> Iterator[Attempt]:
-    """Every libero_gt template; one scene per template, built when its first episode starts.
+def libero(seeds: int, humanlike: bool = False, heldout: bool = False) -> Iterator[Attempt]:
+    """Every libero_gt template (`heldout`: the HELDOUT ones instead); one scene per template, built
+    when its first episode starts.
     `humanlike`: through humanlike_gt's operator, from LIBERO's initial states counted from the last
     (the scripted episodes take them from the first), labelled source `humanlike`."""
     from benchmarks.humanlike_gt.teleop import Operator
     from benchmarks.libero_gt.generate import FEATURE_NAMES
     from benchmarks.libero_gt.rollout import FPS, run
     from benchmarks.libero_gt.scene import Scene, init_states
-    from benchmarks.libero_gt.templates import TEMPLATES
+    from benchmarks.libero_gt.templates import HELDOUT, TEMPLATES
 
     scenes: dict[str, Any] = {}
 
@@ -188,7 +192,7 @@ def libero(seeds: int, humanlike: bool = False) -> Iterator[Attempt]:
                         FEATURE_NAMES)]
 
     try:
-        for tmpl in TEMPLATES:
+        for tmpl in HELDOUT if heldout else TEMPLATES:
             yield from (Attempt(f"libero-{tmpl.name}", seed, lambda t=tmpl, s=seed: make(t, s)) for seed in range(seeds))
     finally:
         for scene in scenes.values():
@@ -201,6 +205,12 @@ SOURCES: dict[str, Callable[[int, str], Iterator[Attempt]]] = {
     "humanlike": humanlike, "aloha": lambda seeds, _: aloha(seeds), "libero": lambda seeds, _: libero(seeds),
     "humanlike_libero": lambda seeds, _: libero(seeds, humanlike=True),
     "humanlike_aloha": lambda seeds, _: aloha(seeds, humanlike=True),
+}
+# Named with --sources only, never by default: kept out of pretraining and of every choice made for
+# either backend, to choose the default backend on (issue 15).
+HELDOUT_SOURCES: dict[str, Callable[[int, str], Iterator[Attempt]]] = {
+    "libero_heldout": lambda seeds, _: libero(seeds, heldout=True),
+    "humanlike_libero_heldout": lambda seeds, _: libero(seeds, humanlike=True, heldout=True),
 }
 
 
@@ -228,7 +238,7 @@ def generate(name: str, seeds: int, budget_s: float, episode_s: float, state: st
     samples: list[dict[str, Any]] = []
     tally = Tally()
     started = time.process_time()
-    attempts = SOURCES[name](seeds, state)
+    attempts = {**SOURCES, **HELDOUT_SOURCES}[name](seeds, state)
     for attempt in attempts:
         if time.process_time() - started > budget_s:
             tally.unattempted = 1 + sum(1 for _ in attempts)
@@ -262,7 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=None,
                         help=f"seeds per task for every source (aloha: 3x this many tried); default {SEEDS}, "
                              f"{', '.join(f'{k} {v}' for k, v in SOURCE_SEEDS.items())}")
-    parser.add_argument("--sources", default=",".join(SOURCES), help=f"comma-separated, of: {', '.join(SOURCES)}")
+    parser.add_argument("--sources", default=",".join(SOURCES),
+                        help=f"comma-separated, of: {', '.join(SOURCES)}; held out, never by default: {', '.join(HELDOUT_SOURCES)}")
     parser.add_argument("--budget-s", type=float, default=1800.0, help="CPU seconds per source")
     parser.add_argument("--episode-s", type=float, default=60.0, help="CPU seconds per episode")
     parser.add_argument("--ready", type=Path, help="append a line per finished source to this file")
@@ -278,8 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("OpenGL").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
     names = [s.strip() for s in args.sources.split(",") if s.strip()]
-    if unknown := [n for n in names if n not in SOURCES]:
-        raise SystemExit(f"unknown source(s) {', '.join(unknown)}; defined: {', '.join(SOURCES)}")
+    if unknown := [n for n in names if n not in SOURCES and n not in HELDOUT_SOURCES]:
+        raise SystemExit(f"unknown source(s) {', '.join(unknown)}; defined: {', '.join([*SOURCES, *HELDOUT_SOURCES])}")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in names:
         seeds = args.seeds if args.seeds is not None else SOURCE_SEEDS.get(name, SEEDS)
