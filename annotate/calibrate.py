@@ -179,6 +179,9 @@ def _learned_report(examples: Sequence[Example], tolerance: int, on_step: Callab
     if "prior_heuristic_f1" in info.extra:  # whether decoding still leans on the heuristic (see train.kept_prior)
         kept = "kept" if info.heuristic_prior else "off"
         changed["heuristic prior"] = f"{kept} (F1 here: heuristic {info.extra['prior_heuristic_f1']}, network {info.extra['prior_network_f1']})"
+    if "alignment_f1" in info.extra:  # whether decoding leans on the accepted episodes' alignment (see train.kept_alignment)
+        kept = "kept" if info.alignment_prior else "off"
+        changed["alignment prior"] = f"{kept} (F1 here: accepted episodes aligned to each other {info.extra['alignment_f1']})"
     report = CalibrationReport(
         n_examples=len(examples), tolerance=tolerance, f1_before=total(before), f1_loo=total(loo),
         f1_fit=total(fitted), changed=changed, loo_changed=[],

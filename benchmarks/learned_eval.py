@@ -54,7 +54,10 @@ from atomvla.annotate.learned.data import record_meta, record_sample
 from atomvla.annotate.learned.decode import best_boundaries, boundary_errors, decode, heuristic_prior, propose
 from atomvla.annotate.learned.features import HEURISTIC_CHANNEL, Features, layout
 from atomvla.annotate.learned.model import LearnedModel, ModelSpec
-from atomvla.annotate.learned.train import FINE_TUNE, TrainConfig, convention_shift, fine_tune_samples, plan_convention, pretrain
+from atomvla.annotate.learned.train import (
+    FINE_TUNE, TrainConfig, alignment_evidence, convention_shift, exemplars_of, fine_tune_samples, kept_alignment, network_f1,
+    own_errors, plan_convention, pretrain,
+)
 from atomvla.cli import setup_logging
 from atomvla.curate.episode import Episode
 from atomvla.schemas import DEFAULT_MIN_FRAMES
@@ -146,6 +149,8 @@ def _few_shot(model: LearnedModel, records: list[dict], samples: list, idx: list
         if name in PRIOR_VARIANTS:  # the same fitted network, decoded with another prior weight
             weight = PRIOR_VARIANTS[name](model, shot_samples, model.info.heuristic_prior)
             tuned[name] = _reprior(tuned["few-shot"], shot_samples, weight)
+        elif name in ALIGN_VARIANTS:  # the same fitted network, decoded with the shots' alignment prior
+            tuned[name] = _realign(tuned["few-shot"], model, shot_samples, *ALIGN_VARIANTS[name])
         else:
             tuned[name] = FEW_SHOT_VARIANTS[name](model, shot_samples, convention)
     for name, m in tuned.items():
@@ -165,7 +170,7 @@ def _unrefined(model: LearnedModel, features: Features, record: dict) -> list[in
 
 
 def _with_shift(model: LearnedModel, errors: list[list[float]]) -> LearnedModel:
-    return LearnedModel(model.net, replace(model.info, boundary_shift=convention_shift(errors)))
+    return LearnedModel(model.net, replace(model.info, boundary_shift=convention_shift(errors)), model.exemplars)
 
 
 def _errors(model: LearnedModel, samples: list) -> list[list[float]]:
@@ -174,7 +179,7 @@ def _errors(model: LearnedModel, samples: list) -> list[list[float]]:
 
 def _tuned_plain(model: LearnedModel, shots: list, convention: tuple[bool, int], config: TrainConfig = FINE_TUNE) -> LearnedModel:
     tuned = fine_tune_samples(model, shots, None, convention, config)
-    return LearnedModel(tuned.net, replace(tuned.info, boundary_shift=()))
+    return LearnedModel(tuned.net, replace(tuned.info, boundary_shift=()), tuned.exemplars)
 
 
 def _shift_cv(model: LearnedModel, shots: list, convention: tuple[bool, int]) -> LearnedModel:
@@ -185,8 +190,17 @@ def _shift_cv(model: LearnedModel, shots: list, convention: tuple[bool, int]) ->
 
 def _reprior(tuned: LearnedModel, shots: list, weight: float) -> LearnedModel:
     """The fitted network with heuristic prior `weight`, its timing shift learned again under it."""
-    model = LearnedModel(tuned.net, replace(tuned.info, heuristic_prior=weight, boundary_shift=()))
-    return _with_shift(model, _errors(model, shots))
+    model = LearnedModel(tuned.net, replace(tuned.info, heuristic_prior=weight, boundary_shift=()), tuned.exemplars)
+    return _with_shift(model, own_errors(model, shots))
+
+
+def _realign(tuned: LearnedModel, start: LearnedModel, shots: list, weight: float, rule) -> LearnedModel:  # noqa: ANN001
+    """The fitted network with the shots as exemplars and alignment weight `rule(weight, evidence)`
+    (evidence: see train.alignment_evidence), its timing shift learned again under it."""
+    exemplars = exemplars_of(shots, start.spec.channels)
+    kept = rule(weight, alignment_evidence(exemplars, network_f1(start, shots)))
+    model = LearnedModel(tuned.net, replace(tuned.info, alignment_prior=kept, boundary_shift=()), exemplars)
+    return _with_shift(model, own_errors(model, shots))
 
 
 def _peaks(bumps: np.ndarray) -> list[int]:
@@ -255,6 +269,20 @@ PRIOR_VARIANTS = {
 }
 
 
+# The exemplars' alignment prior (align.py) on the product's fitted network: (weight, the rule
+# deciding it per team from (leave-one-out F1 of the exemplars, the starting network's F1 on them)).
+ALIGN_VARIANTS = {
+    "no alignment": (0.0, lambda w, ev: 0.0),  # the product before exemplars
+    "align 0.5": (0.5, lambda w, ev: w),
+    "align 1": (1.0, lambda w, ev: w),
+    "align 2": (2.0, lambda w, ev: w),
+    "align 4": (4.0, lambda w, ev: w),
+    "align 1 if it beats the start": (1.0, kept_alignment),
+    "align 2 if it beats the start": (2.0, kept_alignment),
+    "align 1 if loo>=0.8": (1.0, lambda w, ev: w if ev is not None and ev[0] >= 0.8 else 0.0),
+}
+
+
 FEW_SHOT_VARIANTS = {
     "no shift": _tuned_plain,
     # the shift from the fitted model's errors on its own shots
@@ -270,18 +298,18 @@ FEW_SHOT_VARIANTS = {
 
 def loto(
     records: list[dict], spec: ModelSpec, config: TrainConfig, few_shot: bool, heuristic: bool, shard: tuple[int, int] = (0, 1),
-    cache: Path | None = None, few_shot_variants: tuple[str, ...] = (), few_shot_seed: int = 0,
+    cache: Path | None = None, few_shot_variants: tuple[str, ...] = (), few_shot_seed: int = 0, held_only: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Per (source, task): zero-shot learned, heuristic (same episodes) and few-shot scores; `shard`
     (i, n): only the folds i, i + n, ... (machines or processes split the folds; merge with --merge);
     `cache`: a folder keeping each fold's model; `few_shot_variants`: also these (FEW_SHOT_VARIANTS);
-    `few_shot_seed`: the product's fine-tuning seed."""
+    `few_shot_seed`: the product's fine-tuning seed; `held_only`: only these folds (none: all)."""
     samples = [record_sample(r, spec.channels, i) for i, r in enumerate(records)]
     tasks = sorted({r["task"] for r in records if r["source"] not in FEW_SHOT_ONLY})
     released = {r["task"] for r in records if r["source"] in FEW_SHOT_ONLY}
     rows: dict[str, dict[str, Score]] = defaultdict(lambda: defaultdict(Score))
     for fold, held in enumerate(tasks):
-        if fold % shard[1] != shard[0]:
+        if fold % shard[1] != shard[0] or (held_only and held not in held_only):
             continue
         # The release convention relabels the two-arm episodes: out with them when they are held out.
         two_arm = held.startswith("aloha")
@@ -362,8 +390,8 @@ def _propose_share(weights: bytes, records: list[dict], start: int) -> float:
 
 
 def speed(records: list[dict], model: LearnedModel) -> dict[str, float]:
-    """Episodes a second through the backend path (one process; and two processes, one a core), and
-    fine-tuning 20 episodes. Wall and CPU seconds both: on a shared machine CPU time is the one to trust."""
+    """Episodes a second through the backend path (one process; and two processes, one a core),
+    fine-tuning 20 episodes, and the fine-tuned profile's proposals with its exemplars aligned. Wall and CPU seconds both: on a shared machine CPU time is the one to trust."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -390,11 +418,17 @@ def speed(records: list[dict], model: LearnedModel) -> dict[str, float]:
         wall2 = time.perf_counter() - started
     twenty = [records[i] for i in np.random.default_rng(0).choice(len(records), 20, replace=False)]
     samples = [record_sample(r, model.spec.channels, i) for i, r in enumerate(twenty)]
-    ft_wall, ft_cpu = timed(lambda: fine_tune_samples(model, samples, None, (True, 0), FINE_TUNE))
+    profile: list[LearnedModel] = []
+    ft_wall, ft_cpu = timed(lambda: profile.append(fine_tune_samples(model, samples, None, (True, 0), FINE_TUNE)))
+    # a profile decoding with its exemplars' alignment prior (MAX_EXEMPLARS of the 20), on the first 200 episodes
+    aligned = learned_backend(LearnedModel(profile[0].net, replace(profile[0].info, alignment_prior=1.0), profile[0].exemplars))
+    a_wall, a_cpu = timed(lambda: [aligned.propose(e) for e in episodes[:200]])
     return {"episodes": n, "episodes_per_s_wall": round(n / wall, 1), "episodes_per_cpu_s": round(n / cpu, 1),
             "two_processes_episodes_per_s_wall": round(n / wall2, 1), "two_processes_cpu_s": round(sum(cpus), 2),
             "heuristic_episodes_per_s_wall": round(n / h_wall, 1), "heuristic_episodes_per_cpu_s": round(n / h_cpu, 1),
-            "fine_tune_20_wall_s": round(ft_wall, 2), "fine_tune_20_cpu_s": round(ft_cpu, 2)}
+            "fine_tune_20_wall_s": round(ft_wall, 2), "fine_tune_20_cpu_s": round(ft_cpu, 2),
+            "exemplars": len(profile[0].exemplars), "with_exemplars_episodes_per_s_wall": round(min(n, 200) / a_wall, 1),
+            "with_exemplars_episodes_per_cpu_s": round(min(n, 200) / a_cpu, 1)}
 
 
 def _table(title: str, rows: dict[str, Any], names: list[str]) -> Table:
@@ -428,10 +462,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speed-only", action="store_true", help="only the speed figures")
     parser.add_argument("--variant-few-shot", action="store_true", help="with --variant: few-shot too")
     parser.add_argument("--cache", type=Path, default=None, help="keep each fold's model here (few-shot variants without retraining)")
-    parser.add_argument("--few-shot-variants", default="", help=f"comma-separated, also score these few-shot variants: {', '.join([*FEW_SHOT_VARIANTS, *PRIOR_VARIANTS])}")
+    parser.add_argument("--few-shot-variants", default="", help=f"comma-separated, also score these few-shot variants: {', '.join([*FEW_SHOT_VARIANTS, *PRIOR_VARIANTS, *ALIGN_VARIANTS])}")
     parser.add_argument("--few-shot-seed", type=int, default=0,
                         help="the few-shot fine-tuning seed (another draw of the few-shot figures; the prior variants follow it)")
     parser.add_argument("--sources", default="", help="comma-separated: only these sources (a quicker subset)")
+    parser.add_argument("--held", default="", help="comma-separated tasks: only these folds, each trained as in the full run (the cache serves them)")
     parser.add_argument("--merge", type=Path, nargs="*", default=None, help="merge the --json reports of shards and print")
     args = parser.parse_args(argv)
     setup_logging()
@@ -453,8 +488,8 @@ def main(argv: list[str] | None = None) -> None:
         config = replace(CONFIG, steps=args.steps)
         i, n = (int(x) for x in args.shard.split("/"))
         variants = tuple(v for v in args.few_shot_variants.split(",") if v)
-        if unknown := set(variants) - set(FEW_SHOT_VARIANTS) - set(PRIOR_VARIANTS):
-            parser.error(f"unknown few-shot variant(s) {sorted(unknown)}; known: {', '.join([*FEW_SHOT_VARIANTS, *PRIOR_VARIANTS])}")
+        if unknown := set(variants) - set(FEW_SHOT_VARIANTS) - set(PRIOR_VARIANTS) - set(ALIGN_VARIANTS):
+            parser.error(f"unknown few-shot variant(s) {sorted(unknown)}; known: {', '.join([*FEW_SHOT_VARIANTS, *PRIOR_VARIANTS, *ALIGN_VARIANTS])}")
         if args.speed_only:
             report["speed"] = speed([r for r in records if r["source"] not in FEW_SHOT_ONLY],
                                     LearnedModel.load(args.weights) if args.weights else load_pretrained())
@@ -488,7 +523,7 @@ def main(argv: list[str] | None = None) -> None:
             console.print(report)
             return
         rows = loto(records, SPEC, config, few_shot=True, heuristic=True, shard=(i, n), cache=args.cache, few_shot_variants=variants,
-                    few_shot_seed=args.few_shot_seed)
+                    few_shot_seed=args.few_shot_seed, held_only=tuple(t for t in args.held.split(",") if t))
     report["loto"] = rows
     report["overall"] = {name: overall(rows, name) for name in columns(rows)}
     report["two_arm"] = {name: overall(rows, name, ("aloha", "aloha_release")) for name in columns(rows)}

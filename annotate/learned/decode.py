@@ -9,7 +9,9 @@ boundary probability (exact, by dynamic programming), plus the weights' `heurist
 heuristic's proposed boundaries: held out, the network is unsure on tasks unlike its training ones
 (peaks of 0.1-0.2 at a wrong cue), and there the rules decide; where it is sure it overrules them.
 A fine-tuned model keeps the prior only where the heuristic finds the team's accepted boundaries
-as well as the network does (see train.kept_prior).
+as well as the network does (see train.kept_prior). A fine-tuned model with exemplars (its accepted
+episodes) adds their alignment prior too: their boundaries carried to the episode by time warping
+(see align.py; train.kept_alignment decides its weight per team).
 With the offset head, each chosen frame is refined to sub-frame precision: the frames around it vote
 for where the boundary is (their own position plus their predicted offset), weighted by their
 probability. A fine-tuned model's `boundary_shift` (a team's timing convention learned from its
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from atomvla.annotate.instructions import Step, object_of, plan, the_object
+from atomvla.annotate.learned.align import align_features, alignment_prior
 from atomvla.annotate.learned.features import HEURISTIC_CHANNEL, Features
 from atomvla.annotate.learned.model import TARGET_SIGMA, LearnedModel
 from atomvla.schemas import MAX_SUBTASKS, MIN_SUBTASKS, SKILLS, Subtask
@@ -153,11 +156,21 @@ def heuristic_prior(features: Features, channels: tuple[str, ...], weight: float
     return weight * features.x[:, channels.index(HEURISTIC_CHANNEL)].astype(np.float64)
 
 
+def priors(model: LearnedModel, features: Features) -> np.ndarray | None:
+    """What decoding adds to the network's probability (t,): the heuristic's prior plus the
+    exemplars' alignment prior, each at the weights' weight; None without either."""
+    parts = [heuristic_prior(features, model.spec.channels, model.info.heuristic_prior)]
+    if model.exemplars and model.info.alignment_prior:
+        parts.append(alignment_prior(align_features(features.x, model.spec.channels), model.exemplars, model.info.alignment_prior))
+    parts = [p for p in parts if p is not None]
+    return sum(parts[1:], parts[0]) if parts else None
+
+
 def propose(model: LearnedModel, features: Features, task: str, min_frames: int) -> tuple[list[Subtask], float]:
     """What the backend proposes for one episode's features (the model's count rule, then `decode`)."""
     prob, skills, offset = model.predict(torch.from_numpy(features.x))
     info = model.info
-    prior = heuristic_prior(features, model.spec.channels, info.heuristic_prior)
+    prior = priors(model, features)
     return decode(prob.numpy().astype(np.float64), skills.numpy(), features, task, info.count_from_plan, min_frames,
                   info.plan_offset, prior, None if offset is None else offset.numpy().astype(np.float64), info.boundary_shift)
 
@@ -167,10 +180,10 @@ ERROR_REACH = 6  # grid frames: where the model puts a true boundary is its best
 
 def boundary_errors(model: LearnedModel, features: Features, truth: Sequence[int]) -> list[float]:
     """For each true boundary (grid frames), truth minus where the model puts it: its highest
-    probability (plus the prior) within ERROR_REACH, refined as decoding does (before any shift)."""
+    probability (plus the priors) within ERROR_REACH, refined as decoding does (before any shift)."""
     prob, _, offset = model.predict(torch.from_numpy(features.x))
     p = prob.numpy().astype(np.float64)
-    prior = heuristic_prior(features, model.spec.channels, model.info.heuristic_prior)
+    prior = priors(model, features)
     score = p if prior is None else p + prior
     out = []
     for b in truth:

@@ -5,7 +5,9 @@ depends on what follows it), ending in per-frame heads: a boundary logit, the sk
 segment the frame belongs to and (`offsets`) the signed distance to the nearest boundary in grid
 frames (ActionFormer's regression: decoding refines each chosen peak with it). Later stages refine the previous stage's probabilities, as MS-TCN's
 do. Weights are one safetensors file whose metadata holds the model spec, the feature layout,
-the hash of the training data and, for a fine-tuned profile, the robot layout it was fitted on.
+the hash of the training data and, for a fine-tuned profile, the robot layout it was fitted on;
+a fine-tuned profile also keeps its exemplars (see align.py): their alignment features as tensors
+`exemplar.<k>` and their boundaries in the metadata.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 from torch import Tensor, nn
 
+from atomvla.annotate.learned.align import ALIGN_CHANNELS, Exemplar
 from atomvla.schemas import SKILLS
 
 N_SKILLS = len(SKILLS)
@@ -63,6 +66,9 @@ class WeightsInfo:
     # set by few-shot fine-tuning: grid frames added to the i-th decoded boundary, a team's timing
     # convention the fine-tuned network still misses (see train.convention_shift)
     boundary_shift: tuple[float, ...] = ()
+    # set by few-shot fine-tuning: decoding adds this times the exemplars' alignment prior (see
+    # align.alignment_prior, train.kept_alignment); 0 where the team's exemplars do not align
+    alignment_prior: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -137,6 +143,7 @@ class LearnedModel:
 
     net: BoundaryNet
     info: WeightsInfo
+    exemplars: tuple[Exemplar, ...] = ()  # a fine-tuned profile's accepted episodes (see align.py)
 
     @property
     def spec(self) -> ModelSpec:
@@ -163,11 +170,17 @@ class LearnedModel:
         for name, value in sorted(self.net.state_dict().items()):
             h.update(name.encode())
             h.update(value.detach().contiguous().numpy().tobytes())
+        for e in self.exemplars:
+            h.update(json.dumps(e.boundaries).encode())
+            h.update(e.x.tobytes())
         return h.hexdigest()
 
     def to_bytes(self) -> bytes:
         meta = {"format": FORMAT, "spec": json.dumps(asdict(self.spec)), "info": json.dumps(asdict(self.info))}
         state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
+        if self.exemplars:
+            meta["exemplars"] = json.dumps({"channels": ALIGN_CHANNELS, "boundaries": [e.boundaries for e in self.exemplars]})
+            state |= {f"{EXEMPLAR}{k}": torch.from_numpy(e.x) for k, e in enumerate(self.exemplars)}
         return save_bytes(state, metadata=meta)
 
     @classmethod
@@ -182,13 +195,14 @@ class LearnedModel:
             spec = ModelSpec(**{**spec_d, "channels": tuple(spec_d["channels"])})
             info_d = json.loads(meta["info"])
             info = WeightsInfo(**{**info_d, "boundary_shift": tuple(info_d.get("boundary_shift", ()))})
+            exemplars = _exemplars(meta, {k: state.pop(k) for k in [k for k in state if k.startswith(EXEMPLAR)]})
             net = BoundaryNet(spec)
             net.load_state_dict(state)
         except WeightsError:
             raise
         except Exception as exc:  # safetensors, json and torch each raise their own on a damaged file
             raise WeightsError(f"damaged weights ({type(exc).__name__}: {str(exc)[:120]})") from exc
-        return cls(net, info)
+        return cls(net, info, exemplars)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,6 +217,31 @@ class LearnedModel:
         except OSError as exc:
             raise WeightsError(f"cannot read {path}: {exc.strerror or exc}") from exc
         return cls.from_bytes(data)
+
+
+EXEMPLAR = "exemplar."  # the tensor name prefix of a profile's exemplars
+
+
+def _exemplars(meta: dict[str, str], tensors: dict[str, Tensor]) -> tuple[Exemplar, ...]:
+    """A weights file's exemplars (none in weights saved without them); raises WeightsError for
+    exemplars aligned on other channels than ALIGN_CHANNELS or whose tensors and boundaries disagree."""
+    if "exemplars" not in meta:
+        if tensors:
+            raise WeightsError(f"{len(tensors)} exemplar tensors but no exemplar metadata")
+        return ()
+    info = json.loads(meta["exemplars"])
+    if tuple(info["channels"]) != ALIGN_CHANNELS:
+        raise WeightsError(f"exemplars aligned on channels {info['channels']}; this version aligns on {list(ALIGN_CHANNELS)}")
+    boundaries = info["boundaries"]
+    if sorted(tensors) != sorted(f"{EXEMPLAR}{k}" for k in range(len(boundaries))):
+        raise WeightsError(f"{len(boundaries)} exemplars in the metadata but tensors {sorted(tensors)}")
+    out = []
+    for k, b in enumerate(boundaries):
+        x = tensors[f"{EXEMPLAR}{k}"].numpy()
+        if x.ndim != 2 or x.shape[1] != len(ALIGN_CHANNELS) or any(not 0 < f < len(x) for f in b):
+            raise WeightsError(f"exemplar {k}: features of shape {tuple(x.shape)} with boundaries {b} do not fit")
+        out.append(Exemplar(x, tuple(int(f) for f in b)))
+    return tuple(out)
 
 
 def _metadata(data: bytes) -> dict[str, str]:

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from atomvla.annotate.evaluation.boundaries import BoundaryMatch, match_boundaries
 from atomvla.annotate.instructions import plan
+from atomvla.annotate.learned.align import Exemplar, exemplar, leave_one_out
 from atomvla.annotate.learned.data import Sample, features_for, make_sample
 from atomvla.annotate.learned.features import HEURISTIC_CHANNEL, robot_layout
 from atomvla.annotate.learned.decode import best_boundaries, boundary_errors
@@ -218,20 +219,25 @@ def _peaks(bumps: np.ndarray) -> list[int]:
     return np.flatnonzero((bumps >= 0.5) & (bumps >= left) & (bumps > right)).tolist()
 
 
-def prior_evidence(start: LearnedModel, samples: Sequence[Sample]) -> tuple[float, float] | None:
+def prior_evidence(start: LearnedModel, samples: Sequence[Sample], network: float) -> tuple[float, float] | None:
     """(the heuristic's, the network's) boundary F1 on accepted samples, a pair matching within
     PRIOR_REACH grid frames: the heuristic's proposed boundaries (the peaks of its channel), and the
-    starting network's own (its best frames, as many as each sample has, without the prior). None
-    without the heuristic's channel."""
+    starting network's own (`network`, see `network_f1`). None without the heuristic's channel."""
     if HEURISTIC_CHANNEL not in start.spec.channels:
         return None
     c = start.spec.channels.index(HEURISTIC_CHANNEL)
-    heuristic = network = BoundaryMatch(0, 0, 0, ())
+    heuristic = sum((match_boundaries(_peaks(s.features.x[:, c]), s.boundaries, PRIOR_REACH) for s in samples), BoundaryMatch(0, 0, 0, ()))
+    return heuristic.f1, network
+
+
+def network_f1(start: LearnedModel, samples: Sequence[Sample]) -> float:
+    """The starting network's boundary F1 on samples (its best frames, as many as each sample has,
+    without any prior), a pair matching within PRIOR_REACH grid frames."""
+    network = BoundaryMatch(0, 0, 0, ())
     for s in samples:
         prob = start.predict(torch.from_numpy(s.features.x))[0].numpy().astype(np.float64)
-        heuristic += match_boundaries(_peaks(s.features.x[:, c]), s.boundaries, PRIOR_REACH)
         network += match_boundaries(best_boundaries(prob, len(s.boundaries) + 1, 2), s.boundaries, PRIOR_REACH)
-    return heuristic.f1, network.f1
+    return network.f1
 
 
 def kept_prior(weight: float, evidence: tuple[float, float] | None) -> float:
@@ -243,6 +249,31 @@ def kept_prior(weight: float, evidence: tuple[float, float] | None) -> float:
     0.913 and 0.911 (410 episodes); LIBERO never trained on, where the prior helps the human-like
     teams, 0.967 and 0.967, 0.949 and 0.950, 0.967 and 0.967 (136)."""
     return weight if evidence is None or evidence[0] >= evidence[1] else 0.0
+
+
+ALIGNMENT_WEIGHT = 1.0  # the alignment prior's weight where a team's exemplars align (chosen on the development split)
+MAX_EXEMPLARS = 8  # a profile keeps at most this many accepted episodes to align with (decoding aligns with each)
+MAX_EXEMPLAR_FRAMES = 1200  # grid frames (60 s): longer accepted episodes are no exemplars (alignment is quadratic)
+
+
+def exemplars_of(samples: Sequence[Sample], channels: Sequence[str]) -> tuple[Exemplar, ...]:
+    """The first MAX_EXEMPLARS samples no longer than MAX_EXEMPLAR_FRAMES as exemplars (see align.py)."""
+    fit_in = [s for s in samples if len(s.features.x) <= MAX_EXEMPLAR_FRAMES][:MAX_EXEMPLARS]
+    return tuple(exemplar(s.features.x, channels, s.boundaries) for s in fit_in)
+
+
+def kept_alignment(weight: float, evidence: tuple[float, float] | None) -> float:
+    """The alignment prior's weight: `weight` where the exemplars find each other's boundaries
+    (leave-one-out, evidence[0]) at least as well as the starting network finds them (evidence[1]),
+    else 0 (the team's episodes differ too much in what they do to be aligned)."""
+    return weight if evidence is not None and evidence[0] >= evidence[1] else 0.0
+
+
+def alignment_evidence(exemplars: Sequence[Exemplar], network: float) -> tuple[float, float] | None:
+    """(the exemplars' leave-one-out F1 within PRIOR_REACH, the starting network's F1 on them,
+    `network`); None with fewer than 2 exemplars."""
+    loo = leave_one_out(exemplars, PRIOR_REACH)
+    return None if loo is None else (loo, network)
 
 
 def fine_tune(
@@ -275,13 +306,32 @@ def fine_tune_samples(
     `plan_convention`. The heuristic prior is kept only where the heuristic finds the samples'
     boundaries as well as the network (see `kept_prior`; both F1s go in `info.extra`). The fitted
     model's remaining timing error on the samples, where they all agree, becomes its
-    `boundary_shift` (see `convention_shift`)."""
-    evidence = prior_evidence(base, samples)
-    extra = base.info.extra if evidence is None else {**base.info.extra, "prior_heuristic_f1": f"{evidence[0]:.2f}",
-                                                       "prior_network_f1": f"{evidence[1]:.2f}"}
+    `boundary_shift` (see `convention_shift`, `own_errors`). The samples are kept as exemplars
+    (at most MAX_EXEMPLARS, see align.py), and their alignment prior is decoded with where they
+    find each other's boundaries as well as the starting network finds them (`kept_alignment`;
+    the leave-one-out F1 goes in `info.extra`)."""
+    network = network_f1(base, samples)
+    evidence = prior_evidence(base, samples, network)
+    exemplars = exemplars_of(samples, base.spec.channels)
+    aligned = alignment_evidence(exemplars, network)
+    extra = {**base.info.extra,
+             **({} if evidence is None else {"prior_heuristic_f1": f"{evidence[0]:.2f}", "prior_network_f1": f"{evidence[1]:.2f}"}),
+             **({} if aligned is None else {"alignment_f1": f"{aligned[0]:.2f}"})}
     info = replace(base.info, robot_layout=layout, count_from_plan=convention[0], plan_offset=convention[1], boundary_shift=(),
-                   heuristic_prior=kept_prior(base.info.heuristic_prior, evidence), extra=extra)
-    model = fit(LearnedModel(copy.deepcopy(base.net), info), samples, config)
-    shift = convention_shift([boundary_errors(model, s.features, s.boundaries) for s in samples])
-    model.info = replace(model.info, boundary_shift=shift)
+                   heuristic_prior=kept_prior(base.info.heuristic_prior, evidence),
+                   alignment_prior=kept_alignment(ALIGNMENT_WEIGHT, aligned), extra=extra)
+    model = fit(LearnedModel(copy.deepcopy(base.net), info, exemplars), samples, config)
+    model.info = replace(model.info, boundary_shift=convention_shift(own_errors(model, samples)))
     return model
+
+
+def own_errors(model: LearnedModel, samples: Sequence[Sample]) -> list[list[float]]:
+    """Each sample's boundary errors (decode.boundary_errors) under `model` with the other samples
+    as its exemplars: aligned with itself, a sample's own boundaries would always be found."""
+    if not model.exemplars:
+        return [boundary_errors(model, s.features, s.boundaries) for s in samples]
+    out = []
+    for j, s in enumerate(samples):
+        others = LearnedModel(model.net, model.info, exemplars_of([*samples[:j], *samples[j + 1 :]], model.spec.channels))
+        out.append(boundary_errors(others, s.features, s.boundaries))
+    return out

@@ -67,6 +67,11 @@ def test_calibrate_learned_fine_tunes_saves_the_weights_and_run_uses_them(store)
     extra = model.info.extra
     assert report["changed"]["heuristic prior"] == f"{kept} (F1 here: heuristic {extra['prior_heuristic_f1']}, network {extra['prior_network_f1']})"
     assert "heuristic prior=" in result.output
+    # and whether it adds the accepted episodes' alignment prior (see align.py)
+    assert len(model.exemplars) == 2
+    aligned = "kept" if model.info.alignment_prior else "off"
+    assert report["changed"]["alignment prior"] == f"{aligned} (F1 here: accepted episodes aligned to each other {extra['alignment_f1']})"
+    assert "alignment prior=" in result.output
 
     tuned = backend_from_profile(db, "learned", "team")
     result = invoke("run", "--store", store, "--backend", "learned", "--profile", "team", "--episodes", str(metas[0].episode_index))

@@ -74,19 +74,25 @@ def base() -> LearnedModel:
     return pretrain(TINY, samples, TrainConfig(steps=60, batch=8, lr=3e-3))
 
 
-def test_a_convention_shifted_by_k_frames_is_learned_from_two_accepted_episodes(base):
+def test_a_convention_shifted_by_k_frames_is_learned_from_one_or_two_accepted_episodes(base):
     accepted = [episode(s) for s in (20, 21)]
-    # one step: the network itself hardly moves, so what corrects the others is the learned shift
-    tuned = fine_tune(base, [e for e, _ in accepted], [shifted(t, K) for _, t in accepted], TrainConfig(steps=1, batch=2, lr=1e-4))
-    assert tuned.info.boundary_shift and abs(tuned.info.boundary_shift[0] - K) <= 1.0
-    again = LearnedModel.from_bytes(tuned.to_bytes())  # what a profile stores keeps it
-    assert again.info.boundary_shift == tuned.info.boundary_shift
-    for seed in (30, 31, 32):
-        ep, truth = episode(seed)
-        before = learned_backend(base).propose(ep).boundaries[0]
-        after = learned_backend(again).propose(ep).boundaries[0]
-        assert abs(before - truth[1].start_frame) <= 1, "the base model finds the truth it was trained on"
-        assert abs(after - (truth[1].start_frame + K)) <= 1, (after, truth[1].start_frame + K)
+    # one step: the network itself hardly moves, so what corrects the others is the learned shift or the alignment
+    quick = TrainConfig(steps=1, batch=2, lr=1e-4)
+    # one accepted episode: nothing to align it with; the network's remaining error becomes the shift
+    one = fine_tune(base, [accepted[0][0]], [shifted(accepted[0][1], K)], quick)
+    assert one.info.alignment_prior == 0.0 and one.info.boundary_shift and abs(one.info.boundary_shift[0] - K) <= 1.0
+    # two: each is found from the other by alignment, which carries the convention itself: no shift is left
+    two = fine_tune(base, [e for e, _ in accepted], [shifted(t, K) for _, t in accepted], quick)
+    assert two.info.alignment_prior > 0 and two.info.boundary_shift == () and len(two.exemplars) == 2
+    for tuned in (one, two):
+        again = LearnedModel.from_bytes(tuned.to_bytes())  # what a profile stores keeps it
+        assert again.info.boundary_shift == tuned.info.boundary_shift and len(again.exemplars) == len(tuned.exemplars)
+        for seed in (30, 31, 32):
+            ep, truth = episode(seed)
+            before = learned_backend(base).propose(ep).boundaries[0]
+            after = learned_backend(again).propose(ep).boundaries[0]
+            assert abs(before - truth[1].start_frame) <= 1, "the base model finds the truth it was trained on"
+            assert abs(after - (truth[1].start_frame + K)) <= 1, (after, truth[1].start_frame + K)
 
 
 def test_fine_tuning_on_the_convention_the_model_already_has_learns_at_most_its_rounding(base):
