@@ -277,6 +277,7 @@ ALIGN_VARIANTS = {
     "align 1": (1.0, lambda w, ev: w),
     "align 2": (2.0, lambda w, ev: w),
     "align 4": (4.0, lambda w, ev: w),
+    "align 0.5 if it beats the start": (0.5, kept_alignment),
     "align 1 if it beats the start": (1.0, kept_alignment),
     "align 2 if it beats the start": (2.0, kept_alignment),
     "align 1 if loo>=0.8": (1.0, lambda w, ev: w if ev is not None and ev[0] >= 0.8 else 0.0),

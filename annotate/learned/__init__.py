@@ -7,9 +7,10 @@ Stable API (used by `atom-annotate calibrate --backend learned` and the review a
 - `load_pretrained() -> LearnedModel`: the packaged weights (`weights/base.safetensors`).
 - `fine_tune(base, episodes, truths, config=FINE_TUNE) -> LearnedModel`: a copy of `base`
   fitted to accepted episodes (`truths[i]`: the accepted subtasks of `episodes[i]`); `base` is
-  unchanged. Seconds for 20 episodes on a CPU.
+  unchanged. Seconds for 20 episodes on a CPU. The copy keeps up to 8 of the episodes as
+  exemplars, whose boundaries decoding carries to new episodes by time warping (`align`).
 - `LearnedModel.to_bytes()` / `LearnedModel.from_bytes(data)`: safetensors bytes with the spec,
-  feature layout, data hash and fitted robot layout in the metadata; what a profile stores
+  feature layout, data hash and fitted robot layout in the metadata (and a profile's exemplars); what a profile stores
   (`profiles.save_profile(..., weights=model.to_bytes())`).
 - `learned_backend(model, min_subtask_s=0.25) -> LearnedBackend`: a ready backend around a
   model (its config carries the weights' hash, so proposals from different weights differ in
@@ -17,7 +18,8 @@ Stable API (used by `atom-annotate calibrate --backend learned` and the review a
   saved profile.
 
 Modules: `features` (the per-frame channels), `model` (network, weights file), `data`
-(training samples), `train` (pretraining and fine-tuning), `decode` (probabilities -> subtasks).
+(training samples), `train` (pretraining and fine-tuning), `align` (exemplar alignment),
+`decode` (probabilities -> subtasks).
 """
 
 from __future__ import annotations

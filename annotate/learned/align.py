@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from jaxtyping import Float
 
 from atomvla.annotate.evaluation.boundaries import BoundaryMatch, match_boundaries
@@ -68,7 +69,8 @@ def _accumulated(q: Float[np.ndarray, "tq d"], ex: Float[np.ndarray, "e te d"]) 
     min(D[i-1, j-1], D[i-1, j], D[i, j-1]). Row by row; within a row the left-to-right dependency
     is a running minimum (D[i, j] = S_j + min over l <= j of (m_l - S_(l-1)), S the row's cost
     prefix sums, m_l the best of the two cells above), so each row is a few vector operations."""
-    cost = np.abs(q[None, :, None, :] - ex[:, None, :, :]).sum(-1, dtype=np.float64)  # (e, tq, te)
+    # L1 distances (e, tq, te); torch's cdist is ~10x numpy's broadcast-and-sum here
+    cost = torch.cdist(torch.from_numpy(q)[None].expand(len(ex), -1, -1), torch.from_numpy(ex), p=1).numpy().astype(np.float64)
     s = np.cumsum(cost, axis=2)
     before = s - cost  # S_(l-1)
     d = np.empty_like(s)
