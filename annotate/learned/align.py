@@ -70,7 +70,8 @@ def _accumulated(q: Float[np.ndarray, "tq d"], ex: Float[np.ndarray, "e te d"]) 
     is a running minimum (D[i, j] = S_j + min over l <= j of (m_l - S_(l-1)), S the row's cost
     prefix sums, m_l the best of the two cells above), so each row is a few vector operations."""
     # L1 distances (e, tq, te); torch's cdist is ~10x numpy's broadcast-and-sum here
-    cost = torch.cdist(torch.from_numpy(q)[None].expand(len(ex), -1, -1), torch.from_numpy(ex), p=1).numpy().astype(np.float64)
+    qt, et = torch.from_numpy(np.asarray(q, np.float32)), torch.from_numpy(np.asarray(ex, np.float32))
+    cost = torch.cdist(qt[None].expand(len(et), -1, -1), et, p=1).numpy().astype(np.float64)
     s = np.cumsum(cost, axis=2)
     before = s - cost  # S_(l-1)
     d = np.empty_like(s)
