@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> None:
         if variants:
             report["variants"] = variants
     else:
-        records = load_records(args.data, exclude=())
+        records = [] if args.unseen else load_records(args.data, exclude=())  # --unseen reads its own files only
         if args.sources:
             records = [r for r in records if r["source"] in args.sources.split(",")]
         config = replace(CONFIG, steps=args.steps)
