@@ -158,7 +158,8 @@ class LearnedModel:
     def predict(self, x: Float[Tensor, "t c"]) -> tuple[Float[Tensor, "t"], Float[Tensor, "t s"], Float[Tensor, "t"] | None]:
         """Boundary probability, skill probabilities and (with the offset head) the signed distance to
         the nearest boundary, per grid frame of one episode."""
-        self.net.eval()
+        if self.net.training:  # eval() walks every module: a tenth of an episode's inference when done each call
+            self.net.eval()
         out = self.net(x[None], torch.ones(1, x.shape[0], 1))[-1][0]
         offset = out[:, 1 + N_SKILLS] if self.spec.offsets else None
         return torch.sigmoid(out[:, 0]), torch.softmax(out[:, 1 : 1 + N_SKILLS], dim=1), offset
