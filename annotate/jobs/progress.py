@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from atomvla.annotate.backends.base import Backend
 from atomvla.annotate.jobs.estimate import Estimate
@@ -88,5 +89,6 @@ def failures_table(failed: list[tuple[str, str]]) -> Table:
     t.add_column("episode")
     t.add_column("why")
     for episode_id, why in failed:
-        t.add_row(episode_id, why)
+        # Text, not markup: a reason may hold brackets (a robot layout `observation.state[x,y]`)
+        t.add_row(Text(episode_id), Text(why))
     return t

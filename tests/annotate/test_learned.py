@@ -3,11 +3,13 @@ it must refuse or fall back on."""
 
 import numpy as np
 import pytest
+from rich.console import Console
 from synthetic import ACTION_NAMES, STATE_NAMES, meta, pick_place, scripted
 
 from atomvla.annotate.backends import BackendError, get_backend
 from atomvla.annotate.backends.base import SetupError
 from atomvla.annotate.backends.learned import LearnedBackend, LearnedConfig
+from atomvla.annotate.jobs.progress import failures_table
 from atomvla.annotate.learned import fine_tune, learned_backend, load_pretrained
 from atomvla.annotate.learned.decode import best_boundaries, predicted_count
 from atomvla.annotate.learned.features import layout
@@ -98,6 +100,11 @@ def test_a_profile_from_another_robot_is_refused_naming_both_layouts(tuned):
         learned_backend(tuned).propose(ep)
     message = str(err.value)
     assert "fine-tuned on observation.state[ee_x,ee_y,ee_z" in message and "this episode has observation.state[hand_x" in message
+    # and `atom-annotate run` prints both layouts, brackets and names as they are (not read as markup)
+    console = Console(width=400, record=True)
+    console.print(failures_table([(ep.meta.episode_id, message)]))
+    printed = console.export_text()
+    assert "observation.state[ee_x,ee_y,ee_z" in printed and "observation.state[hand_x,hand_y,hand_z" in printed
 
 
 def test_an_episode_the_features_cannot_be_built_for_falls_back_to_the_heuristic_with_the_reason():
