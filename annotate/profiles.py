@@ -81,5 +81,12 @@ def backend_from_profile(
     """
     cls = get_backend(backend_name)
     config = config_from_profile(store, backend_name, profile_name, overrides)
-    weights = load_profile(store, backend_name, profile_name).weights if profile_name else None
-    return cls(config) if weights is None else cls(config, weights=weights)  # type: ignore[call-arg]
+    saved = load_profile(store, backend_name, profile_name) if profile_name else None
+    return cls(config) if saved is None or saved.weights is None else with_weights(cls, config, saved)
+
+
+def with_weights(cls: type[Backend], config: BackendConfig, saved: Profile) -> Backend:
+    """The backend of a profile that carries model weights (the learned backend's fine-tuned ones),
+    naming the profile and how many accepted episodes it was fitted on in its proposals' provenance."""
+    fitted_on = (saved.report or {}).get("n_examples")
+    return cls(config, weights=saved.weights, profile=saved.name, learned_from=fitted_on)  # type: ignore[call-arg]

@@ -2,8 +2,9 @@
 
 See `atomvla.annotate.learned` for the model, its features and fine-tuning. The weights are the
 packaged pretrained ones, a file (`weights`), or a profile's fine-tuned weights (given to the
-constructor by `atomvla.annotate.profiles.backend_from_profile`; their hash is in the config, so
-the settings hash, and what a re-run skips, follows them). `prepare` loads and checks them once:
+constructor with the profile's name by `atomvla.annotate.profiles.with_weights`, which each
+proposal's provenance names; their hash is in the config, so the settings hash, and what a re-run
+skips, follows them). `prepare` loads and checks them once:
 missing or damaged weights, or weights computed on another feature layout, stop a run before any
 work. A profile fitted on one robot's features refuses episodes of another, naming both layouts.
 An episode the features cannot be built for (e.g. a pixel model and no camera) falls back to the
@@ -48,11 +49,18 @@ class LearnedBackend(Backend):
     name = "learned"
     Config = LearnedConfig
 
-    def __init__(self, config: BackendConfig | None = None, weights: bytes | None = None, model: LearnedModel | None = None):
+    def __init__(
+        self, config: BackendConfig | None = None, weights: bytes | None = None, model: LearnedModel | None = None,
+        profile: str | None = None, learned_from: int | None = None,
+    ):
         super().__init__(config)
         self._weights = weights
         self.model: LearnedModel | None = model
         self._digest = ""
+        # the profile the weights came from and how many accepted episodes it was fitted on: each
+        # proposal's provenance names them, so a reviewer sees which fit made it
+        self._profile = profile
+        self._learned_from = learned_from
 
     @classmethod
     def can_handle(cls, meta: EpisodeMeta) -> bool:
@@ -62,7 +70,7 @@ class LearnedBackend(Backend):
     def _where(self) -> str:
         cfg: LearnedConfig = self.config  # type: ignore[assignment]
         if self._weights is not None:
-            return f"profile weights {cfg.weights_sha256 or ''}".strip()
+            return f"profile {self._profile!r} weights" if self._profile else f"profile weights {cfg.weights_sha256 or ''}".strip()
         return str(cfg.weights or DEFAULT_WEIGHTS)
 
     def prepare(self) -> None:
@@ -124,6 +132,7 @@ class LearnedBackend(Backend):
                 raise exc from None  # nothing to fall back on: the learned backend's own reason
             model, note = "heuristic (fallback)", f"learned backend fell back to the heuristic: {exc}"
         provenance = Provenance(backend=self.name, model=model, settings_hash=self.settings_hash,
-                                latency_s=time.perf_counter() - start, confidence=confidence)
+                                latency_s=time.perf_counter() - start, confidence=confidence,
+                                profile=self._profile, learned_from=self._learned_from)
         return Decomposition(episode_id=episode.meta.episode_id, n_frames=episode.meta.n_frames, subtasks=tuple(subtasks),
                              status=Status.proposed, author=self.name, provenance=provenance, note=note)

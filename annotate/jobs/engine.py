@@ -13,7 +13,7 @@ from atomvla.annotate.backends.openai_backend import OpenAIBackend
 from atomvla.annotate.client.cache import ResponseCache
 from atomvla.annotate.client.retry import RetryPolicy
 from atomvla.annotate.overrides import merge, parse_overrides
-from atomvla.annotate.profiles import config_from_profile, load_profile
+from atomvla.annotate.profiles import config_from_profile, load_profile, with_weights
 from atomvla.curate.store import Store
 
 
@@ -55,7 +55,7 @@ def build_engine(
         return cls(config)
 
     # A profile's fine-tuned weights (the learned backend's) go to the backend it configures.
-    engine = instantiate(cls, config) if saved is None or saved.weights is None else cls(config, weights=saved.weights)  # type: ignore[call-arg]
+    engine = instantiate(cls, config) if saved is None or saved.weights is None else with_weights(cls, config, saved)
     if prepare:
         engine.prepare()
     return engine

@@ -79,6 +79,8 @@ def test_calibrate_learned_fine_tunes_saves_the_weights_and_run_uses_them(store)
     proposal = db.latest(metas[0].episode_id, author="learned")
     assert proposal.provenance.settings_hash == tuned.settings_hash
     assert proposal.provenance.model == f"learned:{model.digest()[:12]}"
+    # the proposal names the profile that made it and how many accepts it learned from
+    assert (proposal.provenance.profile, proposal.provenance.learned_from) == ("team", 2)
 
 
 def test_calibrate_learned_with_one_accepted_episode_says_so(store):
@@ -86,3 +88,13 @@ def test_calibrate_learned_with_one_accepted_episode_says_so(store):
     result = invoke("calibrate", "--store", store, "--backend", "learned", "--author", "ann", "--profile", "team")
     assert result.exit_code == 2
     assert "1 accepted episode(s); calibration needs at least 2" in result.output
+
+
+def test_a_profile_with_damaged_weights_stops_run_in_one_line_naming_it_before_any_work(store):
+    db = Store(store)
+    annotate_tables.save_profile(db, "learned", "team", {"weights_sha256": "0" * 64}, None, "ann", b"not safetensors")
+    result = invoke("run", "--store", store, "--backend", "learned", "--profile", "team")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [result.output.strip()]  # one line
+    assert "profile 'team' weights: damaged weights" in result.output
+    assert db.latest_all() == {}  # nothing proposed
