@@ -148,6 +148,8 @@ def _learned_report(examples: Sequence[Example], tolerance: int, on_step: Callab
     model fine-tuned without it, k-fold past LEARNED_FOLDS examples; fitted: in-sample)."""
     from atomvla.annotate.backends.learned import LearnedBackend
     from atomvla.annotate.learned import fine_tune, learned_backend
+    from atomvla.annotate.learned.features import GRID_FPS
+    from atomvla.annotate.learned.train import MAX_EXEMPLAR_FRAMES, MAX_EXEMPLARS
 
     start = LearnedBackend()
     start.prepare()  # missing or damaged packaged weights: one line, before any work
@@ -179,9 +181,15 @@ def _learned_report(examples: Sequence[Example], tolerance: int, on_step: Callab
     if "prior_heuristic_f1" in info.extra:  # whether decoding still leans on the heuristic (see train.kept_prior)
         kept = "kept" if info.heuristic_prior else "off"
         changed["heuristic prior"] = f"{kept} (F1 here: heuristic {info.extra['prior_heuristic_f1']}, network {info.extra['prior_network_f1']})"
-    if "alignment_f1" in info.extra:  # whether decoding leans on the accepted episodes' alignment (see train.kept_alignment)
+    # which accepted episodes new ones are aligned to: too long or past the limit, an episode is none
+    changed["exemplars"] = (f"{len(model.exemplars)} of {len(examples)} accepted episodes (at most {MAX_EXEMPLARS}, "
+                            f"each at most {MAX_EXEMPLAR_FRAMES / GRID_FPS:.0f} s)")
+    if "alignment_f1" in info.extra:  # whether decoding leans on the exemplars' alignment (see train.kept_alignment)
         kept = "kept" if info.alignment_prior else "off"
-        changed["alignment prior"] = f"{kept} (F1 here: accepted episodes aligned to each other {info.extra['alignment_f1']})"
+        changed["alignment prior"] = (f"{kept} (F1 here: accepted episodes aligned to each other {info.extra['alignment_f1']}, "
+                                      f"network {info.extra['alignment_network_f1']})")
+    else:
+        changed["alignment prior"] = "off (aligning needs 2 exemplars)"
     report = CalibrationReport(
         n_examples=len(examples), tolerance=tolerance, f1_before=total(before), f1_loo=total(loo),
         f1_fit=total(fitted), changed=changed, loo_changed=[],

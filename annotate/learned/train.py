@@ -309,14 +309,14 @@ def fine_tune_samples(
     `boundary_shift` (see `convention_shift`, `own_errors`). The samples are kept as exemplars
     (at most MAX_EXEMPLARS, see align.py), and their alignment prior is decoded with where they
     find each other's boundaries as well as the starting network finds them (`kept_alignment`;
-    the leave-one-out F1 goes in `info.extra`)."""
+    the leave-one-out F1 and the network's go in `info.extra`)."""
     network = network_f1(base, samples)
     evidence = prior_evidence(base, samples, network)
     exemplars = exemplars_of(samples, base.spec.channels)
     aligned = alignment_evidence(exemplars, network)
     extra = {**base.info.extra,
              **({} if evidence is None else {"prior_heuristic_f1": f"{evidence[0]:.2f}", "prior_network_f1": f"{evidence[1]:.2f}"}),
-             **({} if aligned is None else {"alignment_f1": f"{aligned[0]:.2f}"})}
+             **({} if aligned is None else {"alignment_f1": f"{aligned[0]:.2f}", "alignment_network_f1": f"{aligned[1]:.2f}"})}
     info = replace(base.info, robot_layout=layout, count_from_plan=convention[0], plan_offset=convention[1], boundary_shift=(),
                    heuristic_prior=kept_prior(base.info.heuristic_prior, evidence),
                    alignment_prior=kept_alignment(ALIGNMENT_WEIGHT, aligned), extra=extra)

@@ -2,6 +2,7 @@
 with its weights in the profile, and `run --profile` proposing with them."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,9 @@ def test_calibrate_learned_fine_tunes_saves_the_weights_and_run_uses_them(store)
     # and whether it adds the accepted episodes' alignment prior (see align.py)
     assert len(model.exemplars) == 2
     aligned = "kept" if model.info.alignment_prior else "off"
-    assert report["changed"]["alignment prior"] == f"{aligned} (F1 here: accepted episodes aligned to each other {extra['alignment_f1']})"
+    assert report["changed"]["alignment prior"] == (f"{aligned} (F1 here: accepted episodes aligned to each other "
+                                                    f"{extra['alignment_f1']}, network {extra['alignment_network_f1']})")
+    assert report["changed"]["exemplars"] == "2 of 2 accepted episodes (at most 8, each at most 60 s)"
     assert "alignment prior=" in result.output
 
     tuned = backend_from_profile(db, "learned", "team")
@@ -98,3 +101,24 @@ def test_a_profile_with_damaged_weights_stops_run_in_one_line_naming_it_before_a
     assert result.output.strip().splitlines() == [result.output.strip()]  # one line
     assert "profile 'team' weights: damaged weights" in result.output
     assert db.latest_all() == {}  # nothing proposed
+
+
+@pytest.mark.slow  # one fine-tune on 60-70 s episodes (~15 s on a busy 2-core machine)
+def test_calibrate_says_accepted_episodes_too_long_to_be_exemplars_are_none(tmp_path):
+    slow = tmp_path / "slow"  # the fixture's episodes recorded at 1 fps: each 60-128 s long
+    shutil.copytree(DATASET, slow, ignore=shutil.ignore_patterns("videos"))
+    info = json.loads((slow / "meta" / "info.json").read_text())
+    info["fps"] = 1
+    info["features"] = {k: v for k, v in info["features"].items() if v["dtype"] != "video"}
+    (slow / "meta" / "info.json").write_text(json.dumps(info))
+    path = tmp_path / "store.sqlite"
+    assert invoke("import", slow, "--store", path, command=curate_app).exit_code == 0
+    metas = _accept(Store(path), "pick-place-v3", 2)
+    assert [m.n_frames for m in metas] == [69, 61]  # seconds, past the 60 s an exemplar may last
+    result = invoke("calibrate", "--store", path, "--backend", "learned", "--author", "ann", "--profile", "team")
+    assert result.exit_code == 0, result.output
+    assert "exemplars=0 of 2" in result.output and "alignment prior=off" in result.output
+    saved = annotate_tables.profile(Store(path), "learned", "team")
+    assert saved["report"]["changed"]["exemplars"] == "0 of 2 accepted episodes (at most 8, each at most 60 s)"
+    assert saved["report"]["changed"]["alignment prior"] == "off (aligning needs 2 exemplars)"
+    assert LearnedModel.from_bytes(saved["weights"]).exemplars == ()
