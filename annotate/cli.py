@@ -370,7 +370,10 @@ def eval_(
     "and save them as a named profile; `atom-annotate run --profile NAME` then uses them (a new settings hash, so "
     "episodes are proposed again). Reports boundary F1 before, with leave-one-out (each example scored with settings "
     "fitted on the others) and after. The settings searched (conventions a team may differ on) are marked [fitted] "
-    "in `atom-annotate settings`."
+    "in `atom-annotate settings`. `--backend learned` searches no settings: it fine-tunes its network on the accepted "
+    "episodes (leave-one-out becomes 5-fold past 5 examples), saves the weights in the profile with up to 8 of those "
+    "episodes (each at most 60 s) as exemplars that new episodes are aligned to, and reports whether decoding keeps "
+    "the heuristic's and the exemplars' priors."
 )
 def calibrate(
     author: Annotated[str, typer.Option(help="Annotator whose accepted revisions are the examples.")],

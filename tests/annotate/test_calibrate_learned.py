@@ -122,3 +122,16 @@ def test_calibrate_says_accepted_episodes_too_long_to_be_exemplars_are_none(tmp_
     assert saved["report"]["changed"]["exemplars"] == "0 of 2 accepted episodes (at most 8, each at most 60 s)"
     assert saved["report"]["changed"]["alignment prior"] == "off (aligning needs 2 exemplars)"
     assert LearnedModel.from_bytes(saved["weights"]).exemplars == ()
+
+
+def test_calibrate_help_says_what_the_learned_backend_fits_and_keeps():
+    from atomvla.annotate.calibrate import LEARNED_FOLDS
+    from atomvla.annotate.learned.features import GRID_FPS
+    from atomvla.annotate.learned.train import MAX_EXEMPLAR_FRAMES, MAX_EXEMPLARS
+
+    result = invoke("calibrate", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())  # as one paragraph, whatever the wrapping
+    assert "`--backend learned` searches no settings: it fine-tunes its network" in text
+    assert f"{LEARNED_FOLDS}-fold past {LEARNED_FOLDS} examples" in text
+    assert f"up to {MAX_EXEMPLARS} of those episodes (each at most {MAX_EXEMPLAR_FRAMES / GRID_FPS:.0f} s) as exemplars" in text
