@@ -149,7 +149,7 @@ def _learned_report(examples: Sequence[Example], tolerance: int, on_step: Callab
     from atomvla.annotate.backends.learned import LearnedBackend
     from atomvla.annotate.learned import fine_tune, learned_backend
     from atomvla.annotate.learned.features import GRID_FPS
-    from atomvla.annotate.learned.train import MAX_EXEMPLAR_FRAMES, MAX_EXEMPLARS
+    from atomvla.annotate.learned.train import MAX_EXEMPLAR_FRAMES, MAX_EXEMPLARS, PRIOR_REACH
 
     start = LearnedBackend()
     start.prepare()  # missing or damaged packaged weights: one line, before any work
@@ -178,15 +178,18 @@ def _learned_report(examples: Sequence[Example], tolerance: int, on_step: Callab
                "subtask count": f"plan{info.plan_offset:+d}" if info.count_from_plan else "the model's own"}
     if info.boundary_shift:  # a timing convention the network still missed after fitting
         changed["boundary shift (grid frames)"] = ", ".join(f"{s:+.1f}" for s in info.boundary_shift)
+    # the priors' decisions match boundaries within PRIOR_REACH, not the report's tolerance: say so,
+    # or a "network 1.00" beside "F1 before 0.00" reads as a contradiction
+    here = f"F1 within {PRIOR_REACH / GRID_FPS:g} s here"
     if "prior_heuristic_f1" in info.extra:  # whether decoding still leans on the heuristic (see train.kept_prior)
         kept = "kept" if info.heuristic_prior else "off"
-        changed["heuristic prior"] = f"{kept} (F1 here: heuristic {info.extra['prior_heuristic_f1']}, network {info.extra['prior_network_f1']})"
+        changed["heuristic prior"] = f"{kept} ({here}: heuristic {info.extra['prior_heuristic_f1']}, network {info.extra['prior_network_f1']})"
     # which accepted episodes new ones are aligned to: too long or past the limit, an episode is none
     changed["exemplars"] = (f"{len(model.exemplars)} of {len(examples)} accepted episodes (at most {MAX_EXEMPLARS}, "
                             f"each at most {MAX_EXEMPLAR_FRAMES / GRID_FPS:.0f} s)")
     if "alignment_f1" in info.extra:  # whether decoding leans on the exemplars' alignment (see train.kept_alignment)
         kept = "kept" if info.alignment_prior else "off"
-        changed["alignment prior"] = (f"{kept} (F1 here: accepted episodes aligned to each other {info.extra['alignment_f1']}, "
+        changed["alignment prior"] = (f"{kept} ({here}: accepted episodes aligned to each other {info.extra['alignment_f1']}, "
                                       f"network {info.extra['alignment_network_f1']})")
     else:
         changed["alignment prior"] = "off (aligning needs 2 exemplars)"
