@@ -28,12 +28,19 @@ from atomvla.annotate.learned.decode import propose
 from atomvla.annotate.learned.features import layout, robot_layout
 from atomvla.annotate.learned.model import LearnedModel, WeightsError
 from atomvla.curate.episode import Episode
+from atomvla.errors import UserError
 from atomvla.curate.errors import SourceError
 from atomvla.schemas import DEFAULT_MIN_FRAMES, Decomposition, EpisodeMeta, Provenance, Status, Subtask
 
 
 class RobotMismatch(BackendError):
     """A profile fine-tuned on one robot's features given an episode of another."""
+
+    def __init__(self, backend: str, meta: EpisodeMeta, problem: str):
+        # not BackendError's "the learned backend cannot handle it": it can, with its packaged weights
+        self.episode_id = meta.episode_id
+        UserError.__init__(self, f"episode {meta.episode_id}: {problem}; propose it without --profile (the packaged "
+                                 "weights) or with a profile calibrated on this robot's accepted episodes")
 
 
 class LearnedConfig(BackendConfig):
