@@ -49,7 +49,9 @@ SettingsArg = Annotated[
     ),
 ]
 ProfileOpt = Annotated[
-    Optional[str], typer.Option(help="Settings saved by `atom-annotate calibrate` (default: the backend's defaults).")
+    Optional[str],
+    typer.Option(help="Settings saved by `atom-annotate calibrate`, for `learned` its fine-tuned weights and exemplars "
+                      "(default: the backend's defaults)."),
 ]
 EpisodesOpt = Annotated[
     Optional[str], typer.Option(help="Episode ids, indices and ranges, e.g. `0-5,7` (default: all).")

@@ -135,3 +135,9 @@ def test_calibrate_help_says_what_the_learned_backend_fits_and_keeps():
     assert "`--backend learned` searches no settings: it fine-tunes its network" in text
     assert f"{LEARNED_FOLDS}-fold past {LEARNED_FOLDS} examples" in text
     assert f"up to {MAX_EXEMPLARS} of those episodes (each at most {MAX_EXEMPLAR_FRAMES / GRID_FPS:.0f} s) as exemplars" in text
+
+
+def test_run_help_says_a_learned_profile_carries_its_weights_and_exemplars():
+    result = invoke("run", "--help")
+    assert result.exit_code == 0
+    assert "for `learned` its fine-tuned weights and exemplars" in " ".join(result.output.split())
