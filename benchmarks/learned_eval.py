@@ -176,7 +176,7 @@ def _with_shift(model: LearnedModel, errors: list[list[float]]) -> LearnedModel:
 
 
 def _errors(model: LearnedModel, samples: list) -> list[list[float]]:
-    return [boundary_errors(model, s.features, s.boundaries) for s in samples]
+    return [boundary_errors(model, s.features, s.boundaries, s.instruction) for s in samples]
 
 
 def _tuned_plain(model: LearnedModel, shots: list, convention: tuple[bool, int], config: TrainConfig = FINE_TUNE) -> LearnedModel:

@@ -40,10 +40,13 @@ class AlignmentError(ValueError):
 
 @dataclass(frozen=True)
 class Exemplar:
-    """An accepted episode as alignment needs it: its alignment features and boundaries (grid frames)."""
+    """An accepted episode as alignment needs it: its alignment features, boundaries (grid frames)
+    and instruction (an episode aligns only with exemplars of its own: another task's boundaries,
+    carried over, would pull decoding to events that task does not have)."""
 
     x: Float[np.ndarray, "t d"]
     boundaries: tuple[int, ...]
+    instruction: str = ""
 
 
 def align_features(x: Float[np.ndarray, "t c"], channels: Sequence[str]) -> Float[np.ndarray, "t d"]:
@@ -57,11 +60,11 @@ def align_features(x: Float[np.ndarray, "t c"], channels: Sequence[str]) -> Floa
     return np.ascontiguousarray((a - a.mean(0)) / np.maximum(a.std(0), 1e-6), dtype=np.float32)
 
 
-def exemplar(x: Float[np.ndarray, "t c"], channels: Sequence[str], boundaries: Sequence[int]) -> Exemplar:
-    """An exemplar from an accepted episode's features and its boundaries (grid frames)."""
+def exemplar(x: Float[np.ndarray, "t c"], channels: Sequence[str], boundaries: Sequence[int], instruction: str = "") -> Exemplar:
+    """An exemplar from an accepted episode's features, its boundaries (grid frames) and instruction."""
     if any(not 0 < b < len(x) for b in boundaries):
         raise AlignmentError(f"boundaries {list(boundaries)} do not lie inside an episode of {len(x)} grid frames")
-    return Exemplar(align_features(x, channels), tuple(int(b) for b in boundaries))
+    return Exemplar(align_features(x, channels), tuple(int(b) for b in boundaries), instruction)
 
 
 def _accumulated(q: Float[np.ndarray, "tq d"], ex: Float[np.ndarray, "e te d"]) -> Float[np.ndarray, "e tq te"]:
@@ -141,12 +144,14 @@ def alignment_prior(q: Float[np.ndarray, "t d"], exemplars: Sequence[Exemplar], 
 
 def leave_one_out(exemplars: Sequence[Exemplar], reach: int) -> float | None:
     """Boundary F1 (a pair matching within `reach` grid frames) of each exemplar's boundaries
-    carried from the others (their rounded mean where the counts agree); None with fewer than 2."""
+    carried from the others of its instruction (their rounded mean where the counts agree); None
+    with fewer than 2."""
     if len(exemplars) < 2:
         return None
     total = BoundaryMatch(0, 0, 0, ())
     for j, e in enumerate(exemplars):
-        others = [o for k, o in enumerate(exemplars) if k != j and len(o.boundaries) == len(e.boundaries)]
+        others = [o for k, o in enumerate(exemplars)
+                  if k != j and len(o.boundaries) == len(e.boundaries) and o.instruction == e.instruction]
         carried = carry(e.x, others) if others else []
         guess = [round(float(np.mean(c))) for c in zip(*carried)] if carried else []
         total += match_boundaries(guess, list(e.boundaries), reach)

@@ -28,6 +28,7 @@ class Sample:
     skills: np.ndarray  # (t,) int: index into SKILLS of each grid frame's subtask
     task: str = ""  # what leave-one-task-out groups by
     source: str = ""
+    instruction: str = ""  # the episode's task instruction (an exemplar aligns with episodes of the same)
 
 
 def wants(channels: Sequence[str]) -> tuple[bool, bool]:
@@ -44,12 +45,12 @@ def features_for(channels: Sequence[str], episode: Episode) -> Features:
     return episode_features(episode.meta, episode.arrays, events, frames)
 
 
-def make_sample(features: Features, truth: Sequence[Subtask], task: str = "", source: str = "") -> Sample:
+def make_sample(features: Features, truth: Sequence[Subtask], task: str = "", source: str = "", instruction: str = "") -> Sample:
     t = len(features.x)
     skills = np.zeros(t, dtype=np.int64)
     for s in truth:
         skills[features.to_grid(s.start_frame) :] = SKILLS.index(s.skill)
-    return Sample(features, tuple(features.to_grid(s.start_frame) for s in truth[1:]), skills, task, source)
+    return Sample(features, tuple(features.to_grid(s.start_frame) for s in truth[1:]), skills, task, source, instruction)
 
 
 def record_meta(record: Mapping[str, Any], index: int = 0) -> EpisodeMeta:
@@ -67,7 +68,7 @@ def record_sample(record: Mapping[str, Any], channels: Sequence[str], index: int
     meta = record_meta(record, index)
     arrays = {STATE: np.asarray(record["state"]), ACTION: np.asarray(record["action"])}
     truth = [Subtask(**s) for s in record["subtasks"]]
-    return make_sample(episode_features(meta, arrays, events), truth, record["task"], record["source"])
+    return make_sample(episode_features(meta, arrays, events), truth, record["task"], record["source"], record["instruction"])
 
 
 def without_scene(record: Mapping[str, Any]) -> dict[str, Any] | None:

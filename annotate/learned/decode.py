@@ -156,12 +156,14 @@ def heuristic_prior(features: Features, channels: tuple[str, ...], weight: float
     return weight * features.x[:, channels.index(HEURISTIC_CHANNEL)].astype(np.float64)
 
 
-def priors(model: LearnedModel, features: Features) -> np.ndarray | None:
-    """What decoding adds to the network's probability (t,): the heuristic's prior plus the
-    exemplars' alignment prior, each at the weights' weight; None without either."""
+def priors(model: LearnedModel, features: Features, task: str) -> np.ndarray | None:
+    """What decoding adds to the network's probability (t,) for an episode of instruction `task`:
+    the heuristic's prior plus the alignment prior of the exemplars of the same instruction, each at
+    the weights' weight; None without either."""
     parts = [heuristic_prior(features, model.spec.channels, model.info.heuristic_prior)]
-    if model.exemplars and model.info.alignment_prior:
-        parts.append(alignment_prior(align_features(features.x, model.spec.channels), model.exemplars, model.info.alignment_prior))
+    same = [e for e in model.exemplars if e.instruction == task]
+    if same and model.info.alignment_prior:
+        parts.append(alignment_prior(align_features(features.x, model.spec.channels), same, model.info.alignment_prior))
     parts = [p for p in parts if p is not None]
     return sum(parts[1:], parts[0]) if parts else None
 
@@ -170,7 +172,7 @@ def propose(model: LearnedModel, features: Features, task: str, min_frames: int)
     """What the backend proposes for one episode's features (the model's count rule, then `decode`)."""
     prob, skills, offset = model.predict(torch.from_numpy(features.x))
     info = model.info
-    prior = priors(model, features)
+    prior = priors(model, features, task)
     return decode(prob.numpy().astype(np.float64), skills.numpy(), features, task, info.count_from_plan, min_frames,
                   info.plan_offset, prior, None if offset is None else offset.numpy().astype(np.float64), info.boundary_shift)
 
@@ -178,12 +180,13 @@ def propose(model: LearnedModel, features: Features, task: str, min_frames: int)
 ERROR_REACH = 6  # grid frames: where the model puts a true boundary is its best frame this near it
 
 
-def boundary_errors(model: LearnedModel, features: Features, truth: Sequence[int]) -> list[float]:
-    """For each true boundary (grid frames), truth minus where the model puts it: its highest
-    probability (plus the priors) within ERROR_REACH, refined as decoding does (before any shift)."""
+def boundary_errors(model: LearnedModel, features: Features, truth: Sequence[int], task: str) -> list[float]:
+    """For each true boundary (grid frames) of an episode of instruction `task`, truth minus where
+    the model puts it: its highest probability (plus the priors) within ERROR_REACH, refined as
+    decoding does (before any shift)."""
     prob, _, offset = model.predict(torch.from_numpy(features.x))
     p = prob.numpy().astype(np.float64)
-    prior = priors(model, features)
+    prior = priors(model, features, task)
     score = p if prior is None else p + prior
     out = []
     for b in truth:

@@ -172,7 +172,7 @@ class LearnedModel:
             h.update(name.encode())
             h.update(value.detach().contiguous().numpy().tobytes())
         for e in self.exemplars:
-            h.update(json.dumps(e.boundaries).encode())
+            h.update(json.dumps([e.boundaries, e.instruction]).encode())
             h.update(e.x.tobytes())
         return h.hexdigest()
 
@@ -180,7 +180,8 @@ class LearnedModel:
         meta = {"format": FORMAT, "spec": json.dumps(asdict(self.spec)), "info": json.dumps(asdict(self.info))}
         state = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
         if self.exemplars:
-            meta["exemplars"] = json.dumps({"channels": ALIGN_CHANNELS, "boundaries": [e.boundaries for e in self.exemplars]})
+            meta["exemplars"] = json.dumps({"channels": ALIGN_CHANNELS, "boundaries": [e.boundaries for e in self.exemplars],
+                                            "instructions": [e.instruction for e in self.exemplars]})
             state |= {f"{EXEMPLAR}{k}": torch.from_numpy(e.x) for k, e in enumerate(self.exemplars)}
         return save_bytes(state, metadata=meta)
 
@@ -234,6 +235,8 @@ def _exemplars(meta: dict[str, str], tensors: dict[str, Tensor]) -> tuple[Exempl
     if tuple(info["channels"]) != ALIGN_CHANNELS:
         raise WeightsError(f"exemplars aligned on channels {info['channels']}; this version aligns on {list(ALIGN_CHANNELS)}")
     boundaries = info["boundaries"]
+    # saved before exemplars kept their instruction: "" matches no episode, so they are not used
+    instructions = info.get("instructions") or [""] * len(boundaries)
     if sorted(tensors) != sorted(f"{EXEMPLAR}{k}" for k in range(len(boundaries))):
         raise WeightsError(f"{len(boundaries)} exemplars in the metadata but tensors {sorted(tensors)}")
     out = []
@@ -241,7 +244,7 @@ def _exemplars(meta: dict[str, str], tensors: dict[str, Tensor]) -> tuple[Exempl
         x = tensors[f"{EXEMPLAR}{k}"].numpy()
         if x.ndim != 2 or x.shape[1] != len(ALIGN_CHANNELS) or any(not 0 < f < len(x) for f in b):
             raise WeightsError(f"exemplar {k}: features of shape {tuple(x.shape)} with boundaries {b} do not fit")
-        out.append(Exemplar(x, tuple(int(f) for f in b)))
+        out.append(Exemplar(x, tuple(int(f) for f in b), str(instructions[k])))
     return tuple(out)
 
 

@@ -259,7 +259,7 @@ MAX_EXEMPLAR_FRAMES = 1200  # grid frames (60 s): longer accepted episodes are n
 def exemplars_of(samples: Sequence[Sample], channels: Sequence[str]) -> tuple[Exemplar, ...]:
     """The first MAX_EXEMPLARS samples no longer than MAX_EXEMPLAR_FRAMES as exemplars (see align.py)."""
     fit_in = [s for s in samples if len(s.features.x) <= MAX_EXEMPLAR_FRAMES][:MAX_EXEMPLARS]
-    return tuple(exemplar(s.features.x, channels, s.boundaries) for s in fit_in)
+    return tuple(exemplar(s.features.x, channels, s.boundaries, s.instruction) for s in fit_in)
 
 
 def kept_alignment(weight: float, evidence: tuple[float, float] | None) -> float:
@@ -293,7 +293,7 @@ def fine_tune(
     for e, t in zip(episodes, truths):
         if problems := check_subtasks(t, e.meta.n_frames, min_frames=1):
             raise ValueError(f"episode {e.meta.episode_id}: its accepted subtasks cannot be learned from: {problems[0]}")
-    samples = [make_sample(features_for(base.spec.channels, e), t) for e, t in zip(episodes, truths)]
+    samples = [make_sample(features_for(base.spec.channels, e), t, instruction=e.meta.task) for e, t in zip(episodes, truths)]
     return fine_tune_samples(base, samples, robot_layout(episodes[0].meta),
                              plan_convention([e.meta.task for e in episodes], truths), config)
 
@@ -329,9 +329,9 @@ def own_errors(model: LearnedModel, samples: Sequence[Sample]) -> list[list[floa
     """Each sample's boundary errors (decode.boundary_errors) under `model` with the other samples
     as its exemplars: aligned with itself, a sample's own boundaries would always be found."""
     if not model.exemplars:
-        return [boundary_errors(model, s.features, s.boundaries) for s in samples]
+        return [boundary_errors(model, s.features, s.boundaries, s.instruction) for s in samples]
     out = []
     for j, s in enumerate(samples):
         others = LearnedModel(model.net, model.info, exemplars_of([*samples[:j], *samples[j + 1 :]], model.spec.channels))
-        out.append(boundary_errors(others, s.features, s.boundaries))
+        out.append(boundary_errors(others, s.features, s.boundaries, s.instruction))
     return out

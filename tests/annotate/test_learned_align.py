@@ -12,7 +12,8 @@ from test_learned import TASK, TINY, episode
 from atomvla.annotate.learned import align, fine_tune, learned_backend
 from atomvla.annotate.learned.align import ALIGN_CHANNELS, AlignmentError, Exemplar, alignment_prior, carry, exemplar, leave_one_out
 from atomvla.annotate.learned.data import features_for, make_sample
-from atomvla.annotate.learned.model import LearnedModel, WeightsError
+from atomvla.annotate.learned.decode import priors
+from atomvla.annotate.learned.model import LearnedModel, WeightsError, WeightsInfo
 from atomvla.annotate.learned.train import TrainConfig, pretrain
 from atomvla.curate.episode import Episode
 from atomvla.schemas import Subtask
@@ -90,6 +91,23 @@ def test_a_profile_keeps_its_exemplars_and_weights_without_them_still_load():
     assert again.digest() == model.digest() != LearnedModel(model.net, model.info).digest()
     plain = LearnedModel.from_bytes(LearnedModel(model.net, model.info).to_bytes())  # a profile of before exemplars
     assert plain.exemplars == () and plain.info.alignment_prior == 0.0
+
+
+def test_exemplars_align_only_with_episodes_of_their_own_instruction():
+    """A team's profile of one task, used on a store of several, must not carry that task's
+    boundaries into episodes of another."""
+    features = features_for(TINY.channels, episode(1)[0])
+    model = LearnedModel(LearnedModel.new(TINY).net, WeightsInfo(alignment_prior=0.5))
+    model.exemplars = (exemplar(features.x, TINY.channels, (20,), "put the cube in the bowl"),)
+    again = LearnedModel.from_bytes(model.to_bytes())
+    assert again.exemplars[0].instruction == "put the cube in the bowl"
+    assert priors(again, features, "open the drawer") is None  # no heuristic prior and no exemplar of this task
+    own = priors(again, features, "put the cube in the bowl")
+    assert own is not None and int(np.argmax(own)) == 20 and own.max() == pytest.approx(0.5)
+    # saved before exemplars kept their instruction: they match no episode
+    old = {"channels": list(ALIGN_CHANNELS), "boundaries": [[20]]}
+    before = LearnedModel.from_bytes(damaged(again.to_bytes(), {"exemplars": json.dumps(old)}))
+    assert before.exemplars[0].instruction == "" and priors(before, features, "put the cube in the bowl") is None
 
 
 def damaged(data: bytes, meta_update: dict) -> bytes:
