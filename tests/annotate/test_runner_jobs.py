@@ -49,7 +49,10 @@ def metas(store_path):
 def test_a_killed_run_resumes_asking_nothing_already_answered(store_path, metas, stop):
     env = {**os.environ, "OPENAI_API_KEY": KEY, "HF_HUB_OFFLINE": "1"}
     db = Store(store_path)
-    with FakeOpenAI(latency_s=0.3) as server:
+    # 1 s an answer, 2 at a time: the 11 episodes take ~6 s, so the stop lands mid-run even when a
+    # loaded machine notices the 3rd stored revision late (at 0.3 s the run had sometimes finished
+    # between the check and the signal, and exited 0).
+    with FakeOpenAI(latency_s=1.0) as server:
         cmd = [sys.executable, "-c", "from atomvla.annotate.cli import app; app()", "run", "--store", str(store_path),
                "--backend", "openai", f"base_url={server.url}", "--concurrency", "2"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
