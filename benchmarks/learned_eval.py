@@ -303,6 +303,9 @@ FEW_SHOT_VARIANTS = {
 }
 
 
+KNOWN_FEW_SHOT = (*FEW_SHOT_VARIANTS, *PRIOR_VARIANTS, *ALIGN_VARIANTS)  # what --few-shot-variants accepts
+
+
 def loto(
     records: list[dict], spec: ModelSpec, config: TrainConfig, few_shot: bool, heuristic: bool, shard: tuple[int, int] = (0, 1),
     cache: Path | None = None, few_shot_variants: tuple[str, ...] = (), few_shot_seed: int = 0, held_only: tuple[str, ...] = (),
@@ -469,7 +472,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speed-only", action="store_true", help="only the speed figures")
     parser.add_argument("--variant-few-shot", action="store_true", help="with --variant: few-shot too")
     parser.add_argument("--cache", type=Path, default=None, help="keep each fold's model here (few-shot variants without retraining)")
-    parser.add_argument("--few-shot-variants", default="", help=f"comma-separated, also score these few-shot variants: {', '.join([*FEW_SHOT_VARIANTS, *PRIOR_VARIANTS, *ALIGN_VARIANTS])}")
+    parser.add_argument("--few-shot-variants", default="", help=f"comma-separated, also score these few-shot variants: {', '.join(KNOWN_FEW_SHOT)}")
     parser.add_argument("--few-shot-seed", type=int, default=0,
                         help="the few-shot fine-tuning seed (another draw of the few-shot figures; the prior variants follow it)")
     parser.add_argument("--sources", default="", help="comma-separated: only these sources (a quicker subset)")
@@ -495,8 +498,8 @@ def main(argv: list[str] | None = None) -> None:
         config = replace(CONFIG, steps=args.steps)
         i, n = (int(x) for x in args.shard.split("/"))
         variants = tuple(v for v in args.few_shot_variants.split(",") if v)
-        if unknown := set(variants) - set(FEW_SHOT_VARIANTS) - set(PRIOR_VARIANTS) - set(ALIGN_VARIANTS):
-            parser.error(f"unknown few-shot variant(s) {sorted(unknown)}; known: {', '.join([*FEW_SHOT_VARIANTS, *PRIOR_VARIANTS, *ALIGN_VARIANTS])}")
+        if unknown := set(variants) - set(KNOWN_FEW_SHOT):
+            parser.error(f"unknown few-shot variant(s) {sorted(unknown)}; known: {', '.join(KNOWN_FEW_SHOT)}")
         if args.speed_only:
             report["speed"] = speed([r for r in records if r["source"] not in FEW_SHOT_ONLY],
                                     LearnedModel.load(args.weights) if args.weights else load_pretrained())
