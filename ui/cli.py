@@ -58,6 +58,7 @@ def main(
         err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from exc
     db = open_store(store)
+    _check_port(host, port)
     # Gradio looks up outside hosts for analytics unless told not to; the app needs none of them.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -70,6 +71,21 @@ def main(
     demo.launch(server_name=host, server_port=port, auth=LoginGuard(logins).check if logins else None,
                 auth_message="atom-review: log in to annotate", show_error=True, quiet=True,
                 app_kwargs={"middleware": [Middleware(ClientAddress)]}, **assets)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port that cannot be listened on before the app is built: Gradio's own refusal comes
+    after the "serving" line, as a traceback that names its environment variable, not --port."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's own socket
+            probe.bind(address)
+    except OSError as exc:
+        raise fail(f"cannot listen on {host}:{port} ({exc.strerror or exc}); is another server using it? "
+                   "choose another --port") from exc
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """`atom-review`'s exposure rules and logins, through the installed console script (no server starts)."""
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -87,3 +88,13 @@ def test_exposure_needs_logins(tmp_path: Path):
     check_exposure("0.0.0.0", logins)
     with pytest.raises(AuthError, match="refusing"):
         check_exposure("192.168.1.5", None)
+
+
+def test_a_port_in_use_is_refused_in_one_line_before_serving(tmp_path: Path):
+    store = build_review_store(tmp_path / "s.sqlite")
+    with socket.socket() as other:  # another server already listens there
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        line = one_error_line(run_review("--store", str(store.path), "--port", str(port), "--no-learn"))
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "--port" in line
