@@ -131,10 +131,36 @@ class BoundaryNet(nn.Module):
         """Every stage's output (boundary logit, skill logits, offset), the last one refined most."""
         outs = [self.stages[0](x, mask)]
         for stage in self.stages[1:]:
-            prev = outs[-1]
-            probs = torch.cat([torch.sigmoid(prev[..., :1]), torch.softmax(prev[..., 1 : 1 + N_SKILLS], dim=2)], dim=2)
-            outs.append(stage(torch.cat([x, probs.detach()], dim=2), mask))
+            outs.append(stage(torch.cat([x, _probabilities(outs[-1]).detach()], dim=2), mask))
         return outs
+
+
+def _probabilities(out: Float[Tensor, "... t k"]) -> Float[Tensor, "... t p"]:
+    """A stage's boundary and skill probabilities: what the next stage refines."""
+    return torch.cat([torch.sigmoid(out[..., :1]), torch.softmax(out[..., 1 : 1 + N_SKILLS], dim=-1)], dim=-1)
+
+
+def _infer(net: BoundaryNet, x: Float[Tensor, "t c"]) -> Float[Tensor, "t k"]:
+    """The last stage's output for one episode: `net.forward` in eval mode (the same products of the
+    same operands, so the same bits; tested), without batch, mask or dropout, each buffer allocated
+    once and written in place. On one episode's small tensors forward's module calls, shifted copies
+    and allocations took more time than its matrix products."""
+    spec, t = net.spec, x.shape[0]
+    pad = 2 ** (spec.layers - 1)  # the widest dilation: zero rows either side of the hidden state
+    padded = torch.zeros(t + 2 * pad, spec.hidden)
+    h = padded[pad : pad + t]
+    taps, inner, mixed = torch.empty(t, 3 * spec.hidden), torch.empty(t, spec.hidden), torch.empty(t, spec.hidden)
+    out = None
+    for stage in net.stages:
+        inp = x if out is None else torch.cat([x, _probabilities(out)], dim=1)
+        torch.addmm(stage.inp.bias, inp, stage.inp.weight.t(), out=h)
+        for layer in stage.layers:
+            d = layer.dilation
+            torch.cat([padded[pad - d : pad - d + t], h, padded[pad + d : pad + d + t]], dim=1, out=taps)
+            torch.addmm(layer.conv.bias, taps, layer.conv.weight.t(), out=inner).relu_()
+            h.add_(torch.addmm(layer.mix.bias, inner, layer.mix.weight.t(), out=mixed))
+        out = torch.addmm(stage.out.bias, h, stage.out.weight.t())
+    return out
 
 
 @dataclass
@@ -158,9 +184,7 @@ class LearnedModel:
     def predict(self, x: Float[Tensor, "t c"]) -> tuple[Float[Tensor, "t"], Float[Tensor, "t s"], Float[Tensor, "t"] | None]:
         """Boundary probability, skill probabilities and (with the offset head) the signed distance to
         the nearest boundary, per grid frame of one episode."""
-        if self.net.training:  # eval() walks every module: a tenth of an episode's inference when done each call
-            self.net.eval()
-        out = self.net(x[None], torch.ones(1, x.shape[0], 1))[-1][0]
+        out = _infer(self.net, x)
         offset = out[:, 1 + N_SKILLS] if self.spec.offsets else None
         return torch.sigmoid(out[:, 0]), torch.softmax(out[:, 1 : 1 + N_SKILLS], dim=1), offset
 

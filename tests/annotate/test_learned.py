@@ -3,6 +3,7 @@ it must refuse or fall back on."""
 
 import numpy as np
 import pytest
+import torch
 from rich.console import Console
 from synthetic import ACTION_NAMES, STATE_NAMES, meta, pick_place, scripted
 
@@ -212,3 +213,21 @@ def test_stretching_moves_the_boundary_targets_with_the_features():
         assert abs(int(np.argmax(heat)) - b * factor) <= 1.0
         assert abs(int(np.argmax(np.diff(skills) != 0)) + 1 - b * factor) <= 1.0
         np.testing.assert_allclose(x[[0, -1]], sample.features.x[[0, -1]], atol=1e-6)
+
+
+@pytest.mark.parametrize("t", [1, 5, 9, 40])  # shorter and longer than the widest dilation (8)
+def test_prediction_is_the_network_forward_in_eval_mode(t):
+    """`predict` computes the layers its own way (in place, no batch): it must give what the
+    modules' forward gives, on random weights, with the offset head and two stages, whatever the
+    mode the network was left in (no dropout at inference)."""
+    spec = ModelSpec(layout(events=True, pixels=False), hidden=8, layers=4, stages=2, dropout=0.5, offsets=True)
+    model = LearnedModel.new(spec, seed=t)
+    x = torch.randn(t, len(spec.channels), generator=torch.Generator().manual_seed(t))
+    model.net.eval()
+    with torch.no_grad():
+        out = model.net(x[None], torch.ones(1, t, 1))[-1][0]
+    model.net.train()
+    prob, skills, offset = model.predict(x)
+    torch.testing.assert_close(prob, torch.sigmoid(out[:, 0]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(skills, torch.softmax(out[:, 1:-1], dim=1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(offset, out[:, -1], rtol=0, atol=1e-6)
