@@ -152,7 +152,7 @@ def _few_shot(model: LearnedModel, records: list[dict], samples: list, idx: list
             weight = PRIOR_VARIANTS[name](model, shot_samples, model.info.heuristic_prior)
             tuned[name] = _reprior(tuned["few-shot"], shot_samples, weight)
         elif name in ALIGN_VARIANTS:  # the same fitted network, decoded with the shots' alignment prior
-            tuned[name] = _realign(tuned["few-shot"], model, shot_samples, *ALIGN_VARIANTS[name])
+            tuned[name] = _realign(tuned["few-shot"], model, shot_samples, ALIGN_VARIANTS[name])
         else:
             tuned[name] = FEW_SHOT_VARIANTS[name](model, shot_samples, convention)
     for name, m in tuned.items():
@@ -196,11 +196,11 @@ def _reprior(tuned: LearnedModel, shots: list, weight: float) -> LearnedModel:
     return _with_shift(model, own_errors(model, shots))
 
 
-def _realign(tuned: LearnedModel, start: LearnedModel, shots: list, weight: float, rule) -> LearnedModel:  # noqa: ANN001
-    """The fitted network with the shots as exemplars and alignment weight `rule(weight, evidence)`
+def _realign(tuned: LearnedModel, start: LearnedModel, shots: list, rule) -> LearnedModel:  # noqa: ANN001
+    """The fitted network with the shots as exemplars and alignment weight `rule(evidence)`
     (evidence: see train.alignment_evidence), its timing shift learned again under it."""
     exemplars = exemplars_of(shots, start.spec.channels)
-    kept = rule(weight, alignment_evidence(exemplars, network_f1(start, shots)))
+    kept = rule(alignment_evidence(exemplars, network_f1(start, shots)))
     model = LearnedModel(tuned.net, replace(tuned.info, alignment_prior=kept, boundary_shift=()), exemplars)
     return _with_shift(model, own_errors(model, shots))
 
@@ -271,22 +271,29 @@ PRIOR_VARIANTS = {
 }
 
 
-# The exemplars' alignment prior (align.py) on the product's fitted network: (weight, the rule
-# deciding it per team from (leave-one-out F1 of the exemplars, the starting network's F1 on them)).
-# Few-shot F1, fine-tuning seeds 0 / 1: development (14 original Meta-World tasks, 132 episodes)
-# without 0.955 / 0.955, 0.5 0.970 / 0.970 (the product: train.ALIGNMENT_WEIGHT, kept_alignment),
-# 1 per team 0.962 / 0.962, 2 0.955 (seed 0); held out (25 released tasks + two-arm folds, 278)
-# without 0.894 / 0.898, the product 0.905 / 0.908, 1 per team 0.925 / 0.921.
+# The exemplars' alignment prior (align.py) on the product's fitted network: the weight it decodes
+# with, from (leave-one-out F1 of the exemplars, the starting network's F1 on them) (None: fewer
+# than 2). Few-shot F1, fine-tuning seeds 0 / 1: development (14 original Meta-World tasks, 132
+# episodes) without 0.955 / 0.955, 0.5 0.970 / 0.970 (the product before), 1 per team 0.962 / 0.962,
+# 2 0.955 (seed 0); held out (25 released tasks + two-arm folds, 278) without 0.894 / 0.898, 0.5
+# per team 0.905 / 0.908, 1 per team 0.925 / 0.921.
 ALIGN_VARIANTS = {
-    "no alignment": (0.0, lambda w, ev: 0.0),  # the product before exemplars
-    "align 0.5": (0.5, lambda w, ev: w),
-    "align 1": (1.0, lambda w, ev: w),
-    "align 2": (2.0, lambda w, ev: w),
-    "align 4": (4.0, lambda w, ev: w),
-    "align 0.5 if it beats the start": (0.5, kept_alignment),
-    "align 1 if it beats the start": (1.0, kept_alignment),
-    "align 2 if it beats the start": (2.0, kept_alignment),
-    "align 1 if loo>=0.8": (1.0, lambda w, ev: w if ev is not None and ev[0] >= 0.8 else 0.0),
+    "no alignment": lambda ev: 0.0,  # the product before exemplars
+    "align 0.5": lambda ev: 0.5,
+    "align 1": lambda ev: 1.0,
+    "align 2": lambda ev: 2.0,
+    "align 4": lambda ev: 4.0,
+    "align 0.5 if it beats the start": lambda ev: kept_alignment(ev, 0.5, 0.5),  # the product before graded weights
+    "align 1 if it beats the start": lambda ev: kept_alignment(ev, 1.0, 1.0),
+    "align 2 if it beats the start": lambda ev: kept_alignment(ev, 2.0, 2.0),
+    "align 1 if loo>=0.8": lambda ev: 1.0 if ev is not None and ev[0] >= 0.8 else 0.0,
+    # at least as good as the start: 0.5; every exemplar boundary found and the start missing some:
+    # more (the product: train.kept_alignment, 1.5)
+    "align 0.5, 1 if all found and ahead of the start": lambda ev: kept_alignment(ev, 0.5, 1.0),
+    "align 0.5, 1.5 if all found and ahead of the start": lambda ev: kept_alignment(ev, 0.5, 1.5),
+    "align 0.5, 2 if all found and ahead of the start": lambda ev: kept_alignment(ev, 0.5, 2.0),
+    # the same without asking for all: 1.5 wherever the exemplars beat the start
+    "align 0.5, 1.5 if ahead of the start": lambda ev: 0.0 if ev is None or ev[0] < ev[1] else 1.5 if ev[0] > ev[1] else 0.5,
 }
 
 

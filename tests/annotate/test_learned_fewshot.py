@@ -14,7 +14,7 @@ from atomvla.annotate.learned.data import features_for, make_sample
 from atomvla.annotate.learned.decode import decode, refine
 from atomvla.annotate.learned.features import Features
 from atomvla.annotate.learned.model import LearnedModel
-from atomvla.annotate.learned.train import TrainConfig, convention_shift, pretrain
+from atomvla.annotate.learned.train import ALIGNMENT_WEIGHT, TrainConfig, convention_shift, pretrain
 from atomvla.schemas import Subtask
 
 SKILLS = np.full((60, 11), 1 / 11)
@@ -99,6 +99,9 @@ def test_fine_tuning_on_the_convention_the_model_already_has_learns_at_most_its_
     accepted = [episode(s) for s in (20, 21)]
     tuned = fine_tune(base, [e for e, _ in accepted], [t for _, t in accepted], TrainConfig(steps=1, batch=2, lr=1e-4))
     assert all(abs(s) <= 1.0 for s in tuned.info.boundary_shift), tuned.info.boundary_shift
+    # the network finds these boundaries as well as the exemplars find each other's: alignment at the lower weight
+    assert tuned.info.extra["alignment_f1"] == tuned.info.extra["alignment_network_f1"] == "1.00"
+    assert tuned.info.alignment_prior == ALIGNMENT_WEIGHT
 
 
 def carry_convention(seed: int) -> list[Subtask]:
