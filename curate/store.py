@@ -1,7 +1,8 @@
 """The project store: one SQLite file (WAL) with the episode index and every decomposition revision
 (append-only). Its schema (every migration) lives here; the tables other areas own are read and
 written through their own modules: annotate's jobs, ledger, batches and profiles in
-`atomvla.annotate.store_tables`, the review app's drafts and reviews in `atomvla.ui.store_tables`.
+`atomvla.annotate.store_tables`, the review app's drafts and reviews in `atomvla.ui.store_tables`
+(but for `Store.reviewed`, the rule every backend follows, which reads who has a draft).
 
 Concurrency: every write is one short `BEGIN IMMEDIATE` transaction, so several annotators and a
 running job can share the file. An edit names the revision it was based on and is refused with
@@ -364,6 +365,24 @@ class Store:
             out[dec.episode_id] = dec
         return out
 
+    def reviewed(self, episode_ids: Iterable[str] | None = None) -> dict[str, str]:
+        """{episode_id: why} of the episodes (of `episode_ids`; None: all) that hold a person's work,
+        which no backend proposes over: the latest revision is not a backend's own (someone saved,
+        accepted, rejected, flagged, restored or imported it), or someone has a draft of it."""
+        ids = None if episode_ids is None else list(episode_ids)
+        out = {
+            episode_id: f"reviewed by {dec.author} ({dec.status.value.replace('_', ' ')})"
+            for episode_id, dec in self.latest_all(episode_ids=ids).items()
+            if not by_backend(dec)
+        }
+        where = "" if ids is None else f" WHERE episode_id IN ({','.join('?' * len(ids))})"
+        drafts = self.connection().execute(
+            f"SELECT episode_id, group_concat(author, ', ') FROM drafts{where} GROUP BY episode_id", ids or ()
+        ).fetchall()
+        for episode_id, authors in drafts:
+            out.setdefault(episode_id, f"draft by {authors}")
+        return out
+
     def restore(self, episode_id: str, revision: int, author: str, based_on: int | None) -> Decomposition:
         """Make an old revision current again by appending a copy of it (history is never rewritten)."""
         old = self.revision(episode_id, revision)
@@ -387,6 +406,13 @@ class Store:
             "SELECT rowid, meta_json FROM episodes WHERE rowid > ? ORDER BY rowid", (after,)
         ).fetchall()
         return [(r[0], EpisodeMeta.model_validate_json(r[1])) for r in rows]
+
+
+def by_backend(dec: Decomposition) -> bool:
+    """Is this revision a backend's own output? A backend authors its proposals (and failures) under
+    the name its provenance gives; a person's revision has another author (or no provenance), even
+    when it restores or imports a backend's subtasks."""
+    return dec.provenance is not None and dec.provenance.backend == dec.author
 
 
 def open_store(path: Path, create: bool = False) -> Store:

@@ -6,13 +6,14 @@ backend is fine-tuned (`atomvla.annotate.learned.fine_tune`, weights in the prof
 pretrained weights load; otherwise the backend's convention settings are calibrated
 (`atomvla.annotate.calibrate.calibrate_profile`).
 
-Untouched means: nobody has saved, accepted or rejected it (its latest revision is a backend's
-`proposed`, or it has none), nobody has a draft of it, and no browser session has it open. The
-last check and the write happen under the lock the app holds while it reads an episode and marks
-it open, so a page opens either the proposal before or the re-proposal, never one replaced after
-it was read. Each re-proposal states the revision it was based on, so a person's save that lands
-first wins and the re-proposal is dropped; the app, in turn, lets a person's edit go over
-re-proposals that landed after they opened the episode (`only_reproposals_since`).
+Untouched means: it holds no person's work (`Store.reviewed`, the rule `atom-annotate run` follows
+too: its latest revision is a backend's own, or it has none, and nobody has a draft of it), and no
+browser session has it open. The last check and the write happen under the lock the app holds
+while it reads an episode and marks it open, so a page opens either the proposal before or the
+re-proposal, never one replaced after it was read. Each re-proposal states the revision it was
+based on, so a person's save that lands first wins and the re-proposal is dropped; the app, in
+turn, lets a person's edit go over re-proposals that landed after they opened the episode
+(`only_reproposals_since`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from atomvla.curate.episode import Episode
 from atomvla.curate.errors import SourceError, StaleRevisionError
 from atomvla.curate.store import Store
 from atomvla.schemas import Decomposition, DecompositionError, EpisodeMeta, Status
-from atomvla.ui import store_tables
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +176,9 @@ class Learner:
             self._repropose_one(backend, meta, dataset, n)
 
     def _repropose_one(self, backend: Backend, meta: EpisodeMeta, dataset: str, n: int) -> None:
-        latest = self.store.latest(meta.episode_id)
-        if latest is not None and latest.status is not Status.proposed:
-            return  # saved, accepted or rejected by someone
         if self._in_use(meta.episode_id):
             return
+        latest = self.store.latest(meta.episode_id)
         try:
             dec = backend.propose(Episode(meta))
         except (BackendError, SourceError, DecompositionError) as exc:
@@ -199,8 +197,8 @@ class Learner:
                 pass  # someone saved it meanwhile: theirs stands
 
     def _in_use(self, episode_id: str) -> bool:
-        """Open in a page, or someone's draft: a re-proposal would change what a person is looking at."""
-        return episode_id in self._busy() or store_tables.has_draft(self.store, episode_id)
+        """Open in a page, or a person's work: a re-proposal would change what a person did or is looking at."""
+        return episode_id in self._busy() or bool(self.store.reviewed([episode_id]))
 
 
 def _f1(backend: Backend, examples: list[Example]) -> float:

@@ -1,6 +1,7 @@
 """The review app's tables in the project store: reviews (verdicts on a revision) and drafts (the
 app's autosave, one per episode and author). The schema is created by the store's migrations
-(`curate/store.py`); every read and write of these tables is here."""
+(`curate/store.py`); every read and write of these tables is here, but for `Store.reviewed` (the
+rule every backend follows: no proposal over an episode someone has a draft of)."""
 
 from __future__ import annotations
 
@@ -56,11 +57,6 @@ def drafts(store: Store, author: str) -> list[dict]:
         (author,),
     ).fetchall()
     return [_draft_row(r) for r in rows]
-
-
-def has_draft(store: Store, episode_id: str) -> bool:
-    """Does anyone have a draft of the episode?"""
-    return store.connection().execute("SELECT 1 FROM drafts WHERE episode_id = ? LIMIT 1", (episode_id,)).fetchone() is not None
 
 
 def delete_draft(store: Store, episode_id: str, author: str) -> None:
