@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from atomvla.errors import UserError
 
@@ -110,7 +111,8 @@ def progress_bar(label: str) -> Any:
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Report an error the user can act on (no traceback) and return the Exit to raise."""
     # One line however narrow the terminal (long file paths would otherwise wrap), so it greps.
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is text, not markup: `observation.state[x,y]` in a robot layout is no style tag.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
