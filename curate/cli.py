@@ -146,18 +146,22 @@ def ls(
     setup_logging(verbose)
     from rich.table import Table
 
+    from atomvla.curate.dataset_names import check_dataset_name
     from atomvla.curate.store import open_store
 
     wanted = parse_status(status)
     db = open_store(store)
+    check_dataset_name(db, dataset_name)
     metas = db.episodes(dataset_name)
     latest = db.latest_all()
     if wanted is not None:
         metas = [m for m in metas if m.episode_id in latest and latest[m.episode_id].status == wanted]
-    table = Table(title=f"{len(metas)} episode(s) in {store}")
+    shown = metas[: limit or None]
+    more = f", the first {len(shown)} shown" if len(shown) < len(metas) else ""
+    table = Table(title=f"{len(metas)} episode(s) in {store}{more}")
     for col in ("episode", "task", "frames", "fps", "subtasks", "status", "author", "rev"):
         table.add_column(col, justify="right" if col in ("frames", "fps", "subtasks", "rev") else "left")
-    for m in metas[: limit or None]:
+    for m in shown:
         dec = latest.get(m.episode_id)
         table.add_row(
             m.episode_id, m.task, str(m.n_frames), f"{m.fps:g}",
@@ -168,7 +172,8 @@ def ls(
         )
     console.print(table)
     counts = Counter(latest[m.episode_id].status.value if m.episode_id in latest else "unlabelled" for m in metas)
-    console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "empty store")
+    console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+                  or ("no episode matches" if db.count_episodes() else "empty store"))
 
 
 @app.command("export")
@@ -201,12 +206,14 @@ def export(
     setup_logging(verbose)
     from atomvla.curate.errors import SourceError
     from atomvla.curate.exports.base import ExportError, get_exporter
+    from atomvla.curate.dataset_names import check_dataset_name
     from atomvla.output import check_output
     from atomvla.curate.exports.records import proposals_of
     from atomvla.curate.store import open_store
 
     wanted = parse_status(status)
     db = open_store(store)
+    check_dataset_name(db, dataset_name)
     exporter = get_exporter(to, **({"language": language} if to == "lerobot" else {}))
     check_output(out, overwrite, folder=exporter.is_folder)
     wanted = wanted if wanted is not None else exporter.default_status
@@ -242,6 +249,7 @@ def qa(
     """Quality checks: contract rules, episodes without an accepted decomposition, subtasks much
     shorter or longer than their skill elsewhere, boundaries where nothing moves, and agreement
     (boundary F1, segment IoU) between backends and between annotators."""
+    from atomvla.curate.dataset_names import check_dataset_name
     from atomvla.curate.quality.checks import SEVERITY_RANK, QaConfig, run_qa
     from atomvla.curate.quality.render import print_report
     from atomvla.curate.store import open_store
@@ -251,6 +259,7 @@ def qa(
         raise fail(f"--fail-on must be error or warning, not {fail_on!r}")
     check_outputs(overwrite, files=(json_out,))
     db = open_store(store)
+    check_dataset_name(db, dataset_name)
     with progress_bar("[bold]qa[/] motion") as progress:
         bar = progress.add_task("motion", total=db.count_episodes() if motion else 0)
         report = run_qa(db, QaConfig(motion=motion), dataset_name, progress=lambda: progress.advance(bar))
@@ -303,11 +312,13 @@ def report(
 ) -> None:
     """A static HTML report: dataset summary, subtasks per episode and duration per skill,
     quality findings and agreement, model cost, and timelines with key frames."""
+    from atomvla.curate.dataset_names import check_dataset_name
     from atomvla.curate.report.build import ReportConfig, build_report
     from atomvla.curate.store import open_store
 
     setup_logging(verbose)
     db = open_store(store)
+    check_dataset_name(db, dataset_name)
     with progress_bar("[bold]report[/] timelines") as progress:
         bar = progress.add_task("timelines", total=timelines)
         try:

@@ -61,6 +61,7 @@ def export(
     cannot be cut, e.g. frames stored in HDF5) into MEDIA_ROOT/atomvla/PROJECT/.
     """
     _setup_logging(verbose)
+    from atomvla.curate.dataset_names import check_dataset_name
     from atomvla.curate.errors import SourceError
     from atomvla.curate.labelstudio.roundtrip import export_project
     from atomvla.curate.labelstudio.server import LabelStudioError, Server
@@ -70,6 +71,7 @@ def export(
         raise fail("--media-root (or LOCAL_FILES_DOCUMENT_ROOT) is needed: the folder the server serves local files from")
     wanted = parse_status(status)
     db = open_store(store)
+    check_dataset_name(db, dataset_name)
     metas = db.episodes(dataset_name)
     if wanted is not None:
         latest = db.latest_all(status=wanted)

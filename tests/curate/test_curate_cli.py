@@ -233,3 +233,42 @@ def test_store_filters_are_dataset_name_and_status_and_the_store_comes_from_atom
     assert bad.output.strip() == "error: --status 'done': choose one of proposed, accepted, rejected, needs_review, failed"
     old = runner.invoke(app, ["ls", "--dataset", V3_H264.name], env=env)
     assert old.exit_code == 2 and "No such option: --dataset" in old.output
+
+
+def test_a_dataset_name_the_store_lacks_is_one_error_and_writes_nothing(tmp_path):
+    db = tmp_path / "s.sqlite"
+    for root in (V3_AV1, V3_H264):
+        assert curate("import", root, "--store", db).exit_code == 0
+    assert curate("import-annotations", TRUTH, "--store", db, "--author", "truth", "--dataset-name", V3_AV1.name).exit_code == 0
+    before = Store(db).latest_all()
+    # Each of these had matched nothing and said so as a result: an empty table ("empty store"), an
+    # empty JSONL file, "0 episode(s)" from qa, one skipped line per truth line.
+    for args in (["ls"], ["export", tmp_path / "x.jsonl"], ["qa"], ["report", "--out", tmp_path / "report"],
+                 ["import-annotations", TRUTH, "--author", "other"]):
+        result = curate(*args, "--store", db, "--dataset-name", "metaworld_typo")
+        (line,) = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2, (args, result.output)
+        assert "--dataset-name metaworld_typo: the store holds no such dataset" in line
+        assert f"(it holds {V3_AV1.name}, {V3_H264.name};" in line
+    assert {p.name for p in tmp_path.iterdir()} <= {"s.sqlite", "s.sqlite-wal", "s.sqlite-shm"}  # no export, no report
+    assert Store(db).latest_all() == before
+    filtered = curate("ls", "--store", db, "--status", "failed")
+    assert filtered.exit_code == 0 and filtered.output.split()[-3:] == ["no", "episode", "matches"]
+    first = curate("ls", "--store", db, "--limit", "3")
+    assert "22 episode(s) in" in first.output and "the first 3 shown" in first.output
+
+
+def test_truth_known_by_index_in_a_store_of_several_datasets_is_one_error(tmp_path):
+    db = tmp_path / "s.sqlite"
+    for root in (V3_AV1, V3_H264):
+        assert curate("import", root, "--store", db).exit_code == 0
+    result = curate("import-annotations", TRUTH, "--store", db, "--author", "truth")
+    (line,) = [line for line in " ".join(result.output.split()).split("error: ")[1:]]
+    assert result.exit_code == 2, result.output
+    assert line.startswith(f"{TRUTH}: 11 line(s) match no episode_id of the store")
+    assert f"several datasets ({V3_AV1.name}, {V3_H264.name})" in line and "--dataset-name" in line
+    assert Store(db).latest_all() == {}
+    empty = tmp_path / "empty.sqlite"
+    Store(empty)
+    result = curate("import-annotations", TRUTH, "--store", empty, "--author", "truth")
+    assert result.exit_code == 2 and "the store holds no episodes; import the dataset first" in result.output
