@@ -35,7 +35,7 @@ def segment_iou(a: Sequence[Subtask], b: Sequence[Subtask]) -> float:
 class PairAgreement:
     """Two authors' latest revisions compared over the episodes both decomposed."""
 
-    kind: str  # "backends", "annotators" or "backend vs annotator"
+    kind: str  # "backends", "annotators", "backend vs annotator" or "annotator vs backend" (first vs second)
     first: str
     second: str
     episodes: int
@@ -91,9 +91,7 @@ def pairwise(
 
 
 def _pair_kind(a: str, b: str) -> str:
-    if a == b:
-        return f"{a}s"
-    return "backend vs annotator"
+    return f"{a}s" if a == b else f"{a} vs {b}"  # in the order of the first and second columns
 
 
 def authors(decs: Iterable[Decomposition]) -> dict[str, Decomposition]:

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from atomvla.curate.cli import app
-from atomvla.curate.quality.agreement import segment_iou
+from atomvla.curate.quality.agreement import pairwise, segment_iou
 from atomvla.curate.quality.checks import QaConfig, run_qa
 from atomvla.curate.store import Store
 from atomvla.schemas import Decomposition, Provenance, Status, Subtask
@@ -86,6 +86,18 @@ def test_agreement_between_backends_and_annotators(store):
     assert ann.kind == "annotators" and ann.episodes == 1
     k = len(store.latest(_ep(5), author="truth").boundaries)
     assert (ann.boundaries.tp, ann.boundaries.fn) == (k - 1, 1)  # the first boundary moved to frame 2
+
+
+def test_a_pairs_kind_reads_in_the_order_of_its_columns(store):
+    """Authors are paired in name order, so an annotator can come first: its row must then say
+    "annotator vs backend" (it said "backend vs annotator" beside first=alice, second=heuristic)."""
+    truth = store.latest(_ep(0), author="truth")
+    proposal = truth.model_copy(update={"author": "heuristic"})
+    kinds = {"alice": "annotator", "heuristic": "backend", "zeta": "backend"}
+    (pair,), _ = pairwise({_ep(0): {"heuristic": proposal, "alice": truth}}, kinds, {_ep(0): 3})
+    assert (pair.first, pair.second, pair.kind) == ("alice", "heuristic", "annotator vs backend")
+    (pair,), _ = pairwise({_ep(0): {"zeta": truth, "heuristic": proposal}}, kinds, {_ep(0): 3})
+    assert (pair.first, pair.second, pair.kind) == ("heuristic", "zeta", "backends")
 
 
 def test_segment_iou():
