@@ -289,11 +289,11 @@ ALIGN_VARIANTS = {
     "align 1 if loo>=0.8": lambda ev: 1.0 if ev is not None and ev[0] >= 0.8 else 0.0,
     # at least as good as the start: 0.5; every exemplar boundary found and the start missing some:
     # more (the product: train.kept_alignment, 1.5)
-    "align 0.5, 1 if all found and ahead of the start": lambda ev: kept_alignment(ev, 0.5, 1.0),
-    "align 0.5, 1.5 if all found and ahead of the start": lambda ev: kept_alignment(ev, 0.5, 1.5),
-    "align 0.5, 2 if all found and ahead of the start": lambda ev: kept_alignment(ev, 0.5, 2.0),
+    "align 0.5 or 1 if all found and ahead of the start": lambda ev: kept_alignment(ev, 0.5, 1.0),
+    "align 0.5 or 1.5 if all found and ahead of the start": lambda ev: kept_alignment(ev, 0.5, 1.5),
+    "align 0.5 or 2 if all found and ahead of the start": lambda ev: kept_alignment(ev, 0.5, 2.0),
     # the same without asking for all: 1.5 wherever the exemplars beat the start
-    "align 0.5, 1.5 if ahead of the start": lambda ev: 0.0 if ev is None or ev[0] < ev[1] else 1.5 if ev[0] > ev[1] else 0.5,
+    "align 0.5 or 1.5 if ahead of the start": lambda ev: 0.0 if ev is None or ev[0] < ev[1] else 1.5 if ev[0] > ev[1] else 0.5,
 }
 
 
