@@ -73,7 +73,17 @@ def run(
     profile: ProfileOpt = None,
     episodes: EpisodesOpt = None,
     shard: ShardOpt = None,
-    again: Annotated[bool, typer.Option("--again", help="Propose again where this backend and settings already did.")] = False,
+    again: Annotated[bool, typer.Option(
+        "--again", help="Propose again where this backend and settings already did (not over a person's work: "
+                        "see --include-reviewed).",
+    )] = False,
+    include_reviewed: Annotated[bool, typer.Option(
+        "--include-reviewed",
+        help="Propose also for episodes that hold a person's work (saved, accepted, rejected, or someone's draft), "
+             "which a run skips otherwise, --again or not. The person's revision stays in the history and the "
+             "proposal becomes the latest, so exports of accepted episodes leave the episode out until it is "
+             "accepted again. Where these settings proposed before the person's review, add --again.",
+    )] = False,
     concurrency: Annotated[int, typer.Option(min=1, help="Episodes in flight at once.")] = 8,
     max_cost: Annotated[
         Optional[float], typer.Option(min=0, help="Stop starting episodes before the spend (US$) would pass this.")
@@ -90,36 +100,45 @@ def run(
 
     A resumable job: a re-run skips what this backend and settings already proposed, and a model
     backend reuses every answer it was already given (response cache next to the store). Episodes
-    that fail are listed with the reason; the exit status is then 1.
+    that hold a person's work are skipped and listed with who reviewed them (see
+    --include-reviewed). Episodes that fail are listed with the reason; the exit status is then 1.
     """
     setup_logging(verbose)
     from atomvla.annotate.client.retry import RetryPolicy
     from atomvla.annotate.jobs.engine import build_engine
     from atomvla.annotate.jobs.estimate import estimate
     from atomvla.annotate.jobs.plan import choose, plan
-    from atomvla.annotate.jobs.progress import estimate_table, failures_table, run_with_progress, summary_table
+    from atomvla.annotate.jobs.progress import (
+        estimate_table, failures_table, reviewed_table, run_with_progress, summary_table,
+    )
     from atomvla.curate.store import open_store
 
     db = open_store(store)
     retry = RetryPolicy(attempts=attempts, timeout_s=timeout_s)
     engine = build_engine(db, backend, profile, settings or (), api_key_env=api_key_env, retry=retry, prepare=not dry_run)
-    todo = plan(db, engine, choose(db, episodes, shard), again)
+    todo = plan(db, engine, choose(db, episodes, shard), again, include_reviewed)
     if todo.queued:
         # Answered (or about to be) at Batch price: `atom-annotate batch collect` proposes them.
         err_console.print(f"{todo.queued} episodes are waiting in a Batch API batch; leaving them to `batch collect`")
     if dry_run:
-        title = f"atom-annotate run --dry-run: {backend} ({len(todo.skipped)} already done)"
+        title = (f"atom-annotate run --dry-run: {backend} ({len(todo.skipped)} already done, "
+                 f"{len(todo.reviewed)} reviewed by a person)")
         console.print(estimate_table(title, estimate(engine, todo.todo), getattr(engine, "model", backend)))
+        if todo.reviewed:
+            console.print(reviewed_table(todo.reviewed))
         return
     # --max-cost reserves an estimate per episode in flight (the run's dearest episode once dearer).
     reserve = estimate(engine, todo.todo).usd_per_episode if max_cost is not None else 0.0
     try:
         result = run_with_progress(err_console, backend, db, engine, todo.chosen, concurrency=concurrency,
-                                   overwrite=again, max_cost=max_cost, estimate_usd=reserve)
+                                   overwrite=again, include_reviewed=include_reviewed, max_cost=max_cost,
+                                   estimate_usd=reserve)
     except KeyboardInterrupt:
         # Everything answered is stored or cached: the same command resumes without paying twice.
         raise fail("interrupted; run the same command again to resume", code=130) from None
     console.print(summary_table(f"atom-annotate run: {backend} (job {result.job_id})", result))
+    if result.reviewed:
+        console.print(reviewed_table(result.reviewed))
     if result.stopped:
         err_console.print(f"[yellow]{result.stopped}; {len(result.not_started)} episodes left for a later run[/]")
     if result.failed:
@@ -187,7 +206,8 @@ def batch_submit(
     verbose: VerboseOpt = False,
 ) -> None:
     """Upload the first request of every episode that has no answer yet, as one or more batches
-    (the openai backend, with the same KEY=VALUE settings as `run`)."""
+    (the openai backend, with the same KEY=VALUE settings as `run`); episodes that hold a person's
+    work are left out, as `run` leaves them."""
     setup_logging(verbose)
     from rich.table import Table
 
@@ -238,7 +258,8 @@ def batch_collect(
     concurrency: Annotated[int, typer.Option(min=1, help="Episodes in flight (repairs and refinements go live).")] = 8,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Cache the answers of finished batches (ledger at Batch prices) and propose those episodes.
+    """Cache the answers of finished batches (ledger at Batch prices) and propose those episodes
+    (not those a person reviewed meanwhile: listed, their answers stay cached).
 
     A bad answer's repair request, and coarse-to-fine refinements, go to the live API.
     """
@@ -246,7 +267,7 @@ def batch_collect(
     from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
     from atomvla.annotate.client.cache import ResponseCache
     from atomvla.annotate.jobs.batch import collect
-    from atomvla.annotate.jobs.progress import failures_table, run_with_progress, summary_table
+    from atomvla.annotate.jobs.progress import failures_table, reviewed_table, run_with_progress, summary_table
     from atomvla.curate.store import open_store
 
     db = open_store(store)
@@ -258,6 +279,8 @@ def batch_collect(
         metas = [db.episode(e) for e in answered]
         result = run_with_progress(err_console, "collect", db, engine, metas, concurrency=concurrency)
         console.print(summary_table(f"atom-annotate batch collect (job {job})", result))
+        if result.reviewed:
+            console.print(reviewed_table(result.reviewed))
         failed += result.failed
     if got.waiting:
         err_console.print(f"still running: {', '.join(got.waiting)} (collect again later)")

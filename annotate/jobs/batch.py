@@ -55,12 +55,13 @@ def open_episodes(store: Store, job: str) -> set[str]:
 
 
 def submit(store: Store, backend: OpenAIBackend, episodes: Sequence[EpisodeMeta], client: openai.OpenAI) -> list[str]:
-    """Batch ids submitted for the episodes that need an answer (not proposed, not cached, not queued).
+    """Batch ids submitted for the episodes that need an answer (not proposed, not a person's work,
+    not cached, not queued).
 
     Each batch is uploaded as soon as it is full, so memory holds one input file at most.
     """
     job = job_id(backend)
-    todo, _ = pending(store, backend, episodes, overwrite=False)
+    todo = pending(store, backend, episodes, overwrite=False).todo
     queued = open_episodes(store, job)
     batch_ids: list[str] = []
     chunk: list[tuple[str, str, str]] = []  # (episode id, cache key, JSONL line)

@@ -1,6 +1,6 @@
 """Which episodes a command runs: the `--episodes` selection within `--shard`, less those waiting
 in a Batch API batch (`batch collect` proposes them at Batch price), less those this backend
-already proposed with these settings."""
+already proposed with these settings, less those that hold a person's work."""
 
 from __future__ import annotations
 
@@ -31,11 +31,12 @@ class Plan:
     chosen: list[EpisodeMeta]  # what the run is given (it skips what is done itself)
     todo: list[EpisodeMeta]  # what it will propose
     skipped: list[str]  # already proposed by this backend with these settings
+    reviewed: list[tuple[str, str]]  # (episode id, why): a person's work, left alone
     queued: int  # left to `batch collect`
 
 
-def plan(store: Store, engine: Backend, chosen: Sequence[EpisodeMeta], again: bool) -> Plan:
+def plan(store: Store, engine: Backend, chosen: Sequence[EpisodeMeta], again: bool, include_reviewed: bool) -> Plan:
     queued = open_episodes(store, job_id(engine))
     runnable = [m for m in chosen if m.episode_id not in queued]
-    todo, skipped = pending(store, engine, runnable, again)
-    return Plan(runnable, todo, skipped, len(chosen) - len(runnable))
+    split = pending(store, engine, runnable, again, include_reviewed)
+    return Plan(runnable, split.todo, split.done, split.reviewed, len(chosen) - len(runnable))

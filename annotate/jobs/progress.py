@@ -19,6 +19,8 @@ from atomvla.annotate.client.pricing import Usage
 from atomvla.curate.store import Store
 from atomvla.schemas import EpisodeMeta
 
+SHOWN = 5  # episode ids the skipped-as-reviewed table names per reason
+
 
 @contextmanager
 def run_progress(console: Console, label: str, total: int) -> Iterator:
@@ -74,13 +76,29 @@ def estimate_table(title: str, est: Estimate, model: str) -> Table:
 
 def summary_table(title: str, result: RunResult) -> Table:
     t = Table(title=title)
-    for col in ("proposed", "skipped (already proposed)", "failed", "not started", "input tokens", "output tokens", "$ spent", "cached answers"):
+    for col in ("proposed", "skipped (already proposed)", "skipped (reviewed by a person)", "failed", "not started",
+                "input tokens", "output tokens", "$ spent", "cached answers"):
         t.add_column(col, justify="right")
     u = result.usage
     t.add_row(
-        str(len(result.proposed)), str(len(result.skipped)), str(len(result.failed)), str(len(result.not_started)),
-        f"{u.input_tokens:,}", f"{u.output_tokens:,}", f"{u.cost_usd:.4f}", str(u.cached),
+        str(len(result.proposed)), str(len(result.skipped)), str(len(result.reviewed)), str(len(result.failed)),
+        str(len(result.not_started)), f"{u.input_tokens:,}", f"{u.output_tokens:,}", f"{u.cost_usd:.4f}", str(u.cached),
     )
+    return t
+
+
+def reviewed_table(reviewed: list[tuple[str, str]]) -> Table:
+    """The episodes skipped as a person's work, one row per reason, naming the first SHOWN of each."""
+    by_why: dict[str, list[str]] = {}
+    for episode_id, why in reviewed:
+        by_why.setdefault(why, []).append(episode_id)
+    t = Table(title="skipped: a person's work (--include-reviewed proposes over it)")
+    t.add_column("why")
+    t.add_column("episodes", justify="right")
+    t.add_column("which")
+    for why, ids in by_why.items():
+        more = f", ... ({len(ids) - SHOWN} more)" if len(ids) > SHOWN else ""
+        t.add_row(Text(why), str(len(ids)), Text(", ".join(ids[:SHOWN]) + more))
     return t
 
 

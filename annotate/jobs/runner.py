@@ -6,6 +6,10 @@ episode could not be read, or the server kept failing): the next run retries tho
 whose latest revision by this backend has the same settings hash is skipped, and a model backend
 finds answers it already paid for in its response cache, so a run killed at any point and started
 again asks nothing twice. Each episode's tokens and dollars go to the store's ledger.
+
+An episode that holds a person's work (`Store.reviewed`: saved, accepted, rejected, or a draft) is
+skipped with the reason unless the run includes reviewed episodes on purpose: a proposal would
+become its latest revision, and exports of accepted episodes would leave it out.
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ class Shard:
 class RunResult:
     job_id: str
     proposed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already proposed by this backend with these settings
+    reviewed: list[tuple[str, str]] = field(default_factory=list)  # (episode id, why): a person's work, left alone
     failed: list[tuple[str, str]] = field(default_factory=list)  # (episode id, why)
     not_started: list[str] = field(default_factory=list)  # left for a later run (budget reached)
     usage: Usage = field(default_factory=Usage)
@@ -78,17 +83,36 @@ def job_id(backend: Backend) -> str:
     return f"{backend.name}-{backend.settings_hash}"
 
 
-def pending(store: Store, backend: Backend, episodes: Sequence[EpisodeMeta], overwrite: bool) -> tuple[list[EpisodeMeta], list[str]]:
-    """(episodes to run, ids skipped because this backend's latest revision has these settings)."""
-    if overwrite:
-        return list(episodes), []
-    latest = store.latest_all(author=backend.name)
+@dataclass(frozen=True)
+class Pending:
+    """What a run proposes, and what it leaves and why."""
+
+    todo: list[EpisodeMeta]
+    done: list[str]  # this backend's latest revision has these settings
+    reviewed: list[tuple[str, str]]  # (episode id, why): a person's work (Store.reviewed)
+
+
+def pending(
+    store: Store, backend: Backend, episodes: Sequence[EpisodeMeta], overwrite: bool, include_reviewed: bool = False
+) -> Pending:
+    """Split `episodes`: a person's work is left unless `include_reviewed`; what this backend
+    already proposed with these settings is left unless `overwrite` (each flag lifts one rule)."""
+    people = {} if include_reviewed else store.reviewed()
+    latest = {} if overwrite else store.latest_all(author=backend.name)
     done = {
         episode_id
         for episode_id, dec in latest.items()
         if dec.provenance is not None and dec.provenance.settings_hash == backend.settings_hash
     }
-    return [m for m in episodes if m.episode_id not in done], [m.episode_id for m in episodes if m.episode_id in done]
+    out = Pending([], [], [])
+    for meta in episodes:
+        if meta.episode_id in people:
+            out.reviewed.append((meta.episode_id, people[meta.episode_id]))
+        elif meta.episode_id in done:
+            out.done.append(meta.episode_id)
+        else:
+            out.todo.append(meta)
+    return out
 
 
 async def arun(
@@ -98,6 +122,7 @@ async def arun(
     *,
     concurrency: int = 8,
     overwrite: bool = False,
+    include_reviewed: bool = False,
     max_cost: float | None = None,
     estimate_usd: float = 0.0,
     on_episode: Callable[[str, Outcome, Usage], None] | None = None,
@@ -108,9 +133,10 @@ async def arun(
     flight and for the next one, would pass it; a reservation is the larger of `estimate_usd` and
     the dearest episode so far. Episodes not started stay pending for a later run.
     """
-    todo, skipped = pending(store, backend, episodes, overwrite)
-    result = RunResult(job_id(backend), skipped=skipped)
-    for episode_id in skipped:
+    plan = pending(store, backend, episodes, overwrite, include_reviewed)
+    todo = plan.todo
+    result = RunResult(job_id(backend), skipped=plan.done, reviewed=plan.reviewed)
+    for episode_id in [*plan.done, *(e for e, _ in plan.reviewed)]:
         if on_episode is not None:
             on_episode(episode_id, "skipped", Usage())
     store_tables.start_job(store, result.job_id, backend.name, backend.config.model_dump(mode="json"), [m.episode_id for m in todo])
@@ -193,6 +219,6 @@ def run_backend(
     on_episode: Callable[[str, Outcome], None] | None = None,
     concurrency: int = 1,
 ) -> RunResult:
-    """`arun` from synchronous code (tests, the review app)."""
+    """`arun` from synchronous code (tests)."""
     callback = (lambda episode_id, outcome, _usage: on_episode(episode_id, outcome)) if on_episode is not None else None
     return asyncio.run(arun(store, backend, episodes, concurrency=concurrency, overwrite=overwrite, on_episode=callback))

@@ -67,11 +67,20 @@ def test_calibrate_learns_a_teams_pick_convention_and_saves_it(store):
     assert [s.start_frame for s in tuned.propose(Episode(held)).subtasks] == [
         s.start_frame for s in HEURISTIC(team).propose(Episode(held)).subtasks
     ]
-    # `run --profile` proposes with those settings (a new settings hash: proposed again)
-    result = invoke("run", "--store", store, "--backend", "heuristic", "--profile", "team", "--episodes", str(held.episode_index))
+    # `run --profile` leaves the episode someone else accepted as it is (a new settings hash does not
+    # make a person's work a backend's to replace) ...
+    run = ("run", "--store", store, "--backend", "heuristic", "--profile", "team", "--episodes", str(held.episode_index))
+    accepted = db.latest(held.episode_id)
+    result = invoke(*run)
     assert result.exit_code == 0, result.output
-    proposal = db.latest(held.episode_id, author="heuristic")
-    assert proposal.provenance.settings_hash == tuned.settings_hash
+    assert "reviewed by someone else (accepted)" in result.output
+    assert db.latest(held.episode_id) == accepted and db.latest(held.episode_id, author="heuristic") is None
+    # ... and proposes over it with the profile's settings when asked to
+    result = invoke(*run, "--include-reviewed")
+    assert result.exit_code == 0, result.output
+    proposal = db.latest(held.episode_id)
+    assert proposal.author == "heuristic" and proposal.provenance.settings_hash == tuned.settings_hash
+    assert db.history(held.episode_id)[:-1] == [accepted]
 
 
 def test_calibrate_without_enough_accepted_episodes_says_so(store):

@@ -77,9 +77,13 @@ def test_calibrate_learned_fine_tunes_saves_the_weights_and_run_uses_them(store)
     assert "alignment prior=" in result.output
 
     tuned = backend_from_profile(db, "learned", "team")
-    result = invoke("run", "--store", store, "--backend", "learned", "--profile", "team", "--episodes", str(metas[0].episode_index))
+    result = invoke("run", "--store", store, "--backend", "learned", "--profile", "team")
     assert result.exit_code == 0, result.output
-    proposal = db.latest(metas[0].episode_id, author="learned")
+    # the episodes it learned from stay accepted; every other episode gets its proposal
+    assert [db.latest(m.episode_id).author for m in metas] == ["ann", "ann"]
+    others = [m for m in db.episodes() if m not in metas]
+    assert {db.latest(m.episode_id).author for m in others} == {"learned"}
+    proposal = db.latest(others[0].episode_id)
     assert proposal.provenance.settings_hash == tuned.settings_hash
     assert proposal.provenance.model == f"learned:{model.digest()[:12]}"
     # the proposal names the profile that made it and how many accepts it learned from
