@@ -102,6 +102,8 @@ def run(
     backend reuses every answer it was already given (response cache next to the store). Episodes
     that hold a person's work are skipped and listed with who reviewed them (see
     --include-reviewed). Episodes that fail are listed with the reason; the exit status is then 1.
+    A backend that cannot serve the selected episodes at all (a learned profile of another robot)
+    stops before any work (exit status 2).
     """
     setup_logging(verbose)
     from atomvla.annotate.client.retry import RetryPolicy

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -67,6 +68,10 @@ class Backend(ABC):
     def prepare(self) -> None:
         """Make sure what every episode needs is there (an API key, loaded weights) before any work:
         raises SetupError with one line. Nothing to do by default."""
+
+    def check_episodes(self, metas: Sequence[EpisodeMeta]) -> None:
+        """Refuse a run whose episodes this setup cannot serve, from their metadata alone, before any
+        work: raises SetupError with one line that says which and why. Nothing to check by default."""
 
     @property
     def settings_hash(self) -> str:

@@ -6,7 +6,8 @@ constructor with the profile's name by `atomvla.annotate.profiles.with_weights`,
 proposal's provenance names; their hash is in the config, so the settings hash, and what a re-run
 skips, follows them). `prepare` loads and checks them once:
 missing or damaged weights, or weights computed on another feature layout, stop a run before any
-work. A profile fitted on one robot's features refuses episodes of another, naming both layouts.
+work. A profile fitted on one robot's features refuses a run with episodes of another before any
+work (`check_episodes`), and each such episode given to `propose` directly, naming both layouts.
 An episode the features cannot be built for (e.g. a pixel model and no camera) falls back to the
 heuristic, with the reason in the decomposition's note.
 """
@@ -14,6 +15,7 @@ heuristic, with the reason in the decomposition's note.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -33,14 +35,19 @@ from atomvla.curate.errors import SourceError
 from atomvla.schemas import DEFAULT_MIN_FRAMES, Decomposition, EpisodeMeta, Provenance, Status, Subtask
 
 
+# What to do with episodes of another robot than a profile's (it is not "the learned backend cannot
+# handle it", BackendError's words: it can, with its packaged weights).
+OTHER_ROBOT = "without --profile (the packaged weights) or with a profile calibrated on this robot's accepted episodes"
+SHOWN_IDS = 3  # episode ids a refused run names
+
+
 class RobotMismatch(BackendError):
-    """A profile fine-tuned on one robot's features given an episode of another."""
+    """A profile fine-tuned on one robot's features given an episode of another (the Python API;
+    a run refuses such episodes before any work, see `LearnedBackend.check_episodes`)."""
 
     def __init__(self, backend: str, meta: EpisodeMeta, problem: str):
-        # not BackendError's "the learned backend cannot handle it": it can, with its packaged weights
         self.episode_id = meta.episode_id
-        UserError.__init__(self, f"episode {meta.episode_id}: {problem}; propose it without --profile (the packaged "
-                                 "weights) or with a profile calibrated on this robot's accepted episodes")
+        UserError.__init__(self, f"episode {meta.episode_id}: {problem}; propose it {OTHER_ROBOT}")
 
 
 class LearnedConfig(BackendConfig):
@@ -103,6 +110,26 @@ class LearnedBackend(Backend):
         # One episode's tensors are small: intra-op threads cost more than they save (one thread
         # proposes about as many episodes a second as two, at half the CPU), as in train.fit.
         torch.set_num_threads(1)
+
+    def check_episodes(self, metas: Sequence[EpisodeMeta]) -> None:
+        """A profile fitted on one robot refuses a run with episodes of another, once, naming both layouts."""
+        if self.model is None:
+            self.prepare()
+        assert self.model is not None
+        fitted = self.model.info.robot_layout
+        if fitted is None:  # the packaged weights serve any robot
+            return
+        others: dict[str, list[str]] = {}  # robot layout -> ids of the episodes that have it
+        for meta in metas:
+            if (here := robot_layout(meta)) != fitted:
+                others.setdefault(here, []).append(meta.episode_id)
+        if others:
+            ids = [e for group in others.values() for e in group]
+            shown = ", ".join(ids[:SHOWN_IDS]) + (f", ... ({len(ids) - SHOWN_IDS} more)" if len(ids) > SHOWN_IDS else "")
+            raise SetupError(
+                f"learned backend: {self._where}: fine-tuned on {fitted}; {len(ids)} of the {len(metas)} episodes to "
+                f"propose have {' or '.join(others)} ({shown}): propose them {OTHER_ROBOT}; select the others with --episodes"
+            )
 
     def _check_robot(self, meta: EpisodeMeta) -> None:
         assert self.model is not None

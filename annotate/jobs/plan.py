@@ -1,6 +1,7 @@
 """Which episodes a command runs: the `--episodes` selection within `--shard`, less those waiting
 in a Batch API batch (`batch collect` proposes them at Batch price), less those this backend
-already proposed with these settings, less those that hold a person's work."""
+already proposed with these settings, less those that hold a person's work; the backend then checks
+what is left (`Backend.check_episodes`), so a refusal comes before any work, `--dry-run`'s too."""
 
 from __future__ import annotations
 
@@ -39,4 +40,5 @@ def plan(store: Store, engine: Backend, chosen: Sequence[EpisodeMeta], again: bo
     queued = open_episodes(store, job_id(engine))
     runnable = [m for m in chosen if m.episode_id not in queued]
     split = pending(store, engine, runnable, again, include_reviewed)
+    engine.check_episodes(split.todo)
     return Plan(runnable, split.todo, split.done, split.reviewed, len(chosen) - len(runnable))

@@ -9,7 +9,9 @@ again asks nothing twice. Each episode's tokens and dollars go to the store's le
 
 An episode that holds a person's work (`Store.reviewed`: saved, accepted, rejected, or a draft) is
 skipped with the reason unless the run includes reviewed episodes on purpose: a proposal would
-become its latest revision, and exports of accepted episodes would leave it out.
+become its latest revision, and exports of accepted episodes would leave it out. Before the job
+starts, the backend checks the episodes' metadata (`Backend.check_episodes`): a refusal writes
+nothing.
 """
 
 from __future__ import annotations
@@ -134,6 +136,7 @@ async def arun(
     the dearest episode so far. Episodes not started stay pending for a later run.
     """
     plan = pending(store, backend, episodes, overwrite, include_reviewed)
+    backend.check_episodes(plan.todo)  # before the job row: a refusal leaves the store as it was
     todo = plan.todo
     result = RunResult(job_id(backend), skipped=plan.done, reviewed=plan.reviewed)
     for episode_id in [*plan.done, *(e for e, _ in plan.reviewed)]:

@@ -3,6 +3,7 @@ with its weights in the profile, and `run --profile` proposing with them."""
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,10 @@ from typer.testing import CliRunner
 
 from atomvla.annotate import store_tables as annotate_tables
 from atomvla.annotate.cli import app
+from atomvla.annotate.learned import learned_backend, load_pretrained
+from atomvla.annotate.learned.features import robot_layout
 from atomvla.annotate.learned.model import LearnedModel
-from atomvla.annotate.profiles import backend_from_profile
+from atomvla.annotate.profiles import backend_from_profile, save_profile
 from atomvla.curate.cli import app as curate_app
 from atomvla.curate.store import Store
 from atomvla.schemas import Decomposition, Status, Subtask
@@ -105,6 +108,45 @@ def test_a_profile_with_damaged_weights_stops_run_in_one_line_naming_it_before_a
     assert result.output.strip().splitlines() == [result.output.strip()]  # one line
     assert "profile 'team' weights: damaged weights" in result.output
     assert db.latest_all() == {}  # nothing proposed
+
+
+def _other_robot(tmp_path: Path) -> Path:
+    """The fixture's episodes as another robot records them: other state and action names (no videos)."""
+    other = tmp_path / "other_robot"
+    shutil.copytree(DATASET, other, ignore=shutil.ignore_patterns("videos"))
+    info = json.loads((other / "meta" / "info.json").read_text())
+    info["features"] = {k: v for k, v in info["features"].items() if v["dtype"] != "video"}
+    info["features"]["observation.state"]["names"] = ["ee_x", "ee_y", "ee_z", "gripper"]
+    info["features"]["action"]["names"] = ["x", "y", "z", "gripper"]
+    (other / "meta" / "info.json").write_text(json.dumps(info))
+    return other
+
+
+def test_a_profile_of_another_robot_stops_run_once_before_any_work(store, tmp_path):
+    assert invoke("import", _other_robot(tmp_path), "--store", store, command=curate_app).exit_code == 0
+    db = Store(store)
+    ours = db.episodes(DATASET.name)
+    # profile "team" as calibrate saves it for the fixture's robot (the packaged weights stand in for
+    # fine-tuned ones: what a run checks is the robot layout in their metadata)
+    base = load_pretrained()
+    model = replace(base, info=replace(base.info, robot_layout=robot_layout(ours[0])))
+    save_profile(db, learned_backend(model), "team", {"n_examples": 2}, "ann", weights=model.to_bytes())
+    assert model.info.robot_layout == "observation.state[hand_x,hand_y,hand_z,gripper] action[dx,dy,dz,grip]"
+
+    for extra in ([], ["--dry-run"]):
+        result = invoke("run", "--store", store, "--backend", "learned", "--profile", "team", *extra)
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().splitlines() == [result.output.strip()]  # one line, not one per episode
+        assert ("profile 'team' weights: fine-tuned on observation.state[hand_x,hand_y,hand_z,gripper] action[dx,dy,dz,grip]; "
+                "11 of the 22 episodes to propose have observation.state[ee_x,ee_y,ee_z,gripper] action[x,y,z,gripper] "
+                "(other_robot/0, other_robot/1, other_robot/2, ... (8 more))") in result.output
+    assert db.latest_all() == {}
+    assert db.connection().execute("SELECT count(*) FROM jobs").fetchone()[0] == 0  # no job row either
+    # its own robot's episodes are proposed
+    result = invoke("run", "--store", store, "--backend", "learned", "--profile", "team",
+                    "--episodes", ",".join(m.episode_id for m in ours))
+    assert result.exit_code == 0, result.output
+    assert set(db.latest_all(author="learned")) == {m.episode_id for m in ours}
 
 
 @pytest.mark.slow  # one fine-tune on 60-70 s episodes (~15 s on a busy 2-core machine)
