@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -84,6 +84,9 @@ class Kinematics:
     grippers: tuple[np.ndarray | None, ...] = ()
     fingers: tuple[np.ndarray | None, ...] = ()
     arms: tuple[str, ...] = ("arm",)
+    # scores computed from these signals, kept so that each is computed once per episode (see
+    # heuristic.motion_scores: the learned features read the scores the heuristic used)
+    scores: dict[int, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def take(self, frames: np.ndarray) -> Kinematics:
         """The same signals on a subset of the frames (indices, in order)."""
@@ -162,8 +165,10 @@ def _state_roles(names: list[str], d: int, ee_dims, gripper_dim) -> Roles:
     return roles
 
 
+@lru_cache(maxsize=256)
 def arm_prefixes(names: tuple[str, ...]) -> tuple[str, ...]:
-    """The arms' name prefixes ("left", "right", "robot0", ...) in order of first use; () for one arm."""
+    """The arms' name prefixes ("left", "right", "robot0", ...) in order of first use; () for one arm
+    (cached, as `roles_from_names`: every episode of a dataset has the same names)."""
     found: dict[str, None] = {}
     for name in names:
         if (m := _ARM.match(name.lower().strip())) is not None:

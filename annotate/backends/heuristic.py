@@ -204,6 +204,15 @@ def hesitations(kin: Kinematics, longest: int, w: int) -> np.ndarray:
     return out
 
 
+def motion_scores(kin: Kinematics, w: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(n,) change scores of the motion (half-window `w`) and, with a known vertical axis, (n,) contact
+    scores; computed once per Kinematics (the learned backend's features read the ones used here)."""
+    if w not in kin.scores:
+        contact = contact_scores(kin.motion, kin.vertical, w) if kin.vertical is not None else None
+        kin.scores[w] = (change_scores(kin.motion, kin.speed, w, ARRIVAL), contact)
+    return kin.scores[w]
+
+
 def decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: HeuristicConfig) -> tuple[list[Subtask], float]:
     """Subtasks and a confidence for one episode's signals (pure: the backend's core).
 
@@ -225,9 +234,10 @@ def _decompose(kin: Kinematics, task: str, n_frames: int, fps: float, config: He
     if n_frames < MIN_SUBTASKS * min_frames:
         raise KinematicsError(f"{n_frames} frames is too short for {MIN_SUBTASKS} subtasks of {min_frames}+ frames")
 
-    score = plain = change_scores(kin.motion, kin.speed, w, ARRIVAL)
-    if kin.vertical is not None:
-        score = score * (1.0 + CONTACT_BONUS * contact_scores(kin.motion, kin.vertical, w))
+    plain, contact = motion_scores(kin, w)
+    score = plain
+    if contact is not None:
+        score = score * (1.0 + CONTACT_BONUS * contact)
     peaks = local_peaks(score, min_frames)
     skip = round(config.start_transient_s * fps)
     regrasp = round(config.regrasp_s * fps)

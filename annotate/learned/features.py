@@ -27,15 +27,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
-from atomvla.annotate.backends.heuristic import HeuristicConfig, decompose
+from atomvla.annotate.backends.heuristic import HeuristicConfig, decompose, motion_scores
 from atomvla.annotate.instructions import plan
 from atomvla.annotate.kinematics import (
     ACTION, STATE, Kinematics, KinematicsError, Roles, arm_columns, arm_feature_names, arm_prefixes, extract, roles_from_names,
 )
-from atomvla.annotate.segmentation import change_scores, contact_scores, gripper_events, quantile
+from atomvla.annotate.segmentation import gripper_events, quantile
 from atomvla.schemas import MAX_SUBTASKS, SKILLS, EpisodeMeta
 
 GRID_FPS = 20.0
@@ -135,8 +136,8 @@ def _kinematic(kin: Kinematics, n: int) -> list[np.ndarray]:
 
 def _events(kin: Kinematics, task: str, n: int, fps: float) -> list[np.ndarray]:
     w = max(2, round(WINDOW_S * fps))
-    change = change_scores(kin.motion, kin.speed, w, 0.5)
-    contact = contact_scores(kin.motion, kin.vertical, w) if kin.vertical is not None else np.zeros(n)
+    change, contact = motion_scores(kin, w)
+    contact = np.zeros(n) if contact is None else contact
     closes, opens = [], []
     for g in kin.grippers:
         if g is not None:
@@ -151,20 +152,22 @@ def _events(kin: Kinematics, task: str, n: int, fps: float) -> list[np.ndarray]:
     return [change / (1.0 + change), contact, _bumps(closes, n, sigma), _bumps(opens, n, sigma), _bumps(proposed, n, sigma)]
 
 
-def _arm_roles(names: Sequence[str]) -> list[tuple[list[int], Roles]]:
-    """Each arm's state columns and the roles `extract` finds in them (arms told apart by name prefix)."""
+@lru_cache(maxsize=256)
+def _arm_roles(names: tuple[str, ...]) -> tuple[tuple[tuple[int, ...], Roles], ...]:
+    """Each arm's state columns and the roles `extract` finds in them (arms told apart by name prefix);
+    cached: every episode of a dataset has the same names."""
     out = []
-    for prefix in arm_prefixes(tuple(names)) or ("",):
+    for prefix in arm_prefixes(names) or ("",):
         idx = arm_columns(names, prefix)
-        out.append((idx, roles_from_names(tuple(arm_feature_names(names, idx, prefix)))))
-    return out
+        out.append((tuple(idx), roles_from_names(tuple(arm_feature_names(names, idx, prefix)))))
+    return tuple(out)
 
 
 def robot_state_dims(names: Sequence[str]) -> set[int]:
     """The `observation.state` dims `extract` reads for some arm (end effector, joints, gripper),
     found from the names as it finds them; every dim when they are unnamed (joints)."""
     used: set[int] = set()
-    for idx, roles in _arm_roles(names):
+    for idx, roles in _arm_roles(tuple(names)):
         if roles.position:
             used.update(idx[j] for j in (*roles.position, *roles.rotation, *roles.gripper))
         else:  # no end effector named: extract reads every dim of the arm as joints
@@ -222,7 +225,16 @@ def _end_effectors(meta: EpisodeMeta, arrays: dict[str, np.ndarray]) -> list[np.
     if state is None or len(names) != state.shape[1]:
         return []
     return [np.asarray(state, np.float64)[:, [idx[j] for j in roles.position]]
-            for idx, roles in _arm_roles(names) if len(roles.position) == 3 and roles.has_z]
+            for idx, roles in _arm_roles(tuple(names)) if len(roles.position) == 3 and roles.has_z]
+
+
+def _largest_norm(d: np.ndarray, groups: list[list[int]]) -> np.ndarray:
+    """(n, k) -> (n,): per frame, the largest norm of a group of columns (points of 3, single dims)."""
+    sq = d * d
+    points = [i for g in groups if len(g) == 3 for i in g]
+    singles = [g[0] for g in groups if len(g) == 1]
+    norms = [np.sqrt(np.add.reduce(sq[:, points].reshape(len(d), -1, 3), axis=2)), np.sqrt(sq[:, singles])]
+    return np.concatenate(norms, axis=1).max(axis=1)
 
 
 def _scene(meta: EpisodeMeta, arrays: dict[str, np.ndarray], kin: Kinematics, n: int) -> list[np.ndarray]:
@@ -236,13 +248,14 @@ def _scene(meta: EpisodeMeta, arrays: dict[str, np.ndarray], kin: Kinematics, n:
     speed_ref = quantile(kin.speed, 0.9) or 1.0
     dist_ref = speed_ref * meta.fps
     groups = scene_groups(names)
-    step = np.stack([np.linalg.norm(np.diff(x[:, g], axis=0, prepend=x[:1, g]), axis=1) for g in groups], axis=1)
-    moved = np.stack([np.linalg.norm(x[:, g] - x[0, g], axis=1) for g in groups], axis=1)
-    speed = np.clip(step.max(axis=1) / speed_ref, 0.0, 3.0)
-    moved_n = np.clip(moved.max(axis=1) / dist_ref, 0.0, 3.0)
-    moving = step.max(axis=1) > MOVING * speed_ref
+    step = _largest_norm(np.diff(x, axis=0, prepend=x[:1]), groups)
+    speed = np.clip(step / speed_ref, 0.0, 3.0)
+    moved_n = np.clip(_largest_norm(x - x[0], groups) / dist_ref, 0.0, 3.0)
+    moving = step > MOVING * speed_ref
     rest = max(1, round(ONSET_REST_S * meta.fps))
-    onsets = [t for t in range(rest, n) if moving[t] and not moving[t - rest : t].any()]
+    moving_before = np.concatenate([[0], np.cumsum(moving)])  # [t]: moving frames before frame t
+    still_before = moving_before[rest:n] == moving_before[: max(n - rest, 0)]  # none in [t - rest, t)
+    onsets = (np.flatnonzero(moving[rest:] & still_before) + rest).tolist()
     onset = _bumps(onsets, n, EVENT_SIGMA * meta.fps / GRID_FPS)
     near = np.zeros(n)
     points = [g for g in groups if len(g) == 3]

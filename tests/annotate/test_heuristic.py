@@ -7,9 +7,9 @@ import pytest
 from synthetic import ACTION_NAMES, FPS, Phase, meta, pick_place, scripted, write_video
 
 from atomvla.annotate.backends import BACKENDS, Backend, BackendConfig, BackendError, get_backend
-from atomvla.annotate.backends.heuristic import HeuristicBackend, HeuristicConfig, decompose
+from atomvla.annotate.backends.heuristic import ARRIVAL, HeuristicBackend, HeuristicConfig, decompose, motion_scores
 from atomvla.annotate.kinematics import KinematicsError, extract, roles_from_names
-from atomvla.annotate.segmentation import grasp_boundaries, gripper_events
+from atomvla.annotate.segmentation import change_scores, contact_scores, grasp_boundaries, gripper_events
 from atomvla.curate.episode import Episode
 from atomvla.curate.sources import open_source
 
@@ -221,3 +221,17 @@ def test_tool_use_is_a_pick_then_the_work_from_the_first_motion_after_the_grasp(
     subtasks, truth = segment("hammer the nail in", phases, signals)
     assert_boundaries(subtasks, truth)
     assert [(s.skill, s.instruction) for s in subtasks] == [("pick", "pick up the hammer"), ("push", "hammer the nail in")]
+
+
+def test_motion_scores_are_computed_once_per_kinematics_and_never_shared_with_a_subset():
+    """The learned features read the scores decompose kept on the Kinematics; a subset of the frames
+    (decompose cuts hesitations out) must get scores of its own frames, not the whole episode's."""
+    state, action, _ = scripted(pick_place((0.1, 0.6), (-0.1, 0.7)))
+    kin = extract(meta("pick up the block", len(state)), {"observation.state": state, "action": action})
+    change, contact = motion_scores(kin, 6)
+    assert motion_scores(kin, 6)[0] is change  # kept, not recomputed
+    np.testing.assert_array_equal(change, change_scores(kin.motion, kin.speed, 6, ARRIVAL))
+    np.testing.assert_array_equal(contact, contact_scores(kin.motion, kin.vertical, 6))
+    part = kin.take(np.arange(0, len(state), 2))
+    np.testing.assert_array_equal(motion_scores(part, 6)[0], change_scores(part.motion, part.speed, 6, ARRIVAL))
+    assert len(motion_scores(part, 6)[0]) == len(part.motion) < len(change)
