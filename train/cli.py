@@ -22,7 +22,7 @@ from atomvla.curate.errors import SourceError
 
 app = App(
     help="Train on a curated dataset (an `atom-curate export --to lerobot` folder, a Hub repo id, or a store): "
-    "sft | eval (| wm | grpo).",
+    "sft and eval (stage I), wm and grpo (stage II); rollout and serve run a trained policy.",
     no_args_is_help=True,
 )
 
@@ -66,6 +66,8 @@ def configs(
     setup_logging(verbose)
     from atomvla.train.config import CONFIGS
 
+    if kind is not None and kind not in CONFIGS:
+        raise fail(f"--kind {kind!r}: choose one of {', '.join(CONFIGS)}")
     for k, registry in CONFIGS.items():
         if kind is None or k == kind:
             for name in registry.names():
@@ -140,7 +142,7 @@ def eval_(
             report = evaluate(checkpoint, dataset, tmp, max_samples=max_samples)
     except (DatasetError, CheckpointError, SourceError) as exc:
         raise fail(str(exc)) from exc
-    print_report(report, console)
+    print_report(report, out, console)
 
 
 @app.command("wm")

@@ -143,7 +143,7 @@ def plot_chunks(policy: Policy, data: ChunkDataset, path: Path) -> Path:
     return path
 
 
-def print_report(report: dict[str, Any], console) -> None:
+def print_report(report: dict[str, Any], out: Path, console) -> None:
     from rich.table import Table
 
     fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
@@ -162,5 +162,5 @@ def print_report(report: dict[str, Any], console) -> None:
     for bucket, r in report["match_by_boundary_distance"].items():
         table.add_row(bucket, fmt(r["match_rate"]), str(r["samples"]))
     console.print(table)
-    console.print(f"plot: {report['plot']}")
+    console.print(f"wrote {out / 'report.json'} and {out / report['plot']}", highlight=False, soft_wrap=True)
 

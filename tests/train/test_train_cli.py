@@ -20,6 +20,8 @@ def test_sft_then_eval_from_the_command_line(export_dir, fast, tmp_path):
     r = run("eval", "--checkpoint", str(out), "--out", str(tmp_path / "eval"), "--max-samples", "4")
     assert r.exit_code == 0, r.output
     assert "subtask match" in r.output and (tmp_path / "eval" / "chunks.png").is_file()
+    # Where the report and plot are, as paths a user can open (it printed "plot: chunks.png").
+    assert f"wrote {tmp_path / 'eval' / 'report.json'} and {tmp_path / 'eval' / 'chunks.png'}" in r.output
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert report["plot"] == "chunks.png"
     again = run("eval", "--checkpoint", str(out), "--out", str(tmp_path / "eval"), "--max-samples", "4")
@@ -34,6 +36,7 @@ def test_bad_input_is_one_clean_error(export_dir, tmp_path):
         (["sft", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], "no such file or folder"),
         (["sft", "--dataset", str(export_dir), "--out", str(tmp_path / "o"), "train.lr=fast"], "is not a number"),
         (["eval", "--checkpoint", str(tmp_path)], "not a checkpoint"),
+        (["configs", "--kind", "rl"], "--kind 'rl': choose one of sft, wm, grpo"),  # it listed nothing, exit 0
     ]
     for args, message in cases:
         r = run(*args)
