@@ -120,7 +120,9 @@ def test_cli_json_and_fail_on(store):
     assert refused.exit_code == 2 and "already exists; pass --overwrite" in refused.output
     assert curate("qa", "--store", store.path, "--json", written, "--no-motion", "--overwrite").exit_code == 0
     assert report["summary"]["error"] == 1 and report["summary"]["episodes"] == 11
-    assert {p["kind"] for p in report["agreement"]} == {"annotators", "backend vs annotator"}
+    kinds = {(p["first"], p["second"]): p["kind"] for p in report["agreement"]}
+    assert kinds[("ann2", "truth")] == "annotators" and kinds[("b1", "truth")] == "backend vs annotator"
+    assert kinds[("ann2", "b1")] == "annotator vs backend"
     assert curate("qa", "--store", store.path, "--fail-on", "error", "--no-motion").exit_code == 1
     assert curate("qa", "--store", store.path, "--fail-on", "warning", "--no-motion").exit_code == 1
     table = curate("qa", "--store", store.path, "--no-motion")
