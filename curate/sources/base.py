@@ -91,9 +91,13 @@ def detect_format(root: Path) -> str:
 
 @lru_cache(maxsize=32)
 def open_source(source: str, format: str | None = None) -> Reader:
-    """The reader for `source`; cached so lazily loaded episodes share one open reader."""
+    """The reader for `source`; cached so lazily loaded episodes share one open reader.
+
+    Episodes record a local source by its absolute path (a relative one would be read against
+    whatever folder a later command runs in) and a Hub source by its repo id."""
     root = resolve(source)
     name = format or detect_format(root)
     if name not in READERS:
         raise SourceError(source, READERS.unknown(name))
-    return READERS[name](root, source)
+    local = Path(source).expanduser().exists()
+    return READERS[name](root, str(root) if local else source)

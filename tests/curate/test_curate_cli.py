@@ -272,3 +272,18 @@ def test_truth_known_by_index_in_a_store_of_several_datasets_is_one_error(tmp_pa
     Store(empty)
     result = curate("import-annotations", TRUTH, "--store", empty, "--author", "truth")
     assert result.exit_code == 2 and "the store holds no episodes; import the dataset first" in result.output
+
+
+def test_a_source_imported_by_a_relative_path_is_read_from_any_folder(tmp_path, monkeypatch):
+    """README's `atom-curate import examples/metaworld_sample` stored the path as typed: every
+    later command that reads arrays (qa's motion check, annotate run, export, training from the
+    store) failed with "examples/metaworld_sample: no such file or folder" outside that folder."""
+    from atomvla.curate.episode import Episode
+
+    copy_dataset(V3_H264, tmp_path / "project" / "data" / "ds")
+    monkeypatch.chdir(tmp_path / "project")
+    assert curate("import", "data/ds", "--store", "s.sqlite").exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    (meta, *_) = Store(tmp_path / "project" / "s.sqlite").episodes()
+    assert meta.source == str(tmp_path / "project" / "data" / "ds") and meta.dataset == "ds"
+    assert Episode(meta).arrays["action"].shape == (meta.n_frames, 4)
