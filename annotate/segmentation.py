@@ -109,9 +109,9 @@ def local_peaks(score: np.ndarray, min_distance: int) -> list[int]:
     peaks = np.flatnonzero(is_peak)
     blocked = np.zeros(len(s), dtype=bool)  # within min_distance of a stronger kept peak
     kept: list[int] = []
-    for t in peaks[np.argsort(-s[peaks], kind="stable")]:
+    for t in peaks[np.argsort(-s[peaks], kind="stable")].tolist():  # Python ints index faster than numpy's
         if not blocked[t]:
-            kept.append(int(t))
+            kept.append(t)
             blocked[max(t - min_distance + 1, 0) : t + min_distance] = True
     return sorted(kept)
 
@@ -325,12 +325,12 @@ def choose(
     if k == 0:
         return []
     frames = np.array([c.frame for c in cands])
-    kinds = np.array([c.kind for c in cands])
-    gain = np.array([np.where((kinds == need) | (need == "motion"), 0.0, -mismatch_penalty) for need in needs])
+    kinds = [c.kind for c in cands]
+    gain = np.array([[0.0 if need in ("motion", kind) else -mismatch_penalty for kind in kinds] for need in needs])
     gain += np.array([c.score for c in cands])
     # closes[j]: grasps before candidate j. A pick ending at j after one ending at j' passes over
     # closes[j] - closes[j' + 1] grasps: the cost splits into a term of j and one of j'.
-    closes = np.concatenate([[0], np.cumsum(kinds == "close")]).astype(float)
+    closes = np.concatenate([[0], np.cumsum([kind == "close" for kind in kinds])]).astype(float)
     skip = np.array([mismatch_penalty if need == "close" else 0.0 for need in needs])
     gain -= skip[:, None] * closes[None, :m]
     # Candidates are sorted by frame, so those at least min_frames before candidate j are a prefix.

@@ -112,11 +112,10 @@ def _pooled(signals: list[np.ndarray], n: int) -> list[np.ndarray]:
 
 
 def _bumps(frames: list[int], n: int, sigma: float) -> np.ndarray:
-    out = np.zeros(n)
-    t = np.arange(n)
-    for f in frames:
-        out = np.maximum(out, np.exp(-0.5 * ((t - f) / sigma) ** 2))
-    return out
+    """(n,): the highest of Gaussian bumps of width `sigma` at `frames` (zeros without any)."""
+    if not frames:
+        return np.zeros(n)
+    return np.exp(-0.5 * ((np.arange(n)[None, :] - np.asarray(frames)[:, None]) / sigma) ** 2).max(axis=0)
 
 
 def _kinematic(kin: Kinematics, n: int) -> list[np.ndarray]:
