@@ -13,6 +13,16 @@ file is left beside them.
   one store are that store's history and are kept. New revisions are numbered after the
   destination's latest for the episode, in the order they were made; `based_on` and the reviews
   and drafts that name a revision follow the renumbering.
+- A backend's revision brought in never goes over a person's work (`Store.reviewed`'s rule: the
+  latest revision is not a backend's own, or someone has a draft). Where the destination holds a
+  person's work on an episode, or a source's latest revision of it is a person's, backend revisions
+  brought in after the newest such revision, with no person's revision after them, are left out:
+  the episode ends on the person's work. Each one left out is listed in `kept` and stays in its
+  source, with any review of it (a draft made on it becomes stale: saving it is refused, as when
+  someone saved first). People's revisions merge as always, the newest one the latest. A source's
+  draft keeps the backend's revision it was made on from being gone over the same way, unless one
+  of the above applies. To propose over a person's work anyway: `atom-annotate run
+  --include-reviewed` on the merged store.
 - Jobs with the same id must have the same backend and settings (an error otherwise); per episode
   the furthest state wins (done > failed > pending, then the latest). Ledger rows, reviews and
   batches already present are not added again; profiles present on both sides with other
@@ -29,11 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from atomvla.curate.errors import StoreError
-from atomvla.curate.store import APPLICATION_ID, SCHEMA_VERSION, Store
+from atomvla.curate.store import APPLICATION_ID, SCHEMA_VERSION, Store, by_backend
+from atomvla.schemas import Decomposition
 
 # Tables merge knows how to bring over; a source with rows in any other table is refused.
 TABLES = ("episodes", "revisions", "reviews", "jobs", "job_items", "ledger", "profiles", "batches", "drafts")
 _ITEM_RANK = {"pending": 0, "failed": 1, "done": 2}
+# A revision where it was made: (origin, episode, revision there); origin -1 is the destination,
+# i the i-th source.
+Ref = tuple[int, str, int]
 
 
 class MergeError(StoreError):
@@ -45,6 +59,7 @@ class MergeReport:
     episodes: int = 0
     revisions: int = 0
     duplicate_revisions: int = 0
+    left_out_revisions: int = 0  # backends' revisions that would have gone over a person's work
     reviews: int = 0
     jobs: int = 0
     job_items: int = 0
@@ -52,7 +67,7 @@ class MergeReport:
     profiles: int = 0
     batches: int = 0
     drafts: int = 0
-    kept: list[str] = field(default_factory=list)  # conflicts settled by keeping the destination's
+    kept: list[str] = field(default_factory=list)  # conflicts settled, each saying what was kept over what
 
 
 def _source_uri(path: Path) -> str:
@@ -116,22 +131,19 @@ def merge_stores(sources: Sequence[Path], dest: Path) -> MergeReport:
         if any(_same_file(s, t) for t in sources[:i]):
             raise MergeError(f"{s}: given twice")
     snapshots = [(s, _read(s)) for s in sources]
-    Store(dest).close()  # creates or migrates the destination
+    store = Store(dest)  # creates or migrates the destination
     report = MergeReport()
-    with closing(sqlite3.connect(dest, timeout=30, isolation_level=None)) as conn:
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            _merge(conn, snapshots, dest, report)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    try:
+        # The store's own transaction, so that `store.reviewed` reads under the write lock.
+        with store.transaction() as conn:
+            _merge(conn, store, snapshots, report)
+    finally:
+        store.close()
     return report
 
 
-def _merge(conn: sqlite3.Connection, snapshots: list[tuple[Path, dict]], dest: Path, report: MergeReport) -> None:
+def _merge(conn: sqlite3.Connection, store: Store, snapshots: list[tuple[Path, dict]], report: MergeReport) -> None:
+    dest = store.path
     # Episodes.
     frames = {r[0]: (r[1], str(dest)) for r in conn.execute("SELECT episode_id, n_frames FROM episodes")}
     for src, rows in snapshots:
@@ -147,43 +159,7 @@ def _merge(conn: sqlite3.Connection, snapshots: list[tuple[Path, dict]], dest: P
                     "the stores index different data"
                 )
 
-    # Revisions: deduplicated, then numbered after the destination's in the order they were made.
-    # A revision repeats one from another store (the destination: origin -1, or another source);
-    # repeats within one store are its own history and stay.
-    keys: dict[str, dict[tuple, tuple[int, int]]] = {}  # episode -> key -> (origin, destination revision)
-    latest: dict[str, int] = {}
-    for r in conn.execute("SELECT * FROM revisions ORDER BY episode_id, revision"):
-        keys.setdefault(r["episode_id"], {}).setdefault(_revision_key(r), (-1, r["revision"]))
-        latest[r["episode_id"]] = r["revision"]
-    renumber: dict[tuple[int, str, int], int] = {}  # (source, episode, source revision) -> destination revision
-    new: list[tuple[int, sqlite3.Row]] = []
-    incoming = sorted(
-        ((i, r) for i, (_, rows) in enumerate(snapshots) for r in rows["revisions"]),
-        key=lambda ir: (ir[1]["created_at"], ir[0], ir[1]["revision"]),
-    )
-    for i, r in incoming:
-        ep, key = r["episode_id"], _revision_key(r)
-        seen = keys.setdefault(ep, {})
-        if key in seen and seen[key][0] != i:
-            renumber[(i, ep, r["revision"])] = seen[key][1]
-            report.duplicate_revisions += 1
-            continue
-        latest[ep] = number = latest.get(ep, 0) + 1
-        renumber[(i, ep, r["revision"])] = number
-        seen.setdefault(key, (i, number))
-        new.append((i, r))
-    for i, r in new:
-        ep = r["episode_id"]
-        number = renumber[(i, ep, r["revision"])]
-        based_on = r["based_on"] if not r["based_on"] else renumber.get((i, ep, r["based_on"]))
-        record = json.loads(r["record_json"])
-        record["revision"] = number
-        conn.execute(
-            "INSERT INTO revisions (episode_id, revision, based_on, status, author, settings_hash, record_json,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (ep, number, based_on, r["status"], r["author"], r["settings_hash"], json.dumps(record), r["created_at"]),
-        )
-        report.revisions += 1
+    renumber = _merge_revisions(conn, store, snapshots, report)
 
     for i, (src, rows) in enumerate(snapshots):
         _merge_reviews(conn, i, rows["reviews"], renumber, report)
@@ -198,11 +174,133 @@ def _merge(conn: sqlite3.Connection, snapshots: list[tuple[Path, dict]], dest: P
         _merge_newest(conn, "drafts", ("episode_id", "author"), drafts, report)
 
 
-def _merge_reviews(conn, i: int, rows, renumber: dict, report: MergeReport) -> None:
+def _merge_revisions(
+    conn: sqlite3.Connection, store: Store, snapshots: list[tuple[Path, dict]], report: MergeReport
+) -> dict[Ref, int | None]:
+    """Bring in the sources' revisions (see the module docstring); returns the destination's number
+    of every incoming revision, None for one left out."""
+    # A revision repeats one from another store (the destination's or another source's); repeats
+    # within one store are its own history and stay.
+    keys: dict[str, dict[tuple, tuple[int, int]]] = {}  # episode -> key -> (origin, revision there) of the first
+    latest: dict[str, int] = {}
+    for r in conn.execute("SELECT * FROM revisions ORDER BY episode_id, revision"):
+        keys.setdefault(r["episode_id"], {}).setdefault(_revision_key(r), (-1, r["revision"]))
+        latest[r["episode_id"]] = r["revision"]
+    incoming = sorted(
+        ((i, r) for i, (_, rows) in enumerate(snapshots) for r in rows["revisions"]),
+        key=lambda ir: (ir[1]["created_at"], ir[0], ir[1]["revision"]),
+    )
+    first: dict[Ref, Ref] = {}  # each incoming revision -> the first of its kind (itself when new)
+    new: dict[Ref, sqlite3.Row] = {}  # the new ones, in the order they were made
+    for i, r in incoming:
+        ep, key, ref = r["episode_id"], _revision_key(r), (i, r["episode_id"], r["revision"])
+        seen = keys.setdefault(ep, {})
+        if key in seen and seen[key][0] != i:
+            first[ref] = (seen[key][0], ep, seen[key][1])
+            report.duplicate_revisions += 1
+            continue
+        seen.setdefault(key, (i, r["revision"]))
+        first[ref] = ref
+        new[ref] = r
+
+    left_out = _over_persons_work(store, snapshots, first, new, report)
+    renumber: dict[Ref, int | None] = {}
+    for ref in new:  # both passes before inserting, so that `based_on` always resolves
+        if ref in left_out:
+            renumber[ref] = None
+        else:
+            latest[ref[1]] = renumber[ref] = latest.get(ref[1], 0) + 1
+    for ref, same in first.items():
+        if same != ref:
+            renumber[ref] = same[2] if same[0] == -1 else renumber[same]
+    for (i, ep, revision), r in new.items():
+        number = renumber[(i, ep, revision)]
+        if number is None:
+            continue
+        based_on = r["based_on"] if not r["based_on"] else renumber.get((i, ep, r["based_on"]))
+        record = json.loads(r["record_json"])
+        record["revision"] = number
+        conn.execute(
+            "INSERT INTO revisions (episode_id, revision, based_on, status, author, settings_hash, record_json,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (ep, number, based_on, r["status"], r["author"], r["settings_hash"], json.dumps(record), r["created_at"]),
+        )
+        report.revisions += 1
+    return renumber
+
+
+def _over_persons_work(
+    store: Store, snapshots: list[tuple[Path, dict]], first: dict[Ref, Ref], new: dict[Ref, sqlite3.Row],
+    report: MergeReport,
+) -> set[Ref]:
+    """The new revisions to leave out: backends' revisions that would go over a person's work (see
+    the module docstring), each reported in `report.kept`."""
+    arriving: dict[str, list[Ref]] = {}  # episode -> its new revisions, oldest first
+    for ref in new:
+        arriving.setdefault(ref[1], []).append(ref)
+    place = {ref: k for refs in arriving.values() for k, ref in enumerate(refs)}  # the destination's: -1, before all
+    # Per episode the newest person's work: (saved, its place, why). A person's latest revision
+    # outranks a draft (a save goes over a draft, as in the review app); the destination's work,
+    # drafts included, is never gone over by a backend's revision brought in, so it counts as saved.
+    newest: dict[str, tuple[bool, int, str]] = {}
+
+    def note(ep: str, saved: bool, ref: Ref, why: str) -> None:
+        work = (saved, place.get(first.get(ref, ref), -1), why)
+        if ep in arriving and (ep not in newest or work[:2] > newest[ep][:2]):
+            newest[ep] = work
+
+    for ep, why in store.reviewed().items():
+        note(ep, True, (-1, ep, 0), f"{why} in {store.path}")
+    for i, (src, rows) in enumerate(snapshots):
+        for ep, (saved, ref, why) in _persons_work(i, rows).items():
+            note(ep, saved, ref, f"{why} in {src}")
+
+    left_out: set[Ref] = set()
+    for ep, (_, at, why) in newest.items():
+        refs = arriving[ep]
+        while len(refs) - 1 > at:
+            dec = Decomposition.model_validate_json(new[refs[-1]]["record_json"])
+            if not by_backend(dec):
+                break
+            i, _, revision = ref = refs.pop()
+            left_out.add(ref)
+            report.left_out_revisions += 1
+            report.kept.append(
+                f"{ep}: {why}; {dec.author}'s {dec.status.value.replace('_', ' ')} revision {revision}"
+                f" of {snapshots[i][0]} left out"
+            )
+    return left_out
+
+
+def _persons_work(i: int, rows: dict) -> dict[str, tuple[bool, Ref, str]]:
+    """`Store.reviewed`'s rule on source i's rows (a source is never opened as a Store: opening one
+    writes): {episode: (saved: its latest revision is a person's, else someone has a draft; that
+    latest revision; why)}."""
+    latest: dict[str, sqlite3.Row] = {}
+    for r in rows["revisions"]:
+        if r["episode_id"] not in latest or r["revision"] > latest[r["episode_id"]]["revision"]:
+            latest[r["episode_id"]] = r
+    out: dict[str, tuple[bool, Ref, str]] = {}
+    for ep, r in latest.items():
+        dec = Decomposition.model_validate_json(r["record_json"])
+        if not by_backend(dec):
+            why = f"reviewed by {dec.author} ({dec.status.value.replace('_', ' ')})"
+            out[ep] = (True, (i, ep, r["revision"]), why)
+    for d in rows["drafts"]:
+        ep = d["episode_id"]
+        made_on = (i, ep, latest[ep]["revision"]) if ep in latest else (-1, ep, 0)
+        out.setdefault(ep, (False, made_on, f"draft by {d['author']}"))
+    return out
+
+
+def _merge_reviews(conn, i: int, rows, renumber: dict[Ref, int | None], report: MergeReport) -> None:
     for r in rows:
-        revision = renumber.get((i, r["episode_id"], r["revision"]))
-        if revision is None:
+        ref = (i, r["episode_id"], r["revision"])
+        if ref not in renumber:
             raise MergeError(f"a review of episode {r['episode_id']} names revision {r['revision']}, which its store lacks")
+        revision = renumber[ref]
+        if revision is None:  # a review of a revision left out stays with it in its source
+            continue
         values = (r["episode_id"], revision, r["reviewer"], r["verdict"], r["comment"], r["created_at"])
         if conn.execute(
             "SELECT 1 FROM reviews WHERE episode_id = ? AND revision = ? AND reviewer = ? AND verdict = ?"

@@ -1,5 +1,6 @@
 """`atom-curate merge` on real SQLite stores: a base store copied to two shard machines, each of
-which proposes for its half of the fixture, then brought back together."""
+which proposes for its half of the fixture, then brought back together; and copies where a
+backend proposed over a person's work, which the merge does not let go over it."""
 
 import json
 import sqlite3
@@ -64,7 +65,8 @@ def shard(path: Path, ids: list[str], proposals: dict[str, Decomposition], job: 
 @pytest.fixture
 def stores(tmp_path, metas, proposals):
     """base (episodes, a truth revision for the first episode, a profile), and shards a and b
-    copied from it; both shards also proposed for episode 0 (the same proposal, a duplicate)."""
+    copied from it; both shards also proposed for episode 0 (the same proposal, a duplicate) over
+    its accepted truth revision, as `run --include-reviewed` does."""
     base = Store(tmp_path / "base.sqlite")
     base.upsert_episodes(metas)
     truth = proposals[metas[0].episode_id].model_copy(update={"author": "truth", "status": Status.accepted})
@@ -97,14 +99,15 @@ def test_shards_merge_into_the_base_without_duplicates(stores, metas, proposals)
     ids = [m.episode_id for m in metas]
     store = Store(base)
     assert report.episodes == 0  # every episode was already in the base
-    # One heuristic proposal per episode and alice's edit. Duplicates: the base's truth revision
+    # One heuristic proposal per episode but episode 0, and alice's edit. Episode 0's proposal
+    # would go over the base's accepted truth: left out. Duplicates: the base's truth revision
     # copied to both shards, and episode 0's proposal made on both.
-    assert report.revisions == len(ids) + 1 and report.duplicate_revisions == 3
+    assert report.revisions == len(ids) and report.duplicate_revisions == 3 and report.left_out_revisions == 1
     for episode_id in ids:
         history = store.history(episode_id)
         assert [d.revision for d in history] == list(range(1, len(history) + 1))
-        assert sum(d.author == "heuristic" for d in history) == 1
-    assert [d.author for d in store.history(ids[0])] == ["truth", "heuristic"]
+        assert sum(d.author == "heuristic" for d in history) == (episode_id != ids[0])
+    assert [d.author for d in store.history(ids[0])] == ["truth"]
     alice = store.latest(ids[2])
     assert (alice.author, alice.note, alice.revision) == ("alice", "checked", 2)
     with sqlite3.connect(base) as conn:
@@ -116,29 +119,39 @@ def test_shards_merge_into_the_base_without_duplicates(stores, metas, proposals)
     assert draft["based_on"] == 1 and draft["record"]["note"] == "half done"
     assert [(x["batch_id"], x["state"]) for x in annotate_tables.batches(store)] == [("batch-1", "submitted")]
     assert annotate_tables.profile(store, "heuristic", "lab")["settings"] == {"window_s": 0.3}
-    assert report.kept == [f"heuristic profile 'lab': {b} has other settings; the destination's kept"]
+    assert report.kept == [
+        f"{ids[0]}: reviewed by truth (accepted) in {base}; heuristic's proposed revision 2 of {a} left out",
+        f"heuristic profile 'lab': {b} has other settings; the destination's kept",
+    ]
     with sqlite3.connect(base) as conn:
         assert conn.execute("SELECT count(*), sum(input_tokens) FROM ledger").fetchone() == (len(ids) + 1, 1000 * (len(ids) + 1))
 
-    # Merging again adds nothing.
+    # Merging again adds nothing (and leaves the same proposal out).
     before = snapshot(base)
     again = merge_stores([a, b], base)
     assert (again.revisions, again.reviews, again.ledger, again.episodes) == (0, 0, 0, 0)
+    assert again.left_out_revisions == 1
     assert snapshot(base) == before
 
 
 def test_merge_into_a_new_store_holds_the_same_decompositions(stores, tmp_path, metas):
     base, a, b = stores
+    original = copy_store(base, tmp_path / "original.sqlite")
     merge_stores([a, b], base)
     fresh = tmp_path / "fresh.sqlite"
-    report = merge_stores([a, b], fresh)
-    assert report.episodes == len(metas)
+    report = merge_stores([original, a, b], fresh)  # the base as a source: its truth is kept the same way
+    assert report.episodes == len(metas) and report.left_out_revisions == 1
     old, new = Store(base), Store(fresh)
     for m in metas:
         assert [(d.author, d.subtasks, d.revision) for d in old.history(m.episode_id)] == [
             (d.author, d.subtasks, d.revision) for d in new.history(m.episode_id)
         ]
     assert annotate_tables.profile(new, "heuristic", "lab")["settings"] == {"window_s": 0.3}
+    # The shards alone: in both, the proposal is the latest over the truth (made on purpose there),
+    # and no store of the merge holds the truth as its latest, so nothing is left out.
+    shards_only = merge_stores([a, b], tmp_path / "shards.sqlite")
+    assert shards_only.left_out_revisions == 0
+    assert [d.author for d in Store(tmp_path / "shards.sqlite").history(metas[0].episode_id)] == ["truth", "heuristic"]
 
 
 def test_repeats_within_one_store_are_its_history(tmp_path, metas, proposals):
@@ -254,3 +267,143 @@ def test_a_source_with_an_open_writer_is_read_with_its_wal_and_left_as_it_was(st
     # The store and its -wal are byte for byte the same; the -shm is the readers' shared memory.
     assert {k: v for k, v in after.items() if not k.endswith("-shm")} == {k: v for k, v in before.items() if not k.endswith("-shm")}
     writer.close()
+
+
+# -- a backend's revision brought in never goes over a person's work ---------------------------
+
+
+def run(store: Path, *args: str) -> None:
+    from atomvla.annotate.cli import app as annotate
+
+    result = CliRunner().invoke(annotate, ["run", "--store", str(store), "--backend", "heuristic", "--episodes", "0", *args])
+    assert result.exit_code == 0, result.output
+
+
+def proposed_then(tmp_path: Path, name: str, author: str, status: Status) -> tuple[Path, str]:
+    """A store of the fixture where the heuristic proposed episode 0 and `author` saved it with `status`."""
+    path = tmp_path / name
+    assert CliRunner().invoke(app, ["import", str(FIXTURE), "--store", str(path)]).exit_code == 0
+    run(path)
+    store = Store(path)
+    episode_id = next(iter(store.latest_all()))
+    proposal = store.latest(episode_id)
+    store.add_revision(proposal.model_copy(update={"author": author, "status": status}), based_on=proposal.revision)
+    store.close()
+    return path, episode_id
+
+
+def test_a_copys_proposal_does_not_go_over_an_accept(tmp_path):
+    """The defect: B, a copy of A, proposed again over ann's accept; merged into A, that proposal
+    became A's latest revision and exports of accepted episodes left the episode out."""
+    a, episode_id = proposed_then(tmp_path, "a.sqlite", "ann", Status.accepted)
+    b = copy_store(a, tmp_path / "b.sqlite")
+    run(b, "--include-reviewed", "pick_end=lifted")
+    assert Store(b).latest(episode_id).author == "heuristic"
+
+    result = CliRunner().invoke(app, ["merge", str(b), "--store", str(a)])
+    assert result.exit_code == 0, result.output
+    assert (f"kept {episode_id}: reviewed by ann (accepted) in {a}; heuristic's proposed revision 3 of {b} left out"
+            in " ".join(result.output.split()))
+    assert [(d.author, d.status) for d in Store(a).history(episode_id)] == [
+        ("heuristic", Status.proposed), ("ann", Status.accepted)]
+    out = tmp_path / "accepted.jsonl"
+    result = CliRunner().invoke(app, ["export", str(out), "--status", "accepted", "--store", str(a)])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["episode_id"] for line in out.read_text().splitlines()] == [episode_id]
+
+    # The same into a new store from both: A, a source here, keeps its accept the same way.
+    report = merge_stores([a, b], tmp_path / "fresh.sqlite")
+    assert report.left_out_revisions == 1
+    assert Store(tmp_path / "fresh.sqlite").latest(episode_id).author == "ann"
+
+
+def test_what_was_made_on_a_left_out_revision(tmp_path):
+    """A review of the left-out proposal stays in its source; a draft begun on it comes along stale
+    (the review app then refuses to save it: ann's accept was saved first)."""
+    a, episode_id = proposed_then(tmp_path, "a.sqlite", "ann", Status.accepted)
+    b = copy_store(a, tmp_path / "b.sqlite")
+    run(b, "--include-reviewed", "pick_end=lifted")
+    store_b = Store(b)
+    review_tables.add_review(store_b, episode_id, 3, "dan", "flag", "boundary late")
+    review_tables.save_draft(store_b, episode_id, "carol", 3, {"subtasks": [], "note": "moving the boundary"})
+    report = merge_stores([b], a)
+    assert (report.revisions, report.reviews, report.left_out_revisions) == (0, 0, 1)
+    store = Store(a)
+    assert store.latest(episode_id).author == "ann" and review_tables.reviews(store, episode_id) == []
+    assert review_tables.draft(store, episode_id, "carol")["based_on"] is None
+
+
+def test_a_proposal_a_person_saved_over_in_the_source_comes_along(tmp_path):
+    """Two annotators: B proposed again over ann's accept, then bob accepted that proposal; all of
+    it merges, bob's accept (the newest person's revision) the latest."""
+    a, episode_id = proposed_then(tmp_path, "a.sqlite", "ann", Status.accepted)
+    b = copy_store(a, tmp_path / "b.sqlite")
+    run(b, "--include-reviewed", "pick_end=lifted")
+    store_b = Store(b)
+    bob = store_b.latest(episode_id).model_copy(update={"author": "bob", "status": Status.accepted})
+    store_b.add_revision(bob, based_on=3)
+    report = merge_stores([b], a)
+    assert (report.revisions, report.left_out_revisions, report.kept) == (2, 0, [])
+    assert [d.author for d in Store(a).history(episode_id)] == ["heuristic", "ann", "heuristic", "bob"]
+    with sqlite3.connect(a) as conn:
+        assert conn.execute("SELECT based_on FROM revisions WHERE revision = 4").fetchone() == (3,)
+
+
+def test_a_draft_in_the_destination_is_not_gone_over(tmp_path):
+    a, episode_id = proposed_then(tmp_path, "a.sqlite", "ann", Status.needs_review)
+    b = copy_store(a, tmp_path / "b.sqlite")
+    run(b, "--include-reviewed", "pick_end=lifted")  # B's own decision, over ann's save there
+    store = Store(a)
+    # In A, the heuristic's newer settings proposed again on purpose over ann's save, then carol began a draft.
+    run(a, "--include-reviewed", "window_s=0.4")
+    review_tables.save_draft(store, episode_id, "carol", 3, {"subtasks": [], "note": "half done"})
+    assert episode_id in store.reviewed() and store.latest(episode_id).author == "heuristic"
+
+    report = merge_stores([b], a)
+    assert report.left_out_revisions == 1 and report.revisions == 0
+    assert report.kept == [f"{episode_id}: draft by carol in {a}; heuristic's proposed revision 3 of {b} left out"]
+    assert [d.revision for d in store.history(episode_id)] == [1, 2, 3]
+    assert review_tables.draft(store, episode_id, "carol")["based_on"] == store.latest(episode_id).revision == 3
+
+
+def test_a_persons_accept_from_a_source_goes_over_a_proposal_in_the_destination(tmp_path):
+    a = tmp_path / "a.sqlite"
+    assert CliRunner().invoke(app, ["import", str(FIXTURE), "--store", str(a)]).exit_code == 0
+    run(a)
+    b = copy_store(a, tmp_path / "b.sqlite")
+    store_b = Store(b)
+    episode_id = next(iter(store_b.latest_all()))
+    proposal = store_b.latest(episode_id)
+    store_b.add_revision(proposal.model_copy(update={"author": "ann", "status": Status.accepted}), based_on=1)
+    run(a, "pick_end=lifted")  # A, not reviewed there, proposed again with other settings
+
+    report = merge_stores([b], a)
+    assert (report.revisions, report.left_out_revisions, report.kept) == (1, 0, [])
+    assert [(d.author, d.revision) for d in Store(a).history(episode_id)] == [("heuristic", 1), ("heuristic", 2), ("ann", 3)]
+
+
+def test_shards_of_proposals_only_merge_as_before(tmp_path):
+    base = tmp_path / "base.sqlite"
+    assert CliRunner().invoke(app, ["import", str(FIXTURE), "--store", str(base)]).exit_code == 0
+    shards = [copy_store(base, tmp_path / f"shard{i}.sqlite") for i in range(2)]
+    run(shards[0])
+    run(shards[1], "pick_end=lifted")
+    report = merge_stores(shards, base)
+    assert (report.revisions, report.duplicate_revisions, report.left_out_revisions, report.kept) == (2, 0, 0, [])
+    history = Store(base).history(next(iter(Store(base).latest_all())))
+    assert [d.provenance.settings_hash for d in history] == [
+        Store(s).latest(history[0].episode_id).provenance.settings_hash for s in shards]
+
+
+def test_a_refused_merge_with_a_proposal_to_leave_out_writes_nothing(tmp_path):
+    a, episode_id = proposed_then(tmp_path, "a.sqlite", "ann", Status.accepted)
+    b = copy_store(a, tmp_path / "b.sqlite")
+    run(b, "--include-reviewed", "pick_end=lifted")
+    c = copy_store(a, tmp_path / "c.sqlite")
+    with sqlite3.connect(c) as conn:  # the same job id run with other settings: refused
+        conn.execute("UPDATE jobs SET settings_json = '{\"window_s\": 0.5}'")
+    before = snapshot(a)
+    with pytest.raises(MergeError, match="ran heuristic with other settings"):
+        merge_stores([b, c], a)
+    assert snapshot(a) == before
+    assert merge_stores([b], a).left_out_revisions == 1  # what the refused merge would have left out
