@@ -382,7 +382,12 @@ def merge(
 
     Episodes are matched by id; identical revisions (same author, status, settings, subtasks) are
     kept once and new ones numbered after the store's own; jobs, ledger, reviews, profiles,
-    batches and drafts come along. Incompatible stores are refused and nothing is written.
+    batches and drafts come along.
+    A backend's proposal never goes over a person's work: where --store holds one (saved, accepted,
+    rejected, a draft) or a source's latest revision of the episode is a person's, backend revisions
+    brought in after it are left out and listed ("kept ..."); `atom-annotate run --include-reviewed`
+    on the merged store proposes over it on purpose. Incompatible stores are refused and nothing is
+    written.
     """
     setup_logging(verbose)
     from rich.table import Table
@@ -391,10 +396,10 @@ def merge(
 
     report = merge_stores(sources, store)
     table = Table(title=f"merged {len(sources)} store(s) into {store}")
-    for col in ("episodes", "revisions", "duplicate revisions", "reviews", "job items", "ledger rows"):
+    for col in ("episodes", "revisions", "duplicate revisions", "left out (a person's work)", "reviews", "job items", "ledger rows"):
         table.add_column(col, justify="right")
-    table.add_row(*(str(v) for v in (report.episodes, report.revisions, report.duplicate_revisions, report.reviews,
-                                     report.job_items, report.ledger)))
+    table.add_row(*(str(v) for v in (report.episodes, report.revisions, report.duplicate_revisions, report.left_out_revisions,
+                                     report.reviews, report.job_items, report.ledger)))
     console.print(table)
     for line in report.kept:
         console.print(f"[yellow]kept[/] {line}", highlight=False)
