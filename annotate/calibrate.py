@@ -188,7 +188,7 @@ def _learned_report(examples: Sequence[Example], tolerance: int, on_step: Callab
     changed["exemplars"] = (f"{len(model.exemplars)} of {len(examples)} accepted episodes (at most {MAX_EXEMPLARS}, "
                             f"each at most {MAX_EXEMPLAR_FRAMES / GRID_FPS:.0f} s)")
     if "alignment_f1" in info.extra:  # whether decoding leans on the exemplars' alignment (see train.kept_alignment)
-        kept = "kept" if info.alignment_prior else "off"
+        kept = f"kept at weight {info.alignment_prior:g}" if info.alignment_prior else "off"
         changed["alignment prior"] = (f"{kept} ({here}: accepted episodes aligned to the others of their instruction {info.extra['alignment_f1']}, "
                                       f"network {info.extra['alignment_network_f1']})")
     else:

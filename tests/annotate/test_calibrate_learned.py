@@ -73,7 +73,7 @@ def test_calibrate_learned_fine_tunes_saves_the_weights_and_run_uses_them(store)
     assert "heuristic prior=" in result.output
     # and whether it adds the accepted episodes' alignment prior (see align.py)
     assert len(model.exemplars) == 2
-    aligned = "kept" if model.info.alignment_prior else "off"
+    aligned = f"kept at weight {model.info.alignment_prior:g}" if model.info.alignment_prior else "off"
     assert report["changed"]["alignment prior"] == (f"{aligned} (F1 within 0.3 s here: accepted episodes aligned to the others of their instruction "
                                                     f"{extra['alignment_f1']}, network {extra['alignment_network_f1']})")
     assert report["changed"]["exemplars"] == "2 of 2 accepted episodes (at most 8, each at most 60 s)"
