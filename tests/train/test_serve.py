@@ -4,6 +4,7 @@ client and `rollout --server`, and the action queue's prefetch."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import msgpack
@@ -49,6 +50,19 @@ def test_the_server_speaks_openpis_protocol(policy, tiny_checkpoint):  # noqa: F
         assert answer["actions"].dtype == np.float32 and answer["actions"].shape == (meta["horizon"], 4)
         assert isinstance(answer["subtask"], str) and "skill" in answer and answer["server_timing"]["infer_ms"] > 0
         assert np.isfinite(answer["actions"]).all()
+
+
+def test_each_connection_is_logged_once(policy, caplog):
+    """The server's log said every connection twice: websockets' "connection open" beside ours."""
+    caplog.set_level(logging.INFO)
+    with ServerThread(PolicyServer(policy)) as server:
+        PolicyClient(server.url).close()
+        deadline = time.monotonic() + 10
+        while not any("closed" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("connection from") for m in messages) == 2, messages  # opened, closed
+    assert not [m for m in messages if m in ("connection open", "connection closed") or m.startswith("server listening")]
 
 
 def test_a_malformed_message_ends_that_connection_and_the_server_keeps_serving(policy):

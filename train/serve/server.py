@@ -30,6 +30,10 @@ from atomvla.train.policy import Policy
 from atomvla.train.serve.wire import packb, unpackb
 
 log = logging.getLogger(__name__)
+# websockets' own INFO lines ("server listening", "connection open/closed") repeat ours; its
+# warnings and errors still come through.
+_websockets_log = logging.getLogger(f"{__name__}.websockets")
+_websockets_log.setLevel(logging.WARNING)
 
 HEALTH_PATH = "/healthz"
 
@@ -144,7 +148,7 @@ class PolicyServer:
             raise ServeError(f"binding {host} exposes the policy beyond this machine: pass --token")
         try:
             server = await serve(self.handle, host, port, compression=None, max_size=None,
-                                 process_request=self._check_token)
+                                 process_request=self._check_token, logger=_websockets_log)
         except OSError as exc:
             raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         async with server:
