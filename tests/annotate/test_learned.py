@@ -13,7 +13,7 @@ from atomvla.annotate.backends.learned import LearnedBackend, LearnedConfig
 from atomvla.annotate.jobs.progress import failures_table
 from atomvla.annotate.learned import fine_tune, learned_backend, load_pretrained
 from atomvla.annotate.learned.decode import best_boundaries, predicted_count
-from atomvla.annotate.learned.features import layout
+from atomvla.annotate.learned.features import episode_features, layout
 from atomvla.annotate.learned.model import LearnedModel, ModelSpec
 from atomvla.annotate.learned.train import TrainConfig
 from atomvla.curate.episode import Episode
@@ -231,3 +231,19 @@ def test_prediction_is_the_network_forward_in_eval_mode(t):
     torch.testing.assert_close(prob, torch.sigmoid(out[:, 0]), rtol=0, atol=1e-6)
     torch.testing.assert_close(skills, torch.softmax(out[:, 1:-1], dim=1), rtol=0, atol=1e-6)
     torch.testing.assert_close(offset, out[:, -1], rtol=0, atol=1e-6)
+
+
+def test_a_scene_motion_onset_follows_a_quarter_second_of_stillness_and_not_a_shorter_pause():
+    """scene_onset marks the frames where a scene dim starts moving after at least ONSET_REST_S of
+    stillness: here it moves from frame 10, pauses 2 frames (0.1 s), moves on, pauses 10 frames
+    (0.5 s) and moves again at frame 40."""
+    state, action, _ = scripted(pick_place((0.1, 0.6), (-0.1, 0.7)))
+    velocity = np.zeros(len(state))
+    velocity[[*range(10, 20), *range(22, 30), *range(40, 45)]] = 1.0  # per frame, far above the hand's speed
+    names = {"observation.state": [*STATE_NAMES, "lever"], "action": ACTION_NAMES}
+    m = meta(TASK, len(state), names)
+    x = episode_features(m, {"observation.state": np.c_[state, np.cumsum(velocity)], "action": action}, events=True).x
+    onset = x[:, layout(events=True, pixels=False).index("scene_onset")]
+    peaks = [t for t in range(1, len(onset) - 1) if onset[t] > 0.5 and onset[t] >= onset[t - 1] and onset[t] > onset[t + 1]]
+    assert peaks == [10, 40]
+    assert onset[22] < 1e-6
