@@ -10,7 +10,10 @@
   scripted sets and ±10 on human-like and two-arm sets (micro over episodes), and count accuracy.
 - Few-shot: that fold's model fine-tuned on the first 2 episodes of the held-out task (per source)
   scores its other episodes. The two-arm release convention (`aloha_release`, never pretrained
-  on) is scored this way too.
+  on) is scored this way too. `--shots K,...` (a shots curve): per source:task the first max(K)
+  episodes are the shot pool, each K fine-tunes on the first K of them and scores the same episodes
+  (the rest); tasks with fewer than max(K) + 1 episodes are left out (listed in `few_shot_left_out`).
+  Each few-shot column has the mean fine-tuning seconds of its tasks (wall and CPU).
 - `--ablate` (or one at a time: `--variant NAME`): the same zero-shot split for variants: without
   the heuristic's event channels, a smaller and a larger network. Frame embeddings need rendered
   sets (the generated ones are state-only): `benchmarks/learned_pixels.py` ablates them.
@@ -98,6 +101,7 @@ class Score:
         self.match = BoundaryMatch(0, 0, 0, ())
         self.n = self.counted = self.near_misses = 0
         self.signed: list[int] = []
+        self.fitted: list[tuple[float, float]] = []  # (wall, CPU) seconds of each fine-tuning behind the column
 
     def add(self, predicted: list[int], truth: list[int], tolerance: int) -> None:
         self.match += match_boundaries(predicted, truth, tolerance)
@@ -113,8 +117,10 @@ class Score:
         the tolerance and how many of those missed it (near misses: the timing, not the event)."""
         bias = round(float(np.mean(self.signed)), 2) if self.signed else 0.0
         err = round(float(np.mean(self.match.errors)), 2) if self.match.errors else 0.0
+        fitted = ({"fine_tune_wall_s": round(float(np.mean([w for w, _ in self.fitted])), 3),
+                   "fine_tune_cpu_s": round(float(np.mean([c for _, c in self.fitted])), 3)} if self.fitted else {})
         return {"f1": round(self.match.f1, 4), "count_acc": round(self.counted / max(self.n, 1), 4), "episodes": self.n,
-                "bias": bias, "near_misses": self.near_misses, "err_mean": err}
+                "bias": bias, "near_misses": self.near_misses, "err_mean": err} | fitted
 
 
 def _truth(record: dict[str, Any]) -> list[int]:
@@ -138,28 +144,48 @@ def _fold_model(spec: ModelSpec, train: list, config: TrainConfig, held: str, ca
     return model
 
 
+def _shot_column(name: str, k: int, shots: tuple[int, ...]) -> str:
+    """The column of few-shot `name` fine-tuned on `k` episodes: the bare name when one K is asked
+    for (today's columns), marked with its K in a shots curve."""
+    return name if len(shots) == 1 else f"{name} k={k}"
+
+
+def _timed(make):  # noqa: ANN001, ANN202
+    """make()'s result and its (wall, CPU) seconds."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    made = make()
+    return made, (time.perf_counter() - wall, time.process_time() - cpu)
+
+
 def _few_shot(model: LearnedModel, records: list[dict], samples: list, idx: list[int], row: dict[str, Score],
-              variants: tuple[str, ...], seed: int = 0) -> None:
-    """`model` fine-tuned on the first FEW_SHOT of `idx` (one source:task) scores the others into `row`:
-    "few-shot" the product's `fine_tune_samples` (fine-tuning seed `seed`), and each of `variants`
-    (see FEW_SHOT_VARIANTS, PRIOR_VARIANTS)."""
-    shots, rest = idx[:FEW_SHOT], idx[FEW_SHOT:]
-    convention = plan_convention([records[i]["instruction"] for i in shots], [records[i]["subtasks"] for i in shots])
-    shot_samples = [samples[i] for i in shots]
-    tuned = {"few-shot": fine_tune_samples(model, shot_samples, None, convention, replace(FINE_TUNE, seed=seed))}
-    for name in variants:
-        if name in PRIOR_VARIANTS:  # the same fitted network, decoded with another prior weight
-            weight = PRIOR_VARIANTS[name](model, shot_samples, model.info.heuristic_prior)
-            tuned[name] = _reprior(tuned["few-shot"], shot_samples, weight)
-        elif name in ALIGN_VARIANTS:  # the same fitted network, decoded with the shots' alignment prior
-            tuned[name] = _realign(tuned["few-shot"], model, shot_samples, ALIGN_VARIANTS[name])
-        else:
-            tuned[name] = FEW_SHOT_VARIANTS[name](model, shot_samples, convention)
-    for name, m in tuned.items():
-        for i in rest:
-            r = records[i]
-            subtasks, _ = propose(m, samples[i].features, r["instruction"], _min_frames(r))
-            row[name].add([s.start_frame for s in subtasks[1:]], _truth(r), TOLERANCE[r["source"]])
+              variants: tuple[str, ...], seed: int = 0, shots: tuple[int, ...] = (FEW_SHOT,)) -> None:
+    """For each k of `shots`: `model` fine-tuned on the first k of `idx` (one source:task) scores the
+    episodes after the first max(shots) into `row` (every k the same episodes; nothing where there
+    are none): "few-shot" the product's `fine_tune_samples` (fine-tuning seed `seed`), and each of
+    `variants` (see FEW_SHOT_VARIANTS, PRIOR_VARIANTS, ALIGN_VARIANTS); columns named by `_shot_column`."""
+    rest = idx[max(shots):]
+    if not rest:  # too few episodes for the shot pool: left out (left_out lists it)
+        return
+    for k in shots:
+        picked = idx[:k]
+        convention = plan_convention([records[i]["instruction"] for i in picked], [records[i]["subtasks"] for i in picked])
+        shot_samples = [samples[i] for i in picked]
+        tuned = {"few-shot": _timed(lambda: fine_tune_samples(model, shot_samples, None, convention, replace(FINE_TUNE, seed=seed)))}
+        for name in variants:
+            if name in PRIOR_VARIANTS:  # the same fitted network, decoded with another prior weight
+                weight = PRIOR_VARIANTS[name](model, shot_samples, model.info.heuristic_prior)
+                tuned[name] = _timed(lambda: _reprior(tuned["few-shot"][0], shot_samples, weight))
+            elif name in ALIGN_VARIANTS:  # the same fitted network, decoded with the shots' alignment prior
+                tuned[name] = _timed(lambda: _realign(tuned["few-shot"][0], model, shot_samples, ALIGN_VARIANTS[name]))
+            else:
+                tuned[name] = _timed(lambda: FEW_SHOT_VARIANTS[name](model, shot_samples, convention))
+        for name, (m, seconds) in tuned.items():
+            column = row[_shot_column(name, k, shots)]
+            column.fitted.append(seconds)
+            for i in rest:
+                r = records[i]
+                subtasks, _ = propose(m, samples[i].features, r["instruction"], _min_frames(r))
+                column.add([s.start_frame for s in subtasks[1:]], _truth(r), TOLERANCE[r["source"]])
 
 
 def _unrefined(model: LearnedModel, features: Features, record: dict) -> list[int]:
@@ -320,11 +346,13 @@ KNOWN_FEW_SHOT = (*FEW_SHOT_VARIANTS, *PRIOR_VARIANTS, *ALIGN_VARIANTS)  # what 
 def loto(
     records: list[dict], spec: ModelSpec, config: TrainConfig, few_shot: bool, heuristic: bool, shard: tuple[int, int] = (0, 1),
     cache: Path | None = None, few_shot_variants: tuple[str, ...] = (), few_shot_seed: int = 0, held_only: tuple[str, ...] = (),
+    shots: tuple[int, ...] = (FEW_SHOT,),
 ) -> dict[str, Any]:
     """Per (source, task): zero-shot learned, heuristic (same episodes) and few-shot scores; `shard`
     (i, n): only the folds i, i + n, ... (machines or processes split the folds; merge with --merge);
     `cache`: a folder keeping each fold's model; `few_shot_variants`: also these (FEW_SHOT_VARIANTS);
-    `few_shot_seed`: the product's fine-tuning seed; `held_only`: only these folds (none: all)."""
+    `few_shot_seed`: the product's fine-tuning seed; `held_only`: only these folds (none: all);
+    `shots`: the few-shot K(s) (see `_few_shot`)."""
     samples = [record_sample(r, spec.channels, i) for i, r in enumerate(records)]
     tasks = sorted({r["task"] for r in records if r["source"] not in FEW_SHOT_ONLY})
     released = {r["task"] for r in records if r["source"] in FEW_SHOT_ONLY}
@@ -356,13 +384,14 @@ def loto(
             for i in test:
                 by_key[f"{records[i]['source']}:{records[i]['task']}"].append(i)
             for key, idx in by_key.items():
-                _few_shot(model, records, samples, idx, rows[key], few_shot_variants, few_shot_seed)
+                _few_shot(model, records, samples, idx, rows[key], few_shot_variants, few_shot_seed, shots)
     return {key: {name: score.as_dict() for name, score in cols.items()} for key, cols in sorted(rows.items())}
 
 
-def unseen(records: list[dict], model, few_shot_variants: tuple[str, ...] = (), few_shot_seed: int = 0) -> dict[str, Any]:  # noqa: ANN001
+def unseen(records: list[dict], model, few_shot_variants: tuple[str, ...] = (), few_shot_seed: int = 0,  # noqa: ANN001
+           shots: tuple[int, ...] = (FEW_SHOT,)) -> dict[str, Any]:
     """Per (source, task): a trained model zero-shot, the heuristic, and the model fine-tuned on each
-    task's first 2 episodes (few-shot) on its others; for tasks the model never saw."""
+    task's first 2 episodes (few-shot; `shots`: see `_few_shot`) on its others; for tasks the model never saw."""
     rows: dict[str, dict[str, Score]] = defaultdict(lambda: defaultdict(Score))
     by_key: dict[str, list[int]] = defaultdict(list)
     samples = [record_sample(r, model.spec.channels, i) for i, r in enumerate(records)]
@@ -373,7 +402,7 @@ def unseen(records: list[dict], model, few_shot_variants: tuple[str, ...] = (), 
         rows[key]["learned"].add([s.start_frame for s in subtasks[1:]], _truth(r), TOLERANCE[r["source"]])
         rows[key]["heuristic"].add(HeuristicBackend().propose(episode_of(r, i)).boundaries, _truth(r), TOLERANCE[r["source"]])
     for key, idx in by_key.items():
-        _few_shot(model, records, samples, idx, rows[key], few_shot_variants, few_shot_seed)
+        _few_shot(model, records, samples, idx, rows[key], few_shot_variants, few_shot_seed, shots)
     return {key: {name: score.as_dict() for name, score in cols.items()} for key, cols in sorted(rows.items())}
 
 
@@ -384,14 +413,23 @@ def overall(rows: dict[str, Any], name: str, sources: tuple[str, ...] | None = N
     n = sum(c["episodes"] for c in picked)
     if not n:
         return {"f1": float("nan"), "count_acc": float("nan"), "episodes": 0}
+    fitted = [c for c in picked if "fine_tune_wall_s" in c]  # one fine-tuning a task: the mean over tasks
     return ({k: round(sum(c.get(k, 0.0) * c["episodes"] for c in picked) / n, 4) for k in ("f1", "count_acc", "bias", "err_mean")}
-            | {"episodes": n, "near_misses": sum(c.get("near_misses", 0) for c in picked)})
+            | {"episodes": n, "near_misses": sum(c.get("near_misses", 0) for c in picked)}
+            | ({k: round(sum(c[k] for c in fitted) / len(fitted), 3) for k in ("fine_tune_wall_s", "fine_tune_cpu_s")} if fitted else {}))
+
+
+def left_out(rows: dict[str, Any]) -> list[str]:
+    """The source:tasks scored zero-shot but in no few-shot column: too few episodes for the shot pool."""
+    return [key for key, cols in rows.items() if "learned" in cols and not any(n.startswith("few-shot") for n in cols)]
 
 
 def columns(rows: dict[str, Any]) -> list[str]:
-    """The columns the rows have: learned, heuristic, few-shot, then any few-shot variants."""
+    """The columns the rows have: learned, heuristic, few-shot (by K), then any few-shot variants."""
     seen = {name for cols in rows.values() for name in cols}
-    return [n for n in ("learned", "heuristic", "few-shot") if n in seen] + sorted(seen - {"learned", "heuristic", "few-shot"})
+    first = [n for n in ("learned", "heuristic", "few-shot") if n in seen]
+    curve = sorted((n for n in seen if n.startswith("few-shot k=")), key=lambda n: int(n.split("=")[1]))
+    return first + curve + sorted(seen - set(first) - set(curve))
 
 
 def _propose_share(weights: bytes, records: list[dict], start: int) -> float:
@@ -484,6 +522,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variant-few-shot", action="store_true", help="with --variant: few-shot too")
     parser.add_argument("--cache", type=Path, default=None, help="keep each fold's model here (few-shot variants without retraining)")
     parser.add_argument("--few-shot-variants", default="", help=f"comma-separated, also score these few-shot variants: {', '.join(KNOWN_FEW_SHOT)}")
+    parser.add_argument("--shots", default=str(FEW_SHOT),
+                        help="comma-separated K: few-shot fine-tuned on K episodes a task, every K scored on the same episodes (a shots curve)")
     parser.add_argument("--few-shot-seed", type=int, default=0,
                         help="the few-shot fine-tuning seed (another draw of the few-shot figures; the prior variants follow it)")
     parser.add_argument("--sources", default="", help="comma-separated: only these sources (a quicker subset)")
@@ -492,7 +532,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     console = Console()
-    report: dict[str, Any] = {"steps_per_fold": args.steps, "few_shot_seed": args.few_shot_seed}
+    try:
+        shots = tuple(sorted({int(k) for k in args.shots.split(",")}))
+    except ValueError:
+        parser.error(f"--shots {args.shots}: expected comma-separated whole numbers, e.g. 1,2,4")
+    if shots[0] < 1:
+        parser.error(f"--shots {args.shots}: every K must be at least 1")
+    report: dict[str, Any] = {"steps_per_fold": args.steps, "few_shot_seed": args.few_shot_seed, "shots": list(shots)}
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
         rows = dict(sorted((k, v) for part in parts for k, v in part["loto"].items()))
@@ -523,7 +569,8 @@ def main(argv: list[str] | None = None) -> None:
 
             held = [r for path in args.unseen for r in pickle.loads(path.read_bytes())]
             report["unseen"] = unseen(held, LearnedModel.load(args.weights) if args.weights else load_pretrained(), variants,
-                                      args.few_shot_seed)
+                                      args.few_shot_seed, shots)
+            report["few_shot_left_out"] = left_out(report["unseen"])
             report["unseen_overall"] = {name: overall(report["unseen"], name) for name in columns(report["unseen"])}
             report["unseen_by_source"] = {src: {name: overall(report["unseen"], name, (src,)) for name in columns(report["unseen"])}
                                           for src in sorted({k.split(":")[0] for k in report["unseen"]})}
@@ -534,7 +581,7 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.variant:  # one ablation only, in its own process
             report["variants"] = {args.variant: loto(records, VARIANTS[args.variant], config, args.variant_few_shot, False, (i, n),
-                                                     args.cache, variants)}
+                                                     args.cache, variants, shots=shots)}
             rows_v = report["variants"][args.variant]
             report["ablation"] = {args.variant: {col: overall(rows_v, col) for col in columns(rows_v)}}
             report["by_source"] = {src: {col: overall(rows_v, col, (src,)) for col in columns(rows_v)}
@@ -544,8 +591,9 @@ def main(argv: list[str] | None = None) -> None:
             console.print(report)
             return
         rows = loto(records, SPEC, config, few_shot=True, heuristic=True, shard=(i, n), cache=args.cache, few_shot_variants=variants,
-                    few_shot_seed=args.few_shot_seed, held_only=tuple(t for t in args.held.split(",") if t))
+                    few_shot_seed=args.few_shot_seed, held_only=tuple(t for t in args.held.split(",") if t), shots=shots)
     report["loto"] = rows
+    report["few_shot_left_out"] = left_out(rows)
     report["overall"] = {name: overall(rows, name) for name in columns(rows)}
     report["two_arm"] = {name: overall(rows, name, ("aloha", "aloha_release")) for name in columns(rows)}
     report["by_source"] = {src: {name: overall(rows, name, (src,)) for name in columns(rows)}
