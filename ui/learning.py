@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 TOLERANCE = 5  # frames: how close a fitted boundary must be to the accepted one to count
 AUTHOR = "atom-review"  # author of the profiles the app saves
+# Untouched episodes re-proposed in queue order before a newer fit may take the rest: where a fit
+# takes longer than a person takes to accept the next episode (a loaded machine: 14 s a fit, an
+# accept every 10 s), each fit found the next one wanted and re-proposed nothing.
+AHEAD = 8
 
 
 def learning_backend() -> str:
@@ -170,31 +174,35 @@ class Learner:
         if after in ids:  # the episodes after the one just accepted are the ones opened next
             k = ids.index(after)
             metas = metas[k + 1:] + metas[:k]
+        done = 0
         for meta in metas:
-            if self._pending():  # a newer fit is wanted: the rest get its proposals instead
+            if done >= AHEAD and self._pending():  # a newer fit is wanted: the rest get its proposals instead
                 return
-            self._repropose_one(backend, meta, dataset, n)
+            done += self._repropose_one(backend, meta, dataset, n)
 
-    def _repropose_one(self, backend: Backend, meta: EpisodeMeta, dataset: str, n: int) -> None:
+    def _repropose_one(self, backend: Backend, meta: EpisodeMeta, dataset: str, n: int) -> bool:
+        """Re-propose one episode: True where it was this fit's to re-propose (re-proposed, the same
+        proposal, or the backend could not propose it), False where it is someone's (open, a person's work)."""
         if self._in_use(meta.episode_id):
-            return
+            return False
         latest = self.store.latest(meta.episode_id)
         try:
             dec = backend.propose(Episode(meta))
         except (BackendError, SourceError, DecompositionError) as exc:
             log.info("%s: not re-proposed: %s", meta.episode_id, exc)
-            return
+            return True
         if latest is not None and latest.subtasks == dec.subtasks:
-            return  # the same proposal again says nothing new
+            return True  # the same proposal again says nothing new
         dec = dec.model_copy(update={"provenance": dec.provenance.model_copy(
             update={"profile": profile_name(dataset), "learned_from": n})})
         with self._open_lock:
             if self._in_use(meta.episode_id):
-                return  # opened while the proposal was made: the page shows what it opened, unchanged
+                return False  # opened while the proposal was made: the page shows what it opened, unchanged
             try:
                 self.store.add_revision(dec, based_on=latest.revision if latest else 0)
             except StaleRevisionError:
-                pass  # someone saved it meanwhile: theirs stands
+                return False  # someone saved it meanwhile: theirs stands
+        return True
 
     def _in_use(self, episode_id: str) -> bool:
         """Open in a page, or a person's work: a re-proposal would change what a person did or is looking at."""

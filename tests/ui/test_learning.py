@@ -87,6 +87,33 @@ def test_accepts_re_propose_untouched_episodes_only(app):
     assert {i for i, r in rows.items() if r.learned_from == 2} == set(reproposed)
 
 
+def test_a_fit_slower_than_the_next_accept_still_re_proposes_the_episodes_opened_next(app, monkeypatch):
+    """On a loaded machine a fit can take longer than a person takes to accept the next episode:
+    each fit then finds a newer one wanted. It still re-proposes the next episodes in the queue
+    (learning.AHEAD of them) before the newer fit takes the rest."""
+    store, learner = app.store, app.learner
+    ids = [m.episode_id for m in store.episodes(DATASET)]
+    fit, at_second_fit = learner.fit, []
+
+    def fit_while_the_next_is_accepted(dataset, examples):
+        if at_second_fit or learner.fits[DATASET]:  # the newer fit: what did the first one leave?
+            at_second_fit.append([i for i in ids if is_reproposal(store.latest(i))])
+            return fit(dataset, examples)
+        backend = fit(dataset, examples)
+        learner.accepted(ids[1])  # another accept landed while this fit ran
+        return backend
+
+    monkeypatch.setattr(learner, "fit", fit_while_the_next_is_accepted)
+    accept_truth(app, "alice", ids[0])
+    assert accept_truth(app, "alice", ids[1]).startswith("Saved")
+    assert learner.wait_idle(180)
+    assert learner.fits[DATASET] == 2
+    # the first fit re-proposed the episodes after the one just accepted before yielding
+    first = at_second_fit[0]
+    assert first, "a fit that found a newer one wanted re-proposed nothing"
+    assert ids[2] in first
+
+
 def test_a_persons_edit_goes_over_a_re_proposal_made_after_it_began(app):
     store = app.store
     ids = [m.episode_id for m in store.episodes(DATASET)]
