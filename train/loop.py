@@ -33,13 +33,21 @@ from atomvla.train.config import TrainConfig
 log = logging.getLogger(__name__)
 
 
+# What a run writes before its first checkpoint: a folder holding one of them is a run folder.
+RUN_ENTRIES = ("metrics.jsonl", "tb", "latents")
+
+
 def resume_point(out: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from (`--resume`), None for a fresh run; refuses to overwrite one."""
+    """The checkpoint to resume from (`--resume`), None for a fresh run; refuses to overwrite one,
+    and to write a run into a folder that holds something else (an export, a dataset)."""
     found = latest_checkpoint(out) if out.is_dir() else None
     if found is not None and not resume:
         raise CheckpointError(f"{out} already holds checkpoints; pass --resume to continue, or choose another --out")
     if resume and found is None:
         raise CheckpointError(f"{out}: nothing to resume (no step-N checkpoint)")
+    if found is None and out.is_dir() and any(out.iterdir()) and not any((out / n).exists() for n in RUN_ENTRIES):
+        raise CheckpointError(f"{out}: not empty and not a run folder (no checkpoint, metrics.jsonl or tb/); "
+                              "choose another --out, so that the run's files do not land among these")
     return found
 
 

@@ -31,7 +31,12 @@ def test_sft_then_eval_from_the_command_line(export_dir, fast, tmp_path):
 
 
 def test_bad_input_is_one_clean_error(export_dir, tmp_path):
+    elsewhere = tmp_path / "curated"  # e.g. the export itself given as --out: checkpoints went in beside it
+    elsewhere.mkdir()
+    (elsewhere / "README.md").write_text("a dataset card\n")
     cases = [
+        (["sft", "--dataset", str(export_dir), "--out", str(elsewhere), "train.max_steps=1"], "not a run folder"),
+        (["wm", "--dataset", str(export_dir), "--out", str(elsewhere), "train.max_steps=1"], "not a run folder"),
         (["sft", "--config", "tiny-cpo", "--dataset", str(export_dir)], "did you mean tiny-cpu"),
         (["sft", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], "no such file or folder"),
         (["sft", "--dataset", str(export_dir), "--out", str(tmp_path / "o"), "train.lr=fast"], "is not a number"),
@@ -43,6 +48,7 @@ def test_bad_input_is_one_clean_error(export_dir, tmp_path):
         assert r.exit_code == 2, (args, r.output)
         text = " ".join(r.output.split())  # the error console wraps long lines
         assert message in text and "Traceback" not in text
+    assert [p.name for p in elsewhere.iterdir()] == ["README.md"]
 
 
 def test_a_video_cut_short_after_import_is_one_clean_error(tmp_path):
