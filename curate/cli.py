@@ -1,4 +1,5 @@
-"""`atom-curate`: import sources into the store, list episodes, load and export annotations.
+"""`atom-curate`: import sources into the store, list episodes, load and export annotations, quality
+checks, the report, the Hub, merging stores and Label Studio.
 
 Imports nothing heavy at module level (readers, exporters, pandas, pyarrow, the Hub and Label
 Studio clients load inside the commands), so `--help` and a bad argument answer at once.
@@ -36,7 +37,9 @@ from atomvla.curate.labelstudio.cli import app as labelstudio_app
 log = logging.getLogger("atomvla.curate")
 
 app = App(
-    help="Curate robot demonstrations: import sources into the store, list them, load and export subtask annotations.",
+    help="Curate robot demonstrations: import sources into the store and list them, load and export subtask "
+    "annotations, check their quality, write an HTML report, publish to the Hub, merge stores, and round-trip "
+    "with Label Studio.",
     no_args_is_help=True,
 )
 app.add_typer(labelstudio_app, name="labelstudio")

@@ -287,3 +287,12 @@ def test_a_source_imported_by_a_relative_path_is_read_from_any_folder(tmp_path, 
     (meta, *_) = Store(tmp_path / "project" / "s.sqlite").episodes()
     assert meta.source == str(tmp_path / "project" / "data" / "ds") and meta.dataset == "ds"
     assert Episode(meta).arrays["action"].shape == (meta.n_frames, 4)
+
+
+def test_the_help_summary_names_every_command():
+    """It named import, ls, export and import-annotations only: qa, report, push, merge and
+    labelstudio were found only in the command list below it."""
+    summary = " ".join(curate("--help").output.split("Options:")[0].split())
+    for words in ("import sources", "list them", "export subtask annotations", "quality", "HTML report", "Hub",
+                  "merge stores", "Label Studio"):
+        assert words in summary, words
