@@ -20,9 +20,10 @@ from rich.markup import escape
 from atomvla.errors import UserError
 
 # Results (tables, summaries) go to stdout, so they can be piped; logs, progress and errors to stderr.
-# Piped output is not squeezed into 80 columns: tables of long task strings stay readable.
+# Piped output is not squeezed into 80 columns: tables of long task strings, and log lines in a
+# nohup or CI log, stay readable (an 80-column log wrapped mid-figure and padded every line).
 console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 DEFAULT_STORE = Path("atomvla.sqlite")
 
@@ -31,7 +32,7 @@ StoreOpt = Annotated[
     typer.Option("--store", envvar="ATOMVLA_STORE", help="SQLite store of the project (env ATOMVLA_STORE).", show_default=True),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists (refused otherwise).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the outputs (--out, --json, --plots) where they exist (refused otherwise).")]
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON to this path ('-' for stdout).")]
 # The values of `atomvla.schemas.Status`, written out so `--help` need not import the schemas
 # (pydantic); tests/core/test_cli_startup.py checks they agree.

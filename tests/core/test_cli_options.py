@@ -1,6 +1,6 @@
 """The four console scripts agree on their flags: every command takes -v/--verbose, every store
 option reads ATOMVLA_STORE, `--json` always takes a PATH, a flag name is a switch everywhere or
-takes a value everywhere, `--dataset` is atom-train's alone, and tolerances name their unit."""
+takes a value everywhere, `--dataset` is atom-train's alone, tolerances name their unit, and logs to a file keep a line whole."""
 
 from __future__ import annotations
 
@@ -65,3 +65,16 @@ def test_dataset_is_atom_train_s_and_tolerances_name_their_unit():
         assert "--tolerance" not in names, path
         if not path.startswith("atom-train"):
             assert "--dataset" not in names, path
+
+
+def test_a_log_line_written_to_a_file_is_not_wrapped_at_80_columns(tmp_path):
+    """Logs of a nohup or CI run go to a file: a line of a long run's figures stays one line."""
+    import subprocess
+    import sys
+
+    message = "step 100 loss 0.123456 lr 1.00e-03 grad_norm 0.5 tokens/s 12345 episodes 11 of 11 done"
+    script = f"from atomvla.cli import setup_logging; import logging; setup_logging(); logging.getLogger('x').info({message!r})"
+    log = tmp_path / "run.log"
+    with log.open("w") as err:
+        subprocess.run([sys.executable, "-c", script], stderr=err, check=True)
+    assert message in log.read_text()
