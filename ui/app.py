@@ -170,6 +170,13 @@ class ReviewApp:
 
     # -- what the page shows ----------------------------------------------------------------
 
+    def nothing_to_review(self) -> str:
+        """What the page says when no episode opens: an empty store says how to fill it."""
+        if self.store.count_episodes():
+            return "Nothing to review with these filters."
+        return (f"This store ({self.store.path}) has no episodes yet: import some (`atom-curate import SOURCE "
+                f"--store {self.store.path}`), then propose subtasks (`atom-annotate run --store {self.store.path}`).")
+
     def header(self, review: Review) -> str:
         if review.edit is None:
             return "### No episode open"
@@ -398,7 +405,7 @@ def build(store: Store, learn: bool = True, roles: Mapping[str, str] | None = No
         # table costs the browser more than the whole episode).
         def opened(r: Review, episode_id: str | None, note: str = ""):
             if episode_id is None:
-                r.note = "Nothing to review with these filters."
+                r.note = app.nothing_to_review()
                 return r, ""
             data, restored = app.open(r, episode_id)
             r.note = " ".join(x for x in (note, restored) if x)

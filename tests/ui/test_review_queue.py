@@ -35,3 +35,18 @@ def test_queue_filters_sorts_and_follows_the_store(tmp_path: Path):
     assert queue.next_unreviewed(QueueFilter(status="unreviewed"), ids[-1]) == ids[1]  # wraps round
     assert queue.counts()["accepted"] == 1
     assert [r.episode_id for r in queue.select(QueueFilter(status="accepted"))] == [first]
+
+
+def test_nothing_to_review_says_how_to_fill_an_empty_store(tmp_path: Path):
+    from atomvla.curate.store import Store
+    from atomvla.ui.app import ReviewApp
+
+    empty = ReviewApp(Store(tmp_path / "empty.sqlite"))
+    full = ReviewApp(build_review_store(tmp_path / "review.sqlite"))
+    try:
+        hint = empty.nothing_to_review()
+        assert "has no episodes yet" in hint and f"atom-curate import SOURCE --store {tmp_path / 'empty.sqlite'}" in hint
+        assert full.nothing_to_review() == "Nothing to review with these filters."
+    finally:
+        empty.learner.close()
+        full.learner.close()
