@@ -5,23 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from atomvla.annotate.cli import app
 from atomvla.curate.cli import app as curate_app
 from atomvla.curate.store import Store
 from atomvla.schemas import Status
 from atomvla.ui import store_tables as ui_tables
 
-DATASET = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "metaworld_lerobot_v30_h264"
-N_EPISODES = 11
-runner = CliRunner()
-
-
-def invoke(*args, command=app):
-    result = runner.invoke(command, [str(a) for a in args], env={"COLUMNS": "200"})
-    assert not isinstance(result.exception, AssertionError), result.exception
-    return result
+from tests.annotate.test_annotate_cli import DATASET, N_EPISODES, invoke
 
 
 def ep(i: int) -> str:
