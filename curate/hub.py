@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
-from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import (HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError,
+                                   RevisionNotFoundError)
 from huggingface_hub.utils import httpx as http_client  # the HTTP library huggingface_hub itself uses
 
 from atomvla.errors import UserError
@@ -26,6 +27,16 @@ from atomvla.output import write_text
 log = logging.getLogger(__name__)
 
 LEROBOT_VERSION_TAG = "v3.0"  # LeRobot's CODEBASE_VERSION of the exported layout
+
+# Refusals a re-run cannot fix (any other status, e.g. 400 on an interrupted upload, 429, 5xx, is
+# worth a re-run): what is wrong and what to do about it.
+_REFUSAL_ADVICE = {
+    401: "the Hub did not accept the token (HTTP 401): check HF_TOKEN, or log in again with `hf auth login`",
+    403: "the token may not write to this repo (HTTP 403): check the repo id, that you may create or write "
+         "repos under {namespace!r}, and that the token has write access",
+    404: "the Hub has no such dataset repo, or not one this token can see (HTTP 404): check the repo id and "
+         "your rights to it",
+}
 
 
 class PushError(UserError):
@@ -77,8 +88,12 @@ def push(folder: Path, repo_id: str, *, private: bool = False, tag: str | None =
     except (HfHubHTTPError, http_client.TransportError, OSError, RuntimeError) as exc:
         # huggingface_hub wraps a failed file upload in a RuntimeError whose cause is the HTTP error.
         cause = exc.__cause__ if isinstance(exc, RuntimeError) and exc.__cause__ is not None else exc
+        if isinstance(cause, OfflineModeIsEnabled):  # raised before any request leaves the machine
+            raise PushError(f"{repo_id}: push needs the network, and huggingface_hub's offline mode is on: run "
+                            "this command with HF_HUB_OFFLINE unset or 0 (`HF_HUB_OFFLINE=0 atom-curate push "
+                            "...`); nothing was uploaded") from exc
         if isinstance(cause, HfHubHTTPError):
-            raise PushError(f"{repo_id}: the Hub refused the push ({_one_line(cause)}); re-run to resume") from exc
+            raise _refusal(repo_id, cause) from exc
         if isinstance(cause, (http_client.TransportError, OSError)):  # connection refused, DNS, timeouts
             raise PushError(f"{repo_id}: cannot reach the Hub at {api.endpoint} ({_one_line(cause)}); "
                             "re-run to resume") from exc
@@ -95,5 +110,13 @@ def _check_tag_is_free(api: HfApi, repo_id: str, tag: str) -> None:
         raise PushError(f"{repo_id}: tag {tag!r} already exists; choose another --revision; nothing was uploaded")
 
 
-def _one_line(exc: BaseException) -> str:
+def _refusal(repo_id: str, error: HfHubHTTPError) -> PushError:
+    advice = _REFUSAL_ADVICE.get(error.response.status_code)
+    if advice is None:
+        return PushError(f"{repo_id}: the Hub refused the push ({_one_line(error)}); re-run to resume")
+    said = f" (the Hub said: {_one_line(error.server_message)})" if error.server_message else ""
+    return PushError(f"{repo_id}: {advice.format(namespace=repo_id.split('/')[0])}{said}")
+
+
+def _one_line(exc: BaseException | str) -> str:
     return " ".join(str(exc).split())[:300]

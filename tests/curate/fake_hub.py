@@ -37,8 +37,9 @@ class Repo:
 class FakeHub:
     repos: dict[str, Repo] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
-    # "PUT" / "commit": fail that many of the next such requests (an interrupted push)
+    # "create" / "commit": fail that many of the next such requests (an interrupted push, a refusal)
     fail_next: dict[str, int] = field(default_factory=dict)
+    fail_status: int = 400  # what those failures answer: 400, or the Hub's 401/403/404/429/5xx
     lfs_puts_before_failure: int | None = None  # let this many LFS PUTs through, then fail the rest once
     url: str = ""
 
@@ -104,14 +105,17 @@ class _Handler(BaseHTTPRequestHandler):
         if self.hub.fail_next.get(kind, 0) > 0:
             self.hub.fail_next[kind] -= 1
             self._body()
-            self._send(400, {"error": f"injected {kind} failure"})
+            status = self.hub.fail_status
+            # The real Hub names a missing repo in a header; huggingface_hub reads it to pick its exception.
+            self._send(status, {"error": f"injected {kind} failure"},
+                       {"X-Error-Code": "RepoNotFound"} if status == 404 else None)
             return True
         return False
 
     # -- endpoints -------------------------------------------------------------------------
 
     def post_create(self) -> None:
-        if not self._authorised():
+        if not self._authorised() or self._fail("create"):
             return
         body = json.loads(self._body())
         repo_id = f"{body['organization']}/{body['name']}" if body.get("organization") else body["name"]

@@ -2,8 +2,8 @@
 (tests/curate/fake_hub.py): create, card, upload, tags, an interrupted push resumed, refusals.
 
 huggingface_hub reads HF_ENDPOINT / HF_HUB_DISABLE_XET / HF_HUB_OFFLINE at import, so in process
-they are set on its `constants`; one test runs the CLI in a subprocess with the variables a user's
-shell would set."""
+they are set on its `constants`; the no-token and offline tests run the CLI in a subprocess with the
+variables a user's shell would set."""
 
 from __future__ import annotations
 
@@ -61,10 +61,11 @@ def push(folder: Path, *args: str):
     return CliRunner().invoke(app, ["push", str(folder), "--repo-id", REPO, *args])
 
 
-def push_subprocess(folder: Path, hub_url: str, home: Path, token: str | None) -> subprocess.CompletedProcess:
+def push_subprocess(folder: Path, hub_url: str, home: Path, token: str | None,
+                    offline: bool = False) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env |= {"HF_ENDPOINT": hub_url, "HF_HOME": str(home), "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-            "HF_HUB_OFFLINE": "0", "COLUMNS": "200"}
+            "HF_HUB_OFFLINE": "1" if offline else "0", "COLUMNS": "200"}
     if token:
         env["HF_TOKEN"] = token
     return subprocess.run([sys.executable, "-m", "atomvla.curate", "push", str(folder), "--repo-id", REPO],
@@ -128,6 +129,49 @@ def test_no_token_is_a_one_line_error_and_sends_nothing(export_dir, hub, tmp_pat
     result = push_subprocess(export_dir, hub.url, tmp_path, token=None)
     assert result.returncode == 2 and "no Hugging Face token" in result.stderr
     assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
+    assert hub.requests == []
+
+
+@pytest.mark.parametrize("status, fails, advice", [
+    pytest.param(401, None, "the Hub did not accept the token (HTTP 401): check HF_TOKEN, or log in again with "
+                            "`hf auth login`", id="bad-token"),
+    pytest.param(403, "create", "the token may not write to this repo (HTTP 403): check the repo id, that you may "
+                                "create or write repos under 'atom-lab', and that the token has write access",
+                 id="no-rights-to-the-namespace"),
+    pytest.param(404, "commit", "the Hub has no such dataset repo, or not one this token can see (HTTP 404): check "
+                                "the repo id and your rights to it", id="repo-gone"),
+])
+def test_a_refusal_a_rerun_cannot_fix_says_what_to_do(export_dir, hub_env, monkeypatch, status, fails, advice):
+    hub = hub_env
+    if fails is None:
+        monkeypatch.setenv("HF_TOKEN", "hf_not_the_fake_hubs_token")  # the fake Hub answers it with a 401
+    else:
+        hub.fail_next[fails] = 1
+        hub.fail_status = status
+    result = push(export_dir)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and f"error: {REPO}: {advice}" in said
+    assert "re-run" not in said and said.count("error:") == 1
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_refusal_a_rerun_fixes_says_re_run_and_the_re_run_completes(export_dir, hub_env, status):
+    hub = hub_env
+    hub.fail_next["commit"] = 1
+    hub.fail_status = status
+    first = push(export_dir, "--revision", "v1")
+    assert first.exit_code == 2 and f"{status}" in first.output and "re-run to resume" in first.output
+    second = push(export_dir, "--revision", "v1")
+    assert second.exit_code == 0, second.output
+    assert hub.repos[REPO].files == _local_files(export_dir)
+
+
+def test_offline_mode_says_push_needs_the_network_and_sends_nothing(export_dir, hub, tmp_path):
+    result = push_subprocess(export_dir, hub.url, tmp_path, token=TOKEN, offline=True)
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2 and f"error: {REPO}: push needs the network" in said
+    assert "HF_HUB_OFFLINE=0 atom-curate push" in said and "re-run" not in said
+    assert said.count("error:") == 1 and "Traceback" not in said
     assert hub.requests == []
 
 
