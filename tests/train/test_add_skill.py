@@ -97,4 +97,4 @@ def test_an_unknown_or_unnamed_skill_is_logged_and_goes_to_the_shared_expert(run
     policy = Policy(trained)
     with caplog.at_level(logging.WARNING):
         assert policy.decode(proc.tokenizer.encode("wiggle it", add_special_tokens=False)) == (None, "wiggle it")
-    assert "names no skill" in caplog.text
+    assert "generated subtask 'wiggle it' names no skill: the shared expert acts" in caplog.text

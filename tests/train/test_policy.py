@@ -1,6 +1,8 @@
 """`load_policy().infer`: the policy generates its subtask then acts, re-deciding every K chunks with one
 VLM pass per chunk (the action pass reads the generation's own context), and `atom-train eval` scores it."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -67,6 +69,24 @@ def test_the_generation_pass_leaves_the_context_a_second_forward_would_compute(r
     reused_chunk = policy.act(samples, generated, [None] * 3)
     policy.generator.manual_seed(1)
     np.testing.assert_allclose(reused_chunk, policy.predict_actions(samples, ids, [None] * 3), atol=1e-4)
+
+
+def test_a_subtask_naming_no_skill_is_logged_without_an_expert_when_the_head_has_none(run, export_dir, caplog):
+    policy = load_policy(run)
+    assert not policy.trained.config.head.moe
+    with caplog.at_level(logging.WARNING):
+        ids = policy.processor.tokenizer.encode("wiggle it", add_special_tokens=False)
+        assert policy.decode(ids) == (None, "wiggle it")
+    assert ("generated subtask 'wiggle it' names no skill: the reported skill is None (this head has no skill "
+            "experts: a skill would not change the actions)") in caplog.text
+    assert "expert acts" not in caplog.text
+    # What the message claims: with the same noise, naming a skill or none gives the same chunk.
+    samples = [policy.observation_sample(_observation(policy, export_dir))]
+    chunks = []
+    for skill in (None, policy.trained.skills[0]):
+        policy.generator.manual_seed(1)
+        chunks.append(policy.predict_actions(samples, [ids], [skill]))
+    np.testing.assert_array_equal(*chunks)
 
 
 def test_eval_scores_held_out_episodes(run, store_file, tmp_path):
