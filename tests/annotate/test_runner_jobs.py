@@ -55,7 +55,10 @@ def test_a_killed_run_resumes_asking_nothing_already_answered(store_path, metas,
     with FakeOpenAI(latency_s=1.0) as server:
         cmd = [sys.executable, "-c", "from atomvla.annotate.cli import app; app()", "run", "--store", str(store_path),
                "--backend", "openai", f"base_url={server.url}", "--concurrency", "2"]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # Ctrl-C as a terminal sends it: a shell that started pytest in the background (`nohup ... &`)
+        # ignores SIGINT, and a child that inherits that never sees the signal (it ran on, exit 0).
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 60
         # An episode's answer is cached before its revision is stored: once stored, it is in the cache.
         while len(db.latest_all(author="openai")) < 3 and time.monotonic() < deadline and proc.poll() is None:
