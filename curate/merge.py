@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from atomvla.curate.errors import StoreError
-from atomvla.curate.store import APPLICATION_ID, SCHEMA_VERSION, Store, by_backend
+from atomvla.curate.store import APPLICATION_ID, SCHEMA_VERSION, Store, by_backend, reviewed_by
 from atomvla.schemas import Decomposition
 
 # Tables merge knows how to bring over; a source with rows in any other table is refused.
@@ -284,8 +284,7 @@ def _persons_work(i: int, rows: dict) -> dict[str, tuple[bool, Ref, str]]:
     for ep, r in latest.items():
         dec = Decomposition.model_validate_json(r["record_json"])
         if not by_backend(dec):
-            why = f"reviewed by {dec.author} ({dec.status.value.replace('_', ' ')})"
-            out[ep] = (True, (i, ep, r["revision"]), why)
+            out[ep] = (True, (i, ep, r["revision"]), reviewed_by(dec))
     for d in rows["drafts"]:
         ep = d["episode_id"]
         made_on = (i, ep, latest[ep]["revision"]) if ep in latest else (-1, ep, 0)

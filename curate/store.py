@@ -371,7 +371,7 @@ class Store:
         accepted, rejected, flagged, restored or imported it), or someone has a draft of it."""
         ids = None if episode_ids is None else list(episode_ids)
         out = {
-            episode_id: f"reviewed by {dec.author} ({dec.status.value.replace('_', ' ')})"
+            episode_id: reviewed_by(dec)
             for episode_id, dec in self.latest_all(episode_ids=ids).items()
             if not by_backend(dec)
         }
@@ -413,6 +413,11 @@ def by_backend(dec: Decomposition) -> bool:
     the name its provenance gives; a person's revision has another author (or no provenance), even
     when it restores or imports a backend's subtasks."""
     return dec.provenance is not None and dec.provenance.backend == dec.author
+
+
+def reviewed_by(dec: Decomposition) -> str:
+    """Why a person's revision keeps backends off its episode: "reviewed by ann (needs review)"."""
+    return f"reviewed by {dec.author} ({dec.status.value.replace('_', ' ')})"
 
 
 def open_store(path: Path, create: bool = False) -> Store:

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from atomvla.cli import App, DEFAULT_STORE, StoreOpt, VerboseOpt, console, err_console, fail, setup_logging
+from atomvla.cli import App, DEFAULT_STORE, StoreOpt, VerboseOpt, console, fail, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,7 @@ def main(
         logins = parse_auth(auth) if auth else None
         check_exposure(host, logins)
     except AuthError as exc:
-        # One line whatever the terminal width: scripts and logs grep for it.
-        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     db = open_store(store)
     _check_port(host, port)
     # Gradio looks up outside hosts for analytics unless told not to; the app needs none of them.
