@@ -524,6 +524,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--few-shot-variants", default="", help=f"comma-separated, also score these few-shot variants: {', '.join(KNOWN_FEW_SHOT)}")
     parser.add_argument("--shots", default=str(FEW_SHOT),
                         help="comma-separated K: few-shot fine-tuned on K episodes a task, every K scored on the same episodes (a shots curve)")
+    parser.add_argument("--seed", type=int, default=0, help="each fold's training seed (another draw of the zero-shot figures)")
     parser.add_argument("--few-shot-seed", type=int, default=0,
                         help="the few-shot fine-tuning seed (another draw of the few-shot figures; the prior variants follow it)")
     parser.add_argument("--sources", default="", help="comma-separated: only these sources (a quicker subset)")
@@ -538,7 +539,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--shots {args.shots}: expected comma-separated whole numbers, e.g. 1,2,4")
     if shots[0] < 1:
         parser.error(f"--shots {args.shots}: every K must be at least 1")
-    report: dict[str, Any] = {"steps_per_fold": args.steps, "few_shot_seed": args.few_shot_seed, "shots": list(shots)}
+    report: dict[str, Any] = {"steps_per_fold": args.steps, "seed": args.seed, "few_shot_seed": args.few_shot_seed, "shots": list(shots)}
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
         rows = dict(sorted((k, v) for part in parts for k, v in part["loto"].items()))
@@ -552,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
         records = [] if args.unseen else load_records(args.data, exclude=())  # --unseen reads its own files only
         if args.sources:
             records = [r for r in records if r["source"] in args.sources.split(",")]
-        config = replace(CONFIG, steps=args.steps)
+        config = replace(CONFIG, steps=args.steps, seed=args.seed)
         i, n = (int(x) for x in args.shard.split("/"))
         variants = tuple(v for v in args.few_shot_variants.split(",") if v)
         if unknown := set(variants) - set(KNOWN_FEW_SHOT):
