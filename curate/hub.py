@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,15 +28,28 @@ from atomvla.output import write_text
 log = logging.getLogger(__name__)
 
 LEROBOT_VERSION_TAG = "v3.0"  # LeRobot's CODEBASE_VERSION of the exported layout
+# How huggingface_hub's wrapper of a failed file upload names the file.
+_UPLOADING = re.compile(r"Error while uploading '(.+)' to the Hub")
 
-# Refusals a re-run cannot fix (any other status, e.g. 400 on an interrupted upload, 429, 5xx, is
-# worth a re-run): what is wrong and what to do about it.
+# Refusals that need more than "re-run to resume" (which any other status gets, e.g. 400 on an
+# interrupted upload, 429, 5xx): what is wrong and what to do about it. {upload} is " of FILE" when
+# the refused request uploaded one file, else "".
 _REFUSAL_ADVICE = {
     401: "the Hub did not accept the token (HTTP 401): check HF_TOKEN, or log in again with `hf auth login`",
     403: "the token may not write to this repo (HTTP 403): check the repo id, that you may create or write "
          "repos under {namespace!r}, and that the token has write access",
     404: "the Hub has no such dataset repo, or not one this token can see (HTTP 404): check the repo id and "
          "your rights to it",
+    # huggingface_hub's create_repo(exist_ok=True) absorbs the 409 of an existing repo: this one is a
+    # commit or tag that met another one made at the same time.
+    409: "the Hub refused the push as a conflict (HTTP 409): another commit or tag reached this repo at the "
+         "same time (its branch moved); make sure no other push to it is running, then re-run",
+    413: "the Hub refused the upload{upload} as too large (HTTP 413): a file over the Hub's size limit for one "
+         "file (large files already go through LFS/Xet, up to that limit) must be split into smaller files, or "
+         "a request carried too many files; re-running unchanged fails the same way",
+    422: "the Hub could not process the request (HTTP 422): something it names is invalid, e.g. the repo id, the "
+         "--revision tag's name or the dataset card's metadata; fix that and push again (re-running unchanged "
+         "fails the same way)",
 }
 
 
@@ -86,14 +100,17 @@ def push(folder: Path, repo_id: str, *, private: bool = False, tag: str | None =
             api.create_tag(repo_id, repo_type="dataset", tag=LEROBOT_VERSION_TAG, revision=commit.oid)
             tags.append(LEROBOT_VERSION_TAG)
     except (HfHubHTTPError, http_client.TransportError, OSError, RuntimeError) as exc:
-        # huggingface_hub wraps a failed file upload in a RuntimeError whose cause is the HTTP error.
-        cause = exc.__cause__ if isinstance(exc, RuntimeError) and exc.__cause__ is not None else exc
+        # huggingface_hub wraps a failed file upload in a RuntimeError whose cause is the HTTP error
+        # and whose message names the file.
+        wrapped = isinstance(exc, RuntimeError) and exc.__cause__ is not None
+        cause = exc.__cause__ if wrapped else exc
         if isinstance(cause, OfflineModeIsEnabled):  # raised before any request leaves the machine
             raise PushError(f"{repo_id}: push needs the network, and huggingface_hub's offline mode is on: run "
                             "this command with HF_HUB_OFFLINE unset or 0 (`HF_HUB_OFFLINE=0 atom-curate push "
                             "...`); nothing was uploaded") from exc
         if isinstance(cause, HfHubHTTPError):
-            raise _refusal(repo_id, cause) from exc
+            uploading = _UPLOADING.search(str(exc)) if wrapped else None
+            raise _refusal(repo_id, cause, uploading[1] if uploading else None) from exc
         if isinstance(cause, (http_client.TransportError, OSError)):  # connection refused, DNS, timeouts
             raise PushError(f"{repo_id}: cannot reach the Hub at {api.endpoint} ({_one_line(cause)}); "
                             "re-run to resume") from exc
@@ -110,12 +127,13 @@ def _check_tag_is_free(api: HfApi, repo_id: str, tag: str) -> None:
         raise PushError(f"{repo_id}: tag {tag!r} already exists; choose another --revision; nothing was uploaded")
 
 
-def _refusal(repo_id: str, error: HfHubHTTPError) -> PushError:
+def _refusal(repo_id: str, error: HfHubHTTPError, file: str | None) -> PushError:
     advice = _REFUSAL_ADVICE.get(error.response.status_code)
     if advice is None:
         return PushError(f"{repo_id}: the Hub refused the push ({_one_line(error)}); re-run to resume")
     said = f" (the Hub said: {_one_line(error.server_message)})" if error.server_message else ""
-    return PushError(f"{repo_id}: {advice.format(namespace=repo_id.split('/')[0])}{said}")
+    upload = f" of {file!r}" if file else ""
+    return PushError(f"{repo_id}: {advice.format(namespace=repo_id.split('/')[0], upload=upload)}{said}")
 
 
 def _one_line(exc: BaseException | str) -> str:

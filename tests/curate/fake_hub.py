@@ -39,8 +39,9 @@ class FakeHub:
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path)
     # "create" / "commit": fail that many of the next such requests (an interrupted push, a refusal)
     fail_next: dict[str, int] = field(default_factory=dict)
-    fail_status: int = 400  # what those failures answer: 400, or the Hub's 401/403/404/429/5xx
-    lfs_puts_before_failure: int | None = None  # let this many LFS PUTs through, then fail the rest once
+    fail_status: int = 400  # what those failures answer: 400, or the Hub's 401/403/404/409/413/422/429/5xx
+    # let this many LFS PUTs through, then fail the next one (with fail_status) and let the rest through
+    lfs_puts_before_failure: int | None = None
     url: str = ""
 
     def count(self, method: str, pattern: str) -> int:
@@ -169,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.hub.lfs_puts_before_failure is not None:
             if self.hub.lfs_puts_before_failure == 0:
                 self.hub.lfs_puts_before_failure = None
-                return self._send(400, {"error": "injected upload failure"})
+                return self._send(self.hub.fail_status, {"error": "injected upload failure"})
             self.hub.lfs_puts_before_failure -= 1
         if hashlib.sha256(data).hexdigest() != oid:
             return self._send(400, {"error": "sha256 mismatch"})

@@ -8,6 +8,7 @@ variables a user's shell would set."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,52 @@ def test_a_refusal_a_rerun_cannot_fix_says_what_to_do(export_dir, hub_env, monke
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and f"error: {REPO}: {advice}" in said
     assert "re-run" not in said and said.count("error:") == 1
+
+
+def _every_file(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("status, fails, advice", [
+    pytest.param(409, "commit", r"the Hub refused the push as a conflict \(HTTP 409\): another commit or tag reached "
+                                r"this repo at the same time \(its branch moved\); make sure no other push to it is "
+                                r"running, then re-run", id="conflict"),
+    pytest.param(413, "upload", r"the Hub refused the upload of '(?P<file>[^']+)' as too large \(HTTP 413\): a file "
+                                r"over the Hub's size limit for one file .* must be split into smaller files, or a "
+                                r"request carried too many files; re-running unchanged fails the same way",
+                 id="file-too-large"),
+    pytest.param(422, "create", r"the Hub could not process the request \(HTTP 422\): something it names is invalid, "
+                                r"e\.g\. the repo id, the --revision tag's name or the dataset card's metadata; fix "
+                                r"that and push again \(re-running unchanged fails the same way\)", id="invalid-request"),
+])
+def test_a_conflict_a_too_large_upload_and_an_invalid_request_say_what_to_do(export_dir, hub_env, status, fails,
+                                                                             advice):
+    from atomvla.curate.card import build_card
+
+    hub = hub_env
+    if fails == "upload":
+        hub.lfs_puts_before_failure = 0
+    else:
+        hub.fail_next[fails] = 1
+    hub.fail_status = status
+    before = _every_file(export_dir)
+    result = push(export_dir, "--revision", "v1")
+    said = " ".join(result.output.split())
+    found = re.search(rf"error: {REPO}: {advice} \(the Hub said: injected (create|commit|upload) failure\)", said)
+    assert result.exit_code == 2 and found, said
+    assert said.count("error:") == 1 and "re-run to resume" not in said
+    if status == 413:  # the file named is one of the export's, sent through LFS
+        assert found["file"] in before and found["file"].endswith((".parquet", ".mp4"))
+    assert REPO not in hub.repos or not hub.repos[REPO].commits
+    # Nothing local is half-written: every file as it was, but the card, written whole before the upload.
+    after = _every_file(export_dir)
+    assert after.keys() - {"README.md"} == before.keys() - {"README.md"}
+    assert all(after[f] == before[f] for f in after if f != "README.md")
+    if "README.md" in after:
+        assert after["README.md"].decode() == str(build_card(export_dir, REPO, None))
+    if status == 409:  # what the message says to do works
+        assert push(export_dir, "--revision", "v1").exit_code == 0
+        assert hub.repos[REPO].files == _local_files(export_dir)
 
 
 @pytest.mark.parametrize("status", [429, 503])
