@@ -73,7 +73,7 @@ class HDF5Reader(Reader):
         with _open(Path(str(meta.locator["file"]))) as h5:
             demo = h5[str(meta.locator["group"])]
             return {
-                name: np.concatenate([demo[p][:].reshape(meta.n_frames, -1) for p in paths], axis=1).astype(np.float32)
+                name: np.concatenate([_read(demo, p, meta) for p in paths], axis=1).astype(np.float32)
                 for name, paths in _array_paths(demo).items()
             }
 
@@ -130,6 +130,15 @@ def _open(file: Path) -> h5py.File:
         return h5py.File(file, "r")
     except OSError as exc:
         raise SourceError(file, f"cannot be opened as HDF5: {exc}") from exc
+
+
+def _read(demo: h5py.Group, path: str, meta: EpisodeMeta) -> np.ndarray:
+    """(n_frames, d) of one dataset; a damaged chunk (the file opens, a chunk does not inflate) is a
+    SourceError naming the file, the episode and the dataset."""
+    try:
+        return demo[path][:].reshape(meta.n_frames, -1)
+    except OSError as exc:
+        raise SourceError(demo.file.filename, f"{demo.name.lstrip('/')}/{path} cannot be read: {exc}", meta.episode_index) from exc
 
 
 def _array_paths(demo: h5py.Group) -> dict[str, list[str]]:

@@ -138,16 +138,22 @@ class HDF5Frames(EpisodeFrames):
             )
         self._dataset = dataset
         self._flip = ref.flip_vertical
+        self._where = (ref.path, ref.dataset)
 
     def _read(self, indices: np.ndarray) -> np.ndarray:
         # h5py reads only increasing, distinct indices.
         unique, inverse = np.unique(indices, return_inverse=True)
-        return self._oriented(self._dataset[unique])[inverse]
+        return self._oriented(unique)[inverse]
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for start in range(0, self.n_frames, HDF5_ITER_CHUNK):
-            yield from self._oriented(self._dataset[start : min(start + HDF5_ITER_CHUNK, self.n_frames)])
+            yield from self._oriented(slice(start, min(start + HDF5_ITER_CHUNK, self.n_frames)))
 
-    def _oriented(self, frames: np.ndarray) -> np.ndarray:
-        """(k, H, W, 3) frames the right way up."""
+    def _oriented(self, selection: np.ndarray | slice) -> np.ndarray:
+        """(k, H, W, 3) frames of `selection`, the right way up; a damaged chunk names file, episode and dataset."""
+        try:
+            frames = self._dataset[selection]
+        except OSError as exc:
+            path, dataset = self._where
+            raise SourceError(path, f"{dataset} cannot be read: {exc}", self.episode) from exc
         return frames[:, ::-1] if self._flip else frames

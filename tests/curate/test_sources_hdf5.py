@@ -138,3 +138,39 @@ def test_instruction_attr_must_be_json(tmp_path: Path):
         f["data"].attrs["problem_info"] = "{not json"
     with pytest.raises(SourceError, match=r"data.attrs\['problem_info'\] is not valid JSON"):
         scan(path)
+
+
+def _corrupt(path: Path, dataset: str) -> None:
+    """Rewrite `dataset` gzip-compressed, then overwrite bytes inside its first stored chunk (a bad
+    disk sector or a damaged copy: the file opens, the chunk no longer inflates)."""
+    with h5py.File(path, "a") as f:
+        data = f[dataset][:]
+        del f[dataset]
+        f.create_dataset(dataset, data=data, compression="gzip", chunks=(1, *data.shape[1:]))
+        chunk = f[dataset].id.get_chunk_info(0)
+    with path.open("r+b") as raw:
+        raw.seek(chunk.byte_offset + 4)
+        raw.write(b"\xff" * min(32, chunk.size - 8))
+
+
+def test_a_corrupt_array_is_an_error_naming_file_episode_and_dataset(tmp_path: Path):
+    path = build_robomimic_hdf5(tmp_path / "can.hdf5", LENGTHS)
+    _corrupt(path, "data/demo_1/actions")
+    meta = scan(path)[1]  # the scan reads shapes only
+    with pytest.raises(SourceError) as err:
+        Episode(meta).arrays
+    assert (err.value.file, err.value.episode) == (str(path), 1)
+    assert "data/demo_1/actions cannot be read" in err.value.problem
+    assert Episode(scan(path)[0]).arrays["action"].shape == (LENGTHS[0], 7)
+
+
+def test_a_corrupt_image_chunk_is_an_error_naming_file_episode_and_dataset(tmp_path: Path):
+    path = build_robomimic_hdf5(tmp_path / "can.hdf5", LENGTHS)
+    _corrupt(path, "data/demo_2/obs/agentview_image")
+    frames = Episode(scan(path)[2]).frames("observation.images.agentview")
+    for read in (lambda: frames.get_many([0, 5]), lambda: list(frames)):
+        with pytest.raises(SourceError) as err:
+            read()
+        assert (err.value.file, err.value.episode) == (str(path), "can/2")
+        assert "data/demo_2/obs/agentview_image cannot be read" in err.value.problem
+    assert frames.get_many([5]).shape == (1, 32, 32, 3)  # the other chunks still read
