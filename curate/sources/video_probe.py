@@ -14,6 +14,8 @@ from atomvla.schemas import CameraRef
 # MP4 family: a truncated download keeps a leading `moov` box intact, so PyAV opens the file and
 # reports the full duration; only the top-level box sizes reveal the missing bytes.
 _MP4_SUFFIXES = {".mp4", ".m4v", ".mov"}
+# Boxes an MP4 or QuickTime file can start with: text or another format named .mp4 starts otherwise.
+_FIRST_BOXES = {b"ftyp", b"styp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"sidx", b"pdin"}
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,41 @@ def probe_video(path: Path, episode: int | None = None) -> VideoProbe:
                 duration = (container.duration or 0) / av.time_base
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             n_frames = stream.frames or round(duration * fps)
+            if path.suffix.lower() not in _MP4_SUFFIXES:
+                n_frames = _counted_frames(container, path, n_frames, duration, fps, episode)
             return VideoProbe(
                 duration, fps, n_frames, stream.width, stream.height, stream.codec_context.codec.canonical_name
             )
     except av.FFmpegError as exc:
         raise SourceError(path, f"video cannot be opened (truncated or corrupt?): {exc}", episode) from exc
+
+
+def _counted_frames(
+    container: av.container.InputContainer, path: Path, announced: int, duration_s: float, fps: float, episode: int | None
+) -> int:
+    """The frames a non-MP4 file holds, counted from its packets (demuxed; only the first frame is decoded).
+
+    Matroska, WebM and AVI announce a duration or frame count in a header written before the
+    frames, so a cut-off file still announces them all; its packets say what is really there.
+    Containers without such a header (GIF) accept any bytes: a first frame that decodes says it is a video.
+    """
+    stream = container.streams.video[0]
+    held, decoded = 0, False
+    for packet in container.demux(stream):
+        if packet.size:
+            held += 1
+            decoded = decoded or bool(stream.decode(packet))
+    decoded = decoded or bool(stream.decode(None))  # the decoder's delay: flush what it holds
+    if held < announced - 1:  # a frame of slack: durations are rounded to the container's time base
+        raise SourceError(
+            path,
+            f"file is truncated: its header announces {announced} frames ({duration_s:.3f} s at {fps:g} fps), "
+            f"it holds {held}",
+            episode,
+        )
+    if not decoded:
+        raise SourceError(path, "not a video: no frame decodes", episode)
+    return held
 
 
 def _mp4_truncation(path: Path) -> str | None:
@@ -59,9 +91,12 @@ def _mp4_truncation(path: Path) -> str | None:
         offset = 0
         while offset + 8 <= size:
             f.seek(offset)
-            box_size, box_type = struct.unpack(">I4s", f.read(8))
+            head = f.read(8)
+            box_size, box_type = struct.unpack(">I4s", head)
             if not all(0x20 <= b < 0x7F for b in box_type):  # top-level box types are ASCII: ftyp, moov, mdat...
                 return f"not an MP4 file (no MP4 box at byte {offset})"
+            if offset == 0 and box_type not in _FIRST_BOXES:
+                return f"not an MP4 file (it starts with {head.decode('latin-1')!r}, not an MP4 box such as 'ftyp')"
             if box_size == 1:  # 64-bit size follows the type
                 box_size = struct.unpack(">Q", f.read(8))[0]
             elif box_size == 0:  # box runs to the end of the file

@@ -94,3 +94,41 @@ def test_video_pyav_cannot_open(tmp_path: Path):
     good, bad = scan(root)
     assert isinstance(good, EpisodeMeta) and isinstance(bad, SourceError)
     assert bad.file == str(root / "episode_1.mkv") and "cannot be opened" in bad.problem
+
+
+def _remux(src: Path, dest: Path) -> Path:
+    """The packets of `src` in another container (no re-encode)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dest), "w") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return dest
+
+
+def test_a_truncated_matroska_video_is_reported_at_import(tmp_path: Path):
+    # Matroska keeps its duration in the header, written before the clusters: a cut-off file still
+    # announces every frame, so the frames are counted from the packets that are there.
+    root = build_video_folder(tmp_path / "clips", (30, 40))
+    for stem in ("episode_0", "episode_1"):
+        _remux(root / f"{stem}.mp4", root / f"{stem}.mkv").with_suffix(".mp4").unlink()
+    blob = (root / "episode_1.mkv").read_bytes()
+    (root / "episode_1.mkv").write_bytes(blob[: len(blob) // 2])
+    whole, cut = scan(root)
+    assert isinstance(whole, EpisodeMeta) and whole.n_frames == 30
+    assert isinstance(cut, SourceError) and (cut.file, cut.episode) == (str(root / "episode_1.mkv"), 1)
+    assert cut.problem.startswith("file is truncated: its header announces 40 frames (4.000 s at 10 fps), it holds ")
+
+
+def test_text_named_mp4_is_not_an_mp4(tmp_path: Path):
+    root = build_video_folder(tmp_path / "clips", (12,))
+    (root / "episode_0.mp4").write_text("this is a text file, not a video\n")
+    (bad,) = scan(root)
+    assert bad.problem == "not an MP4 file (it starts with 'this is ', not an MP4 box such as 'ftyp')"
+    (root / "episode_0.mp4").unlink()
+    (root / "episode_0.avi").write_bytes(b"GIF89a" + bytes(8))  # FFmpeg opens it: one 14-byte "frame"
+    (bad,) = scan(root)
+    assert isinstance(bad, SourceError) and (bad.file, bad.episode) == (str(root / "episode_0.avi"), 0)
