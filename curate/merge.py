@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from atomvla.curate.errors import StoreError
-from atomvla.curate.store import APPLICATION_ID, SCHEMA_VERSION, Store, by_backend, reviewed_by
+from atomvla.curate.store import APPLICATION_ID, SCHEMA_VERSION, PersonsWork, Store, by_backend, persons_work
 from atomvla.schemas import Decomposition
 
 # Tables merge knows how to bring over; a source with rows in any other table is refused.
@@ -70,6 +70,14 @@ class MergeReport:
     kept: list[str] = field(default_factory=list)  # conflicts settled, each saying what was kept over what
 
 
+
+@dataclass(frozen=True)
+class _Source:
+    path: Path
+    rows: dict[str, list[sqlite3.Row]]  # table -> every row
+    work: dict[str, PersonsWork]  # its episodes that hold a person's work (`Store.reviewed`'s rule)
+
+
 def _source_uri(path: Path) -> str:
     """A URI that reads `path` without writing anything, beside it included.
 
@@ -84,7 +92,7 @@ def _source_uri(path: Path) -> str:
     return f"{uri}?mode=ro" if wal.exists() else f"{uri}?immutable=1"
 
 
-def _read(path: Path) -> dict[str, list[sqlite3.Row]]:
+def _read(path: Path) -> _Source:
     """All rows of a source store, opened read-only, after checking it is one merge can read."""
     if not path.is_file():
         raise MergeError(f"{path}: no such store")
@@ -103,7 +111,7 @@ def _read(path: Path) -> dict[str, list[sqlite3.Row]]:
                        and conn.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]]
             if unknown:
                 raise MergeError(f"{path}: has rows in table(s) {', '.join(unknown)} that merge does not know")
-            return {t: conn.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES}
+            return _Source(path, {t: conn.execute(f"SELECT * FROM {t}").fetchall() for t in TABLES}, persons_work(conn))
     except sqlite3.DatabaseError as exc:
         raise MergeError(f"{path}: not an atomvla store ({exc})") from exc
 
@@ -130,7 +138,7 @@ def merge_stores(sources: Sequence[Path], dest: Path) -> MergeReport:
     for i, s in enumerate(sources):
         if any(_same_file(s, t) for t in sources[:i]):
             raise MergeError(f"{s}: given twice")
-    snapshots = [(s, _read(s)) for s in sources]
+    snapshots = [_read(s) for s in sources]
     store = Store(dest)  # creates or migrates the destination
     report = MergeReport()
     try:
@@ -142,12 +150,13 @@ def merge_stores(sources: Sequence[Path], dest: Path) -> MergeReport:
     return report
 
 
-def _merge(conn: sqlite3.Connection, store: Store, snapshots: list[tuple[Path, dict]], report: MergeReport) -> None:
+def _merge(conn: sqlite3.Connection, store: Store, snapshots: list[_Source], report: MergeReport) -> None:
     dest = store.path
     # Episodes.
     frames = {r[0]: (r[1], str(dest)) for r in conn.execute("SELECT episode_id, n_frames FROM episodes")}
-    for src, rows in snapshots:
-        for r in rows["episodes"]:
+    for source in snapshots:
+        src = source.path
+        for r in source.rows["episodes"]:
             known = frames.get(r["episode_id"])
             if known is None:
                 conn.execute("INSERT INTO episodes VALUES (?, ?, ?, ?, ?, ?)", tuple(r))
@@ -161,7 +170,8 @@ def _merge(conn: sqlite3.Connection, store: Store, snapshots: list[tuple[Path, d
 
     renumber = _merge_revisions(conn, store, snapshots, report)
 
-    for i, (src, rows) in enumerate(snapshots):
+    for i, source in enumerate(snapshots):
+        src, rows = source.path, source.rows
         _merge_reviews(conn, i, rows["reviews"], renumber, report)
         _merge_jobs(conn, src, rows, report)
         _merge_ledger(conn, rows["ledger"], report)
@@ -175,7 +185,7 @@ def _merge(conn: sqlite3.Connection, store: Store, snapshots: list[tuple[Path, d
 
 
 def _merge_revisions(
-    conn: sqlite3.Connection, store: Store, snapshots: list[tuple[Path, dict]], report: MergeReport
+    conn: sqlite3.Connection, store: Store, snapshots: list[_Source], report: MergeReport
 ) -> dict[Ref, int | None]:
     """Bring in the sources' revisions (see the module docstring); returns the destination's number
     of every incoming revision, None for one left out."""
@@ -187,7 +197,7 @@ def _merge_revisions(
         keys.setdefault(r["episode_id"], {}).setdefault(_revision_key(r), (-1, r["revision"]))
         latest[r["episode_id"]] = r["revision"]
     incoming = sorted(
-        ((i, r) for i, (_, rows) in enumerate(snapshots) for r in rows["revisions"]),
+        ((i, r) for i, source in enumerate(snapshots) for r in source.rows["revisions"]),
         key=lambda ir: (ir[1]["created_at"], ir[0], ir[1]["revision"]),
     )
     first: dict[Ref, Ref] = {}  # each incoming revision -> the first of its kind (itself when new)
@@ -230,7 +240,7 @@ def _merge_revisions(
 
 
 def _over_persons_work(
-    store: Store, snapshots: list[tuple[Path, dict]], first: dict[Ref, Ref], new: dict[Ref, sqlite3.Row],
+    store: Store, snapshots: list[_Source], first: dict[Ref, Ref], new: dict[Ref, sqlite3.Row],
     report: MergeReport,
 ) -> set[Ref]:
     """The new revisions to leave out: backends' revisions that would go over a person's work (see
@@ -251,9 +261,10 @@ def _over_persons_work(
 
     for ep, why in store.reviewed().items():
         note(ep, True, (-1, ep, 0), f"{why} in {store.path}")
-    for i, (src, rows) in enumerate(snapshots):
-        for ep, (saved, ref, why) in _persons_work(i, rows).items():
-            note(ep, saved, ref, f"{why} in {src}")
+    for i, source in enumerate(snapshots):
+        for ep, work in source.work.items():
+            # A draft on an episode with no revision yet: made on nothing, before all that arrives.
+            note(ep, work.saved, (i, ep, work.latest) if work.latest else (-1, ep, 0), f"{work.why} in {source.path}")
 
     left_out: set[Ref] = set()
     for ep, (_, at, why) in newest.items():
@@ -267,29 +278,9 @@ def _over_persons_work(
             report.left_out_revisions += 1
             report.kept.append(
                 f"{ep}: {why}; {dec.author}'s {dec.status.value.replace('_', ' ')} revision {revision}"
-                f" of {snapshots[i][0]} left out"
+                f" of {snapshots[i].path} left out"
             )
     return left_out
-
-
-def _persons_work(i: int, rows: dict) -> dict[str, tuple[bool, Ref, str]]:
-    """`Store.reviewed`'s rule on source i's rows (a source is never opened as a Store: opening one
-    writes): {episode: (saved: its latest revision is a person's, else someone has a draft; that
-    latest revision; why)}."""
-    latest: dict[str, sqlite3.Row] = {}
-    for r in rows["revisions"]:
-        if r["episode_id"] not in latest or r["revision"] > latest[r["episode_id"]]["revision"]:
-            latest[r["episode_id"]] = r
-    out: dict[str, tuple[bool, Ref, str]] = {}
-    for ep, r in latest.items():
-        dec = Decomposition.model_validate_json(r["record_json"])
-        if not by_backend(dec):
-            out[ep] = (True, (i, ep, r["revision"]), reviewed_by(dec))
-    for d in rows["drafts"]:
-        ep = d["episode_id"]
-        made_on = (i, ep, latest[ep]["revision"]) if ep in latest else (-1, ep, 0)
-        out.setdefault(ep, (False, made_on, f"draft by {d['author']}"))
-    return out
 
 
 def _merge_reviews(conn, i: int, rows, renumber: dict[Ref, int | None], report: MergeReport) -> None:

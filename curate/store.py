@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -351,14 +352,8 @@ class Store:
             where.append(f"episode_id IN ({','.join('?' * len(ids))})")
             args.extend(ids)
         cond = " AND ".join(where) or "1"
-        rows = self.connection().execute(
-            f"SELECT r.record_json, r.status FROM revisions r JOIN ("
-            f" SELECT episode_id, max(revision) AS rev FROM revisions WHERE {cond} GROUP BY episode_id"
-            f") m ON r.episode_id = m.episode_id AND r.revision = m.rev",
-            args,
-        ).fetchall()
         out = {}
-        for record_json, row_status in rows:
+        for _, row_status, record_json in _latest(self.connection(), cond, args):
             if status is not None and row_status != Status(status).value:
                 continue
             dec = Decomposition.model_validate_json(record_json)
@@ -369,19 +364,7 @@ class Store:
         """{episode_id: why} of the episodes (of `episode_ids`; None: all) that hold a person's work,
         which no backend proposes over: the latest revision is not a backend's own (someone saved,
         accepted, rejected, flagged, restored or imported it), or someone has a draft of it."""
-        ids = None if episode_ids is None else list(episode_ids)
-        out = {
-            episode_id: reviewed_by(dec)
-            for episode_id, dec in self.latest_all(episode_ids=ids).items()
-            if not by_backend(dec)
-        }
-        where = "" if ids is None else f" WHERE episode_id IN ({','.join('?' * len(ids))})"
-        drafts = self.connection().execute(
-            f"SELECT episode_id, group_concat(author, ', ') FROM drafts{where} GROUP BY episode_id", ids or ()
-        ).fetchall()
-        for episode_id, authors in drafts:
-            out.setdefault(episode_id, f"draft by {authors}")
-        return out
+        return {episode_id: work.why for episode_id, work in persons_work(self.connection(), episode_ids).items()}
 
     def restore(self, episode_id: str, revision: int, author: str, based_on: int | None) -> Decomposition:
         """Make an old revision current again by appending a copy of it (history is never rewritten)."""
@@ -406,6 +389,45 @@ class Store:
             "SELECT rowid, meta_json FROM episodes WHERE rowid > ? ORDER BY rowid", (after,)
         ).fetchall()
         return [(r[0], EpisodeMeta.model_validate_json(r[1])) for r in rows]
+
+
+def _latest(conn: sqlite3.Connection, where: str, args: Sequence) -> list[tuple[int, str, str]]:
+    """(revision, status, record_json) of each episode's newest revision among those `where` selects."""
+    return conn.execute(
+        f"SELECT r.revision, r.status, r.record_json FROM revisions r JOIN ("
+        f" SELECT episode_id, max(revision) AS rev FROM revisions WHERE {where} GROUP BY episode_id"
+        f") m ON r.episode_id = m.episode_id AND r.revision = m.rev",
+        args,
+    ).fetchall()
+
+
+@dataclass(frozen=True)
+class PersonsWork:
+    """A person's work on an episode, which no backend proposes over."""
+
+    why: str  # "reviewed by ann (accepted)", "draft by carol"
+    saved: bool  # the latest revision is a person's; else someone has a draft
+    latest: int  # the episode's latest revision (0: none yet)
+
+
+def persons_work(conn: sqlite3.Connection, episode_ids: Iterable[str] | None = None) -> dict[str, PersonsWork]:
+    """`Store.reviewed`'s rule over any connection to a store, a read-only one included (merge reads its
+    sources so: opening one as a `Store` writes to it), for the episodes of `episode_ids` (None: all)."""
+    ids = None if episode_ids is None else list(episode_ids)
+    where, args = ("1", ()) if ids is None else (f"episode_id IN ({','.join('?' * len(ids))})", ids)
+    out: dict[str, PersonsWork] = {}
+    latest: dict[str, int] = {}
+    for revision, _, record_json in _latest(conn, where, args):
+        dec = Decomposition.model_validate_json(record_json)
+        latest[dec.episode_id] = revision
+        if not by_backend(dec):
+            out[dec.episode_id] = PersonsWork(reviewed_by(dec), True, revision)
+    drafts = conn.execute(
+        f"SELECT episode_id, group_concat(author, ', ') FROM drafts WHERE {where} GROUP BY episode_id", args
+    ).fetchall()
+    for episode_id, authors in drafts:
+        out.setdefault(episode_id, PersonsWork(f"draft by {authors}", False, latest.get(episode_id, 0)))
+    return out
 
 
 def by_backend(dec: Decomposition) -> bool:

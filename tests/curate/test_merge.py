@@ -4,6 +4,7 @@ backend proposed over a person's work, which the merge does not let go over it."
 
 import json
 import sqlite3
+from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from atomvla.curate.cli import app
 from atomvla.curate.episode import Episode
 from atomvla.curate.merge import MergeError, merge_stores
 from atomvla.curate.sources import open_source
-from atomvla.curate.store import Store
+from atomvla.curate.store import PersonsWork, Store, persons_work
 from atomvla.schemas import Decomposition, EpisodeMeta, Status
 
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "metaworld_lerobot_v30"
@@ -364,6 +365,30 @@ def test_a_draft_in_the_destination_is_not_gone_over(tmp_path):
     assert report.kept == [f"{episode_id}: draft by carol in {a}; heuristic's proposed revision 3 of {b} left out"]
     assert [d.revision for d in store.history(episode_id)] == [1, 2, 3]
     assert review_tables.draft(store, episode_id, "carol")["based_on"] == store.latest(episode_id).revision == 3
+
+
+def test_a_sources_persons_work_is_read_without_writing_to_it(tmp_path, proposals):
+    """merge reads a source's people's work with the store's own rule (`persons_work`, which
+    `Store.reviewed` calls) over a read-only connection: a save, drafts by two people, none written."""
+    a, episode_id = proposed_then(tmp_path, "a.sqlite", "ann", Status.needs_review)
+    store = Store(a)
+    others = [m.episode_id for m in store.episodes() if m.episode_id != episode_id][:2]
+    store.add_revision(proposals[others[0]])
+    for author in ("carol", "dan"):
+        review_tables.save_draft(store, others[0], author, 1, {"subtasks": [], "note": "half done"})
+    review_tables.save_draft(store, others[1], "erin", 0, {"subtasks": [], "note": "before any proposal"})
+    reviewed = store.reviewed()
+    store.close()
+    sqlite3.connect(a).execute("PRAGMA wal_checkpoint(TRUNCATE)").connection.close()
+    before = _beside(a)
+    with closing(sqlite3.connect(f"{a.resolve().as_uri()}?immutable=1", uri=True)) as conn:
+        work = persons_work(conn)
+    assert _beside(a) == before
+    assert {ep: w.why for ep, w in work.items()} == reviewed
+    assert work[episode_id] == PersonsWork("reviewed by ann (needs review)", True, 2)
+    assert work[others[0]].saved is False and work[others[0]].latest == 1
+    assert sorted(work[others[0]].why.removeprefix("draft by ").split(", ")) == ["carol", "dan"]
+    assert work[others[1]] == PersonsWork("draft by erin", False, 0)
 
 
 def test_a_persons_accept_from_a_source_goes_over_a_proposal_in_the_destination(tmp_path):
