@@ -2,12 +2,14 @@
 
 Arrays: `<stem>.npz` or `<stem>.parquet` with per-frame arrays named like LeRobot (`action`,
 `observation.state`, ...). Instruction, first found: `tasks.json` / `instructions.json` mapping
-stem -> instruction, `<stem>.txt`, a single `task.txt` for every video.
+stem -> instruction, `<stem>.txt`, a single `task.txt` for every video. Every video runs at the
+folder's one frame rate (the rate most of them share).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from atomvla.curate.errors import SourceError
 from atomvla.curate.sources.base import Reader, register
 from atomvla.curate.sources.lerobot_meta import BOOKKEEPING, INFO, column_arrays
 from atomvla.curate.sources.naming import dataset_name, natural_key, numbered_names
-from atomvla.curate.sources.video_probe import probe_video
+from atomvla.curate.sources.video_probe import VideoProbe, probe_video
 from atomvla.schemas import CameraRef, EpisodeMeta
 
 _VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm")
@@ -43,9 +45,23 @@ class VideoFolderReader(Reader):
         videos = sorted(
             (p for p in self.root.iterdir() if p.suffix.lower() in _VIDEO_SUFFIXES), key=lambda p: natural_key(p.name)
         )
-        for index, video in enumerate(videos):
+        probes = [_probe(video, index) for index, video in enumerate(videos)]
+        # One dataset has one frame rate (a LeRobot export, training): the rate most videos share (a
+        # tie: the first video's); a video at another rate is a bad episode.
+        rates = Counter(p.fps for p in probes if isinstance(p, VideoProbe))
+        rate = rates.most_common(1)[0][0] if rates else None
+        for index, (video, probe) in enumerate(zip(videos, probes)):
             try:
-                yield self._meta(video, index, dataset, instructions)
+                if isinstance(probe, SourceError):
+                    raise probe
+                if probe.fps != rate:
+                    raise SourceError(
+                        video,
+                        f"video runs at {probe.fps:g} fps, most of the folder's videos at {rate:g} fps: one dataset has "
+                        f"one frame rate (re-encode it at {rate:g} fps, or import it from a folder of its own)",
+                        index,
+                    )
+                yield self._meta(video, index, dataset, instructions, probe)
             except SourceError as exc:
                 yield exc
 
@@ -78,12 +94,9 @@ class VideoFolderReader(Reader):
             raise SourceError(video, f"no instruction found (looked in {where})", index)
         return task.strip()
 
-    def _meta(self, video: Path, index: int, dataset: str, instructions: dict[str, str]) -> EpisodeMeta:
-        probe = probe_video(video, index)
-        if probe.n_frames <= 0:
-            raise SourceError(video, "video has zero frames", index)
-        if probe.fps <= 0:
-            raise SourceError(video, "video has no frame rate", index)
+    def _meta(
+        self, video: Path, index: int, dataset: str, instructions: dict[str, str], probe: VideoProbe
+    ) -> EpisodeMeta:
         task = self._task(video, index, instructions)
         arrays_file = next((p for p in map(video.with_suffix, _ARRAY_SUFFIXES) if p.is_file()), None)
         arrays = _read_arrays(arrays_file, index) if arrays_file else {}
@@ -111,6 +124,19 @@ class VideoFolderReader(Reader):
             feature_names={key: numbered_names(key, array.shape[1]) for key, array in arrays.items()},
             locator={"arrays": str(arrays_file)} if arrays_file else {},
         )
+
+
+def _probe(video: Path, index: int) -> VideoProbe | SourceError:
+    """The video's probe, or why it cannot be an episode."""
+    try:
+        probe = probe_video(video, index)
+    except SourceError as exc:
+        return exc
+    if probe.n_frames <= 0:
+        return SourceError(video, "video has zero frames", index)
+    if probe.fps <= 0:
+        return SourceError(video, "video has no frame rate", index)
+    return probe
 
 
 def _read_arrays(path: Path, episode: int) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ from atomvla.curate.errors import SourceError
 from atomvla.curate.sources import detect_format, open_source
 from atomvla.curate.sources.video_folder import VideoFolderReader
 from atomvla.schemas import EpisodeMeta
-from builders import V3_H264, build_video_folder
+from builders import V3_H264, build_video_folder, encode_video
 
 LENGTHS = (30, 42)
 
@@ -132,3 +132,16 @@ def test_text_named_mp4_is_not_an_mp4(tmp_path: Path):
     (root / "episode_0.avi").write_bytes(b"GIF89a" + bytes(8))  # FFmpeg opens it: one 14-byte "frame"
     (bad,) = scan(root)
     assert isinstance(bad, SourceError) and (bad.file, bad.episode) == (str(root / "episode_0.avi"), 0)
+
+
+def test_a_video_at_another_frame_rate_than_the_folders_is_reported(tmp_path: Path):
+    root = build_video_folder(tmp_path / "clips", (30, 42, 36))
+    encode_video(root / "episode_1.mp4", np.zeros((84, 32, 32, 3), np.uint8), fps=20)  # 4.2 s, as before
+    np.savez(root / "episode_1.npz", action=np.zeros((84, 7), np.float32))
+    first, odd, last = scan(root)
+    assert [first.fps, last.fps] == [10.0, 10.0]
+    assert isinstance(odd, SourceError) and (odd.file, odd.episode) == (str(root / "episode_1.mp4"), 1)
+    assert odd.problem == (
+        "video runs at 20 fps, most of the folder's videos at 10 fps: one dataset has one frame rate "
+        "(re-encode it at 10 fps, or import it from a folder of its own)"
+    )
