@@ -98,7 +98,7 @@ def _common_fps(records: Sequence[tuple[EpisodeMeta, Decomposition]]) -> int:
     rates = sorted({m.fps for m, _ in records})
     if len(rates) != 1:
         raise ExportError(f"the selected episodes have different frame rates ({', '.join(f'{r:g}' for r in rates)}); "
-                          "export each rate separately (--dataset)")
+                          "export each rate separately (--dataset-name)")
     if rates[0] != round(rates[0]):
         raise ExportError(f"LeRobot stores an integer fps; the episodes run at {rates[0]:g} fps")
     return round(rates[0])

@@ -188,3 +188,20 @@ def test_no_language_leaves_out_the_columns_older_lerobot_rejects(exported, tmp_
     assert not any(f["dtype"] == "language" for f in info["features"].values())
     names = pq.read_schema(out / "data/chunk-000/file-000.parquet").names
     assert "subtask_index" in names and "language_persistent" not in names
+
+
+def test_datasets_at_different_rates_are_refused_with_the_filter_that_separates_them(tmp_path):
+    db = tmp_path / "s.sqlite"
+    for name, fps in (("slow", 10), ("fast", 20)):
+        assert curate("import", build_video_folder(tmp_path / name, (24,), fps=fps), "--store", db).exit_code == 0
+    store = Store(db)
+    for m in store.episodes():
+        store.add_revision(Decomposition(
+            episode_id=m.episode_id, n_frames=m.n_frames, status=Status.accepted, author="ann",
+            subtasks=(Subtask(start_frame=0, end_frame=12, instruction="pick up the block", skill="pick"),
+                      Subtask(start_frame=12, end_frame=24, instruction="place it", skill="place"))))
+    result = curate("export", tmp_path / "ds", "--to", "lerobot", "--store", db)
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2 and "different frame rates (10, 20)" in message
+    assert "--dataset-name" in message and not (tmp_path / "ds").exists()
+    assert curate("export", tmp_path / "ds", "--to", "lerobot", "--store", db, "--dataset-name", "fast").exit_code == 0
