@@ -21,7 +21,7 @@ from atomvla.curate.errors import StaleRevisionError
 from atomvla.curate.store import Store
 from atomvla.schemas import SKILLS, Decomposition, DecompositionError, Status
 from atomvla.schemas.rules import DEFAULT_MIN_FRAMES
-from atomvla.ui import auth, editing, store_tables, timeline
+from atomvla.ui import auth, editing, queue_table, store_tables, timeline
 from atomvla.ui.editing import EditError, EditSession, Segment, segments_of
 from atomvla.ui.frame_server import FrameServer
 from atomvla.ui.learning import Learner, is_reproposal, only_reproposals_since
@@ -33,7 +33,7 @@ FAST = {"queue": False, "show_progress": "hidden"}
 WINDOW_RADIUS = 60  # frames each side of the cursor sent to the browser per request
 QUEUE_POLL_S = 3  # how often a page looks for revisions made elsewhere (the table redraws only then)
 QUEUE_ROWS = 100  # rows of the queue table (counts cover all); more costs the browser a redraw
-STATUS_CHOICES = [("unreviewed (needs review, proposed, unlabelled)", "unreviewed"), ("all", "all")] + [
+STATUS_CHOICES = [("unreviewed", "unreviewed"), ("all", "all")] + [
     (s.replace("_", " "), s) for s in STATUSES
 ]
 
@@ -233,14 +233,7 @@ class ReviewApp:
         counts = self.queue.counts()
         summary = (f"**{len(rows)}** shown of {sum(counts.values())} · "
                    + " · ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
-        table = [
-            [r.episode_id, r.status.replace("_", " "),
-             "" if r.confidence is None else f"{r.confidence:.2f}",
-             "" if r.disagreement is None else f"{r.disagreement:.3f}", ", ".join(sorted(r.backends)),
-             "" if r.learned_from is None else f"{r.learned_from} accepts", r.task]
-            for r in rows[:QUEUE_ROWS]
-        ]
-        return summary, table
+        return summary, queue_table.render(rows[:QUEUE_ROWS])
 
     # -- changes --------------------------------------------------------------------------
 
@@ -332,13 +325,13 @@ def build(store: Store, learn: bool = True, roles: Mapping[str, str] | None = No
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 gr.Markdown("## Queue")
-                f_status = gr.Dropdown(STATUS_CHOICES, value="unreviewed", label="Status", elem_id="atom-f-status")
+                f_status = gr.Dropdown(STATUS_CHOICES, value="unreviewed", label="Status", elem_id="atom-f-status",
+                                       info="unreviewed: needs review, proposed or unlabelled")
                 f_backend = gr.Dropdown(["all"], value="all", label="Backend", elem_id="atom-f-backend")
                 f_task = gr.Dropdown(["all"], value="all", label="Task", elem_id="atom-f-task")
                 f_sort = gr.Dropdown(list(SORTS), value=SORTS[0], label="Sort", elem_id="atom-f-sort")
                 counts = gr.Markdown(elem_id="atom-counts")
-                table = gr.Dataframe(headers=["episode", "status", "conf.", "disagr.", "backends", "learned", "task"],
-                                     interactive=False, max_height=520, elem_id="atom-queue")
+                table = gr.HTML(elem_id="atom-queue")
                 next_btn = gr.Button("Next unreviewed (n)", elem_id="atom-next", variant="secondary")
             with gr.Column(scale=3):
                 header = gr.Markdown("### Loading…", elem_id="atom-header")
@@ -370,7 +363,7 @@ def build(store: Store, learn: bool = True, roles: Mapping[str, str] | None = No
                 message = gr.Markdown(elem_id="atom-message")
                 with gr.Accordion("History", open=False, elem_id="atom-history"):
                     with gr.Row():
-                        hist = gr.Dropdown([], label="Revision", elem_id="atom-hist-dd", scale=3)
+                        hist = gr.Dropdown([], label="Revision", elem_id="atom-hist-dd", scale=3, min_width=360)
                         view = gr.Button("View", elem_id="atom-hist-view", size="sm")
                         restore = gr.Button("Restore into the editor", elem_id="atom-hist-restore", size="sm")
                         discard = gr.Button("Discard my draft", elem_id="atom-discard", size="sm")
@@ -387,11 +380,13 @@ def build(store: Store, learn: bool = True, roles: Mapping[str, str] | None = No
             jump = gr.Textbox(visible="hidden", elem_id="atom-jump")
             marks = gr.Textbox(visible="hidden", elem_id="atom-marks")
             taken = gr.Textbox(visible="hidden", elem_id="atom-take-author")
+            picked = gr.Textbox(visible="hidden", elem_id="atom-pick-episode")
             win_btn = gr.Button("w", elem_id="atom-win-btn", elem_classes="atom-hidden")
             jump_btn = gr.Button("j", elem_id="atom-jump-btn", elem_classes="atom-hidden")
             marks_btn = gr.Button("m", elem_id="atom-marks-btn", elem_classes="atom-hidden")
             seg_btn = gr.Button("s", elem_id="atom-seg-btn", elem_classes="atom-hidden")
             take_btn = gr.Button("t", elem_id="atom-take-btn", elem_classes="atom-hidden")
+            pick_btn = gr.Button("p", elem_id="atom-pick-btn", elem_classes="atom-hidden")
 
         filters = [f_status, f_backend, f_task, f_sort]
         edit_outs = [review, header, tl, validation, message, instr, skill, hist]
@@ -441,10 +436,11 @@ def build(store: Store, learn: bool = True, roles: Mapping[str, str] | None = No
 
         then_show(next_btn.click(on_next, [review, *filters], open_outs, **FAST))
 
-        def on_pick(r, evt: gr.SelectData):
-            return opened(r, evt.row_value[0])
+        def on_pick(episode_id, r):
+            return opened(r, episode_id)
 
-        then_show(table.select(on_pick, [review], open_outs, **FAST))
+        then_show(pick_btn.click(on_pick, [picked, review], open_outs, **FAST,
+                                 js="(...a) => { a[0] = window.atomReview.pickEpisode; return a; }"))
         gr.on([f.input for f in filters], app.queue_view, filters, [counts, table], **FAST)
 
         def queue_if_changed(r, *filt):

@@ -50,3 +50,15 @@ def test_nothing_to_review_says_how_to_fill_an_empty_store(tmp_path: Path):
     finally:
         empty.learner.close()
         full.learner.close()
+
+
+def test_queue_table_shows_markup_in_names_as_text(tmp_path: Path):
+    from atomvla.ui import queue_table
+
+    store = build_review_store(tmp_path / "s.sqlite")
+    row = ReviewQueue(store).select(QueueFilter())[0]
+    row.task = 'put the <b>cup</b> & "saucer" away'
+    html = queue_table.render([row])
+    assert "<b>cup</b>" not in html and "put the &lt;b&gt;cup&lt;/b&gt; &amp; &quot;saucer&quot; away" in html
+    assert f'data-episode="{row.episode_id}"' in html
+    assert "No episodes with these filters." in queue_table.render([])

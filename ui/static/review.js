@@ -5,7 +5,7 @@
 (() => {
   const R = (window.atomReview = {
     ep: null, n: 0, fps: 20, cams: [], frames: {}, radius: 60,
-    cursor: 0, dir: 1, sel: 0, segIndex: -1, playing: null, pending: false, jumping: null, askedAt: 0, asked: {}, takeAuthor: "",
+    cursor: 0, dir: 1, sel: 0, segIndex: -1, playing: null, pending: false, jumping: null, askedAt: 0, asked: {}, takeAuthor: "", pickEpisode: "",
   });
   const $ = (sel) => document.querySelector(sel);
   const click = (id) => { const el = document.getElementById(id); if (el) el.click(); };
@@ -211,6 +211,8 @@
     if (t.id === "atom-play") return R.play();
     const take = t.closest(".atom-take");
     if (take) { R.takeAuthor = take.dataset.author; return click("atom-take-btn"); }
+    const row = t.closest("#atom-queue tr[data-episode]");
+    if (row) { R.pickEpisode = row.dataset.episode; return click("atom-pick-btn"); }
     const bd = t.closest("#atom-timeline .atom-bd, #atom-preview .atom-bd");
     if (bd) { R.sel = +bd.dataset.b; return R.seek(+bd.dataset.frame); }
     const seg = t.closest(".atom-tl .atom-seg");
