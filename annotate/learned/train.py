@@ -25,7 +25,7 @@ from atomvla.annotate.evaluation.boundaries import BoundaryMatch, match_boundari
 from atomvla.annotate.instructions import plan
 from atomvla.annotate.learned.align import Exemplar, exemplar, leave_one_out
 from atomvla.annotate.learned.data import Sample, features_for, make_sample
-from atomvla.annotate.learned.features import HEURISTIC_CHANNEL, robot_layout
+from atomvla.annotate.learned.features import EVENT_CHANNELS, HEURISTIC_CHANNEL, robot_layout
 from atomvla.annotate.learned.decode import best_boundaries, boundary_errors
 from atomvla.annotate.learned.model import N_SKILLS, TARGET_SIGMA, LearnedModel, ModelSpec
 from atomvla.curate.episode import Episode
@@ -46,6 +46,11 @@ class TrainConfig:
     weight_decay: float = 1e-4
     crop: int = 0  # > 0: train on random windows of this many grid frames (long sets); 0: whole episodes
     stretch: float = 0.0  # > 0: each episode played at a random speed in [1/(1+s), 1+s] (tasks differ in pace)
+    # > 0: each drawn sample loses the heuristic's event channels (zeroed) with this chance, so the
+    # network also learns the cues that decide where the events are wrong
+    drop_events: float = 0.0
+    balance_tasks: bool = False  # draw every task equally often (default: every episode; tasks differ in episode count)
+    sigma: float = TARGET_SIGMA  # grid frames: the width of the boundary targets' bumps
     seed: int = 0
 
 
@@ -53,12 +58,12 @@ class TrainConfig:
 FINE_TUNE = TrainConfig(steps=120, batch=8, lr=1e-3, crop=160)
 
 
-def _heat(boundaries: Sequence[int], length: int) -> np.ndarray:
-    """The boundary target per grid frame: Gaussian bumps at the boundaries."""
+def _heat(boundaries: Sequence[int], length: int, sigma: float = TARGET_SIGMA) -> Float[np.ndarray, " t"]:
+    """The boundary target per grid frame: Gaussian bumps of width `sigma` at the boundaries."""
     t = np.arange(length)
     heat = np.zeros(length, dtype=np.float32)
     for b in boundaries:
-        heat = np.maximum(heat, np.exp(-0.5 * ((t - b) / TARGET_SIGMA) ** 2).astype(np.float32))
+        heat = np.maximum(heat, np.exp(-0.5 * ((t - b) / sigma) ** 2).astype(np.float32))
     return heat
 
 
@@ -79,7 +84,7 @@ def _moved(sample: Sample, length: int) -> list[int]:
     return [round(b * (length - 1) / (n - 1)) for b in sample.boundaries]
 
 
-def _stretched(sample: Sample, factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _stretched(sample: Sample, factor: float, sigma: float = TARGET_SIGMA) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """x, heat, skills of `sample` resampled to `factor` times as many grid frames (linear for x,
     nearest for skills; the targets' bumps redrawn at the moved boundaries, same width)."""
     x = sample.features.x
@@ -88,7 +93,7 @@ def _stretched(sample: Sample, factor: float) -> tuple[np.ndarray, np.ndarray, n
     lo = np.floor(at).astype(int)
     hi = np.minimum(lo + 1, len(x) - 1)
     frac = (at - lo)[:, None].astype(np.float32)
-    return x[lo] * (1 - frac) + x[hi] * frac, _heat(_moved(sample, t), t), sample.skills[np.rint(at).astype(int)]
+    return x[lo] * (1 - frac) + x[hi] * frac, _heat(_moved(sample, t), t, sigma), sample.skills[np.rint(at).astype(int)]
 
 
 @dataclass(frozen=True)
@@ -100,19 +105,23 @@ class Batch:
     skills: Int[Tensor, "b t"]
 
 
-def _batch(samples: Sequence[Sample], rng: np.random.Generator, crop: int, stretch: float = 0.0) -> Batch:
-    """The samples' inputs and targets, padded to the longest."""
+def _batch(samples: Sequence[Sample], rng: np.random.Generator, config: TrainConfig, events: Sequence[int] = ()) -> Batch:
+    """The samples' inputs and targets, padded to the longest; `events`: the event channels'
+    indices, zeroed in a sample with chance `config.drop_events`."""
     parts = []
     for s in samples:
-        if stretch > 0:
-            x, heat, skills = _stretched(s, float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(stretch))))
+        if config.stretch > 0:
+            x, heat, skills = _stretched(s, float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(config.stretch))), config.sigma)
             offset = _offsets(_moved(s, len(x)), len(x))
         else:
             x, skills = s.features.x, s.skills
-            heat, offset = _heat(s.boundaries, len(x)), _offsets(s.boundaries, len(x))
-        if crop and len(x) > crop:
-            a = int(rng.integers(0, len(x) - crop + 1))
-            x, heat, offset, skills = x[a : a + crop], heat[a : a + crop], offset[a : a + crop], skills[a : a + crop]
+            heat, offset = _heat(s.boundaries, len(x), config.sigma), _offsets(s.boundaries, len(x))
+        if config.crop and len(x) > config.crop:
+            window = slice(a := int(rng.integers(0, len(x) - config.crop + 1)), a + config.crop)
+            x, heat, offset, skills = x[window], heat[window], offset[window], skills[window]
+        if config.drop_events > 0 and rng.random() < config.drop_events:
+            x = x.copy()
+            x[:, list(events)] = 0.0
         parts.append((x, heat, offset, skills))
     t = max(len(p[0]) for p in parts)
     c = parts[0][0].shape[1]
@@ -144,6 +153,13 @@ def loss(model: LearnedModel, batch: Batch) -> Tensor:
     return total
 
 
+def _task_weights(samples: Sequence[Sample]) -> Float[np.ndarray, " n"]:
+    """Each sample's chance to be drawn so that every (source, task) is drawn equally often."""
+    count = Counter((s.source, s.task) for s in samples)
+    weights = np.array([1.0 / count[s.source, s.task] for s in samples])
+    return weights / weights.sum()
+
+
 def fit(
     model: LearnedModel, samples: Sequence[Sample], config: TrainConfig = TrainConfig(),
     on_step: Callable[[int, float], None] | None = None,
@@ -160,10 +176,12 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: (k + 1) / warm if k < warm else 0.5 * (1 + np.cos(np.pi * (k - warm) / max(1, config.steps - warm)))
     )
+    events = [i for i, c in enumerate(model.spec.channels) if c in EVENT_CHANNELS]
+    draw = _task_weights(samples) if config.balance_tasks else None
     model.net.train()
     for step in range(config.steps):
-        pick = rng.choice(len(samples), size=min(config.batch, len(samples)), replace=False)
-        value = loss(model, _batch([samples[i] for i in pick], rng, config.crop, config.stretch))
+        pick = rng.choice(len(samples), size=min(config.batch, len(samples)), replace=False, p=draw)
+        value = loss(model, _batch([samples[i] for i in pick], rng, config, events))
         opt.zero_grad()
         value.backward()
         torch.nn.utils.clip_grad_norm_(model.net.parameters(), 1.0)
