@@ -17,6 +17,10 @@
 - `--ablate` (or one at a time: `--variant NAME`): the same zero-shot split for variants: without
   the heuristic's event channels, a smaller and a larger network. Frame embeddings need rendered
   sets (the generated ones are state-only): `benchmarks/learned_pixels.py` ablates them.
+- Training side (zero-shot): `--train-also PKL...` adds sets to every fold's training (never held
+  out or scored: e.g. another robot's tasks); `--train-variant NAME` trains every fold with another
+  setting (TRAIN_VARIANTS); `--ensemble SEEDS` also scores the mean probabilities of the fold models
+  trained with those seeds (column "ensemble of seeds ...").
 - `--unseen PKL...`: the packaged weights, the heuristic and few-shot on generated sets the weights
   were not trained on (e.g. the Meta-World tasks issue 15 released, generated after pretraining).
 - Few-shot variants (`--few-shot-variants NAME,...`, see FEW_SHOT_VARIANTS): other fine-tuning
@@ -40,6 +44,7 @@ import argparse
 import hashlib
 import json
 import logging
+import pickle
 import time
 from collections import defaultdict
 from dataclasses import asdict, replace
@@ -56,7 +61,7 @@ from atomvla.annotate.evaluation.boundaries import BoundaryMatch, match_boundari
 from atomvla.annotate.kinematics import ACTION, STATE
 from atomvla.annotate.learned import load_pretrained
 from atomvla.annotate.learned.data import record_meta, record_sample
-from atomvla.annotate.learned.decode import best_boundaries, boundary_errors, decode, heuristic_prior, propose
+from atomvla.annotate.learned.decode import best_boundaries, boundary_errors, decode, heuristic_prior, priors, propose
 from atomvla.annotate.learned.features import HEURISTIC_CHANNEL, Features, layout
 from atomvla.annotate.learned.model import LearnedModel, ModelSpec
 from atomvla.annotate.learned.train import (
@@ -80,6 +85,16 @@ VARIANTS = {
     "small (h16, 6 layers, 1 stage)": replace(SPEC, hidden=16, layers=6, stages=1),
     "large (h64, 10 layers, 2 stages)": replace(SPEC, hidden=64, layers=10, stages=2),
     "offset head": replace(SPEC, offsets=True),
+}
+# Training settings measured against the packaged recipe (`--train-variant NAME`: every fold trained so).
+TRAIN_VARIANTS = {
+    "drop events 0.3": {"drop_events": 0.3},
+    "drop events 0.5": {"drop_events": 0.5},
+    "balanced tasks": {"balance_tasks": True},
+    "sigma 2": {"sigma": 2.0},
+    "steps 800": {"steps": 800},
+    "lr 1e-3": {"lr": 1e-3},
+    "crop 320": {"crop": 320},
 }
 
 
@@ -194,6 +209,18 @@ def _unrefined(model: LearnedModel, features: Features, record: dict) -> list[in
     prior = heuristic_prior(features, model.spec.channels, model.info.heuristic_prior)
     subtasks, _ = decode(prob.numpy().astype(np.float64), skills.numpy(), features, record["instruction"], model.info.count_from_plan,
                          _min_frames(record), model.info.plan_offset, prior, None, model.info.boundary_shift)
+    return [s.start_frame for s in subtasks[1:]]
+
+
+def _mean_proposal(models: list[LearnedModel], features: Features, record: dict) -> list[int]:
+    """The boundaries decoded from the mean of the models' boundary and skill probabilities (the
+    first model's decoding settings and priors): an ensemble of networks trained with other seeds."""
+    outs = [m.predict(torch.from_numpy(features.x)) for m in models]
+    prob = np.mean([o[0].numpy() for o in outs], axis=0).astype(np.float64)
+    skills = np.mean([o[1].numpy() for o in outs], axis=0)
+    info = models[0].info
+    subtasks, _ = decode(prob, skills, features, record["instruction"], info.count_from_plan, _min_frames(record), info.plan_offset,
+                         priors(models[0], features, record["instruction"]), None, info.boundary_shift)
     return [s.start_frame for s in subtasks[1:]]
 
 
@@ -346,14 +373,17 @@ KNOWN_FEW_SHOT = (*FEW_SHOT_VARIANTS, *PRIOR_VARIANTS, *ALIGN_VARIANTS)  # what 
 def loto(
     records: list[dict], spec: ModelSpec, config: TrainConfig, few_shot: bool, heuristic: bool, shard: tuple[int, int] = (0, 1),
     cache: Path | None = None, few_shot_variants: tuple[str, ...] = (), few_shot_seed: int = 0, held_only: tuple[str, ...] = (),
-    shots: tuple[int, ...] = (FEW_SHOT,),
+    shots: tuple[int, ...] = (FEW_SHOT,), train_also: list[dict] = (), ensemble: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Per (source, task): zero-shot learned, heuristic (same episodes) and few-shot scores; `shard`
     (i, n): only the folds i, i + n, ... (machines or processes split the folds; merge with --merge);
     `cache`: a folder keeping each fold's model; `few_shot_variants`: also these (FEW_SHOT_VARIANTS);
     `few_shot_seed`: the product's fine-tuning seed; `held_only`: only these folds (none: all);
-    `shots`: the few-shot K(s) (see `_few_shot`)."""
+    `shots`: the few-shot K(s) (see `_few_shot`); `train_also`: records in every fold's training,
+    never held out or scored; `ensemble`: training seeds whose fold models' mean probabilities are
+    scored zero-shot too (column "ensemble of seeds ...")."""
     samples = [record_sample(r, spec.channels, i) for i, r in enumerate(records)]
+    also = [record_sample(r, spec.channels, len(records) + i) for i, r in enumerate(train_also)]
     tasks = sorted({r["task"] for r in records if r["source"] not in FEW_SHOT_ONLY})
     released = {r["task"] for r in records if r["source"] in FEW_SHOT_ONLY}
     rows: dict[str, dict[str, Score]] = defaultdict(lambda: defaultdict(Score))
@@ -363,8 +393,9 @@ def loto(
         # The release convention relabels the two-arm episodes: out with them when they are held out.
         two_arm = held.startswith("aloha")
         train = [s for s, r in zip(samples, records)
-                 if r["task"] != held and r["source"] not in FEW_SHOT_ONLY and not (two_arm and r["task"] in released)]
+                 if r["task"] != held and r["source"] not in FEW_SHOT_ONLY and not (two_arm and r["task"] in released)] + also
         model = _fold_model(spec, train, config, held, cache)
+        members = [_fold_model(spec, train, replace(config, seed=seed), held, cache) for seed in ensemble]
         log.info("fold %d/%d %s: %d training episodes", fold + 1, len(tasks), held, len(train))
         test = [i for i, r in enumerate(records) if r["task"] == held or (two_arm and r["task"] in released)]
         for i in test:
@@ -376,6 +407,8 @@ def loto(
                 rows[key]["learned"].add([s.start_frame for s in subtasks[1:]], _truth(r), tol)
                 if spec.offsets:  # the same network's proposals without the offset head's refinement
                     rows[key]["learned, not refined"].add(_unrefined(model, samples[i].features, r), _truth(r), tol)
+                if members:
+                    rows[key][f"ensemble of seeds {','.join(map(str, ensemble))}"].add(_mean_proposal(members, samples[i].features, r), _truth(r), tol)
                 if heuristic:
                     dec = HeuristicBackend().propose(episode_of(r, i))
                     rows[key]["heuristic"].add(dec.boundaries, _truth(r), tol)
@@ -528,6 +561,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--few-shot-seed", type=int, default=0,
                         help="the few-shot fine-tuning seed (another draw of the few-shot figures; the prior variants follow it)")
     parser.add_argument("--sources", default="", help="comma-separated: only these sources (a quicker subset)")
+    parser.add_argument("--train-also", type=Path, nargs="*", default=[],
+                        help="record pickles added to every fold's training, never held out or scored (e.g. another robot's sets)")
+    parser.add_argument("--train-variant", choices=list(TRAIN_VARIANTS), help="train every fold with this setting (see TRAIN_VARIANTS)")
+    parser.add_argument("--ensemble", default="",
+                        help="comma-separated training seeds: also score the mean of their fold models' probabilities (zero-shot)")
     parser.add_argument("--held", default="", help="comma-separated tasks: only these folds, each trained as in the full run (the cache serves them)")
     parser.add_argument("--merge", type=Path, nargs="*", default=None, help="merge the --json reports of shards and print")
     args = parser.parse_args(argv)
@@ -553,8 +591,14 @@ def main(argv: list[str] | None = None) -> None:
         records = [] if args.unseen else load_records(args.data, exclude=())  # --unseen reads its own files only
         if args.sources:
             records = [r for r in records if r["source"] in args.sources.split(",")]
-        config = replace(CONFIG, steps=args.steps, seed=args.seed)
+        config = replace(CONFIG, steps=args.steps, seed=args.seed, **TRAIN_VARIANTS.get(args.train_variant, {}))
+        train_also = [r for path in args.train_also for r in pickle.loads(path.read_bytes())]
+        if overlap := sorted({r["task"] for r in train_also} & {r["task"] for r in records}):
+            parser.error(f"--train-also holds tasks that are scored too (they would be trained on when held out): {', '.join(overlap)}")
+        report |= {"train_variant": args.train_variant, "train_also": [str(p) for p in args.train_also]}
         i, n = (int(x) for x in args.shard.split("/"))
+        held_only = tuple(t for t in args.held.split(",") if t)
+        ensemble = tuple(int(seed) for seed in args.ensemble.split(",") if seed)
         variants = tuple(v for v in args.few_shot_variants.split(",") if v)
         if unknown := set(variants) - set(KNOWN_FEW_SHOT):
             parser.error(f"unknown few-shot variant(s) {sorted(unknown)}; known: {', '.join(KNOWN_FEW_SHOT)}")
@@ -566,8 +610,6 @@ def main(argv: list[str] | None = None) -> None:
                 args.json.write_text(json.dumps(report, indent=2))
             return
         if args.unseen:  # the packaged weights on sets they were not trained on
-            import pickle
-
             held = [r for path in args.unseen for r in pickle.loads(path.read_bytes())]
             report["unseen"] = unseen(held, LearnedModel.load(args.weights) if args.weights else load_pretrained(), variants,
                                       args.few_shot_seed, shots)
@@ -582,7 +624,8 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.variant:  # one ablation only, in its own process
             report["variants"] = {args.variant: loto(records, VARIANTS[args.variant], config, args.variant_few_shot, False, (i, n),
-                                                     args.cache, variants, shots=shots)}
+                                                     args.cache, variants, held_only=held_only, shots=shots, train_also=train_also,
+                                                     ensemble=ensemble)}
             rows_v = report["variants"][args.variant]
             report["ablation"] = {args.variant: {col: overall(rows_v, col) for col in columns(rows_v)}}
             report["by_source"] = {src: {col: overall(rows_v, col, (src,)) for col in columns(rows_v)}
@@ -592,7 +635,7 @@ def main(argv: list[str] | None = None) -> None:
             console.print(report)
             return
         rows = loto(records, SPEC, config, few_shot=True, heuristic=True, shard=(i, n), cache=args.cache, few_shot_variants=variants,
-                    few_shot_seed=args.few_shot_seed, held_only=tuple(t for t in args.held.split(",") if t), shots=shots)
+                    few_shot_seed=args.few_shot_seed, held_only=held_only, shots=shots, train_also=train_also, ensemble=ensemble)
     report["loto"] = rows
     report["few_shot_left_out"] = left_out(rows)
     report["overall"] = {name: overall(rows, name) for name in columns(rows)}

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import pickle
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from atomvla.annotate.learned.model import LearnedModel
 from benchmarks import learned_eval
 
 
@@ -74,3 +77,30 @@ def test_shots_must_be_whole_numbers_of_at_least_one(tmp_path):
     for shots in ("0,2", "two"):
         with pytest.raises(SystemExit):
             learned_eval.main(["--unseen", str(tmp_path / "absent.pkl"), "--shots", shots])
+
+
+def test_train_also_sets_are_in_every_folds_training_and_never_scored(tmp_path, fixture_records):
+    tasks = sorted({r["task"] for r in fixture_records})
+    scored = [r for r in fixture_records if r["task"] in tasks[:2]]
+    also = [r for r in fixture_records if r["task"] not in tasks[:2]]
+    tiny = replace(learned_eval.SPEC, hidden=8, layers=2, stages=1)
+    config = learned_eval.TrainConfig(steps=2, batch=2)
+
+    def fold_models(cache: Path, train_also: list) -> dict[str, Any]:
+        rows = learned_eval.loto(scored, tiny, config, few_shot=False, heuristic=False, cache=cache, train_also=train_also)
+        assert set(rows) == {f"metaworld:{t}" for t in tasks[:2]}  # the extra sets' tasks are never scored
+        assert sum(c["learned"]["episodes"] for c in rows.values()) == len(scored)
+        return {p.name.rsplit("-", 1)[0]: LearnedModel.load(p).digest() for p in sorted(cache.glob("*.safetensors"))}
+
+    plain, more = fold_models(tmp_path / "plain", []), fold_models(tmp_path / "more", also)
+    assert len(plain) == len(more) == 2
+    assert all(plain[fold] != more[fold] for fold in plain)  # every fold trained on the extra episodes too
+
+
+def test_train_also_refuses_a_set_holding_a_scored_task(tmp_path, fixture_records):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "metaworld.pkl").write_bytes(pickle.dumps(fixture_records[:4]))
+    (tmp_path / "also.pkl").write_bytes(pickle.dumps(fixture_records[3:]))
+    with pytest.raises(SystemExit):
+        learned_eval.main(["--data", str(data), "--no-speed", "--train-also", str(tmp_path / "also.pkl")])
