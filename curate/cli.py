@@ -390,7 +390,7 @@ def merge(
     rejected, a draft) or a source's latest revision of the episode is a person's, backend revisions
     brought in after it are left out and listed ("kept ..."); `atom-annotate run --include-reviewed`
     on the merged store proposes over it on purpose. Incompatible stores are refused and nothing is
-    written.
+    written. A merge that brings nothing new (the same sources again) says so in one line.
     """
     setup_logging(verbose)
     from rich.table import Table
@@ -398,11 +398,17 @@ def merge(
     from atomvla.curate.merge import merge_stores
 
     report = merge_stores(sources, store)
-    table = Table(title=f"merged {len(sources)} store(s) into {store}")
-    for col in ("episodes", "revisions", "duplicate revisions", "left out (a person's work)", "reviews", "job items", "ledger rows"):
-        table.add_column(col, justify="right")
-    table.add_row(*(str(v) for v in (report.episodes, report.revisions, report.duplicate_revisions, report.left_out_revisions,
-                                     report.reviews, report.job_items, report.ledger)))
-    console.print(table)
-    for line in report.kept:
-        console.print(f"[yellow]kept[/] {line}", highlight=False)
+    if report.nothing_new:  # e.g. the same sources again: not the lines an earlier merge printed
+        listed = " (--verbose lists what was kept)" if report.kept and not verbose else ""
+        console.print(f"nothing new merged into {store}: {report.duplicate_revisions} revision(s) already merged, "
+                      f"{report.left_out_revisions} left out over a person's work{listed}", highlight=False)
+    else:
+        table = Table(title=f"merged {len(sources)} store(s) into {store}")
+        for col in ("episodes", "revisions", "duplicate revisions", "left out (a person's work)", "reviews", "job items", "ledger rows"):
+            table.add_column(col, justify="right")
+        table.add_row(*(str(v) for v in (report.episodes, report.revisions, report.duplicate_revisions, report.left_out_revisions,
+                                         report.reviews, report.job_items, report.ledger)))
+        console.print(table)
+    if verbose or not report.nothing_new:
+        for line in report.kept:
+            console.print(f"[yellow]kept[/] {line}", highlight=False)

@@ -69,6 +69,12 @@ class MergeReport:
     drafts: int = 0
     kept: list[str] = field(default_factory=list)  # conflicts settled, each saying what was kept over what
 
+    @property
+    def nothing_new(self) -> bool:
+        """The destination gained and changed nothing: every source row was in it already, left out, or
+        settled in its favour (the same sources merged again)."""
+        return not (self.episodes or self.revisions or self.reviews or self.jobs or self.job_items or self.ledger
+                    or self.profiles or self.batches or self.drafts)
 
 
 @dataclass(frozen=True)

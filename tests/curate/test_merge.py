@@ -127,11 +127,14 @@ def test_shards_merge_into_the_base_without_duplicates(stores, metas, proposals)
     with sqlite3.connect(base) as conn:
         assert conn.execute("SELECT count(*), sum(input_tokens) FROM ledger").fetchone() == (len(ids) + 1, 1000 * (len(ids) + 1))
 
-    # Merging again adds nothing (and leaves the same proposal out).
+    # Merging again adds nothing (and leaves the same proposal out): every revision of a and b is
+    # counted as already merged or left out.
+    assert not report.nothing_new
     before = snapshot(base)
     again = merge_stores([a, b], base)
     assert (again.revisions, again.reviews, again.ledger, again.episodes) == (0, 0, 0, 0)
-    assert again.left_out_revisions == 1
+    assert again.nothing_new and again.left_out_revisions == 1
+    assert again.duplicate_revisions + again.left_out_revisions == sum(len(Store(s).history(i)) for s in (a, b) for i in ids)
     assert snapshot(base) == before
 
 
@@ -311,6 +314,17 @@ def test_a_copys_proposal_does_not_go_over_an_accept(tmp_path):
     result = CliRunner().invoke(app, ["export", str(out), "--status", "accepted", "--store", str(a)])
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["episode_id"] for line in out.read_text().splitlines()] == [episode_id]
+
+    # Merged again: one line saying nothing new was merged, not the kept line again (--verbose lists it).
+    again = CliRunner().invoke(app, ["merge", str(b), "--store", str(a)])
+    said = " ".join(again.output.split())
+    assert again.exit_code == 0, again.output
+    assert said == (f"nothing new merged into {a}: 2 revision(s) already merged, 1 left out over a person's work "
+                    "(--verbose lists what was kept)")
+    verbose = CliRunner().invoke(app, ["merge", str(b), "--store", str(a), "--verbose"])
+    assert verbose.exit_code == 0 and " ".join(verbose.output.split()) == (
+        f"nothing new merged into {a}: 2 revision(s) already merged, 1 left out over a person's work kept {episode_id}: "
+        f"reviewed by ann (accepted) in {a}; heuristic's proposed revision 3 of {b} left out")
 
     # The same into a new store from both: A, a source here, keeps its accept the same way.
     report = merge_stores([a, b], tmp_path / "fresh.sqlite")
