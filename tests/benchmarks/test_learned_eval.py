@@ -104,3 +104,17 @@ def test_train_also_refuses_a_set_holding_a_scored_task(tmp_path, fixture_record
     (tmp_path / "also.pkl").write_bytes(pickle.dumps(fixture_records[3:]))
     with pytest.raises(SystemExit):
         learned_eval.main(["--data", str(data), "--no-speed", "--train-also", str(tmp_path / "also.pkl")])
+
+
+def test_an_ensemble_of_one_seed_is_that_seeds_model_and_more_seeds_train_a_model_each(tmp_path, fixture_records):
+    tasks = sorted({r["task"] for r in fixture_records})[:2]
+    scored = [r for r in fixture_records if r["task"] in tasks]
+    tiny = replace(learned_eval.SPEC, hidden=8, layers=2, stages=1)
+    config = learned_eval.TrainConfig(steps=5, batch=2)
+    one = learned_eval.loto(fixture_records, tiny, config, few_shot=False, heuristic=False, cache=tmp_path, held_only=tuple(tasks),
+                            ensemble=(0,))
+    assert all(cols["ensemble of seeds 0"] == cols["learned"] for cols in one.values())
+    two = learned_eval.loto(fixture_records, tiny, config, few_shot=False, heuristic=False, cache=tmp_path, held_only=tuple(tasks),
+                            ensemble=(0, 1))
+    assert sum(c["ensemble of seeds 0,1"]["episodes"] for c in two.values()) == len(scored)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2 * len(tasks)  # seed 0's fold models served from the cache
