@@ -170,7 +170,12 @@ class OpenAIBackend(VLMBackend):
         payload = self.body(messages, schema)
         key = self.cache_key(payload)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            return hit["text"], Usage(hit["input_tokens"], hit["output_tokens"], 0.0, 0, 1, hit.get("cost_usd", 0.0))
+            return hit["text"], Usage(
+                cached=1,
+                cached_cost_usd=hit.get("cost_usd", 0.0),
+                cached_input_tokens=hit["input_tokens"],
+                cached_output_tokens=hit["output_tokens"],
+            )
         client = self.client()
         estimate = input_tokens(messages, schema)
         # The generic `post` sends the body encoded once: the typed `chat.completions.create` would

@@ -138,8 +138,8 @@ class VLMBackend(AsyncBackend):
             model=self.model,
             prompt_version=PROMPT_VERSION,
             settings_hash=self.settings_hash,
-            tokens_in=usage.input_tokens,
-            tokens_out=usage.output_tokens,
+            tokens_in=usage.answer_input_tokens,
+            tokens_out=usage.answer_output_tokens,
             cost_usd=usage.answer_cost_usd,
             latency_s=time.perf_counter() - start,
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,10 @@ def input_tokens(messages: Sequence[dict], response_format: dict | None = None, 
 class Usage:
     """Tokens and dollars spent on one episode; `requests` counts calls made, `cached` answers reused.
 
-    `cost_usd` is spent now (the ledger's figure); `cached_cost_usd` is what the reused answers cost
-    when they were bought (live, or by a Batch API batch), so a decomposition's provenance carries
-    the price of its answer however it was fetched (`answer_cost_usd`).
+    `input_tokens`, `output_tokens` and `cost_usd` are spent now (the ledger's figures); the
+    `cached_*` fields are what the reused answers cost when they were bought (live, or by a Batch
+    API batch), so a decomposition's provenance carries the tokens and price of its answer however
+    it was fetched (`answer_*`), and a reused answer is never billed twice in the ledger.
     """
 
     input_tokens: int = 0
@@ -103,17 +104,20 @@ class Usage:
     requests: int = 0
     cached: int = 0
     cached_cost_usd: float = 0.0
+    cached_input_tokens: int = 0
+    cached_output_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.cost_usd + other.cost_usd,
-            self.requests + other.requests,
-            self.cached + other.cached,
-            self.cached_cost_usd + other.cached_cost_usd,
-        )
+        return Usage(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
     @property
     def answer_cost_usd(self) -> float:
         return self.cost_usd + self.cached_cost_usd
+
+    @property
+    def answer_input_tokens(self) -> int:
+        return self.input_tokens + self.cached_input_tokens
+
+    @property
+    def answer_output_tokens(self) -> int:
+        return self.output_tokens + self.cached_output_tokens

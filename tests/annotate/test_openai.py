@@ -148,7 +148,14 @@ def test_a_rerun_asks_nothing_already_answered(tmp_path, metas, key):
     assert all(len(store.history(m.episode_id)) == 2 for m in metas)
     totals = annotate_tables.ledger_totals(store)
     assert totals["cached"] == len(metas) and totals["rows"] == 2 * len(metas)
+    # The ledger counts tokens billed: a reused answer adds none (it added them a second time), while
+    # each revision's provenance still carries what its answer cost.
     (job,) = annotate_tables.ledger_by_job(store)
+    reused = [r for r in annotate_tables.ledger_rows(store, job["job_id"]) if r["cached"]]
+    assert len(reused) == len(metas) and {(r["input_tokens"], r["output_tokens"], r["cost_usd"]) for r in reused} == {(0, 0, 0.0)}
+    for m in metas:
+        first, again = (d.provenance for d in store.history(m.episode_id))
+        assert (again.tokens_in, again.tokens_out, again.cost_usd) == (first.tokens_in, first.tokens_out, first.cost_usd) != (0, 0, 0.0)
     assert job["cost_usd"] == pytest.approx(totals["cost_usd"]) and job["models"] == "gpt-4o"
     listing = invoke("ledger", "--store", path)
     assert listing.exit_code == 0 and job["job_id"] in listing.output and f"{job['cost_usd']:.4f}" in listing.output
