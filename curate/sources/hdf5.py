@@ -144,10 +144,11 @@ def _read(demo: h5py.Group, path: str, meta: EpisodeMeta) -> np.ndarray:
 def _array_paths(demo: h5py.Group) -> dict[str, list[str]]:
     """Array name -> the HDF5 datasets (relative to the demo) concatenated to make it.
 
-    The simulator's `states`, `rewards` and `dones` are left out: they are not robot signals.
+    The simulator's `states`, `rewards` and `dones` are left out: they are not robot signals; so are
+    depth maps and masks ((n, H, W) or (n, H, W, 1)): images, not per-frame vectors.
     """
     obs = demo.get("obs")
-    low_dim = [k for k, d in obs.items() if isinstance(d, h5py.Dataset) and not _is_image(d)] if obs else []
+    low_dim = [k for k, d in obs.items() if isinstance(d, h5py.Dataset) and d.ndim <= 2] if obs else []
     paths = {"action": ["actions"]}
     state = next((parts for parts in _STATE_PARTS if all(p in low_dim for p in parts)), None)
     if state:

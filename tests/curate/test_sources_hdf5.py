@@ -174,3 +174,16 @@ def test_a_corrupt_image_chunk_is_an_error_naming_file_episode_and_dataset(tmp_p
         assert (err.value.file, err.value.episode) == (str(path), "can/2")
         assert "data/demo_2/obs/agentview_image cannot be read" in err.value.problem
     assert frames.get_many([5]).shape == (1, 32, 32, 3)  # the other chunks still read
+
+
+def test_depth_and_mask_images_are_not_per_frame_vectors(tmp_path: Path):
+    # robomimic's depth observations (`agentview_depth`, (n, H, W, 1)) and masks are images, not state.
+    path = build_robomimic_hdf5(tmp_path / "can.hdf5", LENGTHS)
+    with h5py.File(path, "a") as f:
+        for i, n in enumerate(LENGTHS):
+            f[f"data/demo_{i}/obs/agentview_depth"] = np.zeros((n, 32, 32, 1), np.float32)
+            f[f"data/demo_{i}/obs/agentview_segmentation"] = np.zeros((n, 32, 32), np.uint8)
+    meta = scan(path)[0]
+    assert not {"observation.agentview_depth", "observation.agentview_segmentation"} & set(meta.feature_names)
+    assert set(Episode(meta).arrays) == set(meta.feature_names)
+    assert {c.key for c in meta.cameras} == {"observation.images.agentview", "observation.images.robot0_eye_in_hand"}
