@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from atomvla.curate.episode import Episode
-from atomvla.curate.exports.base import Exporter, Progress, register_exporter
+from atomvla.curate.exports.base import ExportError, Exporter, Progress, register_exporter
 from atomvla.output import new_folder
 from atomvla.curate.exports.records import Proposals, episode_subtask_index, interchange_lines
 from atomvla.schemas import Decomposition, EpisodeMeta, Status
@@ -69,6 +69,7 @@ class ParquetExporter(Exporter):
 
     def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path,
               proposals: Proposals | None = None, progress: Progress | None = None, overwrite: bool = False) -> None:
+        _check_same_arrays(records)
         vocabulary: dict[str, int] = {}
         frames = []
         for i, (meta, dec) in enumerate(records):
@@ -89,6 +90,21 @@ class ParquetExporter(Exporter):
                 pq.write_table(table, tmp / rel)
             (tmp / "README.md").write_text(CARD.format(
                 n_episodes=len(records), n_frames=sum(m.n_frames for m, _ in records), arrays=arrays))
+
+
+def _check_same_arrays(records: Sequence[tuple[EpisodeMeta, Decomposition]]) -> None:
+    """One frames table has one set of array columns: refuse episodes whose arrays differ, before any is read."""
+
+    def arrays(meta: EpisodeMeta) -> str:
+        return ", ".join(f"{k} ({len(v)})" for k, v in sorted(meta.feature_names.items())) or "no arrays"
+
+    first = records[0][0]
+    other = next((m for m, _ in records if arrays(m) != arrays(first)), None)
+    if other is not None:
+        raise ExportError(
+            f"the selected episodes have different arrays: episode {first.episode_id} has {arrays(first)}, "
+            f"episode {other.episode_id} has {arrays(other)}; export each dataset separately (--dataset-name)"
+        )
 
 
 def _frame_table(index: int, meta: EpisodeMeta, dec: Decomposition, vocabulary: dict[str, int]) -> pa.Table:

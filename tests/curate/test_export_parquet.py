@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from atomvla.curate.cli import app
 from atomvla.curate.store import Store
-from builders import FIXTURES, V3_AV1
+from atomvla.schemas import Decomposition, Status, Subtask
+from builders import FIXTURES, V3_AV1, build_robomimic_hdf5
 
 runner = CliRunner()
 
@@ -33,3 +34,27 @@ def test_loads_with_datasets_in_both_configs(tmp_path):
     episodes = datasets.load_dataset(str(out), "episodes", split="train", cache_dir=cache)
     assert [e["episode_id"] for e in episodes] == [d.episode_id for d in decs]
     assert episodes[3]["subtasks"] == [s.model_dump() for s in decs[3].subtasks]
+
+
+def test_episodes_with_different_arrays_are_refused_in_one_line(tmp_path):
+    # One frames table has one set of array columns: a Meta-World (4-d actions) and a robomimic
+    # (7-d actions, other observations) dataset cannot share it.
+    db, out = tmp_path / "s.sqlite", tmp_path / "plain"
+    robomimic = build_robomimic_hdf5(tmp_path / "can.hdf5", (24, 30))
+    for args in (("import", V3_AV1), ("import", robomimic)):
+        assert runner.invoke(app, [str(a) for a in (*args, "--store", db)]).exit_code == 0
+    store = Store(db)
+    for m in store.episodes():
+        half = m.n_frames // 2
+        store.add_revision(Decomposition(
+            episode_id=m.episode_id, n_frames=m.n_frames, status=Status.accepted, author="ann",
+            subtasks=(Subtask(start_frame=0, end_frame=half, instruction="pick up the can", skill="pick"),
+                      Subtask(start_frame=half, end_frame=m.n_frames, instruction="place it", skill="place"))))
+    result = runner.invoke(app, ["export", str(out), "--to", "parquet", "--store", str(db)])
+    message = " ".join(result.output.split())
+    assert result.exit_code == 2 and message.count("error:") == 1 and not out.exists()
+    assert "the selected episodes have different arrays" in message and "(--dataset-name)" in message
+    assert "episode can/0 has action (7), observation.object (14), " in message
+    assert f"episode {V3_AV1.name}/0 has action (4), observation.state (4)" in message
+    only = runner.invoke(app, ["export", str(out), "--to", "parquet", "--store", str(db), "--dataset-name", "can"])
+    assert only.exit_code == 0, only.output
