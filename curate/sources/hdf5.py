@@ -1,7 +1,8 @@
 """LIBERO and robomimic HDF5: one file per task (or a folder of them), `data/demo_<i>` groups.
 
 Each demo holds `actions`, low-dimensional observations under `obs/` and camera images under
-`obs/` as (n, H, W, 3) uint8 datasets. Episodes are numbered across the files in name order.
+`obs/` as (n, H, W, 3) uint8 datasets. Episodes are numbered across the files in name order. A
+file's task instruction: `<stem>.txt` beside it, else LIBERO's `problem_info`, else the file name.
 """
 
 from __future__ import annotations
@@ -189,7 +190,14 @@ def _json_attr(data: h5py.Group, name: str) -> dict[str, Any]:
 
 
 def _task(data: h5py.Group, file: Path) -> str:
-    """LIBERO's language instruction; else the file name, which names the task in both formats."""
+    """`<stem>.txt` beside the file (robomimic files hold no instruction, and its own file names,
+    `image_v141.hdf5`, do not name the task); else LIBERO's language instruction; else the file name."""
+    written = file.with_suffix(".txt")
+    if written.is_file():
+        text = written.read_text().strip()
+        if not text:
+            raise SourceError(written, "the instruction file is empty")
+        return text
     instruction = _json_attr(data, "problem_info").get("language_instruction")
     return str(instruction).strip() if instruction else file.stem.replace("_", " ")
 

@@ -187,3 +187,14 @@ def test_depth_and_mask_images_are_not_per_frame_vectors(tmp_path: Path):
     assert not {"observation.agentview_depth", "observation.agentview_segmentation"} & set(meta.feature_names)
     assert set(Episode(meta).arrays) == set(meta.feature_names)
     assert {c.key for c in meta.cameras} == {"observation.images.agentview", "observation.images.robot0_eye_in_hand"}
+
+
+def test_an_instruction_file_beside_a_robomimic_file_names_its_task(tmp_path: Path):
+    # robomimic ships datasets/can/ph/image_v141.hdf5: the file name says nothing of the task, and
+    # the file holds no instruction.
+    path = build_robomimic_hdf5(tmp_path / "image_v141.hdf5", (30, 34))
+    path.with_suffix(".txt").write_text("pick up the can and place it in its bin\n")
+    assert {m.task for m in scan(path)} == {"pick up the can and place it in its bin"}
+    path.with_suffix(".txt").write_text("  \n")
+    with pytest.raises(SourceError, match="image_v141.txt: the instruction file is empty"):
+        scan(path)
