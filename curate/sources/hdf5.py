@@ -56,13 +56,18 @@ class HDF5Reader(Reader):
     def scan(self) -> Iterator[EpisodeMeta | SourceError]:
         files = [self.root] if self.root.is_file() else self._files()
         dataset = dataset_name(self.root, self.source)
-        index = 0
+        # A file that cannot be read is a problem of the whole source: every file is opened before
+        # the first episode, so an import stops before it stores the episodes of the files before it.
+        tasks = {}
         for file in files:
             with _open(file) as h5:
-                data = h5.get("data")
-                if not isinstance(data, h5py.Group):
-                    raise SourceError(file, "no 'data' group: not a LIBERO / robomimic file")
-                task, fps = _task(data, file), _fps(data)
+                data = _data(h5, file)
+                tasks[file] = _task(data, file), _fps(data)
+        index = 0
+        for file in files:
+            task, fps = tasks[file]
+            with _open(file) as h5:
+                data = _data(h5, file)
                 for demo in sorted((k for k in data if _DEMO.match(k)), key=natural_key):
                     try:
                         yield self._meta(data[demo], file, index, dataset, task, fps)
@@ -131,6 +136,13 @@ def _open(file: Path) -> h5py.File:
         return h5py.File(file, "r")
     except OSError as exc:
         raise SourceError(file, f"cannot be opened as HDF5: {exc}") from exc
+
+
+def _data(h5: h5py.File, file: Path) -> h5py.Group:
+    data = h5.get("data")
+    if not isinstance(data, h5py.Group):
+        raise SourceError(file, "no 'data' group: not a LIBERO / robomimic file")
+    return data
 
 
 def _read(demo: h5py.Group, path: str, meta: EpisodeMeta) -> np.ndarray:

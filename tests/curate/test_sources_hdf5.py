@@ -198,3 +198,15 @@ def test_an_instruction_file_beside_a_robomimic_file_names_its_task(tmp_path: Pa
     path.with_suffix(".txt").write_text("  \n")
     with pytest.raises(SourceError, match="image_v141.txt: the instruction file is empty"):
         scan(path)
+
+
+def test_an_unreadable_file_in_a_folder_stops_the_scan_before_any_episode(tmp_path: Path):
+    # A whole-source problem: the folder is refused before any episode is yielded (and so stored).
+    build_libero_hdf5(tmp_path / "suite" / "a_task.hdf5", (20, 21))
+    blob = build_libero_hdf5(tmp_path / "suite" / "b_task.hdf5", (22,)).read_bytes()
+    (tmp_path / "suite" / "b_task.hdf5").write_bytes(blob[: len(blob) // 2])
+    build_libero_hdf5(tmp_path / "suite" / "c_task.hdf5", (23,))
+    episodes = open_source(str(tmp_path / "suite")).scan()
+    with pytest.raises(SourceError, match="cannot be opened as HDF5") as err:
+        next(episodes)
+    assert err.value.file == str(tmp_path / "suite" / "b_task.hdf5")
