@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ class HDF5Reader(Reader):
             with _open(file) as h5:
                 data = _data(h5, file)
                 tasks[file] = _task(data, file), _fps(data)
+        # One dataset has one frame rate: the rate most files share (a tie: the first file's).
+        rate = Counter(fps for _, fps in tasks.values()).most_common(1)[0][0] if tasks else None
         index = 0
         for file in files:
             task, fps = tasks[file]
@@ -70,6 +73,13 @@ class HDF5Reader(Reader):
                 data = _data(h5, file)
                 for demo in sorted((k for k in data if _DEMO.match(k)), key=natural_key):
                     try:
+                        if fps != rate:
+                            raise SourceError(
+                                file,
+                                f"{data[demo].name.lstrip('/')} runs at {fps:g} fps, most of the folder's files at "
+                                f"{rate:g} fps: one dataset has one frame rate (import this file on its own)",
+                                index,
+                            )
                         yield self._meta(data[demo], file, index, dataset, task, fps)
                     except SourceError as exc:
                         yield exc

@@ -210,3 +210,16 @@ def test_an_unreadable_file_in_a_folder_stops_the_scan_before_any_episode(tmp_pa
     with pytest.raises(SourceError, match="cannot be opened as HDF5") as err:
         next(episodes)
     assert err.value.file == str(tmp_path / "suite" / "b_task.hdf5")
+
+
+def test_a_file_at_another_rate_than_the_folders_is_reported_episode_by_episode(tmp_path: Path):
+    build_robomimic_hdf5(tmp_path / "suite" / "a.hdf5", (20,), control_freq=20)
+    build_robomimic_hdf5(tmp_path / "suite" / "b.hdf5", (21, 22), control_freq=10)
+    build_robomimic_hdf5(tmp_path / "suite" / "c.hdf5", (23,), control_freq=20)
+    first, *odd, last = scan(tmp_path / "suite")
+    assert (first.fps, last.fps, last.episode_id) == (20.0, 20.0, "suite/3")
+    assert [(e.file, e.episode) for e in odd] == [(str(tmp_path / "suite" / "b.hdf5"), 1), (str(tmp_path / "suite" / "b.hdf5"), 2)]
+    assert odd[0].problem == (
+        "data/demo_0 runs at 10 fps, most of the folder's files at 20 fps: one dataset has one frame rate "
+        "(import this file on its own)"
+    )
