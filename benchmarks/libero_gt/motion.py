@@ -8,6 +8,7 @@ within a motion.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -74,11 +75,24 @@ def _track(arm: Arm, pos: np.ndarray, rot: np.ndarray, grip: float) -> None:
 
 def execute(arm: Arm, motion: Motion) -> None:
     """Follow the motion's profile, then hold its goal until the lagging controller gets there."""
-    start, start_rot = arm.eef_pos, arm.eef_rot
-    turn = rotation_error(motion.rot, start_rot)
-    for s in min_jerk(np.arange(1, motion.steps + 1) / motion.steps):
-        _track(arm, start + (motion.goal - start) * s, axis_angle_matrix(turn * s) @ start_rot, motion.grip)
+    start = arm.eef_pos
+    _along(arm, lambda s: start + (motion.goal - start) * s, motion.rot, motion.steps, motion.grip, motion.goal)
+
+
+def follow(arm: Arm, path: Callable[[float], np.ndarray], rot: np.ndarray, steps: int, grip: float) -> None:
+    """`execute` along a curve: `path(s)` is the position (3,) for s in [0, 1] (an arc about a door's
+    hinge); the orientation turns from the arm's to `rot` on the same profile."""
+    _along(arm, path, rot, steps, grip, path(1.0))
+
+
+def _along(arm: Arm, path: Callable[[float], np.ndarray], rot: np.ndarray, steps: int, grip: float, end: np.ndarray) -> None:
+    # `end` apart from path(1.0): a line's path(1.0) can differ from its goal in the last bit, and the
+    # recorded sets were made holding the goal itself.
+    start_rot = arm.eef_rot
+    turn = rotation_error(rot, start_rot)
+    for s in min_jerk(np.arange(1, steps + 1) / steps):
+        _track(arm, path(s), axis_angle_matrix(turn * s) @ start_rot, grip)
     for _ in range(MAX_SETTLE_STEPS):
-        if np.linalg.norm(motion.goal - arm.eef_pos) < SETTLED_M:
+        if np.linalg.norm(end - arm.eef_pos) < SETTLED_M:
             break
-        _track(arm, motion.goal, motion.rot, motion.grip)
+        _track(arm, end, rot, grip)

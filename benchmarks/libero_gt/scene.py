@@ -77,6 +77,11 @@ class Scene(libero.Scene):
         return boxes
 
     def box(self, name: str) -> Box:
+        """An object's (or body's) bounds, or a BDDL region site's ("living_room_table_plate_left_region")."""
+        site = self._mujoco.mj_name2id(self._model, self._mujoco.mjtObj.mjOBJ_SITE, name)
+        if site >= 0 and name not in self.env.obj_body_id:
+            center, half = np.array(self._data.site_xpos[site]), np.array(self._model.site_size[site])
+            return Box(center - half, center + half)
         boxes = self.geom_boxes(name)
         return Box(np.min([b.lo for b in boxes], axis=0), np.max([b.hi for b in boxes], axis=0))
 
@@ -84,6 +89,12 @@ class Scene(libero.Scene):
         """A slide joint's position, world axis (3,) and upper limit."""
         j = self._model.joint(name)
         return float(self._data.qpos[j.qposadr[0]]), np.array(self._data.xaxis[j.id]), float(j.range[1])
+
+    def hinge_joint(self, name: str) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """A hinge joint's angle, world anchor (3,), world axis (3,) and range (2,)."""
+        j = self._model.joint(name)
+        return (float(self._data.qpos[j.qposadr[0]]), np.array(self._data.xanchor[j.id]), np.array(self._data.xaxis[j.id]),
+                np.array(j.range))
 
     def holds(self, predicate: tuple[str, ...]) -> bool:
         """Evaluate a BDDL predicate, e.g. ("in", "ketchup_1", "basket_1_contain_region")."""
