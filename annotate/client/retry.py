@@ -54,6 +54,8 @@ def retry_after_s(exc: Exception) -> float | None:
 
 
 def is_retryable(exc: Exception) -> bool:
+    if isinstance(exc, openai.RateLimitError) and exc.code == "insufficient_quota":
+        return False  # the account's credit is spent: no wait refills it
     if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError)):
         return True
     return isinstance(exc, openai.APIStatusError) and (exc.status_code >= 500 or exc.status_code in (408, 409))

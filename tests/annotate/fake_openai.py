@@ -27,7 +27,7 @@ _N_FRAMES = re.compile(r"The episode has (\d+) frames")
 _FRAME = re.compile(r"^Frame (\d+):$")
 
 # Behaviours a plan can name, consumed one per request that carries the plan's marker.
-BEHAVIOURS = ("ok", "429", "500", "hang", "slow", "nonjson", "seven", "overlap", "out_of_range", "garbage_body")
+BEHAVIOURS = ("ok", "429", "quota", "500", "hang", "slow", "nonjson", "seven", "overlap", "out_of_range", "garbage_body")
 
 
 @dataclass
@@ -173,9 +173,13 @@ class FakeOpenAI:
         text = _texts(body["messages"])
         headers, over = self._rate_headers()
         behaviour = "window" if over else self._behaviour(text)  # a refused request keeps its plan
-        status = {"window": 429, "429": 429, "500": 500}.get(behaviour, 200)
+        status = {"window": 429, "429": 429, "quota": 429, "500": 500}.get(behaviour, 200)
         with self._lock:
             self.log.append(Logged(path, sha, text, behaviour, status, body))
+        if behaviour == "quota":  # OpenAI's answer once the account's credit is spent: no wait helps
+            error = {"message": "You exceeded your current quota, please check your plan and billing details.",
+                     "type": "insufficient_quota", "code": "insufficient_quota"}
+            return 429, {"error": error}, behaviour, headers
         if status == 429:
             headers.setdefault("retry-after", str(self.retry_after_s))
             return 429, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}, behaviour, headers

@@ -135,6 +135,17 @@ def test_coarse_to_fine_re_asks_each_boundary_with_dense_frames(tmp_path, metas,
     assert dec.provenance.tokens_in == result.usage.input_tokens  # the coarse request and both refinements
 
 
+def test_an_exhausted_quota_is_not_retried(tmp_path, metas, key):
+    # A 429 with code insufficient_quota is not a rate limit: retrying it only waits and asks again.
+    store = Store(tmp_path / "store.sqlite")
+    with FakeOpenAI() as server:
+        server.plans = {marker(0): ["quota", "ok"]}
+        result = asyncio.run(arun(store, backend(server, store.path), metas[:2], concurrency=2))
+        assert [r.behaviour for r in server.chat_requests(marker(0))] == ["quota"]
+    assert result.proposed == [metas[1].episode_id]
+    assert "exceeded your current quota" in annotate_tables.job_errors(store, result.job_id)[metas[0].episode_id]
+
+
 def test_a_rerun_asks_nothing_already_answered(tmp_path, metas, key):
     path = tmp_path / "store.sqlite"
     args = ["run", "--store", path, "--backend", "openai", "--concurrency", "4"]
