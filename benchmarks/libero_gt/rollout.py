@@ -2,8 +2,9 @@
 
 Phases (frames at 20 Hz): "pick up the X" = approach above X, descend, close; "place the X in/on
 the Y" = lift, carry above Y, descend, open, retreat; "close the D" = approach the handle, push
-along the slide, back off. Subtask boundaries are the frames where those phases start, so the
-ground truth is exact by construction.
+along the slide, back off (a drawer), or approach the open door's face and push it round its
+hinge, then rise (a door); "turn on the K" = grasp the knob's ridge, twist, let go, rise. Subtask
+boundaries are the frames where those phases start, so the ground truth is exact by construction.
 
 Where a pick ends follows the Meta-World fixture, the ground truth all our sets agree with: there
 the gripper closes while the hand holds still, and the first step that moves the object (lifting
@@ -13,6 +14,7 @@ lift, starts the place.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 
@@ -22,9 +24,9 @@ from atomvla.train.sim.libero import FPS
 
 from benchmarks.humanlike_gt.teleop import Operator
 
-from .motion import GRIP_CLOSED, GRIP_OPEN, Motion, axis_angle_matrix, execute, steps_for
+from .motion import GRIP_CLOSED, GRIP_OPEN, Motion, axis_angle_matrix, execute, follow, steps_for
 from .scene import Scene
-from .templates import CloseDrawer, Move, Template
+from .templates import CloseDoor, CloseDrawer, Move, Template, TurnOn, subtasks_of
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,11 @@ RIM_DEPTH_M = 0.01  # the grip site below the rim's top: the fingertips close 2.
 # rim, just above a plate.
 RELEASE_ABOVE_TOP_M = {"in": -0.03, "on": 0.015}
 QUARTER_TURN = axis_angle_matrix(np.array([0.0, 0.0, np.pi / 2]))  # about the world vertical
+KNOB_GRIP_BELOW_TOP_M = 0.02  # the fingertips pinch a knob's ridge just above the dial under it
+KNOB_ON_RAD = 1.1  # LIBERO's stove is on from 0.5 rad (of 2.1): twist to well inside that
+DOOR_PUSH_AT = 0.7  # of the door's width out from the hinge: leverage, and clear of its edge
+DOOR_STANDOFF_M = 0.03  # the grip site behind the door's face while pushing it
+DOOR_OVERSHOOT_RAD = 0.15  # push past shut: the door stops at its limit
 
 
 @dataclass(frozen=True)
@@ -189,6 +196,56 @@ def _close_drawer(rec: Recorder, step: CloseDrawer, rot: np.ndarray, pace: float
     _reach(rec, rec.eef_pos - push * RETREAT_M + [0, 0, 0.05], turned, 0.15 * pace, GRIP_CLOSED, 10)
 
 
+def _turn_on(rec: Recorder, step: TurnOn, rot: np.ndarray, pace: float) -> None:
+    """Pinch the knob's ridge across its narrow side, twist it about its axis to KNOB_ON_RAD, let go."""
+    scene = rec.scene
+    qpos, anchor, _, _ = scene.hinge_joint(step.joint)
+    knob = scene.box(step.knob)
+    # The ridge: the knob's parts standing above the dial's middle height.
+    ridge = [b for b in scene.geom_boxes(step.knob) if b.hi[2] > knob.center[2]]
+    size = np.max([b.hi for b in ridge], axis=0) - np.min([b.lo for b in ridge], axis=0)
+    if size[0] < size[1]:  # the fingers close along world y: turn them across a ridge along y
+        rot = QUARTER_TURN @ rot
+    grasp = np.array([*anchor[:2], knob.hi[2] - KNOB_GRIP_BELOW_TOP_M])
+    _reach(rec, grasp + [0, 0, APPROACH_CLEARANCE_M], rot, 0.22 * pace, GRIP_OPEN, 15)
+    _reach(rec, grasp, rot, 0.12 * pace, GRIP_OPEN, 10)
+    execute(rec, Motion(grasp, rot, GRIP_STEPS, GRIP_CLOSED))
+    twisted = axis_angle_matrix(np.array([0.0, 0.0, KNOB_ON_RAD - qpos])) @ rot
+    execute(rec, Motion(grasp, twisted, round(30 / pace), GRIP_CLOSED))
+    execute(rec, Motion(grasp, twisted, GRIP_STEPS, GRIP_OPEN))
+    _reach(rec, grasp + [0, 0, RETREAT_M], twisted, 0.15 * pace, GRIP_OPEN, 10)
+
+
+def _close_door(rec: Recorder, step: CloseDoor, rot: np.ndarray, pace: float) -> None:
+    """Push the open door's outer face round its hinge to shut, the closed fingers kept on an arc
+    DOOR_PUSH_AT of its width out, then rise."""
+    scene = rec.scene
+    qpos, anchor, axis, limits = scene.hinge_joint(step.joint)
+    closed = float(limits[np.argmin(np.abs(limits))])
+    sign = float(np.sign(closed - qpos))  # the door closes turning this way about the (vertical) axis
+    door = scene.box(step.door)
+    radial = (door.center - anchor)[:2]
+    radial /= np.linalg.norm(radial)
+    corners = np.array([[x, y] for b in scene.geom_boxes(step.door) for x in (b.lo[0], b.hi[0]) for y in (b.lo[1], b.hi[1])])
+    reach = DOOR_PUSH_AT * float(np.max(np.linalg.norm(corners - anchor[:2], axis=1)))
+    height = door.center[2]
+
+    def at(angle: float, standoff: float) -> np.ndarray:
+        """The grip site behind the door's face when the door is turned `angle` from now."""
+        c, s = np.cos(angle * axis[2]), np.sin(angle * axis[2])
+        out = np.array([c * radial[0] - s * radial[1], s * radial[0] + c * radial[1]])
+        moving = sign * axis[2] * np.array([-out[1], out[0]])  # where that point of the door moves as it closes
+        return np.array([*(anchor[:2] + out * reach - moving * standoff), height])
+
+    turned = QUARTER_TURN @ rot
+    start = at(0.0, DOOR_STANDOFF_M + 0.02)
+    _reach(rec, start + [0, 0, APPROACH_CLEARANCE_M], turned, 0.22 * pace, GRIP_CLOSED, 20)
+    _reach(rec, start, turned, 0.12 * pace, GRIP_CLOSED, 10)
+    sweep = closed - qpos + sign * DOOR_OVERSHOOT_RAD
+    follow(rec, lambda s: at(sweep * s, DOOR_STANDOFF_M), turned, round(40 / pace), GRIP_CLOSED)
+    _reach(rec, rec.eef_pos + [0, 0, RETREAT_M], turned, 0.15 * pace, GRIP_CLOSED, 10)
+
+
 def run(scene: Scene, tmpl: Template, init_state: np.ndarray, seed: int, operator: Operator | None = None) -> Rollout:
     """Execute every step of `tmpl` from `init_state` (through `operator` if given: see Recorder);
     raises StepFailed when one fails."""
@@ -197,25 +254,30 @@ def run(scene: Scene, tmpl: Template, init_state: np.ndarray, seed: int, operato
     rec = Recorder(scene, operator)
     rot = scene.eef_rot  # LIBERO starts top-down; keep that orientation for grasps
     pace = float(rng.uniform(0.85, 1.15))  # demonstrators differ in speed
-    starts: list[tuple[str, str]] = []  # (instruction, skill) of each subtask, in order
-
-    def begin(instruction: str, skill: str) -> None:
-        rec.phase = len(starts)
-        starts.append((instruction, skill))
+    plan = subtasks_of(tmpl)  # (instruction, skill) of each subtask, in order
+    phases = itertools.count()  # the subtask each step begins: rec.phase = next(phases)
 
     goals: list[tuple[str, ...]] = []
     for step in tmpl.steps:
         if isinstance(step, Move):
-            begin(f"pick up the {step.obj_name}", "pick")
+            rec.phase = next(phases)
             grasp_rot = _pick(rec, step, rot, pace)
-            begin(f"place the {step.obj_name} {step.relation} the {step.target_name}", "place")
+            rec.phase = next(phases)
             _lift(rec, step, grasp_rot, pace)
             _place(rec, step, grasp_rot, rng, pace)
             goal: tuple[str, ...] = (step.relation, step.obj, step.region)
-        else:
-            begin(f"close the {step.name}", "close")
+        elif isinstance(step, CloseDrawer):
+            rec.phase = next(phases)
             _close_drawer(rec, step, rot, pace)
             goal = ("close", step.region)
+        elif isinstance(step, CloseDoor):
+            rec.phase = next(phases)
+            _close_door(rec, step, rot, pace)
+            goal = ("close", step.appliance)
+        else:
+            rec.phase = next(phases)
+            _turn_on(rec, step, rot, pace)
+            goal = ("turnon", step.appliance)
         if not scene.holds(goal):
             raise StepFailed(f"{' '.join(goal)} does not hold after its step")
         goals.append(goal)
@@ -223,11 +285,11 @@ def run(scene: Scene, tmpl: Template, init_state: np.ndarray, seed: int, operato
         if not scene.holds(goal):
             raise StepFailed(f"{' '.join(goal)} no longer holds at the end")
     # Subtask i starts at the first frame labelled i (labels never go back: see Recorder).
-    first = [rec.labels.index(i) for i in range(len(starts))]
+    first = [rec.labels.index(i) for i in range(len(plan))]
     ends = [*first[1:], rec.n_frames]
     subtasks = tuple(
         Subtask(start_frame=start, end_frame=end, instruction=instruction, skill=skill)
-        for start, end, (instruction, skill) in zip(first, ends, starts)
+        for start, end, (instruction, skill) in zip(first, ends, plan)
     )
     if problems := check_subtasks(subtasks, rec.n_frames):
         raise ValueError(f"{tmpl.name} seed {seed}: bad ground truth: {'; '.join(problems)}")

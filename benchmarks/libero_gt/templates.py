@@ -1,8 +1,8 @@
 """Long-horizon task templates: a LIBERO scene plus an ordered list of steps.
 
 A pick-and-place move yields two ground-truth subtasks ("pick up the X", "place the X in/on the
-Y"), closing a drawer one ("close the D"); the instruction is phrased the way LIBERO phrases its
-tasks. Scenes and initial states are
+Y"), closing a drawer or a hinged door one ("close the D"), turning a knob on one ("turn on the
+stove"); the instruction is phrased the way LIBERO phrases its tasks. Scenes and initial states are
 LIBERO's own (suite folder + BDDL problem name); the moves need not be that problem's goal.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from atomvla.schemas import Skill
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,9 @@ class Move:
     relation: Literal["in", "on"]
     # BDDL region that the success predicate is evaluated against ("in" needs a contain region).
     region: str
+    # What the place instruction says before the target where it is not the predicate: "to the
+    # left of" a table region, "in" a bowl that LIBERO's goal calls On.
+    says: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,12 +37,42 @@ class CloseDrawer:
 
 
 @dataclass(frozen=True)
+class CloseDoor:
+    door: str  # body of the hinged door, e.g. "microwave_1_microdoorroot"
+    joint: str  # its hinge joint (vertical axis); closed is the end of its range nearer 0
+    name: str  # e.g. "microwave"
+    appliance: str  # object id the Close predicate is evaluated on
+
+
+@dataclass(frozen=True)
+class TurnOn:
+    knob: str  # body of the knob, e.g. "flat_stove_1_button"
+    joint: str  # its hinge joint (vertical axis); on is past a threshold turning positive
+    name: str  # e.g. "stove"
+    appliance: str  # object id the Turnon predicate is evaluated on
+
+
+@dataclass(frozen=True)
 class Template:
     name: str
     suite: str
     problem: str
     task: str
-    steps: tuple[Move | CloseDrawer, ...]
+    steps: tuple[Move | CloseDrawer | CloseDoor | TurnOn, ...]
+
+
+def subtasks_of(tmpl: Template) -> tuple[tuple[str, Skill], ...]:
+    """The (instruction, skill) of each ground-truth subtask of a template, in order."""
+    out: list[tuple[str, Skill]] = []
+    for step in tmpl.steps:
+        if isinstance(step, Move):
+            out += [(f"pick up the {step.obj_name}", "pick"),
+                    (f"place the {step.obj_name} {step.says or step.relation} the {step.target_name}", "place")]
+        elif isinstance(step, TurnOn):
+            out.append((f"turn on the {step.name}", "turn"))
+        else:
+            out.append((f"close the {step.name}", "close"))
+    return tuple(out)
 
 
 def _in_basket(obj: str, name: str) -> Move:
@@ -264,9 +299,99 @@ HELDOUT: tuple[Template, ...] = (
 )
 
 
+def _stove_on(stove: str = "flat_stove_1") -> TurnOn:
+    return TurnOn(f"{stove}_button", f"{stove}_button", "stove", stove)
+
+
+# A second held-out set (issue 15), made after HELDOUT was scored: no backend has run on it, nobody
+# has looked at its features, and the lead scores it once, at the end of a session. Its kinds of
+# motion are new to TEMPLATES and HELDOUT: twisting a stove's knob on (before or after a
+# pick-and-place), pushing a hinged microwave door shut along its arc, placing beside something (a
+# table region: to the left of the plate, in front of the mug, to the right of the caddy), a bowl as
+# the receptacle, a three-step task (5 subtasks); LIBERO-90's study, and LIBERO-Object's
+# floor scene with an object no template moves (orange juice). LIBERO-Goal's scene is the one
+# TEMPLATES' two LIBERO-Goal templates use (every LIBERO-Goal problem shares it). Scripted motion,
+# seeds 0-2: every template 3/3 but the two mugs, 1/3 each: the rim grasp pinches the wall on the
+# robot's right, where these mugs' handles point (KITCHEN_SCENE6's yellow and white mug: not lifted),
+# or the mug misses the caddy's small region (STUDY_SCENE1). Not here because the scripted motion
+# fails: pushing LIBERO-Goal's plate to the front of the stove (the closed fingers slide over its
+# 1 cm rim from inside, and its far side is out of the arm's reach at table height), turning a knob
+# off (KITCHEN_SCENE8, the only scene with the stove on, has nothing else the script can move: moka
+# pots), opening a drawer or the microwave (no hook or side grasp), the red and the white mug to the
+# right of STUDY_SCENE3's caddy (0/3: the grasp lands on the handle, or the mug misses the region),
+# a second object into LIBERO-Object's basket after the orange juice (ketchup, chocolate pudding:
+# 0/3, not inside the basket's region), and the bowl carried to the plate with the cream cheese in
+# it (0/2: the rim grasp does not lift it).
+HELDOUT2: tuple[Template, ...] = (
+    Template(
+        "stove_on_and_cheese_in_bowl",
+        "libero_goal",
+        "turn_on_the_stove",
+        "turn on the stove and put the cream cheese in the bowl",
+        (_stove_on(), Move("cream_cheese_1", "cream cheese", "akita_black_bowl_1", "bowl", "on", "akita_black_bowl_1", says="in")),
+    ),
+    Template(
+        "cheese_in_bowl_and_stove_on",
+        "libero_goal",
+        "put_the_cream_cheese_in_the_bowl",
+        "put the cream cheese in the bowl and turn on the stove",
+        (Move("cream_cheese_1", "cream cheese", "akita_black_bowl_1", "bowl", "on", "akita_black_bowl_1", says="in"), _stove_on()),
+    ),
+    Template(
+        "stove_on_cheese_in_bowl_and_wine_on_cabinet",
+        "libero_goal",
+        "put_the_wine_bottle_on_the_rack",
+        "turn on the stove, put the cream cheese in the bowl and put the wine bottle on top of the cabinet",
+        (_stove_on(), Move("cream_cheese_1", "cream cheese", "akita_black_bowl_1", "bowl", "on", "akita_black_bowl_1", says="in"),
+         _on_cabinet("wine_bottle_1", "wine bottle")),
+    ),
+    Template(
+        "stove_on_and_white_bowl_on_it",
+        "libero_90",
+        "KITCHEN_SCENE9_turn_on_the_stove",
+        "turn on the stove and put the white bowl on it",
+        (_stove_on(), _on_stove("white_bowl_1", "white bowl")),
+    ),
+    Template(
+        "close_microwave_and_mug_in_front",
+        "libero_90",
+        "KITCHEN_SCENE6_close_the_microwave",
+        "close the microwave and put the yellow and white mug in front of the white mug",
+        (CloseDoor("microwave_1_microdoorroot", "microwave_1_microjoint", "microwave", "microwave_1"),
+         Move("white_yellow_mug_1", "yellow and white mug", "kitchen_table_porcelain_mug_front_region", "white mug", "on",
+              "kitchen_table_porcelain_mug_front_region", says="in front of")),
+    ),
+    Template(
+        "pudding_left_of_plate_and_white_mug_on_plate",
+        "libero_90",
+        "LIVING_ROOM_SCENE6_put_the_chocolate_pudding_to_the_left_of_the_plate",
+        "put the chocolate pudding to the left of the plate and the white mug on the plate",
+        (Move("chocolate_pudding_1", "chocolate pudding", "living_room_table_plate_left_region", "plate", "on",
+              "living_room_table_plate_left_region", says="to the left of"),
+         _on_plate("porcelain_mug_1", "white mug", "plate_1", "plate")),
+    ),
+    Template(
+        "yellow_mug_right_of_caddy",
+        "libero_90",
+        "STUDY_SCENE1_pick_up_the_yellow_and_white_mug_and_place_it_to_the_right_of_the_caddy",
+        "pick up the yellow and white mug and place it to the right of the caddy",
+        (Move("white_yellow_mug_1", "yellow and white mug", "study_table_desk_caddy_right_region", "caddy", "on",
+              "study_table_desk_caddy_right_region", says="to the right of"),),
+    ),
+    Template(
+        "orange_juice_in_basket",
+        "libero_object",
+        "pick_up_the_orange_juice_and_place_it_in_the_basket",
+        "pick up the orange juice and place it in the basket",
+        (_in_basket("orange_juice_1", "orange juice"),),
+    ),
+)
+
+
 def template(name: str) -> Template:
-    """A template of TEMPLATES or HELDOUT by name."""
-    for t in (*TEMPLATES, *HELDOUT):
+    """A template of TEMPLATES, HELDOUT or HELDOUT2 by name."""
+    known = (*TEMPLATES, *HELDOUT, *HELDOUT2)
+    for t in known:
         if t.name == name:
             return t
-    raise KeyError(f"unknown template {name!r}; known: {[t.name for t in (*TEMPLATES, *HELDOUT)]}")
+    raise KeyError(f"unknown template {name!r}; known: {[t.name for t in known]}")
