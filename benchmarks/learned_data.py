@@ -29,7 +29,10 @@ was skipped, and the generation's CPU and wall seconds. Sources:
   source `humanlike`;
 - `libero_heldout`, `humanlike_libero_heldout`: as `libero` and `humanlike_libero`, for libero_gt's
   HELDOUT templates; never in the default `--sources`, so no pretraining set holds them (the default
-  backend is chosen on them).
+  backend is chosen on them);
+- `libero_heldout2`, `humanlike_libero_heldout2`: the same for HELDOUT2 (a knob turned on, a
+  microwave door pushed shut, placing beside something), kept out like HELDOUT and scored once by
+  the lead (benchmarks/out/heldout2/PLAN.md).
 
 Each episode is bounded (`--episode-s` CPU seconds, and 10x that in wall seconds) and each source too (`--budget-s`, CPU
 seconds: the source stops at the first episode that starts past it, and says so). An episode that
@@ -66,7 +69,7 @@ HUMANLIKE_SEED0 = 1000  # humanlike seeds start here, apart from the scripted se
 # tasks and 6 are enough for its variety; the human-like LIBERO operator fails more often (83 of 150
 # kept), so it gets 10.
 SEEDS = 8
-SOURCE_SEEDS = {"humanlike": 6, "humanlike_libero": 10, "humanlike_libero_heldout": 10}
+SOURCE_SEEDS = {"humanlike": 6, "humanlike_libero": 10, "humanlike_libero_heldout": 10, "humanlike_libero_heldout2": 10}
 WALL_FACTOR = 10  # an episode's wall-clock bound, in multiples of its CPU bound (the machine is shared)
 
 
@@ -164,16 +167,16 @@ def aloha(seeds: int, humanlike: bool = False) -> Iterator[Attempt]:
     yield from (Attempt("aloha-transfer-cube", seed, lambda s=seed: make(s)) for seed in range(first, first + seeds * 3))
 
 
-def libero(seeds: int, humanlike: bool = False, heldout: bool = False) -> Iterator[Attempt]:
-    """Every libero_gt template (`heldout`: the HELDOUT ones instead); one scene per template, built
-    when its first episode starts.
+def libero(seeds: int, humanlike: bool = False, templates: str = "TEMPLATES") -> Iterator[Attempt]:
+    """Every libero_gt template of the tuple named `templates` (TEMPLATES, HELDOUT or HELDOUT2); one
+    scene per template, built when its first episode starts.
     `humanlike`: through humanlike_gt's operator, from LIBERO's initial states counted from the last
     (the scripted episodes take them from the first), labelled source `humanlike`."""
     from benchmarks.humanlike_gt.teleop import Operator
     from benchmarks.libero_gt.generate import FEATURE_NAMES
     from benchmarks.libero_gt.rollout import FPS, run
     from benchmarks.libero_gt.scene import Scene, init_states
-    from benchmarks.libero_gt.templates import HELDOUT, TEMPLATES
+    from benchmarks.libero_gt import templates as sets
 
     scenes: dict[str, Any] = {}
 
@@ -192,7 +195,7 @@ def libero(seeds: int, humanlike: bool = False, heldout: bool = False) -> Iterat
                         FEATURE_NAMES)]
 
     try:
-        for tmpl in HELDOUT if heldout else TEMPLATES:
+        for tmpl in getattr(sets, templates):
             yield from (Attempt(f"libero-{tmpl.name}", seed, lambda t=tmpl, s=seed: make(t, s)) for seed in range(seeds))
     finally:
         for scene in scenes.values():
@@ -209,8 +212,10 @@ SOURCES: dict[str, Callable[[int, str], Iterator[Attempt]]] = {
 # Named with --sources only, never by default: kept out of pretraining and of every choice made for
 # either backend, to choose the default backend on (issue 15).
 HELDOUT_SOURCES: dict[str, Callable[[int, str], Iterator[Attempt]]] = {
-    "libero_heldout": lambda seeds, _: libero(seeds, heldout=True),
-    "humanlike_libero_heldout": lambda seeds, _: libero(seeds, humanlike=True, heldout=True),
+    "libero_heldout": lambda seeds, _: libero(seeds, templates="HELDOUT"),
+    "humanlike_libero_heldout": lambda seeds, _: libero(seeds, humanlike=True, templates="HELDOUT"),
+    "libero_heldout2": lambda seeds, _: libero(seeds, templates="HELDOUT2"),
+    "humanlike_libero_heldout2": lambda seeds, _: libero(seeds, humanlike=True, templates="HELDOUT2"),
 }
 
 
