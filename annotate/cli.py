@@ -123,7 +123,7 @@ def run(
         # Answered (or about to be) at Batch price: `atom-annotate batch collect` proposes them.
         err_console.print(f"{todo.queued} episodes are waiting in a Batch API batch; leaving them to `batch collect`")
     if dry_run:
-        title = (f"atom-annotate run --dry-run: {backend} ({len(todo.skipped)} already done, "
+        title = (f"atom-annotate run --dry-run: {backend} ({len(todo.done)} already done, "
                  f"{len(todo.reviewed)} reviewed by a person)")
         console.print(estimate_table(title, estimate(engine, todo.todo), getattr(engine, "model", backend)))
         if todo.reviewed:
@@ -132,9 +132,8 @@ def run(
     # --max-cost reserves an estimate per episode in flight (the run's dearest episode once dearer).
     reserve = estimate(engine, todo.todo).usd_per_episode if max_cost is not None else 0.0
     try:
-        result = run_with_progress(err_console, backend, db, engine, todo.chosen, concurrency=concurrency,
-                                   overwrite=again, include_reviewed=include_reviewed, max_cost=max_cost,
-                                   estimate_usd=reserve)
+        result = run_with_progress(err_console, backend, db, engine, todo.chosen, split=todo, concurrency=concurrency,
+                                   max_cost=max_cost, estimate_usd=reserve)
     except KeyboardInterrupt:
         # Everything answered is stored or cached: the same command resumes without paying twice.
         raise fail("interrupted; run the same command again to resume", code=130) from None

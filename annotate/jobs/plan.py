@@ -1,7 +1,8 @@
 """Which episodes a command runs: the `--episodes` selection within `--shard`, less those waiting
 in a Batch API batch (`batch collect` proposes them at Batch price), less those this backend
 already proposed with these settings, less those that hold a person's work; the backend then checks
-what is left (`Backend.check_episodes`), so a refusal comes before any work, `--dry-run`'s too."""
+what is left (`Backend.check_episodes`), so a refusal comes before any work, `--dry-run`'s too.
+The run is given the plan (`arun(split=...)`), so a store's reviews are read and checked once."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 from atomvla.annotate.backends.base import Backend
 from atomvla.annotate.jobs.batch import open_episodes
-from atomvla.annotate.jobs.runner import Shard, job_id, pending
+from atomvla.annotate.jobs.runner import Pending, Shard, job_id, pending
 from atomvla.annotate.selection import select
 from atomvla.curate.errors import StoreError
 from atomvla.curate.store import Store
@@ -28,11 +29,10 @@ def choose(store: Store, episodes: str | None, shard: str | None) -> list[Episod
 
 
 @dataclass(frozen=True)
-class Plan:
-    chosen: list[EpisodeMeta]  # what the run is given (it skips what is done itself)
-    todo: list[EpisodeMeta]  # what it will propose
-    skipped: list[str]  # already proposed by this backend with these settings
-    reviewed: list[tuple[str, str]]  # (episode id, why): a person's work, left alone
+class Plan(Pending):
+    """`pending` of the chosen episodes not queued (`todo`, `done`, `reviewed`), and those episodes."""
+
+    chosen: list[EpisodeMeta]  # what the run is given, with this plan as its split
     queued: int  # left to `batch collect`
 
 
@@ -40,5 +40,4 @@ def plan(store: Store, engine: Backend, chosen: Sequence[EpisodeMeta], again: bo
     queued = open_episodes(store, job_id(engine))
     runnable = [m for m in chosen if m.episode_id not in queued]
     split = pending(store, engine, runnable, again, include_reviewed)
-    engine.check_episodes(split.todo)
-    return Plan(runnable, split.todo, split.done, split.reviewed, len(chosen) - len(runnable))
+    return Plan(split.todo, split.done, split.reviewed, runnable, len(chosen) - len(runnable))

@@ -87,7 +87,7 @@ def job_id(backend: Backend) -> str:
 
 @dataclass(frozen=True)
 class Pending:
-    """What a run proposes, and what it leaves and why."""
+    """What a run proposes, checked by the backend, and what it leaves and why."""
 
     todo: list[EpisodeMeta]
     done: list[str]  # this backend's latest revision has these settings
@@ -98,7 +98,8 @@ def pending(
     store: Store, backend: Backend, episodes: Sequence[EpisodeMeta], overwrite: bool, include_reviewed: bool = False
 ) -> Pending:
     """Split `episodes`: a person's work is left unless `include_reviewed`; what this backend
-    already proposed with these settings is left unless `overwrite` (each flag lifts one rule)."""
+    already proposed with these settings is left unless `overwrite` (each flag lifts one rule). The
+    backend then checks what is left (`Backend.check_episodes`), so a refusal comes before any work."""
     people = {} if include_reviewed else store.reviewed()
     latest = {} if overwrite else store.latest_all(author=backend.name)
     done = {
@@ -114,6 +115,7 @@ def pending(
             out.done.append(meta.episode_id)
         else:
             out.todo.append(meta)
+    backend.check_episodes(out.todo)
     return out
 
 
@@ -128,18 +130,21 @@ async def arun(
     max_cost: float | None = None,
     estimate_usd: float = 0.0,
     on_episode: Callable[[str, Outcome, Usage], None] | None = None,
+    split: Pending | None = None,
 ) -> RunResult:
     """Propose for every episode with at most `concurrency` at a time.
 
+    `split`: what `pending` returned for these `episodes`, `overwrite` and `include_reviewed` (the CLI's
+    plan computed it for its own use), run as it is; computed here when None.
     `max_cost`: no episode is started once the spend so far, plus a reservation for each episode in
     flight and for the next one, would pass it; a reservation is the larger of `estimate_usd` and
     the dearest episode so far. Episodes not started stay pending for a later run.
     """
-    plan = pending(store, backend, episodes, overwrite, include_reviewed)
-    backend.check_episodes(plan.todo)  # before the job row: a refusal leaves the store as it was
-    todo = plan.todo
-    result = RunResult(job_id(backend), skipped=plan.done, reviewed=plan.reviewed)
-    for episode_id in [*plan.done, *(e for e, _ in plan.reviewed)]:
+    if split is None:  # before the job row: a refusal leaves the store as it was
+        split = pending(store, backend, episodes, overwrite, include_reviewed)
+    todo = split.todo
+    result = RunResult(job_id(backend), skipped=split.done, reviewed=split.reviewed)
+    for episode_id in [*split.done, *(e for e, _ in split.reviewed)]:
         if on_episode is not None:
             on_episode(episode_id, "skipped", Usage())
     store_tables.start_job(store, result.job_id, backend.name, backend.config.model_dump(mode="json"), [m.episode_id for m in todo])

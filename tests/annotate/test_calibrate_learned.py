@@ -1,6 +1,7 @@
 """`atom-annotate calibrate --backend learned`: the network fine-tuned on accepted episodes, saved
 with its weights in the profile, and `run --profile` proposing with them."""
 
+import asyncio
 import json
 import shutil
 from dataclasses import replace
@@ -10,7 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from atomvla.annotate import store_tables as annotate_tables
+from atomvla.annotate.backends.base import SetupError
 from atomvla.annotate.cli import app
+from atomvla.annotate.jobs.runner import arun
 from atomvla.annotate.learned import learned_backend, load_pretrained
 from atomvla.annotate.learned.features import robot_layout
 from atomvla.annotate.learned.model import LearnedModel
@@ -122,31 +125,53 @@ def _other_robot(tmp_path: Path) -> Path:
     return other
 
 
-def test_a_profile_of_another_robot_stops_run_once_before_any_work(store, tmp_path):
+def _team_profile_with_another_robot(store: Path, tmp_path: Path) -> Store:
+    """The store with `_other_robot`'s episodes too, and profile "team" as calibrate saves it for the
+    fixture's robot (the packaged weights stand in for fine-tuned ones: what a run checks is the robot
+    layout in their metadata)."""
     assert invoke("import", _other_robot(tmp_path), "--store", store, command=curate_app).exit_code == 0
     db = Store(store)
-    ours = db.episodes(DATASET.name)
-    # profile "team" as calibrate saves it for the fixture's robot (the packaged weights stand in for
-    # fine-tuned ones: what a run checks is the robot layout in their metadata)
     base = load_pretrained()
-    model = replace(base, info=replace(base.info, robot_layout=robot_layout(ours[0])))
+    model = replace(base, info=replace(base.info, robot_layout=robot_layout(db.episodes(DATASET.name)[0])))
     save_profile(db, learned_backend(model), "team", {"n_examples": 2}, "ann", weights=model.to_bytes())
     assert model.info.robot_layout == "observation.state[hand_x,hand_y,hand_z,gripper] action[dx,dy,dz,grip]"
+    return db
 
+
+OTHER_ROBOT_REFUSED = (
+    "profile 'team' weights: fine-tuned on observation.state[hand_x,hand_y,hand_z,gripper] action[dx,dy,dz,grip]; "
+    "11 of the 22 episodes to propose have observation.state[ee_x,ee_y,ee_z,gripper] action[x,y,z,gripper] "
+    "(other_robot/0, other_robot/1, other_robot/2, ... (8 more))")
+
+
+def _nothing_done(db: Store) -> None:
+    assert db.latest_all() == {}
+    assert db.connection().execute("SELECT count(*) FROM jobs").fetchone()[0] == 0  # no job row either
+
+
+def test_a_profile_of_another_robot_stops_run_once_before_any_work(store, tmp_path):
+    db = _team_profile_with_another_robot(store, tmp_path)
+    ours = db.episodes(DATASET.name)
     for extra in ([], ["--dry-run"]):
         result = invoke("run", "--store", store, "--backend", "learned", "--profile", "team", *extra)
         assert result.exit_code == 2, result.output
         assert result.output.strip().splitlines() == [result.output.strip()]  # one line, not one per episode
-        assert ("profile 'team' weights: fine-tuned on observation.state[hand_x,hand_y,hand_z,gripper] action[dx,dy,dz,grip]; "
-                "11 of the 22 episodes to propose have observation.state[ee_x,ee_y,ee_z,gripper] action[x,y,z,gripper] "
-                "(other_robot/0, other_robot/1, other_robot/2, ... (8 more))") in result.output
-    assert db.latest_all() == {}
-    assert db.connection().execute("SELECT count(*) FROM jobs").fetchone()[0] == 0  # no job row either
+        assert OTHER_ROBOT_REFUSED in result.output
+    _nothing_done(db)
     # its own robot's episodes are proposed
     result = invoke("run", "--store", store, "--backend", "learned", "--profile", "team",
                     "--episodes", ",".join(m.episode_id for m in ours))
     assert result.exit_code == 0, result.output
     assert set(db.latest_all(author="learned")) == {m.episode_id for m in ours}
+
+
+def test_the_runner_given_no_plan_refuses_another_robot_before_any_work(store, tmp_path):
+    """`arun` as an API caller uses it (no `split` from the CLI's plan): it splits and checks itself."""
+    db = _team_profile_with_another_robot(store, tmp_path)
+    with pytest.raises(SetupError) as refused:
+        asyncio.run(arun(db, backend_from_profile(db, "learned", "team"), db.episodes()))
+    assert OTHER_ROBOT_REFUSED in str(refused.value)
+    _nothing_done(db)
 
 
 @pytest.mark.slow  # one fine-tune on 60-70 s episodes (~15 s on a busy 2-core machine)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from atomvla.annotate.backends.base import Backend
 from atomvla.curate.cli import app as curate_app
 from atomvla.curate.store import Store
 from atomvla.schemas import Status
@@ -133,6 +134,27 @@ def test_a_mix_is_counted_right_by_the_run_and_its_dry_run(store):
     for i in (6, 7):
         latest = db.latest(ep(i))
         assert (latest.author, latest.status) == ("heuristic", Status.proposed)
+
+
+def test_a_run_reads_the_reviews_and_checks_the_episodes_once(store, monkeypatch):
+    """The plan `run` prints from is the one it runs: `Store.reviewed` (every latest revision parsed)
+    and the backend's check happen once, for --dry-run and for a run that proposes."""
+    db = Store(store)
+    review(db, 0, Status.accepted, "ann")
+    calls = {"reviewed": 0, "check_episodes": 0}
+    for owner, name in ((Store, "reviewed"), (Backend, "check_episodes")):
+        def counted(*args, _real=getattr(owner, name), _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(owner, name, counted)
+    for extra in (["--dry-run"], []):
+        calls.update(reviewed=0, check_episodes=0)
+        result = invoke("run", "--store", store, "gripper_dim=3", *extra)  # new settings: all but ep 0 to propose
+        assert result.exit_code == 0, result.output
+        assert calls == {"reviewed": 1, "check_episodes": 1}
+    assert summary(result.output)["proposed"] == str(N_EPISODES - 1)
+    assert summary(result.output)["skipped (reviewed by a person)"] == "1"
+    assert db.latest(ep(0)).author == "ann"
 
 
 def test_run_help_says_what_include_reviewed_does_and_that_again_does_not():
