@@ -178,8 +178,8 @@ class ReviewApp:
                 f"--store {self.store.path}`), then propose subtasks (`atom-annotate run --store {self.store.path}`).")
 
     def header(self, review: Review) -> str:
-        if review.edit is None:
-            return "### No episode open"
+        if review.edit is None:  # what to do instead goes where the page is read first
+            return f"### No episode open\n{self.nothing_to_review()}"
         meta = self.store.episode(review.episode_id)
         latest = self.store.latest(review.episode_id)
         rev = (f"revision {latest.revision} · {latest.status.value.replace('_', ' ')} · by {latest.author}"
@@ -399,8 +399,8 @@ def build(store: Store, learn: bool = True, roles: Mapping[str, str] | None = No
         # of the page; the queue table is left alone (opening changes no status, and redrawing the
         # table costs the browser more than the whole episode).
         def opened(r: Review, episode_id: str | None, note: str = ""):
-            if episode_id is None:
-                r.note = app.nothing_to_review()
+            if episode_id is None:  # with none open, the header says it
+                r.note = "" if r.edit is None else app.nothing_to_review()
                 return r, ""
             data, restored = app.open(r, episode_id)
             r.note = " ".join(x for x in (note, restored) if x)

@@ -1,6 +1,7 @@
 """atom-review at the window sizes annotators use, in real headless Chromium: the queue shows every
-column without horizontal scrolling and nothing in it is cut off, the filters show their whole value,
-and the page never scrolls sideways. Measured with the browser's boxes, not pixel snapshots."""
+column without horizontal scrolling and nothing in it is cut off, timeline labels are readable, the
+filters show their whole value, and the page never scrolls sideways. Measured with the browser's
+boxes and computed styles, not pixel snapshots."""
 
 from __future__ import annotations
 
@@ -102,6 +103,14 @@ def test_queue_and_editor_fit_the_window(server, browser, width, height):
     texts = " ".join(c["text"] for c in cells)
     assert all(s in texts for s in SHOWN), texts[:500]  # every status has a row on the page
     assert "12 accepts" in texts  # a learned re-proposal says so
+
+    # Timeline labels: white on their skill's colour (the page's prose styles once made them dark),
+    # and one longer than its segment ends in an ellipsis instead of being cut mid-word.
+    labels = page.eval_on_selector_all(
+        "#atom-timeline .atom-tl-main .atom-seg span",
+        "els => els.map(e => [getComputedStyle(e).color, e.scrollWidth > e.clientWidth, getComputedStyle(e).textOverflow])")
+    assert labels and {c for c, _, _ in labels} == {"rgb(255, 255, 255)"}, labels
+    assert all(how == "ellipsis" for _, long, how in labels if long), labels
 
     # The status filter shows its whole value; the page never needs scrolling sideways.
     assert page.eval_on_selector("#atom-f-status input", "e => e.scrollWidth <= e.clientWidth")
