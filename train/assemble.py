@@ -23,8 +23,9 @@ def make_processor(config: SFTConfig, tokenizer, skills: tuple[str, ...]) -> VLA
     """Qwen-VL's hand-built image path, or another image-text-to-text model's own processor."""
     if not is_qwen_vl(config.backbone):
         hf = load_hf_processor(config.backbone)
-        return HFVLAProcessor(tokenizer, hf.image_processor, config.data.prompt, skills, hf)
-    return VLAProcessor(tokenizer, image_processor(config.backbone, config.data.image_size), config.data.prompt, skills)
+        return HFVLAProcessor(tokenizer, hf.image_processor, config.data.prompt, skills, config.head.moe, hf)
+    return VLAProcessor(tokenizer, image_processor(config.backbone, config.data.image_size), config.data.prompt, skills,
+                        config.head.moe)
 
 
 def make_model(config: SFTConfig, tokenizer, stats: Stats, skills: tuple[str, ...]) -> VLA:

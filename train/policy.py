@@ -48,10 +48,6 @@ class Policy:
         self.redecide_every = trained.config.redecide_every
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self._skill_less: set[str] = set()  # generated subtasks already warned about (once each, not per chunk)
-        # What a generated subtask naming no skill changes: the MoE head's routing; a plain head reads no skill.
-        self._no_skill_effect = ("the shared expert acts" if trained.config.head.moe else
-                                 "the reported skill is None (this head has no skill experts: a skill would not "
-                                 "change the actions)")
         # As in training: bf16 autocast over fp32 weights on a GPU when the config trains in bf16.
         self._bf16 = self.device.type == "cuda" and trained.config.train.mixed_precision == "bf16"
         self.reset()
@@ -94,7 +90,8 @@ class Policy:
         skill, instruction = parse_subtask_text(self.processor.tokenizer.decode(subtask_ids, skip_special_tokens=True))
         if skill is None and instruction not in self._skill_less:
             self._skill_less.add(instruction)
-            log.warning("generated subtask %r names no skill: %s", instruction, self._no_skill_effect)
+            log.warning("generated subtask %r names no skill (the reported skill is None): %s", instruction,
+                        self.processor.no_skill_effect)
         return skill, instruction
 
     @torch.no_grad()

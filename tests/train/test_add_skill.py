@@ -87,7 +87,7 @@ def test_an_unknown_or_unnamed_skill_is_logged_and_goes_to_the_shared_expert(run
     proc = trained.processor
     with caplog.at_level(logging.WARNING):
         assert proc.skill_id("turn") == SHARED
-    assert "skill 'turn' has no expert" in caplog.text
+    assert "skill 'turn' has no expert (skills: reach, open, press): the shared expert acts" in caplog.text
     layer = next(m for m in trained.model.modules() if isinstance(m, SkillMoE))
     x = torch.randn(2, 5, layer.shared[0].in_features)
     with torch.no_grad():
@@ -97,4 +97,4 @@ def test_an_unknown_or_unnamed_skill_is_logged_and_goes_to_the_shared_expert(run
     policy = Policy(trained)
     with caplog.at_level(logging.WARNING):
         assert policy.decode(proc.tokenizer.encode("wiggle it", add_special_tokens=False)) == (None, "wiggle it")
-    assert "generated subtask 'wiggle it' names no skill: the shared expert acts" in caplog.text
+    assert "generated subtask 'wiggle it' names no skill (the reported skill is None): the shared expert acts" in caplog.text

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from atomvla.schemas import SKILLS
 from atomvla.train.config import get_config
 from atomvla.train.data.episodes import open_dataset
 from atomvla.train.data.samples import ChunkDataset
@@ -71,22 +72,27 @@ def test_the_generation_pass_leaves_the_context_a_second_forward_would_compute(r
     np.testing.assert_allclose(reused_chunk, policy.predict_actions(samples, ids, [None] * 3), atol=1e-4)
 
 
-def test_a_subtask_naming_no_skill_is_logged_without_an_expert_when_the_head_has_none(run, export_dir, caplog):
+def test_a_head_without_experts_never_mentions_them_in_its_warnings(run, export_dir, caplog):
     policy = load_policy(run)
     assert not policy.trained.config.head.moe
-    with caplog.at_level(logging.WARNING):
-        ids = policy.processor.tokenizer.encode("wiggle it", add_special_tokens=False)
-        assert policy.decode(ids) == (None, "wiggle it")
-    assert ("generated subtask 'wiggle it' names no skill: the reported skill is None (this head has no skill "
-            "experts: a skill would not change the actions)") in caplog.text
-    assert "expert acts" not in caplog.text
-    # What the message claims: with the same noise, naming a skill or none gives the same chunk.
+    lacked = next(s for s in SKILLS if s not in policy.trained.skills)
+    ids = policy.processor.tokenizer.encode("wiggle it", add_special_tokens=False)
     samples = [policy.observation_sample(_observation(policy, export_dir))]
     chunks = []
-    for skill in (None, policy.trained.skills[0]):
-        policy.generator.manual_seed(1)
-        chunks.append(policy.predict_actions(samples, [ids], [skill]))
-    np.testing.assert_array_equal(*chunks)
+    with caplog.at_level(logging.WARNING):
+        assert policy.decode(ids) == (None, "wiggle it")
+        # What the messages claim: with the same noise, naming no skill, a known one or one the training
+        # data lacked gives the same chunk.
+        for skill in (None, policy.trained.skills[0], lacked):
+            policy.generator.manual_seed(1)
+            chunks.append(policy.predict_actions(samples, [ids], [skill]))
+    effect = "this head reads no skill, so the actions do not depend on it"
+    assert f"generated subtask 'wiggle it' names no skill (the reported skill is None): {effect}" in caplog.text
+    assert (f"skill {lacked!r} was not in the training data (skills: {', '.join(policy.trained.skills)}): {effect}"
+            in caplog.text)
+    assert "expert" not in caplog.text
+    np.testing.assert_array_equal(chunks[0], chunks[1])
+    np.testing.assert_array_equal(chunks[0], chunks[2])
 
 
 def test_eval_scores_held_out_episodes(run, store_file, tmp_path):

@@ -44,7 +44,8 @@ class VLAProcessor:
     tokenizer: Any
     image_processor: Any
     prompt: str  # template with `{task}` and, last, `{subtask}`
-    skills: tuple[str, ...]  # skill id = position here (the MoE head's experts)
+    skills: tuple[str, ...]  # skill id = position here (the training data's skills; the MoE head's experts)
+    moe: bool  # the action head routes skills to experts (`head.moe`); a plain head reads no skill
 
     def __post_init__(self):
         before, sep, after = self.prompt.partition("{subtask}")
@@ -61,13 +62,20 @@ class VLAProcessor:
         self.end = ids("<|im_end|>")
         self.pad = self.tokenizer.pad_token_id
 
+    @property
+    def no_skill_effect(self) -> str:
+        """What a skill outside `skills`, or none, means for this head's actions: one wording, which the
+        policy's warning about a generated subtask naming no skill says too."""
+        return "the shared expert acts" if self.moe else "this head reads no skill, so the actions do not depend on it"
+
     def skill_id(self, skill: str | None) -> int:
-        """Position of `skill` among the head's skills; `SHARED` (the shared expert alone) for none or an
-        unknown one, e.g. a generated subtask naming no skill the head has an expert for."""
+        """Position of `skill` among `skills`; `SHARED` for none or an unknown one (e.g. a generated
+        subtask naming a skill the training data lacked): the MoE head's shared expert acts alone."""
         if skill in self.skills:
             return self.skills.index(skill)
         if skill is not None:  # None: no skill named (the policy logs unparseable subtasks itself)
-            log.warning("skill %r has no expert (skills: %s): the shared expert acts", skill, ", ".join(self.skills))
+            lacks = "has no expert" if self.moe else "was not in the training data"
+            log.warning("skill %r %s (skills: %s): %s", skill, lacks, ", ".join(self.skills), self.no_skill_effect)
         return SHARED
 
     def images(self, images: np.ndarray) -> tuple[Tensor, Tensor]:
