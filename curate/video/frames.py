@@ -143,13 +143,13 @@ class HDF5Frames(EpisodeFrames):
     def _read(self, indices: np.ndarray) -> np.ndarray:
         # h5py reads only increasing, distinct indices.
         unique, inverse = np.unique(indices, return_inverse=True)
-        return self._oriented(unique)[inverse]
+        return self._read_upright(unique)[inverse]
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for start in range(0, self.n_frames, HDF5_ITER_CHUNK):
-            yield from self._oriented(slice(start, min(start + HDF5_ITER_CHUNK, self.n_frames)))
+            yield from self._read_upright(slice(start, min(start + HDF5_ITER_CHUNK, self.n_frames)))
 
-    def _oriented(self, selection: np.ndarray | slice) -> np.ndarray:
+    def _read_upright(self, selection: np.ndarray | slice) -> np.ndarray:
         """(k, H, W, 3) frames of `selection`, the right way up; a damaged chunk names file, episode and dataset."""
         try:
             frames = self._dataset[selection]
