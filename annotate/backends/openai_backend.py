@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+from contextvars import ContextVar
 from typing import Literal
 
 import httpx2
@@ -35,9 +36,13 @@ from atomvla.annotate.vlm import (
     sample_indices,
 )
 from atomvla.curate.episode import Episode
-from atomvla.schemas import Subtask, check_subtasks
+from atomvla.schemas import Decomposition, Status, Subtask, check_subtasks
 
 log = logging.getLogger(__name__)
+
+# The cache keys of the answers one episode's decomposition used (set per `apropose`; the tasks it
+# gathers share the list).
+_ASKED: ContextVar[list[str] | None] = ContextVar("asked", default=None)
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -169,6 +174,8 @@ class OpenAIBackend(VLMBackend):
         """The answer text to one request: from the cache when this exact request was answered."""
         payload = self.body(messages, schema)
         key = self.cache_key(payload)
+        if (asked := _ASKED.get()) is not None:
+            asked.append(key)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return hit["text"], Usage(
                 cached=1,
@@ -200,6 +207,20 @@ class OpenAIBackend(VLMBackend):
 
     async def agenerate(self, messages: list[Message], frames: np.ndarray) -> tuple[str, Usage]:
         return await self.complete(messages, response_format())
+
+    async def apropose(self, episode: Episode) -> tuple[Decomposition, Usage]:
+        """As every VLM backend; a `failed` decomposition's answers leave the response cache, so that
+        asking again (`--again`) asks the model instead of replaying the same invalid answers."""
+        asked: list[str] = []
+        token = _ASKED.set(asked)
+        try:
+            dec, usage = await super().apropose(episode)
+        finally:
+            _ASKED.reset(token)
+        if dec.status is Status.failed and self.cache is not None:
+            for key in asked:
+                self.cache.drop(key)
+        return dec, usage
 
     async def refine(self, episode: Episode, subtasks: list[Subtask]) -> tuple[list[Subtask], Usage]:
         """Coarse-to-fine: each boundary re-asked with dense frames around it, all at once.

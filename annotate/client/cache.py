@@ -4,6 +4,7 @@ The key hashes the prompt version and the whole request body, the model and sett
 with each frame named by a digest of its pixels and how it was encoded rather than by its JPEG
 bytes: the same frames asked the same way find the same answer, whichever JPEG encoder build made
 the bytes. An entry holds the answer text, its token counts and what it cost, never a credential.
+The answers of a decomposition that failed are dropped (by the backend), so asking again asks anew.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ class ResponseCache:
         with os.fdopen(fd, "w") as f:
             json.dump(entry, f)
         os.replace(tmp, path)
+
+    def drop(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
     def __len__(self) -> int:
         return sum(1 for _ in self.root.glob("*/*.json")) if self.root.exists() else 0

@@ -146,6 +146,18 @@ def test_an_exhausted_quota_is_not_retried(tmp_path, metas, key):
     assert "exceeded your current quota" in annotate_tables.job_errors(store, result.job_id)[metas[0].episode_id]
 
 
+def test_a_failed_answer_is_asked_again_by_again_not_replayed_from_the_cache(tmp_path, metas, key):
+    path = tmp_path / "store.sqlite"
+    args = ["run", "--store", path, "--backend", "openai", "--episodes", "0"]
+    with FakeOpenAI() as server:
+        server.plans = {marker(0): ["nonjson", "nonjson", "ok"]}
+        args += [f"base_url={server.url}"]
+        assert invoke(*args).exit_code == 1  # the answer and its repair were not JSON: failed
+        assert invoke(*args, "--again").exit_code == 0
+        assert [r.behaviour for r in server.chat_requests(marker(0))] == ["nonjson", "nonjson", "ok"]
+    assert [d.status for d in Store(path).history(metas[0].episode_id)] == [Status.failed, Status.proposed]
+
+
 def test_a_rerun_asks_nothing_already_answered(tmp_path, metas, key):
     path = tmp_path / "store.sqlite"
     args = ["run", "--store", path, "--backend", "openai", "--concurrency", "4"]
