@@ -58,7 +58,7 @@ def export_project(
     rates = sorted({m.fps for m in episodes})
     if len(rates) > 1:
         raise LabelStudioError(f"the episodes have several frame rates ({', '.join(f'{r:g}' for r in rates)}); "
-                               "a project plays one: select one dataset with --dataset")
+                               "a project plays one: select one dataset with --dataset-name")
     if not media_root.is_dir():
         raise LabelStudioError(f"{media_root}: media root is not a folder (it must be the server's LOCAL_FILES_DOCUMENT_ROOT)")
     if server.project_id(title) is not None:
