@@ -307,21 +307,21 @@ def _stove_on(stove: str = "flat_stove_1") -> TurnOn:
 # has looked at its features, and the lead scores it once, at the end of a session. Its kinds of
 # motion are new to TEMPLATES and HELDOUT: twisting a stove's knob on (before or after a
 # pick-and-place), pushing a hinged microwave door shut along its arc, placing beside something (a
-# table region: to the left of the plate, in front of the mug, to the right of the caddy), a bowl as
-# the receptacle, a three-step task (5 subtasks); LIBERO-90's study, and LIBERO-Object's
-# floor scene with an object no template moves (orange juice). LIBERO-Goal's scene is the one
-# TEMPLATES' two LIBERO-Goal templates use (every LIBERO-Goal problem shares it). Scripted motion,
-# seeds 0-2: every template 3/3 but the two mugs, 1/3 each: the rim grasp pinches the wall on the
-# robot's right, where these mugs' handles point (KITCHEN_SCENE6's yellow and white mug: not lifted),
-# or the mug misses the caddy's small region (STUDY_SCENE1). Not here because the scripted motion
-# fails: pushing LIBERO-Goal's plate to the front of the stove (the closed fingers slide over its
-# 1 cm rim from inside, and its far side is out of the arm's reach at table height), turning a knob
-# off (KITCHEN_SCENE8, the only scene with the stove on, has nothing else the script can move: moka
-# pots), opening a drawer or the microwave (no hook or side grasp), the red and the white mug to the
-# right of STUDY_SCENE3's caddy (0/3: the grasp lands on the handle, or the mug misses the region),
-# a second object into LIBERO-Object's basket after the orange juice (ketchup, chocolate pudding:
-# 0/3, not inside the basket's region), and the bowl carried to the plate with the cream cheese in
-# it (0/2: the rim grasp does not lift it).
+# table region: to the left of the plate, in front of the mug), a bowl as the receptacle, a
+# three-step task (5 subtasks); LIBERO-Object's floor scene with an object no template moves (orange
+# juice). LIBERO-Goal's scene is the one TEMPLATES' two LIBERO-Goal templates use (every LIBERO-Goal
+# problem shares it). Scripted motion, LIBERO's initial states 0-5: 6/6 each but the microwave's,
+# 1/6: the rim grasp pinches the mug's wall on the robot's right, where this mug's handle points
+# (not lifted), or the mug misses its small region. Not here because the scripted motion fails:
+# pushing LIBERO-Goal's plate to the front of the stove (the closed fingers slide over its 1 cm rim
+# from inside, and its far side is out of the arm's reach at table height), turning a knob off
+# (KITCHEN_SCENE8, the only scene with the stove on, has nothing else the script can move: moka
+# pots), opening a drawer or the microwave (no hook or side grasp), a mug to the right of the study's
+# caddy (STUDY_SCENE1's yellow and white mug 1/3 then 0/6, outside the small region; STUDY_SCENE3's
+# red and white mugs 0/3: the grasp lands on the handle, or the mug misses the region), a second
+# object into LIBERO-Object's basket after the orange juice (ketchup, chocolate pudding: 0/3, not
+# inside the basket's region), and the bowl carried to the plate with the cream cheese in it (0/2:
+# the rim grasp does not lift it).
 HELDOUT2: tuple[Template, ...] = (
     Template(
         "stove_on_and_cheese_in_bowl",
@@ -369,14 +369,6 @@ HELDOUT2: tuple[Template, ...] = (
         (Move("chocolate_pudding_1", "chocolate pudding", "living_room_table_plate_left_region", "plate", "on",
               "living_room_table_plate_left_region", says="to the left of"),
          _on_plate("porcelain_mug_1", "white mug", "plate_1", "plate")),
-    ),
-    Template(
-        "yellow_mug_right_of_caddy",
-        "libero_90",
-        "STUDY_SCENE1_pick_up_the_yellow_and_white_mug_and_place_it_to_the_right_of_the_caddy",
-        "pick up the yellow and white mug and place it to the right of the caddy",
-        (Move("white_yellow_mug_1", "yellow and white mug", "study_table_desk_caddy_right_region", "caddy", "on",
-              "study_table_desk_caddy_right_region", says="to the right of"),),
     ),
     Template(
         "orange_juice_in_basket",
