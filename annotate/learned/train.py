@@ -50,7 +50,6 @@ class TrainConfig:
     # network also learns the cues that decide where the events are wrong
     drop_events: float = 0.0
     balance_tasks: bool = False  # draw every task equally often (default: every episode; tasks differ in episode count)
-    sigma: float = TARGET_SIGMA  # grid frames: the width of the boundary targets' bumps
     seed: int = 0
 
 
@@ -58,12 +57,12 @@ class TrainConfig:
 FINE_TUNE = TrainConfig(steps=120, batch=8, lr=1e-3, crop=160)
 
 
-def _heat(boundaries: Sequence[int], length: int, sigma: float = TARGET_SIGMA) -> Float[np.ndarray, " t"]:
-    """The boundary target per grid frame: Gaussian bumps of width `sigma` at the boundaries."""
+def _heat(boundaries: Sequence[int], length: int) -> Float[np.ndarray, " t"]:
+    """The boundary target per grid frame: Gaussian bumps at the boundaries."""
     t = np.arange(length)
     heat = np.zeros(length, dtype=np.float32)
     for b in boundaries:
-        heat = np.maximum(heat, np.exp(-0.5 * ((t - b) / sigma) ** 2).astype(np.float32))
+        heat = np.maximum(heat, np.exp(-0.5 * ((t - b) / TARGET_SIGMA) ** 2).astype(np.float32))
     return heat
 
 
@@ -84,7 +83,7 @@ def _moved(sample: Sample, length: int) -> list[int]:
     return [round(b * (length - 1) / (n - 1)) for b in sample.boundaries]
 
 
-def _stretched(sample: Sample, factor: float, sigma: float = TARGET_SIGMA) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _stretched(sample: Sample, factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """x, heat, skills of `sample` resampled to `factor` times as many grid frames (linear for x,
     nearest for skills; the targets' bumps redrawn at the moved boundaries, same width)."""
     x = sample.features.x
@@ -93,7 +92,7 @@ def _stretched(sample: Sample, factor: float, sigma: float = TARGET_SIGMA) -> tu
     lo = np.floor(at).astype(int)
     hi = np.minimum(lo + 1, len(x) - 1)
     frac = (at - lo)[:, None].astype(np.float32)
-    return x[lo] * (1 - frac) + x[hi] * frac, _heat(_moved(sample, t), t, sigma), sample.skills[np.rint(at).astype(int)]
+    return x[lo] * (1 - frac) + x[hi] * frac, _heat(_moved(sample, t), t), sample.skills[np.rint(at).astype(int)]
 
 
 @dataclass(frozen=True)
@@ -111,11 +110,11 @@ def _batch(samples: Sequence[Sample], rng: np.random.Generator, config: TrainCon
     parts = []
     for s in samples:
         if config.stretch > 0:
-            x, heat, skills = _stretched(s, float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(config.stretch))), config.sigma)
+            x, heat, skills = _stretched(s, float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(config.stretch))))
             offset = _offsets(_moved(s, len(x)), len(x))
         else:
             x, skills = s.features.x, s.skills
-            heat, offset = _heat(s.boundaries, len(x), config.sigma), _offsets(s.boundaries, len(x))
+            heat, offset = _heat(s.boundaries, len(x)), _offsets(s.boundaries, len(x))
         if config.crop and len(x) > config.crop:
             window = slice(a := int(rng.integers(0, len(x) - config.crop + 1)), a + config.crop)
             x, heat, offset, skills = x[window], heat[window], offset[window], skills[window]

@@ -1,5 +1,5 @@
 """Pretraining options of the boundary network (train.TrainConfig): what dropping the heuristic's
-event channels, drawing tasks equally and wider targets do to what the network is trained on."""
+event channels and drawing tasks equally do to what the network is trained on."""
 
 from dataclasses import replace
 
@@ -9,7 +9,7 @@ from test_learned import TINY, episode
 
 from atomvla.annotate.learned.data import features_for, make_sample
 from atomvla.annotate.learned.features import EVENT_CHANNELS
-from atomvla.annotate.learned.train import TrainConfig, _batch, _heat, _task_weights
+from atomvla.annotate.learned.train import TrainConfig, _batch, _task_weights
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +41,3 @@ def test_balanced_draws_give_every_source_task_the_same_share_whatever_its_episo
     mixed = [replace(samples[0], task="a", source="scripted")] * 3 + [replace(samples[0], task="a", source="human")]
     np.testing.assert_allclose(_task_weights(mixed), [1 / 6, 1 / 6, 1 / 6, 1 / 2])
 
-
-def test_the_targets_bumps_have_the_configured_width():
-    narrow, wide = _heat([10], 30), _heat([10], 30, sigma=2.0)
-    assert narrow[10] == wide[10] == 1.0
-    assert narrow[11] == pytest.approx(np.exp(-0.5)) and wide[12] == pytest.approx(np.exp(-0.5))
-    assert wide[11] > narrow[11]
