@@ -149,7 +149,7 @@ def _learned_report(examples: Sequence[Example], tolerance: int, on_step: Callab
     from atomvla.annotate.backends.learned import LearnedBackend
     from atomvla.annotate.learned import fine_tune, learned_backend
     from atomvla.annotate.learned.features import GRID_FPS
-    from atomvla.annotate.learned.train import MAX_EXEMPLAR_FRAMES, MAX_EXEMPLARS, PRIOR_REACH
+    from atomvla.annotate.learned.train import KEEP_REACH, KEPT_START, MAX_EXEMPLAR_FRAMES, MAX_EXEMPLARS, PRIOR_REACH
 
     start = LearnedBackend()
     start.prepare()  # missing or damaged packaged weights: one line, before any work
@@ -174,7 +174,9 @@ def _learned_report(examples: Sequence[Example], tolerance: int, on_step: Callab
     tick()
     total = lambda row: sum(row, BoundaryMatch(0, 0, 0, ())).f1  # noqa: E731
     info = model.info
-    changed = {"weights": f"fine-tuned on {len(examples)} episodes",
+    changed = {"weights": (f"pretrained, kept: it proposes every boundary of the {len(examples)} episodes within "
+                           f"{KEEP_REACH / GRID_FPS:g} s, so fine-tuning would only fit their particulars"
+                           if KEPT_START in info.extra else f"fine-tuned on {len(examples)} episodes"),
                "subtask count": f"plan{info.plan_offset:+d}" if info.count_from_plan else "the model's own"}
     if info.boundary_shift:  # a timing convention the network still missed after fitting
         changed["boundary shift (grid frames)"] = ", ".join(f"{s:+.1f}" for s in info.boundary_shift)

@@ -26,7 +26,7 @@ from atomvla.annotate.instructions import plan
 from atomvla.annotate.learned.align import Exemplar, exemplar, leave_one_out
 from atomvla.annotate.learned.data import Sample, features_for, make_sample
 from atomvla.annotate.learned.features import EVENT_CHANNELS, HEURISTIC_CHANNEL, robot_layout
-from atomvla.annotate.learned.decode import best_boundaries, boundary_errors
+from atomvla.annotate.learned.decode import best_boundaries, boundary_errors, priors
 from atomvla.annotate.learned.model import N_SKILLS, TARGET_SIGMA, LearnedModel, ModelSpec
 from atomvla.curate.episode import Episode
 from atomvla.schemas import MAX_SUBTASKS, MIN_SUBTASKS, Subtask, check_subtasks
@@ -247,14 +247,23 @@ def prior_evidence(start: LearnedModel, samples: Sequence[Sample], network: floa
     return heuristic.f1, network
 
 
-def network_f1(start: LearnedModel, samples: Sequence[Sample]) -> float:
-    """The starting network's boundary F1 on samples (its best frames, as many as each sample has,
-    without any prior), a pair matching within PRIOR_REACH grid frames."""
+def network_f1(start: LearnedModel, samples: Sequence[Sample], reach: int = PRIOR_REACH, with_priors: bool = False) -> float:
+    """The starting model's boundary F1 on samples (its best frames, as many as each sample has; the
+    network alone, or with the priors it decodes with), a pair matching within `reach` grid frames."""
     network = BoundaryMatch(0, 0, 0, ())
     for s in samples:
         prob = start.predict(torch.from_numpy(s.features.x))[0].numpy().astype(np.float64)
-        network += match_boundaries(best_boundaries(prob, len(s.boundaries) + 1, 2), s.boundaries, PRIOR_REACH)
+        prior = priors(start, s.features, s.instruction) if with_priors else None
+        network += match_boundaries(best_boundaries(prob if prior is None else prob + prior, len(s.boundaries) + 1, 2),
+                                    s.boundaries, reach)
     return network.f1
+
+
+# A team whose accepted boundaries the starting model already proposes, each within this many grid
+# frames (50 ms), keeps the starting network: 120 steps on a few episodes would fit their
+# particulars and lose what pretraining got right (figures in README, "The learned backend").
+KEEP_REACH = 1
+KEPT_START = "kept_pretrained"  # info.extra's key for that decision (calibrate reports it)
 
 
 def kept_prior(weight: float, evidence: tuple[float, float] | None) -> float:
@@ -335,17 +344,23 @@ def fine_tune_samples(
     (at most MAX_EXEMPLARS, see align.py), and their alignment prior is decoded with where they
     find each other's boundaries as well as the starting network finds them, at a higher weight
     where they find all of them and the network does not (`kept_alignment`; the leave-one-out F1
-    and the network's go in `info.extra`)."""
+    and the network's go in `info.extra`). Where the starting model, with its priors, already puts
+    every accepted boundary within KEEP_REACH, its network is kept unfitted, with its heuristic
+    prior (info.extra[KEPT_START] says so), and only the exemplars are added."""
     network = network_f1(base, samples)
     evidence = prior_evidence(base, samples, network)
     exemplars = exemplars_of(samples, base.spec.channels)
     aligned = alignment_evidence(exemplars, network)
-    extra = {**base.info.extra,
+    extra = {**{k: v for k, v in base.info.extra.items() if k != KEPT_START},
              **({} if evidence is None else {"prior_heuristic_f1": f"{evidence[0]:.2f}", "prior_network_f1": f"{evidence[1]:.2f}"}),
              **({} if aligned is None else {"alignment_f1": f"{aligned[0]:.2f}", "alignment_network_f1": f"{aligned[1]:.2f}"})}
     info = replace(base.info, robot_layout=layout, count_from_plan=convention[0], plan_offset=convention[1], boundary_shift=(),
                    heuristic_prior=kept_prior(base.info.heuristic_prior, evidence),
                    alignment_prior=kept_alignment(aligned), extra=extra)
+    if network_f1(base, samples, KEEP_REACH, with_priors=True) >= 1.0:
+        kept = replace(info, heuristic_prior=base.info.heuristic_prior,
+                       extra={**extra, KEPT_START: "yes"})
+        return LearnedModel(copy.deepcopy(base.net), kept, exemplars)
     model = fit(LearnedModel(copy.deepcopy(base.net), info, exemplars), samples, config)
     model.info = replace(model.info, boundary_shift=convention_shift(own_errors(model, samples)))
     return model

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from synthetic import pick_place, scripted
 from test_learned import TASK, TINY, episode
 
@@ -14,7 +15,7 @@ from atomvla.annotate.learned.data import features_for, make_sample
 from atomvla.annotate.learned.decode import decode, refine
 from atomvla.annotate.learned.features import Features
 from atomvla.annotate.learned.model import LearnedModel
-from atomvla.annotate.learned.train import ALIGNMENT_WEIGHT, TrainConfig, convention_shift, pretrain
+from atomvla.annotate.learned.train import ALIGNMENT_WEIGHT, KEPT_START, TrainConfig, convention_shift, pretrain
 from atomvla.schemas import Subtask
 
 SKILLS = np.full((60, 11), 1 / 11)
@@ -102,6 +103,21 @@ def test_fine_tuning_on_the_convention_the_model_already_has_learns_at_most_its_
     # the network finds these boundaries as well as the exemplars find each other's: alignment at the lower weight
     assert tuned.info.extra["alignment_f1"] == tuned.info.extra["alignment_network_f1"] == "1.00"
     assert tuned.info.alignment_prior == ALIGNMENT_WEIGHT
+
+
+def _same_weights(a: LearnedModel, b: LearnedModel) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.net.state_dict().values(), b.net.state_dict().values()))
+
+
+def test_a_team_whose_boundaries_the_starting_model_already_proposes_keeps_its_network(base):
+    accepted = [episode(s) for s in (20, 21)]
+    eps = [e for e, _ in accepted]
+    kept = fine_tune(base, eps, [t for _, t in accepted])
+    assert kept.info.extra[KEPT_START] == "yes" and _same_weights(kept, base) and len(kept.exemplars) == 2
+    assert LearnedModel.from_bytes(kept.to_bytes()).info.extra[KEPT_START] == "yes"  # a profile keeps the decision
+    # K frames later than the starting model puts them: fitted, and the decision is not inherited from a kept profile
+    later = fine_tune(kept, eps, [shifted(t, K) for _, t in accepted])
+    assert KEPT_START not in later.info.extra and not _same_weights(later, base)
 
 
 def carry_convention(seed: int) -> list[Subtask]:
