@@ -20,6 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from atomvla.curate.store import Store
+from atomvla.schemas import Decomposition, Status, Subtask
+
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 V3_AV1 = FIXTURES / "metaworld_lerobot_v30"
 V3_H264 = FIXTURES / "metaworld_lerobot_v30_h264"
@@ -283,3 +286,13 @@ def _remux_repeated(src: Path, dest: Path, times: int) -> float:
                     packet.stream = out_stream
                     out.mux(packet)
     return seconds
+
+
+def accept_halves(store: Store, pick: str) -> None:
+    """Accept every episode of `store` as two subtasks split at its middle frame: `pick`, then "place it"."""
+    for m in store.episodes():
+        half = m.n_frames // 2
+        store.add_revision(Decomposition(
+            episode_id=m.episode_id, n_frames=m.n_frames, status=Status.accepted, author="ann",
+            subtasks=(Subtask(start_frame=0, end_frame=half, instruction=pick, skill="pick"),
+                      Subtask(start_frame=half, end_frame=m.n_frames, instruction="place it", skill="place"))))

@@ -20,7 +20,7 @@ from atomvla.curate.exports.lerobot_v3 import EpisodeRecording, write_lerobot_v3
 from atomvla.curate.sources import open_source
 from atomvla.curate.store import Store
 from atomvla.schemas import Decomposition, Status, Subtask
-from builders import FIXTURES, V3_AV1, build_video_folder
+from builders import FIXTURES, V3_AV1, accept_halves, build_video_folder
 
 TRUTH = FIXTURES / "metaworld_truth.jsonl"
 CAMERA = "observation.images.corner"
@@ -152,12 +152,7 @@ def test_a_video_folder_is_encoded_once_and_files_roll_over_at_the_size_limits(t
     db = tmp_path / "s.sqlite"
     assert curate("import", src, "--store", db).exit_code == 0
     store = Store(db)
-    for m in store.episodes():
-        half = m.n_frames // 2
-        store.add_revision(Decomposition(
-            episode_id=m.episode_id, n_frames=m.n_frames, status=Status.accepted, author="ann",
-            subtasks=(Subtask(start_frame=0, end_frame=half, instruction="pick up the block", skill="pick"),
-                      Subtask(start_frame=half, end_frame=m.n_frames, instruction="place it", skill="place"))))
+    accept_halves(store, "pick up the block")
     out = tmp_path / "ds"
     assert curate("export", out, "--to", "lerobot", "--store", db).exit_code == 0
     video = out / "videos" / next(iter(os.listdir(out / "videos"))) / "chunk-000/file-000.mp4"

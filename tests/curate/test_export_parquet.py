@@ -7,8 +7,7 @@ from typer.testing import CliRunner
 
 from atomvla.curate.cli import app
 from atomvla.curate.store import Store
-from atomvla.schemas import Decomposition, Status, Subtask
-from builders import FIXTURES, V3_AV1, build_robomimic_hdf5
+from builders import FIXTURES, V3_AV1, accept_halves, build_robomimic_hdf5
 
 runner = CliRunner()
 
@@ -44,12 +43,7 @@ def test_episodes_with_different_arrays_are_refused_in_one_line(tmp_path):
     for args in (("import", V3_AV1), ("import", robomimic)):
         assert runner.invoke(app, [str(a) for a in (*args, "--store", db)]).exit_code == 0
     store = Store(db)
-    for m in store.episodes():
-        half = m.n_frames // 2
-        store.add_revision(Decomposition(
-            episode_id=m.episode_id, n_frames=m.n_frames, status=Status.accepted, author="ann",
-            subtasks=(Subtask(start_frame=0, end_frame=half, instruction="pick up the can", skill="pick"),
-                      Subtask(start_frame=half, end_frame=m.n_frames, instruction="place it", skill="place"))))
+    accept_halves(store, "pick up the can")
     result = runner.invoke(app, ["export", str(out), "--to", "parquet", "--store", str(db)])
     message = " ".join(result.output.split())
     assert result.exit_code == 2 and message.count("error:") == 1 and not out.exists()
