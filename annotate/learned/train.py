@@ -260,9 +260,11 @@ def network_f1(start: LearnedModel, samples: Sequence[Sample], reach: int = PRIO
 
 
 # A team whose accepted boundaries the starting model already proposes, each within this many grid
-# frames (50 ms), keeps the starting network: 120 steps on a few episodes would fit their
-# particulars and lose what pretraining got right (figures in README, "The learned backend").
+# frames (50 ms), in at least KEEP_EPISODES episodes, keeps the starting network: 120 steps on a
+# few episodes would fit their particulars and lose what pretraining got right; one episode found is
+# too little evidence of that (figures in README, "The learned backend").
 KEEP_REACH = 1
+KEEP_EPISODES = 2
 KEPT_START = "kept_pretrained"  # info.extra's key for that decision (calibrate reports it)
 
 
@@ -345,7 +347,7 @@ def fine_tune_samples(
     find each other's boundaries as well as the starting network finds them, at a higher weight
     where they find all of them and the network does not (`kept_alignment`; the leave-one-out F1
     and the network's go in `info.extra`). Where the starting model, with its priors, already puts
-    every accepted boundary within KEEP_REACH, its network is kept unfitted, with its heuristic
+    every accepted boundary of at least KEEP_EPISODES samples within KEEP_REACH, its network is kept unfitted, with its heuristic
     prior (info.extra[KEPT_START] says so), and only the exemplars are added."""
     network = network_f1(base, samples)
     evidence = prior_evidence(base, samples, network)
@@ -357,7 +359,7 @@ def fine_tune_samples(
     info = replace(base.info, robot_layout=layout, count_from_plan=convention[0], plan_offset=convention[1], boundary_shift=(),
                    heuristic_prior=kept_prior(base.info.heuristic_prior, evidence),
                    alignment_prior=kept_alignment(aligned), extra=extra)
-    if network_f1(base, samples, KEEP_REACH, with_priors=True) >= 1.0:
+    if len(samples) >= KEEP_EPISODES and network_f1(base, samples, KEEP_REACH, with_priors=True) >= 1.0:
         kept = replace(info, heuristic_prior=base.info.heuristic_prior,
                        extra={**extra, KEPT_START: "yes"})
         return LearnedModel(copy.deepcopy(base.net), kept, exemplars)

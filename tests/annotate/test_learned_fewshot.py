@@ -115,6 +115,8 @@ def test_a_team_whose_boundaries_the_starting_model_already_proposes_keeps_its_n
     kept = fine_tune(base, eps, [t for _, t in accepted])
     assert kept.info.extra[KEPT_START] == "yes" and _same_weights(kept, base) and len(kept.exemplars) == 2
     assert LearnedModel.from_bytes(kept.to_bytes()).info.extra[KEPT_START] == "yes"  # a profile keeps the decision
+    one = fine_tune(base, eps[:1], [accepted[0][1]])  # one episode found is too little evidence: fitted
+    assert KEPT_START not in one.info.extra and not _same_weights(one, base)
     # K frames later than the starting model puts them: fitted, and the decision is not inherited from a kept profile
     later = fine_tune(kept, eps, [shifted(t, K) for _, t in accepted])
     assert KEPT_START not in later.info.extra and not _same_weights(later, base)
