@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import numpy as np
 
 from atomvla.curate.errors import SourceError
 from atomvla.curate.sources.base import Reader, register
-from atomvla.curate.sources.naming import dataset_name, natural_key, numbered_names
+from atomvla.curate.sources.naming import dataset_name, folder_rate, natural_key, numbered_names
 from atomvla.schemas import CameraRef, EpisodeMeta
 
 _SUFFIXES = (".hdf5", ".h5")
@@ -64,8 +63,8 @@ class HDF5Reader(Reader):
             with _open(file) as h5:
                 data = _data(h5, file)
                 tasks[file] = _task(data, file), _fps(data)
-        # One dataset has one frame rate: the rate most files share (a tie: the first file's).
-        rate = Counter(fps for _, fps in tasks.values()).most_common(1)[0][0] if tasks else None
+        # One dataset has one frame rate (see folder_rate); a file at another rate gives bad episodes.
+        rate = folder_rate(fps for _, fps in tasks.values())
         index = 0
         for file in files:
             task, fps = tasks[file]

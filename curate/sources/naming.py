@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -26,3 +28,10 @@ def numbered_names(key: str, dim: int) -> list[str]:
 def natural_key(text: str) -> tuple[str | int, ...]:
     """Sort key putting `demo_2` before `demo_10` and `ep9.mp4` before `ep10.mp4`."""
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+
+
+def folder_rate(rates: Iterable[float]) -> float | None:
+    """The one frame rate of a folder's dataset: the rate most of its files share (a tie: the first
+    file's); None for no files."""
+    counted = Counter(rates).most_common(1)
+    return counted[0][0] if counted else None

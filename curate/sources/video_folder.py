@@ -9,7 +9,6 @@ folder's one frame rate (the rate most of them share).
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pyarrow.parquet as pq
 from atomvla.curate.errors import SourceError
 from atomvla.curate.sources.base import Reader, register
 from atomvla.curate.sources.lerobot_meta import BOOKKEEPING, INFO, column_arrays
-from atomvla.curate.sources.naming import dataset_name, natural_key, numbered_names
+from atomvla.curate.sources.naming import dataset_name, folder_rate, natural_key, numbered_names
 from atomvla.curate.sources.video_probe import VideoProbe, probe_video
 from atomvla.schemas import CameraRef, EpisodeMeta
 
@@ -46,10 +45,8 @@ class VideoFolderReader(Reader):
             (p for p in self.root.iterdir() if p.suffix.lower() in _VIDEO_SUFFIXES), key=lambda p: natural_key(p.name)
         )
         probes = [_probe(video, index) for index, video in enumerate(videos)]
-        # One dataset has one frame rate (a LeRobot export, training): the rate most videos share (a
-        # tie: the first video's); a video at another rate is a bad episode.
-        rates = Counter(p.fps for p in probes if isinstance(p, VideoProbe))
-        rate = rates.most_common(1)[0][0] if rates else None
+        # One dataset has one frame rate (a LeRobot export, training); a video at another rate is a bad episode.
+        rate = folder_rate(p.fps for p in probes if isinstance(p, VideoProbe))
         for index, (video, probe) in enumerate(zip(videos, probes)):
             try:
                 if isinstance(probe, SourceError):
