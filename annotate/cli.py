@@ -267,6 +267,7 @@ def batch_collect(
     setup_logging(verbose)
     from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
     from atomvla.annotate.client.cache import ResponseCache
+    from atomvla.annotate.client.pricing import Usage
     from atomvla.annotate.jobs.batch import collect
     from atomvla.annotate.jobs.progress import failures_table, reviewed_table, run_with_progress, summary_table
     from atomvla.curate.store import open_store
@@ -279,6 +280,8 @@ def batch_collect(
         engine = OpenAIBackend(OpenAIConfig.model_validate(got.settings[job]), api_key_env=api_key_env, cache=cache)
         metas = [db.episode(e) for e in answered]
         result = run_with_progress(err_console, "collect", db, engine, metas, concurrency=concurrency)
+        # The run read the batch's answers from the cache (free); collect bought them.
+        result.usage = got.spent.get(job, Usage()) + result.usage
         console.print(summary_table(f"atom-annotate batch collect (job {job})", result))
         if result.reviewed:
             console.print(reviewed_table(result.reviewed))

@@ -20,7 +20,7 @@ import openai
 from atomvla.annotate import store_tables
 from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
 from atomvla.annotate.client.cache import ResponseCache
-from atomvla.annotate.client.pricing import cost_usd
+from atomvla.annotate.client.pricing import Usage, cost_usd
 from atomvla.annotate.jobs.runner import job_id, pending
 from atomvla.annotate.vlm import response_format
 from atomvla.curate.episode import Episode
@@ -144,6 +144,7 @@ def refresh(store: Store, client_for: ClientFor) -> list[BatchState]:
 class Collected:
     answered: dict[str, list[str]] = field(default_factory=dict)  # job id -> episodes whose answer is now cached
     settings: dict[str, dict] = field(default_factory=dict)  # job id -> the backend settings of its batches
+    spent: dict[str, Usage] = field(default_factory=dict)  # job id -> what its answers cost at Batch price (in the ledger)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (episode id, why)
     waiting: list[str] = field(default_factory=list)  # batch ids not finished yet
 
@@ -182,6 +183,7 @@ def collect(store: Store, cache: ResponseCache, client_for: ClientFor) -> Collec
             cache.put(keys[episode_id], {"text": text, "input_tokens": tokens_in, "output_tokens": tokens_out, "model": model,
                                          "cost_usd": cost})
             store_tables.add_ledger(store, job, episode_id, model, tokens_in, tokens_out, cost, 0)
+            out.spent[job] = out.spent.get(job, Usage()) + Usage(tokens_in, tokens_out, cost, requests=1)
             answered.append(episode_id)
         for episode_id in request["episodes"]:
             if episode_id not in seen:

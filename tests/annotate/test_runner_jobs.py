@@ -230,3 +230,39 @@ def test_a_large_submit_is_split_into_files_within_the_api_limits(store_path, me
     batches = annotate_tables.batches(Store(store_path))
     assert [len(b["request"]["episodes"]) for b in batches] == [4, 4, 3] and len(uploads) == 3
     assert sorted(e for b in batches for e in b["request"]["episodes"]) == sorted(m.episode_id for m in metas)
+
+
+def table_row(output: str, title: str) -> dict[str, str]:
+    """The one data row of the rich table titled `title` in `output`, by column header."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if title in line)
+    header = next(line for line in lines[start:] if line.startswith("┃"))
+    row = next(line for line in lines[start:] if line.startswith("│"))
+    names = [c.strip() for c in header.strip("┃").split("┃")]
+    return dict(zip(names, (c.strip().replace(",", "") for c in row.strip("│").split("│"))))
+
+
+def test_batch_collect_prints_what_the_ledger_records(store_path, metas):
+    """The summary of `batch collect` counts the batch's answers (bought at Batch price by the
+    collect) and a live repair, as the ledger does; it printed $0 and 0 tokens."""
+    with FakeOpenAI() as server:
+        server.plans = {marker(1): ["nonjson", "ok"]}  # the batch's answer is prose; its repair goes live
+        assert invoke("batch", "submit", "--store", store_path, f"base_url={server.url}", "--episodes", "0-2").exit_code == 0
+        assert invoke("batch", "status", "--store", store_path).exit_code == 0
+        collected = invoke("batch", "collect", "--store", store_path)
+        assert collected.exit_code == 0, collected.output
+        assert [(r.path.startswith("batch:"), r.behaviour) for r in server.log if marker(1) in r.text] == [
+            (True, "nonjson"), (False, "ok")
+        ]
+    store = Store(store_path)
+    (job,) = annotate_tables.ledger_by_job(store)
+    rows = annotate_tables.ledger_rows(store, job["job_id"])
+    batch_usd = sum(r["cost_usd"] for r in rows if not r["cached"])
+    live_usd = sum(r["cost_usd"] for r in rows if r["cached"])
+    assert live_usd > 0 and batch_usd == pytest.approx(
+        sum(cost_usd("gpt-4o", r["input_tokens"], r["output_tokens"]) / 2 for r in rows if not r["cached"])
+    )
+    printed = table_row(collected.output, "atom-annotate batch collect")
+    assert printed["proposed"] == "3" and printed["cached answers"] == str(job["cached"]) == "3"
+    assert int(printed["input tokens"]) == job["input_tokens"] and int(printed["output tokens"]) == job["output_tokens"]
+    assert printed["$ spent"] == f"{job['cost_usd']:.4f}" != "0.0000"
