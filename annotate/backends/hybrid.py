@@ -103,6 +103,12 @@ def transfer_language(cut: tuple[Subtask, ...], named: tuple[Subtask, ...]) -> l
     return [c.model_copy(update={"instruction": n.instruction, "skill": n.skill}) for c, n in zip(cut, sources)]
 
 
+def _named(usage: Usage, part: Backend, dec: Decomposition) -> Usage:
+    """A part's usage with its model named (the one its decomposition says it called, else the
+    part's backend), so the ledger prices and groups it as that model, not as `hybrid`."""
+    return usage.named(dec.provenance.model if dec.provenance and dec.provenance.model else part.name)
+
+
 def _plain_part(name: str, settings: dict[str, Any]) -> Backend:
     cls = get_backend(name)
     return cls(cls.Config(**settings))
@@ -147,13 +153,13 @@ class HybridBackend(AsyncBackend):
                 raise BackendError(self.name, meta, f"the {part.name} backend cannot handle it")
         start = time.perf_counter()
         if self.namer is self.cutter:
-            cut, usage = await self.cutter.apropose(episode)
-            named = cut
+            cut, used_cut = await self.cutter.apropose(episode)
+            named, usage = cut, _named(used_cut, self.cutter, cut)
         else:
             (cut, used_cut), (named, used_named) = await asyncio.gather(
                 self.cutter.apropose(episode), self.namer.apropose(episode)
             )
-            usage = used_cut + used_named
+            usage = _named(used_cut, self.cutter, cut) + _named(used_named, self.namer, named)
         status, subtasks, note = Status.proposed, (), None
         failed = [(role, d) for role, d in (("boundaries", cut), ("language", named)) if d.status is Status.failed]
         if failed:

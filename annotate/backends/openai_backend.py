@@ -182,6 +182,7 @@ class OpenAIBackend(VLMBackend):
                 cached_cost_usd=hit.get("cost_usd", 0.0),
                 cached_input_tokens=hit["input_tokens"],
                 cached_output_tokens=hit["output_tokens"],
+                model=self.model,
             )
         client = self.client()
         estimate = input_tokens(messages, schema)
@@ -203,7 +204,7 @@ class OpenAIBackend(VLMBackend):
         if self.cache is not None:
             self.cache.put(key, {"text": text, "input_tokens": tokens_in, "output_tokens": tokens_out, "model": self.model,
                                  "cost_usd": cost})
-        return text, Usage(tokens_in, tokens_out, cost, 1, 0)
+        return text, Usage(tokens_in, tokens_out, cost, requests=1, model=self.model)
 
     async def agenerate(self, messages: list[Message], frames: np.ndarray) -> tuple[str, Usage]:
         return await self.complete(messages, response_format())

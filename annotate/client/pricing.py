@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,11 @@ def input_tokens(messages: Sequence[dict], response_format: dict | None = None, 
     return total
 
 
+# The figures of a Usage that add up (all but `model` and `shares`).
+TALLIES = ("input_tokens", "output_tokens", "cost_usd", "requests", "cached", "cached_cost_usd", "cached_input_tokens",
+           "cached_output_tokens")
+
+
 @dataclass(frozen=True)
 class Usage:
     """Tokens and dollars spent on one episode; `requests` counts calls made, `cached` answers reused.
@@ -96,6 +101,10 @@ class Usage:
     `cached_*` fields are what the reused answers cost when they were bought (live, or by a Batch
     API batch), so a decomposition's provenance carries the tokens and price of its answer however
     it was fetched (`answer_*`), and a reused answer is never billed twice in the ledger.
+
+    `model` is the model the figures were spent on, as the ledger prices and groups them (None: not
+    named). A sum over several models (a hybrid of two) has none of its own; `shares` keeps each
+    model's figures, so the ledger gets a row per model.
     """
 
     input_tokens: int = 0
@@ -106,9 +115,28 @@ class Usage:
     cached_cost_usd: float = 0.0
     cached_input_tokens: int = 0
     cached_output_tokens: int = 0
+    model: str | None = None
+    shares: tuple[Usage, ...] = ()
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(*(a + b for a, b in zip(astuple(self), astuple(other))))
+        by_model: dict[str | None, Usage] = {}
+        for share in (*self.by_model(), *other.by_model()):
+            if share.model in by_model:
+                share = Usage(*_sum(by_model[share.model], share), model=share.model)
+            by_model[share.model] = share
+        # Nothing spent names no model: `Usage()` added to a model's figures leaves them that model's.
+        spent = [u for u in by_model.values() if any(getattr(u, f) for f in TALLIES)]
+        if len(spent) > 1:
+            return Usage(*_sum(self, other), shares=tuple(spent))
+        return Usage(*_sum(self, other), model=spent[0].model if spent else None)
+
+    def by_model(self) -> tuple[Usage, ...]:
+        """The figures of each model, in the order first spent (one Usage when one model or none)."""
+        return self.shares or (self,)
+
+    def named(self, model: str) -> Usage:
+        """These figures, what no model was named for now spent on `model`."""
+        return sum((s if s.model is not None else replace(s, model=model) for s in self.by_model()), Usage())
 
     @property
     def answer_cost_usd(self) -> float:
@@ -121,3 +149,7 @@ class Usage:
     @property
     def answer_output_tokens(self) -> int:
         return self.output_tokens + self.cached_output_tokens
+
+
+def _sum(a: Usage, b: Usage) -> tuple:
+    return tuple(getattr(a, f) + getattr(b, f) for f in TALLIES)

@@ -183,7 +183,7 @@ def collect(store: Store, cache: ResponseCache, client_for: ClientFor) -> Collec
             cache.put(keys[episode_id], {"text": text, "input_tokens": tokens_in, "output_tokens": tokens_out, "model": model,
                                          "cost_usd": cost})
             store_tables.add_ledger(store, job, episode_id, model, tokens_in, tokens_out, cost, 0)
-            out.spent[job] = out.spent.get(job, Usage()) + Usage(tokens_in, tokens_out, cost, requests=1)
+            out.spent[job] = out.spent.get(job, Usage()) + Usage(tokens_in, tokens_out, cost, requests=1, model=model)
             answered.append(episode_id)
         for episode_id in request["episodes"]:
             if episode_id not in seen:

@@ -167,8 +167,10 @@ async def arun(
     def record(episode_id: str, dec: Decomposition, usage: Usage) -> Outcome:
         """Store one answered episode. The ledger first: a crash before the revision lands re-reads
         the answer from the cache (free), never leaving paid tokens unrecorded."""
-        if usage.requests or usage.cached:
-            store_tables.add_ledger(store, result.job_id, episode_id, model, usage.input_tokens, usage.output_tokens, usage.cost_usd, usage.cached)
+        for share in usage.by_model():  # a row per model called (a hybrid's parts may call two)
+            if share.requests or share.cached:
+                store_tables.add_ledger(store, result.job_id, episode_id, share.model or model, share.input_tokens,
+                                        share.output_tokens, share.cost_usd, share.cached)
         store.add_revision(dec)
         if dec.status is Status.failed:
             store_tables.mark_job_item(store, result.job_id, episode_id, "failed", dec.note)

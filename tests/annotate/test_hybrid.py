@@ -196,3 +196,59 @@ def test_a_paid_part_gets_the_engine_s_key_check_and_response_cache(tmp_path, ep
         again = build_engine(store, "hybrid", None, settings).propose(episode)
         assert len(server.chat_requests()) == 1
     assert first.status is Status.proposed and again.subtasks == first.subtasks
+
+
+def test_the_ledger_records_the_model_each_paid_part_called(tmp_path, monkeypatch):
+    """A hybrid of two models behind the local server: each episode's ledger rows name the model
+    called, priced as that model, under the hybrid's job (they all said 'hybrid', which the ledger
+    can neither price nor group)."""
+    from fake_openai import FakeOpenAI
+    from typer.testing import CliRunner
+
+    from atomvla.annotate import store_tables
+    from atomvla.annotate.cli import app as annotate
+    from atomvla.annotate.client.pricing import cost_usd
+    from atomvla.curate.cli import app as curate
+
+    store = str(tmp_path / "s.sqlite")
+    runner = CliRunner()
+    assert runner.invoke(curate, ["import", str(FIXTURE), "--store", store]).exit_code == 0
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-hybrid")
+    with FakeOpenAI() as server:
+        run = runner.invoke(annotate, [
+            "run", "--store", store, "--backend", "hybrid", "--episodes", "0-1", "snap_s=0",
+            "boundaries=openai", f"boundaries_settings.base_url={server.url}", "boundaries_settings.model=gpt-4o-mini",
+            "language=openai", f"language_settings.base_url={server.url}", "language_settings.frames=4",
+        ])
+        assert run.exit_code == 0, run.output
+        assert sorted(r.body["model"] for r in server.chat_requests()) == ["gpt-4o", "gpt-4o", "gpt-4o-mini", "gpt-4o-mini"]
+    (job,) = store_tables.ledger_by_job(Store(store))
+    assert job["job_id"].startswith("hybrid-") and sorted(job["models"].split(",")) == ["gpt-4o", "gpt-4o-mini"]
+    rows = store_tables.ledger_rows(Store(store), job["job_id"])
+    assert sorted((r["episode_id"], r["model"]) for r in rows) == sorted(
+        (e, m) for e in {r["episode_id"] for r in rows} for m in ("gpt-4o", "gpt-4o-mini")
+    ) and len(rows) == 4
+    for r in rows:
+        assert r["cost_usd"] > 0 and r["cost_usd"] == pytest.approx(cost_usd(r["model"], r["input_tokens"], r["output_tokens"]))
+
+
+def test_a_part_that_names_no_model_is_ledgered_as_the_model_its_decomposition_names(tmp_path, episode, vlms):
+    from atomvla.annotate import store_tables
+    from atomvla.annotate.jobs.runner import run_backend
+
+    store = Store(tmp_path / "s.sqlite")
+    store.upsert_episodes([episode.meta])
+    hybrid = get_backend("hybrid")(HybridConfig(boundaries="heuristic", language=ScriptedVLM.name, snap_s=0))
+    result = run_backend(store, hybrid, [episode.meta])
+    assert result.proposed == [episode.meta.episode_id]
+    (row,) = store_tables.ledger_rows(store, result.job_id)
+    assert row["model"] == "scripted" and row["cost_usd"] == pytest.approx(0.002)
+
+
+def test_usage_adds_up_per_model():
+    a, b = Usage(10, 1, 0.1, 1, model="a"), Usage(20, 2, 0.2, 1, model="b")
+    total = a + Usage() + b + a
+    assert (total.input_tokens, total.requests, total.model) == (40, 3, None) and total.cost_usd == pytest.approx(0.4)
+    assert [(s.model, s.input_tokens, s.requests) for s in total.by_model()] == [("a", 20, 2), ("b", 20, 1)]
+    assert (a + Usage()).by_model() == (a,) and (Usage() + Usage()).model is None
+    assert Usage(5, requests=1).named("c").model == "c" and (a + Usage(5, requests=1)).named("c").by_model()[1].model == "c"
