@@ -14,6 +14,13 @@ Video from a LeRobot v3.0 source is not re-encoded: a source file whose every fr
 linked (or copied) whole; from other files only the selected episodes' packets are copied, each
 episode starting on a keyframe as LeRobot writes them. Where an episode cannot be cut so (it starts
 mid-GOP), and for other sources, the frames are decoded and encoded once.
+
+LeRobot stores an integer fps, frame timestamps i/fps, and matches decoded video frames to them
+within 0.1 ms. Footage at an NTSC-family rate (29.97 = 30000/1001, 23.976, 59.94) is conformed
+to the nearest integer rate, as video editors conform 23.976 to 24: the same frames, video and
+timestamps written at the integer rate (played 0.1% faster); subtask boundaries are frames and do
+not move. The source rate is kept in each camera's `info` (`video.source_fps`), which LeRobot
+carries along; an unknown top-level key of `meta/info.json` it ignores with a warning at every load.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +51,10 @@ log = logging.getLogger(__name__)
 SUBTASKS_PARQUET = Path("meta") / "subtasks.parquet"
 INTERCHANGE_JSONL = Path("meta") / "atomvla_subtasks.jsonl"
 _STATS_FRAMES = 100  # frames decoded per episode and camera for image statistics (like LeRobot)
+# NTSC-family rates are 1000/1001 of an integer (0.1% off); twice that leaves room for a container
+# that rounds the rate (29.97 rather than 30000/1001). Farther off, conforming would visibly change speed.
+_CONFORM_TOLERANCE = 0.002
+_NAMED_EPISODES = 5  # episodes an error message names before it counts the rest
 
 
 def language_rows(dec: Decomposition, fps: float) -> list[dict[str, Any]]:
@@ -68,7 +80,8 @@ class LeRobotExporter(Exporter):
 
     def write(self, records: Sequence[tuple[EpisodeMeta, Decomposition]], out: Path,
               proposals: Proposals | None = None, progress: Progress | None = None, overwrite: bool = False) -> None:
-        fps = _common_fps(records)
+        rate = _frame_rate(records)
+        fps = rate.export
         source_info = _lerobot_infos(records)
         cuts = _cuts(records) if source_info is not None and _same_video_features(records, source_info) else None
         copy_video = cuts is not None
@@ -77,7 +90,8 @@ class LeRobotExporter(Exporter):
 
         def recordings() -> Iterator[EpisodeRecording]:
             for meta, dec in records:
-                yield _recording(meta, dec, vocabulary, source_info if copy_video else None, self.language, cuts or set())
+                yield _recording(meta, dec, fps, vocabulary, source_info if copy_video else None, self.language,
+                                 cuts or set())
                 if progress is not None:
                     progress()
 
@@ -85,23 +99,59 @@ class LeRobotExporter(Exporter):
             frame = pd.DataFrame({"subtask_index": list(vocabulary.values())},
                                  index=pd.Index(list(vocabulary), name="subtask"))
             frame.to_parquet(root / SUBTASKS_PARQUET)
-            (root / INTERCHANGE_JSONL).write_text("".join(line + "\n" for line in interchange_lines(records, proposals)))
+            # The interchange lines describe the exported episodes: at the export's rate, like info.json.
+            exported = [(meta.model_copy(update={"fps": fps}), dec) for meta, dec in records]
+            (root / INTERCHANGE_JSONL).write_text("".join(line + "\n" for line in interchange_lines(exported, proposals)))
 
         robot_type = "unknown"
         if source_info is not None:
             robot_type = source_info[first.source].get("robot_type") or robot_type
-        write_lerobot_v3(out, recordings(), fps=fps, feature_names=first.feature_names,
-                         robot_type=robot_type, finish=finish, overwrite=overwrite)
+        write_lerobot_v3(out, recordings(), fps=fps, feature_names=first.feature_names, robot_type=robot_type,
+                         source_fps=rate.source if rate.conformed else None, finish=finish, overwrite=overwrite)
 
 
-def _common_fps(records: Sequence[tuple[EpisodeMeta, Decomposition]]) -> int:
+@dataclass(frozen=True)
+class FrameRate:
+    """The episodes' rate and the integer rate the export plays the same frames at."""
+
+    source: float
+    export: int
+
+    @property
+    def conformed(self) -> bool:
+        return self.source != self.export
+
+    def drift_s(self, n_frames: int) -> float:
+        """How much earlier (> 0) or later an episode of `n_frames` ends at the export's rate."""
+        return n_frames / self.source - n_frames / self.export
+
+
+def _frame_rate(records: Sequence[tuple[EpisodeMeta, Decomposition]]) -> FrameRate:
+    """The export's rate: the episodes' one rate, conformed to the nearest integer where it is an
+    NTSC-type rate (logged once); ExportError for several rates or one far from any integer."""
     rates = sorted({m.fps for m, _ in records})
     if len(rates) != 1:
         raise ExportError(f"the selected episodes have different frame rates ({', '.join(f'{r:g}' for r in rates)}); "
                           "export each rate separately (--dataset-name)")
-    if rates[0] != round(rates[0]):
-        raise ExportError(f"LeRobot stores an integer fps; the episodes run at {rates[0]:g} fps")
-    return round(rates[0])
+    rate = FrameRate(rates[0], max(1, round(rates[0])))
+    if abs(rate.source / rate.export - 1) > _CONFORM_TOLERANCE:
+        ids = [m.episode_id for m, _ in records]
+        more = len(ids) - _NAMED_EPISODES
+        named = ", ".join(ids[:_NAMED_EPISODES]) + (f" and {more} more" if more > 0 else "")
+        raise ExportError(
+            f"LeRobot stores an integer fps; episodes {named} run at {rate.source:g} fps, more than "
+            f"{_CONFORM_TOLERANCE:.1%} from {rate.export} fps, so playing them at it would change their speed: "
+            "export them with --to parquet (which keeps any rate), or resample the source to an integer rate "
+            "(video and arrays alike) and import it again"
+        )
+    if rate.conformed:
+        longest = max((m for m, _ in records), key=lambda m: m.n_frames)
+        drift = rate.drift_s(longest.n_frames)
+        log.info("%.5g fps conformed to %d fps (LeRobot stores an integer fps): the same frames played %.2g%% %s; "
+                 "the longest episode, %s (%d frames) ends %.3f s %s", rate.source, rate.export,
+                 abs(rate.export / rate.source - 1) * 100, "faster" if drift > 0 else "slower",
+                 longest.episode_id, longest.n_frames, abs(drift), "earlier" if drift > 0 else "later")
+    return rate
 
 
 def _lerobot_infos(records: Sequence[tuple[EpisodeMeta, Decomposition]]) -> dict[str, dict[str, Any]] | None:
@@ -143,9 +193,10 @@ def _cuts(records: Sequence[tuple[EpisodeMeta, Decomposition]]) -> set[tuple[str
 
 
 def _recording(
-    meta: EpisodeMeta, dec: Decomposition, vocabulary: dict[str, int], source_info: dict[str, dict[str, Any]] | None,
-    language: bool, cuts: set[tuple[str, str]],
+    meta: EpisodeMeta, dec: Decomposition, fps: int, vocabulary: dict[str, int],
+    source_info: dict[str, dict[str, Any]] | None, language: bool, cuts: set[tuple[str, str]],
 ) -> EpisodeRecording:
+    """The episode as written at the export's `fps` (its frames' timestamps and the subtask rows')."""
     episode = Episode(meta)
     arrays = dict(episode.arrays)
     frames: dict[str, np.ndarray] = {}
@@ -170,5 +221,5 @@ def _recording(
         arrays=arrays,
         clips=clips,
         columns={"subtask_index": episode_subtask_index(dec, vocabulary)},
-        language=language_rows(dec, meta.fps) if language else None,
+        language=language_rows(dec, fps) if language else None,
     )

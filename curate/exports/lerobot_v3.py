@@ -114,6 +114,7 @@ def write_lerobot_v3(
     fps: int,
     feature_names: Mapping[str, Sequence[str]],
     robot_type: str = "unknown",
+    source_fps: float | None = None,
     codec: Codec = "av1",
     keyframe_interval: int = 2,
     data_files_size_in_mb: float = _DATA_FILES_MB,
@@ -123,12 +124,15 @@ def write_lerobot_v3(
 ) -> Path:
     """Write `episodes` to `out_dir` (which must not exist, unless `overwrite`) and return it.
 
+    `source_fps`, where given, is the rate the frames were recorded at, conformed to `fps` (the same
+    frames played at `fps`); each encoded camera's `info` records it as `video.source_fps`.
+
     Everything is written to a temporary folder next to `out_dir` and renamed at the end, so a
     crash never leaves a half-written dataset (`atomvla.output.new_folder`). Episodes are consumed one at a time. `finish(root)`
     may add files (more metadata) to the temporary folder before the rename.
     """
     with new_folder(Path(out_dir), overwrite) as tmp:
-        _write(tmp, episodes, fps, feature_names, robot_type, codec, keyframe_interval,
+        _write(tmp, episodes, fps, source_fps, feature_names, robot_type, codec, keyframe_interval,
                _Limits(data_files_size_in_mb, video_files_size_in_mb))
         if finish is not None:
             finish(tmp)
@@ -152,6 +156,7 @@ def _write(
     root: Path,
     episodes: Iterable[EpisodeRecording],
     fps: int,
+    source_fps: float | None,
     feature_names: Mapping[str, Sequence[str]],
     robot_type: str,
     codec: Codec,
@@ -217,7 +222,7 @@ def _write(
         "splits": {"train": f"0:{len(episode_rows)}"},
         "data_path": _DATA_PATH,
         "video_path": _VIDEO_PATH if videos else None,
-        "features": layout.info_features(fps, codec),
+        "features": layout.info_features(fps, source_fps, codec),
     }
     (meta / "info.json").write_text(json.dumps(info, indent=4))
 
@@ -294,7 +299,10 @@ class _Layout:
                 raise ValueError(f"{where}: column {key!r} is {values.dtype} {values.shape}, expected int64 (n,)")
         return n
 
-    def info_features(self, fps: int, codec: Codec) -> dict[str, Any]:
+    def info_features(self, fps: int, source_fps: float | None, codec: Codec) -> dict[str, Any]:
+        # LeRobot keeps unknown keys of a camera's `info` (it merges its own over them), so the
+        # source rate goes there; copied clips are not conformed (LeRobot sources have integer rates).
+        source = {} if source_fps is None else {"video.source_fps": source_fps}
         features: dict[str, Any] = {}
         for key, (h, w, c) in self.cameras.items():
             features[key] = {
@@ -310,6 +318,7 @@ class _Layout:
                     "video.fps": fps,
                     "video.channels": c,
                     "has_audio": False,
+                    **source,
                 },
             }
         features |= {key: dict(feature) for key, feature in self.clips.items()}

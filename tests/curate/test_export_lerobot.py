@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -20,7 +21,7 @@ from atomvla.curate.exports.lerobot_v3 import EpisodeRecording, write_lerobot_v3
 from atomvla.curate.sources import open_source
 from atomvla.curate.store import Store
 from atomvla.schemas import Decomposition, Status, Subtask
-from builders import FIXTURES, V3_AV1, accept_halves, build_video_folder
+from builders import FIXTURES, V3_AV1, accept_halves, build_video_folder, encode_video
 
 TRUTH = FIXTURES / "metaworld_truth.jsonl"
 CAMERA = "observation.images.corner"
@@ -200,3 +201,84 @@ def test_datasets_at_different_rates_are_refused_with_the_filter_that_separates_
     assert result.exit_code == 2 and "different frame rates (10, 20)" in message
     assert "--dataset-name" in message and not (tmp_path / "ds").exists()
     assert curate("export", tmp_path / "ds", "--to", "lerobot", "--store", db, "--dataset-name", "fast").exit_code == 0
+
+
+
+LEROBOT_TOLERANCE_S = 1e-4  # LeRobotDataset's default tolerance_s between a queried timestamp and a decoded frame
+
+
+def _frame_with_its_number(frame_index: int) -> np.ndarray:
+    """(64, 64, 3) uint8: eight 8-pixel stripes, white where the frame number has a 1 bit (robust to lossy codecs)."""
+    bits = (frame_index >> np.arange(8)) & 1
+    return np.repeat(np.where(bits, 230, 20).astype(np.uint8), 8)[None, :, None].repeat(64, 0).repeat(3, 2)
+
+
+def _number_of(frame: np.ndarray) -> int:
+    bits = frame.reshape(64, 8, 8, 3).mean(axis=(0, 2, 3)) > 125
+    return int((bits << np.arange(8)).sum())
+
+
+def _phone_store(tmp_path: Path, fps: Fraction) -> Path:
+    """A video folder of two episodes (45 and 61 frames) at `fps`, imported and accepted split at the
+    middle. Each frame shows its number, so a decoded frame says which source frame it is."""
+    src = tmp_path / "phone"
+    for i, n in enumerate((45, 61)):
+        frames = np.stack([_frame_with_its_number(f) for f in range(n)])
+        encode_video(src / f"episode_{i}.mp4", frames, fps)
+        np.savez(src / f"episode_{i}.npz", action=np.arange(2 * n, dtype=np.float32).reshape(n, 2))
+    (src / "task.txt").write_text("pick up the cup")
+    db = tmp_path / "s.sqlite"
+    assert curate("import", src, "--store", db).exit_code == 0
+    accept_halves(Store(db), "pick up the cup")
+    return db
+
+
+def test_ntsc_footage_is_conformed_to_the_integer_rate_frame_for_frame(tmp_path):
+    db = _phone_store(tmp_path, Fraction(30000, 1001))
+    store = Store(db)
+    out = tmp_path / "ds"
+    result = curate("export", out, "--to", "lerobot", "--store", db)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "29.97 fps conformed to 30 fps" in said and "phone/1 (61 frames) ends 0.002 s earlier" in said
+
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["fps"] == 30
+    camera = next(k for k, f in info["features"].items() if f["dtype"] == "video")
+    assert info["features"][camera]["info"]["video.fps"] == 30
+    assert info["features"][camera]["info"]["video.source_fps"] == pytest.approx(30000 / 1001)
+    data = pq.read_table(out / "data/chunk-000/file-000.parquet").to_pydict()
+    eps = pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet").to_pydict()
+    frame_index, episode_index = np.array(data["frame_index"]), np.array(data["episode_index"])
+    np.testing.assert_array_equal(data["timestamp"], (frame_index / 30).astype(np.float32))
+    assert eps["length"] == [45, 61]
+
+    # What LeRobot's pyav decoder checks: each frame's timestamp (its episode's from_timestamp plus
+    # its data timestamp) has a decoded frame within tolerance_s; here that frame is the source's same frame.
+    video = out / "videos" / camera / "chunk-000/file-000.mp4"
+    with av.open(str(video)) as c:
+        assert c.streams.video[0].average_rate == 30
+        decoded = [(float(f.pts * f.time_base), _number_of(f.to_ndarray(format="rgb24"))) for f in c.decode(video=0)]
+    times, numbers = np.array([t for t, _ in decoded]), np.array([k for _, k in decoded])
+    wanted = np.array(eps[f"videos/{camera}/from_timestamp"])[episode_index] + np.array(data["timestamp"])
+    nearest = np.abs(times[None, :] - wanted[:, None]).argmin(axis=1)
+    assert np.abs(times[nearest] - wanted).max() < LEROBOT_TOLERANCE_S
+    np.testing.assert_array_equal(numbers[nearest], frame_index)
+
+    # Subtask boundaries are the same frames; their timestamps are those frames' at 30 fps.
+    lines = [json.loads(line) for line in (out / "meta/atomvla_subtasks.jsonl").read_text().splitlines()]
+    for line, meta in zip(lines, store.episodes()):
+        assert line["fps"] == 30
+        assert [(s["start_frame"], s["end_frame"]) for s in line["subtasks"]] == [
+            (s.start_frame, s.end_frame) for s in store.latest(meta.episode_id).subtasks]
+    language = pq.read_table(out / "data/chunk-000/file-000.parquet", columns=["language_persistent"]).column(0)
+    first_of_episode_1 = int(np.flatnonzero(episode_index == 1)[0])
+    assert [r["timestamp"] for r in language[first_of_episode_1].as_py()] == [0.0, 1.0]  # split at frame 30
+
+
+def test_a_rate_far_from_any_integer_is_refused_naming_the_episodes_and_what_to_do(tmp_path):
+    db = _phone_store(tmp_path, Fraction(25, 2))
+    result = curate("export", tmp_path / "ds", "--to", "lerobot", "--store", db)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "phone/0, phone/1 run at 12.5 fps" in said
+    assert "--to parquet" in said and not (tmp_path / "ds").exists()
