@@ -37,20 +37,20 @@ class Estimate:
 def estimate(backend: Backend, episodes: Sequence[EpisodeMeta], sample: int = SAMPLE) -> Estimate:
     """Tokens and dollars for `episodes`, counted on up to `sample` of them spread over the list.
 
-    A backend without `estimate_tokens` (no paid model) costs nothing.
+    Each paid model is counted at its price: the backend's, or a hybrid's parts'. A backend
+    without `estimate_tokens` (no paid model) costs nothing.
     """
-    count = getattr(backend, "estimate_tokens", None)
-    if count is None or not episodes:
+    parts = {id(p): p for p in getattr(backend, "parts", (backend,))}.values()  # a hybrid may use one part twice
+    paid = [p for p in parts if hasattr(p, "estimate_tokens")]
+    if not paid or not episodes:
         return Estimate(len(episodes), 0, 0.0, 0.0, 0.0, 0.0)
     picks = sorted(set(np.linspace(0, len(episodes) - 1, min(sample, len(episodes))).round().astype(int).tolist()))
-    tokens = np.array([count(Episode(episodes[i])) for i in picks], dtype=float)  # (k, 2): input, output
-    tin, tout = tokens.mean(axis=0)
-    model = getattr(backend, "model", backend.name)
-    return Estimate(
-        episodes=len(episodes),
-        sampled=len(picks),
-        input_tokens_per_episode=float(tin),
-        output_tokens_per_episode=float(tout),
-        usd_per_episode=cost_usd(model, round(tin), round(tout)),
-        batch_usd_per_episode=cost_usd(model, round(tin), round(tout), batch=True),
-    )
+    sampled = [Episode(episodes[i]) for i in picks]
+    tin = tout = usd = batch_usd = 0.0
+    for part in paid:
+        tokens = np.array([part.estimate_tokens(e) for e in sampled], dtype=float)  # (k, 2): input, output
+        part_in, part_out = tokens.mean(axis=0)
+        tin, tout = tin + part_in, tout + part_out
+        usd += cost_usd(part.model, round(part_in), round(part_out))
+        batch_usd += cost_usd(part.model, round(part_in), round(part_out), batch=True)
+    return Estimate(len(episodes), len(picks), float(tin), float(tout), usd, batch_usd)

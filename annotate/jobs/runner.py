@@ -203,7 +203,7 @@ async def arun(
         nonlocal in_flight
         while not queue.empty() and result.stopped is None:
             if over_budget():
-                result.stopped = f"stopped before passing --max-cost ${max_cost:.2f} (spent ${result.usage.cost_usd:.4f})"
+                result.stopped = f"stopped before passing --max-cost ${max_cost:g}"
                 return
             meta = queue.get_nowait()
             in_flight += 1
@@ -216,6 +216,8 @@ async def arun(
         await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
     finally:
         writer.shutdown(wait=True)
+    if result.stopped is not None:  # after the episodes in flight at the stop: what the run spent in all
+        result.stopped += f" (spent ${result.usage.cost_usd:.4f})"
     while not queue.empty():
         result.not_started.append(queue.get_nowait().episode_id)
     return result

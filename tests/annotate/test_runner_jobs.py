@@ -266,3 +266,43 @@ def test_batch_collect_prints_what_the_ledger_records(store_path, metas):
     assert printed["proposed"] == "3" and printed["cached answers"] == str(job["cached"]) == "3"
     assert int(printed["input tokens"]) == job["input_tokens"] and int(printed["output tokens"]) == job["output_tokens"]
     assert printed["$ spent"] == f"{job['cost_usd']:.4f}" != "0.0000"
+
+
+def test_max_cost_stops_a_hybrid_on_what_its_paid_part_spends(store_path, metas):
+    """A hybrid's paid part is estimated (dry run) and reserved (--max-cost) like the openai backend:
+    the hybrid estimated $0, so 4 episodes started at once and spent twice the budget."""
+    with FakeOpenAI() as server:
+        hybrid = ["--backend", "hybrid", "boundaries=heuristic", "language=openai", "snap_s=0",
+                  f"language_settings.base_url={server.url}"]
+        openai = ["--backend", "openai", f"base_url={server.url}"]
+        dry = [table_row(invoke("run", "--store", store_path, *args, "--dry-run").output, "--dry-run") for args in (hybrid, openai)]
+        assert dry[0]["input tokens/episode"] == dry[1]["input tokens/episode"] and float(dry[0]["$ (hybrid)"]) > 0
+        assert dry[0]["$ (hybrid)"] == dry[1]["$ (gpt-4o)"] and dry[0]["$ Batch API"] == dry[1]["$ Batch API"]
+        run = invoke("run", "--store", store_path, *hybrid, "--max-cost", "0.012", "--concurrency", "4")
+        assert run.exit_code == 1 and "stopped before passing --max-cost $0.012 (spent $" in run.output
+        rest = invoke("run", "--store", store_path, *hybrid, "--concurrency", "4")
+        assert rest.exit_code == 0, rest.output
+    store = Store(store_path)
+    (job,) = annotate_tables.ledger_by_job(store)
+    first = table_row(run.output, "atom-annotate run: hybrid")
+    assert 0 < float(first["$ spent"]) <= 0.012 and f"(spent ${float(first['$ spent']):.4f})" in run.output
+    assert job["cost_usd"] > 0.012 and len(store.latest_all(author="hybrid")) == len(metas)
+
+
+def test_max_cost_counts_what_a_run_pays_not_the_answers_a_batch_bought(store_path, metas):
+    """Answers a batch bought are reused at no cost, so a budget below their price still proposes
+    them all, and stops on the live spend."""
+    with FakeOpenAI() as server:
+        assert invoke("batch", "submit", "--store", store_path, f"base_url={server.url}", "--episodes", "0-5").exit_code == 0
+        assert invoke("batch", "status", "--store", store_path).exit_code == 0
+        assert invoke("batch", "collect", "--store", store_path).exit_code == 0
+        bought = annotate_tables.ledger_totals(Store(store_path))["cost_usd"]
+        run = invoke("run", "--store", store_path, "--backend", "openai", f"base_url={server.url}", "--again",
+                     "--max-cost", "0.012", "--concurrency", "1")
+        assert run.exit_code == 1 and "stopped before passing --max-cost" in run.output
+        live = len(server.chat_requests())
+    store = Store(store_path)
+    spent = annotate_tables.ledger_totals(store)["cost_usd"] - bought
+    assert bought > 0.012 and 0 < spent <= 0.012 and live == 2
+    printed = table_row(run.output, "atom-annotate run: openai")
+    assert printed["proposed"] == "8" and printed["cached answers"] == "6" and printed["$ spent"] == f"{spent:.4f}"
