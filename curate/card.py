@@ -85,10 +85,20 @@ def build_card(root: Path, repo_id: str, license: str | None = None) -> DatasetC
         tags=["LeRobot", "robotics", "atomvla", "subtasks", "task-decomposition"],
         configs=configs,
     )
-    return DatasetCard(f"---\n{data.to_yaml()}\n---\n" + _body(kind, repo_id, summary))
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n" + _body(kind, repo_id, summary, _conformed_rates(root)))
 
 
-def _body(kind: str, repo_id: str, s: SubtaskSummary) -> str:
+def _conformed_rates(root: Path) -> tuple[float, int] | None:
+    """(recorded fps, stored fps) of a LeRobot export whose video was conformed to an integer rate
+    (its cameras' `video.source_fps`), else None."""
+    if export_kind(root) != "lerobot":
+        return None
+    info = json.loads((root / "meta" / "info.json").read_text())
+    recorded = [f["info"]["video.source_fps"] for f in info["features"].values() if "video.source_fps" in f.get("info", {})]
+    return (recorded[0], info["fps"]) if recorded else None
+
+
+def _body(kind: str, repo_id: str, s: SubtaskSummary, conformed: tuple[float, int] | None) -> str:
     share = s.reviewed_by_person / s.episodes if s.episodes else 0.0
     lines = [
         f"# {repo_id}",
@@ -120,6 +130,17 @@ def _body(kind: str, repo_id: str, s: SubtaskSummary) -> str:
             "the per-frame `subtask_index` with `meta/subtasks.parquet`, and in `meta/atomvla_subtasks.jsonl` "
             "(one line per episode: frame ranges, skills, instructions, authors, provenance).",
             "",
+        ]
+        if conformed is not None:
+            recorded, stored = conformed
+            lines += [
+                f"The video was recorded at {recorded:.5g} fps and conformed to {stored} fps (LeRobot stores an "
+                f"integer rate): the same frames, timestamped i/{stored}, play {abs(stored / recorded - 1) * 100:.2g}% "
+                f"{'faster' if stored > recorded else 'slower'}. Subtask boundaries are frame numbers and did not move; "
+                "each camera's `info` keeps the recorded rate as `video.source_fps`.",
+                "",
+            ]
+        lines += [
             "```python",
             "from lerobot.datasets.lerobot_dataset import LeRobotDataset",
             f'ds = LeRobotDataset("{repo_id}")',

@@ -282,3 +282,13 @@ def test_a_rate_far_from_any_integer_is_refused_naming_the_episodes_and_what_to_
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and "phone/0, phone/1 run at 12.5 fps" in said
     assert "--to parquet" in said and not (tmp_path / "ds").exists()
+
+
+def test_the_dataset_card_names_the_recorded_and_the_stored_rate(exported, tmp_path):
+    from atomvla.curate.card import build_card
+
+    db = _phone_store(tmp_path, Fraction(24000, 1001))
+    assert curate("export", tmp_path / "ds", "--to", "lerobot", "--store", db).exit_code == 0
+    card = " ".join(str(build_card(tmp_path / "ds", "team/phone")).split())
+    assert "recorded at 23.976 fps and conformed to 24 fps" in card and "play 0.1% faster" in card
+    assert "conformed" not in str(build_card(exported[1], "team/metaworld"))  # recorded at an integer rate
