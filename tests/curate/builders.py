@@ -37,14 +37,15 @@ _WAYPOINTS = np.array(
 _WAYPOINT_TIMES = np.array([0.0, GRASP_AT - 0.05, GRASP_AT, RELEASE_AT - 0.1, RELEASE_AT, 1.0])
 
 
-def encode_video(path: Path, frames_thwc: np.ndarray, fps: int) -> Path:
-    """Write (n, H, W, 3) uint8 frames as an H.264 MP4 (the codec every decoder reads)."""
+def encode_video(path: Path, frames_thwc: np.ndarray, fps: int | Fraction) -> Path:
+    """Write (n, H, W, 3) uint8 frames as an H.264 MP4 (the codec every decoder reads), at an
+    integer or NTSC (`Fraction(30000, 1001)`) rate."""
     return _write_video(
         path, (av.VideoFrame.from_ndarray(f, format="rgb24") for f in frames_thwc), fps, frames_thwc.shape[1:3]
     )
 
 
-def _write_video(path: Path, frames: Iterable[av.VideoFrame], fps: int, height_width: tuple[int, int]) -> Path:
+def _write_video(path: Path, frames: Iterable[av.VideoFrame], fps: int | Fraction, height_width: tuple[int, int]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
         # ultrafast: test videos need to exist quickly, not to be small.
