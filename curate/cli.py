@@ -389,8 +389,9 @@ def merge(
     A backend's proposal never goes over a person's work: where --store holds one (saved, accepted,
     rejected, a draft) or a source's latest revision of the episode is a person's, backend revisions
     brought in after it are left out and listed ("kept ..."); `atom-annotate run --include-reviewed`
-    on the merged store proposes over it on purpose. Incompatible stores are refused and nothing is
-    written. A merge that brings nothing new (the same sources again) says so in one line.
+    on the merged store proposes over it on purpose. Each such conflict is listed once: a later merge
+    that settles it again counts it (--verbose lists it). Incompatible stores are refused and nothing
+    is written. A merge that brings nothing new (the same sources again) says so in one line.
     """
     setup_logging(verbose)
     from rich.table import Table
@@ -398,8 +399,9 @@ def merge(
     from atomvla.curate.merge import merge_stores
 
     report = merge_stores(sources, store)
-    if report.nothing_new:  # e.g. the same sources again: not the lines an earlier merge printed
-        listed = " (--verbose lists what was kept)" if report.kept and not verbose else ""
+    hidden = len(report.kept_earlier) if not verbose else 0
+    if report.nothing_new:  # e.g. the same sources again: not the table an earlier merge printed
+        listed = " (--verbose lists what was kept)" if hidden else ""
         console.print(f"nothing new merged into {store}: {report.duplicate_revisions} revision(s) already merged, "
                       f"{report.left_out_revisions} left out over a person's work{listed}", highlight=False)
     else:
@@ -409,6 +411,8 @@ def merge(
         table.add_row(*(str(v) for v in (report.episodes, report.revisions, report.duplicate_revisions, report.left_out_revisions,
                                          report.reviews, report.job_items, report.ledger)))
         console.print(table)
-    if verbose or not report.nothing_new:
-        for line in report.kept:
-            console.print(f"[yellow]kept[/] {line}", highlight=False)
+        if hidden:
+            console.print(f"{hidden} conflict(s) settled as an earlier merge into {store} reported them, not listed "
+                          "again (--verbose lists them)", highlight=False)
+    for line in (report.kept_earlier if verbose else []) + report.kept:
+        console.print(f"[yellow]kept[/] {line}", highlight=False)

@@ -27,10 +27,15 @@ file is left beside them.
   the furthest state wins (done > failed > pending, then the latest). Ledger rows, reviews and
   batches already present are not added again; profiles present on both sides with other
   settings keep the destination's (reported), drafts and batches keep the newest.
+- Each conflict settled (a revision left out, a profile kept) is reported once: the destination
+  records it (`merge_conflicts`), and a later merge that settles it again, from the same peer or a
+  copy of it wherever it lies, lists it in `kept_earlier` instead of `kept`. A conflict is what was
+  left out or kept over what, so a peer's profile changed again is a new one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -39,11 +44,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from atomvla.curate.errors import StoreError
-from atomvla.curate.store import APPLICATION_ID, SCHEMA_VERSION, PersonsWork, Store, by_backend, persons_work
+from atomvla.curate.store import (APPLICATION_ID, SCHEMA_VERSION, PersonsWork, Store, by_backend, persons_work,
+                                  utc_now)
 from atomvla.schemas import Decomposition
 
 # Tables merge knows how to bring over; a source with rows in any other table is refused.
 TABLES = ("episodes", "revisions", "reviews", "jobs", "job_items", "ledger", "profiles", "batches", "drafts")
+# A store's own record, not brought over: what merges into that store reported to whoever ran them.
+OWN_TABLES = ("merge_conflicts",)
+# Source versions merge reads: every table of TABLES is as it is now since version 3 (version 4 added
+# OWN_TABLES), so a peer's store need not be opened with this atomvla first.
+OLDEST_SOURCE_VERSION = 3
 _ITEM_RANK = {"pending": 0, "failed": 1, "done": 2}
 # A revision where it was made: (origin, episode, revision there); origin -1 is the destination,
 # i the i-th source.
@@ -67,14 +78,30 @@ class MergeReport:
     profiles: int = 0
     batches: int = 0
     drafts: int = 0
-    kept: list[str] = field(default_factory=list)  # conflicts settled, each saying what was kept over what
+    # Conflicts settled, each saying what was kept over what: those no earlier merge into the
+    # destination reported, and those one did (listed again only on request).
+    kept: list[str] = field(default_factory=list)
+    kept_earlier: list[str] = field(default_factory=list)
 
     @property
     def nothing_new(self) -> bool:
-        """The destination gained and changed nothing: every source row was in it already, left out, or
+        """The destination gained and changed no data: every source row was in it already, left out, or
         settled in its favour (the same sources merged again)."""
         return not (self.episodes or self.revisions or self.reviews or self.jobs or self.job_items or self.ledger
                     or self.profiles or self.batches or self.drafts)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A conflict the merge settled: `what` identifies it wherever the stores lie (no path, no
+    revision number); `line` says what was kept over what."""
+
+    what: tuple
+    line: str
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.what).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -109,11 +136,12 @@ def _read(path: Path) -> _Source:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if app_id != APPLICATION_ID:
                 raise MergeError(f"{path}: not an atomvla store")
-            if version != SCHEMA_VERSION:
+            if not OLDEST_SOURCE_VERSION <= version <= SCHEMA_VERSION:
                 how = "open it once with this atomvla (e.g. `atom-curate ls --store` it) to upgrade it" if version < SCHEMA_VERSION else "upgrade atomvla"
-                raise MergeError(f"{path}: store schema version {version}, this atomvla merges version {SCHEMA_VERSION}; {how}")
+                raise MergeError(f"{path}: store schema version {version}, this atomvla merges versions "
+                                 f"{OLDEST_SOURCE_VERSION} to {SCHEMA_VERSION}; {how}")
             names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            unknown = [n for n in names if n not in TABLES and not n.startswith("sqlite_")
+            unknown = [n for n in names if n not in TABLES + OWN_TABLES and not n.startswith("sqlite_")
                        and conn.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]]
             if unknown:
                 raise MergeError(f"{path}: has rows in table(s) {', '.join(unknown)} that merge does not know")
@@ -174,24 +202,41 @@ def _merge(conn: sqlite3.Connection, store: Store, snapshots: list[_Source], rep
                     "the stores index different data"
                 )
 
-    renumber = _merge_revisions(conn, store, snapshots, report)
+    settled: list[Conflict] = []
+    renumber = _merge_revisions(conn, store, snapshots, report, settled)
 
     for i, source in enumerate(snapshots):
         src, rows = source.path, source.rows
         _merge_reviews(conn, i, rows["reviews"], renumber, report)
         _merge_jobs(conn, src, rows, report)
         _merge_ledger(conn, rows["ledger"], report)
-        _merge_profiles(conn, src, rows["profiles"], report)
+        _merge_profiles(conn, src, rows["profiles"], report, settled)
         _merge_newest(conn, "batches", ("batch_id",), rows["batches"], report)
         drafts = [
             {**dict(r), "based_on": r["based_on"] if not r["based_on"] else renumber.get((i, r["episode_id"], r["based_on"]))}
             for r in rows["drafts"]
         ]
         _merge_newest(conn, "drafts", ("episode_id", "author"), drafts, report)
+    _report_once(conn, settled, report)
+
+
+def _report_once(conn: sqlite3.Connection, settled: list[Conflict], report: MergeReport) -> None:
+    """Each conflict into `report.kept` the first time a merge into this destination settles it, and
+    recorded there; into `report.kept_earlier` when an earlier merge did."""
+    earlier = {r[0] for r in conn.execute("SELECT conflict FROM merge_conflicts")}
+    now = utc_now()
+    for conflict in settled:
+        if conflict.key in earlier:
+            report.kept_earlier.append(conflict.line)
+            continue
+        # OR IGNORE: two sources of one merge may settle the same conflict (a profile both changed alike).
+        conn.execute("INSERT OR IGNORE INTO merge_conflicts (conflict, line, reported_at) VALUES (?, ?, ?)",
+                     (conflict.key, conflict.line, now))
+        report.kept.append(conflict.line)
 
 
 def _merge_revisions(
-    conn: sqlite3.Connection, store: Store, snapshots: list[_Source], report: MergeReport
+    conn: sqlite3.Connection, store: Store, snapshots: list[_Source], report: MergeReport, settled: list[Conflict]
 ) -> dict[Ref, int | None]:
     """Bring in the sources' revisions (see the module docstring); returns the destination's number
     of every incoming revision, None for one left out."""
@@ -219,7 +264,7 @@ def _merge_revisions(
         first[ref] = ref
         new[ref] = r
 
-    left_out = _over_persons_work(store, snapshots, first, new, report)
+    left_out = _over_persons_work(store, snapshots, first, new, report, settled)
     renumber: dict[Ref, int | None] = {}
     for ref in new:  # both passes before inserting, so that `based_on` always resolves
         if ref in left_out:
@@ -247,10 +292,10 @@ def _merge_revisions(
 
 def _over_persons_work(
     store: Store, snapshots: list[_Source], first: dict[Ref, Ref], new: dict[Ref, sqlite3.Row],
-    report: MergeReport,
+    report: MergeReport, settled: list[Conflict],
 ) -> set[Ref]:
     """The new revisions to leave out: backends' revisions that would go over a person's work (see
-    the module docstring), each reported in `report.kept`."""
+    the module docstring), each counted in `report` and added to `settled`."""
     arriving: dict[str, list[Ref]] = {}  # episode -> its new revisions, oldest first
     for ref in new:
         arriving.setdefault(ref[1], []).append(ref)
@@ -282,10 +327,13 @@ def _over_persons_work(
             i, _, revision = ref = refs.pop()
             left_out.add(ref)
             report.left_out_revisions += 1
-            report.kept.append(
+            # The revision left out as merge tells revisions apart: the same in a copy of its store,
+            # or made again on another machine.
+            settled.append(Conflict(
+                ("revision left out", ep, *_revision_key(new[ref])),
                 f"{ep}: {why}; {dec.author}'s {dec.status.value.replace('_', ' ')} revision {revision}"
-                f" of {snapshots[i].path} left out"
-            )
+                f" of {snapshots[i].path} left out",
+            ))
     return left_out
 
 
@@ -345,7 +393,7 @@ def _merge_ledger(conn, rows, report: MergeReport) -> None:
             report.ledger += 1
 
 
-def _merge_profiles(conn, src: Path, rows, report: MergeReport) -> None:
+def _merge_profiles(conn, src: Path, rows, report: MergeReport, settled: list[Conflict]) -> None:
     for r in rows:
         have = conn.execute(
             "SELECT settings_json FROM profiles WHERE backend = ? AND name = ?", (r["backend"], r["name"])
@@ -355,7 +403,10 @@ def _merge_profiles(conn, src: Path, rows, report: MergeReport) -> None:
             conn.execute(f"INSERT INTO profiles ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", tuple(r))
             report.profiles += 1
         elif have[0] != r["settings_json"]:
-            report.kept.append(f"{r['backend']} profile {r['name']!r}: {src} has other settings; the destination's kept")
+            settled.append(Conflict(
+                ("profile kept", r["backend"], r["name"], have[0], r["settings_json"]),
+                f"{r['backend']} profile {r['name']!r}: {src} has other settings; the destination's kept",
+            ))
 
 
 def _merge_newest(conn, table: str, key: tuple[str, ...], rows, report: MergeReport) -> None:

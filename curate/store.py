@@ -119,6 +119,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE profiles ADD COLUMN weights BLOB;
     """,
+    # 4: the conflicts merges into this store settled and reported (`atom-curate merge` shows each once).
+    """
+    CREATE TABLE merge_conflicts (
+        conflict      TEXT PRIMARY KEY,
+        line          TEXT NOT NULL,
+        reported_at   TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

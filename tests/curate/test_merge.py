@@ -18,7 +18,7 @@ from atomvla.curate.cli import app
 from atomvla.curate.episode import Episode
 from atomvla.curate.merge import MergeError, merge_stores
 from atomvla.curate.sources import open_source
-from atomvla.curate.store import PersonsWork, Store, persons_work
+from atomvla.curate.store import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, PersonsWork, Store, persons_work
 from atomvla.schemas import Decomposition, EpisodeMeta, Status
 
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "metaworld_lerobot_v30"
@@ -136,6 +136,8 @@ def test_shards_merge_into_the_base_without_duplicates(stores, metas, proposals)
     assert again.nothing_new and again.left_out_revisions == 1
     assert again.duplicate_revisions + again.left_out_revisions == sum(len(Store(s).history(i)) for s in (a, b) for i in ids)
     assert snapshot(base) == before
+    # The same conflicts, settled as before: reported by the first merge, not again.
+    assert (again.kept, again.kept_earlier) == ([], report.kept)
 
 
 def test_merge_into_a_new_store_holds_the_same_decompositions(stores, tmp_path, metas):
@@ -445,4 +447,93 @@ def test_a_refused_merge_with_a_proposal_to_leave_out_writes_nothing(tmp_path):
     with pytest.raises(MergeError, match="ran heuristic with other settings"):
         merge_stores([b, c], a)
     assert snapshot(a) == before
-    assert merge_stores([b], a).left_out_revisions == 1  # what the refused merge would have left out
+    report = merge_stores([b], a)  # what the refused merge would have left out, reported now: it recorded nothing
+    assert report.left_out_revisions == 1 and len(report.kept) == 1 and report.kept_earlier == []
+
+
+# -- each conflict is reported once ------------------------------------------------------------
+
+
+def merge_cli(*args) -> str:
+    result = CliRunner().invoke(app, ["merge", *map(str, args)])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
+def test_a_conflict_is_listed_once_though_later_merges_bring_something_new(tmp_path, proposals):
+    """The defect: every merge that brought something printed again the kept lines of conflicts an
+    earlier merge of the same peer had reported."""
+    a, episode_id = proposed_then(tmp_path, "a.sqlite", "ann", Status.accepted)
+    b = copy_store(a, tmp_path / "b.sqlite")
+    run(b, "--include-reviewed", "pick_end=lifted")
+    kept = f"kept {episode_id}: reviewed by ann (accepted) in {a}; heuristic's proposed revision 3 of {b} left out"
+    assert kept in merge_cli(b, "--store", a)
+
+    others = [e for e in proposals if e != episode_id]
+    Store(b).add_revision(proposals[others[0]])  # b proposes for another episode: something new
+    said = merge_cli(b, "--store", a)
+    assert "merged 1 store(s)" in said and kept not in said
+    assert said.endswith(f"1 conflict(s) settled as an earlier merge into {a} reported them, not listed again "
+                         "(--verbose lists them)")
+    assert Store(a).latest(others[0]).author == "heuristic"
+
+    Store(b).add_revision(proposals[others[1]])
+    verbose = merge_cli(b, "--store", a, "--verbose")
+    assert "merged 1 store(s)" in verbose and verbose.endswith(kept) and "not listed again" not in verbose
+
+    # The same peer elsewhere (a copy under another name): the same conflict, not reported again.
+    c = copy_store(b, tmp_path / "c.sqlite")
+    Store(c).add_revision(proposals[others[2]])
+    report = merge_stores([c], a)
+    assert report.revisions == 1 and report.kept == []
+    assert report.kept_earlier == [kept.removeprefix("kept ").replace(str(b), str(c))]
+    # That record is a's own: a store merged from a starts its own.
+    fresh = tmp_path / "fresh.sqlite"
+    assert _rows(a)["merge_conflicts"] and merge_stores([a], fresh).revisions > 0
+    assert _rows(fresh)["merge_conflicts"] == []
+
+
+def test_a_profile_changed_again_is_a_new_conflict(stores):
+    base, a, b = stores
+    line = f"heuristic profile 'lab': {b} has other settings; the destination's kept"
+    assert line in merge_stores([a, b], base).kept
+    assert merge_stores([b], base).kept == []  # b's proposal for episode 0 is a's, made again: reported with a's
+    annotate_tables.save_profile(Store(b), "heuristic", "lab", {"window_s": 0.5})  # recalibrated again on b
+    again = merge_stores([b], base)
+    assert again.kept == [line] and len(again.kept_earlier) == 1
+    assert annotate_tables.profile(Store(base), "heuristic", "lab")["settings"] == {"window_s": 0.3}
+
+
+def _rows(path: Path) -> dict[str, list[tuple]]:
+    """Every row of every table of the store."""
+    with closing(sqlite3.connect(path)) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {t: sorted(map(tuple, conn.execute(f'SELECT * FROM "{t}"'))) for t in tables}
+
+
+def test_a_version_3_store_migrates_keeping_everything_and_merges_as_it_is(stores, tmp_path):
+    """A store made before merge recorded its reports (schema version 3): as a source it is merged
+    without opening it first, unchanged; opened, it gains the record and loses nothing."""
+    base, a, b = stores
+    old = tmp_path / "old.sqlite"
+    with closing(sqlite3.connect(old)) as conn:
+        conn.executescript(f"{''.join(MIGRATIONS[:3])}\nPRAGMA application_id={APPLICATION_ID}; PRAGMA user_version=3;")
+        conn.execute("ATTACH ? AS current", (str(a),))  # a's rows (episodes, revisions, reviews, a job, a draft ...)
+        for table in _rows(old):
+            conn.execute(f"INSERT INTO {table} SELECT * FROM current.{table}")
+        conn.commit()
+    assert SCHEMA_VERSION == 4 and "merge_conflicts" not in _rows(old)
+    before = _beside(old)
+
+    merged = merge_stores([old], tmp_path / "merged.sqlite")
+    assert merged.revisions == sum(len(Store(a).history(m.episode_id)) for m in Store(a).episodes())
+    assert _beside(old) == before  # read as it is: not migrated, nothing beside it
+
+    rows = _rows(old)
+    Store(old).close()  # opening migrates
+    with closing(sqlite3.connect(old)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert _rows(old) == {**rows, "merge_conflicts": []}
+    report = merge_stores([b], old)  # and merges into it: the profile conflict is recorded there
+    assert report.kept == [f"heuristic profile 'lab': {b} has other settings; the destination's kept"]
+    assert merge_stores([b], old).kept_earlier == report.kept
