@@ -32,8 +32,7 @@ LEROBOT_VERSION_TAG = "v3.0"  # LeRobot's CODEBASE_VERSION of the exported layou
 _UPLOADING = re.compile(r"Error while uploading '(.+)' to the Hub")
 
 # Refusals that need more than "re-run to resume" (which any other status gets, e.g. 400 on an
-# interrupted upload, 429, 5xx): what is wrong and what to do about it. {upload} is " of FILE" when
-# the refused request uploaded one file, else "".
+# interrupted upload, 429, 5xx): what is wrong and what to do about it.
 _REFUSAL_ADVICE = {
     401: "the Hub did not accept the token (HTTP 401): check HF_TOKEN, or log in again with `hf auth login`",
     403: "the token may not write to this repo (HTTP 403): check the repo id, that you may create or write "
@@ -44,13 +43,26 @@ _REFUSAL_ADVICE = {
     # commit or tag that met another one made at the same time.
     409: "the Hub refused the push as a conflict (HTTP 409): another commit or tag reached this repo at the "
          "same time (its branch moved); make sure no other push to it is running, then re-run",
-    413: "the Hub refused the upload{upload} as too large (HTTP 413): a file over the Hub's size limit for one "
-         "file (large files already go through LFS/Xet, up to that limit) must be split into smaller files, or "
-         "a request carried too many files; re-running unchanged fails the same way",
+    # The Hub's answer to a commit whose branch moved since the client read it ("A commit has happened
+    # since"); huggingface_hub does not retry it. upload_folder adds and replaces files, deleting none.
+    412: "the branch moved under this push (HTTP 412): someone else committed to this repo while it ran (another "
+         "push, an edit on the Hub); look at what they committed, then re-run: the re-run commits this export on "
+         "top of it (files the Hub already holds are not sent again; this export's files replace theirs at the "
+         "same paths, their other files stay)",
+    # A file is named only where huggingface_hub's upload error names it: a file's own upload on its LFS
+    # path. Its Xet path (taken when hf_xet is installed) sends files in chunks to Xet storage, which
+    # answers no upload with 413 (xet-core's CAS API) and whose errors reach us as hf_xet's own
+    # exceptions, not HTTP errors; there a 413 comes from the Hub's API (preupload, commit), naming no file.
+    413: "the Hub refused a request of the push as too large (HTTP 413): a commit carried too many files, or a "
+         "file is over the Hub's size limit for one file (through Xet, huggingface_hub's path when hf_xet is "
+         "installed, the refusal does not name it) and must be split into smaller files; re-running unchanged "
+         "fails the same way",
     422: "the Hub could not process the request (HTTP 422): something it names is invalid, e.g. the repo id, the "
          "--revision tag's name or the dataset card's metadata; fix that and push again (re-running unchanged "
          "fails the same way)",
 }
+_FILE_TOO_LARGE = ("the Hub refused the upload of {file!r} as too large (HTTP 413): the file is over the Hub's size "
+                   "limit for one file and must be split into smaller files; re-running unchanged fails the same way")
 
 
 class PushError(UserError):
@@ -128,12 +140,13 @@ def _check_tag_is_free(api: HfApi, repo_id: str, tag: str) -> None:
 
 
 def _refusal(repo_id: str, error: HfHubHTTPError, file: str | None) -> PushError:
-    advice = _REFUSAL_ADVICE.get(error.response.status_code)
+    """`file`: the file whose upload was refused, where the error names one."""
+    status = error.response.status_code
+    advice = _FILE_TOO_LARGE if status == 413 and file else _REFUSAL_ADVICE.get(status)
     if advice is None:
         return PushError(f"{repo_id}: the Hub refused the push ({_one_line(error)}); re-run to resume")
     said = f" (the Hub said: {_one_line(error.server_message)})" if error.server_message else ""
-    upload = f" of {file!r}" if file else ""
-    return PushError(f"{repo_id}: {advice.format(namespace=repo_id.split('/')[0], upload=upload)}{said}")
+    return PushError(f"{repo_id}: {advice.format(namespace=repo_id.split('/')[0], file=file)}{said}")
 
 
 def _one_line(exc: BaseException | str) -> str:

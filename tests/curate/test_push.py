@@ -163,16 +163,26 @@ def _every_file(folder: Path) -> dict[str, bytes]:
     pytest.param(409, "commit", r"the Hub refused the push as a conflict \(HTTP 409\): another commit or tag reached "
                                 r"this repo at the same time \(its branch moved\); make sure no other push to it is "
                                 r"running, then re-run", id="conflict"),
-    pytest.param(413, "upload", r"the Hub refused the upload of '(?P<file>[^']+)' as too large \(HTTP 413\): a file "
-                                r"over the Hub's size limit for one file .* must be split into smaller files, or a "
-                                r"request carried too many files; re-running unchanged fails the same way",
-                 id="file-too-large"),
+    pytest.param(412, "commit", r"the branch moved under this push \(HTTP 412\): someone else committed to this repo "
+                                r"while it ran \(another push, an edit on the Hub\); look at what they committed, then "
+                                r"re-run: the re-run commits this export on top of it \(files the Hub already holds are "
+                                r"not sent again; this export's files replace theirs at the same paths, their other "
+                                r"files stay\)", id="branch-moved"),
+    pytest.param(413, "upload", r"the Hub refused the upload of '(?P<file>[^']+)' as too large \(HTTP 413\): the file "
+                                r"is over the Hub's size limit for one file and must be split into smaller files; "
+                                r"re-running unchanged fails the same way", id="file-too-large"),
+    # The 413 of a request to the Hub's API, which is where one comes from on huggingface_hub's Xet path.
+    pytest.param(413, "commit", r"the Hub refused a request of the push as too large \(HTTP 413\): a commit carried "
+                                r"too many files, or a file is over the Hub's size limit for one file \(through Xet, "
+                                r"huggingface_hub's path when hf_xet is installed, the refusal does not name it\) and "
+                                r"must be split into smaller files; re-running unchanged fails the same way",
+                 id="request-too-large"),
     pytest.param(422, "create", r"the Hub could not process the request \(HTTP 422\): something it names is invalid, "
                                 r"e\.g\. the repo id, the --revision tag's name or the dataset card's metadata; fix "
                                 r"that and push again \(re-running unchanged fails the same way\)", id="invalid-request"),
 ])
-def test_a_conflict_a_too_large_upload_and_an_invalid_request_say_what_to_do(export_dir, hub_env, status, fails,
-                                                                             advice):
+def test_a_conflict_a_moved_branch_too_large_requests_and_an_invalid_one_say_what_to_do(export_dir, hub_env, status,
+                                                                                        fails, advice):
     from atomvla.curate.card import build_card
 
     hub = hub_env
@@ -187,7 +197,7 @@ def test_a_conflict_a_too_large_upload_and_an_invalid_request_say_what_to_do(exp
     found = re.search(rf"error: {REPO}: {advice} \(the Hub said: injected (create|commit|upload) failure\)", said)
     assert result.exit_code == 2 and found, said
     assert said.count("error:") == 1 and "re-run to resume" not in said
-    if status == 413:  # the file named is one of the export's, sent through LFS
+    if fails == "upload":  # the file named is one of the export's, sent through LFS
         assert found["file"] in before and found["file"].endswith((".parquet", ".mp4"))
     assert REPO not in hub.repos or not hub.repos[REPO].commits
     # Nothing local is half-written: every file as it was, but the card, written whole before the upload.
@@ -196,7 +206,7 @@ def test_a_conflict_a_too_large_upload_and_an_invalid_request_say_what_to_do(exp
     assert all(after[f] == before[f] for f in after if f != "README.md")
     if "README.md" in after:
         assert after["README.md"].decode() == str(build_card(export_dir, REPO, None))
-    if status == 409:  # what the message says to do works
+    if status in (409, 412):  # what the message says to do works
         assert push(export_dir, "--revision", "v1").exit_code == 0
         assert hub.repos[REPO].files == _local_files(export_dir)
 
