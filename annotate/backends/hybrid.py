@@ -156,9 +156,12 @@ class HybridBackend(AsyncBackend):
             cut, used_cut = await self.cutter.apropose(episode)
             named, usage = cut, _named(used_cut, self.cutter, cut)
         else:
-            (cut, used_cut), (named, used_named) = await asyncio.gather(
-                self.cutter.apropose(episode), self.namer.apropose(episode)
-            )
+            # Both run to the end before a failure is raised, so what the other part paid for is
+            # spent within the episode (the runner ledgers it), not by a task left running.
+            both = await asyncio.gather(self.cutter.apropose(episode), self.namer.apropose(episode), return_exceptions=True)
+            if errors := [b for b in both if isinstance(b, BaseException)]:
+                raise errors[0]
+            (cut, used_cut), (named, used_named) = both
             usage = _named(used_cut, self.cutter, cut) + _named(used_named, self.namer, named)
         status, subtasks, note = Status.proposed, (), None
         failed = [(role, d) for role, d in (("boundaries", cut), ("language", named)) if d.status is Status.failed]

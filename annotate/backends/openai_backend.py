@@ -23,7 +23,7 @@ from atomvla.annotate.backends.base import SetupError, register
 from atomvla.annotate.backends.vlm_backend import VLMBackend, VLMConfig, kinematic_events
 from atomvla.annotate.client.cache import ResponseCache, encode_body, request_key
 from atomvla.annotate.client.limiter import RateLimiter
-from atomvla.annotate.client.pricing import Usage, cost_usd, input_tokens, text_tokens
+from atomvla.annotate.client.pricing import Usage, cost_usd, input_tokens, spent, text_tokens
 from atomvla.annotate.client.retry import ResponseError, RetryPolicy, with_retries
 from atomvla.annotate.vlm import (
     PROMPT_VERSION,
@@ -204,7 +204,7 @@ class OpenAIBackend(VLMBackend):
         if self.cache is not None:
             self.cache.put(key, {"text": text, "input_tokens": tokens_in, "output_tokens": tokens_out, "model": self.model,
                                  "cost_usd": cost})
-        return text, Usage(tokens_in, tokens_out, cost, requests=1, model=self.model)
+        return text, spent(Usage(tokens_in, tokens_out, cost, requests=1, model=self.model))
 
     async def agenerate(self, messages: list[Message], frames: np.ndarray) -> tuple[str, Usage]:
         return await self.complete(messages, response_format())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 
@@ -153,3 +154,15 @@ class Usage:
 
 def _sum(a: Usage, b: Usage) -> tuple:
     return tuple(getattr(a, f) + getattr(b, f) for f in TALLIES)
+
+
+# What the episode being proposed has spent, request by request (the runner sets a list per
+# episode): an episode that fails after paid requests still has them in the ledger and the spend.
+SPENT: ContextVar[list[Usage] | None] = ContextVar("spent", default=None)
+
+
+def spent(usage: Usage) -> Usage:
+    """`usage` (of a request just paid for), noted as spent by the episode being proposed."""
+    if (tally := SPENT.get()) is not None:
+        tally.append(usage)
+    return usage

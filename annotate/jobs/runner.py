@@ -30,7 +30,7 @@ from atomvla.annotate import store_tables
 from atomvla.annotate.backends.base import Backend, BackendError
 from atomvla.annotate.client.retry import ResponseError, RetriesExhausted
 from atomvla.errors import UserError
-from atomvla.annotate.client.pricing import Usage
+from atomvla.annotate.client.pricing import SPENT, Usage
 from atomvla.curate.episode import Episode
 from atomvla.curate.errors import SourceError
 from atomvla.curate.store import Store
@@ -164,13 +164,16 @@ async def arun(
     def over_budget() -> bool:
         return max_cost is not None and result.usage.cost_usd + (in_flight + 1) * reserve > max_cost
 
-    def record(episode_id: str, dec: Decomposition, usage: Usage) -> Outcome:
-        """Store one answered episode. The ledger first: a crash before the revision lands re-reads
-        the answer from the cache (free), never leaving paid tokens unrecorded."""
+    def add_spend(episode_id: str, usage: Usage) -> None:
         for share in usage.by_model():  # a row per model called (a hybrid's parts may call two)
             if share.requests or share.cached:
                 store_tables.add_ledger(store, result.job_id, episode_id, share.model or model, share.input_tokens,
                                         share.output_tokens, share.cost_usd, share.cached)
+
+    def record(episode_id: str, dec: Decomposition, usage: Usage) -> Outcome:
+        """Store one answered episode. The ledger first: a crash before the revision lands re-reads
+        the answer from the cache (free), never leaving paid tokens unrecorded."""
+        add_spend(episode_id, usage)
         store.add_revision(dec)
         if dec.status is Status.failed:
             store_tables.mark_job_item(store, result.job_id, episode_id, "failed", dec.note)
@@ -184,16 +187,21 @@ async def arun(
         nonlocal reserve
         episode_id = meta.episode_id
         outcome: Outcome
+        spending: list[Usage] = []  # the requests paid for, in case the episode fails after them
+        token = SPENT.set(spending)
         try:
             dec, usage = await backend.apropose(Episode(meta))
         except EPISODE_ERRORS as exc:
             why = str(exc) if isinstance(exc, (BackendError, SourceError, DecompositionError)) else f"episode {episode_id}: {exc}"
             log.error("%s", why)
+            usage, outcome = sum(spending, Usage()), "failed"
+            await write(add_spend, episode_id, usage)
             await write(store_tables.mark_job_item, store, result.job_id, episode_id, "failed", why)
             result.failed.append((episode_id, why))
-            usage, outcome = Usage(), "failed"
         else:
             outcome = await write(record, episode_id, dec, usage)
+        finally:
+            SPENT.reset(token)
         result.usage += usage
         reserve = max(reserve, usage.cost_usd)
         if on_episode is not None:

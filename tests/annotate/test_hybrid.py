@@ -3,6 +3,7 @@
 The language backends here are real `VLMBackend`s (the shared prompt/parse/repair path) whose
 model is a function of the prompt: one answers valid JSON, one answers prose."""
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -252,3 +253,32 @@ def test_usage_adds_up_per_model():
     assert [(s.model, s.input_tokens, s.requests) for s in total.by_model()] == [("a", 20, 2), ("b", 20, 1)]
     assert (a + Usage()).by_model() == (a,) and (Usage() + Usage()).model is None
     assert Usage(5, requests=1).named("c").model == "c" and (a + Usage(5, requests=1)).named("c").by_model()[1].model == "c"
+
+
+def test_a_part_that_fails_leaves_what_the_other_paid_in_the_ledger(tmp_path, episode, monkeypatch):
+    """The language part's server is down; the boundaries part's slower answer is billed: the failed
+    episode's ledger row has it (the hybrid gave up on the first failure, before that answer came)."""
+    import socket
+
+    from fake_openai import FakeOpenAI
+
+    from atomvla.annotate import store_tables
+    from atomvla.annotate.client.retry import RetryPolicy
+    from atomvla.annotate.jobs.engine import build_engine
+    from atomvla.annotate.jobs.runner import arun
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-hybrid")
+    store = Store(tmp_path / "s.sqlite")
+    store.upsert_episodes([episode.meta])
+    with FakeOpenAI(latency_s=0.5) as server:
+        settings = ["boundaries=openai", f"boundaries_settings.base_url={server.url}", "boundaries_settings.frames=4",
+                    "language=openai", f"language_settings.base_url={down}", "snap_s=0"]
+        engine = build_engine(store, "hybrid", None, settings, retry=RetryPolicy(attempts=1))
+        result = asyncio.run(arun(store, engine, [episode.meta]))
+        assert len(server.chat_requests()) == 1
+    assert result.failed and "1 attempts failed; last: APIConnectionError" in result.failed[0][1]
+    (row,) = store_tables.ledger_rows(store, result.job_id)
+    assert row["model"] == "gpt-4o" and row["cost_usd"] > 0 and row["cost_usd"] == pytest.approx(result.usage.cost_usd)

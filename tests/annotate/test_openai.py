@@ -12,6 +12,7 @@ from atomvla.annotate import store_tables as annotate_tables
 from atomvla.annotate.backends.openai_backend import OpenAIBackend, OpenAIConfig
 from atomvla.annotate.cli import app
 from atomvla.annotate.client.cache import ResponseCache
+from atomvla.annotate.client.pricing import input_tokens
 from atomvla.annotate.client.retry import RetryPolicy
 from atomvla.annotate.jobs.runner import arun
 from atomvla.curate.cli import app as curate_app
@@ -133,6 +134,20 @@ def test_coarse_to_fine_re_asks_each_boundary_with_dense_frames(tmp_path, metas,
     assert [len(w) for w in windows] == [5, 5]
     assert dec.boundaries == [w[2] for w in windows]  # the fake answers the middle frame shown
     assert dec.provenance.tokens_in == result.usage.input_tokens  # the coarse request and both refinements
+
+
+def test_answers_paid_before_an_episode_fails_are_in_the_ledger_and_the_spend(tmp_path, metas, key):
+    """The coarse answer is billed; its refinements then fail past the retries: the failed episode's
+    spend is ledgered and counted (it was dropped: a billed answer in no ledger, outside --max-cost)."""
+    store = Store(tmp_path / "store.sqlite")
+    with FakeOpenAI() as server:
+        server.plans = {marker(0): ["ok"] + ["500"] * 2 * FAST.attempts}
+        result = asyncio.run(arun(store, backend(server, store.path, coarse_to_fine=True), metas[:1]))
+        (coarse,) = [r for r in server.chat_requests() if r.status == 200]
+    assert result.failed and "attempts failed; last: HTTP 500" in result.failed[0][1]
+    (row,) = annotate_tables.ledger_rows(store, result.job_id)
+    assert row["model"] == "gpt-4o" and row["cost_usd"] > 0 and row["cost_usd"] == pytest.approx(result.usage.cost_usd)
+    assert row["input_tokens"] == input_tokens(coarse.body["messages"], coarse.body["response_format"])
 
 
 def test_an_exhausted_quota_is_not_retried(tmp_path, metas, key):
