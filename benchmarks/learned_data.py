@@ -32,7 +32,10 @@ was skipped, and the generation's CPU and wall seconds. Sources:
   backend is chosen on them);
 - `libero_heldout2`, `humanlike_libero_heldout2`: the same for HELDOUT2 (a knob turned on, a
   microwave door pushed shut, placing beside something), kept out like HELDOUT and scored once by
-  the lead (benchmarks/out/heldout2/PLAN.md).
+  the lead (benchmarks/out/heldout2/PLAN.md);
+- `libero_heldout3`, `humanlike_libero_heldout3`: the same for HELDOUT3 (a drawer pulled open, a
+  bowl put into it, the drawer closed again), kept out and scored once by the lead
+  (benchmarks/out/heldout3/PLAN.md).
 
 Each episode is bounded (`--episode-s` CPU seconds, and 10x that in wall seconds) and each source too (`--budget-s`, CPU
 seconds: the source stops at the first episode that starts past it, and says so). An episode that
@@ -69,7 +72,8 @@ HUMANLIKE_SEED0 = 1000  # humanlike seeds start here, apart from the scripted se
 # tasks and 6 are enough for its variety; the human-like LIBERO operator fails more often (83 of 150
 # kept), so it gets 10.
 SEEDS = 8
-SOURCE_SEEDS = {"humanlike": 6, "humanlike_libero": 10, "humanlike_libero_heldout": 10, "humanlike_libero_heldout2": 10}
+SOURCE_SEEDS = {"humanlike": 6, "humanlike_libero": 10, "humanlike_libero_heldout": 10, "humanlike_libero_heldout2": 10,
+                "humanlike_libero_heldout3": 10}
 WALL_FACTOR = 10  # an episode's wall-clock bound, in multiples of its CPU bound (the machine is shared)
 
 
@@ -168,7 +172,7 @@ def aloha(seeds: int, humanlike: bool = False) -> Iterator[Attempt]:
 
 
 def libero(seeds: int, humanlike: bool = False, templates: str = "TEMPLATES") -> Iterator[Attempt]:
-    """Every libero_gt template of the tuple named `templates` (TEMPLATES, HELDOUT or HELDOUT2); one
+    """Every libero_gt template of the tuple named `templates` (TEMPLATES, HELDOUT, HELDOUT2 or HELDOUT3); one
     scene per template, built when its first episode starts.
     `humanlike`: through humanlike_gt's operator, from LIBERO's initial states counted from the last
     (the scripted episodes take them from the first), labelled source `humanlike`."""
@@ -216,6 +220,8 @@ HELDOUT_SOURCES: dict[str, Callable[[int, str], Iterator[Attempt]]] = {
     "humanlike_libero_heldout": lambda seeds, _: libero(seeds, humanlike=True, templates="HELDOUT"),
     "libero_heldout2": lambda seeds, _: libero(seeds, templates="HELDOUT2"),
     "humanlike_libero_heldout2": lambda seeds, _: libero(seeds, humanlike=True, templates="HELDOUT2"),
+    "libero_heldout3": lambda seeds, _: libero(seeds, templates="HELDOUT3"),
+    "humanlike_libero_heldout3": lambda seeds, _: libero(seeds, humanlike=True, templates="HELDOUT3"),
 }
 
 

@@ -3,7 +3,8 @@
 Phases (frames at 20 Hz): "pick up the X" = approach above X, descend, close; "place the X in/on
 the Y" = lift, carry above Y, descend, open, retreat; "close the D" = approach the handle, push
 along the slide, back off (a drawer), or approach the open door's face and push it round its
-hinge, then rise (a door); "turn on the K" = grasp the knob's ridge, twist, let go, rise. Subtask
+hinge, then rise (a door); "open the D" = turn the hand to point into the drawer, pinch its handle,
+pull along the slide, let go, back off; "turn on the K" = grasp the knob's ridge, twist, let go, rise. Subtask
 boundaries are the frames where those phases start, so the ground truth is exact by construction.
 
 Where a pick ends follows the Meta-World fixture, the ground truth all our sets agree with: there
@@ -26,7 +27,7 @@ from benchmarks.humanlike_gt.teleop import Operator
 
 from .motion import GRIP_CLOSED, GRIP_OPEN, Motion, axis_angle_matrix, execute, follow, steps_for
 from .scene import Scene
-from .templates import CloseDoor, CloseDrawer, Move, Template, TurnOn, subtasks_of
+from .templates import CloseDoor, CloseDrawer, Move, OpenDrawer, Template, TurnOn, subtasks_of
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,11 @@ KNOB_ON_RAD = 1.1  # LIBERO's stove is on from 0.5 rad (of 2.1): twist to well i
 DOOR_PUSH_AT = 0.7  # of the door's width out from the hinge: leverage, and clear of its edge
 DOOR_STANDOFF_M = 0.03  # the grip site behind the door's face while pushing it
 DOOR_OVERSHOOT_RAD = 0.15  # push past shut: the door stops at its limit
+# The finger pads reach from 1.2 cm behind the grip site to 0.5 cm past it: the grip site this far
+# past the handle bar's middle centres them on the bar (the fingertips stay clear of the drawer's face).
+PADS_PAST_GRIP_M = 0.005
+HANDLE_STANDOFF_M = 0.06  # in front of a drawer's handle before moving the open fingers onto it
+DRAWER_OVERPULL_M = 0.03  # pull past the open limit (the drawer stops there): a slow hand lags its goal
 
 
 @dataclass(frozen=True)
@@ -180,7 +186,8 @@ def _place(rec: Recorder, move: Move, rot: np.ndarray, rng: np.random.Generator,
 
 def _close_drawer(rec: Recorder, step: CloseDrawer, rot: np.ndarray, pace: float) -> None:
     """Push the drawer's front-most part (its handle) along the slide axis until it is shut."""
-    qpos, axis, closed = rec.scene.slide_joint(step.joint)
+    qpos, axis, limits = rec.scene.slide_joint(step.joint)
+    closed = float(limits[1])
     push = axis * np.sign(closed - qpos)  # world direction that closes the drawer
     handle = max(rec.scene.geom_boxes(step.drawer), key=lambda b: float(-push @ b.center))
     # Turned a quarter about the vertical, the fingers span the handle and the hand stays in
@@ -194,6 +201,33 @@ def _close_drawer(rec: Recorder, step: CloseDrawer, rot: np.ndarray, pace: float
     _reach(rec, start, turned, 0.12 * pace, GRIP_CLOSED, 10)
     _reach(rec, contact + push * travel, turned, 0.10 * pace, GRIP_CLOSED, 15)
     _reach(rec, rec.eef_pos - push * RETREAT_M + [0, 0, 0.05], turned, 0.15 * pace, GRIP_CLOSED, 10)
+
+
+def _open_drawer(rec: Recorder, step: OpenDrawer, rot: np.ndarray, pace: float) -> None:
+    """Side grasp: turn the hand to point into the drawer with the fingers closing vertically, pinch
+    the handle's bar top and bottom, pull it along the slide to the open limit, let go, back off
+    and turn top-down again while rising."""
+    qpos, axis, limits = rec.scene.slide_joint(step.joint)
+    pull = axis * np.sign(limits[0] - qpos)  # world direction that opens the drawer
+    handle = max(rec.scene.geom_boxes(step.drawer), key=lambda b: float(pull @ b.center))
+    if abs(pull[1]) < abs(pull[0]):  # the top-down fingers close along world y: along the pull first
+        rot = QUARTER_TURN @ rot
+    # Tip the fingers from pointing down to pointing along -pull, about the horizontal across it: the
+    # closing axis (along the pull) turns vertical.
+    across = np.cross([0.0, 0.0, 1.0], pull)
+    side = axis_angle_matrix(across / np.linalg.norm(across) * np.pi / 2) @ rot
+    grasp = handle.center - pull * PADS_PAST_GRIP_M
+    start = grasp + pull * HANDLE_STANDOFF_M
+    travel = abs(qpos - limits[0]) + DRAWER_OVERPULL_M
+    _reach(rec, start + [0, 0, APPROACH_CLEARANCE_M], side, 0.22 * pace, GRIP_OPEN, 30)
+    _reach(rec, start, side, 0.12 * pace, GRIP_OPEN, 10)
+    _reach(rec, grasp, side, 0.08 * pace, GRIP_OPEN, 10)
+    execute(rec, Motion(grasp, side, GRIP_STEPS, GRIP_CLOSED))
+    _reach(rec, grasp + pull * travel, side, 0.10 * pace, GRIP_CLOSED, 20)
+    # Let go while backing off along the pull: a hand that wavers into the drawer as the fingers
+    # open pushes it partly shut again.
+    execute(rec, Motion(rec.eef_pos + pull * RETREAT_M / 2, side, GRIP_STEPS, GRIP_OPEN))
+    _reach(rec, rec.eef_pos + [0, 0, RETREAT_M], rot, 0.15 * pace, GRIP_OPEN, 20)
 
 
 def _turn_on(rec: Recorder, step: TurnOn, rot: np.ndarray, pace: float) -> None:
@@ -257,7 +291,9 @@ def run(scene: Scene, tmpl: Template, init_state: np.ndarray, seed: int, operato
     plan = subtasks_of(tmpl)  # (instruction, skill) of each subtask, in order
     phases = itertools.count()  # the subtask each step begins: rec.phase = next(phases)
 
-    goals: list[tuple[str, ...]] = []
+    # The goal each step leaves, by what it is about (the moved object, the drawer or appliance): a
+    # later step on the same thing (a drawer opened, then closed) replaces it.
+    goals: dict[str, tuple[str, ...]] = {}
     for step in tmpl.steps:
         if isinstance(step, Move):
             rec.phase = next(phases)
@@ -270,6 +306,10 @@ def run(scene: Scene, tmpl: Template, init_state: np.ndarray, seed: int, operato
             rec.phase = next(phases)
             _close_drawer(rec, step, rot, pace)
             goal = ("close", step.region)
+        elif isinstance(step, OpenDrawer):
+            rec.phase = next(phases)
+            _open_drawer(rec, step, rot, pace)
+            goal = ("open", step.region)
         elif isinstance(step, CloseDoor):
             rec.phase = next(phases)
             _close_door(rec, step, rot, pace)
@@ -280,8 +320,8 @@ def run(scene: Scene, tmpl: Template, init_state: np.ndarray, seed: int, operato
             goal = ("turnon", step.appliance)
         if not scene.holds(goal):
             raise StepFailed(f"{' '.join(goal)} does not hold after its step")
-        goals.append(goal)
-    for goal in goals:  # a later step may have undone an earlier one
+        goals[goal[1]] = goal
+    for goal in goals.values():  # a later step may have undone an earlier one
         if not scene.holds(goal):
             raise StepFailed(f"{' '.join(goal)} no longer holds at the end")
     # Subtask i starts at the first frame labelled i (labels never go back: see Recorder).

@@ -85,10 +85,10 @@ class Scene(libero.Scene):
         boxes = self.geom_boxes(name)
         return Box(np.min([b.lo for b in boxes], axis=0), np.max([b.hi for b in boxes], axis=0))
 
-    def slide_joint(self, name: str) -> tuple[float, np.ndarray, float]:
-        """A slide joint's position, world axis (3,) and upper limit."""
+    def slide_joint(self, name: str) -> tuple[float, np.ndarray, np.ndarray]:
+        """A slide joint's position, world axis (3,) and range (2,)."""
         j = self._model.joint(name)
-        return float(self._data.qpos[j.qposadr[0]]), np.array(self._data.xaxis[j.id]), float(j.range[1])
+        return float(self._data.qpos[j.qposadr[0]]), np.array(self._data.xaxis[j.id]), np.array(j.range)
 
     def hinge_joint(self, name: str) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
         """A hinge joint's angle, world anchor (3,), world axis (3,) and range (2,)."""

@@ -1,9 +1,10 @@
 """Long-horizon task templates: a LIBERO scene plus an ordered list of steps.
 
 A pick-and-place move yields two ground-truth subtasks ("pick up the X", "place the X in/on the
-Y"), closing a drawer or a hinged door one ("close the D"), turning a knob on one ("turn on the
-stove"); the instruction is phrased the way LIBERO phrases its tasks. Scenes and initial states are
-LIBERO's own (suite folder + BDDL problem name); the moves need not be that problem's goal.
+Y"), closing a drawer or a hinged door one ("close the D"), opening a drawer one ("open the D"),
+turning a knob on one ("turn on the stove"); the instruction is phrased the way LIBERO phrases its
+tasks. Scenes and initial states are LIBERO's own (suite folder + BDDL problem name); the moves need
+not be that problem's goal.
 """
 
 from __future__ import annotations
@@ -37,6 +38,14 @@ class CloseDrawer:
 
 
 @dataclass(frozen=True)
+class OpenDrawer:
+    drawer: str  # body of the sliding drawer; its front-most part (the handle) is pinched
+    joint: str  # its slide joint; open is the joint's lower limit (closed the upper, as CloseDrawer)
+    name: str  # e.g. "top drawer of the cabinet"
+    region: str  # BDDL region that the Open predicate is evaluated on
+
+
+@dataclass(frozen=True)
 class CloseDoor:
     door: str  # body of the hinged door, e.g. "microwave_1_microdoorroot"
     joint: str  # its hinge joint (vertical axis); closed is the end of its range nearer 0
@@ -58,7 +67,7 @@ class Template:
     suite: str
     problem: str
     task: str
-    steps: tuple[Move | CloseDrawer | CloseDoor | TurnOn, ...]
+    steps: tuple[Move | OpenDrawer | CloseDrawer | CloseDoor | TurnOn, ...]
 
 
 def subtasks_of(tmpl: Template) -> tuple[tuple[str, Skill], ...]:
@@ -70,6 +79,8 @@ def subtasks_of(tmpl: Template) -> tuple[tuple[str, Skill], ...]:
                     (f"place the {step.obj_name} {step.says or step.relation} the {step.target_name}", "place")]
         elif isinstance(step, TurnOn):
             out.append((f"turn on the {step.name}", "turn"))
+        elif isinstance(step, OpenDrawer):
+            out.append((f"open the {step.name}", "open"))
         else:
             out.append((f"close the {step.name}", "close"))
     return tuple(out)
@@ -380,9 +391,93 @@ HELDOUT2: tuple[Template, ...] = (
 )
 
 
+def _wooden_drawer(level: str) -> tuple[str, str, str, str]:
+    """(body, slide joint, name, BDDL region) of a drawer of LIBERO's wooden cabinet."""
+    return (f"wooden_cabinet_1_cabinet_{level}", f"wooden_cabinet_1_{level}_level", f"{level} drawer of the cabinet",
+            f"wooden_cabinet_1_{level}_region")
+
+
+def _in_wooden_drawer(obj: str, name: str, level: str) -> Move:
+    body, _, drawer_name, region = _wooden_drawer(level)
+    return Move(obj, name, body, drawer_name, "in", region)
+
+
+# A third held-out set (issue 15), made after HELDOUT2 was scored, under the same rule: no backend
+# runs on it, nobody looks at its features, the lead scores it once. Its new kind of motion is
+# opening a drawer (OpenDrawer: a side grasp, the hand turned to point into the drawer, the fingers
+# pinching the handle's bar top and bottom, then pulling it along the slide), before or after a
+# pick-and-place and with a bowl then put into the opened drawer, and a drawer opened then closed
+# again in one task; the middle drawer (the earlier sets close only top drawers). Problems no earlier
+# template uses: KITCHEN_SCENE2's (TEMPLATES stacks its bowls in another of its problems) and
+# KITCHEN_SCENE1's drawer problem (HELDOUT puts its bowl on the cabinet in another); LIBERO-Goal's
+# scene is the one TEMPLATES and HELDOUT2 use. Development ran on LIBERO's initial states 10-15 only.
+# Not here because the scripted motion fails: a bowl picked from in front of a drawer already opened
+# (KITCHEN_SCENE1's bowl, LIBERO-Goal's: the open drawer hangs over it and blocks the hand), opening
+# LIBERO-Goal's top drawer after moving the bowl (the arm is blocked short of open), KITCHEN_SCENE4's
+# white cabinet (the forearm meets the wine rack while pulling: open 1 in 2, the bowl then slips
+# out), the bottom drawer (the side-turned hand is as tall as the handle is above the table), the
+# bowl at the back of KITCHEN_SCENE2 into the drawer (not lifted), a bowl put on top of the cabinet
+# before opening its drawer (the fingers miss the handle), and opening the microwave (not tried: its
+# door needs a pull round the hinge, which was not written in time).
+HELDOUT3: tuple[Template, ...] = (
+    Template(
+        "bowl_on_plate_and_open_top_drawer",
+        "libero_90",
+        "KITCHEN_SCENE1_open_the_top_drawer_of_the_cabinet",
+        "put the black bowl on the plate and open the top drawer of the cabinet",
+        (_on_plate("akita_black_bowl_1", "black bowl", "plate_1", "plate"), OpenDrawer(*_wooden_drawer("top"))),
+    ),
+    Template(
+        "open_top_drawer_and_front_bowl_in_it",
+        "libero_90",
+        "KITCHEN_SCENE2_open_the_top_drawer_of_the_cabinet",
+        "open the top drawer of the cabinet and put the black bowl at the front in it",
+        (OpenDrawer(*_wooden_drawer("top")), _in_wooden_drawer("akita_black_bowl_1", "black bowl at the front", "top")),
+    ),
+    Template(
+        "open_top_drawer_and_middle_bowl_in_it",
+        "libero_90",
+        "KITCHEN_SCENE2_put_the_middle_black_bowl_on_the_plate",
+        "open the top drawer of the cabinet and put the middle black bowl in it",
+        (OpenDrawer(*_wooden_drawer("top")), _in_wooden_drawer("akita_black_bowl_2", "middle black bowl", "top")),
+    ),
+    Template(
+        "front_bowl_on_plate_and_open_top_drawer",
+        "libero_90",
+        "KITCHEN_SCENE2_put_the_black_bowl_at_the_front_on_the_plate",
+        "put the black bowl at the front on the plate and open the top drawer of the cabinet",
+        (_on_plate("akita_black_bowl_1", "black bowl at the front", "plate_1", "plate"), OpenDrawer(*_wooden_drawer("top"))),
+    ),
+    Template(
+        "open_top_drawer_front_bowl_in_it_and_close",
+        "libero_90",
+        "KITCHEN_SCENE2_put_the_black_bowl_at_the_back_on_the_plate",
+        "open the top drawer of the cabinet, put the black bowl at the front in it and close it",
+        (OpenDrawer(*_wooden_drawer("top")), _in_wooden_drawer("akita_black_bowl_1", "black bowl at the front", "top"),
+         CloseDrawer(*_wooden_drawer("top"))),
+    ),
+    Template(
+        "front_bowl_on_plate_open_top_drawer_and_middle_bowl_in_it",
+        "libero_90",
+        "KITCHEN_SCENE2_stack_the_middle_black_bowl_on_the_back_black_bowl",
+        "put the black bowl at the front on the plate, open the top drawer of the cabinet and put the middle black bowl in it",
+        (_on_plate("akita_black_bowl_1", "black bowl at the front", "plate_1", "plate"), OpenDrawer(*_wooden_drawer("top")),
+         _in_wooden_drawer("akita_black_bowl_2", "middle black bowl", "top")),
+    ),
+    Template(
+        "cheese_in_bowl_and_open_middle_drawer",
+        "libero_goal",
+        "open_the_middle_drawer_of_the_cabinet",
+        "put the cream cheese in the bowl and open the middle drawer of the cabinet",
+        (Move("cream_cheese_1", "cream cheese", "akita_black_bowl_1", "bowl", "on", "akita_black_bowl_1", says="in"),
+         OpenDrawer(*_wooden_drawer("middle"))),
+    ),
+)
+
+
 def template(name: str) -> Template:
-    """A template of TEMPLATES, HELDOUT or HELDOUT2 by name."""
-    known = (*TEMPLATES, *HELDOUT, *HELDOUT2)
+    """A template of TEMPLATES, HELDOUT, HELDOUT2 or HELDOUT3 by name."""
+    known = (*TEMPLATES, *HELDOUT, *HELDOUT2, *HELDOUT3)
     for t in known:
         if t.name == name:
             return t
