@@ -33,6 +33,7 @@ FAST = {"queue": False, "show_progress": "hidden"}
 WINDOW_RADIUS = 60  # frames each side of the cursor sent to the browser per request
 QUEUE_POLL_S = 3  # how often a page looks for revisions made elsewhere (the table redraws only then)
 QUEUE_ROWS = 100  # rows of the queue table (counts cover all); more costs the browser a redraw
+QUEUE_ROWS_ABOVE = 10  # rows the table keeps above the open episode when it moves with it
 STATUS_CHOICES = [("unreviewed", "unreviewed"), ("all", "all")] + [
     (s.replace("_", " "), s) for s in STATUSES
 ]
@@ -49,12 +50,12 @@ HELP = """
 | z or Ctrl+Z | undo | y, Shift+Z or Ctrl+Y | redo |
 | w or Ctrl+S | save (needs review) | a | accept |
 | r | reject: type the reason, Enter | f | flag for another look |
-| n | next unreviewed episode | ? | this help |
-| Esc | leave a text box (keys work again) | | |
+| n | next unreviewed episode | / | search the queue (Enter opens the first match) |
+| ? | this help | Esc | leave a text box (keys work again) |
 
-Clicking a segment seeks to its start, clicking a boundary selects it, "use" starts from another
-author's proposal. Every change is saved as your draft at once; an invalid decomposition cannot be
-accepted.
+Clicking a column's header (or Enter on it) sorts the queue by it. Clicking a segment seeks to its
+start, clicking a boundary selects it, "use" starts from another author's proposal. Every change is
+saved as your draft at once; an invalid decomposition cannot be accepted.
 """
 
 
@@ -74,6 +75,8 @@ class Review:
     saved_at: str = ""
     note: str = ""  # shown once the episode just opened is on the page
     queue_seen: int = 0  # the queue's version this page's table shows
+    queue_first: int = 0  # the table lists the filtered queue's rows from this one on
+    queue_listed: frozenset[str] = frozenset()  # the episodes it lists
 
 
 def _author(request: gr.Request | None) -> str:
@@ -227,13 +230,25 @@ class ReviewApp:
         return (gr.update(value=s.instruction, label=f"Instruction of subtask {i + 1} [{s.start}, {s.end})"),
                 gr.update(value=s.skill if s.skill in SKILLS else None))
 
-    def queue_view(self, status: str, backend: str, task: str, sort: str):
-        flt = _filter(status, backend, task, sort)
+    def queue_view(self, review: Review | None, status: str, backend: str, task: str, sort: str, search: str):
+        """The counts and the table: QUEUE_ROWS rows of the filtered queue, a few above the open
+        episode (so "n" never leaves the table behind), else from where the table was."""
+        flt = _filter(status, backend, task, sort, search)
         rows = self.queue.select(flt)
+        ids = [r.episode_id for r in rows]
+        last_first = max(0, len(rows) - QUEUE_ROWS)
+        if review is not None and review.episode_id in ids:
+            first = min(max(0, ids.index(review.episode_id) - QUEUE_ROWS_ABOVE), last_first)
+        else:
+            first = min(review.queue_first if review is not None else 0, last_first)
+        listed = rows[first:first + QUEUE_ROWS]
+        if review is not None:
+            review.queue_first, review.queue_listed = first, frozenset(ids[first:first + QUEUE_ROWS])
         counts = self.queue.counts()
-        summary = (f"**{len(rows)}** shown of {sum(counts.values())} · "
+        where = f" (rows {first + 1}–{first + len(listed)} listed)" if len(listed) < len(rows) else ""
+        summary = (f"**{len(rows)}** shown of {sum(counts.values())}{where} · "
                    + " · ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
-        return summary, queue_table.render(rows[:QUEUE_ROWS])
+        return summary, queue_table.render(listed, flt.sort)
 
     # -- changes --------------------------------------------------------------------------
 
@@ -305,10 +320,10 @@ class ReviewApp:
             return self.store.add_revision(dec, based_on=history[-1].revision)
 
 
-def _filter(status: str, backend: str, task: str, sort: str) -> QueueFilter:
+def _filter(status: str, backend: str, task: str, sort: str, search: str) -> QueueFilter:
     return QueueFilter(status=None if status in (None, "all") else status,
                        backend=None if backend in (None, "all") else backend,
-                       task=None if task in (None, "all") else task, sort=sort or SORTS[0])
+                       task=None if task in (None, "all") else task, sort=sort or SORTS[0], search=search or "")
 
 
 def build(store: Store, learn: bool = True, roles: Mapping[str, str] | None = None) -> tuple[gr.Blocks, dict]:
@@ -325,41 +340,48 @@ def build(store: Store, learn: bool = True, roles: Mapping[str, str] | None = No
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 gr.Markdown("## Queue")
-                f_status = gr.Dropdown(STATUS_CHOICES, value="unreviewed", label="Status", elem_id="atom-f-status",
-                                       info="unreviewed: needs review, proposed or unlabelled")
-                f_backend = gr.Dropdown(["all"], value="all", label="Backend", elem_id="atom-f-backend")
-                f_task = gr.Dropdown(["all"], value="all", label="Task", elem_id="atom-f-task")
-                f_sort = gr.Dropdown(list(SORTS), value=SORTS[0], label="Sort", elem_id="atom-f-sort")
+                f_search = gr.Textbox(label="Search", elem_id="atom-f-search", lines=1, max_lines=1,
+                                      placeholder="id or instruction words ( / )")
+                # Two filters a row: the table below them starts on the first screen at 768 px high.
+                with gr.Row():
+                    f_status = gr.Dropdown(STATUS_CHOICES, value="unreviewed", label="Status", min_width=120,
+                                           elem_id="atom-f-status", info="unreviewed: needs review, proposed or unlabelled")
+                    f_sort = gr.Dropdown(list(SORTS), value=SORTS[0], label="Sort", elem_id="atom-f-sort", min_width=120)
+                with gr.Row():
+                    f_backend = gr.Dropdown(["all"], value="all", label="Backend", elem_id="atom-f-backend", min_width=120)
+                    f_task = gr.Dropdown(["all"], value="all", label="Task", elem_id="atom-f-task", min_width=120)
                 counts = gr.Markdown(elem_id="atom-counts")
                 table = gr.HTML(elem_id="atom-queue")
                 next_btn = gr.Button("Next unreviewed (n)", elem_id="atom-next", variant="secondary")
-            with gr.Column(scale=3):
+            with gr.Column(scale=3, elem_classes="atom-editor"):
                 header = gr.Markdown("### Loading…", elem_id="atom-header")
                 gr.HTML('<div id="atom-viewer"><div id="atom-cams"></div><div class="atom-ctl">'
                         '<button id="atom-play" title="play / pause (Space)">▶</button>'
                         '<input type="range" id="atom-slider" min="0" max="0" value="0">'
                         '<span id="atom-frame">frame –</span></div></div>')
                 tl = gr.HTML(elem_id="atom-timeline")
-                with gr.Row():
-                    split = gr.Button("Split (s)", elem_id="atom-split", size="sm")
-                    merge = gr.Button("Merge next (m)", elem_id="atom-merge", size="sm")
-                    move = gr.Button("Boundary → cursor (b)", elem_id="atom-move", size="sm")
-                    nudges = {d: gr.Button(f"{d:+d}", elem_id=f"atom-nudge-{'m' if d < 0 else 'p'}{abs(d)}", size="sm")
-                              for d in (-10, -1, 1, 10)}
-                    undo = gr.Button("Undo (z)", elem_id="atom-undo", size="sm")
-                    redo = gr.Button("Redo (y)", elem_id="atom-redo", size="sm")
+                # Buttons as wide as their labels (min_width=0), so a row holds them all at 1024 px.
+                with gr.Row(elem_classes="atom-tight"):
+                    split = gr.Button("Split (s)", elem_id="atom-split", size="sm", min_width=0)
+                    merge = gr.Button("Merge next (m)", elem_id="atom-merge", size="sm", min_width=0)
+                    move = gr.Button("Boundary → cursor (b)", elem_id="atom-move", size="sm", min_width=0)
+                    nudges = {d: gr.Button(f"{d:+d}", elem_id=f"atom-nudge-{'m' if d < 0 else 'p'}{abs(d)}", size="sm",
+                                           min_width=0) for d in (-10, -1, 1, 10)}
+                    undo = gr.Button("Undo (z)", elem_id="atom-undo", size="sm", min_width=0)
+                    redo = gr.Button("Redo (y)", elem_id="atom-redo", size="sm", min_width=0)
                 with gr.Row():
                     instr = gr.Textbox(label="Instruction", elem_id="atom-instruction", scale=4,
                                        placeholder="short imperative, e.g. pick up the puck; Enter applies")
                     skill = gr.Dropdown(list(SKILLS), label="Skill", elem_id="atom-skill", scale=1)
+                # The verdicts in one row, as tall as a button; what is wrong with the edit under it.
+                with gr.Row(elem_classes="atom-tight", equal_height=True):
+                    save = gr.Button("Save (w)", elem_id="atom-save", size="md", min_width=0)
+                    accept = gr.Button("Accept (a)", elem_id="atom-accept", variant="primary", size="md", min_width=0)
+                    reason = gr.Textbox(show_label=False, container=False, elem_id="atom-reason", scale=3, min_width=160,
+                                        placeholder="reason to reject / flag")
+                    reject = gr.Button("Reject (r)", elem_id="atom-reject", variant="stop", size="md", min_width=0)
+                    flag = gr.Button("Flag (f)", elem_id="atom-flag", size="md", min_width=0)
                 validation = gr.Markdown(elem_id="atom-validation")
-                with gr.Row():
-                    save = gr.Button("Save (w)", elem_id="atom-save")
-                    accept = gr.Button("Accept (a)", elem_id="atom-accept", variant="primary")
-                    reason = gr.Textbox(label="Reason (reject / flag)", elem_id="atom-reason", scale=3,
-                                        placeholder="why; Enter rejects")
-                    reject = gr.Button("Reject (r)", elem_id="atom-reject", variant="stop")
-                    flag = gr.Button("Flag (f)", elem_id="atom-flag")
                 message = gr.Markdown(elem_id="atom-message")
                 with gr.Accordion("History", open=False, elem_id="atom-history"):
                     with gr.Row():
@@ -381,14 +403,16 @@ def build(store: Store, learn: bool = True, roles: Mapping[str, str] | None = No
             marks = gr.Textbox(visible="hidden", elem_id="atom-marks")
             taken = gr.Textbox(visible="hidden", elem_id="atom-take-author")
             picked = gr.Textbox(visible="hidden", elem_id="atom-pick-episode")
+            sort_picked = gr.Textbox(visible="hidden", elem_id="atom-sort-pick")
             win_btn = gr.Button("w", elem_id="atom-win-btn", elem_classes="atom-hidden")
             jump_btn = gr.Button("j", elem_id="atom-jump-btn", elem_classes="atom-hidden")
             marks_btn = gr.Button("m", elem_id="atom-marks-btn", elem_classes="atom-hidden")
             seg_btn = gr.Button("s", elem_id="atom-seg-btn", elem_classes="atom-hidden")
             take_btn = gr.Button("t", elem_id="atom-take-btn", elem_classes="atom-hidden")
             pick_btn = gr.Button("p", elem_id="atom-pick-btn", elem_classes="atom-hidden")
+            sort_btn = gr.Button("o", elem_id="atom-sort-btn", elem_classes="atom-hidden")
 
-        filters = [f_status, f_backend, f_task, f_sort]
+        filters = [f_status, f_backend, f_task, f_sort, f_search]
         edit_outs = [review, header, tl, validation, message, instr, skill, hist]
 
         def edited(r: Review, msg: str, cur: int = 0):
@@ -412,10 +436,20 @@ def build(store: Store, learn: bool = True, roles: Mapping[str, str] | None = No
             return event.then(None, [payload], None, js="(p) => window.atomReview.load(p)").then(
                 lambda r: edited(r, r.note), [review], edit_outs, **FAST)
 
-        def on_load(r, status, backend, task, sort, request: gr.Request):
+        def queue_if_unlisted(r, *filt):
+            """The table again, moved to the episode just opened, when it does not list it."""
+            if r.episode_id is None or r.episode_id in r.queue_listed:
+                return gr.skip(), gr.skip()
+            return app.queue_view(r, *filt)
+
+        def then_show_listed(event):
+            """An episode opened from the page: shown, then listed in the queue if it was not."""
+            return then_show(event).then(queue_if_unlisted, [review, *filters], [counts, table], **FAST)
+
+        def on_load(r, status, backend, task, sort, search, request: gr.Request):
             r = Review(author=_author(request), session=getattr(request, "session_hash", None) or "",
                        role=None if roles is None else roles.get(_author(request), "annotator"))
-            filt = (status, backend, task, sort)
+            filt = (status, backend, task, sort, search)
             wanted = request.query_params.get("episode") if request is not None else None
             known = bool(wanted) and wanted in app.queue
             if not known:
@@ -423,25 +457,45 @@ def build(store: Store, learn: bool = True, roles: Mapping[str, str] | None = No
                 wanted = drafts[0]["episode_id"] if drafts else app.queue.next_unreviewed(_filter(*filt), None)
             return opened(r, wanted)
 
-        def queue_with_choices(*filt):
+        def queue_with_choices(r, *filt):
             """The queue and the filters' choices, which grow as backends and tasks arrive."""
             return (gr.update(choices=["all"] + app.queue.backends()), gr.update(choices=["all"] + app.queue.tasks()),
-                    *app.queue_view(*filt))
+                    *app.queue_view(r, *filt))
 
         then_show(demo.load(on_load, [review, *filters], open_outs)).then(
-            queue_with_choices, filters, [f_backend, f_task, counts, table], **FAST)
+            queue_with_choices, [review, *filters], [f_backend, f_task, counts, table], **FAST)
 
         def on_next(r, *filt):
             return opened(r, app.queue.next_unreviewed(_filter(*filt), r.episode_id))
 
-        then_show(next_btn.click(on_next, [review, *filters], open_outs, **FAST))
+        then_show_listed(next_btn.click(on_next, [review, *filters], open_outs, **FAST))
 
         def on_pick(episode_id, r):
             return opened(r, episode_id)
 
-        then_show(pick_btn.click(on_pick, [picked, review], open_outs, **FAST,
-                                 js="(...a) => { a[0] = window.atomReview.pickEpisode; return a; }"))
-        gr.on([f.input for f in filters], app.queue_view, filters, [counts, table], **FAST)
+        then_show_listed(pick_btn.click(on_pick, [picked, review], open_outs, **FAST,
+                                        js="(...a) => { a[0] = window.atomReview.pickEpisode; return a; }"))
+
+        def on_search_enter(r, *filt):
+            rows = app.queue.select(_filter(*filt))
+            return opened(r, rows[0].episode_id if rows else None)
+
+        # Enter in the search box opens the first match and hands the keys back to the editor.
+        then_show_listed(f_search.submit(on_search_enter, [review, *filters], open_outs, **FAST,
+                                         js="(...a) => { document.activeElement?.blur(); return a; }"))
+        # The search box on every change (its input event misses the text emptied); always_last: the
+        # text typed last is always the one shown.
+        gr.on([f.input for f in filters if f is not f_search] + [f_search.change], app.queue_view,
+              [review, *filters], [counts, table], **FAST, trigger_mode="always_last")
+
+        def on_sort(sort, r, status, backend, task, _shown_sort, search):
+            """A column header clicked: the queue in its order, and the Sort filter saying so."""
+            if sort not in SORTS:
+                return gr.skip(), gr.skip(), gr.skip()
+            return gr.update(value=sort), *app.queue_view(r, status, backend, task, sort, search)
+
+        sort_btn.click(on_sort, [sort_picked, review, *filters], [f_sort, counts, table], **FAST,
+                       js="(...a) => { a[0] = window.atomReview.sortPick; return a; }")
 
         def queue_if_changed(r, *filt):
             """The queue again when the store gained revisions (re-proposals made in the background,
@@ -450,7 +504,7 @@ def build(store: Store, learn: bool = True, roles: Mapping[str, str] | None = No
             if r is None or seen == r.queue_seen:
                 return gr.skip(), gr.skip()
             r.queue_seen = seen
-            return app.queue_view(*filt)
+            return app.queue_view(r, *filt)
 
         gr.Timer(QUEUE_POLL_S).tick(queue_if_changed, [review, *filters], [counts, table], **FAST)
 
@@ -525,7 +579,7 @@ def build(store: Store, learn: bool = True, roles: Mapping[str, str] | None = No
                                            (flag.click, Status.needs_review, "flagged", False)):
             event(verdict(status, name, needs), [cursor, sel, reason, review], edit_outs + [reason],
                   js="(...a) => window.atomReview.args(...a)", **FAST).then(
-                app.queue_view, filters, [counts, table], **FAST)
+                app.queue_view, [review, *filters], [counts, table], **FAST)
 
         def view_rev(rev, r):
             if r.episode_id is None or rev is None:

@@ -19,7 +19,10 @@ UNLABELLED = "unlabelled"
 UNREVIEWED = (Status.needs_review.value, Status.proposed.value, UNLABELLED)
 STATUSES = (Status.needs_review.value, Status.proposed.value, Status.accepted.value,
             Status.rejected.value, Status.failed.value, UNLABELLED)
-SORTS = ("queue order", "confidence (lowest first)", "disagreement (highest first)")
+SORTS = ("queue order", "confidence (lowest first)", "disagreement (highest first)", "status (to review first)")
+# The status sort: what is left to decide first, in the order "next" takes it, then what is decided.
+STATUS_RANK = {s: k for k, s in enumerate(UNREVIEWED + (Status.failed.value, Status.rejected.value,
+                                                        Status.accepted.value))}
 
 
 @dataclass
@@ -38,10 +41,15 @@ class QueueRow:
     confidence: float | None = None  # of the newest revision that states one
     disagreement: float | None = None  # see `add`
     learned_from: int | None = None  # the latest revision was re-proposed from this many accepts
+    text: str = field(default="", init=False)  # what search matches, lower case: the id, the task, the latest subtasks' instructions
+
+    def __post_init__(self) -> None:
+        self.text = f"{self.episode_id}\n{self.task}".lower()
 
     def add(self, dec: Decomposition) -> None:
         """Take in a newer revision of this episode."""
         self.status = dec.status.value
+        self.text = "\n".join([self.episode_id, self.task, *(s.instruction for s in dec.subtasks)]).lower()
         self.by_author[dec.author] = dec
         self.learned_from = dec.provenance.learned_from if dec.provenance is not None else None
         if dec.provenance is not None:
@@ -74,6 +82,7 @@ class QueueFilter:
     backend: str | None = None
     task: str | None = None
     sort: str = SORTS[0]
+    search: str = ""  # words that must all occur in the episode's id, task or subtask instructions
 
     def keep(self, row: QueueRow) -> bool:
         if self.status == "unreviewed":
@@ -83,7 +92,9 @@ class QueueFilter:
             return False
         if self.backend and self.backend not in row.backends:
             return False
-        return not self.task or row.task == self.task
+        if self.task and row.task != self.task:
+            return False
+        return all(word in row.text for word in self.search.lower().split())
 
 
 class ReviewQueue:
@@ -126,6 +137,8 @@ class ReviewQueue:
             rows.sort(key=lambda r: (r.confidence is None, r.confidence if r.confidence is not None else 0.0))
         elif flt.sort == SORTS[2]:
             rows.sort(key=lambda r: -(r.disagreement or 0.0))
+        elif flt.sort == SORTS[3]:
+            rows.sort(key=lambda r: STATUS_RANK[r.status])
         return rows
 
     def counts(self) -> dict[str, int]:

@@ -1,7 +1,9 @@
 """atom-review at the window sizes annotators use, in real headless Chromium: the queue shows every
 column without horizontal scrolling and nothing in it is cut off, timeline labels are readable, the
-filters show their whole value, and the page never scrolls sideways. Measured with the browser's
-boxes and computed styles, not pixel snapshots."""
+filters show their whole value, the Save/Accept row is on the first screen, the open episode is
+marked in the queue, and the page never scrolls sideways. Then the queue as annotators drive it:
+search (its keys its own, the app's keys back after it), sorting by a header, and "n" keeping the
+open row in view. Measured with the browser's boxes and computed styles, not pixel snapshots."""
 
 from __future__ import annotations
 
@@ -38,6 +40,25 @@ CELLS = """() => {
     return {text: c.textContent.trim(), left: r.left, right: r.right, seen: [left, right],
             cut: c.scrollWidth > c.clientWidth + 1};
   });
+}"""
+
+
+# The Save/Accept row's controls: top and bottom in the window, the window's height and scroll.
+VERDICT_ROW = """() => ({
+  boxes: ['#atom-save', '#atom-accept', '#atom-reason', '#atom-reject', '#atom-flag'].map(s => {
+    const r = document.querySelector(s).getBoundingClientRect(); return [s, r.top, r.bottom]; }),
+  height: window.innerHeight, scrolled: window.scrollY})"""
+
+# The queue rows marked open, and whether the first is seen whole: inside the queue's scrolling box
+# below its sticky header, and inside the window.
+OPEN_ROW = """() => {
+  const rows = [...document.querySelectorAll('#atom-queue tr.atom-q-open')];
+  if (!rows.length) return {open: []};
+  const box = document.querySelector('#atom-queue .atom-q').getBoundingClientRect();
+  const head = document.querySelector('#atom-queue thead').getBoundingClientRect();
+  const r = rows[0].getBoundingClientRect();
+  return {open: rows.map(e => e.dataset.episode),
+          seen: r.top >= head.bottom - 1 && r.bottom <= box.bottom + 1 && r.top >= 0 && r.bottom <= window.innerHeight};
 }"""
 
 
@@ -112,7 +133,119 @@ def test_queue_and_editor_fit_the_window(server, browser, width, height):
     assert labels and {c for c, _, _ in labels} == {"rgb(255, 255, 255)"}, labels
     assert all(how == "ellipsis" for _, long, how in labels if long), labels
 
+    # The Save/Accept row is whole on the first screen, without scrolling.
+    row = page.evaluate(VERDICT_ROW)
+    assert row["scrolled"] == 0 and all(0 <= top and bottom <= row["height"] for _, top, bottom in row["boxes"]), row
+    # The open episode is marked in the queue, and in view.
+    assert page.evaluate(OPEN_ROW) == {"open": [page.evaluate("window.atomReview.ep")], "seen": True}
+
     # The status filter shows its whole value; the page never needs scrolling sideways.
     assert page.eval_on_selector("#atom-f-status input", "e => e.scrollWidth <= e.clientWidth")
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    page.close()
+
+
+def _open_page(server, browser, query: str = ""):
+    page = browser.new_page(viewport={"width": 1024, "height": 768})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url + "/" + query, wait_until="load")
+    page.wait_for_function("window.atomReview && window.atomReview.ep", timeout=30000)
+    page.wait_for_selector("#atom-timeline .atom-seg", timeout=30000)
+    page.wait_for_selector("#atom-queue tr.atom-q-open", timeout=30000)
+    page.errors = errors
+    return page
+
+
+def _listed(page) -> list[str]:
+    return page.eval_on_selector_all("#atom-queue tbody tr[data-episode]", "els => els.map(e => e.dataset.episode)")
+
+
+def _boundaries(page) -> list[int]:
+    return page.eval_on_selector_all("#atom-timeline .atom-tl-main .atom-bd", "els => els.map(e => +e.dataset.frame)")
+
+
+def test_search_keeps_its_keys_and_opens_the_match(server, browser):
+    page = _open_page(server, browser)
+    first, bounds = page.evaluate("window.atomReview.ep"), _boundaries(page)
+    page.keyboard.press("/")  # the search box takes the keys ...
+    assert page.evaluate("!!document.activeElement.closest('#atom-f-search')")
+    text = "sweep the cube into the hole"  # s split, w save, e edit, n next, b move, ...: all typed, none acts
+    page.keyboard.type(text, delay=20)
+    page.wait_for_function("(document.querySelector('#atom-counts')?.innerText || '').startsWith('1 shown')",
+                           timeout=30000)
+    assert _listed(page) == ["metaworld_lerobot_v30/8"]
+    assert page.input_value("#atom-f-search textarea, #atom-f-search input") == text
+    assert page.evaluate("window.atomReview.ep") == first and _boundaries(page) == bounds
+    assert page.inner_text("#atom-message").strip() == ""  # nothing saved, nothing refused
+
+    page.keyboard.press("Enter")  # ... Enter opens the first match and gives the keys back
+    page.wait_for_function("window.atomReview.ep === 'metaworld_lerobot_v30/8'", timeout=30000)
+    assert not page.evaluate("!!document.activeElement.closest('#atom-f-search')")
+    assert page.evaluate(OPEN_ROW)["open"] == ["metaworld_lerobot_v30/8"]
+
+    page.keyboard.press("/")  # clear the search, Esc, and the app's keys work again: n opens the next
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Backspace")
+    page.wait_for_function("(document.querySelector('#atom-counts')?.innerText || '').startsWith('26 shown')",
+                           timeout=30000)
+    page.keyboard.press("Escape")
+    page.keyboard.press("n")
+    page.wait_for_function("window.atomReview.ep === 'metaworld_lerobot_v30/9'", timeout=30000)
+    page.wait_for_function("document.querySelector('#atom-queue tr.atom-q-open')?.dataset.episode === 'metaworld_lerobot_v30/9'",
+                           timeout=30000)
+    assert not page.errors, page.errors
+    page.close()
+
+
+def test_headers_sort_the_queue(server, browser):
+    page = _open_page(server, browser)
+
+    def sort_by(label: str, keyboard: bool = False) -> None:
+        button = page.locator("#atom-queue .atom-q-sort", has_text=label)
+        if keyboard:  # a header is a button: focus it, Enter
+            button.focus()
+            page.keyboard.press("Enter")
+        else:
+            button.click()
+        page.wait_for_function(  # the table redrawn in the header's order
+            "(l) => (document.querySelector('#atom-queue .atom-q-sorted')?.innerText || '').startsWith(l)",
+            arg=label, timeout=30000)
+
+    def column(k: int) -> list[str]:
+        return page.eval_on_selector_all(
+            f"#atom-queue tbody tr[data-episode] td:nth-child({k})", "els => els.map(e => e.innerText.split('\\n')[0])")
+
+    sort_by("conf.")
+    confs = [float(c) for c in column(3) if c != "–"]
+    assert len(confs) >= 20 and confs == sorted(confs), confs
+    assert page.input_value("#atom-f-sort input") == "confidence (lowest first)"
+    sort_by("status")
+    statuses = column(2)
+    rank = ["needs review", "proposed", "unlabelled"]
+    assert statuses == sorted(statuses, key=rank.index) and set(statuses) == set(rank), statuses
+    sort_by("disagr.", keyboard=True)
+    dis = [float(c.split()[-1]) for c in page.eval_on_selector_all(
+        "#atom-queue tbody tr[data-episode] td:nth-child(3)", "els => els.map(e => e.innerText)") if c.split()[-1] != "–"]
+    assert dis and dis == sorted(dis, reverse=True), dis
+    sort_by("episode")
+    assert page.input_value("#atom-f-sort input") == "queue order"
+    assert not page.errors, page.errors
+    page.close()
+
+
+def test_next_keeps_the_open_episode_marked_and_in_view(server, browser):
+    page = _open_page(server, browser)
+    rows = _listed(page)
+    assert len(rows) >= 20  # more rows than the queue's box shows at once
+    k = rows.index(page.evaluate("window.atomReview.ep"))
+    for step in range(1, 16):
+        before = page.evaluate("window.atomReview.ep")
+        page.keyboard.press("n")
+        page.wait_for_function("(b) => window.atomReview.ep !== b", arg=before, timeout=30000)
+        expected = rows[(k + step) % len(rows)]
+        page.wait_for_function("(e) => document.querySelector('#atom-queue tr.atom-q-open')?.dataset.episode === e",
+                               arg=expected, timeout=30000)
+        assert page.evaluate(OPEN_ROW) == {"open": [expected], "seen": True}, (step, expected)
+    assert not page.errors, page.errors
     page.close()

@@ -5,7 +5,7 @@
 (() => {
   const R = (window.atomReview = {
     ep: null, n: 0, fps: 20, cams: [], frames: {}, radius: 60,
-    cursor: 0, dir: 1, sel: 0, segIndex: -1, playing: null, pending: false, jumping: null, askedAt: 0, asked: {}, takeAuthor: "", pickEpisode: "",
+    cursor: 0, dir: 1, sel: 0, segIndex: -1, playing: null, pending: false, jumping: null, askedAt: 0, asked: {}, takeAuthor: "", pickEpisode: "", sortPick: "",
   });
   const $ = (sel) => document.querySelector(sel);
   const click = (id) => { const el = document.getElementById(id); if (el) el.click(); };
@@ -38,6 +38,51 @@
     R.opening = false;
     R.marked = false;
     click("atom-marks-btn");  // then the frames that timeline clicks jump to
+    R.fit();
+    R.markQueue();
+  };
+
+  // Fit the page to the window: the cameras give up height (140-420 px) until the Save/Accept row
+  // is whole on the first screen, and the queue's box ends at the window's bottom with the Next
+  // button under it. Run on opening, when the timeline or the queue is redrawn, and on resizing.
+  const VERDICTS = ["#atom-save", "#atom-accept", "#atom-reason", "#atom-reject", "#atom-flag"];
+  const MARGIN = 8;
+  const pageTop = (el) => el.getBoundingClientRect().top + scrollY;
+  const pageBottom = (el) => el.getBoundingClientRect().bottom + scrollY;
+  R.fit = () => {
+    const root = document.documentElement.style;
+    const img = $("#atom-cams img"), verdicts = VERDICTS.map((s) => $(s)).filter(Boolean);
+    if (img && verdicts.length) {
+      const spare = innerHeight - MARGIN - Math.max(...verdicts.map(pageBottom));
+      const shown = img.getBoundingClientRect().height || parseFloat(getComputedStyle(img).maxHeight);
+      const h = Math.round(Math.max(140, Math.min(420, shown + spare)));
+      if (root.getPropertyValue("--atom-cam-h") !== `${h}px`) root.setProperty("--atom-cam-h", `${h}px`);
+    }
+    const box = $("#atom-queue .atom-q"), next = $("#atom-next");
+    if (box && next) {
+      const below = pageBottom(next) - pageBottom(box);  // the Next button and the gap above it
+      const h = Math.round(Math.max(200, innerHeight - MARGIN - pageTop(box) - below));
+      if (root.getPropertyValue("--atom-q-h") !== `${h}px`) root.setProperty("--atom-q-h", `${h}px`);
+    }
+  };
+  addEventListener("resize", () => { R.fit(); R.markQueue(); });
+
+  // The open episode's row in the queue: marked, and scrolled into the queue's own view (the page
+  // itself does not move). Run on opening and whenever the server redraws the table.
+  R.markQueue = () => {
+    const box = $("#atom-queue .atom-q");
+    if (!box) return;
+    let open = null;
+    for (const tr of box.querySelectorAll("tbody tr[data-episode]")) {
+      const on = tr.dataset.episode === R.ep;
+      tr.classList.toggle("atom-q-open", on);
+      if (on) open = tr;
+    }
+    if (!open) return;
+    const view = box.getBoundingClientRect(), row = open.getBoundingClientRect();
+    const top = view.top + box.querySelector("thead").getBoundingClientRect().height;  // under the sticky header
+    if (row.top < top) box.scrollTop -= top - row.top;
+    else if (row.bottom > view.bottom) box.scrollTop += Math.min(row.bottom - view.bottom, row.top - top);
   };
 
   // A payload holds a run of frames (`first`, `frames`) or scattered ones (`at`: {frame: url}).
@@ -188,6 +233,7 @@
     "r": () => $("#atom-reason textarea, #atom-reason input")?.focus(),
     "z": () => click("atom-undo"), "y": () => click("atom-redo"), "Z": () => click("atom-redo"),
     "n": () => click("atom-next"), "?": () => $("#atom-help button, #atom-help .label-wrap")?.click(),
+    "/": () => $("#atom-f-search textarea, #atom-f-search input")?.focus(),
   };
 
   document.addEventListener("keydown", (e) => {
@@ -211,6 +257,8 @@
     if (t.id === "atom-play") return R.play();
     const take = t.closest(".atom-take");
     if (take) { R.takeAuthor = take.dataset.author; return click("atom-take-btn"); }
+    const sort = t.closest("#atom-queue .atom-q-sort");
+    if (sort) { R.sortPick = sort.dataset.sort; return click("atom-sort-btn"); }
     const row = t.closest("#atom-queue tr[data-episode]");
     if (row) { R.pickEpisode = row.dataset.episode; return click("atom-pick-btn"); }
     const bd = t.closest("#atom-timeline .atom-bd, #atom-preview .atom-bd");
@@ -227,11 +275,16 @@
 
   // The server re-renders the timeline after each edit (Gradio patches the DOM in place, which
   // resets the cursor's position): draw the cursor again after any change inside it.
-  const inTimeline = (node) => {
+  // When the timeline or the queue table is redrawn, fit the page again; the queue also marks its
+  // open row again (marking changes only a class: no loop).
+  const inside = (node, sel) => {
     const el = node instanceof Element ? node : node.parentElement;
-    return el && el.closest("#atom-timeline");
+    return el && el.closest(sel);
   };
   new MutationObserver((muts) => {
-    if (muts.some((m) => inTimeline(m.target))) R.segIndex = R.drawCursor();
+    if (muts.some((m) => inside(m.target, "#atom-timeline"))) R.segIndex = R.drawCursor();
+    const redrawn = (sel) => muts.some((m) => m.type === "childList" && inside(m.target, sel));
+    if (redrawn("#atom-timeline")) R.fit();
+    if (redrawn("#atom-queue")) { R.fit(); R.markQueue(); }
   }).observe(document.documentElement, { childList: true, subtree: true, attributes: true, characterData: true });
 })();
