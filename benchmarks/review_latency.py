@@ -216,6 +216,8 @@ def bench_segment_clicks(browser, server: ReviewServer, episode_id: str) -> list
             page.wait_for_selector("#atom-cams img[src^='data:image/jpeg']", timeout=60000)
             page.evaluate(PROBE, "#atom-cams")
         page.wait_for_function("window.atomReview.marked", timeout=60000)
+        # The timeline comes after the frames: under load it may not be on the page yet.
+        page.wait_for_selector("#atom-timeline .atom-seg", timeout=60000)
         far = [el for el in page.query_selector_all("#atom-timeline .atom-seg") if int(el.get_attribute("data-start")) >= 300]
         ms += measure(page, far[k % len(far)].click, 1)
     page.close()
