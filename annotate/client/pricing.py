@@ -126,10 +126,10 @@ class Usage:
                 share = Usage(*_sum(by_model[share.model], share), model=share.model)
             by_model[share.model] = share
         # Nothing spent names no model: `Usage()` added to a model's figures leaves them that model's.
-        spent = [u for u in by_model.values() if any(getattr(u, f) for f in TALLIES)]
-        if len(spent) > 1:
-            return Usage(*_sum(self, other), shares=tuple(spent))
-        return Usage(*_sum(self, other), model=spent[0].model if spent else None)
+        used = [u for u in by_model.values() if any(getattr(u, f) for f in TALLIES)]
+        if len(used) > 1:
+            return Usage(*_sum(self, other), shares=tuple(used))
+        return Usage(*_sum(self, other), model=used[0].model if used else None)
 
     def by_model(self) -> tuple[Usage, ...]:
         """The figures of each model, in the order first spent (one Usage when one model or none)."""
