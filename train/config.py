@@ -67,8 +67,11 @@ def _set(obj: Any, path: list[str], raw: str, full: str) -> Any:
         if not dataclasses.is_dataclass(current):
             raise ConfigError(f"override {full!r}: {head!r} is a value, not a section")
         return dataclasses.replace(obj, **{head: _set(current, path[1:], raw, full)})
-    hints = typing.get_type_hints(type(obj))
-    return dataclasses.replace(obj, **{head: _parse(raw, hints[head], full)})
+    value = _parse(raw, typing.get_type_hints(type(obj))[head], full)
+    try:
+        return dataclasses.replace(obj, **{head: value})
+    except ConfigError as exc:  # a value the config's own checks refuse
+        raise ConfigError(f"override {full!r}: {exc}") from None
 
 
 def _parse(raw: str, annotation: Any, full: str) -> Any:
@@ -202,6 +205,15 @@ class TrainConfig:
     keep_last: int = 0  # checkpoints kept (the newest); 0 keeps all
     log_every: int = 10
     seed: int = 0
+
+    def __post_init__(self):
+        # Caught here, not deep in the loop: batch_size=0 divided by zero, max_steps=0 trained nothing, silently.
+        for name, least in (("batch_size", 1), ("max_steps", 1), ("save_every", 1), ("log_every", 1),
+                            ("warmup_steps", 0), ("keep_last", 0)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"train.{name} must be at least {least}, not {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr must be above 0, not {self.lr}")
 
 
 @dataclass(frozen=True)
