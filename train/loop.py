@@ -1,6 +1,6 @@
 """The training machinery sft, wm and grpo share: where a run starts (the resume guard), the
 accelerator (one process, DDP, or FSDP2 `fully_shard`), the optimizer and its schedule, and metrics
-(TensorBoard, `metrics.jsonl`, a log line, throughput).
+(TensorBoard, `metrics.jsonl`, a log line, throughput), and stopping on Ctrl-C with a checkpoint.
 
 Under FSDP every block a model names in `_no_split_modules` (the VLM's decoder and vision layers,
 the DiT blocks, the world model's transformer layers) is its own `fully_shard` unit, then the root:
@@ -16,6 +16,8 @@ import json
 import logging
 import math
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +29,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from atomvla.errors import UserError
-from atomvla.train.checkpoint import CheckpointError, latest_checkpoint
+from atomvla.train.checkpoint import Checkpoint, CheckpointError, latest_checkpoint
 from atomvla.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,16 @@ def resume_point(out: Path, resume: bool) -> Path | None:
     return found
 
 
+def resumed_step(checkpoint: Path, max_steps: int) -> int:
+    """The step a resumed run continues from. A run that has reached `max_steps` is said to have (it trained
+    nothing and said nothing); not refused, so a re-queued job that re-runs `--resume` still succeeds."""
+    step = int(Checkpoint(checkpoint).trainer_state["step"])
+    if step >= max_steps:
+        log.warning("%s: the run has reached step %d of train.max_steps=%d: nothing to train (pass "
+                    "train.max_steps=N with N > %d to train further)", checkpoint, step, max_steps, step)
+    return step
+
+
 @contextmanager
 def removed_on_user_error(out: Path) -> Iterator[None]:
     """A run folder this run creates is removed again if the run is refused (bad data, bad config)
@@ -62,6 +74,48 @@ def removed_on_user_error(out: Path) -> Iterator[None]:
         if not existed and out.exists() and latest_checkpoint(out) is None and _is_main():
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+class Interrupted(UserError):
+    """A run stopped by Ctrl-C or SIGTERM once its last finished step was saved: `--resume` continues it."""
+
+
+class StopOnSignal:
+    """Ctrl-C or SIGTERM in a one-process run: the loop finishes the step it is in, saves it and raises
+    `Interrupted`, instead of losing every step since the last checkpoint (or stopping halfway through an
+    optimizer update); a second signal acts at once, as usual. Several processes keep the default: their
+    ranks would first have to agree on the step to save."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, runtime: Runtime):
+        self.active = runtime.world == 1 and threading.current_thread() is threading.main_thread()
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if self.active:
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is None:
+            log.warning("%s: saving a checkpoint after this step, then stopping (again to stop at once)",
+                        signal.Signals(signum).name)
+        self.received = signum
+        self._restore()
+
+    def _restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    def interrupted(self, step: int, checkpoint: Path) -> Interrupted:
+        return Interrupted(f"stopped by {signal.Signals(self.received).name} after step {step}; saved {checkpoint}: "
+                           "the same command with --resume continues it")
 
 
 def uses_fsdp(train: TrainConfig, world: int) -> bool:
@@ -235,5 +289,5 @@ def optimization(runtime: Runtime, model: nn.Module, resume_from: Path | None, s
 
 __all__ = [
     "Metrics", "Optimization", "Runtime", "make_optimizer", "make_scheduler", "optimization", "removed_on_user_error",
-    "resume_point", "shard", "step_generator", "uses_fsdp",
+    "Interrupted", "StopOnSignal", "resume_point", "resumed_step", "shard", "step_generator", "uses_fsdp",
 ]

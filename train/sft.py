@@ -21,7 +21,16 @@ from atomvla.train.config import SFTConfig, apply_overrides, config_to_json, fro
 from atomvla.train.data.episodes import DatasetError, TrainEpisode, dataset_ref, open_dataset, split_episodes
 from atomvla.train.data.normalize import Stats
 from atomvla.train.data.samples import ChunkDataset, ChunkSampler, cameras_of
-from atomvla.train.loop import Metrics, Runtime, optimization, removed_on_user_error, resume_point, step_generator
+from atomvla.train.loop import (
+    Metrics,
+    Runtime,
+    StopOnSignal,
+    optimization,
+    removed_on_user_error,
+    resume_point,
+    resumed_step,
+    step_generator,
+)
 from atomvla.train.models.skills import add_skill_config, prepare_add_skill
 from atomvla.train.models.backbone import load_tokenizer
 
@@ -49,6 +58,7 @@ class _Start:
     checkpoint: Path | None  # weights, statistics and tokenizer to start from
     resumed: bool
     prior: dict  # the checkpoint's trainer_state ({} when fresh)
+    first_step: int  # where the loop starts: 0, or the resumed checkpoint's step
 
 
 def _start(config: SFTConfig, dataset: str | Path | None, out: Path, resume: bool, from_checkpoint: Path | None,
@@ -60,7 +70,8 @@ def _start(config: SFTConfig, dataset: str | Path | None, out: Path, resume: boo
         config = apply_overrides(from_dict(SFTConfig, Checkpoint(base).config), overrides)
     if not (dataset or prior.get("dataset")):
         raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
-    return _Start(config, dataset_ref(dataset or prior["dataset"]), base, resume_from is not None, prior)
+    first = resumed_step(resume_from, config.train.max_steps) if resume_from else 0
+    return _Start(config, dataset_ref(dataset or prior["dataset"]), base, resume_from is not None, prior, first)
 
 
 def _skills(start: _Start, add_skill: str | None, episodes: list[TrainEpisode]) -> tuple[str, ...]:
@@ -141,7 +152,7 @@ def _train_sft(config: SFTConfig, dataset: str | Path | None, out: Path, resume:
 
     data = ChunkDataset(train_eps, config.data, stats, cameras_of(train_eps, cameras), processor, train=True,
                         seed=config.train.seed)
-    first = int(prior["step"]) if start.resumed else 0
+    first = start.first_step
     workers = config.data.num_workers
     loader = torch.utils.data.DataLoader(
         data, batch_sampler=ChunkSampler(len(data), config.train.batch_size, config.train.seed, rank, world, first),
@@ -161,23 +172,28 @@ def _train_sft(config: SFTConfig, dataset: str | Path | None, out: Path, resume:
     checkpoint = None
     model.train()
     batches = iter(loader)
-    for step in range(first, config.train.max_steps):
-        batch = {k: v.to(runtime.device, non_blocking=True) if torch.is_tensor(v) else v
-                 for k, v in next(batches).items()}
-        result = model(batch, step_generator(config.train, step, rank, runtime.device))
-        opt.update(result.total)
-        opt.scheduler.step()
-        losses.append(float(result.total.detach()))
-        metrics.tokens += int(batch["attention_mask"].sum())
-        done = step + 1
-        last = done == config.train.max_steps
-        if done % config.train.log_every == 0 or last:
-            row = {k: runtime.mean(v) for k, v in (("loss", result.total), ("flow", result.flow), ("lm", result.lm))}
-            lr = opt.scheduler.get_last_lr()[0]
-            metrics(done, {**row, "lr": lr}, f"loss {row['loss']:.4f}  flow {row['flow']:.4f}  lm {row['lm']:.4f}  lr {lr:.2e}")
-        if done % config.train.save_every == 0 or last:
-            checkpoint = save_checkpoint(out, done, inner, opt.optimizer, opt.scheduler, config_to_json(config),
-                                         trainer_state, extra, config.train.keep_last)
+    with StopOnSignal(runtime) as stop:
+        for step in range(first, config.train.max_steps):
+            batch = {k: v.to(runtime.device, non_blocking=True) if torch.is_tensor(v) else v
+                     for k, v in next(batches).items()}
+            result = model(batch, step_generator(config.train, step, rank, runtime.device))
+            opt.update(result.total)
+            opt.scheduler.step()
+            losses.append(float(result.total.detach()))
+            metrics.tokens += int(batch["attention_mask"].sum())
+            done = step + 1
+            last = done == config.train.max_steps
+            stopping = stop.received is not None and not last  # read once: a later signal waits for the next step
+            if done % config.train.log_every == 0 or last or stopping:
+                row = {k: runtime.mean(v) for k, v in (("loss", result.total), ("flow", result.flow), ("lm", result.lm))}
+                lr = opt.scheduler.get_last_lr()[0]
+                metrics(done, {**row, "lr": lr}, f"loss {row['loss']:.4f}  flow {row['flow']:.4f}  lm {row['lm']:.4f}  lr {lr:.2e}")
+            if done % config.train.save_every == 0 or last or stopping:
+                checkpoint = save_checkpoint(out, done, inner, opt.optimizer, opt.scheduler, config_to_json(config),
+                                             trainer_state, extra, config.train.keep_last)
+            if stopping:
+                metrics.close()
+                raise stop.interrupted(done, checkpoint)
     metrics.close()
     return SFTResult(losses, checkpoint, inner)
 

@@ -1,6 +1,7 @@
 """SFT on the tiny config: the loss falls, resume is exact, two CPU ranks stay identical (adding a skill:
 test_add_skill.py; the trained policy: test_policy.py)."""
 
+import logging
 import os
 import shutil
 import subprocess
@@ -49,7 +50,7 @@ def test_tiny_config_trains_and_its_loss_falls(trained_run, export_dir):
     assert (out / "tb").is_dir() and any((out / "tb").iterdir())
 
 
-def test_a_resumed_run_gives_the_losses_of_the_uninterrupted_one(export_dir, fast, tmp_path):
+def test_a_resumed_run_gives_the_losses_of_the_uninterrupted_one(export_dir, fast, tmp_path, caplog):
     cfg = get_config("tiny-cpu", (*fast, "train.max_steps=4", "train.save_every=2", "train.batch_size=2"))
     whole = train_sft(cfg, export_dir, tmp_path / "whole")
     shutil.copytree(tmp_path / "whole" / "step-000002", tmp_path / "resumed" / "step-000002")
@@ -57,6 +58,12 @@ def test_a_resumed_run_gives_the_losses_of_the_uninterrupted_one(export_dir, fas
         train_sft(cfg, export_dir, tmp_path / "resumed")
     resumed = train_sft(cfg, None, tmp_path / "resumed", resume=True)
     assert resumed.losses == whole.losses[2:]
+    # Resuming a finished run trains nothing, and says so (it said nothing) and how to train further.
+    with caplog.at_level(logging.WARNING):
+        again = train_sft(cfg, None, tmp_path / "resumed", resume=True)
+    assert again.losses == [] and again.checkpoint is None
+    assert ("step-000004: the run has reached step 4 of train.max_steps=4: nothing to train (pass train.max_steps=N "
+            "with N > 4 to train further)") in caplog.text
     a, b = load_file(whole.checkpoint / "model.safetensors"), load_file(resumed.checkpoint / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     a, b = (load_file(c / "optimizer.safetensors") for c in (whole.checkpoint, resumed.checkpoint))

@@ -32,7 +32,7 @@ from atomvla.train.grpo import sde
 from atomvla.train.grpo.config import GRPOConfig
 from atomvla.train.grpo.objective import LossParts, group_advantages, grpo_loss
 from atomvla.train.latents import LatentCache, LatentCacheError, build_with_progress
-from atomvla.train.loop import Metrics, Runtime, optimization, removed_on_user_error, resume_point, step_generator
+from atomvla.train.loop import Metrics, Runtime, optimization, removed_on_user_error, resume_point, resumed_step, step_generator
 from atomvla.train.models.vla import VLA
 from atomvla.train.rewards import TERMS, States, score
 from atomvla.train.worldmodel.data import LatentEpisode, load_latent_episodes
@@ -187,6 +187,7 @@ def _train_grpo(config: GRPOConfig, out: Path, policy: Path | None, world_model:
         if policy is None or world_model is None:
             raise CheckpointError("grpo needs --policy (an SFT checkpoint) and --world-model (from atom-train wm)")
         reference_path, wm_path = resolve_checkpoint(Path(policy)).resolve(), Path(world_model).resolve()
+    start = resumed_step(resume_from, config.train.max_steps) if resume_from else 0
 
     runtime = Runtime(config.train)
     rank, world, device = runtime.rank, runtime.world, runtime.device
@@ -212,7 +213,6 @@ def _train_grpo(config: GRPOConfig, out: Path, policy: Path | None, world_model:
     else:
         trainer.reference.to(device)
 
-    start = int(prior.get("step", 0))
     sampler = iter(ChunkSampler(len(trainer.data), config.train.batch_size, config.train.seed, rank, world, start))
     opt = optimization(runtime, trainer.model, resume_from, state_of=tuned.model)
     model = opt.model

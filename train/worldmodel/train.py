@@ -16,7 +16,7 @@ from atomvla.train.checkpoint import Checkpoint, CheckpointError, save_checkpoin
 from atomvla.train.config import apply_overrides, from_dict
 from atomvla.train.data.episodes import TrainEpisode, split_episodes
 from atomvla.train.latents import LatentCache, build_with_progress
-from atomvla.train.loop import Metrics, Runtime, optimization, removed_on_user_error, resume_point, step_generator
+from atomvla.train.loop import Metrics, Runtime, optimization, removed_on_user_error, resume_point, resumed_step, step_generator
 from atomvla.train.worldmodel.config import WMConfig
 from atomvla.train.worldmodel.data import LatentEpisode, Normaliser, Windows, load_latent_episodes
 from atomvla.train.worldmodel.model import ACPredictor, PredictorDims
@@ -53,6 +53,7 @@ def _train(config: WMConfig, episodes: Sequence[TrainEpisode], out: Path, latent
         if saved.get("kind") != "wm":
             raise CheckpointError(f"{resume_from}: a {saved.get('kind')!r} checkpoint, not a world model's")
         config = apply_overrides(from_dict(WMConfig, saved), overrides)
+    start = resumed_step(resume_from, config.train.max_steps) if resume_from is not None else 0
     t = config.train
     runtime = Runtime(t)
     train_ids, val_ids = split_episodes(list(episodes), t.val_fraction, t.seed)
@@ -75,7 +76,6 @@ def _train(config: WMConfig, episodes: Sequence[TrainEpisode], out: Path, latent
     opt = optimization(runtime, wm.predictor, resume_from)
     predictor = opt.model
     predictor.train()
-    start = int(Checkpoint(resume_from).trainer_state["step"]) if resume_from else 0
     trainer_state = {"kind": "wm", "train_episodes": list(train_ids), "val_episodes": list(val_ids),
                      "latents": str(cache.root.resolve()), "world_size": runtime.world}
     metrics = Metrics(out, "wm", runtime, t.batch_size * runtime.world, start)
