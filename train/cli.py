@@ -103,6 +103,7 @@ def sft(
     from atomvla.train.checkpoint import CheckpointError
     from atomvla.train.config import ConfigError, get_config
     from atomvla.train.data.episodes import DatasetError
+    from atomvla.train.loop import Interrupted
     from atomvla.train.sft import train_sft
 
     try:
@@ -113,6 +114,8 @@ def sft(
             return _print_plan(plan_sft(cfg, _world(world_size), gpu_memory))
         result = train_sft(cfg, dataset, out, resume=resume, add_skill=add_skill, from_checkpoint=from_,
                            overrides=tuple(overrides or ()))
+    except Interrupted as exc:
+        raise fail(str(exc), code=130) from exc  # the shell's code for Ctrl-C
     except (ConfigError, DatasetError, CheckpointError, SourceError) as exc:
         raise fail(str(exc)) from exc
     if result.checkpoint is not None:
@@ -132,14 +135,22 @@ def eval_(
     distance to a boundary, and a plot of predicted against true action chunks."""
     setup_logging(verbose)
     check_outputs(overwrite, folders=(out,))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from atomvla.cli import err_console
     from atomvla.output import new_folder
     from atomvla.train.checkpoint import CheckpointError
     from atomvla.train.data.episodes import DatasetError
     from atomvla.train.eval import evaluate, print_report
 
     try:
-        with new_folder(out, overwrite) as tmp:  # OUT appears whole, or not at all
-            report = evaluate(checkpoint, dataset, tmp, max_samples=max_samples)
+        # OUT appears whole, or not at all. Generating each sample's subtask takes minutes on a CPU: a bar.
+        with new_folder(out, overwrite) as tmp, Progress(TextColumn("{task.description}"), BarColumn(),
+                                                         MofNCompleteColumn(), TimeElapsedColumn(),
+                                                         console=err_console, transient=True) as bar:
+            task = bar.add_task("held-out samples", total=None)
+            report = evaluate(checkpoint, dataset, tmp, max_samples=max_samples,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
     except (DatasetError, CheckpointError, SourceError) as exc:
         raise fail(str(exc)) from exc
     print_report(report, out, console)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,10 @@ def _mean(xs: list[float]) -> float | None:
 
 
 def evaluate(
-    checkpoint: Path, dataset: str | None, out: Path, max_samples: int = 256, batch_size: int = 16, seed: int = 0
+    checkpoint: Path, dataset: str | None, out: Path, max_samples: int = 256, batch_size: int = 16, seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
+    """Score the policy on held-out samples; `progress(done, total)` after each batch of them."""
     policy = load_policy(checkpoint, seed=seed)
     trained = policy.trained
     dataset = dataset_ref(dataset or trained.state["dataset"])
@@ -55,6 +58,8 @@ def evaluate(
     for start in range(0, len(indices), batch_size):
         samples = [data.raw(int(i)) for i in indices[start : start + batch_size]]
         _score(policy, samples, per)
+        if progress is not None:
+            progress(start + len(samples), len(indices))
 
     report = {
         "checkpoint": str(trained.path),

@@ -30,10 +30,16 @@ def test_sft_then_eval_from_the_command_line(export_dir, fast, tmp_path):
     assert r.exit_code == 0, r.output
 
 
-def test_bad_input_is_one_clean_error(export_dir, tmp_path):
+def test_bad_input_is_one_clean_error(export_dir, store_file, tmp_path):
+    from conftest import SOURCE, curate
+
     elsewhere = tmp_path / "curated"  # e.g. the export itself given as --out: checkpoints went in beside it
     elsewhere.mkdir()
     (elsewhere / "README.md").write_text("a dataset card\n")
+    jsonl = tmp_path / "curated.jsonl"  # `atom-curate export`'s default format (it said "not an atomvla store")
+    curate("export", str(jsonl), "--store", str(store_file))
+    unreviewed = tmp_path / "unreviewed.sqlite"
+    curate("import", str(SOURCE), "--store", str(unreviewed))
     cases = [
         (["sft", "--dataset", str(export_dir), "--out", str(elsewhere), "train.max_steps=1"], "not a run folder"),
         (["wm", "--dataset", str(export_dir), "--out", str(elsewhere), "train.max_steps=1"], "not a run folder"),
@@ -41,6 +47,11 @@ def test_bad_input_is_one_clean_error(export_dir, tmp_path):
         (["sft", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")], "no such file or folder"),
         (["sft", "--dataset", str(export_dir), "--out", str(tmp_path / "o"), "train.lr=fast"], "is not a number"),
         (["eval", "--checkpoint", str(tmp_path)], "not a checkpoint"),
+        (["sft", "--dataset", str(jsonl), "--out", str(tmp_path / "o")],
+         "holds the subtasks but no frames or actions; train on an `atom-curate export --to lerobot DIR` folder"),
+        (["sft", "--dataset", str(unreviewed), "--out", str(tmp_path / "o")],
+         "no episode's latest decomposition is accepted (review them with atom-review, or import some with "
+         "atom-curate import-annotations; data.status=any trains on every episode's latest one)"),
         (["configs", "--kind", "rl"], "--kind 'rl': choose one of sft, wm, grpo"),  # it listed nothing, exit 0
     ]
     for args, message in cases:
@@ -75,3 +86,33 @@ def test_a_video_cut_short_after_import_is_one_clean_error(tmp_path):
     assert r.exit_code == 2, r.output
     text = " ".join(r.output.split())
     assert str(video) in text and "no video frame" in text and "Traceback" not in text
+
+
+def test_ctrl_c_saves_the_last_finished_step_and_resume_continues_from_it(export_dir, fast, tmp_path):
+    """Ctrl-C lost every step since the last checkpoint (50 by default, 2000 in the 4B configs)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from atomvla.train.config import get_config
+    from atomvla.train.sft import train_sft
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "atomvla.train", "sft", "--dataset", str(export_dir), "--out", str(out), *fast,
+           "train.max_steps=100000", "train.save_every=100000", "train.log_every=1"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output = " ".join(proc.communicate(timeout=300)[0].split())
+    assert proc.returncode == 130, output
+    (checkpoint,) = sorted(out.glob("step-*"))
+    step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
+    assert f"stopped by SIGINT after step {step}; saved {checkpoint}" in output and "Traceback" not in output
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == step
+    resumed = train_sft(get_config("tiny-cpu"), None, out, resume=True, overrides=(f"train.max_steps={step + 1}",))
+    assert len(resumed.losses) == 1 and resumed.checkpoint.name == f"step-{step + 1:06d}"

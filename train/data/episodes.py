@@ -63,6 +63,10 @@ def dataset_ref(dataset: str | Path) -> str:
 def open_dataset(dataset: str | Path, status: str = "accepted") -> list[TrainEpisode]:
     """The episodes of `dataset`: a store file (`*.sqlite`), a curated export folder, or a Hub id."""
     path = Path(dataset).expanduser()
+    if path.is_file() and path.suffix in (".jsonl", ".json", ".parquet"):
+        # `atom-curate export`'s default is a JSONL file: the subtasks alone, no frames or actions to train on.
+        raise DatasetError(f"{path}: an exported file holds the subtasks but no frames or actions; train on "
+                           "an `atom-curate export --to lerobot DIR` folder or on the store file (.sqlite)")
     if path.is_file():
         return _from_store(path, status)
     from atomvla.curate.sources.base import resolve
@@ -133,7 +137,8 @@ def _from_store(path: Path, status: str) -> list[TrainEpisode]:
     if not episodes:
         raise DatasetError(
             f"{path}: no subtasks: no episode's latest decomposition is {status} "
-            "(review them with atom-review, or import some with atom-curate import-annotations)"
+            "(review them with atom-review, or import some with atom-curate import-annotations"
+            + ("; data.status=any trains on every episode's latest one)" if status == "accepted" else ")")
         )
     return episodes
 
