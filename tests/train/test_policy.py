@@ -95,8 +95,24 @@ def test_a_head_without_experts_never_mentions_them_in_its_warnings(run, export_
     np.testing.assert_array_equal(chunks[0], chunks[2])
 
 
+def test_a_skill_the_training_data_lacked_is_warned_about_once_per_policy_not_every_chunk(run, export_dir, caplog):
+    policies = (load_policy(run), load_policy(run))
+    lacked = next(s for s in SKILLS if s not in policies[0].trained.skills)
+    samples = [policies[0].observation_sample(_observation(policies[0], export_dir))]
+    ids = policies[0].processor.tokenizer.encode("wiggle it", add_special_tokens=False)
+    with caplog.at_level(logging.WARNING):
+        for policy in policies:
+            for _ in range(3):
+                policy.predict_actions(samples, [ids], [lacked])
+    warned = [r for r in caplog.records if r.getMessage().startswith(f"skill {lacked!r} was not in the training data")]
+    assert len(warned) == 2  # once for each policy, for three chunks each
+
+
 def test_eval_scores_held_out_episodes(run, store_file, tmp_path):
-    report = evaluate(run, None, tmp_path / "eval", max_samples=8)
+    progress = []  # the CLI's progress bar: it showed nothing while every sample's subtask was generated
+    report = evaluate(run, None, tmp_path / "eval", max_samples=8, batch_size=3,
+                      progress=lambda done, total: progress.append((done, total)))
+    assert progress == [(3, 8), (6, 8), (8, 8)]
     assert report["held_out"] and report["episodes"] == 2 and report["samples"] == 8
     assert 0 <= report["subtask_match_rate"] <= 1 and report["action_mse"] > 0
     assert sum(b["samples"] for b in report["match_by_boundary_distance"].values()) == 8
@@ -104,5 +120,5 @@ def test_eval_scores_held_out_episodes(run, store_file, tmp_path):
     assert (tmp_path / "eval" / "chunks.png").stat().st_size > 10_000
     assert (tmp_path / "eval" / "report.json").is_file()
     # The store the export came from holds the same episodes: the same ones are held out, with the same scores.
-    again = evaluate(run, str(store_file), tmp_path / "eval-store", max_samples=8)
+    again = evaluate(run, str(store_file), tmp_path / "eval-store", max_samples=8, batch_size=3)
     assert again["held_out"] and again["per_subtask"] == report["per_subtask"]

@@ -52,6 +52,7 @@ class VLAProcessor:
         if not sep or after.strip():
             raise ValueError(f"prompt template {self.prompt!r} must end with {{subtask}}")
         self._before = before
+        self._warned: set[str] = set()  # skills outside `skills` already warned about: once each, not per chunk
         self.special_tokens()
 
     def special_tokens(self) -> None:
@@ -73,7 +74,8 @@ class VLAProcessor:
         subtask naming a skill the training data lacked): the MoE head's shared expert acts alone."""
         if skill in self.skills:
             return self.skills.index(skill)
-        if skill is not None:  # None: no skill named (the policy logs unparseable subtasks itself)
+        if skill is not None and skill not in self._warned:  # None: the policy logs unparseable subtasks itself
+            self._warned.add(skill)
             lacks = "has no expert" if self.moe else "was not in the training data"
             log.warning("skill %r %s (skills: %s): %s", skill, lacks, ", ".join(self.skills), self.no_skill_effect)
         return SHARED
