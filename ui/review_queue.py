@@ -41,7 +41,8 @@ class QueueRow:
     confidence: float | None = None  # of the newest revision that states one
     disagreement: float | None = None  # see `add`
     learned_from: int | None = None  # the latest revision was re-proposed from this many accepts
-    text: str = field(default="", init=False)  # what search matches, lower case: the id, the task, the latest subtasks' instructions
+    # What search matches, lower case: the id, the task, the latest revision's subtask instructions.
+    text: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
         self.text = f"{self.episode_id}\n{self.task}".lower()
