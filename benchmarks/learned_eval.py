@@ -158,8 +158,8 @@ def _truth(record: dict[str, Any]) -> list[int]:
 # 0.953; the other 25 folds 0.714 -> 0.746), the setting chosen among ~40 on these figures (carrying
 # decoded boundaries as bumps, iterating once, other weights and peer counts, nearest peers by warping
 # cost, a linear time map: all 0.74-0.82); seed 1, after the choice: 0.772 -> 0.804 (0.925 -> 0.944;
-# 0.675 -> 0.716); few-shot (fine-tuning seed 0, 410): 0.951 -> 0.934 (0.955 at weight 0.25, 0.943 at
-# 0.5); LIBERO zero-shot (weights without LIBERO, 195) 0.864 -> 0.872; HELDOUT2 (packaged weights, 56)
+# 0.675 -> 0.716); few-shot (fine-tuning seeds 0 / 1, 410): 0.951 -> 0.934 / 0.936 (seed 0: 0.955 at
+# weight 0.25, 0.943 at 0.5); LIBERO zero-shot (weights without LIBERO, 195) 0.864 -> 0.872; HELDOUT2 (packaged weights, 56)
 # 0.780 -> 0.774 (one boundary); and 2.7x the CPU a proposal (4 time warpings an episode: 65-69 vs
 # 177-191 episodes a CPU second, loaded machine). Not kept: it loses HELDOUT2 and the speed target.
 CONSENSUS_PEERS = 4
