@@ -153,7 +153,7 @@ def main() -> None:
         episodes = open_dataset(dataset)
 
         wm_cfg = get_config("tiny-cpu", (f"train.max_steps={args.wm_steps}", "train.log_every=100000"), kind="wm")
-        _, report = train_world_model(wm_cfg, episodes, tmp / "wm", tmp / "latents")
+        _, report = train_world_model(wm_cfg, dataset, tmp / "wm", tmp / "latents")
         figures["world_model"] = report
         print(f"world model (held-out episodes: {report['held_out_episodes']}, {report['windows']} windows):")
         print(f"  one-step L1 {report['one_step_l1']:.4f} vs copy {report['copy_l1']:.4f} "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -44,6 +46,18 @@ def _print_plan(plan) -> None:
     console.print(plan.table())
     if not plan.fits:
         raise typer.Exit(1)
+
+
+@contextmanager
+def _interrupted_exits_130() -> Iterator[None]:
+    """A run stopped by Ctrl-C or SIGTERM after saving its last step (`train.loop.StopOnSignal`): its
+    message, and the shell's code for Ctrl-C."""
+    from atomvla.train.loop import Interrupted
+
+    try:
+        yield
+    except Interrupted as exc:
+        raise fail(str(exc), code=130) from exc
 
 
 def _world(world_size: Optional[int]) -> int:
@@ -103,7 +117,6 @@ def sft(
     from atomvla.train.checkpoint import CheckpointError
     from atomvla.train.config import ConfigError, get_config
     from atomvla.train.data.episodes import DatasetError
-    from atomvla.train.loop import Interrupted
     from atomvla.train.sft import train_sft
 
     try:
@@ -112,10 +125,9 @@ def sft(
             from atomvla.train.memory_plan import plan_sft
 
             return _print_plan(plan_sft(cfg, _world(world_size), gpu_memory))
-        result = train_sft(cfg, dataset, out, resume=resume, add_skill=add_skill, from_checkpoint=from_,
-                           overrides=tuple(overrides or ()))
-    except Interrupted as exc:
-        raise fail(str(exc), code=130) from exc  # the shell's code for Ctrl-C
+        with _interrupted_exits_130():
+            result = train_sft(cfg, dataset, out, resume=resume, add_skill=add_skill, from_checkpoint=from_,
+                               overrides=tuple(overrides or ()))
     except (ConfigError, DatasetError, CheckpointError, SourceError) as exc:
         raise fail(str(exc)) from exc
     if result.checkpoint is not None:
@@ -180,17 +192,16 @@ def wm(
     setup_logging(verbose)
     from atomvla.train.checkpoint import CheckpointError
     from atomvla.train.config import ConfigError, get_config
-    from atomvla.train.data.episodes import DatasetError, open_dataset
+    from atomvla.train.data.episodes import DatasetError
     from atomvla.train.latents import LatentCacheError
     from atomvla.train.worldmodel import config as _wm_configs  # noqa: F401  (registers the wm configs)
     from atomvla.train.worldmodel.train import train_world_model
 
     try:
         cfg = get_config(config, overrides or (), kind="wm")
-        if not dataset:
-            raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
-        _, report = train_world_model(cfg, open_dataset(dataset), out, latents or out / "latents", device, resume,
-                                      tuple(overrides or ()))
+        with _interrupted_exits_130():
+            _, report = train_world_model(cfg, dataset, out, latents or out / "latents", device, resume,
+                                          tuple(overrides or ()))
     except (ConfigError, DatasetError, LatentCacheError, CheckpointError, SourceError, ValueError) as exc:
         raise fail(str(exc)) from exc
     console.print(
@@ -244,7 +255,8 @@ def grpo(
             from atomvla.train.memory_plan import plan_grpo
 
             return _print_plan(plan_grpo(cfg, _policy_config(policy), _world(world_size), gpu_memory))
-        result = train_grpo(cfg, out, policy, world_model, dataset, latents, resume, tuple(overrides or ()))
+        with _interrupted_exits_130():
+            result = train_grpo(cfg, out, policy, world_model, dataset, latents, resume, tuple(overrides or ()))
     except (ConfigError, DatasetError, CheckpointError, LatentCacheError, WorldModelError, RewardError, SourceError) as exc:
         raise fail(str(exc)) from exc
     if result.metrics:

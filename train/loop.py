@@ -80,6 +80,15 @@ class Interrupted(UserError):
     """A run stopped by Ctrl-C or SIGTERM once its last finished step was saved: `--resume` continues it."""
 
 
+@dataclass(frozen=True)
+class StepEnd:
+    """After a finished step: write a metrics row and log line, save `step-N`, then stop (`StopOnSignal`)."""
+
+    log: bool
+    save: bool
+    stop: bool
+
+
 class StopOnSignal:
     """Ctrl-C or SIGTERM in a one-process run: the loop finishes the step it is in, saves it and raises
     `Interrupted`, instead of losing every step since the last checkpoint (or stopping halfway through an
@@ -112,6 +121,15 @@ class StopOnSignal:
 
     def __exit__(self, *exc) -> None:
         self._restore()
+
+    def after(self, done: int, train: TrainConfig) -> StepEnd:
+        """What the loop does once step `done` is finished: log and save on their schedules and at the last
+        step, and both before stopping on a signal. `received` is read once here: a signal arriving later
+        waits for the next step."""
+        last = done == train.max_steps
+        stop = self.received is not None and not last
+        return StepEnd(log=done % train.log_every == 0 or last or stop, save=done % train.save_every == 0 or last or stop,
+                       stop=stop)
 
     def interrupted(self, step: int, checkpoint: Path) -> Interrupted:
         return Interrupted(f"stopped by {signal.Signals(self.received).name} after step {step}; saved {checkpoint}: "
@@ -289,5 +307,5 @@ def optimization(runtime: Runtime, model: nn.Module, resume_from: Path | None, s
 
 __all__ = [
     "Metrics", "Optimization", "Runtime", "make_optimizer", "make_scheduler", "optimization", "removed_on_user_error",
-    "Interrupted", "StopOnSignal", "resume_point", "resumed_step", "shard", "step_generator", "uses_fsdp",
+    "Interrupted", "StepEnd", "StopOnSignal", "resume_point", "resumed_step", "shard", "step_generator", "uses_fsdp",
 ]

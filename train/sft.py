@@ -182,16 +182,15 @@ def _train_sft(config: SFTConfig, dataset: str | Path | None, out: Path, resume:
             losses.append(float(result.total.detach()))
             metrics.tokens += int(batch["attention_mask"].sum())
             done = step + 1
-            last = done == config.train.max_steps
-            stopping = stop.received is not None and not last  # read once: a later signal waits for the next step
-            if done % config.train.log_every == 0 or last or stopping:
+            end = stop.after(done, config.train)
+            if end.log:
                 row = {k: runtime.mean(v) for k, v in (("loss", result.total), ("flow", result.flow), ("lm", result.lm))}
                 lr = opt.scheduler.get_last_lr()[0]
                 metrics(done, {**row, "lr": lr}, f"loss {row['loss']:.4f}  flow {row['flow']:.4f}  lm {row['lm']:.4f}  lr {lr:.2e}")
-            if done % config.train.save_every == 0 or last or stopping:
+            if end.save:
                 checkpoint = save_checkpoint(out, done, inner, opt.optimizer, opt.scheduler, config_to_json(config),
                                              trainer_state, extra, config.train.keep_last)
-            if stopping:
+            if end.stop:
                 metrics.close()
                 raise stop.interrupted(done, checkpoint)
     metrics.close()

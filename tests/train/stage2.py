@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 
 from atomvla.train.config import get_config
-from atomvla.train.data.episodes import open_dataset
 from atomvla.train.worldmodel.config import TINY_ENCODER  # noqa: F401  (also registers the wm configs)
 from atomvla.train.worldmodel.train import train_world_model
 
@@ -20,7 +19,7 @@ def trained_world_model(export_dir: str) -> tuple[Path, Path, dict]:
     """(world model folder, latent cache folder, evaluation report) of the tiny wm config."""
     root = Path(tempfile.mkdtemp(prefix="atomvla-wm-"))
     config = get_config("tiny-cpu", WM_FAST, kind="wm")
-    _, report = train_world_model(config, open_dataset(export_dir), root / "wm", root / "latents")
+    _, report = train_world_model(config, export_dir, root / "wm", root / "latents")
     return root / "wm", root / "latents", report
 
 SFT_FAST = ("train.batch_size=4", "train.warmup_steps=2", "train.log_every=1000", "data.val_fraction=0",

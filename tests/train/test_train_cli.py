@@ -1,6 +1,12 @@
-"""`atom-train` from the command line: a short run, eval, and bad input as one clean error line."""
+"""`atom-train` from the command line: a short run, eval, bad input as one clean error line, and Ctrl-C."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -88,31 +94,56 @@ def test_a_video_cut_short_after_import_is_one_clean_error(tmp_path):
     assert str(video) in text and "no video frame" in text and "Traceback" not in text
 
 
-def test_ctrl_c_saves_the_last_finished_step_and_resume_continues_from_it(export_dir, fast, tmp_path):
-    """Ctrl-C lost every step since the last checkpoint (50 by default, 2000 in the 4B configs)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+# Ctrl-C lost every step since the last checkpoint (save_every: 50-100 by default, 2000 in the 4B and
+# ViT-L configs). Each run below would go on for 100000 steps, checkpointing only at the end.
+UNTIL_STOPPED = ("train.max_steps=100000", "train.save_every=100000", "train.log_every=1")
 
-    from atomvla.train.config import get_config
-    from atomvla.train.sft import train_sft
 
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "atomvla.train", "sft", "--dataset", str(export_dir), "--out", str(out), *fast,
-           "train.max_steps=100000", "train.save_every=100000", "train.log_every=1"]
+def interrupted(*args: str, out: Path) -> int:
+    """Runs `python -m atomvla.train ARGS --out OUT`, sends it SIGINT once its first step is logged, checks
+    that it saved the step it was in and said how to go on; the step saved."""
+    cmd = [sys.executable, "-m", "atomvla.train", *args, "--out", str(out), *UNTIL_STOPPED]
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
-    while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text()) and time.monotonic() < deadline:
+    metrics, deadline = out / "metrics.jsonl", time.monotonic() + 300
+    while not (metrics.is_file() and metrics.read_text()) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     output = " ".join(proc.communicate(timeout=300)[0].split())
     assert proc.returncode == 130, output
     (checkpoint,) = sorted(out.glob("step-*"))
     step = json.loads((checkpoint / "trainer_state.json").read_text())["step"]
-    assert f"stopped by SIGINT after step {step}; saved {checkpoint}" in output and "Traceback" not in output
-    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == step
+    assert (f"stopped by SIGINT after step {step}; saved {checkpoint}: the same command with --resume continues it"
+            in output and "Traceback" not in output)
+    assert json.loads(metrics.read_text().splitlines()[-1])["step"] == step
+    return step
+
+
+def test_ctrl_c_saves_the_last_finished_step_and_resume_continues_from_it(export_dir, fast, tmp_path):
+    from atomvla.train.config import get_config
+    from atomvla.train.sft import train_sft
+
+    out = tmp_path / "run"
+    step = interrupted("sft", "--dataset", str(export_dir), *fast, out=out)
     resumed = train_sft(get_config("tiny-cpu"), None, out, resume=True, overrides=(f"train.max_steps={step + 1}",))
     assert len(resumed.losses) == 1 and resumed.checkpoint.name == f"step-{step + 1:06d}"
+
+
+def test_ctrl_c_in_wm_saves_its_last_step_and_resume_needs_no_dataset(export_dir, tmp_path):
+    out = tmp_path / "wm"
+    step = interrupted("wm", "--dataset", str(export_dir), "train.batch_size=4", "train.val_fraction=0", out=out)
+    assert not (out / "world_model.safetensors").exists()  # written once the run is done
+    r = run("wm", "--out", str(out), "--resume", f"train.max_steps={step + 1}")  # it needed --dataset again
+    assert r.exit_code == 0, r.output
+    assert (out / f"step-{step + 1:06d}").is_dir() and (out / "world_model.safetensors").is_file()
+
+
+def test_ctrl_c_in_grpo_saves_its_last_step_and_resume_continues_from_it(export_dir, tmp_path):
+    from tests.train.stage2 import GRPO_FAST, sft_policy, trained_world_model
+
+    policy, (wm_dir, _, _) = sft_policy(str(export_dir)), trained_world_model(str(export_dir))
+    out = tmp_path / "grpo"
+    step = interrupted("grpo", "--policy", str(policy), "--world-model", str(wm_dir), *GRPO_FAST, out=out)
+    r = run("grpo", "--out", str(out), "--resume", f"train.max_steps={step + 1}")
+    assert r.exit_code == 0, r.output
+    assert f"step {step + 1}:" in r.output and (out / f"step-{step + 1:06d}" / "grpo_config.json").is_file()

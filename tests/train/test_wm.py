@@ -51,22 +51,21 @@ def test_atom_train_wm_end_to_end_and_bad_datasets(export_dir, tmp_path):
     assert not (tmp_path / "bare").exists()  # a refused run leaves no run folder
 
 
-def test_world_model_training_resumes_exactly(export_dir, tmp_path):
+def test_world_model_training_resumes_exactly_without_naming_its_dataset_again(export_dir, tmp_path):
     import shutil
 
     from atomvla.train.checkpoint import CheckpointError
     from atomvla.train.config import get_config
-    from atomvla.train.data.episodes import open_dataset
     from atomvla.train.worldmodel.train import train_world_model
 
     config = get_config("tiny-cpu", ("train.max_steps=6", "train.save_every=3", "train.keep_last=0", "train.val_fraction=0",
                                      "train.log_every=1000", "train.batch_size=4"), kind="wm")
-    episodes = open_dataset(export_dir)
-    whole, _ = train_world_model(config, episodes, tmp_path / "a", tmp_path / "latents")
+    whole, _ = train_world_model(config, export_dir, tmp_path / "a", tmp_path / "latents")
     shutil.copytree(tmp_path / "a" / "step-000003", tmp_path / "b" / "step-000003")
     with pytest.raises(CheckpointError, match="pass --resume"):
-        train_world_model(config, episodes, tmp_path / "b", tmp_path / "latents")
-    resumed, _ = train_world_model(config, episodes, tmp_path / "b", tmp_path / "latents", resume=True)
+        train_world_model(config, export_dir, tmp_path / "b", tmp_path / "latents")
+    # The checkpoint records its dataset, as sft's does (resuming needed --dataset again).
+    resumed, _ = train_world_model(config, None, tmp_path / "b", tmp_path / "latents", resume=True)
     a, b = whole.predictor.state_dict(), resumed.predictor.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert sorted(p.name for p in (tmp_path / "b").glob("step-*")) == ["step-000003", "step-000006"]

@@ -9,7 +9,6 @@ import torch
 from safetensors.torch import save_file
 
 from atomvla.train.config import get_config
-from atomvla.train.data.episodes import open_dataset
 from atomvla.train.worldmodel import config as _wm_configs  # noqa: F401  (registers the wm configs)
 from atomvla.train.worldmodel.train import train_world_model
 
@@ -17,7 +16,7 @@ dataset, out, args = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 resume = "--resume" in args
 overrides = tuple(a for a in args if a != "--resume")
 logging.basicConfig(level=logging.INFO)  # the per-rank FSDP line
-wm, _ = train_world_model(get_config("tiny-cpu", overrides, kind="wm"), open_dataset(dataset), out / "wm", out / "latents",
+wm, _ = train_world_model(get_config("tiny-cpu", overrides, kind="wm"), dataset, out / "wm", out / "latents",
                           resume=resume, overrides=overrides)
 if torch.distributed.get_rank() == 0:
     save_file({k: v.contiguous() for k, v in wm.predictor.state_dict().items()}, out / f"predictor{'-resumed' * resume}.safetensors")

@@ -32,7 +32,16 @@ from atomvla.train.grpo import sde
 from atomvla.train.grpo.config import GRPOConfig
 from atomvla.train.grpo.objective import LossParts, group_advantages, grpo_loss
 from atomvla.train.latents import LatentCache, LatentCacheError, build_with_progress
-from atomvla.train.loop import Metrics, Runtime, optimization, removed_on_user_error, resume_point, resumed_step, step_generator
+from atomvla.train.loop import (
+    Metrics,
+    Runtime,
+    StopOnSignal,
+    optimization,
+    removed_on_user_error,
+    resume_point,
+    resumed_step,
+    step_generator,
+)
 from atomvla.train.models.vla import VLA
 from atomvla.train.rewards import TERMS, States, score
 from atomvla.train.worldmodel.data import LatentEpisode, load_latent_episodes
@@ -236,27 +245,31 @@ def _train_grpo(config: GRPOConfig, out: Path, policy: Path | None, world_model:
     logger = Metrics(out, "grpo", runtime, config.train.batch_size * config.group_size * world, start)
     metrics: list[dict[str, float]] = []
     checkpoint = None
-    for step in range(start, config.train.max_steps):
-        batch = trainer.batch(next(sampler))
-        model.train()
-        rollout = trainer.rollout(model, batch, step_generator(config.train, step, rank, device))
-        for _ in range(config.updates_per_batch):
-            parts = trainer.loss(model, batch, rollout)
-            opt.update(parts.loss)
-        opt.scheduler.step()
-        done = step + 1
-        row = {f"reward_{k}": v.mean() for k, v in rollout.rewards.items()}
-        row |= {"loss": parts.loss, "policy_loss": parts.policy, "kl": parts.kl, "ratio": parts.ratio, "clip_fraction": parts.clip_fraction}
-        row = {k: runtime.mean(v) for k, v in row.items()}
-        metrics.append({"step": done, **row})
-        last = done == config.train.max_steps
-        line = None
-        if done % config.train.log_every == 0 or last:
-            terms = ", ".join(f"{k} {row['reward_' + k]:.4f}" for k in TERMS)
-            line = f"reward {row['reward_total']:.4f} ({terms})  loss {row['loss']:.4f}  kl {row['kl']:.5f}"
-        logger(done, row, line)
-        if done % config.train.save_every == 0 or last:
-            checkpoint = save(done)
+    with StopOnSignal(runtime) as stop:
+        for step in range(start, config.train.max_steps):
+            batch = trainer.batch(next(sampler))
+            model.train()
+            rollout = trainer.rollout(model, batch, step_generator(config.train, step, rank, device))
+            for _ in range(config.updates_per_batch):
+                parts = trainer.loss(model, batch, rollout)
+                opt.update(parts.loss)
+            opt.scheduler.step()
+            done = step + 1
+            row = {f"reward_{k}": v.mean() for k, v in rollout.rewards.items()}
+            row |= {"loss": parts.loss, "policy_loss": parts.policy, "kl": parts.kl, "ratio": parts.ratio, "clip_fraction": parts.clip_fraction}
+            row = {k: runtime.mean(v) for k, v in row.items()}
+            metrics.append({"step": done, **row})
+            end = stop.after(done, config.train)
+            line = None
+            if end.log:
+                terms = ", ".join(f"{k} {row['reward_' + k]:.4f}" for k in TERMS)
+                line = f"reward {row['reward_total']:.4f} ({terms})  loss {row['loss']:.4f}  kl {row['kl']:.5f}"
+            logger(done, row, line)
+            if end.save:
+                checkpoint = save(done)
+            if end.stop:
+                logger.close()
+                raise stop.interrupted(done, checkpoint)
     logger.close()
     return GRPOResult(metrics, checkpoint, inner.vla)
 

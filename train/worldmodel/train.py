@@ -14,9 +14,18 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 
 from atomvla.train.checkpoint import Checkpoint, CheckpointError, save_checkpoint
 from atomvla.train.config import apply_overrides, from_dict
-from atomvla.train.data.episodes import TrainEpisode, split_episodes
+from atomvla.train.data.episodes import DatasetError, TrainEpisode, dataset_ref, open_dataset, split_episodes
 from atomvla.train.latents import LatentCache, build_with_progress
-from atomvla.train.loop import Metrics, Runtime, optimization, removed_on_user_error, resume_point, resumed_step, step_generator
+from atomvla.train.loop import (
+    Metrics,
+    Runtime,
+    StopOnSignal,
+    optimization,
+    removed_on_user_error,
+    resume_point,
+    resumed_step,
+    step_generator,
+)
 from atomvla.train.worldmodel.config import WMConfig
 from atomvla.train.worldmodel.data import LatentEpisode, Normaliser, Windows, load_latent_episodes
 from atomvla.train.worldmodel.model import ACPredictor, PredictorDims
@@ -35,24 +44,30 @@ def open_latents(config: WMConfig, episodes: Sequence[TrainEpisode], latents_dir
 
 
 def train_world_model(
-    config: WMConfig, episodes: Sequence[TrainEpisode], out: str | Path, latents_dir: str | Path, device: str = "cpu",
+    config: WMConfig, dataset: str | Path | None, out: str | Path, latents_dir: str | Path, device: str = "cpu",
     resume: bool = False, overrides: tuple[str, ...] = (),
 ) -> tuple[WorldModel, dict[str, float]]:
-    """Train (or resume) the predictor in the shared loop; checkpoints `out/step-N`, then the world
-    model, its evaluation and config in `out`. `device` is where frames are encoded into the cache."""
+    """Train (or resume) the predictor on `dataset` (an export folder, a Hub id or a store file; a resumed
+    run defaults to its own) in the shared loop; checkpoints `out/step-N`, then the world model, its
+    evaluation and config in `out`. `device` is where frames are encoded into the cache."""
     out = Path(out)
     with removed_on_user_error(out):
-        return _train(config, episodes, out, latents_dir, device, resume, overrides)
+        return _train(config, dataset, out, latents_dir, device, resume, overrides)
 
 
-def _train(config: WMConfig, episodes: Sequence[TrainEpisode], out: Path, latents_dir: str | Path, device: str,
+def _train(config: WMConfig, dataset: str | Path | None, out: Path, latents_dir: str | Path, device: str,
            resume: bool, overrides: tuple[str, ...]) -> tuple[WorldModel, dict[str, float]]:
     resume_from = resume_point(out, resume)
+    prior = Checkpoint(resume_from).trainer_state if resume_from is not None else {}
     if resume_from is not None:
         saved = Checkpoint(resume_from).config
         if saved.get("kind") != "wm":
             raise CheckpointError(f"{resume_from}: a {saved.get('kind')!r} checkpoint, not a world model's")
         config = apply_overrides(from_dict(WMConfig, saved), overrides)
+    if not (dataset or prior.get("dataset")):  # checkpoints before the dataset was recorded need --dataset
+        raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
+    dataset = dataset_ref(dataset or prior["dataset"])
+    episodes = open_dataset(dataset)
     start = resumed_step(resume_from, config.train.max_steps) if resume_from is not None else 0
     t = config.train
     runtime = Runtime(t)
@@ -76,34 +91,38 @@ def _train(config: WMConfig, episodes: Sequence[TrainEpisode], out: Path, latent
     opt = optimization(runtime, wm.predictor, resume_from)
     predictor = opt.model
     predictor.train()
-    trainer_state = {"kind": "wm", "train_episodes": list(train_ids), "val_episodes": list(val_ids),
+    trainer_state = {"kind": "wm", "dataset": dataset, "train_episodes": list(train_ids), "val_episodes": list(val_ids),
                      "latents": str(cache.root.resolve()), "world_size": runtime.world}
     metrics = Metrics(out, "wm", runtime, t.batch_size * runtime.world, start)
     rollout = min(config.predictor.rollout, config.predictor.steps)
-    for step in range(start, t.max_steps):
-        idx = torch.randint(len(windows), (t.batch_size,), generator=step_generator(t, step, runtime.rank)).tolist()
-        z, a, s = (x.to(runtime.device) for x in windows.batch(idx, norm))
-        teacher = (predictor(z[:, :-1], a, s) - z[:, 1:]).abs().mean()
-        loss = teacher
-        row = {"teacher_forcing_l1": teacher}
-        if rollout:
-            # Each rollout step goes through the wrapped module (DDP syncs its gradients, FSDP gathers shards).
-            seq = [z[:, 0]]
-            for k in range(rollout):
-                seq.append(predictor(torch.stack(seq, 1), a[:, : k + 1], s[:, : k + 1])[:, -1])
-            rolled = (torch.stack(seq[1:], 1) - z[:, 1 : rollout + 1]).abs().mean()
-            loss = loss + t.rollout_weight * rolled
-            row["rollout_l1"] = rolled
-        opt.update(loss)
-        opt.scheduler.step()
-        done = step + 1
-        last = done == t.max_steps
-        if done % t.log_every == 0 or last:
-            row = {"loss": runtime.mean(loss), **{k: runtime.mean(v) for k, v in row.items()}}
-            metrics(done, {**row, "lr": opt.scheduler.get_last_lr()[0]}, f"loss {row['loss']:.4f}")
-        if done % t.save_every == 0 or last:
-            save_checkpoint(out, done, runtime.unwrap(predictor), opt.optimizer, opt.scheduler,
-                            json.dumps(asdict(config), indent=2), trainer_state, keep_last=t.keep_last)
+    with StopOnSignal(runtime) as stop:
+        for step in range(start, t.max_steps):
+            idx = torch.randint(len(windows), (t.batch_size,), generator=step_generator(t, step, runtime.rank)).tolist()
+            z, a, s = (x.to(runtime.device) for x in windows.batch(idx, norm))
+            teacher = (predictor(z[:, :-1], a, s) - z[:, 1:]).abs().mean()
+            loss = teacher
+            row = {"teacher_forcing_l1": teacher}
+            if rollout:
+                # Each rollout step goes through the wrapped module (DDP syncs its gradients, FSDP gathers shards).
+                seq = [z[:, 0]]
+                for k in range(rollout):
+                    seq.append(predictor(torch.stack(seq, 1), a[:, : k + 1], s[:, : k + 1])[:, -1])
+                rolled = (torch.stack(seq[1:], 1) - z[:, 1 : rollout + 1]).abs().mean()
+                loss = loss + t.rollout_weight * rolled
+                row["rollout_l1"] = rolled
+            opt.update(loss)
+            opt.scheduler.step()
+            done = step + 1
+            end = stop.after(done, t)
+            if end.log:
+                row = {"loss": runtime.mean(loss), **{k: runtime.mean(v) for k, v in row.items()}}
+                metrics(done, {**row, "lr": opt.scheduler.get_last_lr()[0]}, f"loss {row['loss']:.4f}")
+            if end.save:
+                checkpoint = save_checkpoint(out, done, runtime.unwrap(predictor), opt.optimizer, opt.scheduler,
+                                             json.dumps(asdict(config), indent=2), trainer_state, keep_last=t.keep_last)
+            if end.stop:
+                metrics.close()
+                raise stop.interrupted(done, checkpoint)
     metrics.close()
     wm.predictor = _plain(predictor, wm, runtime)
     wm.predictor.eval()
