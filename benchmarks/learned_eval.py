@@ -65,7 +65,7 @@ from atomvla.annotate.evaluation.boundaries import BoundaryMatch, match_boundari
 from atomvla.annotate.kinematics import ACTION, STATE
 from atomvla.annotate.learned import load_pretrained
 from atomvla.annotate.learned.data import record_meta, record_sample
-from atomvla.annotate.learned.align import _accumulated, align_features
+from atomvla.annotate.learned.align import _accumulated, align_features, warping_path
 from atomvla.annotate.learned.decode import best_boundaries, boundary_errors, decode, heuristic_prior, priors, propose
 from atomvla.annotate.learned.features import HEURISTIC_CHANNEL, Features, layout
 from atomvla.annotate.learned.model import LearnedModel, ModelSpec
@@ -166,29 +166,6 @@ CONSENSUS_PEERS = 4
 CONSENSUS_WEIGHT = 2.0
 
 
-def _warping_path(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The warping path through accumulated costs `d` (tq, te) as (query frames, peer frames), traced
-    back from the end to the cheapest of the three cells before (ties: diagonal, then up), as align's is."""
-    i, j = d.shape[0] - 1, d.shape[1] - 1
-    qi, pj = [i], [j]
-    while i > 0 or j > 0:
-        if i == 0:
-            j -= 1
-        elif j == 0:
-            i -= 1
-        else:
-            diag, up, left = d[i - 1, j - 1], d[i - 1, j], d[i, j - 1]
-            if diag <= up and diag <= left:
-                i, j = i - 1, j - 1
-            elif up <= left:
-                i -= 1
-            else:
-                j -= 1
-        qi.append(i)
-        pj.append(j)
-    return np.asarray(qi), np.asarray(pj)
-
-
 def _carried_scores(q: np.ndarray, peers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """(p, t): each peer's (alignment features, score) score carried onto the frames of the episode of
     alignment features `q` (t, d): per frame, the highest score of the peer frames matched to it."""
@@ -199,7 +176,7 @@ def _carried_scores(q: np.ndarray, peers: list[tuple[np.ndarray, np.ndarray]]) -
     d = _accumulated(q, ex)
     out = np.zeros((len(peers), len(q)))
     for k, (x, score) in enumerate(peers):
-        qi, pj = _warping_path(d[k, :, : len(x)])
+        qi, pj = warping_path(d[k, :, : len(x)])
         np.maximum.at(out[k], qi, score[pj])
     return out
 

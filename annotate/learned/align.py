@@ -88,16 +88,12 @@ def _accumulated(q: Float[np.ndarray, "tq d"], ex: Float[np.ndarray, "e te d"]) 
     return d
 
 
-def _carried(d: Float[np.ndarray, "tq te"], boundaries: Sequence[int]) -> list[float]:
-    """The query frame each exemplar boundary (> 0) maps to: the first query frame of the warping
-    path's cells in the boundary's exemplar column (a boundary is a subtask's first frame; where the
-    path dwells there, the episode stays in that frame's state). The path is traced back from the
-    end through `d`."""
+def warping_path(d: Float[np.ndarray, "tq te"]) -> tuple[np.ndarray, np.ndarray]:
+    """The warping path through accumulated costs `d` as (query frames, exemplar frames), traced back
+    from the end to the cheapest of the three cells before (ties: diagonal, then up)."""
     i, j = d.shape[0] - 1, d.shape[1] - 1
-    rows: dict[int, list[int]] = {b: [] for b in boundaries}
+    qi, ej = [i], [j]
     while i > 0 or j > 0:
-        if j in rows:
-            rows[j].append(i)
         if i == 0:
             j -= 1
         elif j == 0:
@@ -110,7 +106,17 @@ def _carried(d: Float[np.ndarray, "tq te"], boundaries: Sequence[int]) -> list[f
                 i -= 1
             else:
                 j -= 1
-    return [float(min(rows[b])) for b in boundaries]
+        qi.append(i)
+        ej.append(j)
+    return np.asarray(qi), np.asarray(ej)
+
+
+def _carried(d: Float[np.ndarray, "tq te"], boundaries: Sequence[int]) -> list[float]:
+    """The query frame each exemplar boundary (> 0) maps to: the first query frame of the warping
+    path's cells in the boundary's exemplar column (a boundary is a subtask's first frame; where the
+    path dwells there, the episode stays in that frame's state)."""
+    qi, ej = warping_path(d)
+    return [float(qi[ej == b].min()) for b in boundaries]
 
 
 def carry(q: Float[np.ndarray, "t d"], exemplars: Sequence[Exemplar]) -> list[list[float]]:
