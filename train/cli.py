@@ -178,7 +178,7 @@ def wm(
     ),
     latents: Annotated[
         Optional[Path],
-        typer.Option("--latents", help="Latent cache folder (default OUT/latents); frames are encoded once and reused."),
+        typer.Option("--latents", help="Latent cache folder (default OUT/latents; with --resume, the run's own); frames are encoded once and reused."),
     ] = None,
     device: Annotated[str, typer.Option(help="Where the encoder runs to fill the latent cache (cpu, cuda).")] = "cpu",
     resume: Annotated[
@@ -200,8 +200,7 @@ def wm(
     try:
         cfg = get_config(config, overrides or (), kind="wm")
         with _interrupted_exits_130():
-            _, report = train_world_model(cfg, dataset, out, latents or out / "latents", device, resume,
-                                          tuple(overrides or ()))
+            _, report = train_world_model(cfg, dataset, out, latents, device, resume, tuple(overrides or ()))
     except (ConfigError, DatasetError, LatentCacheError, CheckpointError, SourceError, ValueError) as exc:
         raise fail(str(exc)) from exc
     console.print(

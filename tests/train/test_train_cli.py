@@ -129,13 +129,26 @@ def test_ctrl_c_saves_the_last_finished_step_and_resume_continues_from_it(export
     assert len(resumed.losses) == 1 and resumed.checkpoint.name == f"step-{step + 1:06d}"
 
 
-def test_ctrl_c_in_wm_saves_its_last_step_and_resume_needs_no_dataset(export_dir, tmp_path):
-    out = tmp_path / "wm"
-    step = interrupted("wm", "--dataset", str(export_dir), "train.batch_size=4", "train.val_fraction=0", out=out)
+def test_ctrl_c_in_wm_saves_its_last_step_and_resume_needs_no_dataset_nor_latents(export_dir, tmp_path):
+    out, latents = tmp_path / "wm", tmp_path / "shared-latents"
+    step = interrupted("wm", "--dataset", str(export_dir), "--latents", str(latents), "train.batch_size=4",
+                       "train.val_fraction=0", out=out)
     assert not (out / "world_model.safetensors").exists()  # written once the run is done
-    r = run("wm", "--out", str(out), "--resume", f"train.max_steps={step + 1}")  # it needed --dataset again
+    encoded = {p: p.stat().st_mtime_ns for p in (latents / "episodes").iterdir()}
+    assert encoded
+    cache = latents.rename(tmp_path / "moved-latents")
+    r = run("wm", "--out", str(out), "--resume", f"train.max_steps={step + 1}")
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"{latents.resolve()}: the latent cache this run used" in text, r.output
+    assert "no longer exists; pass --latents DIR" in text and "Traceback" not in text
+    cache.rename(latents)
+    # Neither --dataset nor --latents again: it needed the dataset, and without --latents it encoded every
+    # frame again into OUT/latents.
+    r = run("wm", "--out", str(out), "--resume", f"train.max_steps={step + 1}")
     assert r.exit_code == 0, r.output
     assert (out / f"step-{step + 1:06d}").is_dir() and (out / "world_model.safetensors").is_file()
+    assert not (out / "latents").exists()
+    assert {p: p.stat().st_mtime_ns for p in (latents / "episodes").iterdir()} == encoded  # no frame encoded again
 
 
 def test_ctrl_c_in_grpo_saves_its_last_step_and_resume_continues_from_it(export_dir, tmp_path):

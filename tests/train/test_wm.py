@@ -64,8 +64,11 @@ def test_world_model_training_resumes_exactly_without_naming_its_dataset_again(e
     shutil.copytree(tmp_path / "a" / "step-000003", tmp_path / "b" / "step-000003")
     with pytest.raises(CheckpointError, match="pass --resume"):
         train_world_model(config, export_dir, tmp_path / "b", tmp_path / "latents")
-    # The checkpoint records its dataset, as sft's does (resuming needed --dataset again).
-    resumed, _ = train_world_model(config, None, tmp_path / "b", tmp_path / "latents", resume=True)
+    # The checkpoint records its dataset, as sft's does (resuming needed --dataset again). A latent cache
+    # named on resume wins over the recorded one (the same encoder's: the same latents).
+    resumed, _ = train_world_model(config, None, tmp_path / "b", tmp_path / "elsewhere", resume=True)
+    names = {p.name for p in (tmp_path / "latents" / "episodes").iterdir()}
+    assert names and {p.name for p in (tmp_path / "elsewhere" / "episodes").iterdir()} == names
     a, b = whole.predictor.state_dict(), resumed.predictor.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert sorted(p.name for p in (tmp_path / "b").glob("step-*")) == ["step-000003", "step-000006"]

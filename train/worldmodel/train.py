@@ -15,7 +15,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from atomvla.train.checkpoint import Checkpoint, CheckpointError, save_checkpoint
 from atomvla.train.config import apply_overrides, from_dict
 from atomvla.train.data.episodes import DatasetError, TrainEpisode, dataset_ref, open_dataset, split_episodes
-from atomvla.train.latents import LatentCache, build_with_progress
+from atomvla.train.latents import LatentCache, LatentCacheError, build_with_progress
 from atomvla.train.loop import (
     Metrics,
     Runtime,
@@ -44,18 +44,19 @@ def open_latents(config: WMConfig, episodes: Sequence[TrainEpisode], latents_dir
 
 
 def train_world_model(
-    config: WMConfig, dataset: str | Path | None, out: str | Path, latents_dir: str | Path, device: str = "cpu",
-    resume: bool = False, overrides: tuple[str, ...] = (),
+    config: WMConfig, dataset: str | Path | None, out: str | Path, latents_dir: str | Path | None = None,
+    device: str = "cpu", resume: bool = False, overrides: tuple[str, ...] = (),
 ) -> tuple[WorldModel, dict[str, float]]:
     """Train (or resume) the predictor on `dataset` (an export folder, a Hub id or a store file; a resumed
     run defaults to its own) in the shared loop; checkpoints `out/step-N`, then the world model, its
-    evaluation and config in `out`. `device` is where frames are encoded into the cache."""
+    evaluation and config in `out`. The latent cache is `latents_dir`, else a resumed run's own, else
+    `out/latents`. `device` is where frames are encoded into the cache."""
     out = Path(out)
     with removed_on_user_error(out):
         return _train(config, dataset, out, latents_dir, device, resume, overrides)
 
 
-def _train(config: WMConfig, dataset: str | Path | None, out: Path, latents_dir: str | Path, device: str,
+def _train(config: WMConfig, dataset: str | Path | None, out: Path, latents_dir: str | Path | None, device: str,
            resume: bool, overrides: tuple[str, ...]) -> tuple[WorldModel, dict[str, float]]:
     resume_from = resume_point(out, resume)
     prior = Checkpoint(resume_from).trainer_state if resume_from is not None else {}
@@ -67,6 +68,8 @@ def _train(config: WMConfig, dataset: str | Path | None, out: Path, latents_dir:
     if not (dataset or prior.get("dataset")):  # checkpoints before the dataset was recorded need --dataset
         raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
     dataset = dataset_ref(dataset or prior["dataset"])
+    if latents_dir is None:
+        latents_dir = _recorded_latents(resume_from, prior) if resume_from is not None else out / "latents"
     episodes = open_dataset(dataset)
     start = resumed_step(resume_from, config.train.max_steps) if resume_from is not None else 0
     t = config.train
@@ -134,6 +137,18 @@ def _train(config: WMConfig, dataset: str | Path | None, out: Path, latents_dir:
         (out / "wm_config.json").write_text(json.dumps(asdict(config), indent=2))
     runtime.barrier()
     return wm, report
+
+
+def _recorded_latents(checkpoint: Path, prior: dict) -> Path:
+    """The latent cache the resumed run used: encoding every frame again into another folder (OUT/latents)
+    would cost as much as the first encoding (GPU hours at real scale)."""
+    recorded = Path(prior["latents"])
+    if not recorded.is_dir():
+        raise LatentCacheError(
+            f"{recorded}: the latent cache this run used (recorded in {checkpoint}) no longer exists; pass --latents DIR: "
+            "the folder it was moved to, or a new folder to encode every frame again"
+        )
+    return recorded
 
 
 def _plain(predictor: torch.nn.Module, wm: WorldModel, runtime) -> torch.nn.Module:
