@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from atomvla.curate.store import Store, utc_now
 
@@ -60,16 +61,38 @@ def job_errors(store: Store, job_id: str) -> dict[str, str]:
 # -- ledger: tokens and dollars -------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Spend:
+    """One model's tokens and dollars on one episode (a ledger row); `cached` counts answers reused
+    from the response cache."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    cached: int = 0
+
+
 def add_ledger(
     store: Store, job_id: str, episode_id: str, model: str, input_tokens: int, output_tokens: int, cost_usd: float,
     cached: int,
 ) -> None:
-    """One episode's spend in a job; `cached` counts answers reused from the response cache."""
+    """One episode's spend in a job, on one model."""
+    add_ledger_rows(store, job_id, episode_id, [Spend(model, input_tokens, output_tokens, cost_usd, cached)])
+
+
+def add_ledger_rows(store: Store, job_id: str, episode_id: str, spends: Sequence[Spend]) -> None:
+    """One episode's spend in a job, a row per model, in one transaction: all land or none (a
+    hybrid's rows written one by one lost the second in a crash between them, and a re-run reads
+    that answer from the cache free, so it was never recorded)."""
+    if not spends:  # an offline backend spent nothing: no write lock taken
+        return
+    now = utc_now()
     with store.transaction() as conn:
-        conn.execute(
+        conn.executemany(
             "INSERT INTO ledger (job_id, episode_id, model, input_tokens, output_tokens, cost_usd, cached, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (job_id, episode_id, model, input_tokens, output_tokens, cost_usd, cached, utc_now()),
+            [(job_id, episode_id, s.model, s.input_tokens, s.output_tokens, s.cost_usd, s.cached, now) for s in spends],
         )
 
 

@@ -165,10 +165,10 @@ async def arun(
         return max_cost is not None and result.usage.cost_usd + (in_flight + 1) * reserve > max_cost
 
     def add_spend(episode_id: str, usage: Usage) -> None:
-        for share in usage.by_model():  # a row per model called (a hybrid's parts may call two)
-            if share.requests or share.cached:
-                store_tables.add_ledger(store, result.job_id, episode_id, share.model or model, share.input_tokens,
-                                        share.output_tokens, share.cost_usd, share.cached)
+        # A row per model called (a hybrid's parts may call two), all in one transaction.
+        spends = [store_tables.Spend(s.model or model, s.input_tokens, s.output_tokens, s.cost_usd, s.cached)
+                  for s in usage.by_model() if s.requests or s.cached]
+        store_tables.add_ledger_rows(store, result.job_id, episode_id, spends)
 
     def record(episode_id: str, dec: Decomposition, usage: Usage) -> Outcome:
         """Store one answered episode. The ledger first: a crash before the revision lands re-reads

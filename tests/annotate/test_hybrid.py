@@ -282,3 +282,34 @@ def test_a_part_that_fails_leaves_what_the_other_paid_in_the_ledger(tmp_path, ep
     assert result.failed and "1 attempts failed; last: APIConnectionError" in result.failed[0][1]
     (row,) = store_tables.ledger_rows(store, result.job_id)
     assert row["model"] == "gpt-4o" and row["cost_usd"] > 0 and row["cost_usd"] == pytest.approx(result.usage.cost_usd)
+
+
+def test_an_episodes_two_ledger_rows_land_in_one_transaction(tmp_path, episode, monkeypatch):
+    """A write that fails on the episode's second ledger row (a trigger in the real SQLite stands in
+    for a crash between the two) leaves neither: the first row used to land alone."""
+    import sqlite3
+
+    from fake_openai import FakeOpenAI
+
+    from atomvla.annotate import store_tables
+    from atomvla.annotate.jobs.engine import build_engine
+    from atomvla.annotate.jobs.runner import arun
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-hybrid")
+    store = Store(tmp_path / "s.sqlite")
+    store.upsert_episodes([episode.meta])
+    with store.transaction() as conn:
+        conn.execute(
+            "CREATE TRIGGER second_row AFTER INSERT ON ledger WHEN (SELECT count(*) FROM ledger"
+            " WHERE job_id = NEW.job_id AND episode_id = NEW.episode_id) > 1 BEGIN SELECT RAISE(ABORT, 'second row'); END"
+        )
+    with FakeOpenAI() as server:
+        settings = ["boundaries=openai", f"boundaries_settings.base_url={server.url}", "boundaries_settings.model=gpt-4o-mini",
+                    "boundaries_settings.frames=4", "language=openai", f"language_settings.base_url={server.url}",
+                    "language_settings.frames=4", "snap_s=0"]
+        engine = build_engine(store, "hybrid", None, settings)
+        with pytest.raises(sqlite3.IntegrityError, match="second row"):
+            asyncio.run(arun(store, engine, [episode.meta]))
+        assert sorted(r.body["model"] for r in server.chat_requests()) == ["gpt-4o", "gpt-4o-mini"]
+    assert store.connection().execute("SELECT count(*) FROM ledger").fetchone()[0] == 0
+    assert store.history(episode.meta.episode_id) == []  # the ledger is written before the revision
