@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -298,10 +298,16 @@ def batch_collect(
 @app.command()
 def ledger(
     store: StoreOpt = DEFAULT_STORE,
-    job: Annotated[Optional[str], typer.Option(help="List each episode of this job (default: totals per job).")] = None,
+    job: Annotated[
+        Optional[str], typer.Option(help="List each episode of this job (with --by model: its totals per model).")
+    ] = None,
+    by: Annotated[
+        Literal["job", "model"],
+        typer.Option(help="Totals per job, or per model (what each model cost; over --job's rows when given)."),
+    ] = "job",
     verbose: VerboseOpt = False,
 ) -> None:
-    """Tokens and dollars spent by model backends: totals per job, or each episode of one job."""
+    """Tokens and dollars spent by model backends: totals per job or per model, or each episode of one job."""
     setup_logging(verbose)
     from rich.table import Table
 
@@ -309,6 +315,17 @@ def ledger(
     from atomvla.curate.store import open_store
 
     db = open_store(store)
+    if job is not None and not store_tables.ledger_rows(db, job):
+        raise fail(f"{store}: no ledger rows for job {job!r} (see `atom-annotate ledger` for the jobs)")
+    if by == "model":
+        table = Table(title="atom-annotate ledger per model" + (f": job {job}" if job is not None else ""))
+        for col in ("model", "jobs", "episodes", "input tokens", "output tokens", "$", "cached answers"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for r in store_tables.ledger_by_model(db, job):
+            table.add_row(r["model"], str(r["jobs"]), str(r["episodes"]), f"{r['input_tokens']:,}", f"{r['output_tokens']:,}",
+                          f"{r['cost_usd']:.4f}", str(r["cached"]))
+        console.print(table)
+        return
     if job is None:
         table = Table(title="atom-annotate ledger")
         for col in ("job", "model", "episodes", "input tokens", "output tokens", "$", "cached answers"):
@@ -318,13 +335,10 @@ def ledger(
                           f"{r['cost_usd']:.4f}", str(r["cached"]))
         console.print(table)
         return
-    rows = store_tables.ledger_rows(db, job)
-    if not rows:
-        raise fail(f"{store}: no ledger rows for job {job!r} (see `atom-annotate ledger` for the jobs)")
     table = Table(title=f"atom-annotate ledger: job {job}")
     for col in ("episode", "model", "input tokens", "output tokens", "$", "cached", "at"):
         table.add_column(col, justify="left" if col in ("episode", "model", "at") else "right")
-    for r in rows:
+    for r in store_tables.ledger_rows(db, job):
         table.add_row(r["episode_id"], r["model"], f"{r['input_tokens']:,}", f"{r['output_tokens']:,}", f"{r['cost_usd']:.4f}",
                       str(r["cached"]), r["created_at"][:19])
     console.print(table)

@@ -127,6 +127,19 @@ def ledger_rows(store: Store, job_id: str) -> list[dict]:
     return [dict(r) for r in rows]
 
 
+def ledger_by_model(store: Store, job_id: str | None = None) -> list[dict]:
+    """{model, jobs, episodes, input_tokens, output_tokens, cost_usd, cached} per model over every job
+    (or one), dearest first."""
+    where, args = ("WHERE job_id = ?", (job_id,)) if job_id is not None else ("", ())
+    rows = store.connection().execute(
+        "SELECT model, count(DISTINCT job_id) AS jobs, count(DISTINCT episode_id) AS episodes,"
+        " sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd,"
+        f" sum(cached) AS cached FROM ledger {where} GROUP BY model ORDER BY sum(cost_usd) DESC, model",
+        args,
+    )
+    return [dict(r) for r in rows]
+
+
 # -- batches: OpenAI Batch API runs ---------------------------------------------------------
 
 

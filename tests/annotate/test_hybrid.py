@@ -231,6 +231,15 @@ def test_the_ledger_records_the_model_each_paid_part_called(tmp_path, monkeypatc
     ) and len(rows) == 4
     for r in rows:
         assert r["cost_usd"] > 0 and r["cost_usd"] == pytest.approx(cost_usd(r["model"], r["input_tokens"], r["output_tokens"]))
+    # What each model cost, as `ledger --by model` prints it: the sum of that model's rows.
+    listing = runner.invoke(annotate, ["ledger", "--store", store, "--by", "model"], env={"COLUMNS": "200"})
+    assert listing.exit_code == 0, listing.output
+    for model in ("gpt-4o", "gpt-4o-mini"):
+        mine = [r for r in rows if r["model"] == model]
+        line = next(line for line in listing.output.splitlines() if line.startswith(f"│ {model} "))
+        cells = [c.strip() for c in line.split("│")[2:-1]]
+        assert cells == ["1", "2", f"{sum(r['input_tokens'] for r in mine):,}", f"{sum(r['output_tokens'] for r in mine):,}",
+                         f"{sum(r['cost_usd'] for r in mine):.4f}", "0"], line
 
 
 def test_a_part_that_names_no_model_is_ledgered_as_the_model_its_decomposition_names(tmp_path, episode, vlms):
