@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import threading
@@ -108,9 +109,11 @@ class StopOnSignal:
         return self
 
     def _handle(self, signum: int, frame) -> None:
+        # A handler runs between any two bytecodes, also inside a logging call (rich's handler imports
+        # lazily there): logging from here re-entered it and crashed the run, so the notice goes to stderr.
         if self.received is None:
-            log.warning("%s: saving a checkpoint after this step, then stopping (again to stop at once)",
-                        signal.Signals(signum).name)
+            os.write(2, f"{signal.Signals(signum).name}: saving a checkpoint after this step, then stopping "
+                        "(again to stop at once)\n".encode())
         self.received = signum
         self._restore()
 
