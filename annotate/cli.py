@@ -315,7 +315,8 @@ def ledger(
     from atomvla.curate.store import open_store
 
     db = open_store(store)
-    if job is not None and not store_tables.ledger_rows(db, job):
+    rows = store_tables.ledger_rows(db, job) if job is not None else []
+    if job is not None and not rows:
         raise fail(f"{store}: no ledger rows for job {job!r} (see `atom-annotate ledger` for the jobs)")
     if by == "model":
         table = Table(title="atom-annotate ledger per model" + (f": job {job}" if job is not None else ""))
@@ -338,7 +339,7 @@ def ledger(
     table = Table(title=f"atom-annotate ledger: job {job}")
     for col in ("episode", "model", "input tokens", "output tokens", "$", "cached", "at"):
         table.add_column(col, justify="left" if col in ("episode", "model", "at") else "right")
-    for r in store_tables.ledger_rows(db, job):
+    for r in rows:
         table.add_row(r["episode_id"], r["model"], f"{r['input_tokens']:,}", f"{r['output_tokens']:,}", f"{r['cost_usd']:.4f}",
                       str(r["cached"]), r["created_at"][:19])
     console.print(table)

@@ -30,7 +30,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from atomvla.errors import UserError
-from atomvla.train.checkpoint import Checkpoint, CheckpointError, latest_checkpoint
+from atomvla.train.checkpoint import CheckpointError, latest_checkpoint
 from atomvla.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,11 @@ def resume_point(out: Path, resume: bool) -> Path | None:
     return found
 
 
-def resumed_step(checkpoint: Path, max_steps: int) -> int:
-    """The step a resumed run continues from. A run that has reached `max_steps` is said to have (it trained
-    nothing and said nothing); not refused, so a re-queued job that re-runs `--resume` still succeeds."""
-    step = int(Checkpoint(checkpoint).trainer_state["step"])
+def resumed_step(checkpoint: Path, prior: dict, max_steps: int) -> int:
+    """The step a run resumed from `checkpoint` (its trainer state `prior`) continues from. A run that has
+    reached `max_steps` is said to have (it trained nothing and said nothing); not refused, so a re-queued
+    job that re-runs `--resume` still succeeds."""
+    step = int(prior["step"])
     if step >= max_steps:
         log.warning("%s: the run has reached step %d of train.max_steps=%d: nothing to train (pass "
                     "train.max_steps=N with N > %d to train further)", checkpoint, step, max_steps, step)

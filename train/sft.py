@@ -18,7 +18,7 @@ from atomvla.schemas import SKILLS
 from atomvla.train.assemble import STATS_FILE, TOKENIZER_DIR, load_trained, make_model, make_processor
 from atomvla.train.checkpoint import Checkpoint, CheckpointError, resolve_checkpoint, save_checkpoint
 from atomvla.train.config import SFTConfig, apply_overrides, config_to_json, from_dict
-from atomvla.train.data.episodes import DatasetError, TrainEpisode, dataset_ref, open_dataset, split_episodes
+from atomvla.train.data.episodes import DatasetError, TrainEpisode, open_dataset, run_dataset, split_episodes
 from atomvla.train.data.normalize import Stats
 from atomvla.train.data.samples import ChunkDataset, ChunkSampler, cameras_of
 from atomvla.train.loop import (
@@ -68,10 +68,8 @@ def _start(config: SFTConfig, dataset: str | Path | None, out: Path, resume: boo
     prior = Checkpoint(base).trainer_state if base else {}
     if base:  # the checkpoint's config, with this run's overrides
         config = apply_overrides(from_dict(SFTConfig, Checkpoint(base).config), overrides)
-    if not (dataset or prior.get("dataset")):
-        raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
-    first = resumed_step(resume_from, config.train.max_steps) if resume_from else 0
-    return _Start(config, dataset_ref(dataset or prior["dataset"]), base, resume_from is not None, prior, first)
+    first = resumed_step(resume_from, prior, config.train.max_steps) if resume_from else 0
+    return _Start(config, run_dataset(dataset, prior), base, resume_from is not None, prior, first)
 
 
 def _skills(start: _Start, add_skill: str | None, episodes: list[TrainEpisode]) -> tuple[str, ...]:

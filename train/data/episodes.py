@@ -60,6 +60,14 @@ def dataset_ref(dataset: str | Path) -> str:
     return str(path.resolve()) if path.exists() else str(dataset)
 
 
+def run_dataset(dataset: str | Path | None, prior: dict) -> str:
+    """The dataset a run trains on, as its checkpoint records it: the one given, else the resumed run's
+    (`prior`, its trainer state)."""
+    if not (dataset or prior.get("dataset")):
+        raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
+    return dataset_ref(dataset or prior["dataset"])
+
+
 def open_dataset(dataset: str | Path, status: str = "accepted") -> list[TrainEpisode]:
     """The episodes of `dataset`: a store file (`*.sqlite`), a curated export folder, or a Hub id."""
     path = Path(dataset).expanduser()

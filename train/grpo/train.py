@@ -196,7 +196,7 @@ def _train_grpo(config: GRPOConfig, out: Path, policy: Path | None, world_model:
         if policy is None or world_model is None:
             raise CheckpointError("grpo needs --policy (an SFT checkpoint) and --world-model (from atom-train wm)")
         reference_path, wm_path = resolve_checkpoint(Path(policy)).resolve(), Path(world_model).resolve()
-    start = resumed_step(resume_from, config.train.max_steps) if resume_from else 0
+    start = resumed_step(resume_from, prior, config.train.max_steps) if resume_from else 0
 
     runtime = Runtime(config.train)
     rank, world, device = runtime.rank, runtime.world, runtime.device

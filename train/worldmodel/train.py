@@ -14,7 +14,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 
 from atomvla.train.checkpoint import Checkpoint, CheckpointError, save_checkpoint
 from atomvla.train.config import apply_overrides, from_dict
-from atomvla.train.data.episodes import DatasetError, TrainEpisode, dataset_ref, open_dataset, split_episodes
+from atomvla.train.data.episodes import TrainEpisode, open_dataset, run_dataset, split_episodes
 from atomvla.train.latents import LatentCache, LatentCacheError, build_with_progress
 from atomvla.train.loop import (
     Metrics,
@@ -59,19 +59,18 @@ def train_world_model(
 def _train(config: WMConfig, dataset: str | Path | None, out: Path, latents_dir: str | Path | None, device: str,
            resume: bool, overrides: tuple[str, ...]) -> tuple[WorldModel, dict[str, float]]:
     resume_from = resume_point(out, resume)
-    prior = Checkpoint(resume_from).trainer_state if resume_from is not None else {}
-    if resume_from is not None:
-        saved = Checkpoint(resume_from).config
+    resumed = Checkpoint(resume_from) if resume_from is not None else None
+    prior = resumed.trainer_state if resumed is not None else {}
+    if resumed is not None:
+        saved = resumed.config
         if saved.get("kind") != "wm":
             raise CheckpointError(f"{resume_from}: a {saved.get('kind')!r} checkpoint, not a world model's")
         config = apply_overrides(from_dict(WMConfig, saved), overrides)
-    if not (dataset or prior.get("dataset")):  # checkpoints before the dataset was recorded need --dataset
-        raise DatasetError("no dataset: pass --dataset (an export folder, a Hub repo id, or a store file)")
-    dataset = dataset_ref(dataset or prior["dataset"])
+    dataset = run_dataset(dataset, prior)  # checkpoints before the dataset was recorded need --dataset
     if latents_dir is None:
         latents_dir = _recorded_latents(resume_from, prior) if resume_from is not None else out / "latents"
     episodes = open_dataset(dataset)
-    start = resumed_step(resume_from, config.train.max_steps) if resume_from is not None else 0
+    start = resumed_step(resume_from, prior, config.train.max_steps) if resume_from is not None else 0
     t = config.train
     runtime = Runtime(t)
     train_ids, val_ids = split_episodes(list(episodes), t.val_fraction, t.seed)
